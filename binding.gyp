@@ -1,0 +1,23 @@
+# Builds native/addon.cc against the libtorch that native/libtorch.mjs finds.
+# Run through npm (`npm install` / `npm rebuild`), never plain node-gyp: npm supplies the local Node headers.
+{
+  "targets": [
+    {
+      "target_name": "oasft_torch",
+      "sources": ["native/addon.cc"],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "<!@(node native/libtorch.mjs include)"
+      ],
+      "libraries": ["<!@(node native/libtorch.mjs libs)"],
+      "defines": [
+        "NAPI_VERSION=8",
+        "NAPI_CPP_EXCEPTIONS",
+        "_GLIBCXX_USE_CXX11_ABI=<!(node native/libtorch.mjs cxxabi)"
+      ],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++20"],
+      "cflags_cc": ["-std=c++17", "-O2", "-fexceptions", "-frtti", "-Wno-unused-parameter", "-Wno-deprecated-declarations"]
+    }
+  ]
+}

@@ -1,0 +1,484 @@
+// oasft's native addon: a thin N-API layer over libtorch (ATen ops + autograd).
+//
+// Contract (mirrored one-to-one by src/torch/binding.ts):
+//  - a tensor crosses into JS as an opaque External handle owning one at::Tensor;
+//  - dispose(h) frees it now; the GC finalizer frees it otherwise (a safety net, not the plan);
+//  - CPU tensor bytes are reported to V8 as external memory so the GC sees their weight;
+//  - every op is one entry of the table in Init, named as in src/torch/binding.ts;
+//  - any libtorch error becomes a JS Error whose message starts with the op's name.
+// All math, kernels and autograd are libtorch's; nothing here computes by itself.
+
+#include <napi.h>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/cuda.h>
+#include <torch/utils.h>
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "compat.h"
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Tensor handles
+
+struct Box {
+  at::Tensor t;
+  int64_t reportedBytes = 0;  // what we told V8 about, so that release subtracts exactly that
+};
+
+std::atomic<int64_t> liveBoxes{0};
+
+// Views share their base's storage: report only tensors that own their bytes.
+int64_t ownedCpuBytes(const at::Tensor& t) {
+  if (!t.defined() || !t.device().is_cpu() || t.is_view()) return 0;
+  return static_cast<int64_t>(t.storage().nbytes());
+}
+
+void release(Napi::BasicEnv env, Box* box) {
+  if (box->reportedBytes) Napi::MemoryManagement::AdjustExternalMemory(env, -box->reportedBytes);
+  box->reportedBytes = 0;
+  box->t.reset();
+}
+
+void finalizeBox(Napi::BasicEnv env, Box* box) {
+  release(env, box);
+  delete box;
+  liveBoxes--;
+}
+
+Napi::Value wrap(Napi::Env env, at::Tensor t) {
+  auto* box = new Box{std::move(t), 0};
+  box->reportedBytes = ownedCpuBytes(box->t);
+  if (box->reportedBytes) Napi::MemoryManagement::AdjustExternalMemory(env, box->reportedBytes);
+  liveBoxes++;
+  return Napi::External<Box>::New(env, box, finalizeBox);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Argument access with errors that name the op and the argument
+
+struct Args {
+  const Napi::CallbackInfo& info;
+  const char* op;
+
+  Napi::Env env() const { return info.Env(); }
+
+  [[noreturn]] void bad(size_t i, const std::string& expected) const {
+    throw Napi::TypeError::New(env(), std::string(op) + ": argument " + std::to_string(i) + " must be " + expected);
+  }
+  bool has(size_t i) const { return i < info.Length() && !info[i].IsUndefined() && !info[i].IsNull(); }
+  bool isTensor(size_t i) const { return i < info.Length() && info[i].IsExternal(); }
+
+  const at::Tensor& t(size_t i) const {
+    if (!isTensor(i)) bad(i, "a tensor");
+    const at::Tensor& tensor = info[i].As<Napi::External<Box>>().Data()->t;
+    if (!tensor.defined()) bad(i, "a live tensor (this one was disposed)");
+    return tensor;
+  }
+  c10::optional<at::Tensor> optT(size_t i) const {
+    if (!has(i)) return c10::nullopt;
+    return t(i);
+  }
+  double f(size_t i) const {
+    if (i >= info.Length() || !info[i].IsNumber()) bad(i, "a number");
+    return info[i].As<Napi::Number>().DoubleValue();
+  }
+  int64_t i64(size_t i) const {
+    if (i >= info.Length() || !info[i].IsNumber()) bad(i, "an integer");
+    return info[i].As<Napi::Number>().Int64Value();
+  }
+  bool b(size_t i) const {
+    if (i >= info.Length() || !info[i].IsBoolean()) bad(i, "a boolean");
+    return info[i].As<Napi::Boolean>().Value();
+  }
+  std::string str(size_t i) const {
+    if (i >= info.Length() || !info[i].IsString()) bad(i, "a string");
+    return info[i].As<Napi::String>().Utf8Value();
+  }
+  std::vector<int64_t> ints(size_t i) const {
+    if (i >= info.Length() || !info[i].IsArray()) bad(i, "an array of integers");
+    auto arr = info[i].As<Napi::Array>();
+    std::vector<int64_t> out(arr.Length());
+    for (uint32_t k = 0; k < arr.Length(); k++) {
+      Napi::Value v = arr[k];
+      if (!v.IsNumber()) bad(i, "an array of integers");
+      out[k] = v.As<Napi::Number>().Int64Value();
+    }
+    return out;
+  }
+  std::vector<at::Tensor> tensors(size_t i) const {
+    if (i >= info.Length() || !info[i].IsArray()) bad(i, "an array of tensors");
+    auto arr = info[i].As<Napi::Array>();
+    std::vector<at::Tensor> out;
+    out.reserve(arr.Length());
+    for (uint32_t k = 0; k < arr.Length(); k++) {
+      Napi::Value v = arr[k];
+      if (!v.IsExternal()) bad(i, "an array of tensors");
+      const at::Tensor& tensor = v.As<Napi::External<Box>>().Data()->t;
+      if (!tensor.defined()) bad(i, "an array of live tensors");
+      out.push_back(tensor);
+    }
+    return out;
+  }
+  // An integral JS number becomes an integer Scalar, so int64 tensors stay int64 (`pos - 1`).
+  at::Scalar scalar(size_t i) const {
+    if (i < info.Length() && info[i].IsBoolean()) return at::Scalar(info[i].As<Napi::Boolean>().Value());
+    double v = f(i);
+    double whole = static_cast<double>(static_cast<int64_t>(v));
+    if (whole == v && v > -9007199254740992.0 && v < 9007199254740992.0) return at::Scalar(static_cast<int64_t>(v));
+    return at::Scalar(v);
+  }
+  // dtypes cross as c10::ScalarType codes (src/torch/dtype.ts keeps the same table).
+  at::ScalarType dtype(size_t i) const {
+    int64_t code = i64(i);
+    if (code < 0 || code >= static_cast<int64_t>(at::ScalarType::NumOptions)) bad(i, "a dtype code");
+    return static_cast<at::ScalarType>(code);
+  }
+  c10::optional<at::ScalarType> optDtype(size_t i) const {
+    if (!has(i)) return c10::nullopt;
+    return dtype(i);
+  }
+  at::Device device(size_t i) const {
+    if (!has(i)) return at::Device(at::kCPU);
+    return at::Device(str(i));
+  }
+  at::TensorOptions options(size_t dtypeArg, size_t deviceArg) const {
+    return at::TensorOptions().dtype(dtype(dtypeArg)).device(device(deviceArg));
+  }
+
+  Napi::Value out(at::Tensor t) const { return wrap(env(), std::move(t)); }
+  Napi::Value outList(const std::vector<at::Tensor>& ts) const {
+    auto arr = Napi::Array::New(env(), ts.size());
+    for (size_t k = 0; k < ts.size(); k++) arr.Set(static_cast<uint32_t>(k), out(ts[k]));
+    return arr;
+  }
+  Napi::Value num(double v) const { return Napi::Number::New(env(), v); }
+  Napi::Value boolean(bool v) const { return Napi::Boolean::New(env(), v); }
+  Napi::Value undef() const { return env().Undefined(); }
+};
+
+template <typename Body>
+void def(Napi::Env env, Napi::Object exports, const char* name, Body body) {
+  exports.Set(name, Napi::Function::New(
+                        env,
+                        [name, body](const Napi::CallbackInfo& info) -> Napi::Value {
+                          Args a{info, name};
+                          try {
+                            return body(a);
+                          } catch (const Napi::Error&) {
+                            throw;
+                          } catch (const c10::Error& e) {
+                            throw Napi::Error::New(info.Env(), std::string(name) + ": " + e.what_without_backtrace());
+                          } catch (const std::exception& e) {
+                            throw Napi::Error::New(info.Env(), std::string(name) + ": " + e.what());
+                          }
+                        },
+                        name));
+}
+
+at::Tensor tensorFromBytes(const Args& a, size_t bytesArg, at::ScalarType dtype, const std::vector<int64_t>& shape) {
+  if (!a.info[bytesArg].IsTypedArray()) a.bad(bytesArg, "a typed array or Buffer");
+  auto view = a.info[bytesArg].As<Napi::TypedArray>();
+  auto* data = static_cast<uint8_t*>(view.ArrayBuffer().Data()) + view.ByteOffset();
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  size_t expected = static_cast<size_t>(numel) * c10::elementSize(dtype);
+  if (view.ByteLength() != expected) {
+    a.bad(bytesArg, std::to_string(expected) + " bytes for shape and dtype, got " + std::to_string(view.ByteLength()));
+  }
+  if (numel == 0) return at::empty(shape, at::TensorOptions().dtype(dtype));
+  return at::from_blob(data, shape, at::TensorOptions().dtype(dtype)).clone();
+}
+
+at::Reduction::Reduction reductionFrom(const Args& a, size_t i) {
+  std::string r = a.str(i);
+  if (r == "mean") return at::Reduction::Mean;
+  if (r == "sum") return at::Reduction::Sum;
+  if (r == "none") return at::Reduction::None;
+  a.bad(i, "'mean', 'sum' or 'none'");
+}
+
+// Binary ops take a tensor or a JS number as their second operand.
+#define BINARY(jsName, fn)                                                              \
+  def(env, exports, jsName, [](Args& a) {                                               \
+    return a.out(a.isTensor(1) ? at::fn(a.t(0), a.t(1)) : at::fn(a.t(0), a.scalar(1))); \
+  })
+#define UNARY(jsName, fn) def(env, exports, jsName, [](Args& a) { return a.out(at::fn(a.t(0))); })
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  // Torch starts with one intra-op thread; use every core unless told otherwise.
+  at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+
+  // ----- runtime -------------------------------------------------------------------------------
+  def(env, exports, "version", [](Args& a) { return Napi::String::New(a.env(), TORCH_VERSION); });
+  def(env, exports, "buildConfig", [](Args& a) { return Napi::String::New(a.env(), at::show_config()); });
+  def(env, exports, "parallelInfo", [](Args& a) { return Napi::String::New(a.env(), at::get_parallel_info()); });
+  def(env, exports, "setNumThreads", [](Args& a) { at::set_num_threads(static_cast<int>(a.i64(0))); return a.undef(); });
+  def(env, exports, "getNumThreads", [](Args& a) { return a.num(at::get_num_threads()); });
+  def(env, exports, "manualSeed", [](Args& a) { torch::manual_seed(static_cast<uint64_t>(a.i64(0))); return a.undef(); });
+  def(env, exports, "cudaIsAvailable", [](Args& a) { return a.boolean(torch::cuda::is_available()); });
+  def(env, exports, "cudaDeviceCount", [](Args& a) { return a.num(static_cast<double>(torch::cuda::device_count())); });
+  def(env, exports, "cudaSynchronize", [](Args& a) {
+    if (torch::cuda::is_available()) torch::cuda::synchronize();
+    return a.undef();
+  });
+  def(env, exports, "liveTensors", [](Args& a) { return a.num(static_cast<double>(liveBoxes.load())); });
+  def(env, exports, "cpuRngState", [](Args& a) {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    return a.out(gen.get_state());
+  });
+  def(env, exports, "setCpuRngState", [](Args& a) {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(a.t(0));
+    return a.undef();
+  });
+
+  // ----- handles and metadata --------------------------------------------------------------------
+  def(env, exports, "dispose", [](Args& a) {
+    if (!a.isTensor(0)) a.bad(0, "a tensor");
+    release(a.env(), a.info[0].As<Napi::External<Box>>().Data());
+    return a.undef();
+  });
+  def(env, exports, "isLive", [](Args& a) {
+    return a.boolean(a.isTensor(0) && a.info[0].As<Napi::External<Box>>().Data()->t.defined());
+  });
+  def(env, exports, "shape", [](Args& a) {
+    auto sizes = a.t(0).sizes();
+    auto arr = Napi::Array::New(a.env(), sizes.size());
+    for (size_t k = 0; k < sizes.size(); k++) arr.Set(static_cast<uint32_t>(k), a.num(static_cast<double>(sizes[k])));
+    return arr;
+  });
+  def(env, exports, "strides", [](Args& a) {
+    auto strides = a.t(0).strides();
+    auto arr = Napi::Array::New(a.env(), strides.size());
+    for (size_t k = 0; k < strides.size(); k++) arr.Set(static_cast<uint32_t>(k), a.num(static_cast<double>(strides[k])));
+    return arr;
+  });
+  def(env, exports, "dtype", [](Args& a) { return a.num(static_cast<int>(a.t(0).scalar_type())); });
+  def(env, exports, "device", [](Args& a) { return Napi::String::New(a.env(), a.t(0).device().str()); });
+  def(env, exports, "numel", [](Args& a) { return a.num(static_cast<double>(a.t(0).numel())); });
+  def(env, exports, "item", [](Args& a) { return a.num(a.t(0).item().toDouble()); });
+  def(env, exports, "requiresGrad", [](Args& a) { return a.boolean(a.t(0).requires_grad()); });
+  def(env, exports, "setRequiresGrad", [](Args& a) { a.t(0).set_requires_grad(a.b(1)); return a.undef(); });
+  def(env, exports, "grad", [](Args& a) {
+    const at::Tensor& g = a.t(0).grad();
+    return g.defined() ? a.out(g) : a.undef();
+  });
+  def(env, exports, "setGrad", [](Args& a) {
+    at::Tensor& g = a.t(0).mutable_grad();
+    g = a.has(1) ? a.t(1) : at::Tensor();  // undefined = "no grad", as zero_grad(set_to_none=True)
+    return a.undef();
+  });
+  def(env, exports, "isContiguous", [](Args& a) { return a.boolean(a.t(0).is_contiguous()); });
+  def(env, exports, "dataPtr", [](Args& a) { return a.num(static_cast<double>(reinterpret_cast<uintptr_t>(a.t(0).data_ptr()))); });
+
+  // ----- creation and transfer ------------------------------------------------------------------
+  // fromBytes(bytes, dtype, shape): copies; the JS memory can be reused right after.
+  def(env, exports, "fromBytes", [](Args& a) { return a.out(tensorFromBytes(a, 0, a.dtype(1), a.ints(2))); });
+  // toBytes(t): a copy of the (CPU, contiguous) data as a Node Buffer.
+  def(env, exports, "toBytes", [](Args& a) {
+    at::Tensor t = a.t(0).detach().to(at::kCPU).contiguous();
+    return Napi::Buffer<uint8_t>::Copy(a.env(), static_cast<const uint8_t*>(t.data_ptr()), t.nbytes());
+  });
+  def(env, exports, "empty", [](Args& a) { return a.out(at::empty(a.ints(0), a.options(1, 2))); });
+  def(env, exports, "zeros", [](Args& a) { return a.out(at::zeros(a.ints(0), a.options(1, 2))); });
+  def(env, exports, "ones", [](Args& a) { return a.out(at::ones(a.ints(0), a.options(1, 2))); });
+  def(env, exports, "full", [](Args& a) { return a.out(at::full(a.ints(0), a.scalar(1), a.options(2, 3))); });
+  def(env, exports, "arange", [](Args& a) { return a.out(at::arange(a.scalar(0), a.scalar(1), a.scalar(2), a.options(3, 4))); });
+  def(env, exports, "randn", [](Args& a) { return a.out(at::randn(a.ints(0), a.options(1, 2))); });
+  def(env, exports, "rand", [](Args& a) { return a.out(at::rand(a.ints(0), a.options(1, 2))); });
+  def(env, exports, "randint", [](Args& a) { return a.out(at::randint(a.i64(0), a.i64(1), a.ints(2), a.options(3, 4))); });
+  def(env, exports, "randperm", [](Args& a) { return a.out(at::randperm(a.i64(0), a.options(1, 2))); });
+  def(env, exports, "to", [](Args& a) { return a.out(a.t(0).to(a.dtype(1))); });
+  def(env, exports, "toDevice", [](Args& a) { return a.out(a.t(0).to(a.device(1))); });
+  def(env, exports, "clone", [](Args& a) { return a.out(a.t(0).clone()); });
+  def(env, exports, "detach", [](Args& a) { return a.out(a.t(0).detach()); });
+  def(env, exports, "contiguous", [](Args& a) { return a.out(a.t(0).contiguous()); });
+
+  // ----- in-place ----------------------------------------------------------------------------------
+  def(env, exports, "copy_", [](Args& a) { a.t(0).copy_(a.t(1)); return a.undef(); });
+  def(env, exports, "zero_", [](Args& a) { a.t(0).zero_(); return a.undef(); });
+  def(env, exports, "fill_", [](Args& a) { a.t(0).fill_(a.scalar(1)); return a.undef(); });
+  def(env, exports, "normal_", [](Args& a) { a.t(0).normal_(a.f(1), a.f(2)); return a.undef(); });
+  def(env, exports, "uniform_", [](Args& a) { a.t(0).uniform_(a.f(1), a.f(2)); return a.undef(); });
+  def(env, exports, "add_", [](Args& a) {
+    if (a.isTensor(1)) a.t(0).add_(a.t(1), a.has(2) ? a.scalar(2) : at::Scalar(1));
+    else a.t(0).add_(a.scalar(1));
+    return a.undef();
+  });
+  def(env, exports, "mul_", [](Args& a) {
+    if (a.isTensor(1)) a.t(0).mul_(a.t(1));
+    else a.t(0).mul_(a.scalar(1));
+    return a.undef();
+  });
+  def(env, exports, "div_", [](Args& a) {
+    if (a.isTensor(1)) a.t(0).div_(a.t(1));
+    else a.t(0).div_(a.scalar(1));
+    return a.undef();
+  });
+  def(env, exports, "addcmul_", [](Args& a) { a.t(0).addcmul_(a.t(1), a.t(2), a.scalar(3)); return a.undef(); });
+  def(env, exports, "addcdiv_", [](Args& a) { a.t(0).addcdiv_(a.t(1), a.t(2), a.scalar(3)); return a.undef(); });
+  def(env, exports, "lerp_", [](Args& a) { a.t(0).lerp_(a.t(1), a.scalar(2)); return a.undef(); });
+  def(env, exports, "clampMax_", [](Args& a) { a.t(0).clamp_max_(a.scalar(1)); return a.undef(); });
+  def(env, exports, "maskedFill_", [](Args& a) { a.t(0).masked_fill_(a.t(1), a.scalar(2)); return a.undef(); });
+  def(env, exports, "indexCopy_", [](Args& a) { a.t(0).index_copy_(a.i64(1), a.t(2), a.t(3)); return a.undef(); });
+
+  // ----- elementwise -------------------------------------------------------------------------------
+  def(env, exports, "add", [](Args& a) {
+    at::Scalar alpha = a.has(2) ? a.scalar(2) : at::Scalar(1);
+    return a.out(a.isTensor(1) ? at::add(a.t(0), a.t(1), alpha) : at::add(a.t(0), a.scalar(1), alpha));
+  });
+  def(env, exports, "sub", [](Args& a) {
+    at::Scalar alpha = a.has(2) ? a.scalar(2) : at::Scalar(1);
+    return a.out(a.isTensor(1) ? at::sub(a.t(0), a.t(1), alpha) : at::sub(a.t(0), a.scalar(1), alpha));
+  });
+  BINARY("mul", mul);
+  BINARY("div", div);
+  BINARY("pow", pow);
+  BINARY("eq", eq);
+  BINARY("ne", ne);
+  BINARY("lt", lt);
+  BINARY("le", le);
+  BINARY("gt", gt);
+  BINARY("ge", ge);
+  BINARY("remainder", remainder);
+  def(env, exports, "maximum", [](Args& a) { return a.out(at::maximum(a.t(0), a.t(1))); });
+  def(env, exports, "minimum", [](Args& a) { return a.out(at::minimum(a.t(0), a.t(1))); });
+  def(env, exports, "logicalAnd", [](Args& a) { return a.out(at::logical_and(a.t(0), a.t(1))); });
+  def(env, exports, "logicalOr", [](Args& a) { return a.out(at::logical_or(a.t(0), a.t(1))); });
+  def(env, exports, "where", [](Args& a) { return a.out(at::where(a.t(0), a.t(1), a.t(2))); });
+  def(env, exports, "maskedFill", [](Args& a) { return a.out(at::masked_fill(a.t(0), a.t(1), a.scalar(2))); });
+  def(env, exports, "clamp", [](Args& a) {
+    c10::optional<at::Scalar> lo, hi;
+    if (a.has(1)) lo = a.scalar(1);
+    if (a.has(2)) hi = a.scalar(2);
+    return a.out(at::clamp(a.t(0), lo, hi));
+  });
+  UNARY("neg", neg);
+  UNARY("exp", exp);
+  UNARY("log", log);
+  UNARY("tanh", tanh);
+  UNARY("sqrt", sqrt);
+  UNARY("rsqrt", rsqrt);
+  UNARY("abs", abs);
+  UNARY("sigmoid", sigmoid);
+  UNARY("relu", relu);
+  UNARY("silu", silu);
+  UNARY("sin", sin);
+  UNARY("cos", cos);
+  UNARY("logicalNot", logical_not);
+  UNARY("isfinite", isfinite);
+  UNARY("isnan", isnan);
+  def(env, exports, "gelu", [](Args& a) { return a.out(at::gelu(a.t(0), a.has(1) ? a.str(1) : "none")); });
+
+  // ----- reductions --------------------------------------------------------------------------------
+  // dims = null reduces over everything.
+  def(env, exports, "sum", [](Args& a) {
+    if (!a.has(1)) return a.out(at::sum(a.t(0), a.optDtype(3)));
+    return a.out(at::sum(a.t(0), a.ints(1), a.b(2), a.optDtype(3)));
+  });
+  def(env, exports, "mean", [](Args& a) {
+    if (!a.has(1)) return a.out(at::mean(a.t(0), a.optDtype(3)));
+    return a.out(at::mean(a.t(0), a.ints(1), a.b(2), a.optDtype(3)));
+  });
+  def(env, exports, "amax", [](Args& a) { return a.out(at::amax(a.t(0), a.ints(1), a.b(2))); });
+  def(env, exports, "amin", [](Args& a) { return a.out(at::amin(a.t(0), a.ints(1), a.b(2))); });
+  def(env, exports, "max", [](Args& a) { return a.out(at::max(a.t(0))); });
+  def(env, exports, "min", [](Args& a) { return a.out(at::min(a.t(0))); });
+  def(env, exports, "argmax", [](Args& a) { return a.out(at::argmax(a.t(0), a.i64(1), a.b(2))); });
+  def(env, exports, "any", [](Args& a) { return a.out(at::any(a.t(0))); });
+  def(env, exports, "all", [](Args& a) { return a.out(at::all(a.t(0))); });
+  def(env, exports, "norm", [](Args& a) { return a.out(at::norm(a.t(0), a.scalar(1))); });
+  def(env, exports, "cumsum", [](Args& a) { return a.out(at::cumsum(a.t(0), a.i64(1), a.optDtype(2))); });
+  def(env, exports, "softmax", [](Args& a) { return a.out(at::softmax(a.t(0), a.i64(1), a.optDtype(2))); });
+  def(env, exports, "logSoftmax", [](Args& a) { return a.out(at::log_softmax(a.t(0), a.i64(1), a.optDtype(2))); });
+  def(env, exports, "topk", [](Args& a) {
+    auto [values, indices] = at::topk(a.t(0), a.i64(1), a.i64(2), true, true);
+    return a.outList({values, indices});
+  });
+  def(env, exports, "sort", [](Args& a) {
+    auto [values, indices] = at::sort(a.t(0), a.i64(1), a.b(2));
+    return a.outList({values, indices});
+  });
+  def(env, exports, "multinomial", [](Args& a) { return a.out(at::multinomial(a.t(0), a.i64(1), a.b(2))); });
+
+  // ----- shapes and indexing ------------------------------------------------------------------------
+  def(env, exports, "reshape", [](Args& a) { return a.out(a.t(0).reshape(a.ints(1))); });
+  def(env, exports, "view", [](Args& a) { return a.out(a.t(0).view(a.ints(1))); });
+  def(env, exports, "transpose", [](Args& a) { return a.out(a.t(0).transpose(a.i64(1), a.i64(2))); });
+  def(env, exports, "permute", [](Args& a) { return a.out(a.t(0).permute(a.ints(1))); });
+  def(env, exports, "unsqueeze", [](Args& a) { return a.out(a.t(0).unsqueeze(a.i64(1))); });
+  def(env, exports, "squeeze", [](Args& a) { return a.out(a.t(0).squeeze(a.i64(1))); });
+  def(env, exports, "expand", [](Args& a) { return a.out(a.t(0).expand(a.ints(1))); });
+  def(env, exports, "narrow", [](Args& a) { return a.out(a.t(0).narrow(a.i64(1), a.i64(2), a.i64(3))); });
+  def(env, exports, "select", [](Args& a) { return a.out(a.t(0).select(a.i64(1), a.i64(2))); });
+  def(env, exports, "indexSelect", [](Args& a) { return a.out(at::index_select(a.t(0), a.i64(1), a.t(2))); });
+  def(env, exports, "gather", [](Args& a) { return a.out(at::gather(a.t(0), a.i64(1), a.t(2))); });
+  def(env, exports, "cat", [](Args& a) { return a.out(at::cat(a.tensors(0), a.i64(1))); });
+  def(env, exports, "stack", [](Args& a) { return a.out(at::stack(a.tensors(0), a.i64(1))); });
+  def(env, exports, "triu", [](Args& a) { return a.out(at::triu(a.t(0), a.i64(1))); });
+  def(env, exports, "tril", [](Args& a) { return a.out(at::tril(a.t(0), a.i64(1))); });
+  def(env, exports, "flatten", [](Args& a) { return a.out(at::flatten(a.t(0), a.i64(1), a.i64(2))); });
+  def(env, exports, "repeat", [](Args& a) { return a.out(a.t(0).repeat(a.ints(1))); });
+  def(env, exports, "unbind", [](Args& a) { return a.outList(at::unbind(a.t(0), a.i64(1))); });
+
+  // ----- linear algebra and layers -----------------------------------------------------------------
+  def(env, exports, "matmul", [](Args& a) { return a.out(at::matmul(a.t(0), a.t(1))); });
+  def(env, exports, "bmm", [](Args& a) { return a.out(at::bmm(a.t(0), a.t(1))); });
+  def(env, exports, "baddbmm", [](Args& a) {
+    return a.out(at::baddbmm(a.t(0), a.t(1), a.t(2), a.scalar(3), a.scalar(4)));
+  });
+  def(env, exports, "linear", [](Args& a) { return a.out(at::linear(a.t(0), a.t(1), a.optT(2))); });
+  def(env, exports, "embedding", [](Args& a) { return a.out(at::embedding(a.t(0), a.t(1))); });
+  def(env, exports, "layerNorm", [](Args& a) {
+    return a.out(at::layer_norm(a.t(0), a.ints(1), a.optT(2), a.optT(3), a.f(4), /*cudnn_enable=*/true));
+  });
+  def(env, exports, "dropout", [](Args& a) { return a.out(at::dropout(a.t(0), a.f(1), a.b(2))); });
+  // crossEntropy(logits [N, V], target [N], ignoreIndex, reduction, labelSmoothing)
+  def(env, exports, "crossEntropy", [](Args& a) {
+    return a.out(at::cross_entropy_loss(a.t(0), a.t(1), c10::nullopt, reductionFrom(a, 3), a.i64(2), a.has(4) ? a.f(4) : 0.0));
+  });
+
+  // ----- autograd and modes ----------------------------------------------------------------------------
+  // backward(outputs[], grads[] | undefined, retainGraph)
+  def(env, exports, "backward", [](Args& a) {
+    std::vector<at::Tensor> grads = a.has(1) ? a.tensors(1) : std::vector<at::Tensor>{};
+    torch::autograd::backward(a.tensors(0), grads, a.has(2) ? c10::optional<bool>(a.b(2)) : c10::nullopt);
+    return a.undef();
+  });
+  def(env, exports, "setGradEnabled", [](Args& a) {
+    bool previous = at::GradMode::is_enabled();
+    at::GradMode::set_enabled(a.b(0));
+    return a.boolean(previous);
+  });
+  def(env, exports, "isGradEnabled", [](Args& a) { return a.boolean(at::GradMode::is_enabled()); });
+  // setAutocast(deviceType "cpu"|"cuda", enabled, dtype) → previous [enabled, dtype].
+  // Leaving autocast clears its cache of casted weights, as torch.autocast's __exit__ does;
+  // otherwise a later step would reuse weights cast before the optimizer changed them.
+  def(env, exports, "setAutocast", [](Args& a) {
+    bool cuda = a.str(0) == "cuda";
+    bool wasEnabled = oasft::autocastEnabled(cuda);
+    at::ScalarType wasDtype = oasft::autocastDtype(cuda);
+    bool enable = a.b(1);
+    oasft::setAutocast(cuda, enable, a.dtype(2));
+    if (wasEnabled && !enable) at::autocast::clear_cache();
+    auto previous = Napi::Array::New(a.env(), 2);
+    previous.Set(0u, a.boolean(wasEnabled));
+    previous.Set(1u, a.num(static_cast<int>(wasDtype)));
+    return previous;
+  });
+
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(oasft_torch, Init)

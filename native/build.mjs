@@ -1,0 +1,65 @@
+// `npm install` step: make sure libtorch and a fast BLAS are present, then build the addon.
+//
+// On Debian/Ubuntu as root, missing packages are installed with apt. Anywhere else the build stops
+// with the exact commands to run. A build that would silently use the reference BLAS (8 GFLOP/s
+// instead of ~250+) is refused, not left behind.
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { blasFor, findLibtorch } from "./libtorch.mjs";
+
+const APT_PACKAGES = ["libtorch-dev", "libopenblas0-openmp"];
+
+function fail(lines) {
+  console.error(["", "oasft: cannot build the libtorch addon.", ...lines.map((l) => "  " + l), ""].join("\n"));
+  process.exit(1);
+}
+
+function isDebianLike() {
+  return existsSync("/etc/debian_version") || /ID(_LIKE)?=.*(debian|ubuntu)/.test(existsSync("/etc/os-release") ? readFileSync("/etc/os-release", "utf8") : "");
+}
+
+function aptInstall(packages) {
+  const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
+  if (!isDebianLike() || !isRoot) {
+    fail([
+      `missing: ${packages.join(", ")}`,
+      isDebianLike() ? "run as root:" : "on Debian/Ubuntu run as root (elsewhere: point LIBTORCH at a libtorch folder, or pip install torch):",
+      "  apt-get update && apt-get install -y " + packages.join(" "),
+      "then run `npm install` again.",
+    ]);
+  }
+  console.error(`oasft: installing ${packages.join(" ")} with apt-get (one-time, ~200 MB)`);
+  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+  execFileSync("apt-get", ["update", "-qq"], { stdio: "inherit", env });
+  execFileSync("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...packages], { stdio: "inherit", env });
+}
+
+let lib = findLibtorch();
+if (!lib) {
+  aptInstall(APT_PACKAGES);
+  lib = findLibtorch();
+  if (!lib) fail(["apt-get finished but libtorch is still not found under /usr/lib/*/libtorch.so and /usr/include/torch"]);
+}
+
+let blas = blasFor(lib);
+if (blas.kind === "reference" || blas.kind === "unknown" && lib.source === "system") {
+  aptInstall(["libopenblas0-openmp"]);
+  blas = blasFor(lib);
+  if (blas.kind !== "openblas") {
+    fail([
+      `libtorch would use the BLAS at ${blas.path} (${blas.kind}), about 30-60x slower than OpenBLAS.`,
+      "select OpenBLAS: update-alternatives --config libblas.so.3-$(gcc -dumpmachine)",
+    ]);
+  }
+}
+console.error(`oasft: libtorch from ${lib.source} (${lib.libDir}), BLAS: ${blas.kind}${lib.hasCuda ? ", CUDA" : ""}`);
+
+// npm passes its configuration (nodedir, which makes the build work offline) to node-gyp through
+// npm_config_* variables; npm also puts its bundled node-gyp on PATH for lifecycle scripts.
+const gyp = spawnSync("node-gyp", ["rebuild", "--jobs", "max"], { stdio: "inherit", shell: false });
+if (gyp.error || gyp.status !== 0) {
+  fail([
+    gyp.error ? `node-gyp could not start: ${gyp.error.message}` : `node-gyp exited with ${gyp.status}`,
+    "build through npm (`npm install` or `npm rebuild`), which configures node-gyp with local Node headers.",
+  ]);
+}

@@ -1,0 +1,56 @@
+// The layers shared by every architecture: Linear, LayerNorm, Embedding.
+// Parameters start as HF's _init_weights leaves them: Linear/Embedding weights ~ N(0, std), biases 0,
+// LayerNorm weight 1 and bias 0. Pass init: "empty" when a checkpoint will overwrite them anyway.
+import * as torch from "../torch/index.js";
+import { Module, type ModuleOptions } from "./module.js";
+
+export type InitMode = "normal" | "empty";
+export interface LayerOptions extends ModuleOptions {
+  init?: InitMode;
+  /** Standard deviation of the normal init (HF's `initializer_range`). */
+  std?: number;
+}
+
+function weight(shape: number[], o: LayerOptions): torch.Tensor {
+  const t = torch.empty(shape, o);
+  if ((o.init ?? "normal") === "normal") t.normal_(0, o.std ?? 0.02);
+  return t;
+}
+
+/** y = x Wᵀ + b, W: [out, in] (PyTorch layout). */
+export class Linear extends Module {
+  readonly weight: torch.Tensor;
+  readonly bias: torch.Tensor | undefined;
+  constructor(readonly inFeatures: number, readonly outFeatures: number, o: LayerOptions & { bias?: boolean } = {}) {
+    super();
+    this.weight = this.param("weight", weight([outFeatures, inFeatures], o));
+    this.bias = o.bias === false ? undefined : this.param("bias", torch.zeros([outFeatures], o));
+  }
+  forward(x: torch.Tensor): torch.Tensor {
+    return torch.linear(x, this.weight, this.bias);
+  }
+}
+
+export class LayerNorm extends Module {
+  readonly weight: torch.Tensor;
+  readonly bias: torch.Tensor;
+  constructor(readonly dim: number, readonly eps: number, o: ModuleOptions = {}) {
+    super();
+    this.weight = this.param("weight", torch.ones([dim], o));
+    this.bias = this.param("bias", torch.zeros([dim], o));
+  }
+  forward(x: torch.Tensor): torch.Tensor {
+    return torch.layerNorm(x, [this.dim], this.weight, this.bias, this.eps);
+  }
+}
+
+export class Embedding extends Module {
+  readonly weight: torch.Tensor;
+  constructor(readonly num: number, readonly dim: number, o: LayerOptions = {}) {
+    super();
+    this.weight = this.param("weight", weight([num, dim], o));
+  }
+  forward(ids: torch.Tensor): torch.Tensor {
+    return torch.embedding(this.weight, ids);
+  }
+}
