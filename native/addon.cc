@@ -17,6 +17,7 @@
 #include <torch/utils.h>
 
 #include <atomic>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -436,7 +437,20 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   def(env, exports, "baddbmm", [](Args& a) {
     return a.out(at::baddbmm(a.t(0), a.t(1), a.t(2), a.scalar(3), a.scalar(4)));
   });
-  def(env, exports, "linear", [](Args& a) { return a.out(at::linear(a.t(0), a.t(1), a.optT(2))); });
+  // A single input row (batch-1 decoding) goes through matrix-vector BLAS: OpenBLAS's GEMM with m = 1
+  // is ~5x slower than its GEMV on these CPUs. Same math; test/torch/ops.test.ts compares the two paths.
+  def(env, exports, "linear", [](Args& a) {
+    const at::Tensor &x = a.t(0), &w = a.t(1);
+    c10::optional<at::Tensor> bias = a.optT(2);
+    if (x.device().is_cpu() && x.dim() >= 1 && w.dim() == 2 && x.numel() == x.size(-1) && x.size(-1) == w.size(1)) {
+      at::Tensor row = x.reshape({x.size(-1)});
+      at::Tensor y = bias ? at::addmv(*bias, w, row) : at::mv(w, row);
+      std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+      shape.back() = w.size(0);
+      return a.out(y.view(shape));
+    }
+    return a.out(at::linear(x, w, bias));
+  });
   def(env, exports, "embedding", [](Args& a) { return a.out(at::embedding(a.t(0), a.t(1))); });
   def(env, exports, "layerNorm", [](Args& a) {
     return a.out(at::layer_norm(a.t(0), a.ints(1), a.optT(2), a.optT(3), a.f(4), /*cudnn_enable=*/true));
@@ -445,6 +459,41 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // crossEntropy(logits [N, V], target [N], ignoreIndex, reduction, labelSmoothing)
   def(env, exports, "crossEntropy", [](Args& a) {
     return a.out(at::cross_entropy_loss(a.t(0), a.t(1), c10::nullopt, reductionFrom(a, 3), a.i64(2), a.has(4) ? a.f(4) : 0.0));
+  });
+
+  // ----- fused optimizer step --------------------------------------------------------------------------
+  // adamwStep_(param, grad, expAvg, expAvgSq, lr, beta1, beta2, eps, weightDecay, step): one AdamW update
+  // in a single pass over float32 CPU memory (the composite version reads and writes each tensor ~20
+  // times). Same arithmetic as torch.optim.AdamW; src/train/adamw.ts keeps the composite reference.
+  def(env, exports, "adamwStep_", [](Args& a) {
+    const at::Tensor &p = a.t(0), &g = a.t(1), &m = a.t(2), &v = a.t(3);
+    for (const at::Tensor* t : {&p, &g, &m, &v}) {
+      if (!t->device().is_cpu() || t->scalar_type() != at::kFloat || !t->is_contiguous() || t->numel() != p.numel()) {
+        a.bad(0, "contiguous float32 CPU tensors of one size (param, grad, exp_avg, exp_avg_sq)");
+      }
+    }
+    const float lr = static_cast<float>(a.f(4)), beta1 = static_cast<float>(a.f(5)), beta2 = static_cast<float>(a.f(6));
+    const float eps = static_cast<float>(a.f(7)), wd = static_cast<float>(a.f(8));
+    const double step = a.f(9);
+    const float decay = 1.0f - lr * wd;
+    const float stepSize = static_cast<float>(a.f(4) / (1.0 - std::pow(a.f(5), step)));
+    const float bc2Sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(a.f(6), step)));
+    float* __restrict pp = p.data_ptr<float>();
+    float* __restrict mp = m.data_ptr<float>();
+    float* __restrict vp = v.data_ptr<float>();
+    const float* __restrict gp = g.data_ptr<float>();
+    at::parallel_for(0, p.numel(), 16384, [=](int64_t begin, int64_t end) {
+#pragma omp simd
+      for (int64_t i = begin; i < end; i++) {
+        const float grad = gp[i];
+        const float mi = mp[i] * beta1 + (1.0f - beta1) * grad;
+        const float vi = vp[i] * beta2 + (1.0f - beta2) * grad * grad;
+        mp[i] = mi;
+        vp[i] = vi;
+        pp[i] = pp[i] * decay - stepSize * (mi / (std::sqrt(vi) / bc2Sqrt + eps));
+      }
+    });
+    return a.undef();
   });
 
   // ----- autograd and modes ----------------------------------------------------------------------------

@@ -86,6 +86,21 @@ export function usesCxx11Abi(lib) {
   }
 }
 
+/**
+ * Compiler flags for at::parallel_for in our own kernels. ATen's OpenMP backend is a header template,
+ * so it runs threaded only when the addon is compiled with -fopenmp; that is safe only when libtorch
+ * itself uses the system's libgomp (Debian). Pip wheels bundle a renamed libgomp: a second OpenMP
+ * runtime in one process is worse than a serial loop, so there the kernels stay serial.
+ */
+export function openmpFlags(lib) {
+  try {
+    const dyn = execFileSync("readelf", ["-d", join(lib.libDir, "libtorch_cpu.so")], { encoding: "utf8" });
+    return /\[libgomp\.so\.1\]/.test(dyn) ? ["-fopenmp"] : [];
+  } catch {
+    return [];
+  }
+}
+
 if (import.meta.url === `file://${process.argv[1]}`) {
   const lib = findLibtorch();
   const what = process.argv[2];
@@ -99,7 +114,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   switch (what) {
     case "include": console.log(lib.includeDirs.join("\n")); break;
     case "libdir": console.log(lib.libDir); break;
-    case "libs": console.log([`-L${lib.libDir}`, `-Wl,-rpath,${lib.libDir}`, ...libs].join("\n")); break;
+    case "libs": console.log([`-L${lib.libDir}`, `-Wl,-rpath,${lib.libDir}`, ...libs, ...openmpFlags(lib)].join("\n")); break;
+    case "openmp": console.log(openmpFlags(lib).join("\n")); break;
     case "cxxabi": console.log(usesCxx11Abi(lib) ? 1 : 0); break;
     default: console.log(JSON.stringify({ ...lib, blas: blasFor(lib), cxx11Abi: usesCxx11Abi(lib) }, null, 2));
   }

@@ -368,7 +368,7 @@ export class BloomForCausalLM extends Module {
     }
 
     const t = this.transformer;
-    let x = t.word_embeddings_layernorm.forward(t.word_embeddings.forward(inputIds));
+    let x = torch.scope(() => t.word_embeddings_layernorm.forward(t.word_embeddings.forward(inputIds)));
     const mask = attentionMask ?? torch.ones([b, S], { dtype: "int64", device: this.device });
     const alibi = alibiBias(this.slopes, mask, this.config.n_head, x.dtype);
     const causalMask = attentionMaskFor(attentionMask, s, past);
@@ -377,7 +377,9 @@ export class BloomForCausalLM extends Module {
     const attentions: torch.Tensor[] = [];
     t.h.items.forEach((block, layer) => {
       if (input.outputHiddenStates) hiddenStates.push(x);
-      const r = block.forward(x, alibi, causalMask, cache && { cache, layer }, input.outputAttentions ?? false);
+      // One scope per block: its intermediates lose their JS owners as soon as it returns, so only
+      // what autograd saved for backward stays alive (and is freed node by node during backward).
+      const r = torch.scope(() => block.forward(x, alibi, causalMask, cache && { cache, layer }, input.outputAttentions ?? false));
       x = r.out;
       if (r.probs) attentions.push(r.probs);
     });

@@ -155,6 +155,8 @@ export interface NativeBinding {
   layerNorm(x: H, normalizedShape: number[], weight: H | undefined, bias: H | undefined, eps: number): H;
   dropout(x: H, p: number, train: boolean): H;
   crossEntropy(logits: H, target: H, ignoreIndex: number, reduction: "mean" | "sum" | "none", labelSmoothing?: number): H;
+  // fused optimizer step
+  adamwStep_(param: H, grad: H, expAvg: H, expAvgSq: H, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
   // autograd and modes
   backward(outputs: H[], grads: H[] | undefined, retainGraph?: boolean): void;
   setGradEnabled(enabled: boolean): boolean;

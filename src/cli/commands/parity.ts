@@ -1,0 +1,93 @@
+// `oasft parity`: the numbers ../shared/golden holds, computed by oasft for any BLOOM-layout model,
+// so that a model can be checked against Hugging Face's outputs tensor by tensor.
+import { existsSync } from "node:fs";
+import * as torch from "../../torch/index.js";
+import { indexWeights, loadCausalLM, type CausalLM } from "../../models/index.js";
+import { generateGreedy } from "../../generate/index.js";
+import { AdamW } from "../../train/index.js";
+import { parseFlags, required, UsageError } from "../args.js";
+import type { Command } from "../main.js";
+
+const USAGE = `usage: oasft parity --model DIR --inputs DIR/tensors.safetensors --out OUT.safetensors
+
+  Reads the golden input names (inputs.right.*, inputs.left.*, inputs.nomask.input_ids,
+  gen.single.prompt_ids, gen.batch_left_padded.prompt_ids/.attention_mask) and writes F32/I64:
+  logits.{right,left,nomask}, loss.right, grad.<name>, adamw.<name> (one step: lr 1e-3, betas 0.9/0.999,
+  eps 1e-8, weight decay 0.01 on every tensor), gen.{single,batch_left_padded}.tokens (+20 greedy, cached).`;
+
+export const PARITY_ADAMW = { lr: 1e-3, betas: [0.9, 0.999] as [number, number], eps: 1e-8, weightDecay: 0.01 };
+export const PARITY_NEW_TOKENS = 20;
+
+/**
+ * Computes every parity output whose inputs are present. Forward and generation run first (eval
+ * mode, the loaded weights), then the training step. The caller owns the returned tensors.
+ */
+export function computeParity(modelDir: string, inputs: Map<string, torch.Tensor>): Map<string, torch.Tensor> {
+  const out = new Map<string, torch.Tensor>();
+  const model = loadCausalLM(modelDir);
+  const checkpointName = checkpointNames(model, modelDir);
+  const get = (name: string) => inputs.get(name);
+  try {
+    model.eval();
+    torch.noGrad(() => {
+      for (const kind of ["right", "left"] as const) {
+        const ids = get(`inputs.${kind}.input_ids`);
+        if (ids) out.set(`logits.${kind}`, model.forward({ inputIds: ids, attentionMask: get(`inputs.${kind}.attention_mask`) }).logits.keep());
+      }
+      const nomask = get("inputs.nomask.input_ids");
+      if (nomask) out.set("logits.nomask", model.forward({ inputIds: nomask }).logits.keep());
+    });
+    const single = get("gen.single.prompt_ids");
+    if (single) out.set("gen.single.tokens", generateGreedy(model, { inputIds: single, maxNewTokens: PARITY_NEW_TOKENS }).keep());
+    const batch = get("gen.batch_left_padded.prompt_ids");
+    if (batch) {
+      const attentionMask = get("gen.batch_left_padded.attention_mask");
+      out.set("gen.batch_left_padded.tokens", generateGreedy(model, { inputIds: batch, attentionMask, maxNewTokens: PARITY_NEW_TOKENS }).keep());
+    }
+
+    const ids = get("inputs.right.input_ids");
+    const labels = get("inputs.right.labels");
+    if (ids && labels) {
+      model.train();
+      torch.scope(() => {
+        const { loss } = model.forward({ inputIds: ids, attentionMask: get("inputs.right.attention_mask"), labels });
+        loss!.backward();
+        out.set("loss.right", loss!.detach().reshape([1]).keep());
+      });
+      for (const [name, p] of model.namedParameters()) out.set(`grad.${checkpointName(name)}`, p.grad!.keep());
+      const optimizer = new AdamW(model.parameters(), PARITY_ADAMW);
+      optimizer.step();
+      optimizer.dispose();
+      for (const [name, p] of model.namedParameters()) out.set(`adamw.${checkpointName(name)}`, p.detach().clone().keep());
+    }
+  } finally {
+    model.dispose();
+  }
+  return out;
+}
+
+/** Maps a parameter name to the name its tensor has in the model's own safetensors. */
+function checkpointNames(model: CausalLM, dir: string): (name: string) => string {
+  const stored = new Set(indexWeights(dir).keys());
+  return (name) => (stored.has(name) || !name.startsWith("transformer.") ? name : name.slice("transformer.".length));
+}
+
+export const command: Command = {
+  name: "parity",
+  summary: "parity outputs of a model for comparison with Hugging Face",
+  async run(argv) {
+    const { values } = parseFlags(argv, { model: { type: "string" }, inputs: { type: "string" }, out: { type: "string" } }, USAGE);
+    const modelDir = required(values, "model", USAGE);
+    const inputsPath = required(values, "inputs", USAGE);
+    const outPath = required(values, "out", USAGE);
+    if (!existsSync(inputsPath)) throw new UsageError(`--inputs: ${inputsPath} does not exist`);
+    const { tensors: inputs } = torch.loadSafetensors(inputsPath, (name) => name.startsWith("inputs.") || (name.startsWith("gen.") && !name.endsWith(".tokens") && !name.endsWith(".step_logits")));
+    const known = ["inputs.right.input_ids", "inputs.left.input_ids", "inputs.nomask.input_ids", "gen.single.prompt_ids", "gen.batch_left_padded.prompt_ids"];
+    if (!known.some((n) => inputs.has(n))) throw new UsageError(`--inputs: ${inputsPath} holds none of ${known.join(", ")}`);
+    const out = computeParity(modelDir, inputs);
+    const entries = [...out].map(([name, t]): [string, torch.Tensor] => [name, t.dtype === "int64" || t.dtype === "float32" ? t : t.to("float32")]);
+    torch.saveSafetensors(outPath, entries);
+    console.log(`${outPath}: ${out.size} tensors (${[...new Set([...out.keys()].map((k) => k.split(".")[0]))].join(", ")})`);
+    return 0;
+  },
+};

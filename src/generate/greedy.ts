@@ -1,0 +1,64 @@
+// Greedy decoding with or without the KV cache, as HF's generate() with do_sample=False and no
+// logits processors: each step takes the argmax (first index on ties) of the last position's logits,
+// appends it, and appends 1 to the attention mask. Left-padded batches decode as each row alone.
+import * as torch from "../torch/index.js";
+import { BloomCache, type CausalLM } from "../models/index.js";
+
+export interface GreedyOptions {
+  /** [b, P] int64 prompts, left-padded when their lengths differ. */
+  inputIds: torch.Tensor;
+  /** [b, P], 1 = real token; omitted = no padding. */
+  attentionMask?: torch.Tensor;
+  maxNewTokens: number;
+  /** Reuse keys/values of earlier positions (default); false re-runs the whole sequence each step. */
+  useCache?: boolean;
+  /** Stop a row at this token (later positions are filled with padTokenId); omit to always run maxNewTokens. */
+  eosTokenId?: number;
+  padTokenId?: number;
+  /** Called with each step's last-position logits [b, v] (borrowed: valid during the call only). */
+  onStepLogits?: (logits: torch.Tensor, step: number) => void;
+}
+
+/** Returns the prompts followed by the generated tokens, [b, P + generated] int64 (owned by the caller). */
+export function generateGreedy(model: CausalLM, o: GreedyOptions): torch.Tensor {
+  const wasTraining = model.training;
+  model.eval();
+  const cache = o.useCache === false ? undefined : new BloomCache(o.inputIds.size(1) + o.maxNewTokens);
+  try {
+    return torch.noGrad(() => torch.scope(() => {
+      const b = o.inputIds.size(0);
+      let tokens = o.inputIds;
+      // A mask without padding changes nothing: drop it, which skips the masked_fill in every layer.
+      let mask = o.attentionMask && o.attentionMask.eq(0).any().item() ? o.attentionMask : undefined;
+      const finished = new Array<boolean>(b).fill(false);
+      for (let step = 0; step < o.maxNewTokens; step++) {
+        const next = torch.scope(() => {
+          const feed = cache && step > 0 ? tokens.narrow(1, tokens.size(1) - 1, 1) : tokens;
+          const { logits } = model.forward({ inputIds: feed, attentionMask: mask, cache, logits: "last" });
+          const last = logits.select(1, 0); // [b, v]
+          o.onStepLogits?.(last, step);
+          let next = last.argmax(-1, true); // [b, 1]
+          if (o.eosTokenId !== undefined) next = applyFinished(next, finished, o.padTokenId ?? o.eosTokenId);
+          return next;
+        });
+        tokens = torch.cat([tokens, next], 1);
+        if (mask) mask = torch.cat([mask, torch.ones([b, 1], { dtype: "int64", device: mask.device })], 1);
+        if (o.eosTokenId !== undefined) {
+          next.toNumbers().forEach((id, row) => { if (id === o.eosTokenId) finished[row] = true; });
+          if (finished.every(Boolean)) break;
+        }
+      }
+      return tokens === o.inputIds ? tokens.clone() : tokens;
+    }));
+  } finally {
+    cache?.dispose();
+    model.train(wasTraining);
+  }
+}
+
+/** Rows that already emitted EOS keep emitting padding. */
+function applyFinished(next: torch.Tensor, finished: boolean[], padId: number): torch.Tensor {
+  if (!finished.some(Boolean)) return next;
+  const done = torch.tensor(finished.map(Number), { dtype: "bool", shape: [finished.length, 1], device: next.device });
+  return next.maskedFill(done, padId);
+}

@@ -1,0 +1,1 @@
+export { generateGreedy, type GreedyOptions } from "./greedy.js";

@@ -1,0 +1,108 @@
+// AdamW (Loshchilov & Hutter), step for step as torch.optim.AdamW's single-tensor path in torch 1.13:
+//   p ← p·(1 − lr·wd);  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²
+//   p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + ε)
+// The state (m, v, t) belongs to the optimizer and is freed by dispose().
+import * as torch from "../torch/index.js";
+
+export interface AdamWOptions {
+  lr: number;
+  betas?: [number, number];
+  eps?: number;
+  weightDecay?: number;
+  /**
+   * Use the one-pass native kernel for contiguous float32 CPU parameters (default true); other
+   * parameters, and fused: false, take the composite path below, which is the reference the kernel is tested against.
+   */
+  fused?: boolean;
+}
+
+export interface ParamGroup {
+  params: torch.Tensor[];
+  /** Overrides the optimizer's weight decay for this group (e.g. 0 for biases and LayerNorm). */
+  weightDecay?: number;
+}
+
+interface ParamState {
+  step: number;
+  expAvg: torch.Tensor;
+  expAvgSq: torch.Tensor;
+}
+
+export class AdamW {
+  lr: number;
+  readonly betas: [number, number];
+  readonly eps: number;
+  readonly weightDecay: number;
+  readonly fused: boolean;
+  readonly groups: ParamGroup[];
+  private readonly state = new Map<torch.Tensor, ParamState>();
+
+  constructor(params: torch.Tensor[] | ParamGroup[], o: AdamWOptions) {
+    this.lr = o.lr;
+    this.betas = o.betas ?? [0.9, 0.999];
+    this.eps = o.eps ?? 1e-8;
+    this.weightDecay = o.weightDecay ?? 0.01;
+    this.fused = o.fused ?? true;
+    this.groups = params.length > 0 && params[0] instanceof torch.Tensor ? [{ params: params as torch.Tensor[] }] : (params as ParamGroup[]);
+  }
+
+  /** One update from the parameters' current .grad (parameters without a grad are skipped, as torch). */
+  step(): void {
+    const [beta1, beta2] = this.betas;
+    torch.noGrad(() => {
+      for (const group of this.groups) {
+        const wd = group.weightDecay ?? this.weightDecay;
+        for (const p of group.params) {
+          torch.scope(() => {
+            const g = p.grad;
+            if (!g) return;
+            let s = this.state.get(p);
+            if (!s) {
+              s = { step: 0, expAvg: torch.zeros(p.shape, { dtype: p.dtype, device: p.device }).keep(), expAvgSq: torch.zeros(p.shape, { dtype: p.dtype, device: p.device }).keep() };
+              this.state.set(p, s);
+            }
+            s.step += 1;
+            if (this.fused && p.dtype === "float32" && p.device === "cpu" && g.dtype === "float32" && g.isContiguous() && p.isContiguous()) {
+              torch.native.adamwStep_(p.handle, g.handle, s.expAvg.handle, s.expAvgSq.handle, this.lr, beta1, beta2, this.eps, wd, s.step);
+              return;
+            }
+            if (wd !== 0) p.mul_(1 - this.lr * wd);
+            s.expAvg.mul_(beta1).add_(g, 1 - beta1);
+            s.expAvgSq.mul_(beta2).addcmul_(g, g, 1 - beta2);
+            const biasCorrection1 = 1 - beta1 ** s.step;
+            const biasCorrection2 = 1 - beta2 ** s.step;
+            const denom = s.expAvgSq.sqrt().div_(Math.sqrt(biasCorrection2)).add_(this.eps);
+            p.addcdiv_(s.expAvg, denom, -this.lr / biasCorrection1);
+          });
+        }
+      }
+    });
+  }
+
+  /** Drops every gradient (torch's zero_grad(set_to_none=True)): the next backward allocates fresh ones. */
+  zeroGrad(): void {
+    for (const group of this.groups) for (const p of group.params) p.grad = undefined;
+  }
+
+  /** The per-parameter state, for checkpoints: [index in group order, step, m, v]. */
+  stateList(): Array<{ index: number; step: number; expAvg: torch.Tensor; expAvgSq: torch.Tensor }> {
+    const out: Array<{ index: number; step: number; expAvg: torch.Tensor; expAvgSq: torch.Tensor }> = [];
+    let index = 0;
+    for (const group of this.groups) {
+      for (const p of group.params) {
+        const s = this.state.get(p);
+        if (s) out.push({ index, ...s });
+        index++;
+      }
+    }
+    return out;
+  }
+
+  dispose(): void {
+    for (const s of this.state.values()) {
+      s.expAvg.dispose();
+      s.expAvgSq.dispose();
+    }
+    this.state.clear();
+  }
+}

@@ -1,0 +1,1 @@
+export { AdamW, type AdamWOptions, type ParamGroup } from "./adamw.js";
