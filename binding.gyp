@@ -1,4 +1,6 @@
 # Builds native/addon.cc against the libtorch that native/libtorch.mjs finds.
+# NAPI_EXPERIMENTAL: tensor handles use "basic" finalizers, which run inside GC. Ordinary finalizers are
+# deferred to the event loop, so a synchronous training loop would pile up millions of handles.
 # Run through npm (`npm install` / `npm rebuild`), never plain node-gyp: npm supplies the local Node headers.
 {
   "targets": [
@@ -11,7 +13,7 @@
       ],
       "libraries": ["<!@(node native/libtorch.mjs libs)"],
       "defines": [
-        "NAPI_VERSION=8",
+        "NAPI_EXPERIMENTAL",
         "NAPI_CPP_EXCEPTIONS",
         "_GLIBCXX_USE_CXX11_ABI=<!(node native/libtorch.mjs cxxabi)"
       ],

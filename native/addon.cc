@@ -41,23 +41,24 @@ int64_t ownedCpuBytes(const at::Tensor& t) {
   return static_cast<int64_t>(t.storage().nbytes());
 }
 
+// liveBoxes counts handles that still own a tensor: dispose() and the finalizer both end that.
 void release(Napi::BasicEnv env, Box* box) {
   if (box->reportedBytes) Napi::MemoryManagement::AdjustExternalMemory(env, -box->reportedBytes);
   box->reportedBytes = 0;
+  if (box->t.defined()) liveBoxes--;
   box->t.reset();
 }
 
 void finalizeBox(Napi::BasicEnv env, Box* box) {
   release(env, box);
   delete box;
-  liveBoxes--;
 }
 
 Napi::Value wrap(Napi::Env env, at::Tensor t) {
   auto* box = new Box{std::move(t), 0};
   box->reportedBytes = ownedCpuBytes(box->t);
   if (box->reportedBytes) Napi::MemoryManagement::AdjustExternalMemory(env, box->reportedBytes);
-  liveBoxes++;
+  if (box->t.defined()) liveBoxes++;
   return Napi::External<Box>::New(env, box, finalizeBox);
 }
 

@@ -1,0 +1,32 @@
+// Shared test helpers: where ../shared is, golden folders, and tensor comparisons.
+import { existsSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as torch from "../src/torch/index.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** The repository root (tests run from dist/test, sources live in test/). */
+export const REPO = [resolve(here, "../.."), resolve(here, "..")].find((d) => existsSync(join(d, "package.json")))!;
+export const SHARED = resolve(REPO, "../shared");
+export const GOLDEN = join(SHARED, "golden");
+export const GOLDEN_MODELS = ["tiny_v256_h64_l2_nh4", "small_v300_h96_l3_nh6_untied"] as const;
+export const CLI = join(REPO, "bin/oasft.js");
+
+/** max |a − b| over all elements (float64 on the host). */
+export function maxAbsDiff(a: torch.Tensor, b: torch.Tensor): number {
+  return torch.scope(() => a.to("float64").sub(b.to("float64")).abs().max().item());
+}
+
+/** The largest amount by which |a − b| exceeds atol + rtol·|b| (≤ 0 means within tolerance). */
+export function worstExcess(a: torch.Tensor, b: torch.Tensor, atol: number, rtol = 0): number {
+  return torch.scope(() => {
+    const bb = b.to("float64");
+    return a.to("float64").sub(bb).abs().sub(bb.abs().mul(rtol).add(atol)).max().item();
+  });
+}
+
+export function loadGolden(model: string, file: string): Map<string, torch.Tensor> {
+  const { tensors } = torch.loadSafetensors(join(GOLDEN, model, file));
+  for (const t of tensors.values()) t.keep();
+  return tensors;
+}
