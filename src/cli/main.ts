@@ -12,12 +12,14 @@ const commands = new Registry<() => Promise<Command>>("command");
 commands.register("info", async () => (await import("./commands/info.js")).command);
 commands.register("init", async () => (await import("./commands/init.js")).command);
 commands.register("parity", async () => (await import("./commands/parity.js")).command);
+commands.register("demo", async () => (await import("./commands/demo.js")).command);
 commands.register("bench", async () => (await import("./commands/bench.js")).command);
 
 const SUMMARIES: Record<string, string> = {
   info: "libtorch, BLAS, threads, devices and a measured GEMM rate",
   init: "a new random-initialised model folder from a config.json",
   parity: "logits, loss, grads, one AdamW step and greedy tokens of a model, for comparing with HF",
+  demo: "train a small BLOOM on oasst conversations (OA format, assistant-only loss), then ask it a question",
   bench: "training / generation throughput (compare with ../shared/bench/peer_torch_bloom.py)",
 };
 
