@@ -7,7 +7,7 @@
 //       deep per container, recursively), which move to the enclosing scope, and tensors `keep()`-ed;
 //   - on a throw, everything the scope created is freed and the error propagates.
 import { native } from "./binding.js";
-import { DTYPE_CODE, dtypeFromCode, type DType } from "./dtype.js";
+import { DTYPE_CODE, type DType } from "./dtype.js";
 import { Tensor, currentScope, popScope, pushScope } from "./tensor.js";
 
 function collectTensors(value: unknown, out: Set<Tensor>, depth = 0): void {
@@ -81,4 +81,3 @@ export function disposeAll(value: unknown): void {
   for (const t of found) t.dispose();
 }
 
-export { dtypeFromCode };
