@@ -15,7 +15,7 @@ import { AdamW } from "../../train/index.js";
 import { intFlag, parseFlags, UsageError } from "../args.js";
 import type { Command } from "../main.js";
 
-const USAGE = `usage: oasft demo [--out runs/demo] [--steps 600] [--data FILE.jsonl] [--tokenizer tokenizer.json] [--seed 0]
+const USAGE = `usage: oasft demo [--out runs/demo] [--steps 300] [--data FILE.jsonl] [--tokenizer tokenizer.json] [--seed 0]
 
   Trains a ~1M-parameter BLOOM on oasst conversation threads for --steps steps (a few minutes on 2 cores),
   prints the validation loss against the unigram baseline, saves the model and prints a reply.`;
@@ -123,7 +123,7 @@ export const command: Command = {
       out: { type: "string" }, steps: { type: "string" }, data: { type: "string" }, tokenizer: { type: "string" }, seed: { type: "string" },
     }, USAGE);
     const out = (values.out as string | undefined) ?? "runs/demo";
-    const steps = intFlag(values, "steps", 600);
+    const steps = intFlag(values, "steps", 300);
     const dataPath = (values.data as string | undefined) ?? join(SHARED, "data/oasst/en_100_tree.jsonl");
     const tokenizerPath = (values.tokenizer as string | undefined) ?? join(SHARED, "data/tokenizers/oasst-tiny-bpe/tokenizer.json");
     for (const [flag, p] of [["--data", dataPath], ["--tokenizer", tokenizerPath]] as const) {
