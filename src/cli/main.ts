@@ -3,25 +3,16 @@ import { UsageError } from "./args.js";
 import { Registry } from "../util/registry.js";
 
 export interface Command {
-  name: string;
-  summary: string;
   run(argv: string[]): Promise<number>;
 }
 
-const commands = new Registry<() => Promise<Command>>("command");
-commands.register("info", async () => (await import("./commands/info.js")).command);
-commands.register("init", async () => (await import("./commands/init.js")).command);
-commands.register("parity", async () => (await import("./commands/parity.js")).command);
-commands.register("demo", async () => (await import("./commands/demo.js")).command);
-commands.register("bench", async () => (await import("./commands/bench.js")).command);
-
-const SUMMARIES: Record<string, string> = {
-  info: "libtorch, BLAS, threads, devices and a measured GEMM rate",
-  init: "a new random-initialised model folder from a config.json",
-  parity: "logits, loss, grads, one AdamW step and greedy tokens of a model, for comparing with HF",
-  demo: "train a small BLOOM on oasst conversations (OA format, assistant-only loss), then ask it a question",
-  bench: "training / generation throughput (compare with ../shared/bench/peer_torch_bloom.py)",
-};
+/** Each command: its one-line summary (for `oasft --help`) and a lazy loader of its module. */
+const commands = new Registry<{ summary: string; load: () => Promise<Command> }>("command");
+commands.register("info", { summary: "libtorch, BLAS, threads, devices and a measured GEMM rate", load: async () => (await import("./commands/info.js")).command });
+commands.register("init", { summary: "a new random-initialised model folder from a config.json", load: async () => (await import("./commands/init.js")).command });
+commands.register("parity", { summary: "logits, loss, grads, one AdamW step and greedy tokens of a model, for comparing with HF", load: async () => (await import("./commands/parity.js")).command });
+commands.register("demo", { summary: "train a small BLOOM on oasst conversations (OA format, assistant-only loss), then ask it a question", load: async () => (await import("./commands/demo.js")).command });
+commands.register("bench", { summary: "training / generation throughput (compare with ../shared/bench/peer_torch_bloom.py)", load: async () => (await import("./commands/bench.js")).command });
 
 function help(): string {
   const width = Math.max(...commands.names().map((n) => n.length));
@@ -30,7 +21,7 @@ function help(): string {
     "",
     "usage: oasft <command> [flags]   (oasft <command> --help for its flags)",
     "",
-    ...commands.names().map((n) => `  ${n.padEnd(width)}  ${SUMMARIES[n] ?? ""}`),
+    ...commands.names().map((n) => `  ${n.padEnd(width)}  ${commands.get(n).summary}`),
   ].join("\n");
 }
 
@@ -41,15 +32,13 @@ export async function main(argv: string[]): Promise<number> {
     return name ? 0 : 2;
   }
   try {
-    const command = await commands.get(name)();
+    const command = await commands.get(name).load();
     return await command.run(rest);
   } catch (err) {
     const e = err as Error;
-    if (err instanceof UsageError || e.message.startsWith("unknown command")) {
-      console.error(`oasft ${name}: ${e.message}`);
-      return 2;
-    }
     console.error(`oasft ${name}: ${e.message}`);
+    // Exit 2 for a bad command line (as shells and parsers do), 1 for a failure while running.
+    if (err instanceof UsageError || e.message.startsWith("unknown command")) return 2;
     if (process.env.OASFT_DEBUG) console.error(e.stack);
     return 1;
   }

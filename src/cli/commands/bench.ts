@@ -67,8 +67,6 @@ export function benchGenerate(cfg: Record<string, unknown>, o: { promptLen: numb
 }
 
 export const command: Command = {
-  name: "bench",
-  summary: "training / generation throughput",
   async run(argv) {
     const [task, ...rest] = argv;
     if (task !== "train" && task !== "generate") throw new UsageError(`expected 'train' or 'generate', got '${task ?? ""}'\n\n${USAGE}`);

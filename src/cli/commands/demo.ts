@@ -116,8 +116,6 @@ function mulberry32(seed: number): () => number {
 }
 
 export const command: Command = {
-  name: "demo",
-  summary: "train a small BLOOM on oasst conversations, then chat with it",
   async run(argv) {
     const { values } = parseFlags(argv, {
       out: { type: "string" }, steps: { type: "string" }, data: { type: "string" }, tokenizer: { type: "string" }, seed: { type: "string" },

@@ -37,8 +37,6 @@ export function measureGemm(n: number, dtype: torch.DType, device = "cpu"): numb
 }
 
 export const command: Command = {
-  name: "info",
-  summary: "libtorch, BLAS, threads, devices and a measured GEMM rate",
   async run(argv) {
     const { values } = parseFlags(argv, { json: { type: "boolean" } }, USAGE);
     const blas = torch.loadedBlas();

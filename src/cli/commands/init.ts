@@ -11,8 +11,6 @@ const USAGE = `usage: oasft init --config config.json --out DIR [--tokenizer tok
   Writes DIR/config.json, generation_config.json, model.safetensors (and tokenizer.json when given).`;
 
 export const command: Command = {
-  name: "init",
-  summary: "a new random-initialised model folder from a config.json",
   async run(argv) {
     const { values } = parseFlags(argv, {
       config: { type: "string" }, out: { type: "string" }, tokenizer: { type: "string" },

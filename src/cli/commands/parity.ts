@@ -73,8 +73,6 @@ function checkpointNames(dir: string): (name: string) => string {
 }
 
 export const command: Command = {
-  name: "parity",
-  summary: "parity outputs of a model for comparison with Hugging Face",
   async run(argv) {
     const { values } = parseFlags(argv, { model: { type: "string" }, inputs: { type: "string" }, out: { type: "string" } }, USAGE);
     const modelDir = required(values, "model", USAGE);
