@@ -65,6 +65,11 @@ export interface LoadWeightsOptions {
   aliases?: (name: string) => string[];
 }
 
+/** The name a parameter has in a checkpoint: its own, else the first alias the checkpoint holds. */
+export function storedName(name: string, index: ReadonlyMap<string, unknown>, aliases?: (name: string) => string[]): string | undefined {
+  return [name, ...(aliases?.(name) ?? [])].find((k) => index.has(k));
+}
+
 /**
  * Copies every parameter of `model` from the checkpoint in `dir`, one tensor at a time (cast to the
  * parameter's dtype and device). Missing, unexpected and wrongly shaped tensors are errors naming the file and tensor.
@@ -75,7 +80,7 @@ export function loadWeights(model: Module, dir: string, o: LoadWeightsOptions = 
   const missing: string[] = [];
   torch.noGrad(() => {
     for (const [name, param] of model.namedParameters()) {
-      const key = [name, ...(o.aliases?.(name) ?? [])].find((k) => index.has(k));
+      const key = storedName(name, index, o.aliases);
       if (!key) {
         missing.push(name);
         continue;

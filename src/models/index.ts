@@ -5,7 +5,7 @@ import * as torch from "../torch/index.js";
 import { Registry } from "../util/registry.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
 import { BloomForCausalLM, bloomConfigFromJson, bloomConfigToJson, type BloomInitOptions } from "./bloom.js";
-import { loadWeights, readModelConfig, saveWeights } from "./checkpoint.js";
+import { indexWeights, loadWeights, readModelConfig, saveWeights, storedName } from "./checkpoint.js";
 import { ConfigError } from "./config-json.js";
 
 export { BloomForCausalLM, BloomCache, alibiSlopes, causalLmLoss, type BloomConfig, type CausalLMInput, type CausalLMOutput } from "./bloom.js";
@@ -62,6 +62,13 @@ export function loadCausalLM(dir: string, o: Omit<ModelOptions, "init"> = {}): C
     throw err;
   }
   return model;
+}
+
+/** Maps each parameter name of `model` to the name its tensor has in the checkpoint folder `dir`. */
+export function checkpointNames(model: CausalLM, dir: string): Map<string, string> {
+  const index = indexWeights(dir);
+  const aliases = architecturesFor(model).aliases;
+  return new Map(model.namedParameters().map(([name]) => [name, storedName(name, index, aliases) ?? name]));
 }
 
 /** Saves config.json, generation_config.json, the weights and (if given) tokenizer.json into `dir`. */

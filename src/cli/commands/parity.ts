@@ -2,7 +2,7 @@
 // so that a model can be checked against Hugging Face's outputs tensor by tensor.
 import { existsSync } from "node:fs";
 import * as torch from "../../torch/index.js";
-import { indexWeights, loadCausalLM } from "../../models/index.js";
+import { checkpointNames, loadCausalLM } from "../../models/index.js";
 import { generateGreedy } from "../../generate/index.js";
 import { AdamW } from "../../train/index.js";
 import { parseFlags, required, UsageError } from "../args.js";
@@ -25,7 +25,8 @@ export const PARITY_NEW_TOKENS = 20;
 export function computeParity(modelDir: string, inputs: Map<string, torch.Tensor>): Map<string, torch.Tensor> {
   const out = new Map<string, torch.Tensor>();
   const model = loadCausalLM(modelDir);
-  const checkpointName = checkpointNames(modelDir);
+  const stored = checkpointNames(model, modelDir);
+  const checkpointName = (name: string) => stored.get(name)!;
   const get = (name: string) => inputs.get(name);
   try {
     model.eval();
@@ -64,12 +65,6 @@ export function computeParity(modelDir: string, inputs: Map<string, torch.Tensor
     model.dispose();
   }
   return out;
-}
-
-/** Maps a parameter name to the name its tensor has in the model's own safetensors. */
-function checkpointNames(dir: string): (name: string) => string {
-  const stored = new Set(indexWeights(dir).keys());
-  return (name) => (stored.has(name) || !name.startsWith("transformer.") ? name : name.slice("transformer.".length));
 }
 
 export const command: Command = {
