@@ -439,7 +439,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     return a.out(at::baddbmm(a.t(0), a.t(1), a.t(2), a.scalar(3), a.scalar(4)));
   });
   // A single input row (batch-1 decoding) goes through matrix-vector BLAS: OpenBLAS's GEMM with m = 1
-  // is ~5x slower than its GEMV on these CPUs. Same math; test/torch/ops.test.ts compares the two paths.
+  // is ~5x slower than its GEMV on these CPUs. Same math; test/torch/tensor.test.ts compares the two paths.
   def(env, exports, "linear", [](Args& a) {
     const at::Tensor &x = a.t(0), &w = a.t(1);
     c10::optional<at::Tensor> bias = a.optT(2);

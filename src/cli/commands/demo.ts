@@ -63,6 +63,9 @@ async function encodeThread(tok: Tokenizer, thread: string[], eos: string): Prom
   return { ids: ids.slice(0, n), labels: ids.slice(0, n).map((id, t) => (trained[t] ? id : -100)) };
 }
 
+/** The token ids a sample trains on as next-token targets (labels shift by one, −100 = not trained). */
+const trainedTargets = (s: Sample) => s.labels.slice(1).filter((l) => l !== -100);
+
 function batchOf(samples: Sample[], padId: number) {
   const len = Math.max(...samples.map((s) => s.ids.length));
   const pad = (xs: number[], v: number) => [...xs, ...new Array(len - xs.length).fill(v)];
@@ -82,7 +85,7 @@ function validationLoss(model: CausalLM, samples: Sample[], padId: number): numb
     for (let i = 0; i < samples.length; i += 8) {
       torch.scope(() => {
         const chunk = samples.slice(i, i + 8);
-        const n = chunk.reduce((a, s) => a + s.labels.slice(1).filter((l) => l !== -100).length, 0);
+        const n = chunk.reduce((a, s) => a + trainedTargets(s).length, 0);
         sum += model.forward(batchOf(chunk, padId)).loss!.item() * n;
         count += n;
       });
@@ -96,10 +99,10 @@ function validationLoss(model: CausalLM, samples: Sample[], padId: number): numb
 function unigramLoss(train: Sample[], val: Sample[], vocab: number): number {
   const counts = new Float64Array(vocab).fill(1);
   let total = vocab;
-  for (const s of train) for (const l of s.labels.slice(1)) if (l !== -100) { counts[l]!++; total++; }
+  for (const s of train) for (const l of trainedTargets(s)) { counts[l]!++; total++; }
   let sum = 0;
   let n = 0;
-  for (const s of val) for (const l of s.labels.slice(1)) if (l !== -100) { sum -= Math.log(counts[l]! / total); n++; }
+  for (const s of val) for (const l of trainedTargets(s)) { sum -= Math.log(counts[l]! / total); n++; }
   return sum / n;
 }
 

@@ -21,15 +21,15 @@ export function measureGemm(n: number, dtype: torch.DType, device = "cpu"): numb
   return torch.scope(() => {
     const a = torch.randn([n, n], { dtype, device });
     const b = torch.randn([n, n], { dtype, device });
-    torch.scope(() => a.matmul(b)); // warm-up: thread pool, BLAS init
+    const product = () => torch.scope(() => {
+      a.matmul(b);
+      if (device !== "cpu") torch.native.cudaSynchronize();
+    });
+    product(); // warm-up: thread pool, BLAS init
     let best = Infinity;
     for (let i = 0; i < 5; i++) {
       const t0 = performance.now();
-      torch.scope(() => {
-        const c = a.matmul(b);
-        if (device !== "cpu") torch.native.cudaSynchronize();
-        return c.dispose();
-      });
+      product();
       best = Math.min(best, (performance.now() - t0) / 1000);
     }
     return (2 * n ** 3) / best / 1e9;
