@@ -207,10 +207,10 @@ class BloomAttention extends Module {
     const nh = this.nHead;
     const d = this.headDim;
     // The fused projection is per-head interleaved: [b, s, n_h, 3, d], not [all q | all k | all v].
-    const fused = this.query_key_value.forward(x).view([b, s, nh, 3, d]);
-    const q = fused.select(3, 0).transpose(1, 2).reshape([b * nh, s, d]);
-    let k = fused.select(3, 1).permute([0, 2, 3, 1]).reshape([b * nh, d, s]); // keys pre-transposed
-    let v = fused.select(3, 2).transpose(1, 2).reshape([b * nh, s, d]);
+    const [fq, fk, fv] = this.query_key_value.forward(x).view([b, s, nh, 3, d]).unbind(3) as [torch.Tensor, torch.Tensor, torch.Tensor];
+    const q = fq.transpose(1, 2).reshape([b * nh, s, d]);
+    let k = fk.permute([0, 2, 3, 1]).reshape([b * nh, d, s]); // keys pre-transposed
+    let v = fv.transpose(1, 2).reshape([b * nh, s, d]);
     if (cache) ({ keys: k, values: v } = cache.cache.append(cache.layer, k, v));
     const S = k.size(2);
 
