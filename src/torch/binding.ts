@@ -24,6 +24,7 @@ export interface NativeBinding {
   cudaIsAvailable(): boolean;
   cudaDeviceCount(): number;
   cudaSynchronize(): void;
+  mallocMode(): string;
   liveTensors(): number;
   cpuRngState(): H;
   setCpuRngState(state: H): void;

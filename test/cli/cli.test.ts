@@ -22,6 +22,9 @@ test("oasft info reports libtorch, an optimised BLAS, threads and a GEMM rate", 
   assert.notEqual(info.blas, "reference");
   assert.equal(info.threads, info.cpu_cores);
   assert.ok(info.gemm_fp32_gflops > 20, `fp32 GEMM ${info.gemm_fp32_gflops} GFLOP/s`);
+  assert.equal(info.malloc, "glibc, mmap/trim threshold 1 GiB");
+  const optedOut = spawnSync(process.execPath, [CLI, "info", "--json"], { encoding: "utf8", env: { ...process.env, OASFT_MALLOC_TUNING: "0" } });
+  assert.match(JSON.parse(optedOut.stdout).malloc, /OASFT_MALLOC_TUNING=0/);
 });
 
 test("oasft init makes a model folder from any config; oasft parity matches HF on the golden model", () => {

@@ -48,6 +48,7 @@ export const command: Command = {
       blas: blas.kind,
       blas_path: blas.path,
       threads: torch.getNumThreads(),
+      malloc: torch.native.mallocMode(),
       cpu_cores: cpus().length,
       cuda_available: torch.cudaIsAvailable(),
       cuda_devices: torch.cudaDeviceCount(),
