@@ -11,6 +11,8 @@ const commands = new Registry<{ summary: string; load: () => Promise<Command> }>
 commands.register("info", { summary: "libtorch, BLAS, threads, devices and a measured GEMM rate", load: async () => (await import("./commands/info.js")).command });
 commands.register("init", { summary: "a new random-initialised model folder from a config.json", load: async () => (await import("./commands/init.js")).command });
 commands.register("parity", { summary: "logits, loss, grads, one AdamW step and greedy tokens of a model, for comparing with HF", load: async () => (await import("./commands/parity.js")).command });
+commands.register("data", { summary: "preview, stats and export of a config's SFT data (formatting, masks, truncation)", load: async () => (await import("./commands/data.js")).command });
+commands.register("tokenizer", { summary: "train a byte-level BPE tokenizer.json", load: async () => (await import("./commands/tokenizer.js")).command });
 commands.register("demo", { summary: "train a small BLOOM on oasst conversations (OA format, assistant-only loss), then ask it a question", load: async () => (await import("./commands/demo.js")).command });
 commands.register("bench", { summary: "training / generation throughput (compare with ../shared/bench/peer_torch_bloom.py)", load: async () => (await import("./commands/bench.js")).command });
 

@@ -95,9 +95,9 @@ export function alibiSlopes(nHeads: number): torch.Tensor {
  * first real token of a left-padded row has position 0 (HF). Depends on the key only; softmax makes
  * it equivalent to slope·(key − query).
  */
-function alibiBias(slopes: torch.Tensor, mask: torch.Tensor, nHeads: number, dtype: torch.DType): torch.Tensor {
+function alibiBias(slopes: torch.Tensor, mask: torch.Tensor, nHeads: number, dtype: torch.DType, positionIds?: torch.Tensor): torch.Tensor {
   const [b, S] = mask.shape as [number, number];
-  const positions = mask.cumsum(-1).sub(1).mul(mask).unsqueeze(1); // [b, 1, S] int64
+  const positions = (positionIds ?? mask.cumsum(-1).sub(1).mul(mask)).unsqueeze(1); // [b, 1, S] int64
   const bias = slopes.unsqueeze(-1).mul(positions); // [b, n_h, S] float32
   const out = bias.reshape([b * nHeads, 1, S]);
   return dtype === "float32" ? out : out.to(dtype);
@@ -107,12 +107,18 @@ function alibiBias(slopes: torch.Tensor, mask: torch.Tensor, nHeads: number, dty
  * HF's combined mask [b, 1, s, S], true = masked: key j is hidden from query i when j > i + past
  * (causal) or when key j is padding. A single new token (s = 1) needs only the padding part.
  */
-function attentionMaskFor(mask: torch.Tensor | undefined, s: number, past: number): torch.Tensor | undefined {
+function attentionMaskFor(mask: torch.Tensor | undefined, s: number, past: number, segmentIds?: torch.Tensor): torch.Tensor | undefined {
   const S = past + s;
   const padding = mask?.eq(0).unsqueeze(1).unsqueeze(1); // [b, 1, 1, S]
-  if (s === 1) return padding;
-  const causal = torch.ones([s, S], { dtype: "bool" }).triu(past + 1); // [s, S]
-  return padding ? padding.logicalOr(causal) : causal.unsqueeze(0).unsqueeze(0);
+  if (s === 1 && !segmentIds) return padding;
+  const causal = torch.ones([s, S], { dtype: "bool", device: mask?.device ?? "cpu" }).triu(past + 1); // [s, S]
+  let masked = padding ? padding.logicalOr(causal) : causal.unsqueeze(0).unsqueeze(0);
+  if (segmentIds) {
+    // Packed samples: a query sees only keys of its own sample (block-diagonal within the causal mask).
+    const query = segmentIds.narrow(1, past, s).unsqueeze(2); // [b, s, 1]
+    masked = masked.logicalOr(query.ne(segmentIds.unsqueeze(1)).unsqueeze(1)); // [b, 1, s, S]
+  }
+  return masked;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -286,6 +292,13 @@ export interface CausalLMInput {
   attentionMask?: torch.Tensor;
   /** [b, s] int64 next-token targets as HF: labels[t] is predicted at t−1; −100 = not trained. */
   labels?: torch.Tensor;
+  /**
+   * Packed rows: [b, past + s] int64, 1, 2, ... per packed sample (0 on padding). Attention stays
+   * inside a sample; pass positionIds too so that ALiBi positions restart at each sample.
+   */
+  segmentIds?: torch.Tensor;
+  /** [b, past + s] int64 ALiBi positions; default: from the attention mask (cumsum − 1, as HF). */
+  positionIds?: torch.Tensor;
   /** Incremental decoding: keys/values of earlier positions; this call appends its own. */
   cache?: BloomCache;
   /** "last": compute logits for the last position only (generation); default "all". */
@@ -370,8 +383,8 @@ export class BloomForCausalLM extends Module {
     const t = this.transformer;
     let x = torch.scope(() => t.word_embeddings_layernorm.forward(t.word_embeddings.forward(inputIds)));
     const mask = attentionMask ?? torch.ones([b, S], { dtype: "int64", device: this.device });
-    const alibi = alibiBias(this.slopes, mask, this.config.n_head, x.dtype);
-    const causalMask = attentionMaskFor(attentionMask, s, past);
+    const alibi = alibiBias(this.slopes, mask, this.config.n_head, x.dtype, input.positionIds);
+    const causalMask = attentionMaskFor(attentionMask, s, past, input.segmentIds);
 
     const hiddenStates: torch.Tensor[] = [];
     const attentions: torch.Tensor[] = [];

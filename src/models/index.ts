@@ -90,3 +90,30 @@ function architecturesFor(model: CausalLM): Architecture {
   return architectures.get(model.config.model_type);
 }
 
+
+/**
+ * A copy of `model` with `vocabSize` token rows (OA resizes to the tokenizer's length rounded up to
+ * 16): existing rows are kept, new embedding (and untied head) rows get HF's normal init. The old
+ * model is disposed.
+ */
+export function resizeTokenEmbeddings(model: CausalLM, vocabSize: number): CausalLM {
+  if (vocabSize === model.config.vocab_size) return model;
+  const json = { ...architectureOf({ model_type: model.config.model_type }, "config.json").toJson(model), vocab_size: vocabSize };
+  const resized = createCausalLM(json, { dtype: model.dtype, device: model.device });
+  const old = new Map(model.namedParameters());
+  torch.noGrad(() => {
+    for (const [name, p] of resized.namedParameters()) {
+      const src = old.get(name);
+      if (!src) throw new Error(`resize: parameter ${name} missing in the source model`);
+      torch.scope(() => {
+        if (src.shape.join() === p.shape.join()) p.copy_(src);
+        else {
+          const rows = Math.min(src.size(0), p.size(0));
+          p.narrow(0, 0, rows).copy_(src.narrow(0, 0, rows));
+        }
+      });
+    }
+  });
+  model.dispose();
+  return resized;
+}

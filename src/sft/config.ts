@@ -1,0 +1,299 @@
+// The SFT config: every key with its type, default and meaning in one place (as TRL's SFTConfig),
+// composed from OA-style YAML files of named blocks:  --configs defaults bloom-zh-3b datasets
+// merges the blocks shallowly in order (a later block's value replaces, lists included), then
+// `--key value` flags override, typed by the key. Unknown keys and wrong types are errors naming the
+// key, the block and the file.
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parse as parseYaml } from "yaml";
+
+type KeyType = "number" | "integer" | "string" | "boolean" | "list" | "map";
+
+interface KeySpec {
+  type: KeyType;
+  default: unknown;
+  doc: string;
+  /** null is a valid value (OA's "not set"). */
+  nullable?: boolean;
+  /** Values allowed for a string key. */
+  choices?: readonly string[];
+  /** An OA key that oasft reads but does not act on; setting it away from its default prints a note. */
+  unsupported?: string;
+}
+
+/** Every key, grouped as OA's `defaults` block, plus oasft's own at the end. */
+export const CONFIG_KEYS = {
+  // --- model and run ---
+  model_name: { type: "string", default: null, nullable: true, doc: "model folder (HF layout) to fine-tune, or a config.json for a new model" },
+  tokenizer_name: { type: "string", default: null, nullable: true, doc: "tokenizer.json or folder; default: the model folder's" },
+  tokenizer_family: { type: "string", default: null, nullable: true, doc: "pad/eos/sep family (bloom, pythia, llama, ...); default: matched in model_name, else tokenizer_config.json" },
+  output_dir: { type: "string", default: "saved_model", doc: "where checkpoints and the final model go" },
+  log_dir: { type: "string", default: "base", doc: "run name used in logs" },
+  cache_dir: { type: "string", default: ".cache", doc: "base for relative input_file_path values and downloads" },
+  rng_seed: { type: "integer", default: 0xa1221f97, doc: "seed for data (splits, templates, windows) and initialisation" },
+  dtype: { type: "string", default: "fp16", choices: ["fp16", "float16", "bf16", "bfloat16", "fp32", "float32"], doc: "training precision" },
+  // --- optimisation ---
+  learning_rate: { type: "number", default: 1e-5, doc: "peak learning rate" },
+  gradient_checkpointing: { type: "boolean", default: false, doc: "recompute each block's activations in backward" },
+  gradient_accumulation_steps: { type: "integer", default: 32, doc: "micro-batches per optimizer step" },
+  per_device_train_batch_size: { type: "integer", default: 2, doc: "sequences (or packed rows) per micro-batch" },
+  per_device_eval_batch_size: { type: "integer", default: 2, doc: "sequences per evaluation batch" },
+  adam_beta1: { type: "number", default: 0.9, doc: "AdamW β1" },
+  adam_beta2: { type: "number", default: 0.95, doc: "AdamW β2" },
+  adam_epsilon: { type: "number", default: 1e-12, doc: "AdamW ε" },
+  weight_decay: { type: "number", default: 0.0, doc: "decoupled weight decay (not on biases and LayerNorm weights)" },
+  warmup_steps: { type: "integer", default: 600, doc: "linear warmup steps" },
+  max_grad_norm: { type: "number", default: 2.0, doc: "global gradient-norm clip" },
+  num_train_epochs: { type: "number", default: 3, doc: "epochs (max_steps wins when set)" },
+  max_steps: { type: "integer", default: null, nullable: true, doc: "stop after this many optimizer steps" },
+  lr_scheduler_type: { type: "string", default: "linear", choices: ["linear", "cosine", "constant"], doc: "decay after warmup" },
+  loss_fn: { type: "string", default: "CrossEntropyLoss", choices: ["CrossEntropyLoss"], doc: "training loss (OA's Poly loss is not supported)" },
+  // --- evaluation, logging, saving ---
+  eval_steps: { type: "integer", default: 200, doc: "evaluate every N optimizer steps" },
+  eval_size: { type: "integer", default: null, nullable: true, doc: "cut each validation set to its first N samples" },
+  eval_accumulation_steps: { type: "integer", default: null, nullable: true, doc: "(HF Trainer) unused" },
+  logging_steps: { type: "integer", default: 10, doc: "log every N optimizer steps" },
+  save_strategy: { type: "string", default: "steps", choices: ["steps", "epoch", "no"], doc: "when to save checkpoints" },
+  save_steps: { type: "integer", default: 1000, doc: "save every N optimizer steps" },
+  save_total_limit: { type: "integer", default: 4, doc: "keep at most N checkpoints" },
+  // --- data and formatting ---
+  datasets: { type: "list", default: [], doc: "the dataset mix: names or {name: {options}}" },
+  datasets_extra: { type: "list", default: [], doc: "appended to datasets (YAML cannot extend a list)" },
+  max_length: { type: "integer", default: 512, doc: "training sequence length in tokens" },
+  val_max_length: { type: "integer", default: null, nullable: true, doc: "evaluation sequence length (default max_length)" },
+  random_offset_probability: { type: "number", default: 0.8, doc: "chance that an over-long sample is cut to a random window instead of its head" },
+  label_masking: { type: "boolean", default: true, doc: "train on assistant tokens only" },
+  train_on_preamble: { type: "boolean", default: false, doc: "also train tokens before the first role token (OA does, via Python's -1 % 2 == 1)" },
+  format_version: { type: "string", default: "head", choices: ["head", "may2023"], doc: "OA's final formatting, or the May-2023 one the card likely used" },
+  use_system_prefix: { type: "boolean", default: false, doc: "prepend system_prefix (untrained) to every sample" },
+  system_prefix: { type: "string", default: "You are Joi, a large language model trained by Open-Assistant. Answer as concisely as possible.\nKnowledge cutoff: 2021-09-01\nCurrent date: 2023-03-12", doc: "the global system prefix" },
+  use_system_tag: { type: "boolean", default: false, doc: "add the reply's properties as a system tag after each prompt" },
+  system_property_dropout: { type: "number", default: 0.5, doc: "chance of dropping each system-tag property" },
+  system_add_length: { type: "boolean", default: false, doc: "add the reply's length to the system tag" },
+  packing: { type: "boolean", default: false, doc: "pack samples into max_length rows (no attention across samples)" },
+  samples_mixing: { type: "boolean", default: false, unsupported: "OA's random concatenation without attention separation; use packing", doc: "OA's short-sample mixing" },
+  use_custom_sampler: { type: "boolean", default: false, doc: "(OA) per-dataset fraction/size sampling; oasft applies fraction/size whenever they are set" },
+  sort_by_length: { type: "boolean", default: false, unsupported: "length-sorted sampling is not implemented", doc: "(OA custom sampler) sort by length" },
+  per_digit_tokens: { type: "boolean", default: false, unsupported: "OA's version sets a wrong attribute and has no effect", doc: "split numbers into digits" },
+  // --- model patches and features oasft does not implement ---
+  int8_training: { type: "boolean", default: false, unsupported: "8-bit weights", doc: "(OA) int8 PEFT training" },
+  quantization: { type: "boolean", default: false, unsupported: "bitsandbytes 8-bit AdamW", doc: "(OA) 8-bit optimizer" },
+  seq2seqmodel: { type: "boolean", default: false, unsupported: "encoder-decoder models", doc: "(OA) seq2seq models" },
+  poly_eps: { type: "number", default: 1.0, doc: "(OA) Poly loss ε; unused" },
+  fuse_gelu: { type: "boolean", default: true, doc: "(OA) tanh-GELU fusion: BLOOM's GELU is already tanh" },
+  log_wandb: { type: "boolean", default: true, doc: "(OA) wandb logging; oasft writes JSONL logs instead" },
+  verbose: { type: "boolean", default: false, doc: "print dataset statistics" },
+  freeze_layer: { type: "integer", default: null, nullable: true, unsupported: "layer freezing", doc: "(OA) freeze embeddings and the first N layers" },
+  residual_dropout: { type: "number", default: 0.0, unsupported: "residual dropout (OA patches NeoX/LLaMA/Falcon only)", doc: "(OA) residual dropout" },
+  residual_dropout_lima: { type: "boolean", default: false, unsupported: "LIMA dropout", doc: "(OA) LIMA-style dropout" },
+  use_flash_attention: { type: "boolean", default: false, unsupported: "flash attention (OA patches NeoX/LLaMA/Falcon only)", doc: "(OA) flash attention" },
+  is_reward_model: { type: "boolean", default: false, unsupported: "reward models", doc: "(OA) RM training" },
+  deepspeed_config: { type: "string", default: "configs/zero_config.json", doc: "DeepSpeed JSON (fp16/bf16, clipping, scheduler) read by the trainer" },
+  peft_model: { type: "boolean", default: false, unsupported: "LoRA / prefix tuning", doc: "(OA) PEFT" },
+  peft_type: { type: "string", default: "lora", doc: "(OA) PEFT type" },
+  superhot: { type: "boolean", default: false, unsupported: "RoPE scaling (BLOOM uses ALiBi)", doc: "(OA) RoPE scaling" },
+} satisfies Record<string, KeySpec>;
+
+export type ConfigKey = keyof typeof CONFIG_KEYS;
+
+/** The effective config: every key present, typed loosely by kind (the schema above is the truth). */
+export interface SFTConfig {
+  [key: string]: unknown;
+  model_name: string | null;
+  tokenizer_name: string | null;
+  tokenizer_family: string | null;
+  cache_dir: string;
+  rng_seed: number;
+  datasets: unknown[];
+  datasets_extra: unknown[];
+  max_length: number;
+  val_max_length: number | null;
+  random_offset_probability: number;
+  label_masking: boolean;
+  train_on_preamble: boolean;
+  format_version: "head" | "may2023";
+  use_system_prefix: boolean;
+  system_prefix: string;
+  use_system_tag: boolean;
+  system_property_dropout: number;
+  system_add_length: boolean;
+  packing: boolean;
+  per_device_train_batch_size: number;
+  eval_size: number | null;
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+const SPECS = CONFIG_KEYS as Record<string, KeySpec>;
+
+/** The package's own configs/ folder. */
+export const BUILTIN_CONFIG_DIR = resolve(fileURLToPath(import.meta.url), "../../../../configs");
+
+export interface ConfigBlock {
+  values: Record<string, unknown>;
+  file: string;
+}
+
+/**
+ * Every named block of every *.yaml file in the folders (the built-in configs/ first, then the
+ * working folder's configs/ when it exists). A name defined twice in one folder is an error; a
+ * user's block replaces a built-in one of the same name.
+ */
+export function readConfigBlocks(dirs: string[] = defaultConfigDirs()): Map<string, ConfigBlock> {
+  const blocks = new Map<string, ConfigBlock>();
+  for (const dir of dirs) {
+    if (!existsSync(dir)) throw new ConfigError(`config folder ${dir} not found`);
+    const inDir = new Map<string, string>();
+    for (const name of readdirSync(dir).filter((f) => /\.ya?ml$/.test(f)).sort()) {
+      const file = join(dir, name);
+      let doc: unknown;
+      try {
+        doc = parseYaml(readFileSync(file, "utf8"));
+      } catch (err) {
+        throw new ConfigError(`${file}: not valid YAML (${(err as Error).message})`);
+      }
+      if (doc === null || doc === undefined) continue;
+      if (typeof doc !== "object" || Array.isArray(doc)) throw new ConfigError(`${file}: expected named blocks at the top level (name: {key: value})`);
+      for (const [block, values] of Object.entries(doc as Record<string, unknown>)) {
+        if (!values || typeof values !== "object" || Array.isArray(values)) throw new ConfigError(`${file}: block '${block}' must be a map of keys`);
+        if (inDir.has(block)) throw new ConfigError(`block '${block}' is defined in both ${inDir.get(block)} and ${file}`);
+        inDir.set(block, file);
+        blocks.set(block, { values: values as Record<string, unknown>, file });
+      }
+    }
+  }
+  return blocks;
+}
+
+export function defaultConfigDirs(): string[] {
+  const local = resolve("configs");
+  return existsSync(local) && local !== BUILTIN_CONFIG_DIR ? [BUILTIN_CONFIG_DIR, local] : [BUILTIN_CONFIG_DIR];
+}
+
+/** A value checked against its key's type; numbers written as strings ("1e-5", PyYAML's habit) become numbers. */
+export function coerceValue(key: string, value: unknown, where: string): unknown {
+  const spec = SPECS[key];
+  if (!spec) {
+    const close = Object.keys(SPECS).filter((k) => k.includes(key) || key.includes(k) || editDistance(k, key) <= 2);
+    throw new ConfigError(`${where}: unknown key '${key}'.${close.length ? ` Did you mean: ${close.join(", ")}?` : ""}`);
+  }
+  if (value === null) {
+    if (spec.nullable) return null;
+    throw new ConfigError(`${where}: key '${key}' cannot be null (expected ${spec.type})`);
+  }
+  const bad = () => new ConfigError(`${where}: key '${key}' expects ${spec.type}${spec.choices ? ` (one of ${spec.choices.join(", ")})` : ""}, got ${JSON.stringify(value)}`);
+  switch (spec.type) {
+    case "number":
+    case "integer": {
+      const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
+      if (typeof n !== "number" || !Number.isFinite(n) || (spec.type === "integer" && !Number.isInteger(n))) throw bad();
+      return n;
+    }
+    case "boolean":
+      if (typeof value === "boolean") return value;
+      if (typeof value === "string" && /^(true|yes|1|false|no|0)$/i.test(value)) return /^(true|yes|1)$/i.test(value);
+      throw bad();
+    case "string":
+      if (typeof value !== "string" && typeof value !== "number") throw bad();
+      if (spec.choices && !spec.choices.includes(String(value))) throw bad();
+      return String(value);
+    case "list":
+      if (!Array.isArray(value)) throw bad();
+      return value;
+    case "map":
+      if (!value || typeof value !== "object" || Array.isArray(value)) throw bad();
+      return value;
+  }
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let diag = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const up = row[j]!;
+      row[j] = Math.min(up + 1, row[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diag = up;
+    }
+  }
+  return row[b.length]!;
+}
+
+export interface ComposedConfig {
+  config: SFTConfig;
+  /** For each key, where its value came from ("default", "block X (file)", "--flag"). */
+  origin: Record<string, string>;
+  /** Notes on set keys oasft does not act on. */
+  notes: string[];
+}
+
+/**
+ * OA's composition: defaults, then each named block in order (comma lists allowed), then flags
+ * `--key value` / `--key=value` / `--no-key` (null). Returns the effective config.
+ */
+export function composeConfig(names: string[], flags: string[] = [], blocks = readConfigBlocks()): ComposedConfig {
+  const config: Record<string, unknown> = {};
+  const origin: Record<string, string> = {};
+  for (const [k, spec] of Object.entries(SPECS)) {
+    config[k] = spec.default;
+    origin[k] = "default";
+  }
+  for (const name of names.flatMap((n) => n.split(",")).map((n) => n.trim()).filter(Boolean)) {
+    const block = blocks.get(name);
+    if (!block) throw new ConfigError(`config block '${name}' not found; known blocks: ${[...blocks.keys()].sort().join(", ")}`);
+    for (const [k, v] of Object.entries(block.values)) {
+      config[k] = coerceValue(k, v, `${block.file} › ${name}`);
+      origin[k] = `block ${name} (${block.file})`;
+    }
+  }
+  for (let i = 0; i < flags.length; i++) {
+    const flag = flags[i]!;
+    if (!flag.startsWith("--")) throw new ConfigError(`unexpected argument '${flag}' (config overrides are --key value)`);
+    const eq = flag.indexOf("=");
+    let key = (eq >= 0 ? flag.slice(2, eq) : flag.slice(2)).replaceAll("-", "_");
+    if (key.startsWith("no_") && !(key in SPECS) && key.slice(3) in SPECS && eq < 0) {
+      key = key.slice(3);
+      config[key] = coerceValue(key, null, `--no-${key}`);
+      origin[key] = `--no-${key}`;
+      continue;
+    }
+    const spec = SPECS[key];
+    let raw: string | undefined = eq >= 0 ? flag.slice(eq + 1) : flags[i + 1];
+    if (spec?.type === "boolean" && eq < 0 && (raw === undefined || raw.startsWith("--"))) raw = "true";
+    else if (eq < 0) i++;
+    if (raw === undefined) throw new ConfigError(`--${key}: missing value`);
+    let value: unknown = raw;
+    if (spec?.type === "list" || spec?.type === "map") {
+      try {
+        value = parseYaml(raw);
+      } catch {
+        throw new ConfigError(`--${key}: expected a YAML/JSON ${spec.type}, got '${raw}'`);
+      }
+    }
+    config[key] = coerceValue(key, value, `--${key}`);
+    origin[key] = `--${key}`;
+  }
+  const notes = Object.entries(SPECS)
+    .filter(([k, spec]) => spec.unsupported && JSON.stringify(config[k]) !== JSON.stringify(spec.default))
+    .map(([k, spec]) => `${k} = ${JSON.stringify(config[k])} is ignored by oasft: ${spec.unsupported} (set in ${origin[k]})`);
+  return { config: config as SFTConfig, origin, notes };
+}
+
+/** Splits argv into `--configs a b c` names and the remaining override flags. */
+export function splitConfigArgs(argv: string[]): { names: string[]; rest: string[] } {
+  const names: string[] = [];
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === "--configs") {
+      while (i + 1 < argv.length && !argv[i + 1]!.startsWith("--")) names.push(argv[++i]!);
+    } else rest.push(argv[i]!);
+  }
+  return { names, rest };
+}

@@ -1,0 +1,104 @@
+// The SFT data pipeline of a config: the dataset mix → formatted conversations → token ids and label
+// masks (whole, before truncation; a run cuts them to max_length anew each epoch) → lint.
+import { existsSync } from "node:fs";
+import { isAbsolute, join, resolve } from "node:path";
+import type { Conversation } from "../data/conversation.js";
+import { loadDatasetMix, parseDatasetEntries } from "../data/mix.js";
+import { Rng } from "../data/rng.js";
+import { SYSTEM, ChatTokenizer } from "../tokenizer/index.js";
+import type { SFTConfig } from "./config.js";
+import { labelMaskFor, lintSample, truncateSample, withPrefix, type EncodedSample, type LintProblem } from "./encode.js";
+import { formatConversation } from "./format.js";
+
+/** A whole formatted sample: ids and label mask before truncation. */
+export interface FullSample {
+  ids: number[];
+  mask: boolean[];
+}
+
+export interface SftDataset {
+  name: string;
+  train: FullSample[];
+  val: FullSample[];
+  dropped: Record<string, number>;
+  files: string[];
+  fraction?: number;
+  size?: number;
+}
+
+export interface LintReport {
+  dataset: string;
+  split: "train" | "val";
+  index: number;
+  problems: LintProblem[];
+}
+
+export interface SftData {
+  tokenizer: ChatTokenizer;
+  datasets: SftDataset[];
+  /** Tokens of the global system prefix (use_system_prefix), prepended after truncation. */
+  prefixIds: number[];
+  lint: LintReport[];
+}
+
+/** A path from the config: as written (working folder), else under cache_dir. */
+function configPath(p: string, cfg: SFTConfig): string {
+  if (isAbsolute(p) || existsSync(resolve(p))) return resolve(p);
+  const underCache = join(cfg.cache_dir, p);
+  return existsSync(underCache) ? underCache : resolve(p);
+}
+
+export function loadConfigTokenizer(cfg: SFTConfig): ChatTokenizer {
+  const source = cfg.tokenizer_name ?? cfg.model_name;
+  if (!source) throw new Error("no tokenizer: set tokenizer_name (a tokenizer.json or folder) or model_name (a model folder with tokenizer.json)");
+  return ChatTokenizer.load(configPath(source, cfg), { family: cfg.tokenizer_family ?? undefined, modelName: cfg.model_name ?? undefined });
+}
+
+/** Formats and tokenises conversations; `rng` draws system-tag choices. */
+export async function encodeConversations(convs: Conversation[], tok: ChatTokenizer, cfg: SFTConfig, rng: Rng): Promise<FullSample[]> {
+  const texts = convs.map((c) =>
+    formatConversation(c, {
+      eos: tok.eos, formatVersion: cfg.format_version, useSystemTag: cfg.use_system_tag,
+      systemPropertyDropout: cfg.system_property_dropout, systemAddLength: cfg.system_add_length, rng,
+    }).join(""),
+  );
+  const ids = await tok.encodeBatch(texts);
+  const maskOptions = { formatVersion: cfg.format_version, labelMasking: cfg.label_masking, trainOnPreamble: cfg.train_on_preamble };
+  return ids.map((x) => ({ ids: x, mask: labelMaskFor(x, tok, maskOptions) }));
+}
+
+export async function prepareSftData(cfg: SFTConfig, tokenizer = loadConfigTokenizer(cfg)): Promise<SftData> {
+  const entries = parseDatasetEntries([...cfg.datasets, ...cfg.datasets_extra], "config › datasets");
+  if (!entries.length) throw new Error("the config has no datasets: add a block with a `datasets:` list (e.g. --configs defaults shared-sample)");
+  const mix = await loadDatasetMix(entries, { seed: cfg.rng_seed, cacheDir: cfg.cache_dir, formatVersion: cfg.format_version, evalSize: cfg.eval_size ?? undefined });
+  const datasets: SftDataset[] = [];
+  const lint: LintReport[] = [];
+  for (const d of mix) {
+    const train = await encodeConversations(d.train, tokenizer, cfg, new Rng(cfg.rng_seed, `${d.name}/format/train`));
+    const val = await encodeConversations(d.val, tokenizer, cfg, new Rng(cfg.rng_seed, `${d.name}/format/val`));
+    for (const [split, samples] of [["train", train], ["val", val]] as const) {
+      samples.forEach((s, index) => {
+        const problems = lintSample(s.ids, s.mask, tokenizer, cfg.format_version);
+        if (problems.length) lint.push({ dataset: d.name, split, index, problems });
+      });
+    }
+    datasets.push({ name: d.name, train, val, dropped: d.dropped, files: d.files, ...(d.fraction !== undefined ? { fraction: d.fraction } : {}), ...(d.size !== undefined ? { size: d.size } : {}) });
+  }
+  const prefixIds = cfg.use_system_prefix
+    ? (await tokenizer.tok.encode(`${SYSTEM}${cfg.system_prefix}${tokenizer.eos}`, null, { addSpecialTokens: false })).getIds()
+    : [];
+  return { tokenizer, datasets, prefixIds, lint };
+}
+
+/** Lint problems as one error message (the first few, then a count). */
+export function lintMessage(lint: LintReport[]): string {
+  const lines = lint.slice(0, 10).map((r) => `  ${r.dataset} ${r.split}[${r.index}]: ${r.problems.map((p) => p.message).join("; ")}`);
+  return `data lint failed for ${lint.length} sample(s):\n${lines.join("\n")}${lint.length > 10 ? `\n  ... and ${lint.length - 10} more` : ""}`;
+}
+
+/** A sample cut to the training length (a random window or the head), with the system prefix. */
+export function trainingSample(s: FullSample, cfg: SFTConfig, prefixIds: number[], rng: Rng, split: "train" | "val" = "train"): EncodedSample {
+  const maxLength = (split === "val" ? cfg.val_max_length ?? cfg.max_length : cfg.max_length) - prefixIds.length;
+  if (maxLength < 1) throw new Error(`max_length ${cfg.max_length} leaves no room after the ${prefixIds.length}-token system prefix`);
+  return withPrefix(truncateSample(s.ids, s.mask, { maxLength, randomOffsetProbability: cfg.random_offset_probability }, rng), prefixIds);
+}

@@ -1,0 +1,159 @@
+// The chat tokenizer: any Hugging Face tokenizer.json (through the `tokenizers` package), with OA's
+// special tokens added in a fixed order and the pad/eos/sep tokens of the model family.
+import { existsSync, readFileSync, statSync, unlinkSync, mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { Tokenizer } from "tokenizers";
+import { fsyncDir, writeFileAtomic } from "../util/atomic-file.js";
+
+/** OA's five chat tokens, in the order we add them (OA took a Python set's order, which varies per process). */
+export const QA_SPECIAL_TOKENS = ["<|prompter|>", "<|assistant|>", "<|system|>", "<|prefix_begin|>", "<|prefix_end|>"] as const;
+export const PROMPTER = "<|prompter|>";
+export const ASSISTANT = "<|assistant|>";
+export const SYSTEM = "<|system|>";
+
+export interface FamilyTokens {
+  pad: string;
+  eos: string;
+  sep: string;
+}
+
+/** OA's TOKENIZER_CONFIGS for the causal-LM families: pad/eos/sep per model family (utils.py). */
+export const FAMILY_TOKENS: Record<string, FamilyTokens> = {
+  bloom: { pad: "<pad>", eos: "</s>", sep: "<s>" },
+  pythia: { pad: "<|padding|>", eos: "<|endoftext|>", sep: "<|endoftext|>" },
+  "gpt-neox": { pad: "<|padding|>", eos: "<|endoftext|>", sep: "<|endoftext|>" },
+  llama: { pad: "</s>", eos: "</s>", sep: "<s>" },
+  falcon: { pad: "<|endoftext|>", eos: "<|endoftext|>", sep: "<|endoftext|>" },
+  cerebras: { pad: "<|endoftext|>", eos: "<|endoftext|>", sep: "<|endoftext|>" },
+  galactica: { pad: "<pad>", eos: "</s>", sep: "" },
+};
+
+export interface LoadTokenizerOptions {
+  /** A key of FAMILY_TOKENS. Default: matched in modelName as OA does, else the folder's tokenizer_config.json. */
+  family?: string;
+  modelName?: string;
+}
+
+/** tokenizer.json inside a folder, or the file itself. */
+export function tokenizerFile(path: string): string {
+  if (!existsSync(path)) throw new Error(`tokenizer: ${path} not found`);
+  const file = statSync(path).isDirectory() ? join(path, "tokenizer.json") : path;
+  if (!existsSync(file)) throw new Error(`tokenizer: no tokenizer.json in ${path}`);
+  return file;
+}
+
+/** The family's tokens: explicit, by model-name substring (exactly one match, as OA), or from tokenizer_config.json. */
+function familyTokens(file: string, o: LoadTokenizerOptions): { family: string; tokens: FamilyTokens } {
+  if (o.family) {
+    const tokens = FAMILY_TOKENS[o.family];
+    if (!tokens) throw new Error(`tokenizer family '${o.family}' is unknown; known: ${Object.keys(FAMILY_TOKENS).join(", ")}`);
+    return { family: o.family, tokens };
+  }
+  if (o.modelName) {
+    const matches = Object.keys(FAMILY_TOKENS).filter((k) => o.modelName!.toLowerCase().includes(k.toLowerCase()));
+    if (matches.length === 1) return { family: matches[0]!, tokens: FAMILY_TOKENS[matches[0]!]! };
+  }
+  const configFile = join(dirname(file), "tokenizer_config.json");
+  if (existsSync(configFile)) {
+    const cfg = JSON.parse(readFileSync(configFile, "utf8")) as Record<string, unknown>;
+    const str = (v: unknown) => (typeof v === "string" ? v : v && typeof v === "object" && typeof (v as { content?: unknown }).content === "string" ? (v as { content: string }).content : undefined);
+    const eos = str(cfg.eos_token);
+    if (eos) return { family: "tokenizer_config", tokens: { eos, pad: str(cfg.pad_token) ?? eos, sep: str(cfg.sep_token) ?? eos } };
+  }
+  throw new Error(`tokenizer ${file}: cannot tell the model family for pad/eos tokens; set tokenizer_family (one of ${Object.keys(FAMILY_TOKENS).join(", ")})`);
+}
+
+export class ChatTokenizer {
+  readonly eosId: number;
+  readonly padId: number;
+  readonly prompterId: number;
+  readonly assistantId: number;
+  readonly systemId: number;
+  /** Tokens this load added to the file's vocabulary (so the model's embedding must grow). */
+  readonly added: string[];
+
+  private constructor(readonly tok: Tokenizer, readonly family: string, readonly special: FamilyTokens, added: string[]) {
+    this.added = added;
+    const id = (t: string) => {
+      const i = tok.tokenToId(t);
+      if (i === null || i === undefined) throw new Error(`tokenizer: token ${t} missing after adding it`);
+      return i;
+    };
+    this.eosId = id(special.eos);
+    this.padId = id(special.pad);
+    this.prompterId = id(PROMPTER);
+    this.assistantId = id(ASSISTANT);
+    this.systemId = id(SYSTEM);
+  }
+
+  /** Loads tokenizer.json (a file or a model folder) and adds the family's and OA's special tokens when absent. */
+  static load(path: string, o: LoadTokenizerOptions = {}): ChatTokenizer {
+    const file = tokenizerFile(path);
+    let tok: Tokenizer;
+    try {
+      tok = Tokenizer.fromFile(file);
+    } catch (err) {
+      throw new Error(`tokenizer ${file}: not a Hugging Face tokenizer.json (${(err as Error).message})`);
+    }
+    // Truncation/padding saved in a tokenizer.json are session leftovers; the collator decides both.
+    tok.disableTruncation();
+    tok.disablePadding();
+    const { family, tokens } = familyTokens(file, o);
+    const added: string[] = [];
+    for (const t of [tokens.pad, tokens.eos, tokens.sep, ...QA_SPECIAL_TOKENS]) {
+      if (t && tok.tokenToId(t) == null && !added.includes(t)) {
+        tok.addSpecialTokens([t]);
+        added.push(t);
+      }
+    }
+    return new ChatTokenizer(tok, family, tokens, added);
+  }
+
+  get eos(): string {
+    return this.special.eos;
+  }
+
+  get vocabSize(): number {
+    return this.tok.getVocabSize(true);
+  }
+
+  /** Token ids of many texts (special-token strings inside a text become their ids, as in OA). */
+  async encodeBatch(texts: string[]): Promise<number[][]> {
+    const out: number[][] = [];
+    for (let i = 0; i < texts.length; i += 512) {
+      const encs = await this.tok.encodeBatch(texts.slice(i, i + 512), { addSpecialTokens: true });
+      for (const e of encs) out.push(e.getIds());
+    }
+    return out;
+  }
+
+  async encode(text: string): Promise<number[]> {
+    return (await this.tok.encode(text, null, { addSpecialTokens: true })).getIds();
+  }
+
+  decode(ids: number[], skipSpecialTokens = false): Promise<string> {
+    return this.tok.decode(ids, skipSpecialTokens);
+  }
+
+  idToToken(id: number): string {
+    return this.tok.idToToken(id) ?? `<${id}>`;
+  }
+
+  /** Writes tokenizer.json (atomically), tokenizer_config.json and special_tokens_map.json into `dir`. */
+  save(dir: string): void {
+    mkdirSync(dir, { recursive: true });
+    const target = join(dir, "tokenizer.json");
+    const tmp = `${target}.tmp-${process.pid}`;
+    try {
+      this.tok.save(tmp, false);
+      writeFileAtomic(target, [readFileSync(tmp)]);
+    } finally {
+      if (existsSync(tmp)) unlinkSync(tmp);
+    }
+    const map = { eos_token: this.special.eos, pad_token: this.special.pad, sep_token: this.special.sep || undefined, additional_special_tokens: [...QA_SPECIAL_TOKENS] };
+    writeFileAtomic(join(dir, "special_tokens_map.json"), [JSON.stringify(map, null, 2) + "\n"]);
+    writeFileAtomic(join(dir, "tokenizer_config.json"), [JSON.stringify({ ...map, tokenizer_class: "PreTrainedTokenizerFast", clean_up_tokenization_spaces: false, model_max_length: 1e30 }, null, 2) + "\n"]);
+    fsyncDir(dir);
+  }
+}
+
