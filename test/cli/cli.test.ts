@@ -1,7 +1,7 @@
 // The oasft command as a user runs it: a separate process, real files, exit codes and messages.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -77,4 +77,58 @@ test("oasft bench prints one JSON line with throughput and memory", () => {
   assert.ok(line.loss_last < line.loss_first + 1e-3);
   const gen = JSON.parse(oasft("bench", "generate", "--model-config", join(GOLDEN, GOLDEN_MODELS[0], "config.json"), "--new-tokens", "8", "--steps", "1", "--warmup", "0").out.trim());
   assert.ok(gen.tokens_per_s > 0);
+});
+
+const DATA_ARGS = ["--configs", "defaults", "shared-sample", "tiny-tokenizer", "--cache_dir", join(SHARED, "data")];
+
+test("oasft data stats: per-dataset counts, drops, trained fraction and packing gain on the shared samples", () => {
+  const r = oasft("data", "stats", ...DATA_ARGS, "--json");
+  assert.equal(r.code, 0, r.err);
+  const s = JSON.parse(r.out);
+  assert.deepEqual(s.datasets.map((d: { dataset: string }) => d.dataset), ["oasst_export", "dolly15k", "vicuna", "gsm8k"]);
+  const oasst = s.datasets[0];
+  assert.equal(oasst.train_samples + oasst.val_samples, 538);
+  assert.deepEqual(oasst.dropped, { thread_deleted_or_synthetic: 17 });
+  assert.deepEqual(s.datasets[3].dropped, { max_val_set: 150 });
+  for (const d of s.datasets) assert.ok(d.trained_token_fraction > 0.3 && d.trained_token_fraction < 0.95, `${d.dataset}: ${d.trained_token_fraction}`);
+  assert.ok(s.useful_token_fraction.packed > s.useful_token_fraction.padded);
+  assert.equal(s.lint_problems, 0);
+});
+
+test("oasst data export writes one sample per line; preview marks the trained text", () => {
+  const out = join(work, "train.jsonl");
+  const r = oasft("data", "export", ...DATA_ARGS, "--split", "val", "--out", out, "--max_length", "128");
+  assert.equal(r.code, 0, r.err);
+  const lines = readFileSync(out, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  assert.equal(lines.length, 28 + 1 + 25 + 50);
+  for (const l of lines) {
+    assert.equal(l.input_ids.length, l.label_mask.length);
+    assert.ok(l.input_ids.length <= 128);
+    assert.equal(l.label_mask.at(-1), 0);
+  }
+  const p = oasft("data", "preview", ...DATA_ARGS, "--n", "1");
+  assert.equal(p.code, 0, p.err);
+  // <|assistant|> itself is not a target (it follows the prompt's eos); the reply and its eos are.
+  assert.match(p.out, /<\|prompter\|>[^⟦]*<\|endoftext\|><\|assistant\|>⟦[^⟧]+<\|endoftext\|>⟧/);
+});
+
+test("oasft data: a typo in a dataset name or config key is a clear error and exit 1/2", () => {
+  const dir = mkdtempSync(join(tmpdir(), "oasft-cfgdir-"));
+  mkdirSync(join(dir, "configs"));
+  writeFileSync(join(dir, "configs/x.yaml"), "mine:\n  datasets:\n    - dolly15:\n        input_file_path: dolly/databricks-dolly-15k.jsonl\n");
+  const r = spawnSync(process.execPath, [CLI, "data", "stats", "--configs", "tiny-tokenizer", "mine", "--cache_dir", join(SHARED, "data")], { encoding: "utf8", cwd: dir });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /unknown dataset 'dolly15'\. Did you mean: dolly15k\?/);
+  const k = oasft("data", "stats", ...DATA_ARGS, "--max_lenght", "5");
+  assert.equal(k.code, 1);
+  assert.match(k.err, /--max_lenght: unknown key 'max_lenght'\. Did you mean: max_length/);
+});
+
+test("oasft tokenizer train writes a tokenizer the data commands load", () => {
+  const out = join(work, "bpe");
+  const r = oasft("tokenizer", "train", "--vocab-size", "800", "--out", out, join(SHARED, "data/oasst/en_100_tree.jsonl"));
+  assert.equal(r.code, 0, r.err);
+  const s = oasft("data", "stats", ...DATA_ARGS, "--tokenizer_name", out, "--tokenizer_family", "bloom", "--json");
+  assert.equal(s.code, 0, s.err);
+  assert.equal(JSON.parse(s.out).lint_problems, 0);
 });
