@@ -132,3 +132,13 @@ test("oasft tokenizer train writes a tokenizer the data commands load", () => {
   assert.equal(s.code, 0, s.err);
   assert.equal(JSON.parse(s.out).lint_problems, 0);
 });
+
+test("oasft demo (the README's main job) runs end to end on the oasst sample: trains, saves, reloads, replies", () => {
+  const out = join(work, "demo");
+  const r = oasft("demo", "--steps", "20", "--out", out);
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /data: 538 oasst threads/);
+  assert.match(r.out, /validation loss \d+\.\d+ vs unigram baseline \d+\.\d+/);
+  assert.match(r.out, /<\|assistant\|> /);
+  for (const f of ["config.json", "model.safetensors", "tokenizer.json"]) assert.ok(existsSync(join(out, f)), f);
+});

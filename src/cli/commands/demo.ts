@@ -2,12 +2,19 @@
 // with the loss on assistant tokens only, on real oasst conversations (../shared/data/oasst), then
 // saved in the HF layout, reloaded, and asked a question.
 //
-// This is the foundation's preview of the full recipe (issues: data loaders, `oasft train`): thread
-// extraction here follows the first reply of each tree, and the tokenizer is OA's tiny byte-level BPE.
-import { existsSync, readFileSync } from "node:fs";
+// The data goes through the real pipeline (every leaf thread, OA's format and masks). The training loop
+// here is a preview of `oasft train`; the tokenizer is OA's tiny byte-level BPE.
+import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Tokenizer } from "tokenizers";
+import type { Conversation } from "../../data/conversation.js";
+import { loadDatasetMix } from "../../data/mix.js";
+import { Rng } from "../../data/rng.js";
+import { sampleLabels } from "../../sft/collate.js";
+import { composeConfig } from "../../sft/config.js";
+import { encodeConversations, trainingSample } from "../../sft/data.js";
+import { formatPrompt } from "../../sft/format.js";
+import { ChatTokenizer } from "../../tokenizer/index.js";
 import * as torch from "../../torch/index.js";
 import { createCausalLM, loadCausalLM, saveCausalLM, type CausalLM } from "../../models/index.js";
 import { generateGreedy } from "../../generate/index.js";
@@ -25,42 +32,22 @@ const MAX_LENGTH = 256;
 
 interface Sample { ids: number[]; labels: number[] }
 
-/** First-reply threads of oasst message trees, trimmed to end on an assistant reply. */
-function readThreads(path: string): string[][] {
-  const threads: string[][] = [];
-  readFileSync(path, "utf8").split("\n").forEach((line, i) => {
-    if (!line.trim()) return;
-    let tree: { prompt?: { text?: string; role?: string; replies?: unknown[] } };
-    try {
-      tree = JSON.parse(line);
-    } catch (err) {
-      throw new Error(`${path}:${i + 1}: not JSON (${(err as Error).message})`);
-    }
-    const thread: Array<{ text: string; role: string }> = [];
-    let node = tree.prompt as { text?: string; role?: string; replies?: unknown[] } | undefined;
-    while (node && typeof node.text === "string") {
-      thread.push({ text: node.text, role: node.role ?? "" });
-      node = node.replies?.[0] as typeof node;
-    }
-    while (thread.length && thread[thread.length - 1]!.role !== "assistant") thread.pop();
-    if (thread.length >= 2) threads.push(thread.map((m) => m.text));
-  });
-  return threads;
-}
-
-/** OA format: <|prompter|>q<eos><|assistant|>a<eos>...; labels train assistant text and its eos only. */
-async function encodeThread(tok: Tokenizer, thread: string[], eos: string): Promise<Sample> {
-  const ids: number[] = [];
-  const trained: boolean[] = [];
-  for (let i = 0; i < thread.length; i++) {
-    const isAssistant = i % 2 === 1;
-    const tag = await tok.encode(isAssistant ? "<|assistant|>" : "<|prompter|>", null, { addSpecialTokens: false });
-    const body = await tok.encode(thread[i]! + eos, null, { addSpecialTokens: false });
-    for (const id of tag.getIds()) { ids.push(id); trained.push(false); }
-    for (const id of body.getIds()) { ids.push(id); trained.push(isAssistant); }
-  }
-  const n = Math.min(ids.length, MAX_LENGTH);
-  return { ids: ids.slice(0, n), labels: ids.slice(0, n).map((id, t) => (trained[t] ? id : -100)) };
+/**
+ * The oasst threads in OA's format through the real data pipeline (oasst_export loader, formatting,
+ * label masks, head truncation), as HF-style labels (−100 = not trained).
+ */
+async function oasstSamples(dataPath: string, tokenizerPath: string, seed: number): Promise<{ train: Sample[]; val: Sample[]; tok: ChatTokenizer }> {
+  const { config } = composeConfig(["defaults"], ["--max_length", String(MAX_LENGTH), "--random_offset_probability", "0", "--rng_seed", String(seed)]);
+  const tok = ChatTokenizer.load(tokenizerPath, { family: "pythia" });
+  const [d] = await loadDatasetMix([{ name: "oasst_export", options: { input_file_path: resolve(dataPath), val_split: 0.1 } }], { seed, cacheDir: ".", formatVersion: "head" });
+  const toSamples = async (convs: Conversation[], split: string) => {
+    const rng = new Rng(seed, `demo/${split}`);
+    return (await encodeConversations(convs, tok, config, rng)).map((full) => {
+      const s = trainingSample(full, config, [], rng);
+      return { ids: s.inputIds, labels: sampleLabels(s) };
+    });
+  };
+  return { train: await toSamples(d!.train, "train"), val: await toSamples(d!.val, "val"), tok };
 }
 
 /** The token ids a sample trains on as next-token targets (labels shift by one, −100 = not trained). */
@@ -106,18 +93,6 @@ function unigramLoss(train: Sample[], val: Sample[], vocab: number): number {
   return sum / n;
 }
 
-/** A small seeded PRNG, so that a demo run is repeatable. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export const command: Command = {
   async run(argv) {
     const { values } = parseFlags(argv, {
@@ -132,22 +107,17 @@ export const command: Command = {
     }
     const seed = intFlag(values, "seed", 0, 0);
     torch.manualSeed(seed);
-    const random = mulberry32(seed);
+    const random = new Rng(seed, "demo/batches");
 
-    const tok = Tokenizer.fromFile(tokenizerPath);
-    const eos = "<|endoftext|>";
-    const padId = tok.tokenToId("<|padding|>") ?? 0;
-    const threads = readThreads(dataPath);
-    const samples = await Promise.all(threads.map((t) => encodeThread(tok, t, eos)));
-    const nVal = Math.max(2, Math.round(samples.length * 0.1));
-    const val = samples.slice(0, nVal);
-    const train = samples.slice(nVal);
-    console.log(`data: ${threads.length} threads from ${dataPath} (${train.length} train, ${val.length} validation)`);
+    const { train, val, tok } = await oasstSamples(dataPath, tokenizerPath, seed);
+    const eos = tok.eos;
+    const padId = tok.padId;
+    console.log(`data: ${train.length + val.length} oasst threads from ${dataPath} (${train.length} train, ${val.length} validation, split by tree)`);
 
-    const vocab = tok.getVocabSize(true);
+    const vocab = tok.vocabSize;
     const model = createCausalLM({
       model_type: "bloom", vocab_size: vocab, hidden_size: 128, n_layer: 4, n_head: 4,
-      bos_token_id: tok.tokenToId(eos), eos_token_id: tok.tokenToId(eos), pad_token_id: padId,
+      bos_token_id: tok.eosId, eos_token_id: tok.eosId, pad_token_id: padId,
     }).train();
     console.log(`model: BLOOM, ${(model.numParameters() / 1e6).toFixed(2)}M parameters, vocab ${vocab}`);
     const baseline = unigramLoss(train, val, vocab);
@@ -157,7 +127,7 @@ export const command: Command = {
     let tokens = 0;
     for (let step = 1; step <= steps; step++) {
       optimizer.lr = 2e-3 * (step <= warmup ? step / warmup : Math.max(0.05, (steps - step) / (steps - warmup)));
-      const batch = Array.from({ length: 8 }, () => train[Math.floor(random() * train.length)]!);
+      const batch = Array.from({ length: 8 }, () => random.choice(train));
       const loss = torch.scope(() => {
         const { loss } = model.forward(batchOf(batch, padId));
         loss!.backward();
@@ -180,10 +150,10 @@ export const command: Command = {
     model.dispose();
     const chat = loadCausalLM(out);
     const prompt = "What is a meme, and what's the history behind this word?";
-    const promptIds = (await tok.encode(`<|prompter|>${prompt}${eos}<|assistant|>`, null, { addSpecialTokens: false })).getIds();
+    const promptIds = await tok.encode(formatPrompt([{ role: "prompter", text: prompt }], eos));
     const reply = torch.scope(() => {
-      const ids = generateGreedy(chat, { inputIds: torch.tensor([promptIds], { dtype: "int64" }), maxNewTokens: 60, eosTokenId: tok.tokenToId(eos) ?? undefined });
-      return ids.toNumbers().slice(promptIds.length).filter((id) => id !== tok.tokenToId(eos));
+      const ids = generateGreedy(chat, { inputIds: torch.tensor([promptIds], { dtype: "int64" }), maxNewTokens: 60, eosTokenId: tok.eosId });
+      return ids.toNumbers().slice(promptIds.length).filter((id) => id !== tok.eosId);
     });
     console.log(`saved ${out} (HF layout)\n\n<|prompter|> ${prompt}\n<|assistant|> ${await tok.decode(reply, true)}`);
     chat.dispose();
