@@ -13,6 +13,7 @@ commands.register("init", { summary: "a new random-initialised model folder from
 commands.register("parity", { summary: "logits, loss, grads, one AdamW step and greedy tokens of a model, for comparing with HF", load: async () => (await import("./commands/parity.js")).command });
 commands.register("data", { summary: "preview, stats and export of a config's SFT data (formatting, masks, truncation)", load: async () => (await import("./commands/data.js")).command });
 commands.register("tokenizer", { summary: "train a byte-level BPE tokenizer.json", load: async () => (await import("./commands/tokenizer.js")).command });
+commands.register("train", { summary: "supervised fine-tuning with OA's recipe (--configs defaults bloom-zh-3b datasets)", load: async () => (await import("./commands/train.js")).command });
 commands.register("demo", { summary: "train a small BLOOM on oasst conversations (OA format, assistant-only loss), then ask it a question", load: async () => (await import("./commands/demo.js")).command });
 commands.register("bench", { summary: "training / generation throughput (compare with ../shared/bench/peer_torch_bloom.py)", load: async () => (await import("./commands/bench.js")).command });
 

@@ -125,7 +125,7 @@ export async function loadDatasetMix(entries: DatasetEntry[], o: MixOptions): Pr
  * size is set): each dataset contributes all its samples, or a fresh random subset of
  * int(len·fraction) / size samples, without replacement. Returns [dataset, sample] pairs, shuffled.
  */
-export function epochIndices(mix: MixedDataset[], epoch: number, seed: number): Array<[number, number]> {
+export function epochIndices(mix: Array<{ train: ArrayLike<unknown>; fraction?: number; size?: number }>, epoch: number, seed: number): Array<[number, number]> {
   const rng = new Rng(seed, `epoch/${epoch}`);
   const out: Array<[number, number]> = [];
   mix.forEach((d, di) => {

@@ -347,6 +347,10 @@ export class BloomForCausalLM extends Module {
   readonly dtype: torch.DType;
   readonly device: string;
   private readonly slopes: torch.Tensor;
+  /** ALiBi slopes [n_head] (float32), on the model's device. */
+  get alibiSlopes(): torch.Tensor {
+    return this.slopes;
+  }
 
   constructor(readonly config: BloomConfig, options: BloomInitOptions = {}) {
     super();
@@ -408,6 +412,83 @@ export class BloomForCausalLM extends Module {
     if (input.outputAttentions) out.attentions = attentions;
     return out;
   }
+}
+
+export interface TrainStepOptions {
+  /**
+   * Keep only each block's input during forward and recompute the block in backward (HF's
+   * gradient_checkpointing): activation memory of one block instead of all, for one extra forward.
+   */
+  gradientCheckpointing?: boolean;
+  /** Multiplies the loss before backward (fp16 loss scale × accumulation weight); default 1. */
+  gradScale?: number;
+}
+
+export interface TrainStepResult {
+  /** The mean loss over trained tokens (unscaled). */
+  loss: number;
+}
+
+/**
+ * Forward and backward of one micro-batch (labels required); parameter gradients accumulate.
+ * With checkpointing, blocks run forward without a graph, then backward re-runs each block from its
+ * saved input, last to first, and back-propagates the gradient of its output: the same operations in
+ * the same order, so the same loss and gradients as without.
+ */
+export function trainStep(model: BloomForCausalLM, input: CausalLMInput, o: TrainStepOptions = {}): TrainStepResult {
+  if (!input.labels) throw new Error("trainStep needs labels");
+  const scale = o.gradScale ?? 1;
+  if (!o.gradientCheckpointing) {
+    return torch.scope(() => {
+      const { loss } = model.forward(input);
+      const value = loss!.item();
+      torch.backward([scale === 1 ? loss! : loss!.mul(scale)]);
+      return { loss: value };
+    });
+  }
+  return torch.scope(() => {
+    const t = model.transformer;
+    const cfg = model.config;
+    const { inputIds, attentionMask } = input;
+    const [b, s] = inputIds.shape as [number, number];
+    const mask = attentionMask ?? torch.ones([b, s], { dtype: "int64", device: model.device });
+    // Dropout must draw the same numbers when a block is recomputed: keep the RNG state per block.
+    const dropout = model.training && (cfg.hidden_dropout > 0 || cfg.attention_dropout > 0);
+    const embed = () => t.word_embeddings_layernorm.forward(t.word_embeddings.forward(inputIds));
+    const inputs: torch.Tensor[] = [];
+    const rngStates: torch.Tensor[] = [];
+    let x = torch.noGrad(embed);
+    const alibi = alibiBias(model.alibiSlopes, mask, cfg.n_head, x.dtype, input.positionIds);
+    const causalMask = attentionMaskFor(attentionMask, s, 0, input.segmentIds);
+    torch.noGrad(() => {
+      for (const block of t.h.items) {
+        inputs.push(x);
+        if (dropout) rngStates.push(torch.cpuRngState());
+        x = torch.scope(() => block.forward(x, alibi, causalMask, undefined, false).out);
+      }
+    });
+    const last = x.detach();
+    last.requiresGrad = true;
+    const value = torch.scope(() => {
+      const logits = torch.linear(t.ln_f.forward(last), model.lmHeadWeight);
+      const loss = causalLmLoss(logits, input.labels!);
+      torch.backward([scale === 1 ? loss : loss.mul(scale)]);
+      return loss.item();
+    });
+    let grad = last.grad!;
+    for (let i = t.h.items.length - 1; i >= 0; i--) {
+      grad = torch.scope(() => {
+        const xi = inputs[i]!.detach();
+        xi.requiresGrad = true;
+        if (dropout) torch.setCpuRngState(rngStates[i]!);
+        const out = t.h.items[i]!.forward(xi, alibi, causalMask, undefined, false).out;
+        torch.backward([out], [grad]);
+        return xi.grad!;
+      });
+    }
+    torch.scope(() => torch.backward([embed()], [grad]));
+    return { loss: value };
+  });
 }
 
 /**

@@ -8,7 +8,7 @@ import { BloomForCausalLM, bloomConfigFromJson, bloomConfigToJson, type BloomIni
 import { indexWeights, loadWeights, readModelConfig, saveWeights, storedName } from "./checkpoint.js";
 import { ConfigError } from "./config-json.js";
 
-export { BloomForCausalLM, BloomCache, alibiSlopes, causalLmLoss, type BloomConfig, type CausalLMInput, type CausalLMOutput } from "./bloom.js";
+export { BloomForCausalLM, BloomCache, alibiSlopes, causalLmLoss, trainStep, type TrainStepOptions, type BloomConfig, type CausalLMInput, type CausalLMOutput } from "./bloom.js";
 export { CheckpointError, indexWeights, loadWeights, readJsonFile, readModelConfig, saveWeights } from "./checkpoint.js";
 export { ConfigError } from "./config-json.js";
 

@@ -49,6 +49,9 @@ export const CONFIG_KEYS = {
   max_steps: { type: "integer", default: null, nullable: true, doc: "stop after this many optimizer steps" },
   lr_scheduler_type: { type: "string", default: "linear", choices: ["linear", "cosine", "constant"], doc: "decay after warmup" },
   loss_fn: { type: "string", default: "CrossEntropyLoss", choices: ["CrossEntropyLoss"], doc: "training loss (OA's Poly loss is not supported)" },
+  loss_normalization: { type: "string", default: "tokens", choices: ["tokens", "micro_batch"], doc: "accumulated loss: mean over all trained tokens of the step, or OA's mean of per-micro-batch means" },
+  device: { type: "string", default: "auto", doc: "cpu, cuda, cuda:N, or auto (cuda when available)" },
+  resume_from_checkpoint: { type: "string", default: null, nullable: true, doc: "a checkpoint folder, or \"latest\" in output_dir" },
   // --- evaluation, logging, saving ---
   eval_steps: { type: "integer", default: 200, doc: "evaluate every N optimizer steps" },
   eval_size: { type: "integer", default: null, nullable: true, doc: "cut each validation set to its first N samples" },
@@ -89,6 +92,7 @@ export const CONFIG_KEYS = {
   residual_dropout_lima: { type: "boolean", default: false, unsupported: "LIMA dropout", doc: "(OA) LIMA-style dropout" },
   use_flash_attention: { type: "boolean", default: false, unsupported: "flash attention (OA patches NeoX/LLaMA/Falcon only)", doc: "(OA) flash attention" },
   is_reward_model: { type: "boolean", default: false, unsupported: "reward models", doc: "(OA) RM training" },
+  deepspeed: { type: "boolean", default: false, doc: "read deepspeed_config (precision, clipping, accumulation, AdamW, WarmupDecayLR), as OA's --deepspeed" },
   deepspeed_config: { type: "string", default: "configs/zero_config.json", doc: "DeepSpeed JSON (fp16/bf16, clipping, scheduler) read by the trainer" },
   peft_model: { type: "boolean", default: false, unsupported: "LoRA / prefix tuning", doc: "(OA) PEFT" },
   peft_type: { type: "string", default: "lora", doc: "(OA) PEFT type" },

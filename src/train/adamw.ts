@@ -98,6 +98,19 @@ export class AdamW {
     return out;
   }
 
+  /** Restores state saved by stateList() (tensors are copied; shapes must match the parameters). */
+  loadState(list: Array<{ index: number; step: number; expAvg: torch.Tensor; expAvgSq: torch.Tensor }>): void {
+    const params = this.groups.flatMap((g) => g.params);
+    this.dispose();
+    for (const { index, step, expAvg, expAvgSq } of list) {
+      const p = params[index];
+      if (!p) throw new Error(`optimizer state for parameter ${index}, but the optimizer has ${params.length}`);
+      if (expAvg.shape.join() !== p.shape.join()) throw new Error(`optimizer state ${index}: shape [${expAvg.shape}] ≠ parameter [${p.shape}]`);
+      const own = (t: torch.Tensor) => torch.noGrad(() => t.to(p.dtype).toDevice(p.device).clone().keep());
+      this.state.set(p, { step, expAvg: own(expAvg), expAvgSq: own(expAvgSq) });
+    }
+  }
+
   dispose(): void {
     for (const s of this.state.values()) {
       s.expAvg.dispose();

@@ -1,0 +1,124 @@
+// The trainer's numbers, resolved from the SFT config and (with `deepspeed: true`) the DeepSpeed JSON
+// it names, as the Hugging Face integration resolves "auto": lr, betas, eps, weight decay, clipping,
+// accumulation, micro-batch size, precision and the WarmupDecayLR schedule. What cannot apply in one
+// process (ZeRO sharding, offload) is reported, never silently dropped.
+import { existsSync, readFileSync } from "node:fs";
+import { isAbsolute, join, resolve } from "node:path";
+import type { SFTConfig } from "../sft/config.js";
+import { BUILTIN_CONFIG_DIR } from "../sft/config.js";
+import type { LossScalerOptions } from "./loss-scaler.js";
+import type { ScheduleKind } from "./schedule.js";
+
+export type Precision = "fp32" | "bf16" | "fp16";
+
+export interface TrainSettings {
+  precision: Precision;
+  /** fp16 only: dynamic loss scaling. */
+  lossScaling?: LossScalerOptions;
+  lr: number;
+  betas: [number, number];
+  eps: number;
+  weightDecay: number;
+  maxGradNorm: number;
+  gradAccumulation: number;
+  microBatchSize: number;
+  schedule: { kind: ScheduleKind; warmupSteps: number; warmupType?: "log" | "linear"; minLr?: number; totalSteps?: number };
+  notes: string[];
+}
+
+type Json = Record<string, unknown>;
+
+function dsPath(p: string): string {
+  if (isAbsolute(p) || existsSync(resolve(p))) return resolve(p);
+  // OA's configs name "configs/zero3_config_sft.json" relative to model_training/; ours ship in configs/.
+  const builtin = join(BUILTIN_CONFIG_DIR, p.replace(/^configs\//, ""));
+  if (existsSync(builtin)) return builtin;
+  throw new Error(`deepspeed_config: ${p} not found (looked in the working folder and ${BUILTIN_CONFIG_DIR})`);
+}
+
+/** A DeepSpeed value: "auto" → the trainer's; a number (or numeric string) → itself. */
+function auto(v: unknown, fallback: number, where: string): number {
+  if (v === undefined || v === "auto") return fallback;
+  const n = typeof v === "string" ? Number(v) : v;
+  if (typeof n !== "number" || !Number.isFinite(n)) throw new Error(`${where}: expected a number or "auto", got ${JSON.stringify(v)}`);
+  return n;
+}
+
+const enabled = (block: unknown, fallback: boolean) => {
+  const e = (block as Json | undefined)?.enabled;
+  return e === undefined || e === "auto" ? fallback : e === true;
+};
+
+export function resolveTrainSettings(cfg: SFTConfig, device: string): TrainSettings {
+  const notes: string[] = [];
+  const dtype = String(cfg.dtype);
+  let precision: Precision = dtype === "bf16" || dtype === "bfloat16" ? "bf16" : dtype === "fp16" || dtype === "float16" ? "fp16" : "fp32";
+  const s: TrainSettings = {
+    precision,
+    lr: cfg.learning_rate as number,
+    betas: [cfg.adam_beta1 as number, cfg.adam_beta2 as number],
+    eps: cfg.adam_epsilon as number,
+    weightDecay: cfg.weight_decay as number,
+    maxGradNorm: cfg.max_grad_norm as number,
+    gradAccumulation: cfg.gradient_accumulation_steps as number,
+    microBatchSize: cfg.per_device_train_batch_size,
+    schedule: { kind: cfg.lr_scheduler_type as ScheduleKind, warmupSteps: cfg.warmup_steps as number },
+    notes,
+  };
+  if (cfg.deepspeed) {
+    const file = dsPath(String(cfg.deepspeed_config));
+    let ds: Json;
+    try {
+      ds = JSON.parse(readFileSync(file, "utf8")) as Json;
+    } catch (err) {
+      throw new Error(`${file}: not valid JSON (${(err as Error).message})`);
+    }
+    const fp16 = enabled(ds.fp16, precision === "fp16");
+    const bf16 = enabled(ds.bf16, precision === "bf16");
+    if (fp16 && bf16) throw new Error(`${file}: fp16 and bf16 are both enabled`);
+    precision = fp16 ? "fp16" : bf16 ? "bf16" : precision === "fp32" ? "fp32" : precision;
+    const f = (ds.fp16 ?? {}) as Json;
+    s.lossScaling = {
+      initialScalePower: auto(f.initial_scale_power, 16, `${file} › fp16.initial_scale_power`),
+      window: auto(f.loss_scale_window, 1000, `${file} › fp16.loss_scale_window`),
+      hysteresis: auto(f.hysteresis, 2, `${file} › fp16.hysteresis`),
+      minScale: auto(f.min_loss_scale, 1, `${file} › fp16.min_loss_scale`),
+    };
+    if (f.loss_scale !== undefined && f.loss_scale !== 0 && f.loss_scale !== "auto") notes.push(`${file}: a static fp16 loss_scale (${f.loss_scale}) is treated as dynamic scaling starting at 2^${s.lossScaling.initialScalePower}`);
+    const opt = (ds.optimizer ?? {}) as Json;
+    if (opt.type !== undefined && String(opt.type).toLowerCase() !== "adamw") throw new Error(`${file}: optimizer.type ${JSON.stringify(opt.type)} is not supported (AdamW only)`);
+    const p = (opt.params ?? {}) as Json;
+    s.lr = auto(p.lr, s.lr, `${file} › optimizer.params.lr`);
+    if (Array.isArray(p.betas)) s.betas = [Number(p.betas[0]), Number(p.betas[1])];
+    s.eps = auto(p.eps, s.eps, `${file} › optimizer.params.eps`);
+    s.weightDecay = auto(p.weight_decay, s.weightDecay, `${file} › optimizer.params.weight_decay`);
+    s.maxGradNorm = auto(ds.gradient_clipping, s.maxGradNorm, `${file} › gradient_clipping`);
+    s.gradAccumulation = auto(ds.gradient_accumulation_steps, s.gradAccumulation, `${file} › gradient_accumulation_steps`);
+    s.microBatchSize = auto(ds.train_micro_batch_size_per_gpu, s.microBatchSize, `${file} › train_micro_batch_size_per_gpu`);
+    const sched = (ds.scheduler ?? {}) as Json;
+    if (sched.type === "WarmupDecayLR" || sched.type === "WarmupLR") {
+      const sp = (sched.params ?? {}) as Json;
+      s.lr = auto(sp.warmup_max_lr, s.lr, `${file} › scheduler.params.warmup_max_lr`);
+      s.schedule = {
+        kind: sched.type === "WarmupLR" ? "constant" : "warmup_decay_lr",
+        warmupSteps: auto(sp.warmup_num_steps, s.schedule.warmupSteps, `${file} › scheduler.params.warmup_num_steps`),
+        warmupType: sp.warmup_type === "linear" ? "linear" : "log",
+        minLr: auto(sp.warmup_min_lr, 0, `${file} › scheduler.params.warmup_min_lr`),
+        ...(sp.total_num_steps !== undefined && sp.total_num_steps !== "auto" ? { totalSteps: auto(sp.total_num_steps, 0, `${file} › scheduler.params.total_num_steps`) } : {}),
+      };
+      if (sched.type === "WarmupLR" && sp.warmup_type !== "linear") notes.push(`${file}: WarmupLR's log warmup is applied as linear warmup (oasft's constant schedule)`);
+    } else if (sched.type !== undefined) throw new Error(`${file}: scheduler.type ${JSON.stringify(sched.type)} is not supported (WarmupDecayLR, WarmupLR)`);
+    const zero = (ds.zero_optimization ?? {}) as Json;
+    if (zero.stage) notes.push(`${file}: ZeRO stage ${zero.stage} shards parameters/gradients/optimizer state across ranks; this run is one process, so everything stays whole on it`);
+    if (zero.offload_optimizer || zero.offload_param) notes.push(`${file}: CPU offload is not implemented; optimizer state and parameters stay on the training device`);
+  }
+  if (precision === "fp16" && device === "cpu") {
+    notes.push("dtype fp16: libtorch has no fp16 matmul/LayerNorm kernels on CPU; training runs in bf16 autocast instead (fp16 with loss scaling runs on CUDA)");
+    precision = "bf16";
+    delete s.lossScaling;
+  }
+  if (precision !== "fp16") delete s.lossScaling;
+  else s.lossScaling ??= {};
+  s.precision = precision;
+  return s;
+}

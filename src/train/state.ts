@@ -1,0 +1,148 @@
+// Training checkpoints: output_dir/checkpoint-N holds the model in the Hugging Face layout (loadable by
+// any command, and by Python's transformers) plus what a resume needs: optimizer moments, the
+// scheduler/data position, the loss scaler and torch's RNG. A checkpoint is written into a temporary
+// folder, every file fsynced, then renamed into place: a crash mid-save never leaves a half checkpoint
+// under a checkpoint-N name, and never touches the earlier ones.
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
+import { basename, join } from "node:path";
+import * as torch from "../torch/index.js";
+import { saveCausalLM, type CausalLM } from "../models/index.js";
+import type { ChatTokenizer } from "../tokenizer/index.js";
+import { fsyncDir, writeFileAtomic } from "../util/atomic-file.js";
+import type { AdamW } from "./adamw.js";
+import type { LossScalerState } from "./loss-scaler.js";
+
+export interface TrainerState {
+  /** Optimizer steps done. */
+  globalStep: number;
+  /** Where the data stream stands: the epoch, and micro-batches of it already consumed. */
+  epoch: number;
+  microBatch: number;
+  /** Trained (loss) tokens and all tokens seen so far. */
+  trainedTokens: number;
+  tokens: number;
+  lossScaler?: LossScalerState;
+  /** Seconds of training before this checkpoint (for the summary across resumes). */
+  elapsedS: number;
+  /** Best evaluation loss so far and its step. */
+  bestEval?: { step: number; loss: number };
+}
+
+const STATE_FILE = "trainer_state.json";
+const OPTIMIZER_FILE = "optimizer.safetensors";
+const RNG_FILE = "rng_state.safetensors";
+
+export function checkpointDirs(outputDir: string): Array<{ step: number; dir: string }> {
+  if (!existsSync(outputDir)) return [];
+  return readdirSync(outputDir)
+    .map((name) => ({ name, m: /^checkpoint-(\d+)$/.exec(name) }))
+    .filter((x) => x.m && existsSync(join(outputDir, x.name, STATE_FILE)))
+    .map((x) => ({ step: Number(x.m![1]), dir: join(outputDir, x.name) }))
+    .sort((a, b) => a.step - b.step);
+}
+
+/** "latest" → the newest complete checkpoint in output_dir; a path → that checkpoint. */
+export function resolveResume(spec: string, outputDir: string): string {
+  if (spec === "latest" || spec === "true") {
+    const all = checkpointDirs(outputDir);
+    if (!all.length) throw new Error(`--resume_from_checkpoint latest: no checkpoint-N folder with ${STATE_FILE} in ${outputDir}`);
+    return all.at(-1)!.dir;
+  }
+  if (!existsSync(join(spec, STATE_FILE))) throw new Error(`--resume_from_checkpoint ${spec}: not a checkpoint (no ${STATE_FILE})`);
+  return spec;
+}
+
+export interface SaveCheckpointArgs {
+  model: CausalLM;
+  tokenizer: ChatTokenizer;
+  optimizer: AdamW;
+  paramNames: string[];
+  state: TrainerState;
+  config: Record<string, unknown>;
+  /** Test hook: pause this long in the middle of a save (to kill the process there). */
+  faultDelayMs?: number;
+}
+
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+export function saveCheckpoint(outputDir: string, a: SaveCheckpointArgs): string {
+  mkdirSync(outputDir, { recursive: true });
+  const final = join(outputDir, `checkpoint-${a.state.globalStep}`);
+  const tmp = join(outputDir, `.tmp-checkpoint-${a.state.globalStep}-${process.pid}`);
+  rmSync(tmp, { recursive: true, force: true });
+  saveCausalLM(a.model, tmp);
+  a.tokenizer.save(tmp);
+  if (a.faultDelayMs) sleepSync(a.faultDelayMs);
+  const tensors: Array<[string, torch.Tensor]> = [];
+  const steps: Record<string, number> = {};
+  for (const s of a.optimizer.stateList()) {
+    const name = a.paramNames[s.index]!;
+    tensors.push([`exp_avg.${name}`, s.expAvg], [`exp_avg_sq.${name}`, s.expAvgSq]);
+    steps[name] = s.step;
+  }
+  torch.saveSafetensors(join(tmp, OPTIMIZER_FILE), tensors, { steps: JSON.stringify(steps), lr: String(a.optimizer.lr) });
+  torch.scope(() => torch.saveSafetensors(join(tmp, RNG_FILE), [["cpu", torch.cpuRngState()]]));
+  writeFileAtomic(join(tmp, STATE_FILE), [JSON.stringify({ ...a.state, config: a.config }, null, 2) + "\n"]);
+  fsyncDir(tmp);
+  // Replace an older checkpoint of the same step (a resumed run re-saving) only once the new one is whole.
+  if (existsSync(final)) {
+    const old = `${final}.old-${process.pid}`;
+    renameSync(final, old);
+    renameSync(tmp, final);
+    rmSync(old, { recursive: true, force: true });
+  } else renameSync(tmp, final);
+  fsyncDir(outputDir);
+  return final;
+}
+
+/** Deletes the oldest checkpoints beyond `limit`, and temporary folders left by interrupted saves. */
+export function pruneCheckpoints(outputDir: string, limit: number | null): string[] {
+  const removed: string[] = [];
+  for (const name of readdirSync(outputDir)) {
+    const m = /^\.tmp-checkpoint-\d+-(\d+)$/.exec(name);
+    if (m && Number(m[1]) !== process.pid) {
+      rmSync(join(outputDir, name), { recursive: true, force: true });
+      removed.push(name);
+    }
+  }
+  if (limit !== null && limit > 0) {
+    const all = checkpointDirs(outputDir);
+    for (const { dir } of all.slice(0, Math.max(0, all.length - limit))) {
+      rmSync(dir, { recursive: true, force: true });
+      removed.push(basename(dir));
+    }
+  }
+  return removed;
+}
+
+export interface LoadedCheckpoint {
+  state: TrainerState;
+  config: Record<string, unknown>;
+}
+
+/** Restores optimizer moments and the RNG from a checkpoint; the model is loaded by the caller. */
+export function loadCheckpointState(dir: string, optimizer: AdamW, paramNames: string[]): LoadedCheckpoint {
+  const raw = JSON.parse(readFileSync(join(dir, STATE_FILE), "utf8")) as TrainerState & { config: Record<string, unknown> };
+  const { header, tensors } = torch.loadSafetensors(join(dir, OPTIMIZER_FILE));
+  try {
+    const steps = JSON.parse(header.metadata?.steps ?? "{}") as Record<string, number>;
+    const list = paramNames.flatMap((name, index) => {
+      const m = tensors.get(`exp_avg.${name}`);
+      const v = tensors.get(`exp_avg_sq.${name}`);
+      if (!m || !v) return [];
+      return [{ index, step: steps[name] ?? 0, expAvg: m, expAvgSq: v }];
+    });
+    optimizer.loadState(list);
+  } finally {
+    for (const t of tensors.values()) t.dispose();
+  }
+  const rng = torch.loadSafetensors(join(dir, RNG_FILE)).tensors;
+  torch.setCpuRngState(rng.get("cpu")!);
+  for (const t of rng.values()) t.dispose();
+  const { config, ...state } = raw;
+  return { state, config };
+}
+
+export const isDir = (p: string) => existsSync(p) && statSync(p).isDirectory();

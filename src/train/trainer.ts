@@ -1,0 +1,339 @@
+// `oasft train`: supervised fine-tuning as OA's trainer_sft.py does it, in one process.
+//   data (the config's mix, OA format, masks, a fresh random window per epoch) → micro-batches (padded
+//   or packed) → forward/backward (bf16 autocast, or fp16 with loss scaling; optional gradient
+//   checkpointing) accumulated over gradient_accumulation_steps → clip → AdamW → schedule
+// with evaluation per dataset, atomic checkpoints, exact resume, a JSONL log and a chart.
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { extname, join } from "node:path";
+import * as torch from "../torch/index.js";
+import { createCausalLM, loadCausalLM, resizeTokenEmbeddings, saveCausalLM, trainStep, type CausalLM } from "../models/index.js";
+import { indexWeights } from "../models/checkpoint.js";
+import { epochIndices } from "../data/mix.js";
+import { Rng } from "../data/rng.js";
+import type { SFTConfig } from "../sft/config.js";
+import { bestFitDecreasing, packBatch, padBatch, roundUp, type Batch } from "../sft/collate.js";
+import { lintMessage, loadConfigTokenizer, prepareSftData, trainingSample, type SftData } from "../sft/data.js";
+import type { EncodedSample } from "../sft/encode.js";
+import type { ChatTokenizer } from "../tokenizer/index.js";
+import { writeFileAtomic } from "../util/atomic-file.js";
+import { AdamW } from "./adamw.js";
+import { clipGradNorm, globalGradNorm, scaleGrads } from "./grad.js";
+import { DynamicLossScaler } from "./loss-scaler.js";
+import { JsonlLog, ProgressBar, writeChart, type EvalRecord, type LogRecord, type StepRecord } from "./report.js";
+import { lrAt, type ScheduleOptions } from "./schedule.js";
+import { resolveTrainSettings, type TrainSettings } from "./settings.js";
+import { checkpointDirs, loadCheckpointState, pruneCheckpoints, resolveResume, saveCheckpoint, type TrainerState } from "./state.js";
+
+export interface TrainOptions {
+  /** Where progress and notes go (default stderr). */
+  print?: (line: string) => void;
+  /** Set by a SIGINT handler: the loop saves a checkpoint after the current step and stops. */
+  stopRequested?: () => boolean;
+  /** Test hook: pause inside each checkpoint save (to kill the process mid-save). */
+  faultDelayMs?: number;
+  /** Show the progress bar (default true). */
+  progress?: boolean;
+}
+
+export interface TrainSummary {
+  outputDir: string;
+  steps: number;
+  interrupted: boolean;
+  finalLoss: number;
+  evalLoss?: number;
+  trainedTokens: number;
+  tokensPerS: number;
+  elapsedS: number;
+  lastCheckpoint?: string;
+}
+
+// ----- the model and where it starts --------------------------------------------------------------
+
+function resolveDevice(spec: string): string {
+  if (spec === "auto") return torch.cudaIsAvailable() ? "cuda" : "cpu";
+  if (spec.startsWith("cuda") && !torch.cudaIsAvailable()) throw new Error(`device ${spec}: this libtorch has no CUDA device`);
+  return spec;
+}
+
+/**
+ * model_name: an HF folder with weights (fine-tune it), or a config.json file (a new model, random
+ * init as HF). The embedding grows to the tokenizer's length rounded up to 16 (OA) — never shrinks.
+ */
+function startingModel(cfg: SFTConfig, tok: ChatTokenizer, device: string, resumeDir: string | undefined): CausalLM {
+  const vocab = roundUp(tok.vocabSize, 16);
+  if (resumeDir) return loadCausalLM(resumeDir, { dtype: "float32", device });
+  const name = cfg.model_name;
+  if (!name) throw new Error("model_name is not set: give a model folder (HF layout) or a config.json for a new model");
+  if (!existsSync(name)) throw new Error(`model_name ${name}: not found (a local model folder or config.json is needed; hub names are not downloaded)`);
+  let model: CausalLM;
+  if (statSync(name).isFile()) {
+    if (extname(name) !== ".json") throw new Error(`model_name ${name}: expected a model folder or a config.json`);
+    const json = JSON.parse(readFileSync(name, "utf8")) as Record<string, unknown>;
+    const ids = { bos_token_id: tok.eosId, eos_token_id: tok.eosId, pad_token_id: tok.padId };
+    model = createCausalLM({ ...json, ...ids, vocab_size: Math.max(Number(json.vocab_size ?? 0), vocab) }, { dtype: "float32", device }, name);
+  } else {
+    if (!existsSync(join(name, "config.json"))) throw new Error(`model_name ${name}: no config.json in the folder`);
+    try {
+      indexWeights(name);
+    } catch (err) {
+      throw new Error(`model_name ${name}: no weights (${(err as Error).message}); to start from scratch, give the config.json file itself`);
+    }
+    model = loadCausalLM(name, { dtype: "float32", device });
+  }
+  return vocab > model.config.vocab_size ? resizeTokenEmbeddings(model, vocab) : model;
+}
+
+/** HF Trainer's groups: weight decay on everything but biases and LayerNorm weights. */
+export function paramGroups(model: CausalLM, weightDecay: number) {
+  const noDecay = (n: string) => n.endsWith(".bias") || /(layernorm|ln_f)\.weight$/.test(n);
+  const named = model.namedParameters();
+  return {
+    names: [...named.filter(([n]) => !noDecay(n)), ...named.filter(([n]) => noDecay(n))].map(([n]) => n),
+    groups: [
+      { params: named.filter(([n]) => !noDecay(n)).map(([, p]) => p), weightDecay },
+      { params: named.filter(([n]) => noDecay(n)).map(([, p]) => p), weightDecay: 0 },
+    ],
+  };
+}
+
+// ----- batches --------------------------------------------------------------------------------------
+
+/**
+ * The micro-batches of one epoch, deterministic for (seed, epoch): the epoch's sample order (with
+ * fraction/size subsets), a fresh truncation window per sample, then OA's padded batches or packed rows.
+ */
+export function epochBatches(data: SftData, cfg: SFTConfig, microBatchSize: number, epoch: number): Batch[] {
+  const order = epochIndices(data.datasets, epoch, cfg.rng_seed);
+  const samples: EncodedSample[] = order.map(([d, i]) => {
+    const ds = data.datasets[d]!;
+    return trainingSample(ds.train[i]!, cfg, data.prefixIds, new Rng(cfg.rng_seed, `${ds.name}/window/${epoch}/${i}`));
+  });
+  const pad = data.tokenizer.padId;
+  const batches: Batch[] = [];
+  if (cfg.packing) {
+    const bins = bestFitDecreasing(samples.map((s) => s.inputIds.length), cfg.max_length);
+    new Rng(cfg.rng_seed, `pack/${epoch}`).shuffle(bins);
+    for (let i = 0; i < bins.length; i += microBatchSize) batches.push(packBatch(bins.slice(i, i + microBatchSize).map((b) => b.map((k) => samples[k]!)), pad));
+  } else {
+    for (let i = 0; i < samples.length; i += microBatchSize) batches.push(padBatch(samples.slice(i, i + microBatchSize), pad));
+  }
+  return batches;
+}
+
+const trainedIn = (b: Batch) => b.labels.reduce((n, row) => n + row.reduce((m, l) => m + (l !== -100 ? 1 : 0), 0), 0);
+
+function tensorsOf(b: Batch, device: string) {
+  const t = (x: number[][]) => {
+    const c = torch.tensor(x, { dtype: "int64" });
+    return device === "cpu" ? c : c.toDevice(device);
+  };
+  return {
+    inputIds: t(b.inputIds),
+    attentionMask: t(b.attentionMask),
+    labels: t(b.labels),
+    ...(b.segmentIds ? { segmentIds: t(b.segmentIds), positionIds: t(b.positionIds!) } : {}),
+  };
+}
+
+// ----- evaluation -----------------------------------------------------------------------------------
+
+/** Per validation set: mean loss over trained tokens and next-token accuracy on them (OA's metrics). */
+export function evaluate(model: CausalLM, data: SftData, cfg: SFTConfig, precision: TrainSettings["precision"], device: string): EvalRecord["datasets"] {
+  const out: EvalRecord["datasets"] = {};
+  const batchSize = cfg.per_device_eval_batch_size as number;
+  model.eval();
+  torch.noGrad(() => {
+    for (const d of data.datasets) {
+      if (!d.val.length) continue;
+      let lossSum = 0;
+      let correct = 0;
+      let count = 0;
+      // Evaluation cuts to the head (no random window) so that numbers compare across steps.
+      const rng = new Rng(cfg.rng_seed, `${d.name}/eval`);
+      const samples = d.val.map((s) => trainingSample(s, { ...cfg, random_offset_probability: 0 }, data.prefixIds, rng, "val"));
+      for (let i = 0; i < samples.length; i += batchSize) {
+        torch.scope(() => {
+          const b = tensorsOf(padBatch(samples.slice(i, i + batchSize), data.tokenizer.padId, 1), device);
+          const run = () => model.forward({ inputIds: b.inputIds, attentionMask: b.attentionMask }).logits;
+          const logits = precision === "fp32" ? run() : torch.autocast(device.startsWith("cuda") ? "cuda" : "cpu", precision === "bf16" ? "bfloat16" : "float16", run);
+          const [rows, s, v] = logits.shape as [number, number, number];
+          const target = torch.cat([b.labels.narrow(1, 1, s - 1), torch.full([rows, 1], -100, { dtype: "int64", device })], 1).view([rows * s]);
+          const flat = logits.reshape([rows * s, v]).to("float32");
+          const trained = target.ne(-100);
+          const n = trained.sum().item();
+          if (!n) return;
+          lossSum += torch.crossEntropy(flat, target, { reduction: "sum" }).item();
+          correct += flat.argmax(-1).eq(target).logicalAnd(trained).sum().item();
+          count += n;
+        });
+      }
+      if (count) out[d.name] = { loss: lossSum / count, accuracy: correct / count, tokens: count };
+    }
+  });
+  model.train();
+  return out;
+}
+
+// ----- the loop ---------------------------------------------------------------------------------------
+
+export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<TrainSummary> {
+  const print = o.print ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const device = resolveDevice(String(cfg.device));
+  const settings = resolveTrainSettings(cfg, device);
+  for (const n of settings.notes) print(`note: ${n}`);
+  const outputDir = String(cfg.output_dir);
+  const resumeDir = cfg.resume_from_checkpoint ? resolveResume(String(cfg.resume_from_checkpoint), outputDir) : undefined;
+
+  torch.manualSeed(cfg.rng_seed % 2 ** 31);
+  const tokenizer = resumeDir ? loadConfigTokenizer({ ...cfg, tokenizer_name: resumeDir }) : loadConfigTokenizer(cfg);
+  const data = await prepareSftData(cfg, tokenizer);
+  if (data.lint.length) throw new Error(lintMessage(data.lint));
+  const model = startingModel(cfg, tokenizer, device, resumeDir).train();
+  const { names, groups } = paramGroups(model, settings.weightDecay);
+  const params = groups.flatMap((g) => g.params);
+  const optimizer = new AdamW(groups, { lr: settings.lr, betas: settings.betas, eps: settings.eps, weightDecay: settings.weightDecay });
+  const scaler = settings.lossScaling ? new DynamicLossScaler(settings.lossScaling) : undefined;
+
+  let state: TrainerState = { globalStep: 0, epoch: 0, microBatch: 0, trainedTokens: 0, tokens: 0, elapsedS: 0 };
+  if (resumeDir) {
+    const loaded = loadCheckpointState(resumeDir, optimizer, names);
+    state = loaded.state;
+    if (state.lossScaler && scaler) scaler.load(state.lossScaler);
+    print(`resumed from ${resumeDir} at step ${state.globalStep} (epoch ${state.epoch}, micro-batch ${state.microBatch})`);
+  }
+
+  // Steps: ceil(micro-batches per epoch / accumulation) per epoch (the last step of an epoch takes the remainder).
+  let batches = epochBatches(data, cfg, settings.microBatchSize, state.epoch);
+  const stepsPerEpoch = Math.ceil(epochBatches(data, cfg, settings.microBatchSize, 0).length / settings.gradAccumulation);
+  const totalSteps = (cfg.max_steps as number | null) ?? Math.ceil((cfg.num_train_epochs as number) * stepsPerEpoch);
+  const schedule: ScheduleOptions = { ...settings.schedule, peakLr: settings.lr, totalSteps: settings.schedule.totalSteps ?? totalSteps };
+  const trainSamples = data.datasets.reduce((n, d) => n + d.train.length, 0);
+  print(`train: ${trainSamples} samples from ${data.datasets.length} dataset(s), ${batches.length} micro-batches of ${settings.microBatchSize}${cfg.packing ? " packed rows" : ""} per epoch, ${totalSteps} optimizer steps (accumulation ${settings.gradAccumulation}), ${settings.precision} on ${device}, ${(model.numParameters() / 1e6).toFixed(2)}M parameters`);
+
+  const log = new JsonlLog(join(outputDir, "log.jsonl"));
+  const records: LogRecord[] = readLogUpTo(log.path, state.globalStep);
+  writeFileAtomic(log.path, records.map((r) => JSON.stringify(r) + "\n"));
+  const bar = o.progress === false ? undefined : new ProgressBar(totalSteps);
+  const precisionDtype = settings.precision === "bf16" ? "bfloat16" : "float16";
+  const autocastDevice = device.startsWith("cuda") ? "cuda" : "cpu";
+  const t0 = performance.now() - state.elapsedS * 1000;
+  let window = { loss: 0, steps: 0, tokens: 0, trained: 0, t: performance.now() };
+  let lastLoss = NaN;
+  let lastEval: number | undefined;
+  let lastCheckpoint: string | undefined;
+  let interrupted = false;
+
+  const save = () => {
+    state.elapsedS = (performance.now() - t0) / 1000;
+    if (scaler) state.lossScaler = scaler.state();
+    lastCheckpoint = saveCheckpoint(outputDir, { model, tokenizer, optimizer, paramNames: names, state, config: cfg, faultDelayMs: o.faultDelayMs });
+    const removed = pruneCheckpoints(outputDir, cfg.save_total_limit as number);
+    bar?.message(`saved ${lastCheckpoint}${removed.length ? ` (removed ${removed.join(", ")})` : ""}`);
+  };
+  const runEval = () => {
+    const datasets = evaluate(model, data, cfg, settings.precision, device);
+    const tokens = Object.values(datasets).reduce((n, d) => n + d.tokens, 0);
+    if (!tokens) return;
+    const loss = Object.values(datasets).reduce((a, d) => a + d.loss * d.tokens, 0) / tokens;
+    const rec: EvalRecord = { type: "eval", step: state.globalStep, datasets, loss };
+    records.push(rec);
+    log.write(rec);
+    lastEval = loss;
+    if (!state.bestEval || loss < state.bestEval.loss) state.bestEval = { step: state.globalStep, loss };
+    bar?.message(`eval step ${state.globalStep}: loss ${loss.toFixed(4)}  ${Object.entries(datasets).map(([n, d]) => `${n} ${d.loss.toFixed(3)}/${(100 * d.accuracy).toFixed(1)}%`).join("  ")}`);
+  };
+
+  try {
+    while (state.globalStep < totalSteps) {
+      if (state.microBatch >= batches.length) {
+        state.epoch++;
+        state.microBatch = 0;
+        batches = epochBatches(data, cfg, settings.microBatchSize, state.epoch);
+        continue;
+      }
+      const chunk = batches.slice(state.microBatch, state.microBatch + settings.gradAccumulation);
+      const trainedPer = chunk.map(trainedIn);
+      const trainedTotal = trainedPer.reduce((a, b) => a + b, 0);
+      const lossScale = scaler?.scale ?? 1;
+      let stepLoss = 0;
+      chunk.forEach((b, k) => {
+        if (!trainedPer[k]) return; // nothing to learn in this micro-batch (OA: loss 0)
+        const weight = cfg.loss_normalization === "micro_batch" ? 1 / chunk.length : trainedPer[k]! / trainedTotal;
+        const run = () => torch.scope(() => trainStep(model, tensorsOf(b, device), { gradientCheckpointing: cfg.gradient_checkpointing as boolean, gradScale: weight * lossScale }));
+        const { loss } = settings.precision === "fp32" ? run() : torch.autocast(autocastDevice, precisionDtype, run);
+        stepLoss += weight * loss;
+      });
+      state.microBatch += chunk.length;
+      let skipped = false;
+      let gradNorm: number;
+      if (scaler) {
+        scaleGrads(params, 1 / lossScale);
+        gradNorm = globalGradNorm(params);
+        skipped = scaler.update(!Number.isFinite(gradNorm));
+        if (!skipped) clipGradNorm(params, settings.maxGradNorm);
+      } else gradNorm = clipGradNorm(params, settings.maxGradNorm);
+      optimizer.lr = lrAt(state.globalStep, schedule);
+      if (!skipped && trainedTotal > 0) optimizer.step();
+      optimizer.zeroGrad();
+      state.globalStep++;
+      const tokens = chunk.reduce((n, b) => n + b.tokens, 0);
+      state.tokens += tokens;
+      state.trainedTokens += trainedTotal;
+      lastLoss = stepLoss;
+      window.loss += stepLoss;
+      window.steps++;
+      window.tokens += tokens;
+      window.trained += trainedTotal;
+
+      const last = state.globalStep === totalSteps;
+      if (state.globalStep % (cfg.logging_steps as number) === 0 || last) {
+        const now = performance.now();
+        const rate = window.tokens / ((now - window.t) / 1000);
+        const rec: StepRecord = {
+          type: "train", step: state.globalStep, epoch: state.epoch + state.microBatch / batches.length, loss: window.loss / window.steps,
+          lr: optimizer.lr, grad_norm: gradNorm, tokens_per_s: rate, trained_tokens: state.trainedTokens, elapsed_s: (now - t0) / 1000,
+          ...(scaler ? { loss_scale: scaler.scale, skipped } : {}),
+        };
+        records.push(rec);
+        log.write(rec);
+        const etaS = ((now - t0) / 1000 / Math.max(1, state.globalStep)) * (totalSteps - state.globalStep);
+        bar?.update(state.globalStep, { loss: rec.loss, lr: rec.lr, tokensPerS: rate, etaS });
+        window = { loss: 0, steps: 0, tokens: 0, trained: 0, t: now };
+      }
+      if (state.globalStep % (cfg.eval_steps as number) === 0 || last) runEval();
+      // Let signal handlers (Ctrl-C) run: the step itself is synchronous native work.
+      await new Promise((r) => setImmediate(r));
+      const stop = o.stopRequested?.() ?? false;
+      if ((cfg.save_strategy === "steps" && state.globalStep % (cfg.save_steps as number) === 0) || stop) save();
+      else if (cfg.save_strategy === "epoch" && state.microBatch >= batches.length) save();
+      if (stop) {
+        interrupted = true;
+        bar?.message(`interrupted: checkpoint saved at step ${state.globalStep}; resume with --resume_from_checkpoint latest`);
+        break;
+      }
+    }
+    bar?.done();
+    state.elapsedS = (performance.now() - t0) / 1000;
+    if (!interrupted) {
+      saveCausalLM(model, outputDir);
+      tokenizer.save(outputDir);
+    }
+    writeChart(join(outputDir, "training.svg"), records, String(cfg.log_dir));
+    const summary: TrainSummary = {
+      outputDir, steps: state.globalStep, interrupted, finalLoss: lastLoss, ...(lastEval !== undefined ? { evalLoss: lastEval } : {}),
+      trainedTokens: state.trainedTokens, tokensPerS: state.tokens / Math.max(1e-9, state.elapsedS), elapsedS: state.elapsedS,
+      ...(lastCheckpoint ?? checkpointDirs(outputDir).at(-1)?.dir ? { lastCheckpoint: lastCheckpoint ?? checkpointDirs(outputDir).at(-1)!.dir } : {}),
+    };
+    writeFileAtomic(join(outputDir, "summary.json"), [JSON.stringify({ ...summary, best_eval: state.bestEval ?? null, settings: { ...settings, notes: undefined }, notes: settings.notes }, null, 2) + "\n"]);
+    return summary;
+  } finally {
+    optimizer.dispose();
+    model.dispose();
+  }
+}
+
+/** The log records up to `step` (a resumed run rewrites what came after its checkpoint). */
+function readLogUpTo(path: string, step: number): LogRecord[] {
+  if (!existsSync(path) || step === 0) return [];
+  return readFileSync(path, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as LogRecord).filter((r) => r.step <= step);
+}

@@ -1,0 +1,150 @@
+// `oasft train`: schedules, loss scaling, settings from the card's DeepSpeed JSON, exact resume,
+// accumulation, and checkpoints that survive SIGKILL and Ctrl-C.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { composeConfig } from "../../src/sft/config.js";
+import { lrAt } from "../../src/train/schedule.js";
+import { DynamicLossScaler } from "../../src/train/loss-scaler.js";
+import { resolveTrainSettings } from "../../src/train/settings.js";
+import { paramGroups, train } from "../../src/train/trainer.js";
+import { createCausalLM, loadCausalLM } from "../../src/models/index.js";
+import { CLI, REPO, SHARED } from "../helpers.js";
+
+const tmp = () => mkdtempSync(join(tmpdir(), "oasft-train-"));
+const MODEL = join(REPO, "configs/bloom-tiny.json");
+/** A small run on the shared samples: 0.9M parameters, a few seconds. */
+const runArgs = (out: string, extra: string[] = []) => [
+  "--cache_dir", join(SHARED, "data"), "--model_name", MODEL, "--output_dir", out, "--dtype", "fp32",
+  "--gradient_accumulation_steps", "2", "--per_device_train_batch_size", "4", "--learning_rate", "2e-3", "--warmup_steps", "3",
+  "--eval_steps", "1000", "--logging_steps", "1", "--max_length", "128", ...extra,
+];
+const config = (out: string, extra: string[] = []) => composeConfig(["defaults", "shared-sample", "tiny-tokenizer"], runArgs(out, extra)).config;
+const trainLosses = (out: string) => readFileSync(join(out, "log.jsonl"), "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l)).filter((r) => r.type === "train").map((r) => r.loss as number);
+
+describe("schedules and loss scaling", () => {
+  test("linear and cosine warm up from 0; DeepSpeed's WarmupDecayLR warms up by log or linearly, then decays to 0", () => {
+    const o = { peakLr: 1, warmupSteps: 10, totalSteps: 110 };
+    assert.equal(lrAt(0, { ...o, kind: "linear" }), 0);
+    assert.equal(lrAt(5, { ...o, kind: "linear" }), 0.5);
+    assert.equal(lrAt(60, { ...o, kind: "linear" }), 0.5);
+    assert.ok(Math.abs(lrAt(60, { ...o, kind: "cosine" }) - 0.5) < 1e-12);
+    assert.equal(lrAt(110, { ...o, kind: "cosine" }), 0);
+    assert.ok(Math.abs(lrAt(4, { ...o, kind: "warmup_decay_lr", warmupType: "log" }) - Math.log(5) / Math.log(10)) < 1e-12);
+    assert.equal(lrAt(4, { ...o, kind: "warmup_decay_lr", warmupType: "linear" }), 0.4);
+    assert.equal(lrAt(60, { ...o, kind: "warmup_decay_lr", warmupType: "linear", minLr: 0.1 }), 0.1 + 0.9 * 0.5);
+  });
+
+  test("dynamic loss scaling: overflows skip steps and halve the scale after the hysteresis; clean windows double it", () => {
+    const s = new DynamicLossScaler({ initialScalePower: 4, window: 3, hysteresis: 2 });
+    assert.equal(s.update(true), true);
+    assert.equal(s.scale, 16, "first overflow uses up the hysteresis");
+    assert.equal(s.update(true), true);
+    assert.equal(s.scale, 8);
+    for (let i = 0; i < 3; i++) assert.equal(s.update(false), false);
+    assert.equal(s.scale, 16);
+    assert.equal(s.skippedSteps, 2);
+  });
+
+  test("the card's config with --deepspeed: zero3_config_sft.json's linear WarmupDecayLR, clipping 2.0, notes for ZeRO-3 and fp16 on CPU", () => {
+    const { config: cfg } = composeConfig(["defaults", "bloom-zh-3b", "datasets"], ["--num_train_epochs", "2", "--deepspeed"]);
+    const s = resolveTrainSettings(cfg, "cpu");
+    assert.deepEqual(s.schedule, { kind: "warmup_decay_lr", warmupSteps: 2000, warmupType: "linear", minLr: 0 });
+    assert.equal(s.lr, 8e-6);
+    assert.deepEqual([s.maxGradNorm, s.gradAccumulation, s.microBatchSize, s.eps], [2, 32, 1, 1e-12]);
+    assert.equal(s.precision, "bf16");
+    assert.ok(s.notes.some((n) => /ZeRO stage 3/.test(n)));
+    assert.ok(s.notes.some((n) => /fp16.*CPU.*bf16/.test(n)));
+    const gpu = resolveTrainSettings(cfg, "cuda");
+    assert.equal(gpu.precision, "fp16");
+    assert.equal(gpu.lossScaling?.initialScalePower, 16);
+  });
+
+  test("weight decay skips biases and LayerNorm weights, as the HF Trainer", () => {
+    const model = createCausalLM({ model_type: "bloom", vocab_size: 64, hidden_size: 16, n_layer: 2, n_head: 2 });
+    const { names, groups } = paramGroups(model, 0.1);
+    const decayed = names.slice(0, groups[0]!.params.length);
+    assert.ok(decayed.includes("transformer.h.0.self_attention.query_key_value.weight"));
+    assert.ok(decayed.every((n) => !n.endsWith(".bias") && !/layernorm|ln_f/.test(n)));
+    assert.equal(groups[1]!.weightDecay, 0);
+    assert.equal(names.length, model.namedParameters().length);
+    model.dispose();
+  });
+});
+
+describe("the training loop", () => {
+  test("a resumed run continues with exactly the losses of the uninterrupted run (fp32, CPU)", async () => {
+    const a = tmp();
+    await train(config(a, ["--max_steps", "10", "--save_steps", "4"]), { progress: false, print: () => {} });
+    const b = tmp();
+    await train(config(b, ["--max_steps", "10", "--save_steps", "4", "--resume_from_checkpoint", join(a, "checkpoint-4")]), { progress: false, print: () => {} });
+    const full = trainLosses(a);
+    assert.equal(full.length, 10);
+    assert.ok(full[9]! < full[0]!, "the loss falls");
+    assert.deepEqual(trainLosses(b), full.slice(4));
+    // The final folder is a model in the HF layout that loads.
+    const m = loadCausalLM(a);
+    assert.equal(m.config.vocab_size % 16, 0);
+    m.dispose();
+    for (const f of ["training.svg", "summary.json", "tokenizer.json", "config.json"]) assert.ok(existsSync(join(a, f)), f);
+    assert.deepEqual(readdirSync(a).filter((n) => n.startsWith("checkpoint-")).sort(), ["checkpoint-4", "checkpoint-8"], "saved every save_steps; the end of the run saves the final model");
+  });
+
+  test("gradient accumulation normalised by trained tokens: 2 × 2 samples give the loss and grad norm of one batch of 4", async () => {
+    const log = (out: string) => readFileSync(join(out, "log.jsonl"), "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l)).find((r) => r.type === "train");
+    const big = tmp();
+    const small = tmp();
+    await train(config(big, ["--max_steps", "1", "--gradient_accumulation_steps", "1", "--per_device_train_batch_size", "4", "--save_strategy", "no"]), { progress: false, print: () => {} });
+    await train(config(small, ["--max_steps", "1", "--gradient_accumulation_steps", "2", "--per_device_train_batch_size", "2", "--save_strategy", "no"]), { progress: false, print: () => {} });
+    const [x, y] = [log(big), log(small)];
+    assert.ok(Math.abs(x.loss - y.loss) < 1e-5, `${x.loss} vs ${y.loss}`);
+    assert.ok(Math.abs(x.grad_norm - y.grad_norm) / x.grad_norm < 1e-4, `${x.grad_norm} vs ${y.grad_norm}`);
+  });
+
+  test("SIGKILL in the middle of a save leaves the previous checkpoint whole; resume latest finishes the run", async () => {
+    const out = tmp();
+    const args = [CLI, "train", "--configs", "defaults", "shared-sample", "tiny-tokenizer", ...runArgs(out, ["--max_steps", "8", "--save_steps", "4", "--logging_steps", "4"])];
+    const child = spawn(process.execPath, args, { env: { ...process.env, OASFT_FAULT_SAVE_DELAY_MS: "1500" }, stdio: "ignore" });
+    const killedMidSave = await new Promise<boolean>((resolve) => {
+      const timer = setInterval(() => {
+        if (readdirSync(out).some((n) => n.startsWith(".tmp-checkpoint-8-"))) {
+          child.kill("SIGKILL");
+          clearInterval(timer);
+          resolve(true);
+        }
+      }, 20);
+      child.on("exit", () => { clearInterval(timer); resolve(false); });
+    });
+    assert.ok(killedMidSave, "the process was killed while writing checkpoint-8");
+    if (child.exitCode === null && child.signalCode === null) await new Promise((r) => child.once("exit", r));
+    assert.ok(!existsSync(join(out, "checkpoint-8")), "no half checkpoint under the final name");
+    const m = loadCausalLM(join(out, "checkpoint-4"));
+    m.dispose();
+    const summary = await train(config(out, ["--max_steps", "8", "--save_steps", "4", "--resume_from_checkpoint", "latest"]), { progress: false, print: () => {} });
+    assert.equal(summary.steps, 8);
+    assert.ok(readdirSync(out).every((n) => !n.startsWith(".tmp-")), "leftover temp folders are cleaned");
+  });
+
+  test("Ctrl-C saves a checkpoint and exits 130; the run resumes from it", async () => {
+    const out = tmp();
+    const args = [CLI, "train", "--configs", "defaults", "shared-sample", "tiny-tokenizer", ...runArgs(out, ["--max_steps", "400", "--save_steps", "1000"])];
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+    let err = "";
+    let sent = false;
+    child.stderr.on("data", (d: Buffer) => {
+      err += d.toString();
+      // One Ctrl-C only: a second one quits at once, without the checkpoint.
+      if (!sent && /\] 3\/400/.test(err)) { sent = true; child.kill("SIGINT"); }
+    });
+    const code = await new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
+    assert.equal(code, 130, err);
+    const ckpt = readdirSync(out).find((n) => n.startsWith("checkpoint-"));
+    assert.ok(ckpt, err);
+    const step = Number(ckpt!.split("-")[1]);
+    assert.ok(step >= 3 && step < 400, `checkpoint ${ckpt} in ${readdirSync(out).join(", ")}`);
+    assert.match(err, /interrupted: checkpoint saved/);
+  });
+});
