@@ -6,6 +6,7 @@ import { oasstExport } from "./datasets/oasst.js";
 import { dolly15k, gsm8k, joke, webgpt } from "./datasets/qa.js";
 import { messages, vicuna } from "./datasets/chat.js";
 import { translation } from "./datasets/translation.js";
+import { oasftDemo } from "./datasets/builtin.js";
 
 export const datasets = new Registry<DatasetLoader>("dataset");
 datasets.register("oasst_export", oasstExport);
@@ -16,6 +17,7 @@ datasets.register("joke", joke);
 datasets.register("vicuna", vicuna);
 datasets.register("sharegpt", vicuna);
 datasets.register("messages", messages);
+datasets.register("oasft_demo", oasftDemo);
 // The card's three translation sets by name; any other pair with templates works too.
 for (const name of ["wmt2019_zh-en", "ted_trans_en-ja", "ted_trans_zh-ja"]) datasets.register(name, translation);
 

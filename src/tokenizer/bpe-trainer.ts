@@ -1,6 +1,7 @@
 // A byte-level BPE trainer (GPT-2 style) that writes a Hugging Face tokenizer.json. Every byte is in
 // the base alphabet, so any text encodes (nothing becomes <unk>) and decodes back exactly.
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
+import { dirname } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { writeFileAtomic } from "../util/atomic-file.js";
 
@@ -193,5 +194,6 @@ export function trainByteLevelBpe(texts: Iterable<string>, o: BpeTrainOptions): 
 }
 
 export function saveTokenizerJson(path: string, json: Record<string, unknown>): void {
+  mkdirSync(dirname(path), { recursive: true });
   writeFileAtomic(path, [JSON.stringify(json)]);
 }

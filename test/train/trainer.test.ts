@@ -1,8 +1,8 @@
 // `oasft train`: schedules, loss scaling, settings from the card's DeepSpeed JSON, exact resume,
 // accumulation, and checkpoints that survive SIGKILL and Ctrl-C.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
@@ -146,5 +146,31 @@ describe("the training loop", () => {
     const step = Number(ckpt!.split("-")[1]);
     assert.ok(step >= 3 && step < 400, `checkpoint ${ckpt} in ${readdirSync(out).join(", ")}`);
     assert.match(err, /interrupted: checkpoint saved/);
+  });
+});
+
+describe("oasft train as a command", () => {
+  const oasft = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 120_000 });
+
+  test("--print-config shows the effective config and where each value came from", () => {
+    const r = oasft("train", "--configs", "defaults", "bloom-zh-3b", "datasets", "--num_train_epochs", "2", "--print-config");
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^learning_rate: 0\.000008 {4}# block bloom-zh-3b \(.*config\.yaml\)$/m);
+    assert.match(r.stdout, /^num_train_epochs: 2 {4}# --num_train_epochs$/m);
+  });
+
+  test("a model folder without weights, a missing dataset file, a typo: clear messages, non-zero exit", () => {
+    const dir = tmp();
+    writeFileSync(join(dir, "config.json"), readFileSync(MODEL));
+    const common = ["train", "--configs", "defaults", "shared-sample", "tiny-tokenizer", "--cache_dir", join(SHARED, "data"), "--output_dir", join(dir, "out")];
+    const noWeights = oasft(...common, "--model_name", dir);
+    assert.equal(noWeights.status, 1);
+    assert.match(noWeights.stderr, /model_name .*: no weights .*give the config\.json file itself/);
+    const missing = oasft(...common, "--model_name", MODEL, "--datasets", "[{dolly15k: {input_file_path: nowhere.jsonl}}]");
+    assert.equal(missing.status, 1);
+    assert.match(missing.stderr, /dataset dolly15k: input_file_path 'nowhere\.jsonl' not found/);
+    const typo = oasft(...common, "--model_name", MODEL, "--learning_rat", "1e-4");
+    assert.equal(typo.status, 1);
+    assert.match(typo.stderr, /--learning_rat: unknown key 'learning_rat'\. Did you mean: learning_rate/);
   });
 });

@@ -1,162 +1,107 @@
-// `oasft demo`: the README's main job. A small BLOOM trained from scratch, in the Open-Assistant format
-// with the loss on assistant tokens only, on real oasst conversations (../shared/data/oasst), then
-// saved in the HF layout, reloaded, and asked a question.
-//
-// The data goes through the real pipeline (every leaf thread, OA's format and masks). The training loop
-// here is a preview of `oasft train`; the tokenizer is OA's tiny byte-level BPE.
-import { existsSync } from "node:fs";
+// `oasft demo`: the README's main job, from nothing to a chat reply on a fresh machine, offline:
+//   1. data: conversations written for the project (built in), plus the real oasst/dolly/ShareGPT
+//      samples in ../shared/data when that folder exists;
+//   2. a byte-level BPE tokenizer trained on them, with BLOOM's and OA's special tokens;
+//   3. a small BLOOM trained from scratch by `oasft train`'s loop (OA format, assistant-only loss,
+//      packing), saved in the Hugging Face layout;
+//   4. validation loss against the unigram baseline, then greedy replies to a few prompts.
+import { existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { Conversation } from "../../data/conversation.js";
-import { loadDatasetMix } from "../../data/mix.js";
-import { Rng } from "../../data/rng.js";
-import { sampleLabels } from "../../sft/collate.js";
-import { composeConfig } from "../../sft/config.js";
-import { encodeConversations, trainingSample } from "../../sft/data.js";
-import { formatPrompt } from "../../sft/format.js";
-import { ChatTokenizer } from "../../tokenizer/index.js";
 import * as torch from "../../torch/index.js";
-import { createCausalLM, loadCausalLM, saveCausalLM, type CausalLM } from "../../models/index.js";
+import { loadCausalLM } from "../../models/index.js";
 import { generateGreedy } from "../../generate/index.js";
-import { AdamW } from "../../train/index.js";
-import { intFlag, parseFlags, UsageError } from "../args.js";
+import { loadDatasetMix, parseDatasetEntries } from "../../data/mix.js";
+import { Rng } from "../../data/rng.js";
+import { composeConfig, type SFTConfig } from "../../sft/config.js";
+import { prepareSftData, trainingSample, type SftData } from "../../sft/data.js";
+import { formatPrompt } from "../../sft/format.js";
+import { ChatTokenizer, QA_SPECIAL_TOKENS } from "../../tokenizer/index.js";
+import { saveTokenizerJson, trainByteLevelBpe } from "../../tokenizer/bpe-trainer.js";
+import { train } from "../../train/trainer.js";
+import { writeFileAtomic } from "../../util/atomic-file.js";
+import { intFlag, parseFlags } from "../args.js";
 import type { Command } from "../main.js";
 
-const USAGE = `usage: oasft demo [--out runs/demo] [--steps 300] [--data FILE.jsonl] [--tokenizer tokenizer.json] [--seed 0]
+const USAGE = `usage: oasft demo [--out runs/demo] [--steps 600] [--seed 0] [--no-shared]
 
-  Trains a ~1M-parameter BLOOM on oasst conversation threads for --steps steps (a few minutes on 2 cores),
-  prints the validation loss against the unigram baseline, saves the model and prints a reply.`;
+  Trains a BPE tokenizer and a ~2M-parameter BLOOM from scratch on built-in conversations (and the
+  real samples in ../shared/data when present), prints the validation loss against the unigram
+  baseline, saves the model in the Hugging Face layout and prints its replies. A few minutes on 2 cores.`;
 
-const SHARED = resolve(fileURLToPath(import.meta.url), "../../../../../../shared");
-const MAX_LENGTH = 256;
+const SHARED_DATA = resolve(fileURLToPath(import.meta.url), "../../../../../../shared/data");
+const VOCAB = 2048;
 
-interface Sample { ids: number[]; labels: number[] }
-
-/**
- * The oasst threads in OA's format through the real data pipeline (oasst_export loader, formatting,
- * label masks, head truncation), as HF-style labels (−100 = not trained).
- */
-async function oasstSamples(dataPath: string, tokenizerPath: string, seed: number): Promise<{ train: Sample[]; val: Sample[]; tok: ChatTokenizer }> {
-  const { config } = composeConfig(["defaults"], ["--max_length", String(MAX_LENGTH), "--random_offset_probability", "0", "--rng_seed", String(seed)]);
-  const tok = ChatTokenizer.load(tokenizerPath, { family: "pythia" });
-  const [d] = await loadDatasetMix([{ name: "oasst_export", options: { input_file_path: resolve(dataPath), val_split: 0.1 } }], { seed, cacheDir: ".", formatVersion: "head" });
-  const toSamples = async (convs: Conversation[], split: string) => {
-    const rng = new Rng(seed, `demo/${split}`);
-    return (await encodeConversations(convs, tok, config, rng)).map((full) => {
-      const s = trainingSample(full, config, [], rng);
-      return { ids: s.inputIds, labels: sampleLabels(s) };
-    });
-  };
-  return { train: await toSamples(d!.train, "train"), val: await toSamples(d!.val, "val"), tok };
-}
-
-/** The token ids a sample trains on as next-token targets (labels shift by one, −100 = not trained). */
-const trainedTargets = (s: Sample) => s.labels.slice(1).filter((l) => l !== -100);
-
-function batchOf(samples: Sample[], padId: number) {
-  const len = Math.max(...samples.map((s) => s.ids.length));
-  const pad = (xs: number[], v: number) => [...xs, ...new Array(len - xs.length).fill(v)];
-  return {
-    inputIds: torch.tensor(samples.map((s) => pad(s.ids, padId)), { dtype: "int64" }),
-    attentionMask: torch.tensor(samples.map((s) => pad(s.ids.map(() => 1), 0)), { dtype: "int64" }),
-    labels: torch.tensor(samples.map((s) => pad(s.labels, -100)), { dtype: "int64" }),
-  };
-}
-
-/** Mean validation loss over every trained token (batched, no grad). */
-function validationLoss(model: CausalLM, samples: Sample[], padId: number): number {
-  let sum = 0;
-  let count = 0;
-  model.eval();
-  torch.noGrad(() => {
-    for (let i = 0; i < samples.length; i += 8) {
-      torch.scope(() => {
-        const chunk = samples.slice(i, i + 8);
-        const n = chunk.reduce((a, s) => a + trainedTargets(s).length, 0);
-        sum += model.forward(batchOf(chunk, padId)).loss!.item() * n;
-        count += n;
-      });
-    }
-  });
-  model.train();
-  return sum / count;
-}
-
-/** Cross entropy of the validation targets under the training set's add-one unigram distribution. */
-function unigramLoss(train: Sample[], val: Sample[], vocab: number): number {
+/** Cross entropy of the validation targets under the training targets' add-one unigram distribution. */
+function unigramLoss(data: SftData, cfg: SFTConfig, vocab: number): number {
   const counts = new Float64Array(vocab).fill(1);
   let total = vocab;
-  for (const s of train) for (const l of trainedTargets(s)) { counts[l]!++; total++; }
+  const targets = (split: "train" | "val") => data.datasets.flatMap((d) => (split === "train" ? d.train : d.val).map((s) => {
+    const t = trainingSample(s, { ...cfg, random_offset_probability: 0 }, data.prefixIds, new Rng(0), split);
+    return t.inputIds.filter((_, i) => i > 0 && t.labelMask[i - 1]);
+  }));
+  for (const ids of targets("train")) for (const id of ids) { counts[id]!++; total++; }
   let sum = 0;
   let n = 0;
-  for (const s of val) for (const l of trainedTargets(s)) { sum -= Math.log(counts[l]! / total); n++; }
+  for (const ids of targets("val")) for (const id of ids) { sum -= Math.log(counts[id]! / total); n++; }
   return sum / n;
 }
 
 export const command: Command = {
   async run(argv) {
-    const { values } = parseFlags(argv, {
-      out: { type: "string" }, steps: { type: "string" }, data: { type: "string" }, tokenizer: { type: "string" }, seed: { type: "string" },
-    }, USAGE);
-    const out = (values.out as string | undefined) ?? "runs/demo";
-    const steps = intFlag(values, "steps", 300);
-    const dataPath = (values.data as string | undefined) ?? join(SHARED, "data/oasst/en_100_tree.jsonl");
-    const tokenizerPath = (values.tokenizer as string | undefined) ?? join(SHARED, "data/tokenizers/oasst-tiny-bpe/tokenizer.json");
-    for (const [flag, p] of [["--data", dataPath], ["--tokenizer", tokenizerPath]] as const) {
-      if (!existsSync(p)) throw new UsageError(`${flag}: ${p} not found`);
-    }
+    const { values } = parseFlags(argv, { out: { type: "string" }, steps: { type: "string" }, seed: { type: "string" }, "no-shared": { type: "boolean" } }, USAGE);
+    const out = resolve((values.out as string | undefined) ?? "runs/demo");
+    const steps = intFlag(values, "steps", 600);
     const seed = intFlag(values, "seed", 0, 0);
-    torch.manualSeed(seed);
-    const random = new Rng(seed, "demo/batches");
+    const useShared = !values["no-shared"] && existsSync(join(SHARED_DATA, "oasst/en_100_tree.jsonl"));
+    mkdirSync(out, { recursive: true });
 
-    const { train, val, tok } = await oasstSamples(dataPath, tokenizerPath, seed);
-    const eos = tok.eos;
-    const padId = tok.padId;
-    console.log(`data: ${train.length + val.length} oasst threads from ${dataPath} (${train.length} train, ${val.length} validation, split by tree)`);
-
-    const vocab = tok.vocabSize;
-    const model = createCausalLM({
-      model_type: "bloom", vocab_size: vocab, hidden_size: 128, n_layer: 4, n_head: 4,
-      bos_token_id: tok.eosId, eos_token_id: tok.eosId, pad_token_id: padId,
-    }).train();
-    console.log(`model: BLOOM, ${(model.numParameters() / 1e6).toFixed(2)}M parameters, vocab ${vocab}`);
-    const baseline = unigramLoss(train, val, vocab);
-    const optimizer = new AdamW(model.parameters(), { lr: 2e-3, weightDecay: 0.0 });
-    const warmup = Math.min(30, Math.floor(steps / 10));
-    const t0 = performance.now();
-    let tokens = 0;
-    for (let step = 1; step <= steps; step++) {
-      optimizer.lr = 2e-3 * (step <= warmup ? step / warmup : Math.max(0.05, (steps - step) / (steps - warmup)));
-      const batch = Array.from({ length: 8 }, () => random.choice(train));
-      const loss = torch.scope(() => {
-        const { loss } = model.forward(batchOf(batch, padId));
-        loss!.backward();
-        optimizer.step();
-        optimizer.zeroGrad();
-        return loss!.item();
-      });
-      tokens += batch.reduce((a, s) => a + s.ids.length, 0);
-      if (step % 25 === 0 || step === steps) {
-        const secs = (performance.now() - t0) / 1000;
-        const eta = (secs / step) * (steps - step);
-        process.stdout.write(`step ${step}/${steps}  loss ${loss.toFixed(3)}  lr ${optimizer.lr.toExponential(2)}  ${(tokens / secs).toFixed(0)} tok/s  ETA ${eta.toFixed(0)}s\n`);
-      }
+    // 1. Data.
+    const datasets: unknown[] = [{ oasft_demo: { count: 3000, val_split: 0.05 } }];
+    if (useShared) {
+      datasets.push(
+        { oasst_export: { input_file_path: join(SHARED_DATA, "oasst/en_100_tree.jsonl"), val_split: 0.05 } },
+        { dolly15k: { input_file_path: join(SHARED_DATA, "dolly/databricks-dolly-15k.jsonl"), val_split: 0.05 } },
+        { vicuna: { input_file_path: join(SHARED_DATA, "sharegpt/dummy_conversation.json"), val_split: 0.05 } },
+      );
     }
-    const valLoss = validationLoss(model, val, padId);
-    console.log(`validation loss ${valLoss.toFixed(3)} vs unigram baseline ${baseline.toFixed(3)}`);
-    optimizer.dispose();
+    console.log(`data: built-in conversations${useShared ? ` + oasst, dolly and ShareGPT samples from ${SHARED_DATA}` : ""}`);
 
-    saveCausalLM(model, out, { tokenizerFile: tokenizerPath });
+    // 2. Tokenizer, trained on the training split's text.
+    const tokDir = join(out, "tokenizer");
+    const mix = await loadDatasetMix(parseDatasetEntries(datasets, "demo"), { seed, cacheDir: out, formatVersion: "head" });
+    const texts = mix.flatMap((d) => d.train.flatMap((c) => c.messages.map((m) => m.text)));
+    const t0 = performance.now();
+    saveTokenizerJson(join(tokDir, "tokenizer.json"), trainByteLevelBpe(texts, { vocabSize: VOCAB, specialTokens: ["<unk>", "<s>", "</s>", "<pad>", ...QA_SPECIAL_TOKENS] }));
+    ChatTokenizer.load(tokDir, { family: "bloom" }).save(tokDir);
+    console.log(`tokenizer: byte-level BPE, ${VOCAB} tokens, trained in ${((performance.now() - t0) / 1000).toFixed(1)} s → ${tokDir}`);
+
+    // 3. Model config and the training run (OA's defaults, adjusted for a tiny model on a CPU).
+    const modelConfig = join(out, "model-config.json");
+    writeFileAtomic(modelConfig, [JSON.stringify({ model_type: "bloom", vocab_size: VOCAB, hidden_size: 192, n_layer: 4, n_head: 6, tie_word_embeddings: true }, null, 2) + "\n"]);
+    const { config } = composeConfig(["defaults"], [
+      "--model_name", modelConfig, "--tokenizer_name", tokDir, "--tokenizer_family", "bloom", "--output_dir", out,
+      "--dtype", "fp32", "--max_length", "256", "--packing", "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "1",
+      "--learning_rate", "3e-3", "--weight_decay", "0.01", "--warmup_steps", String(Math.min(50, Math.floor(steps / 10))), "--lr_scheduler_type", "cosine",
+      "--max_steps", String(steps), "--eval_steps", String(Math.max(1, Math.floor(steps / 2))), "--save_steps", String(steps), "--save_total_limit", "1",
+      "--logging_steps", "10", "--rng_seed", String(seed), "--cache_dir", out,
+    ]);
+    config.datasets = datasets;
+    const tokenizer = ChatTokenizer.load(tokDir, { family: "bloom" });
+    const baseline = unigramLoss(await prepareSftData(config, tokenizer), config, tokenizer.vocabSize);
+    const summary = await train(config, {});
+    console.log(`validation loss ${summary.evalLoss?.toFixed(3)} vs unigram baseline ${baseline.toFixed(3)} (${summary.steps} steps, ${summary.elapsedS.toFixed(0)} s, ${summary.tokensPerS.toFixed(0)} tok/s)`);
+    console.log(`saved ${out} (Hugging Face layout; log.jsonl, training.svg, summary.json)`);
+
+    // 4. Replies from the saved model.
+    const model = loadCausalLM(out).eval();
+    const prompts = ["What is the capital of Italy?", "What is 23 + 19?", "How many minutes are in 4 hours?", ...(useShared ? ["What is a meme, and what's the history behind this word?"] : [])];
+    for (const prompt of prompts) {
+      const ids = await tokenizer.encode(formatPrompt([{ role: "prompter", text: prompt }], tokenizer.eos));
+      const reply = torch.noGrad(() => torch.scope(() => generateGreedy(model, { inputIds: torch.tensor([ids], { dtype: "int64" }), maxNewTokens: 48, eosTokenId: tokenizer.eosId }).toNumbers().slice(ids.length)));
+      console.log(`\n<|prompter|> ${prompt}\n<|assistant|> ${(await tokenizer.decode(reply.filter((t) => t !== tokenizer.eosId), true)).trim()}`);
+    }
     model.dispose();
-    const chat = loadCausalLM(out);
-    const prompt = "What is a meme, and what's the history behind this word?";
-    const promptIds = await tok.encode(formatPrompt([{ role: "prompter", text: prompt }], eos));
-    const reply = torch.scope(() => {
-      const ids = generateGreedy(chat, { inputIds: torch.tensor([promptIds], { dtype: "int64" }), maxNewTokens: 60, eosTokenId: tok.eosId });
-      return ids.toNumbers().slice(promptIds.length).filter((id) => id !== tok.eosId);
-    });
-    console.log(`saved ${out} (HF layout)\n\n<|prompter|> ${prompt}\n<|assistant|> ${await tok.decode(reply, true)}`);
-    chat.dispose();
     return 0;
   },
 };
