@@ -172,6 +172,64 @@ export class BloomCache {
     this.values[layer] = value;
   }
 
+  /**
+   * Keeps only batch rows `rows` (in that order) and drops the first `trimLeft` positions (padding
+   * that every kept row has): continuous batching removes finished sequences this way.
+   */
+  selectRows(rows: number[], nHead: number, trimLeft = 0): void {
+    torch.scope(() => {
+      const device = this.keys[0]?.device ?? "cpu";
+      // Row r of the batch owns entries [r·n_h, (r+1)·n_h) of the first dimension.
+      const index = torch.tensor(rows.flatMap((r) => Array.from({ length: nHead }, (_, h) => r * nHead + h)), { dtype: "int64" });
+      const idx = device === "cpu" ? index : index.toDevice(device);
+      const n = this.length - trimLeft;
+      for (let l = 0; l < this.keys.length; l++) {
+        const k = this.keys[l]!.narrow(2, trimLeft, n).indexSelect(0, idx).contiguous().keep();
+        const v = this.values[l]!.narrow(1, trimLeft, n).indexSelect(0, idx).contiguous().keep();
+        this.keys[l]!.dispose();
+        this.values[l]!.dispose();
+        this.keys[l] = k;
+        this.values[l] = v;
+      }
+    });
+    this.length -= trimLeft;
+  }
+
+  /**
+   * Appends the rows of `other` below this cache's rows, right-aligned: the shorter side is padded on
+   * the left (the caller pads its attention mask the same way). `other` is left unchanged.
+   */
+  concatRows(other: BloomCache): { padSelf: number; padOther: number } {
+    const length = Math.max(this.length, other.length);
+    const padSelf = length - this.length;
+    const padOther = length - other.length;
+    torch.scope(() => {
+      for (let l = 0; l < other.keys.length; l++) {
+        const ok = other.keys[l]!;
+        const ov = other.values[l]!;
+        const mine = this.keys[l];
+        const [bhO, d] = ok.shape as [number, number];
+        const bhS = mine ? mine.size(0) : 0;
+        const o = { dtype: ok.dtype, device: ok.device };
+        const cap = length + 16;
+        const k = torch.zeros([bhS + bhO, d, cap], o).keep();
+        const v = torch.zeros([bhS + bhO, cap, d], o).keep();
+        if (mine && this.length) {
+          k.narrow(0, 0, bhS).narrow(2, padSelf, this.length).copy_(mine.narrow(2, 0, this.length));
+          v.narrow(0, 0, bhS).narrow(1, padSelf, this.length).copy_(this.values[l]!.narrow(1, 0, this.length));
+        }
+        k.narrow(0, bhS, bhO).narrow(2, padOther, other.length).copy_(ok.narrow(2, 0, other.length));
+        v.narrow(0, bhS, bhO).narrow(1, padOther, other.length).copy_(ov.narrow(1, 0, other.length));
+        mine?.dispose();
+        this.values[l]?.dispose();
+        this.keys[l] = k;
+        this.values[l] = v;
+      }
+    });
+    this.length = length;
+    return { padSelf, padOther };
+  }
+
   dispose(): void {
     for (const t of [...this.keys, ...this.values]) t.dispose();
     this.keys = [];

@@ -1,0 +1,42 @@
+// `oasft serve --model DIR`: the HTTP server (OpenAI + TGI APIs, chat page at /).
+import { loadCausalLM } from "../../models/index.js";
+import { buildServer } from "../../serve/server.js";
+import { ChatTokenizer } from "../../tokenizer/index.js";
+import { intFlag, parseFlags, required } from "../args.js";
+import type { Command } from "../main.js";
+
+const USAGE = `usage: oasft serve --model DIR [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-batch 16] [--max-queue 64]
+                   [--max-tokens 2048] [--tokenizer-family bloom] [--dtype float32|bfloat16]
+
+  OpenAI:  POST /v1/chat/completions, POST /v1/completions (echo, logprobs), GET /v1/models
+  TGI:     POST /generate, POST /generate_stream, GET /info, GET /health
+  Also:    GET /metrics (Prometheus), GET / (the chat page). Binds 127.0.0.1 unless --host says otherwise.
+  The API key can also come from OASFT_API_KEY.`;
+
+export const command: Command = {
+  async run(argv) {
+    const { values } = parseFlags(argv, {
+      model: { type: "string" }, host: { type: "string" }, port: { type: "string" }, "api-key": { type: "string" }, "max-batch": { type: "string" },
+      "max-queue": { type: "string" }, "max-tokens": { type: "string" }, "tokenizer-family": { type: "string" }, dtype: { type: "string" },
+    }, USAGE);
+    const dir = required(values, "model", USAGE);
+    const tokenizer = ChatTokenizer.load(dir, { ...(values["tokenizer-family"] ? { family: values["tokenizer-family"] as string } : {}) });
+    const model = loadCausalLM(dir, { dtype: values.dtype === "bfloat16" ? "bfloat16" : "float32" });
+    const apiKey = (values["api-key"] as string | undefined) ?? process.env.OASFT_API_KEY;
+    const { app } = buildServer({
+      model, tokenizer, modelId: dir.replace(/\/+$/, "").split("/").pop()!, ...(apiKey ? { apiKey } : {}),
+      maxBatch: intFlag(values, "max-batch", 16), maxQueue: intFlag(values, "max-queue", 64, 0), maxTokens: intFlag(values, "max-tokens", 2048),
+    });
+    const host = (values.host as string | undefined) ?? "127.0.0.1";
+    const port = intFlag(values, "port", 8080, 0);
+    const address = await app.listen({ host, port });
+    console.log(`oasft serve: ${dir} on ${address} (chat page at ${address}/, OpenAI at ${address}/v1, TGI at ${address}/generate)${apiKey ? ", API key required" : ""}`);
+    await new Promise<void>((resolve) => {
+      const stop = () => { void app.close().then(() => resolve()); };
+      process.once("SIGINT", stop);
+      process.once("SIGTERM", stop);
+    });
+    model.dispose();
+    return 0;
+  },
+};

@@ -1,0 +1,283 @@
+// The generation engine behind chat and serve: continuous batching over one shared KV cache.
+// A new request is prefilled alone, then joins the running batch at the next token boundary (its
+// cache rows are appended, right-aligned, with left padding); every step decodes one token for all
+// rows at once; finished or cancelled rows leave at once. Text is streamed without ever splitting a
+// UTF-8 character, and stop strings are held back until they can no longer match.
+import * as torch from "../torch/index.js";
+import { BloomCache, type CausalLM } from "../models/index.js";
+import { Rng } from "../data/rng.js";
+import type { ChatTokenizer } from "../tokenizer/index.js";
+import { checkSampling, nextToken, type SamplingParams } from "./sampling.js";
+
+export type FinishReason = "stop" | "length" | "eos" | "cancelled";
+
+export interface TokenEvent {
+  id: number;
+  /** Model log-probability of the token. */
+  logprob: number;
+  /** New text since the previous event (may be "" while a character or a stop string is incomplete). */
+  text: string;
+  special: boolean;
+}
+
+export interface GenerationResult {
+  text: string;
+  tokens: number[];
+  logprobs: number[];
+  finishReason: FinishReason;
+  promptTokens: number;
+}
+
+export interface GenerationRequest {
+  promptIds: number[];
+  params: SamplingParams;
+  onToken?: (e: TokenEvent) => void;
+}
+
+export class QueueFullError extends Error {
+  constructor(size: number) {
+    super(`the queue is full (${size} requests waiting); retry later`);
+    this.name = "QueueFullError";
+  }
+}
+
+export interface EngineOptions {
+  /** Sequences decoded together (default 16). */
+  maxBatch?: number;
+  /** Requests waiting for a slot before new ones are refused (default 64). */
+  maxQueue?: number;
+  /** Longest prompt + generation (default: unlimited; BLOOM's ALiBi has no fixed context). */
+  maxTotalTokens?: number;
+}
+
+export interface EngineStats {
+  requests: number;
+  generatedTokens: number;
+  promptTokens: number;
+  running: number;
+  queued: number;
+  /** Seconds from submit to the end, of finished requests (for the latency histogram). */
+  latencies: number[];
+}
+
+/** Incremental detokenisation: emits only text that is final (no broken UTF-8, no partial stop). */
+class TextStream {
+  private ids: number[] = [];
+  private emitted = 0;
+  text = "";
+  constructor(private readonly tok: ChatTokenizer, private readonly stops: string[]) {}
+
+  async push(id: number): Promise<{ delta: string; stopAt?: number }> {
+    this.ids.push(id);
+    const text = await this.tok.decode(this.ids, true);
+    this.text = text;
+    for (const s of this.stops) {
+      const at = s ? text.indexOf(s) : -1;
+      if (at >= 0) {
+        const delta = text.slice(this.emitted, at);
+        this.emitted = at;
+        return { delta, stopAt: at };
+      }
+    }
+    // Hold back a trailing replacement character (an incomplete UTF-8 sequence) and any suffix that
+    // could still grow into a stop string.
+    let safe = text.length;
+    if (text.endsWith("\uFFFD")) safe = text.length - 1;
+    for (const s of this.stops) {
+      for (let k = Math.min(s.length - 1, safe); k > 0; k--) {
+        if (text.slice(safe - k, safe) === s.slice(0, k)) { safe -= k; break; }
+      }
+    }
+    safe = Math.max(safe, this.emitted);
+    const delta = text.slice(this.emitted, safe);
+    this.emitted = safe;
+    return { delta };
+  }
+
+  /** Whatever was held back, at the end of generation. */
+  flush(): string {
+    const rest = this.text.slice(this.emitted).replace(/\uFFFD$/, "");
+    this.emitted = this.text.length;
+    return rest;
+  }
+}
+
+interface Row {
+  req: GenerationRequest;
+  history: number[];
+  generated: number[];
+  logprobs: number[];
+  stream: TextStream;
+  rng: Rng | undefined;
+  cancelled: boolean;
+  started: number;
+  resolve: (r: GenerationResult) => void;
+  reject: (e: Error) => void;
+}
+
+export interface GenerationHandle {
+  result: Promise<GenerationResult>;
+  /** Frees the slot at the next token boundary; the result resolves with finishReason "cancelled". */
+  cancel(): void;
+}
+
+export class Engine {
+  private readonly maxBatch: number;
+  private readonly maxQueue: number;
+  private readonly queue: Row[] = [];
+  private rows: Row[] = [];
+  private cache: BloomCache | undefined;
+  private mask: number[][] = [];
+  private running = false;
+  readonly stats: EngineStats = { requests: 0, generatedTokens: 0, promptTokens: 0, running: 0, queued: 0, latencies: [] };
+
+  constructor(readonly model: CausalLM, readonly tokenizer: ChatTokenizer, private readonly o: EngineOptions = {}) {
+    this.maxBatch = o.maxBatch ?? 16;
+    this.maxQueue = o.maxQueue ?? 64;
+    model.eval();
+  }
+
+  submit(req: GenerationRequest): GenerationHandle {
+    checkSampling(req.params);
+    if (!req.promptIds.length) throw new RangeError("prompt: expected at least one token");
+    if (this.o.maxTotalTokens && req.promptIds.length + req.params.maxNewTokens > this.o.maxTotalTokens) {
+      throw new RangeError(`prompt + max_new_tokens = ${req.promptIds.length + req.params.maxNewTokens} exceeds the server's limit of ${this.o.maxTotalTokens} tokens`);
+    }
+    if (this.queue.length >= this.maxQueue) throw new QueueFullError(this.queue.length);
+    let row!: Row;
+    const result = new Promise<GenerationResult>((resolve, reject) => {
+      row = {
+        req, history: [...req.promptIds], generated: [], logprobs: [], stream: new TextStream(this.tokenizer, req.params.stop ?? []),
+        rng: req.params.doSample ? new Rng(req.params.seed ?? Math.floor(Math.random() * 2 ** 31), "sampling") : undefined,
+        cancelled: false, started: performance.now(), resolve, reject,
+      };
+    });
+    this.queue.push(row);
+    this.stats.requests++;
+    this.stats.promptTokens += req.promptIds.length;
+    this.stats.queued = this.queue.length;
+    if (!this.running) void this.loop();
+    return { result, cancel: () => { row.cancelled = true; } };
+  }
+
+  /** The decode loop: runs while there is work, yielding to the event loop between tokens. */
+  private async loop(): Promise<void> {
+    this.running = true;
+    try {
+      while (this.rows.length || this.queue.length) {
+        await this.admit();
+        if (this.rows.length) await this.step();
+        await new Promise((r) => setImmediate(r));
+      }
+    } catch (err) {
+      for (const r of [...this.rows, ...this.queue]) r.reject(err as Error);
+      this.rows = [];
+      this.queue.length = 0;
+      this.cache?.dispose();
+      this.cache = undefined;
+    } finally {
+      this.running = false;
+      this.stats.running = this.rows.length;
+      this.stats.queued = this.queue.length;
+    }
+  }
+
+  /** Prefills waiting requests (one at a time) and appends them to the batch. */
+  private async admit(): Promise<void> {
+    while (this.queue.length && this.rows.length < this.maxBatch) {
+      const row = this.queue.shift()!;
+      if (row.cancelled) { this.finish(row, "cancelled"); continue; }
+      if (row.req.params.maxNewTokens === 0) { this.finish(row, "length"); continue; }
+      const own = new BloomCache(row.history.length + 16);
+      const logits = torch.noGrad(() => torch.scope(() => {
+        const ids = torch.tensor([row.history], { dtype: "int64", device: this.model.device });
+        return this.model.forward({ inputIds: ids, cache: own, logits: "last" }).logits.select(1, 0).select(0, 0);
+      }));
+      const first = torch.scope(() => nextToken(logits, row.history, row.req.params, row.rng));
+      logits.dispose();
+      // Join the batch: its cache rows go below the running ones, right-aligned.
+      if (!this.cache) {
+        this.cache = own;
+        this.mask = [row.history.map(() => 1)];
+      } else {
+        const { padSelf, padOther } = this.cache.concatRows(own);
+        own.dispose();
+        this.mask = this.mask.map((m) => [...new Array<number>(padSelf).fill(0), ...m]);
+        this.mask.push([...new Array<number>(padOther).fill(0), ...row.history.map(() => 1)]);
+      }
+      this.rows.push(row);
+      this.stats.running = this.rows.length;
+      this.stats.queued = this.queue.length;
+      await this.accept(row, first);
+      this.retire();
+    }
+  }
+
+  /** One token for every running row. */
+  private async step(): Promise<void> {
+    const b = this.rows.length;
+    const picks = torch.noGrad(() => torch.scope(() => {
+      const feed = torch.tensor(this.rows.map((r) => [r.history.at(-1)!]), { dtype: "int64", device: this.model.device });
+      this.mask = this.mask.map((m) => [...m, 1]);
+      const padded = this.mask.some((m) => m.includes(0));
+      const mask = padded ? torch.tensor(this.mask, { dtype: "int64", device: this.model.device }) : undefined;
+      const logits = this.model.forward({ inputIds: feed, attentionMask: mask, cache: this.cache, logits: "last" }).logits.select(1, 0); // [b, V]
+      return this.rows.map((r, i) => nextToken(logits.select(0, i), r.history, r.req.params, r.rng));
+    }));
+    for (let i = 0; i < b; i++) await this.accept(this.rows[i]!, picks[i]!);
+    this.retire();
+  }
+
+  /** Records a row's new token and streams its text; marks the row done when it should stop. */
+  private async accept(row: Row, pick: { id: number; logprob: number }): Promise<void> {
+    row.history.push(pick.id);
+    const eos = pick.id === this.tokenizer.eosId;
+    const special = eos;
+    if (!eos) {
+      row.generated.push(pick.id);
+      row.logprobs.push(pick.logprob);
+    }
+    this.stats.generatedTokens++;
+    const { delta, stopAt } = eos ? { delta: "", stopAt: undefined } : await row.stream.push(pick.id);
+    row.req.onToken?.({ id: pick.id, logprob: pick.logprob, text: delta, special });
+    if (stopAt !== undefined) (row as Row & { done?: FinishReason }).done = "stop";
+    else if (eos) (row as Row & { done?: FinishReason }).done = "eos";
+    else if (row.generated.length >= row.req.params.maxNewTokens) (row as Row & { done?: FinishReason }).done = "length";
+  }
+
+  /** Removes finished and cancelled rows from the batch (and the padding no row needs any more). */
+  private retire(): void {
+    const keep: number[] = [];
+    this.rows.forEach((r, i) => {
+      const done = (r as Row & { done?: FinishReason }).done ?? (r.cancelled ? "cancelled" : undefined);
+      if (done) this.finish(r, done);
+      else keep.push(i);
+    });
+    if (keep.length === this.rows.length) return;
+    this.rows = keep.map((i) => this.rows[i]!);
+    const mask = keep.map((i) => this.mask[i]!);
+    if (!keep.length) {
+      this.cache?.dispose();
+      this.cache = undefined;
+      this.mask = [];
+    } else {
+      const trim = Math.min(...mask.map((m) => m.indexOf(1)));
+      this.cache!.selectRows(keep, this.model.config.n_head, trim);
+      this.mask = mask.map((m) => m.slice(trim));
+    }
+    this.stats.running = this.rows.length;
+  }
+
+  private finish(row: Row, reason: FinishReason): void {
+    const tail = reason === "stop" ? "" : row.stream.flush();
+    if (tail) row.req.onToken?.({ id: -1, logprob: 0, text: tail, special: false });
+    let text = row.stream.text.replace(/\uFFFD$/, "");
+    if (reason === "stop") {
+      const at = Math.min(...(row.req.params.stop ?? []).map((s) => (s ? text.indexOf(s) : -1)).filter((x) => x >= 0));
+      if (Number.isFinite(at)) text = text.slice(0, at);
+    }
+    this.stats.latencies.push((performance.now() - row.started) / 1000);
+    if (this.stats.latencies.length > 10_000) this.stats.latencies.splice(0, 5_000);
+    row.resolve({ text, tokens: row.generated, logprobs: row.logprobs, finishReason: reason === "eos" ? "stop" : reason, promptTokens: row.req.promptIds.length });
+  }
+}

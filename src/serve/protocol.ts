@@ -1,0 +1,115 @@
+// Request validation and parameter mapping for the OpenAI and TGI APIs. Every problem becomes an
+// ApiError naming the field, which the server answers with 400 and a JSON body.
+import type { SamplingParams } from "../generate/sampling.js";
+
+export class ApiError extends Error {
+  constructor(readonly status: number, message: string, readonly param?: string, readonly type = "invalid_request_error") {
+    super(message);
+  }
+}
+
+type Json = Record<string, unknown>;
+
+export function asBody(body: unknown): Json {
+  if (!body || typeof body !== "object" || Array.isArray(body)) throw new ApiError(400, "the request body must be a JSON object");
+  return body as Json;
+}
+
+function num(o: Json, field: string, { min = -Infinity, max = Infinity, integer = false } = {}): number | undefined {
+  const v = o[field];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v))) {
+    throw new ApiError(400, `'${field}' must be ${integer ? "an integer" : "a number"} in [${min}, ${max}], got ${JSON.stringify(v)}`, field);
+  }
+  return v;
+}
+
+function bool(o: Json, field: string): boolean | undefined {
+  const v = o[field];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "boolean") throw new ApiError(400, `'${field}' must be a boolean, got ${JSON.stringify(v)}`, field);
+  return v;
+}
+
+function stops(o: Json, field: string): string[] | undefined {
+  const v = o[field];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === "string") return [v];
+  if (Array.isArray(v) && v.length <= 16 && v.every((s) => typeof s === "string")) return v as string[];
+  throw new ApiError(400, `'${field}' must be a string or a list of at most 16 strings`, field);
+}
+
+export interface Limits {
+  /** Largest max_tokens / max_new_tokens a request may ask for. */
+  maxTokens: number;
+}
+
+/** OpenAI sampling fields → SamplingParams (temperature 0 or absent top-level sampling = greedy, as OpenAI's default temperature 1 samples). */
+export function openaiSampling(o: Json, limits: Limits, defaultMax: number): SamplingParams {
+  const maxNewTokens = num(o, "max_tokens", { min: 0, max: limits.maxTokens, integer: true }) ?? num(o, "max_completion_tokens", { min: 0, max: limits.maxTokens, integer: true }) ?? defaultMax;
+  const temperature = num(o, "temperature", { min: 0, max: 2 }) ?? 1;
+  const n = num(o, "n", { min: 1, max: 1, integer: true });
+  void n;
+  const p: SamplingParams = { maxNewTokens, doSample: temperature > 0, temperature };
+  const topP = num(o, "top_p", { min: 0, max: 1 });
+  if (topP !== undefined && topP > 0) p.topP = topP;
+  const topK = num(o, "top_k", { min: 0, integer: true });
+  if (topK) p.topK = topK;
+  const rep = num(o, "repetition_penalty", { min: 0.01, max: 10 });
+  if (rep !== undefined) p.repetitionPenalty = rep;
+  const seed = num(o, "seed", { integer: true });
+  if (seed !== undefined) p.seed = seed;
+  const stop = stops(o, "stop");
+  if (stop) p.stop = stop;
+  return p;
+}
+
+/** TGI's `parameters` → SamplingParams (do_sample defaults to false, as TGI). */
+export function tgiSampling(o: Json, limits: Limits): SamplingParams {
+  const params = (o.parameters ?? {}) as Json;
+  if (typeof params !== "object" || Array.isArray(params)) throw new ApiError(400, "'parameters' must be an object", "parameters");
+  const doSample = bool(params, "do_sample") ?? false;
+  const p: SamplingParams = { maxNewTokens: num(params, "max_new_tokens", { min: 0, max: limits.maxTokens, integer: true }) ?? 20, doSample };
+  const temperature = num(params, "temperature", { min: 0, max: 100 });
+  if (temperature !== undefined) p.temperature = temperature;
+  const topK = num(params, "top_k", { min: 0, integer: true });
+  if (topK) p.topK = topK;
+  const topP = num(params, "top_p", { min: 0, max: 1 });
+  if (topP !== undefined && topP > 0) p.topP = topP;
+  const typicalP = num(params, "typical_p", { min: 0, max: 1 });
+  if (typicalP !== undefined && typicalP > 0) p.typicalP = typicalP;
+  const rep = num(params, "repetition_penalty", { min: 0.01, max: 10 });
+  if (rep !== undefined) p.repetitionPenalty = rep;
+  const seed = num(params, "seed", { min: 0, integer: true });
+  if (seed !== undefined) p.seed = seed;
+  const stop = stops(params, "stop");
+  if (stop) p.stop = stop;
+  return p;
+}
+
+export interface ChatMessage {
+  role: "system" | "user" | "assistant";
+  content: string;
+}
+
+/** OpenAI messages: an optional first system message, then user/assistant turns ending with a user turn. */
+export function chatMessages(o: Json): ChatMessage[] {
+  const list = o.messages;
+  if (!Array.isArray(list) || !list.length) throw new ApiError(400, "'messages' must be a non-empty list of {role, content}", "messages");
+  const out = list.map((m, i) => {
+    const role = (m as Json)?.role;
+    let content = (m as Json)?.content;
+    // The content-parts form: [{type: "text", text}].
+    if (Array.isArray(content)) content = content.map((part) => (part as Json)?.type === "text" ? (part as Json).text : undefined).join("");
+    if (role !== "system" && role !== "user" && role !== "assistant") throw new ApiError(400, `messages[${i}].role must be "system", "user" or "assistant", got ${JSON.stringify(role)}`, `messages[${i}].role`);
+    if (typeof content !== "string") throw new ApiError(400, `messages[${i}].content must be a string`, `messages[${i}].content`);
+    if (role === "system" && i !== 0) throw new ApiError(400, `messages[${i}]: a system message must come first`, `messages[${i}].role`);
+    return { role, content } as ChatMessage;
+  });
+  const turns = out.filter((m) => m.role !== "system");
+  turns.forEach((m, i) => {
+    if (m.role !== (i % 2 === 0 ? "user" : "assistant")) throw new ApiError(400, `messages: turns must alternate user/assistant, starting with user (turn ${i} is ${m.role})`, "messages");
+  });
+  if (!turns.length || turns.at(-1)!.role !== "user") throw new ApiError(400, "messages: the last message must be from the user", "messages");
+  return out;
+}

@@ -1,0 +1,214 @@
+// The HTTP server against real requests on 127.0.0.1: OpenAI and TGI routes, streaming, errors,
+// limits, the queue, metrics, 32 concurrent streams against one-at-a-time greedy outputs, and the
+// chat page in headless Chromium.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import * as torch from "../../src/torch/index.js";
+import { loadCausalLM } from "../../src/models/index.js";
+import { generateGreedy } from "../../src/generate/greedy.js";
+import { buildServer } from "../../src/serve/server.js";
+import { ChatTokenizer } from "../../src/tokenizer/index.js";
+import { formatPrompt } from "../../src/sft/format.js";
+import { CLI, GOLDEN, GOLDEN_MODELS, REPO, SHARED } from "../helpers.js";
+
+const dir = join(mkdtempSync(join(tmpdir(), "oasft-serve-")), "model");
+const init = spawnSync(process.execPath, [CLI, "init", "--config", join(GOLDEN, GOLDEN_MODELS[1], "config.json"), "--tokenizer", join(SHARED, "data/tokenizers/oasst-tiny-bpe"), "--out", dir, "--seed", "3"], { encoding: "utf8" });
+assert.equal(init.status, 0, init.stderr);
+const tokenizer = ChatTokenizer.load(dir);
+const model = loadCausalLM(dir);
+const { app, engine } = buildServer({ model, tokenizer, modelId: "golden-small", maxBatch: 8, maxQueue: 40, maxTokens: 64, bodyLimit: 64 * 1024 });
+let base = "";
+
+before(async () => {
+  base = await app.listen({ host: "127.0.0.1", port: 0 });
+});
+after(async () => {
+  await app.close();
+});
+
+const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
+  fetch(`${base}${path}`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: typeof body === "string" ? body : JSON.stringify(body) });
+// Response bodies are JSON of the API's documented shapes; tests read them loosely.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Body = any;
+const json = async (res: Response): Promise<Body> => res.json();
+async function sseEvents(res: Response): Promise<string[]> {
+  const text = await res.text();
+  return text.split("\n\n").filter(Boolean).map((e) => e.replace(/^data: ?/, ""));
+}
+/** Greedy continuation computed directly, one request alone. */
+function greedyAlone(ids: number[], n: number): number[] {
+  return torch.scope(() => generateGreedy(model, { inputIds: torch.tensor([ids], { dtype: "int64" }), maxNewTokens: n, eosTokenId: tokenizer.eosId }).toNumbers().slice(ids.length).filter((t) => t !== tokenizer.eosId));
+}
+
+describe("OpenAI API", () => {
+  test("chat completions: the OA prompt, greedy tokens as generated alone, streaming deltas that add up to the same text", async () => {
+    const messages = [{ role: "system", content: "Be brief." }, { role: "user", content: "Hello there" }];
+    const res = await post("/v1/chat/completions", { messages, temperature: 0, max_tokens: 12 });
+    assert.equal(res.status, 200);
+    const body = await json(res);
+    const ids = await tokenizer.encode(formatPrompt([{ role: "prompter", text: "Hello there" }], tokenizer.eos, "Be brief."));
+    assert.equal(body.usage.prompt_tokens, ids.length);
+    const alone = greedyAlone(ids, 12);
+    assert.equal(body.choices[0].message.content, (await tokenizer.decode(alone, true)).replace(/\uFFFD$/, ""), "an incomplete trailing character is held back");
+    const stream = await post("/v1/chat/completions", { messages, temperature: 0, max_tokens: 12, stream: true });
+    assert.match(stream.headers.get("content-type") ?? "", /text\/event-stream/);
+    const events = await sseEvents(stream);
+    assert.equal(events.at(-1), "[DONE]");
+    const text = events.slice(0, -1).map((e) => JSON.parse(e).choices[0].delta.content ?? "").join("");
+    assert.equal(text, body.choices[0].message.content);
+  });
+
+  test("completions with echo and logprobs, as lm-eval's local-completions sends them", async () => {
+    const prompt = "The quick brown fox";
+    const res = await post("/v1/completions", { prompt, max_tokens: 1, temperature: 0, logprobs: 1, echo: true, seed: 1234 });
+    assert.equal(res.status, 200);
+    const c = (await json(res)).choices[0];
+    const ids = await tokenizer.encode(prompt);
+    assert.ok(c.text.startsWith(prompt));
+    const lp = c.logprobs;
+    assert.equal(lp.tokens.length, ids.length + 1);
+    assert.equal(lp.token_logprobs[0], null);
+    // Each logprob is log softmax of the previous position's logits at the token (checked directly).
+    const direct = torch.noGrad(() => torch.scope(() => model.forward({ inputIds: torch.tensor([ids], { dtype: "int64" }) }).logits.select(0, 0).logSoftmax(-1).select(0, 2).select(0, ids[3]!).item()));
+    assert.ok(Math.abs(lp.token_logprobs[3] - direct) < 1e-5);
+    const top = lp.top_logprobs[3] as Record<string, number>;
+    assert.equal(Object.keys(top).length, 1);
+    assert.ok(Object.values(top)[0]! >= lp.token_logprobs[3] - 1e-6);
+    // Token-id prompts and a batch of prompts.
+    const batch = await json(await post("/v1/completions", { prompt: [ids, "Another prompt"], max_tokens: 3, temperature: 0 }));
+    assert.equal(batch.choices.length, 2);
+    const models = await json(await fetch(`${base}/v1/models`));
+    assert.equal(models.data[0].id, "golden-small");
+  });
+});
+
+describe("TGI API", () => {
+  test("generate, generate_stream, info, health", async () => {
+    const inputs = "<|prompter|>Hi</s><|assistant|>";
+    const r = await json(await post("/generate", { inputs, parameters: { max_new_tokens: 8, details: true } }));
+    const alone = greedyAlone(await tokenizer.encode(inputs), 8);
+    assert.deepEqual(r.details.tokens.map((t: { id: number }) => t.id), alone);
+    const events = (await sseEvents(await post("/generate_stream", { inputs, parameters: { max_new_tokens: 8 } }))).map((e) => JSON.parse(e));
+    assert.deepEqual(events.slice(0, -1).map((e) => e.token.id), alone.slice(0, events.length - 1));
+    assert.equal(events.at(-1).generated_text, r.generated_text);
+    assert.equal(events.slice(0, -1).map((e) => e.token.text).join(""), r.generated_text);
+    assert.equal((await json(await fetch(`${base}/info`))).model_id, "golden-small");
+    assert.equal((await fetch(`${base}/health`)).status, 200);
+  });
+
+  test("sampling with a seed repeats; different seeds differ", async () => {
+    const body = (seed: number) => ({ inputs: "Once upon", parameters: { max_new_tokens: 16, do_sample: true, temperature: 1.5, top_k: 50, top_p: 0.95, typical_p: 0.9, repetition_penalty: 1.2, seed } });
+    const a = await json(await post("/generate", body(7)));
+    const b = await json(await post("/generate", body(7)));
+    const c = await json(await post("/generate", body(8)));
+    assert.equal(a.generated_text, b.generated_text);
+    assert.notEqual(a.generated_text, c.generated_text);
+  });
+});
+
+describe("bad requests and limits", () => {
+  test("400 with the field named; malformed JSON; oversized bodies; max_tokens beyond the limit", async () => {
+    const bad = async (path: string, body: unknown, status: number, re: RegExp) => {
+      const res = await post(path, body);
+      assert.equal(res.status, status, path);
+      assert.match((await json(res)).error.message, re);
+    };
+    await bad("/v1/chat/completions", { messages: [{ role: "bot", content: "x" }] }, 400, /messages\[0\]\.role/);
+    await bad("/v1/chat/completions", { messages: [{ role: "user", content: "x" }], temperature: "hot" }, 400, /'temperature' must be a number/);
+    await bad("/v1/chat/completions", { messages: [{ role: "user", content: "x" }], max_tokens: 100000 }, 400, /'max_tokens' must be an integer in \[0, 64\]/);
+    await bad("/v1/completions", { prompt: [99999] }, 400, /token id out of range/);
+    await bad("/generate", { inputs: 5 }, 400, /'inputs' must be a non-empty string/);
+    await bad("/generate", "{not json", 400, /not valid JSON/);
+    await bad("/generate", { inputs: "x".repeat(70 * 1024) }, 413, /.+/);
+    assert.equal((await fetch(`${base}/health`)).status, 200, "still serving");
+  });
+
+  test("an API key guards the API but not the page and health", async () => {
+    const guarded = buildServer({ model, tokenizer, modelId: "k", apiKey: "s3cret" });
+    const url = await guarded.app.listen({ host: "127.0.0.1", port: 0 });
+    try {
+      const req = (h: Record<string, string>) => fetch(`${url}/generate`, { method: "POST", headers: { "content-type": "application/json", ...h }, body: JSON.stringify({ inputs: "a", parameters: { max_new_tokens: 1 } }) });
+      assert.equal((await req({})).status, 401);
+      assert.equal((await req({ authorization: "Bearer s3cret" })).status, 200);
+      assert.equal((await fetch(`${url}/health`)).status, 200);
+      assert.equal((await fetch(`${url}/`)).status, 200);
+    } finally {
+      await guarded.app.close();
+    }
+  });
+
+  test("a full queue answers 429; a client that disconnects frees its slot", async () => {
+    const small = buildServer({ model, tokenizer, modelId: "q", maxBatch: 1, maxQueue: 1, maxTokens: 2048 });
+    const url = await small.app.listen({ host: "127.0.0.1", port: 0 });
+    try {
+      const long = () => fetch(`${url}/generate`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ inputs: "a", parameters: { max_new_tokens: 400 } }) });
+      const first = long();
+      await new Promise((r) => setTimeout(r, 50));
+      const second = long();
+      await new Promise((r) => setTimeout(r, 50));
+      const third = await long();
+      assert.equal(third.status, 429);
+      await Promise.all([first, second]);
+      // Disconnect mid-stream: the running row is cancelled long before its 2,000 tokens.
+      const ac = new AbortController();
+      const res = await fetch(`${url}/generate_stream`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ inputs: "a", parameters: { max_new_tokens: 2000 } }), signal: ac.signal });
+      const reader = res.body!.getReader();
+      await reader.read();
+      const before = small.engine.stats.generatedTokens;
+      ac.abort();
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(small.engine.stats.running, 0);
+      assert.ok(small.engine.stats.generatedTokens - before < 400, "the slot was freed");
+    } finally {
+      await small.app.close();
+    }
+  });
+
+  test("/metrics in Prometheus text", async () => {
+    const text = await (await fetch(`${base}/metrics`)).text();
+    assert.match(text, /^oasft_requests_total \d+$/m);
+    assert.match(text, /^oasft_request_latency_seconds_bucket\{le="\+Inf"\} \d+$/m);
+    assert.match(text, /^oasft_queue_depth 0$/m);
+  });
+});
+
+test("32 concurrent streams all complete, each equal to its request made alone (continuous batching)", async () => {
+  const prompts = Array.from({ length: 32 }, (_, i) => `<|prompter|>Question number ${i}: ${"why ".repeat(i % 7)}?</s><|assistant|>`);
+  const alone = await Promise.all(prompts.map(async (p) => greedyAlone(await tokenizer.encode(p), 10 + (prompts.indexOf(p) % 5))));
+  const results = await Promise.all(prompts.map(async (inputs, i) => {
+    const events = (await sseEvents(await post("/generate_stream", { inputs, parameters: { max_new_tokens: 10 + (i % 5) } }))).map((e) => JSON.parse(e));
+    return events.slice(0, -1).map((e) => e.token.id as number).filter((id) => id !== tokenizer.eosId);
+  }));
+  results.forEach((ids, i) => assert.deepEqual(ids, alone[i], `stream ${i}`));
+  assert.equal(engine.stats.running, 0);
+});
+
+test("the chat page streams a reply in headless Chromium (screenshot saved)", { skip: !existsSync("/usr/bin/chromium") && "no /usr/bin/chromium (.ci/run installs it)" }, async () => {
+  const { chromium } = await import("playwright-core");
+  const profile = mkdtempSync(join(tmpdir(), "oasft-chromium-"));
+  const browser = await chromium.launchPersistentContext(profile, { executablePath: "/usr/bin/chromium", headless: true, args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"] });
+  try {
+    const page = await browser.newPage();
+    await page.goto(base + "/");
+    await page.fill("#max_tokens", "12");
+    await page.fill("#input", "Hello there");
+    await page.click("#send");
+    await page.waitForFunction('document.querySelector("#status")?.textContent === "done"', null, { timeout: 30_000 });
+    const bubbles = await page.$$eval(".msg", (els) => els.map((e) => [e.className, e.textContent]));
+    assert.equal(bubbles.length, 2);
+    assert.equal(bubbles[0]![1], "Hello there");
+    const expected = await json(await post("/v1/chat/completions", { messages: [{ role: "user", content: "Hello there" }], temperature: 0, max_tokens: 12 }));
+    assert.equal(bubbles[1]![1], expected.choices[0].message.content);
+    const shots = join(REPO, "dist", "test-artifacts");
+    mkdirSync(shots, { recursive: true });
+    await page.screenshot({ path: join(shots, "chat-page.png") });
+    assert.ok(existsSync(join(shots, "chat-page.png")));
+  } finally {
+    await browser.close();
+  }
+});
