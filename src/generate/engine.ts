@@ -7,7 +7,7 @@ import * as torch from "../torch/index.js";
 import { BloomCache, type CausalLM } from "../models/index.js";
 import { Rng } from "../data/rng.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
-import { checkSampling, nextToken, type SamplingParams } from "./sampling.js";
+import { checkSampling, isGreedy, nextToken, type SamplingParams } from "./sampling.js";
 
 export type FinishReason = "stop" | "length" | "eos" | "cancelled";
 
@@ -63,14 +63,41 @@ export interface EngineStats {
 /** Incremental detokenisation: emits only text that is final (no broken UTF-8, no partial stop). */
 class TextStream {
   private ids: number[] = [];
+  /** TGI's offsets: ids[prefixOffset, readOffset) are the last settled tokens, decoded as context. */
+  private prefixOffset = 0;
+  private readOffset = 0;
+  /** Text of ids[0, readOffset): complete characters only. */
+  private settled = "";
   private emitted = 0;
   text = "";
   constructor(private readonly tok: ChatTokenizer, private readonly stops: string[]) {}
 
+  private readonly utf8 = new TextDecoder("utf-8");
+
   async push(id: number): Promise<{ delta: string; stopAt?: number }> {
     this.ids.push(id);
-    const text = await this.tok.decode(this.ids, true);
-    this.text = text;
+    if (this.tok.tokenBytes) {
+      // Byte-level BPE: the token's bytes through a streaming UTF-8 decoder, which holds an
+      // incomplete character until its last byte arrives. Synchronous and exact.
+      this.settled += this.utf8.decode(this.tok.tokenBytes(id), { stream: true });
+      this.text = this.settled;
+      return this.emit();
+    }
+    // Other decoders: decode a short window rather than the whole reply at every token.
+    const prefix = await this.tok.decode(this.ids.slice(this.prefixOffset, this.readOffset), true);
+    const window = await this.tok.decode(this.ids.slice(this.prefixOffset), true);
+    const fresh = window.slice(prefix.length);
+    if (fresh && !window.endsWith("\uFFFD")) {
+      this.settled += fresh;
+      this.prefixOffset = this.readOffset;
+      this.readOffset = this.ids.length;
+      this.text = this.settled;
+    } else this.text = this.settled + fresh;
+    return this.emit();
+  }
+
+  private emit(): { delta: string; stopAt?: number } {
+    const text = this.text;
     for (const s of this.stops) {
       const at = s ? text.indexOf(s) : -1;
       if (at >= 0) {
@@ -119,6 +146,26 @@ export interface GenerationHandle {
   result: Promise<GenerationResult>;
   /** Frees the slot at the next token boundary; the result resolves with finishReason "cancelled". */
   cancel(): void;
+}
+
+/**
+ * Next tokens for a batch of rows from logits [b, V]: plain greedy rows in one argmax and one
+ * log-softmax gather for the whole batch; rows with sampling or a repetition penalty one by one.
+ */
+function pickAll(logits: torch.Tensor, rows: Row[]): Array<{ id: number; logprob: number }> {
+  const plain = (r: Row) => isGreedy(r.req.params) && (r.req.params.repetitionPenalty ?? 1) === 1;
+  const out: Array<{ id: number; logprob: number }> = new Array(rows.length);
+  if (rows.some(plain)) {
+    torch.scope(() => {
+      const lp = logits.to("float32").logSoftmax(-1);
+      const best = lp.argmax(-1, true); // [b, 1]
+      const ids = best.toNumbers();
+      const lps = lp.gather(1, best).toNumbers();
+      rows.forEach((r, i) => { if (plain(r)) out[i] = { id: ids[i]!, logprob: lps[i]! }; });
+    });
+  }
+  rows.forEach((r, i) => { if (!plain(r)) out[i] = nextToken(logits.select(0, i), r.history, r.req.params, r.rng); });
+  return out;
 }
 
 export class Engine {
@@ -182,35 +229,41 @@ export class Engine {
     }
   }
 
-  /** Prefills waiting requests (one at a time) and appends them to the batch. */
+  /** Prefills the waiting requests that fit, as one left-padded batch, and appends them to the running batch. */
   private async admit(): Promise<void> {
-    while (this.queue.length && this.rows.length < this.maxBatch) {
+    const joining: Row[] = [];
+    while (this.queue.length && this.rows.length + joining.length < this.maxBatch) {
       const row = this.queue.shift()!;
-      if (row.cancelled) { this.finish(row, "cancelled"); continue; }
-      if (row.req.params.maxNewTokens === 0) { this.finish(row, "length"); continue; }
-      const own = new BloomCache(row.history.length + 16);
-      const logits = torch.noGrad(() => torch.scope(() => {
-        const ids = torch.tensor([row.history], { dtype: "int64", device: this.model.device });
-        return this.model.forward({ inputIds: ids, cache: own, logits: "last" }).logits.select(1, 0).select(0, 0);
-      }));
-      const first = torch.scope(() => nextToken(logits, row.history, row.req.params, row.rng));
-      logits.dispose();
-      // Join the batch: its cache rows go below the running ones, right-aligned.
-      if (!this.cache) {
-        this.cache = own;
-        this.mask = [row.history.map(() => 1)];
-      } else {
-        const { padSelf, padOther } = this.cache.concatRows(own);
-        own.dispose();
-        this.mask = this.mask.map((m) => [...new Array<number>(padSelf).fill(0), ...m]);
-        this.mask.push([...new Array<number>(padOther).fill(0), ...row.history.map(() => 1)]);
-      }
-      this.rows.push(row);
-      this.stats.running = this.rows.length;
-      this.stats.queued = this.queue.length;
-      await this.accept(row, first);
-      this.retire();
+      if (row.cancelled) this.finish(row, "cancelled");
+      else if (row.req.params.maxNewTokens === 0) this.finish(row, "length");
+      else joining.push(row);
     }
+    this.stats.queued = this.queue.length;
+    if (!joining.length) return;
+    const width = Math.max(...joining.map((r) => r.history.length));
+    const masks = joining.map((r) => [...new Array<number>(width - r.history.length).fill(0), ...r.history.map(() => 1)]);
+    const own = new BloomCache(width + 16);
+    const picks = torch.noGrad(() => torch.scope(() => {
+      const ids = torch.tensor(joining.map((r) => [...new Array<number>(width - r.history.length).fill(this.tokenizer.padId), ...r.history]), { dtype: "int64", device: this.model.device });
+      const padded = joining.some((r) => r.history.length < width);
+      const mask = padded ? torch.tensor(masks, { dtype: "int64", device: this.model.device }) : undefined;
+      const logits = this.model.forward({ inputIds: ids, attentionMask: mask, cache: own, logits: "last" }).logits.select(1, 0);
+      return pickAll(logits, joining);
+    }));
+    // Join the batch: the new cache rows go below the running ones, right-aligned.
+    if (!this.cache) {
+      this.cache = own;
+      this.mask = masks;
+    } else {
+      const { padSelf, padOther } = this.cache.concatRows(own);
+      own.dispose();
+      this.mask = this.mask.map((m) => [...new Array<number>(padSelf).fill(0), ...m]);
+      for (const m of masks) this.mask.push([...new Array<number>(padOther).fill(0), ...m]);
+    }
+    this.rows.push(...joining);
+    this.stats.running = this.rows.length;
+    for (let i = 0; i < joining.length; i++) await this.accept(joining[i]!, picks[i]!);
+    this.retire();
   }
 
   /** One token for every running row. */
@@ -222,7 +275,7 @@ export class Engine {
       const padded = this.mask.some((m) => m.includes(0));
       const mask = padded ? torch.tensor(this.mask, { dtype: "int64", device: this.model.device }) : undefined;
       const logits = this.model.forward({ inputIds: feed, attentionMask: mask, cache: this.cache, logits: "last" }).logits.select(1, 0); // [b, V]
-      return this.rows.map((r, i) => nextToken(logits.select(0, i), r.history, r.req.params, r.rng));
+      return pickAll(logits, this.rows);
     }));
     for (let i = 0; i < b; i++) await this.accept(this.rows[i]!, picks[i]!);
     this.retire();

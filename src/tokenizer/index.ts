@@ -72,8 +72,12 @@ export class ChatTokenizer {
   /** Tokens this load added to the file's vocabulary (so the model's embedding must grow). */
   readonly added: string[];
 
-  private constructor(readonly tok: Tokenizer, readonly family: string, readonly special: FamilyTokens, added: string[]) {
+  /** Token id → its bytes, for byte-level tokenizers (undefined otherwise); special tokens map to no bytes. */
+  readonly tokenBytes: ((id: number) => Uint8Array) | undefined;
+
+  private constructor(readonly tok: Tokenizer, readonly family: string, readonly special: FamilyTokens, added: string[], byteLevel: { specialIds: Set<number> } | undefined) {
     this.added = added;
+    this.tokenBytes = byteLevel ? byteLevelBytes(tok, byteLevel.specialIds) : undefined;
     const id = (t: string) => {
       const i = tok.tokenToId(t);
       if (i === null || i === undefined) throw new Error(`tokenizer: token ${t} missing after adding it`);
@@ -106,7 +110,15 @@ export class ChatTokenizer {
         added.push(t);
       }
     }
-    return new ChatTokenizer(tok, family, tokens, added);
+    // Byte-level tokenizers can be decoded incrementally without the library (streaming).
+    let byteLevel: { specialIds: Set<number> } | undefined;
+    const json = JSON.parse(readFileSync(file, "utf8")) as { decoder?: { type?: string } | null; added_tokens?: Array<{ id: number; special?: boolean }> };
+    if (json.decoder?.type === "ByteLevel") {
+      const specialIds = new Set((json.added_tokens ?? []).filter((t) => t.special).map((t) => t.id));
+      for (const t of added) specialIds.add(tok.tokenToId(t)!);
+      byteLevel = { specialIds };
+    }
+    return new ChatTokenizer(tok, family, tokens, added, byteLevel);
   }
 
   get eos(): string {
@@ -157,3 +169,31 @@ export class ChatTokenizer {
   }
 }
 
+
+/**
+ * A byte-level BPE token's bytes: its vocabulary string spelled in GPT-2's byte alphabet, mapped
+ * back. Special tokens give no bytes (they are skipped in decoded text). Cached per id.
+ */
+function byteLevelBytes(tok: Tokenizer, special: Set<number>): (id: number) => Uint8Array {
+  const unicodeToByte = new Map<string, number>();
+  let next = 256;
+  for (let b = 0; b < 256; b++) {
+    const printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+    unicodeToByte.set(String.fromCodePoint(printable ? b : next++), b);
+  }
+  const cache = new Map<number, Uint8Array>();
+  const empty = new Uint8Array(0);
+  return (id: number) => {
+    let bytes = cache.get(id);
+    if (bytes) return bytes;
+    const token = tok.idToToken(id);
+    if (token === null || token === undefined || special.has(id)) bytes = empty;
+    else {
+      const chars = [...token];
+      // Added (non-byte-level) tokens are plain text: they are not spelled in the byte alphabet.
+      bytes = chars.every((c) => unicodeToByte.has(c)) ? Uint8Array.from(chars, (c) => unicodeToByte.get(c)!) : new TextEncoder().encode(token);
+    }
+    cache.set(id, bytes);
+    return bytes;
+  };
+}
