@@ -109,7 +109,8 @@ function stats(data: SftData, cfg: SFTConfig) {
       dropped: d.dropped,
     };
   });
-  const lengths = train.map((x) => x.sample.inputIds.length);
+  // Batches draw samples in a shuffled order across datasets (as training does), not dataset by dataset.
+  const lengths = new Rng(cfg.rng_seed, "stats/order").shuffle(train.map((x) => x.sample.inputIds.length));
   const useful = usefulTokenFraction(lengths, cfg.per_device_train_batch_size, cfg.max_length);
   return {
     datasets: perDataset,
