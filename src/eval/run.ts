@@ -1,6 +1,6 @@
 // `oasft eval`: MMLU, BBH and HumanEval on a model folder, under lm-eval-harness's or instruct-eval's
 // protocol, with progress, per-item JSONL, a results JSON and the card's table.
-import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import * as torch from "../torch/index.js";
 import { BloomCache, type CausalLM } from "../models/index.js";
@@ -9,11 +9,9 @@ import type { SamplingParams } from "../generate/sampling.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
 import { Registry } from "../util/registry.js";
-import {
-  BBH_COT_STOP, MMLU_GROUPS, bbhCotAnswer, bbhCotPrompt, bbhInstructEvalPrompt, mmluInstructEvalPrompt, mmluLmEvalPrompt, mmluSubjects,
-  readBbhCotPrompt, readBbhTask, readMmluCsv,
-} from "./mmlu-bbh.js";
-import { HUMANEVAL_STOP, INSTRUCT_EVAL_PREFIX, checkProgram, cutAtStop, instructEvalCompletion, readHumanEval, runPrograms, scoreHumanEval } from "./humaneval.js";
+import { BBH_COT_STOP, MMLU_GROUPS, bbhCotAnswer, bbhCotPrompt, bbhInstructEvalPrompt, mmluInstructEvalPrompt, mmluLmEvalPrompt } from "./mmlu-bbh.js";
+import { HUMANEVAL_STOP, INSTRUCT_EVAL_PREFIX, checkProgram, cutAtStop, instructEvalCompletion, runPrograms, scoreHumanEval } from "./humaneval.js";
+import type { EvalSource } from "./sources.js";
 
 export type Protocol = "lm-eval" | "instruct-eval";
 
@@ -21,8 +19,8 @@ export interface EvalOptions {
   model: CausalLM;
   tokenizer: ChatTokenizer;
   protocol: Protocol;
-  /** Folder with mmlu/, bbh/ and humaneval/ in their original layouts. */
-  dataDir: string;
+  /** Where the tasks come from (original files, or the hub layouts). */
+  source: EvalSource;
   /** At most this many items per subject / task / problem set (for quick runs). */
   limit?: number;
   /** Only these MMLU subjects / BBH tasks (default: all). */
@@ -110,14 +108,14 @@ function selected(all: string[], only: string[] | undefined, what: string): stri
 // ----- tasks ---------------------------------------------------------------------------------------
 
 async function mmlu(ctx: Ctx): Promise<TaskResult> {
-  const dir = join(ctx.dataDir, "mmlu", "data");
-  const subjects = selected(mmluSubjects(dir), ctx.only, "mmlu subject");
+  const data = await ctx.source.mmlu();
+  const subjects = selected(data.subjects, ctx.only, "mmlu subject");
   const per: Record<string, { correct: number; total: number }> = {};
   const rows: unknown[] = [];
   const bar = ctx.bar(subjects.length, `mmlu (${ctx.protocol})`);
   for (const subject of subjects) {
-    const dev = readMmluCsv(join(dir, "dev", `${subject}_dev.csv`));
-    const test = readMmluCsv(join(dir, "test", `${subject}_test.csv`)).slice(0, ctx.limit ?? Infinity);
+    const dev = data.dev(subject);
+    const test = data.test(subject).slice(0, ctx.limit ?? Infinity);
     let preds: string[];
     if (ctx.protocol === "lm-eval") {
       const ll = await logLikelihoods(ctx, test.map((t) => mmluLmEvalPrompt(subject, dev, t)), [" A", " B", " C", " D"]);
@@ -160,18 +158,17 @@ async function mmlu(ctx: Ctx): Promise<TaskResult> {
 }
 
 async function bbh(ctx: Ctx): Promise<TaskResult> {
-  const dir = join(ctx.dataDir, "bbh");
-  if (!existsSync(join(dir, "bbh"))) throw new Error(`bbh: ${join(dir, "bbh")} not found (expected bbh/<task>.json and cot-prompts/<task>.txt)`);
-  const tasks = selected(readdirSync(join(dir, "bbh")).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -5)).sort(), ctx.only, "bbh task");
+  const data = await ctx.source.bbh();
+  const tasks = selected(data.tasks, ctx.only, "bbh task");
   const per: Record<string, { correct: number; total: number }> = {};
   const rows: unknown[] = [];
   for (const task of tasks) {
-    const items = readBbhTask(join(dir, "bbh", `${task}.json`));
+    const items = data.items(task);
     let prompts: string[];
     let evalItems: typeof items;
     let gens: string[];
     if (ctx.protocol === "lm-eval") {
-      const cot = readBbhCotPrompt(join(dir, "cot-prompts", `${task}.txt`));
+      const cot = ctx.source.bbhCot(task);
       evalItems = items.slice(0, ctx.limit ?? Infinity);
       prompts = evalItems.map((it) => bbhCotPrompt(cot, it));
       gens = await generateAll(ctx, prompts, { maxNewTokens: ctx.bbhMaxNewTokens ?? 1024, stop: BBH_COT_STOP }, `bbh ${task}`);
@@ -201,8 +198,7 @@ async function bbh(ctx: Ctx): Promise<TaskResult> {
 }
 
 async function humaneval(ctx: Ctx): Promise<TaskResult> {
-  const file = join(ctx.dataDir, "humaneval", "HumanEval.jsonl.gz");
-  const problems = readHumanEval(file).slice(0, ctx.limit ?? Infinity);
+  const problems = (await ctx.source.humaneval()).slice(0, ctx.limit ?? Infinity);
   const h = ctx.humaneval ?? { samples: 1, temperature: 0, topP: 0.95, ks: [1], timeoutS: 3, maxNewTokens: 512 };
   const instruct = ctx.protocol === "instruct-eval";
   const prompts = problems.flatMap((p) => Array.from({ length: h.samples }, () => (instruct ? INSTRUCT_EVAL_PREFIX : "") + p.prompt));
@@ -228,7 +224,6 @@ evalTasks.register("humaneval", humaneval);
 /** Runs the tasks; writes results.json, <task>.jsonl and table.md into `out`. */
 export async function runEval(taskNames: string[], o: EvalOptions): Promise<TaskResult[]> {
   const runners = taskNames.map((t) => evalTasks.get(t));
-  if (!existsSync(o.dataDir)) throw new Error(`eval data folder ${o.dataDir} not found`);
   mkdirSync(o.out, { recursive: true });
   const engine = new Engine(o.model, o.tokenizer, { maxBatch: o.maxBatch ?? 8, maxQueue: Number.MAX_SAFE_INTEGER });
   const ctx: Ctx = {
@@ -257,7 +252,7 @@ export async function runEval(taskNames: string[], o: EvalOptions): Promise<Task
   };
   const results: TaskResult[] = [];
   for (const run of runners) results.push(await run(ctx));
-  writeFileAtomic(join(o.out, "results.json"), [JSON.stringify({ protocol: o.protocol, chat: !!o.chat, limit: o.limit ?? null, results }, null, 2) + "\n"]);
+  writeFileAtomic(join(o.out, "results.json"), [JSON.stringify({ protocol: o.protocol, source: o.source.describe, chat: !!o.chat, limit: o.limit ?? null, results }, null, 2) + "\n"]);
   writeFileAtomic(join(o.out, "table.md"), [evalTable(results, o.protocol)]);
   return results;
 }

@@ -2,13 +2,14 @@
 // prompt templates byte for byte, determinism, and bad input.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { checkProgram, cutAtStop, instructEvalCompletion, passAtK, readHumanEval, runPrograms, scoreHumanEval } from "../../src/eval/humaneval.js";
 import { bbhCotAnswer, bbhCotPrompt, bbhInstructEvalPrompt, mmluInstructEvalPrompt, mmluLmEvalPrompt, readBbhCotPrompt, readBbhTask, readMmluCsv } from "../../src/eval/mmlu-bbh.js";
 import { runEval } from "../../src/eval/run.js";
+import { hubSource, localSource } from "../../src/eval/sources.js";
 import { loadCausalLM } from "../../src/models/index.js";
 import { ChatTokenizer } from "../../src/tokenizer/index.js";
 import { CLI, GOLDEN, GOLDEN_MODELS, SHARED } from "../helpers.js";
@@ -116,7 +117,7 @@ describe("runs", () => {
     for (const protocol of ["lm-eval", "instruct-eval"] as const) {
       const run = async () => {
         const out = tmp();
-        await runEval(["mmlu", "bbh"], { model, tokenizer, protocol, dataDir: DATA, limit: 2, out, progress: false, bbhMaxNewTokens: 16, only: ["abstract_algebra", "anatomy", "virology", "boolean_expressions", "navigate"] });
+        await runEval(["mmlu", "bbh"], { model, tokenizer, protocol, source: localSource(DATA), limit: 2, out, progress: false, bbhMaxNewTokens: 16, only: ["abstract_algebra", "anatomy", "virology", "boolean_expressions", "navigate"] });
         return { results: readFileSync(join(out, "results.json"), "utf8"), items: readFileSync(join(out, "mmlu.jsonl"), "utf8") };
       };
       const [a, b] = [await run(), await run()];
@@ -138,5 +139,63 @@ describe("runs", () => {
     const r = spawnSync(process.execPath, [CLI, "eval", "--model", dir, "--tasks", "mmlu,gsm9k", "--out", tmp()], { encoding: "utf8" });
     assert.equal(r.status, 1);
     assert.match(r.stderr, /unknown task 'gsm9k'.*Known: bbh, humaneval, mmlu/);
+  });
+});
+
+describe("the Hugging Face hub layouts", () => {
+  test("cais/mmlu, lukaemon/bbh and openai/openai_humaneval parquet in the hub cache read as the original files do", async () => {
+    const { parquetWriteBuffer } = await import("hyparquet-writer");
+    const cache = tmp();
+    const snapshot = (repo: string) => {
+      const root = join(cache, `datasets--${repo.replace("/", "--")}`);
+      mkdirSync(join(root, "refs"), { recursive: true });
+      writeFileSync(join(root, "refs/main"), "c0ffee");
+      return join(root, "snapshots/c0ffee");
+    };
+    const local = localSource(DATA);
+    const subjects = ["abstract_algebra", "virology"];
+    const mmlu = await local.mmlu();
+    const mmluSchema = [
+      { name: "root", num_children: 4 },
+      { name: "question", type: "BYTE_ARRAY", converted_type: "UTF8", repetition_type: "REQUIRED" },
+      { name: "subject", type: "BYTE_ARRAY", converted_type: "UTF8", repetition_type: "REQUIRED" },
+      { name: "choices", repetition_type: "REQUIRED", converted_type: "LIST", num_children: 1 },
+      { name: "list", repetition_type: "REPEATED", num_children: 1 },
+      { name: "element", type: "BYTE_ARRAY", converted_type: "UTF8", repetition_type: "REQUIRED" },
+      { name: "answer", type: "INT64", repetition_type: "REQUIRED" },
+    ] as const;
+    for (const split of ["dev", "test"] as const) {
+      const items = subjects.flatMap((s) => mmlu[split](s).map((it) => ({ ...it, subject: s })));
+      const dir = join(snapshot("cais/mmlu"), "all");
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, `${split}-00000-of-00001.parquet`), Buffer.from(parquetWriteBuffer({
+        schema: mmluSchema as never,
+        columnData: [
+          { name: "question", data: items.map((i) => i.question) }, { name: "subject", data: items.map((i) => i.subject) },
+          { name: "choices", data: items.map((i) => i.choices) }, { name: "answer", data: items.map((i) => BigInt("ABCD".indexOf(i.answer))) },
+        ],
+      })));
+    }
+    const bbhItems = readBbhTask(join(DATA, "bbh/bbh/navigate.json"));
+    mkdirSync(join(snapshot("lukaemon/bbh"), "navigate"), { recursive: true });
+    writeFileSync(join(snapshot("lukaemon/bbh"), "navigate/test-00000-of-00001.parquet"), Buffer.from(parquetWriteBuffer({ columnData: [{ name: "input", data: bbhItems.map((i) => i.input) }, { name: "target", data: bbhItems.map((i) => i.target) }] })));
+    const five = problems.slice(0, 5);
+    mkdirSync(join(snapshot("openai/openai_humaneval"), "openai_humaneval"), { recursive: true });
+    writeFileSync(join(snapshot("openai/openai_humaneval"), "openai_humaneval/test-00000-of-00001.parquet"), Buffer.from(parquetWriteBuffer({
+      columnData: (["task_id", "prompt", "canonical_solution", "test", "entry_point"] as const).map((k) => ({ name: k, data: five.map((p) => p[k]) })),
+    })));
+
+    const hub = hubSource(join(DATA, "bbh/cot-prompts"), cache);
+    const hm = await hub.mmlu();
+    assert.deepEqual(hm.subjects, subjects);
+    for (const s of subjects) {
+      assert.deepEqual(hm.dev(s), mmlu.dev(s));
+      assert.deepEqual(hm.test(s), mmlu.test(s));
+    }
+    const hb = await hub.bbh();
+    assert.deepEqual(hb.tasks, ["navigate"]);
+    assert.deepEqual(hb.items("navigate"), bbhItems);
+    assert.deepEqual(await hub.humaneval(), five);
+    assert.equal(hub.bbhCot("navigate").shots.length, 3);
   });
 });

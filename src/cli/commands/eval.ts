@@ -7,6 +7,7 @@ import { loadCausalLM } from "../../models/index.js";
 import { ChatTokenizer } from "../../tokenizer/index.js";
 import { evalTable, runEval, type Protocol } from "../../eval/run.js";
 import { checkProgram, readHumanEval, runPrograms, scoreHumanEval } from "../../eval/humaneval.js";
+import { hubSource, localSource } from "../../eval/sources.js";
 import { asObject, readJsonl, stringField } from "../../data/io.js";
 import { writeFileAtomic } from "../../util/atomic-file.js";
 import { intFlag, parseFlags, required, UsageError } from "../args.js";
@@ -15,10 +16,12 @@ import type { Command } from "../main.js";
 const USAGE = `usage:
   oasft eval --model DIR --tasks mmlu,bbh,humaneval --out DIR [--protocol lm-eval|instruct-eval] [--limit N]
              [--chat] [--data-dir ../shared/data] [--n 1] [--temperature 0] [--top-p 0.95] [--k 1]
-             [--bbh-max-new-tokens 1024] [--timeout 3] [--max-batch 8] [--only NAME,...]
+             [--bbh-max-new-tokens 1024] [--timeout 3] [--max-batch 8] [--only NAME,...] [--source files|hub]
   oasft eval humaneval --samples FILE.jsonl [--k 1,10,100] [--problems HumanEval.jsonl.gz] [--timeout 3] [--out results.jsonl]
 
   --data-dir holds mmlu/data/{dev,test}/*.csv, bbh/{bbh,cot-prompts}/ and humaneval/HumanEval.jsonl.gz.
+  --source hub reads cais/mmlu, lukaemon/bbh and openai/openai_humaneval from the Hugging Face cache
+  (downloading them when online); BBH's CoT exemplars still come from --data-dir's cot-prompts.
   --chat wraps every prompt as <|prompter|>…</s><|assistant|> for chat models.
   Writes OUT/results.json, OUT/<task>.jsonl (every item) and OUT/table.md (the card's layout).`;
 
@@ -51,13 +54,18 @@ export const command: Command = {
     const { values } = parseFlags(argv, {
       model: { type: "string" }, tasks: { type: "string" }, out: { type: "string" }, protocol: { type: "string" }, limit: { type: "string" },
       chat: { type: "boolean" }, "data-dir": { type: "string" }, n: { type: "string" }, temperature: { type: "string" }, "top-p": { type: "string" },
-      k: { type: "string" }, "bbh-max-new-tokens": { type: "string" }, timeout: { type: "string" }, "max-batch": { type: "string" }, only: { type: "string" },
+      k: { type: "string" }, "bbh-max-new-tokens": { type: "string" }, timeout: { type: "string" }, "max-batch": { type: "string" }, only: { type: "string" }, source: { type: "string" },
     }, USAGE);
     const dir = required(values, "model", USAGE);
     const out = required(values, "out", USAGE);
     const protocol = ((values.protocol as string | undefined) ?? "lm-eval") as Protocol;
     if (protocol !== "lm-eval" && protocol !== "instruct-eval") throw new UsageError(`--protocol: expected lm-eval or instruct-eval, got '${protocol}'`);
     const tasks = required(values, "tasks", USAGE).split(",").map((t) => t.trim()).filter(Boolean);
+    const dataDir = (values["data-dir"] as string | undefined) ?? DEFAULT_DATA;
+    const sourceName = (values.source as string | undefined) ?? "files";
+    if (sourceName !== "files" && sourceName !== "hub") throw new UsageError(`--source: expected files or hub, got '${sourceName}'`);
+    if (sourceName === "files" && !existsSync(dataDir)) throw new UsageError(`--data-dir: ${dataDir} not found`);
+    const source = sourceName === "hub" ? hubSource(join(dataDir, "bbh", "cot-prompts")) : localSource(dataDir);
     const tokenizer = ChatTokenizer.load(dir);
     const model = loadCausalLM(dir);
     const n = intFlag(values, "n", 1);
@@ -65,7 +73,7 @@ export const command: Command = {
     const start = performance.now();
     try {
       const results = await runEval(tasks, {
-        model, tokenizer, protocol, dataDir: (values["data-dir"] as string | undefined) ?? DEFAULT_DATA, out, chat: values.chat === true,
+        model, tokenizer, protocol, source, out, chat: values.chat === true,
         ...(values.limit ? { limit: intFlag(values, "limit", 1) } : {}),
         ...(values.only ? { only: (values.only as string).split(",") } : {}),
         humaneval: { samples: n, temperature: Number(values.temperature ?? 0), topP: Number(values["top-p"] ?? 0.95), ks, timeoutS: Number(values.timeout ?? 3), maxNewTokens: 512 },
