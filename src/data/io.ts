@@ -91,6 +91,13 @@ export async function readRecords(path: string): Promise<SourcedRecord[]> {
   throw new DataError(path, "unknown file type: expected .jsonl, .jsonl.gz, .json or .parquet");
 }
 
+/** The records of several files, in order. */
+export async function readAllRecords(files: string[]): Promise<SourcedRecord[]> {
+  const out: SourcedRecord[] = [];
+  for (const f of files) out.push(...(await readRecords(f)));
+  return out;
+}
+
 // ----- field access with errors that name the record and the field ----------------------------
 
 export type Json = Record<string, unknown>;

@@ -7,6 +7,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
+import { editDistance } from "../util/registry.js";
 
 type KeyType = "number" | "integer" | "string" | "boolean" | "list" | "map";
 
@@ -215,20 +216,6 @@ export function coerceValue(key: string, value: unknown, where: string): unknown
       if (!value || typeof value !== "object" || Array.isArray(value)) throw bad();
       return value;
   }
-}
-
-function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let diag = row[0]!;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const up = row[j]!;
-      row[j] = Math.min(up + 1, row[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diag = up;
-    }
-  }
-  return row[b.length]!;
 }
 
 export interface ComposedConfig {

@@ -3,13 +3,7 @@
 import type { Conversation, Role, Utterance } from "../conversation.js";
 import { DropCounter, inputFiles, optNumber, type DatasetLoader } from "../dataset.js";
 import { removeReferences } from "../filters.js";
-import { asObject, DataError, readRecords, type SourcedRecord } from "../io.js";
-
-async function readAll(files: string[]): Promise<SourcedRecord[]> {
-  const out: SourcedRecord[] = [];
-  for (const f of files) out.push(...(await readRecords(f)));
-  return out;
-}
+import { asObject, DataError, readAllRecords, type SourcedRecord } from "../io.js";
 
 // ----- vicuna / ShareGPT ------------------------------------------------------------------------
 
@@ -27,7 +21,7 @@ export const vicuna: DatasetLoader = {
     const files = await inputFiles(o, ctx, { repo: "Aeala/ShareGPT_Vicuna_unfiltered", files: /^ShareGPT_V4\.3_unfiltered_cleaned_split\.json$/ });
     const drop = new DropCounter();
     const train: Conversation[] = [];
-    for (const r of await readAll(files)) {
+    for (const r of await readAllRecords(files)) {
       const turns = asObject(r).conversations;
       if (!Array.isArray(turns)) throw new DataError(r.where, "field 'conversations' must be a list of {from, value}");
       const merged: Utterance[] = [];
@@ -94,6 +88,6 @@ export const messages: DatasetLoader = {
   options: { input_file_path: "the JSONL file(s) or a folder of them (required)" },
   async load(o, ctx) {
     const files = await inputFiles(o, ctx, undefined);
-    return { train: (await readAll(files)).map(parseMessagesRecord), dropped: {}, files };
+    return { train: (await readAllRecords(files)).map(parseMessagesRecord), dropped: {}, files };
   },
 };

@@ -4,14 +4,8 @@ import { join } from "node:path";
 import { fromPairs, type Conversation } from "../conversation.js";
 import { DropCounter, inputFiles, optString, resolveInputPath, optPaths, type DatasetLoader, type LoaderContext, type DatasetOptions } from "../dataset.js";
 import { failsWordFilter, removeReferences } from "../filters.js";
-import { asObject, DataError, getPath, readRecords, stringField, type SourcedRecord } from "../io.js";
+import { asObject, DataError, getPath, readAllRecords, readRecords, stringField } from "../io.js";
 import { writeFileAtomic } from "../../util/atomic-file.js";
-
-async function readAll(files: string[]): Promise<SourcedRecord[]> {
-  const out: SourcedRecord[] = [];
-  for (const f of files) out.push(...(await readRecords(f)));
-  return out;
-}
 
 // ----- dolly15k ----------------------------------------------------------------------------------
 
@@ -30,7 +24,7 @@ export const dolly15k: DatasetLoader = {
     const files = await inputFiles(o, ctx, { repo: "OllieStanley/oa_dolly_15k", files: /\.(parquet|jsonl)$/ });
     const drop = new DropCounter();
     const train: Conversation[] = [];
-    for (const r of await readAll(files)) {
+    for (const r of await readAllRecords(files)) {
       const obj = asObject(r);
       // OA's hub copy uses INSTRUCTION/RESPONSE/METADATA.CONTEXT; Databricks' file instruction/response/context.
       const oa = "INSTRUCTION" in obj;
@@ -62,7 +56,7 @@ export const gsm8k: DatasetLoader = {
     const hub = { repo: "openai/gsm8k", files: /^main\/.*\.parquet$/ };
     const trainFiles = await inputFiles(o, ctx, hub, /train[^/]*$/);
     const testFiles = await inputFiles(o, ctx, hub, /test[^/]*$/);
-    const read = async (files: string[]) => (await readAll(files)).map((r) => {
+    const read = async (files: string[]) => (await readAllRecords(files)).map((r) => {
       const obj = asObject(r);
       return fromPairs([stringField(obj, "question", r.where), stringField(obj, "answer", r.where)]);
     });
@@ -79,7 +73,7 @@ export const webgpt: DatasetLoader = {
     const files = await inputFiles(o, ctx, { repo: "openai/webgpt_comparisons", files: /\.(parquet|jsonl)$/ });
     const drop = new DropCounter();
     const byQuestion = new Map<string, Map<string, number>>();
-    for (const r of await readAll(files)) {
+    for (const r of await readAllRecords(files)) {
       const obj = asObject(r);
       const question = stringField(obj, "question.full_text", r.where);
       const answers = [0, 1].map((i) => removeReferences(stringField(obj, `answer_${i}`, r.where)).trim());
