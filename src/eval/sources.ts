@@ -5,9 +5,9 @@
 import { existsSync, readdirSync } from "node:fs";
 import { join, basename } from "node:path";
 import { hubDatasetFiles } from "../data/hub.js";
-import { asObject, DataError, readParquet, stringField, type SourcedRecord } from "../data/io.js";
+import { asObject, DataError, readAllRecords, stringField, type SourcedRecord } from "../data/io.js";
 import { mmluSubjects, readBbhCotPrompt, readBbhTask, readMmluCsv, type BbhItem, type MmluItem } from "./mmlu-bbh.js";
-import { readHumanEval, type HumanEvalProblem } from "./humaneval.js";
+import { humanEvalProblem, readHumanEval, type HumanEvalProblem } from "./humaneval.js";
 
 export interface EvalSource {
   describe: string;
@@ -43,12 +43,6 @@ export function localSource(dataDir: string): EvalSource {
   };
 }
 
-async function parquetRows(files: string[]): Promise<SourcedRecord[]> {
-  const out: SourcedRecord[] = [];
-  for (const f of files) out.push(...(await readParquet(f)));
-  return out;
-}
-
 /** The hub layouts; lm-eval's BBH exemplars still come from `cotDir` (original cot-prompts files). */
 export function hubSource(cotDir: string, cacheDir?: string): EvalSource {
   const files = (repo: string, pattern: RegExp) => hubDatasetFiles({ repo, files: pattern }, ...(cacheDir ? [cacheDir] : []));
@@ -66,7 +60,7 @@ export function hubSource(cotDir: string, cacheDir?: string): EvalSource {
     async mmlu() {
       const bySubject = async (split: string) => {
         const map = new Map<string, MmluItem[]>();
-        for (const r of await parquetRows(await files("cais/mmlu", new RegExp(`^all/${split}-.*\\.parquet$`)))) {
+        for (const r of await readAllRecords(await files("cais/mmlu", new RegExp(`^all/${split}-.*\\.parquet$`)))) {
           const { subject, ...item } = mmluItem(r);
           map.set(subject, [...(map.get(subject) ?? []), item]);
         }
@@ -85,7 +79,7 @@ export function hubSource(cotDir: string, cacheDir?: string): EvalSource {
       }
       const items = new Map<string, BbhItem[]>();
       for (const [task, fs] of byTask) {
-        items.set(task, (await parquetRows(fs)).map((r) => {
+        items.set(task, (await readAllRecords(fs)).map((r) => {
           const o = asObject(r);
           return { input: stringField(o, "input", r.where), target: stringField(o, "target", r.where) };
         }));
@@ -94,11 +88,7 @@ export function hubSource(cotDir: string, cacheDir?: string): EvalSource {
     },
     bbhCot: (task) => readBbhCotPrompt(join(cotDir, `${task}.txt`)),
     async humaneval() {
-      return (await parquetRows(await files("openai/openai_humaneval", /^openai_humaneval\/test-.*\.parquet$/))).map((r) => {
-        const o = asObject(r);
-        const f = (k: string) => stringField(o, k, r.where);
-        return { task_id: f("task_id"), prompt: f("prompt"), entry_point: f("entry_point"), canonical_solution: f("canonical_solution"), test: f("test") };
-      });
+      return (await readAllRecords(await files("openai/openai_humaneval", /^openai_humaneval\/test-.*\.parquet$/))).map(humanEvalProblem);
     },
   };
 }

@@ -4,6 +4,7 @@ import { existsSync, readFileSync, statSync, unlinkSync, mkdirSync } from "node:
 import { dirname, join } from "node:path";
 import { Tokenizer } from "tokenizers";
 import { fsyncDir, writeFileAtomic } from "../util/atomic-file.js";
+import { bytesToUnicode } from "./bpe-trainer.js";
 
 /** OA's five chat tokens, in the order we add them (OA took a Python set's order, which varies per process). */
 export const QA_SPECIAL_TOKENS = ["<|prompter|>", "<|assistant|>", "<|system|>", "<|prefix_begin|>", "<|prefix_end|>"] as const;
@@ -175,12 +176,7 @@ export class ChatTokenizer {
  * back. Special tokens give no bytes (they are skipped in decoded text). Cached per id.
  */
 function byteLevelBytes(tok: Tokenizer, special: Set<number>): (id: number) => Uint8Array {
-  const unicodeToByte = new Map<string, number>();
-  let next = 256;
-  for (let b = 0; b < 256; b++) {
-    const printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-    unicodeToByte.set(String.fromCodePoint(printable ? b : next++), b);
-  }
+  const unicodeToByte = new Map(bytesToUnicode().map((ch, b) => [ch, b]));
   const cache = new Map<number, Uint8Array>();
   const empty = new Uint8Array(0);
   return (id: number) => {
