@@ -1,11 +1,11 @@
 // `oasft serve`: one model behind OpenAI- and TGI-compatible HTTP APIs, with the continuous-batching
 // engine, SSE streaming, a bounded queue (429), Prometheus metrics, an optional API key, and the chat
 // page at /. Built on fastify (body limits, JSON parsing errors answered as 400, never a crash).
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import Fastify, { type FastifyInstance, type FastifyReply } from "fastify";
 import { randomUUID } from "node:crypto";
 import * as torch from "../torch/index.js";
 import type { CausalLM } from "../models/index.js";
-import { Engine, QueueFullError, type GenerationHandle, type GenerationRequest, type TokenEvent } from "../generate/engine.js";
+import { Engine, QueueFullError, type TokenEvent } from "../generate/engine.js";
 import type { SamplingParams } from "../generate/sampling.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import { formatPrompt } from "../sft/format.js";
@@ -61,15 +61,14 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
   });
 
   const encode = async (text: string) => tok.encode(text);
-  const start = (req: GenerationRequest): GenerationHandle => engine.submit(req);
 
-  /** Runs a request, streaming token events to `onToken`; a closed connection cancels it. */
-  const generate = (request: FastifyRequest, promptIds: number[], params: SamplingParams, onToken?: (e: TokenEvent) => void) => {
-    const handle = start({ promptIds, params, ...(onToken ? { onToken } : {}) });
-    request.raw.on("close", () => {
-      if (!request.raw.complete || request.raw.destroyed) handle.cancel();
-    });
-    request.raw.socket.on("close", () => handle.cancel());
+  /**
+   * Runs a request, streaming token events to `onToken`. The response closing before it finished
+   * (the client went away) cancels it; one listener per response, none left on keep-alive sockets.
+   */
+  const generate = (reply: FastifyReply, promptIds: number[], params: SamplingParams, onToken?: (e: TokenEvent) => void) => {
+    const handle = engine.submit({ promptIds, params, ...(onToken ? { onToken } : {}) });
+    reply.raw.once("close", () => { if (!reply.raw.writableFinished) handle.cancel(); });
     return handle.result;
   };
 
@@ -115,7 +114,7 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
       const chunk = (delta: Record<string, unknown>, finish: string | null) => ({ id, object: "chat.completion.chunk", created, model: o.modelId, choices: [{ index: 0, delta, finish_reason: finish }] });
       sse(reply, chunk({ role: "assistant", content: "" }, null));
       try {
-        const r = await generate(req, promptIds, params, (e) => { if (e.text) sse(reply, chunk({ content: e.text }, null)); });
+        const r = await generate(reply, promptIds, params, (e) => { if (e.text) sse(reply, chunk({ content: e.text }, null)); });
         sse(reply, chunk({}, r.finishReason === "length" ? "length" : "stop"));
         sse(reply, "[DONE]");
       } catch (err) {
@@ -124,7 +123,7 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
       reply.raw.end();
       return;
     }
-    const r = await generate(req, promptIds, params);
+    const r = await generate(reply, promptIds, params);
     return {
       id, object: "chat.completion", created, model: o.modelId,
       choices: [{ index: 0, message: { role: "assistant", content: r.text }, finish_reason: r.finishReason === "length" ? "length" : "stop" }],
@@ -147,7 +146,7 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
       const chunk = (text: string, finish: string | null) => ({ id, object: "text_completion", created, model: o.modelId, choices: [{ index: 0, text, logprobs: null, finish_reason: finish }] });
       try {
         if (echo) sse(reply, chunk(await tok.decode(prompts[0]!, false), null));
-        const r = await generate(req, prompts[0]!, params, (e) => { if (e.text) sse(reply, chunk(e.text, null)); });
+        const r = await generate(reply, prompts[0]!, params, (e) => { if (e.text) sse(reply, chunk(e.text, null)); });
         sse(reply, chunk("", r.finishReason === "length" ? "length" : "stop"));
         sse(reply, "[DONE]");
       } catch (err) {
@@ -156,7 +155,7 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
       reply.raw.end();
       return;
     }
-    const results = await Promise.all(prompts.map((p) => (params.maxNewTokens > 0 ? generate(req, p, params) : Promise.resolve({ text: "", tokens: [] as number[], logprobs: [] as number[], finishReason: "length" as const, promptTokens: p.length }))));
+    const results = await Promise.all(prompts.map((p) => (params.maxNewTokens > 0 ? generate(reply, p, params) : Promise.resolve({ text: "", tokens: [] as number[], logprobs: [] as number[], finishReason: "length" as const, promptTokens: p.length }))));
     const choices = await Promise.all(results.map(async (r, index) => {
       const promptIds = prompts[index]!;
       const text = (echo ? await tok.decode(promptIds, false) : "") + r.text;
@@ -173,11 +172,11 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
     if (typeof body.inputs !== "string" || !body.inputs) throw new ApiError(400, "'inputs' must be a non-empty string", "inputs");
     return { text: body.inputs, ids: await encode(body.inputs) };
   };
-  app.post("/generate", async (req) => {
+  app.post("/generate", async (req, reply) => {
     const body = asBody(req.body);
     const params = tgiSampling(body, limits);
     const prompt = await tgiPrompt(body);
-    const r = await generate(req, prompt.ids, params);
+    const r = await generate(reply, prompt.ids, params);
     const full = ((body.parameters ?? {}) as Record<string, unknown>).return_full_text === true;
     const details = ((body.parameters ?? {}) as Record<string, unknown>).details === true;
     return {
@@ -192,7 +191,7 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
     sseHeaders(reply);
     let n = 0;
     try {
-      const r = await generate(req, prompt.ids, params, (e) => {
+      const r = await generate(reply, prompt.ids, params, (e) => {
         if (e.id < 0) return; // held-back text arrives with the final event
         n++;
         sse(reply, { index: n, token: { id: e.id, text: e.text, logprob: e.logprob, special: e.special }, generated_text: null, details: null });
