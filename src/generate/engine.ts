@@ -137,6 +137,8 @@ interface Row {
   stream: TextStream;
   rng: Rng | undefined;
   cancelled: boolean;
+  /** Set when the row should leave the batch. */
+  done?: FinishReason;
   started: number;
   resolve: (r: GenerationResult) => void;
   reject: (e: Error) => void;
@@ -293,16 +295,16 @@ export class Engine {
     this.stats.generatedTokens++;
     const { delta, stopAt } = eos ? { delta: "", stopAt: undefined } : await row.stream.push(pick.id);
     row.req.onToken?.({ id: pick.id, logprob: pick.logprob, text: delta, special });
-    if (stopAt !== undefined) (row as Row & { done?: FinishReason }).done = "stop";
-    else if (eos) (row as Row & { done?: FinishReason }).done = "eos";
-    else if (row.generated.length >= row.req.params.maxNewTokens) (row as Row & { done?: FinishReason }).done = "length";
+    if (stopAt !== undefined) row.done = "stop";
+    else if (eos) row.done = "eos";
+    else if (row.generated.length >= row.req.params.maxNewTokens) row.done = "length";
   }
 
   /** Removes finished and cancelled rows from the batch (and the padding no row needs any more). */
   private retire(): void {
     const keep: number[] = [];
     this.rows.forEach((r, i) => {
-      const done = (r as Row & { done?: FinishReason }).done ?? (r.cancelled ? "cancelled" : undefined);
+      const done = r.done ?? (r.cancelled ? "cancelled" : undefined);
       if (done) this.finish(r, done);
       else keep.push(i);
     });

@@ -226,7 +226,8 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
 
   // Steps: ceil(micro-batches per epoch / accumulation) per epoch (the last step of an epoch takes the remainder).
   let batches = epochBatches(data, cfg, settings.microBatchSize, state.epoch);
-  const stepsPerEpoch = Math.ceil(epochBatches(data, cfg, settings.microBatchSize, 0).length / settings.gradAccumulation);
+  const firstEpoch = state.epoch === 0 ? batches : epochBatches(data, cfg, settings.microBatchSize, 0);
+  const stepsPerEpoch = Math.ceil(firstEpoch.length / settings.gradAccumulation);
   const totalSteps = (cfg.max_steps as number | null) ?? Math.ceil((cfg.num_train_epochs as number) * stepsPerEpoch);
   const schedule: ScheduleOptions = { ...settings.schedule, peakLr: settings.lr, totalSteps: settings.schedule.totalSteps ?? totalSteps };
   const trainSamples = data.datasets.reduce((n, d) => n + d.train.length, 0);
