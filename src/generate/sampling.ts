@@ -21,7 +21,7 @@ export interface SamplingParams {
 
 /** Validates sampling parameters; the message names the offending field. */
 export function checkSampling(p: SamplingParams): void {
-  const bad = (field: string, want: string, got: unknown) => new RangeError(`${field}: expected ${want}, got ${JSON.stringify(got)}`);
+  const bad = (field: string, want: string, got: unknown) => new RangeError(`${field}: expected ${want}, got ${typeof got === "number" ? String(got) : JSON.stringify(got)}`);
   if (!Number.isInteger(p.maxNewTokens) || p.maxNewTokens < 0) throw bad("max_new_tokens", "an integer ≥ 0", p.maxNewTokens);
   if (p.temperature !== undefined && !(p.temperature >= 0)) throw bad("temperature", "a number ≥ 0", p.temperature);
   if (p.topK !== undefined && !(Number.isInteger(p.topK) && p.topK >= 0)) throw bad("top_k", "an integer ≥ 0", p.topK);

@@ -3,7 +3,7 @@
 // chat page in headless Chromium.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -211,4 +211,17 @@ test("the chat page streams a reply in headless Chromium (screenshot saved)", { 
   } finally {
     await browser.close();
   }
+});
+
+test("oasft chat: a piped conversation streams replies, /save writes the OA-format JSONL, bad flags name the flag", () => {
+  const saved = join(mkdtempSync(join(tmpdir(), "oasft-chat-")), "chat.jsonl");
+  const r = spawnSync(process.execPath, [CLI, "chat", "--model", dir, "--max-new-tokens", "6", "--system", "Be brief."], { encoding: "utf8", input: `Hello there\n/save ${saved}\n/exit\n` });
+  assert.equal(r.status, 0, r.stderr);
+  const line = JSON.parse(readFileSync(saved, "utf8"));
+  assert.deepEqual(line.messages.map((m: { role: string }) => m.role), ["system", "user", "assistant"]);
+  assert.ok(line.text.startsWith(`<|system|>Be brief.${tokenizer.eos}<|prompter|>Hello there${tokenizer.eos}<|assistant|>`));
+  assert.ok(r.stdout.includes(line.messages[2].content), "the streamed reply is the saved one");
+  const bad = spawnSync(process.execPath, [CLI, "chat", "--model", dir, "--temperature", "hot"], { encoding: "utf8", input: "" });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--temperature: expected a number ≥ 0, got NaN/);
 });

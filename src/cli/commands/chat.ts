@@ -1,11 +1,12 @@
 // `oasft chat --model DIR`: a terminal chat in the OA format with streamed replies.
 import { createInterface } from "node:readline/promises";
-import { writeFileSync } from "node:fs";
+import { writeFileAtomic } from "../../util/atomic-file.js";
 import { loadCausalLM } from "../../models/index.js";
 import { Engine } from "../../generate/engine.js";
 import { formatPrompt } from "../../sft/format.js";
 import { ChatTokenizer } from "../../tokenizer/index.js";
-import { intFlag, parseFlags, required } from "../args.js";
+import { intFlag, parseFlags, required, UsageError } from "../args.js";
+import { checkSampling } from "../../generate/sampling.js";
 import type { Command } from "../main.js";
 
 const USAGE = `usage: oasft chat --model DIR [--system TEXT] [--max-new-tokens 256] [--context 2048]
@@ -35,26 +36,32 @@ export const command: Command = {
       ...(values["top-p"] ? { topP: Number(values["top-p"]) } : {}), ...(values["top-k"] ? { topK: Number(values["top-k"]) } : {}),
       ...(values["repetition-penalty"] ? { repetitionPenalty: Number(values["repetition-penalty"]) } : {}), ...(values.seed ? { seed: Number(values.seed) } : {}),
     };
+    try {
+      checkSampling(params);
+    } catch (err) {
+      // Name the flag the user typed (top_p → --top-p).
+      throw new UsageError(`--${(err as Error).message.replace(/^(\w+):/, (_, f: string) => `${f.replaceAll("_", "-")}:`)}`);
+    }
     let history: Turn[] = [];
     const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
     console.log(`oasft chat: ${dir} (/reset, /save FILE, /exit)`);
+    // Lines are read through the async iterator, which buffers them: piped input typed ahead of a
+    // reply is not lost while the model is generating.
+    const prompt = () => process.stdout.write("> ");
     try {
-      for (;;) {
-        let line: string;
-        try {
-          line = (await rl.question("> ")).trim();
-        } catch {
-          break; // stdin closed
-        }
-        if (!line) continue;
+      prompt();
+      for await (const raw of rl) {
+        const line = raw.trim();
+        if (!line) { prompt(); continue; }
         if (line === "/exit" || line === "/quit") break;
-        if (line === "/reset") { history = []; console.log("(conversation cleared)"); continue; }
+        if (line === "/reset") { history = []; console.log("(conversation cleared)"); prompt(); continue; }
         if (line.startsWith("/save")) {
           const file = line.slice(5).trim();
-          if (!file) { console.log("usage: /save FILE"); continue; }
+          if (!file) { console.log("usage: /save FILE"); prompt(); continue; }
           const text = (system !== undefined ? `<|system|>${system}${tokenizer.eos}` : "") + history.map((t) => `${t.role === "prompter" ? "<|prompter|>" : "<|assistant|>"}${t.text}${tokenizer.eos}`).join("");
-          writeFileSync(file, JSON.stringify({ messages: [...(system !== undefined ? [{ role: "system", content: system }] : []), ...history.map((t) => ({ role: t.role === "prompter" ? "user" : "assistant", content: t.text }))], text }) + "\n");
+          writeFileAtomic(file, [JSON.stringify({ messages: [...(system !== undefined ? [{ role: "system", content: system }] : []), ...history.map((t) => ({ role: t.role === "prompter" ? "user" : "assistant", content: t.text }))], text }) + "\n"]);
           console.log(`(saved to ${file})`);
+          prompt();
           continue;
         }
         history.push({ role: "prompter", text: line });
@@ -67,6 +74,7 @@ export const command: Command = {
         const r = await engine.submit({ promptIds: ids, params, onToken: (e) => process.stdout.write(e.text) }).result;
         process.stdout.write("\n");
         history.push({ role: "assistant", text: r.text });
+        prompt();
       }
     } finally {
       rl.close();

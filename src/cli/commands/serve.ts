@@ -2,7 +2,7 @@
 import { loadCausalLM } from "../../models/index.js";
 import { buildServer } from "../../serve/server.js";
 import { ChatTokenizer } from "../../tokenizer/index.js";
-import { intFlag, parseFlags, required } from "../args.js";
+import { intFlag, parseFlags, required, UsageError } from "../args.js";
 import type { Command } from "../main.js";
 
 const USAGE = `usage: oasft serve --model DIR [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-batch 16] [--max-queue 64]
@@ -21,7 +21,9 @@ export const command: Command = {
     }, USAGE);
     const dir = required(values, "model", USAGE);
     const tokenizer = ChatTokenizer.load(dir, { ...(values["tokenizer-family"] ? { family: values["tokenizer-family"] as string } : {}) });
-    const model = loadCausalLM(dir, { dtype: values.dtype === "bfloat16" ? "bfloat16" : "float32" });
+    const dtype = (values.dtype as string | undefined) ?? "float32";
+    if (dtype !== "float32" && dtype !== "bfloat16") throw new UsageError(`--dtype: expected float32 or bfloat16, got '${dtype}'`);
+    const model = loadCausalLM(dir, { dtype });
     const apiKey = (values["api-key"] as string | undefined) ?? process.env.OASFT_API_KEY;
     const { app } = buildServer({
       model, tokenizer, modelId: dir.replace(/\/+$/, "").split("/").pop()!, ...(apiKey ? { apiKey } : {}),
