@@ -16,9 +16,13 @@
 #include <torch/cuda.h>
 #include <torch/utils.h>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -237,10 +241,36 @@ const char* tuneMalloc() {
 #endif
 }
 
+// Whole-buffer write/read on a file descriptor: loops over short writes/reads and EINTR, and names
+// the failing system call (the JS side adds the file and tensor names).
+void writeAll(int fd, const void* data, size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, std::min<size_t>(n, size_t{1} << 30));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) throw std::runtime_error(std::string("write failed: ") + (w < 0 ? std::strerror(errno) : "no progress"));
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+void readAll(int fd, int64_t offset, void* data, size_t n) {
+  char* p = static_cast<char*>(data);
+  while (n > 0) {
+    ssize_t r = ::pread(fd, p, std::min<size_t>(n, size_t{1} << 30), offset);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw std::runtime_error(std::string("read failed: ") + std::strerror(errno));
+    if (r == 0) throw std::runtime_error("read failed: the file ends " + std::to_string(n) + " bytes early (truncated?)");
+    p += r;
+    n -= static_cast<size_t>(r);
+    offset += r;
+  }
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   static const char* mallocMode = tuneMalloc();
-  // Torch starts with one intra-op thread; use every core unless told otherwise.
-  at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  // The intra-op thread count is set from JS (src/torch/threads.ts): OMP_NUM_THREADS, the CPU
+  // affinity mask and the cgroup quota decide it, not the host's core count.
 
   // ----- runtime -------------------------------------------------------------------------------
   def(env, exports, "version", [](Args& a) { return Napi::String::New(a.env(), TORCH_VERSION); });
@@ -257,15 +287,17 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   });
   def(env, exports, "mallocMode", [](Args& a) { return Napi::String::New(a.env(), mallocMode); });
   def(env, exports, "liveTensors", [](Args& a) { return a.num(static_cast<double>(liveBoxes.load())); });
-  def(env, exports, "cpuRngState", [](Args& a) {
-    auto gen = at::detail::getDefaultCPUGenerator();
+  // rngState(device) / setRngState(device, state): the default generator of "cpu", "cuda" or "cuda:N"
+  // as a byte tensor (CPU), for gradient-checkpoint recomputation and checkpoints.
+  def(env, exports, "rngState", [](Args& a) {
+    auto gen = at::globalContext().defaultGenerator(a.device(0));
     std::lock_guard<std::mutex> lock(gen.mutex());
     return a.out(gen.get_state());
   });
-  def(env, exports, "setCpuRngState", [](Args& a) {
-    auto gen = at::detail::getDefaultCPUGenerator();
+  def(env, exports, "setRngState", [](Args& a) {
+    auto gen = at::globalContext().defaultGenerator(a.device(0));
     std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(a.t(0));
+    gen.set_state(a.t(1));
     return a.undef();
   });
 
@@ -326,10 +358,48 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   def(env, exports, "randint", [](Args& a) { return a.out(at::randint(a.i64(0), a.i64(1), a.ints(2), a.options(3, 4))); });
   def(env, exports, "randperm", [](Args& a) { return a.out(at::randperm(a.i64(0), a.options(1, 2))); });
   def(env, exports, "to", [](Args& a) { return a.out(a.t(0).to(a.dtype(1))); });
-  def(env, exports, "toDevice", [](Args& a) { return a.out(a.t(0).to(a.device(1))); });
+  // toDevice(t, device, nonBlocking): an asynchronous host-to-device copy needs pinned host memory.
+  def(env, exports, "toDevice", [](Args& a) {
+    return a.out(a.t(0).to(a.device(1), /*non_blocking=*/a.has(2) && a.b(2)));
+  });
+  def(env, exports, "pinMemory", [](Args& a) { return a.out(a.t(0).pin_memory()); });
   def(env, exports, "clone", [](Args& a) { return a.out(a.t(0).clone()); });
   def(env, exports, "detach", [](Args& a) { return a.out(a.t(0).detach()); });
   def(env, exports, "contiguous", [](Args& a) { return a.out(a.t(0).contiguous()); });
+
+  // ----- file I/O: tensors of any size, straight between files and tensors (no JS buffer) ---------
+  // writeToFd(t, fd): appends t's bytes (row-major, little-endian) at fd's current position. CPU
+  // contiguous tensors are written from their own memory; others (CUDA, strided) go through
+  // 64 MiB host chunks, so saving never holds a second full copy of a large tensor.
+  def(env, exports, "writeToFd", [](Args& a) {
+    const int fd = static_cast<int>(a.i64(1));
+    at::Tensor t = a.t(0).detach();
+    if (t.device().is_cpu() && t.is_contiguous()) {
+      writeAll(fd, t.data_ptr(), t.nbytes());
+      return a.undef();
+    }
+    at::Tensor flat = t.contiguous().view({-1});
+    const int64_t chunk = std::max<int64_t>(1, (int64_t{64} << 20) / static_cast<int64_t>(t.element_size()));
+    for (int64_t start = 0; start < flat.numel(); start += chunk) {
+      at::Tensor host = flat.narrow(0, start, std::min(chunk, flat.numel() - start)).to(at::kCPU).contiguous();
+      writeAll(fd, host.data_ptr(), host.nbytes());
+    }
+    return a.undef();
+  });
+  // readFromFd(fd, offset, dtype, shape): a new CPU tensor read from the file at `offset`.
+  def(env, exports, "readFromFd", [](Args& a) {
+    at::Tensor t = at::empty(a.ints(3), at::TensorOptions().dtype(a.dtype(2)));
+    readAll(static_cast<int>(a.i64(0)), a.i64(1), t.data_ptr(), t.nbytes());
+    return a.out(t);
+  });
+  // readIntoFromFd(fd, offset, t): fills a contiguous CPU tensor in place (a parameter of the
+  // stored dtype loads with no intermediate copy).
+  def(env, exports, "readIntoFromFd", [](Args& a) {
+    const at::Tensor& t = a.t(2);
+    if (!t.device().is_cpu() || !t.is_contiguous()) a.bad(2, "a contiguous CPU tensor");
+    readAll(static_cast<int>(a.i64(0)), a.i64(1), t.data_ptr(), t.nbytes());
+    return a.undef();
+  });
 
   // ----- in-place ----------------------------------------------------------------------------------
   def(env, exports, "copy_", [](Args& a) { a.t(0).copy_(a.t(1)); return a.undef(); });

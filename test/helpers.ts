@@ -25,6 +25,13 @@ export function worstExcess(a: torch.Tensor, b: torch.Tensor, atol: number, rtol
   });
 }
 
+/** A model's parameter by its checkpoint name (tests stay independent of the module tree's types). */
+export function param(model: { namedParameters(): Array<[string, torch.Tensor]> }, name: string): torch.Tensor {
+  const found = model.namedParameters().find(([n]) => n === name);
+  if (!found) throw new Error(`no parameter ${name}`);
+  return found[1];
+}
+
 export function loadGolden(model: string, file: string): Map<string, torch.Tensor> {
   const { tensors } = torch.loadSafetensors(join(GOLDEN, model, file));
   for (const t of tensors.values()) t.keep();

@@ -3,7 +3,7 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import * as torch from "../torch/index.js";
-import { BloomCache, type CausalLM } from "../models/index.js";
+import type { CausalLM } from "../models/index.js";
 import { Engine } from "../generate/engine.js";
 import type { SamplingParams } from "../generate/sampling.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
@@ -67,7 +67,7 @@ async function generateAll(ctx: Ctx, prompts: string[], params: SamplingParams, 
 async function logLikelihoods(ctx: Ctx, contexts: string[], continuations: string[], onItem?: () => void): Promise<number[][]> {
   const { model, tokenizer } = ctx;
   const contIds = await Promise.all(continuations.map((c) => tokenizer.encode(c)));
-  const cache = new BloomCache(512);
+  const cache = model.newCache({ batch: 1, capacity: 512 });
   let cached: number[] = [];
   const out: number[][] = [];
   try {

@@ -4,7 +4,7 @@
 // rows at once; finished or cancelled rows leave at once. Text is streamed without ever splitting a
 // UTF-8 character, and stop strings are held back until they can no longer match.
 import * as torch from "../torch/index.js";
-import { BloomCache, type CausalLM } from "../models/index.js";
+import type { CausalLM, KVCache } from "../models/index.js";
 import { Rng } from "../data/rng.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import { checkSampling, isGreedy, nextToken, type SamplingParams } from "./sampling.js";
@@ -175,7 +175,7 @@ export class Engine {
   private readonly maxQueue: number;
   private readonly queue: Row[] = [];
   private rows: Row[] = [];
-  private cache: BloomCache | undefined;
+  private cache: KVCache | undefined;
   private mask: number[][] = [];
   private running = false;
   readonly stats: EngineStats = { requests: 0, generatedTokens: 0, promptTokens: 0, running: 0, queued: 0, latencies: [] };
@@ -244,7 +244,7 @@ export class Engine {
     if (!joining.length) return;
     const width = Math.max(...joining.map((r) => r.history.length));
     const masks = joining.map((r) => [...new Array<number>(width - r.history.length).fill(0), ...r.history.map(() => 1)]);
-    const own = new BloomCache(width + 16);
+    const own = this.model.newCache({ batch: joining.length, capacity: width + 16 });
     const picks = torch.noGrad(() => torch.scope(() => {
       const ids = torch.tensor(joining.map((r) => [...new Array<number>(width - r.history.length).fill(this.tokenizer.padId), ...r.history]), { dtype: "int64", device: this.model.device });
       const padded = joining.some((r) => r.history.length < width);
@@ -317,7 +317,7 @@ export class Engine {
       this.mask = [];
     } else {
       const trim = Math.min(...mask.map((m) => m.indexOf(1)));
-      this.cache!.selectRows(keep, this.model.config.n_head, trim);
+      this.cache!.selectRows(keep, trim);
       this.mask = mask.map((m) => m.slice(trim));
     }
     this.stats.running = this.rows.length;

@@ -2,7 +2,7 @@
 // logits processors: each step takes the argmax (first index on ties) of the last position's logits,
 // appends it, and appends 1 to the attention mask. Left-padded batches decode as each row alone.
 import * as torch from "../torch/index.js";
-import { BloomCache, type CausalLM } from "../models/index.js";
+import type { CausalLM } from "../models/index.js";
 
 export interface GreedyOptions {
   /** [b, P] int64 prompts, left-padded when their lengths differ. */
@@ -23,10 +23,10 @@ export interface GreedyOptions {
 export function generateGreedy(model: CausalLM, o: GreedyOptions): torch.Tensor {
   const wasTraining = model.training;
   model.eval();
-  const cache = o.useCache === false ? undefined : new BloomCache(o.inputIds.size(1) + o.maxNewTokens);
+  const b = o.inputIds.size(0);
+  const cache = o.useCache === false ? undefined : model.newCache({ batch: b, capacity: o.inputIds.size(1) + o.maxNewTokens });
   try {
     return torch.noGrad(() => torch.scope(() => {
-      const b = o.inputIds.size(0);
       let tokens = o.inputIds;
       // A mask without padding changes nothing: drop it, which skips the masked_fill in every layer.
       let mask = o.attentionMask && o.attentionMask.eq(0).any().item() ? o.attentionMask : undefined;

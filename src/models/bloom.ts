@@ -6,7 +6,11 @@
 // Shapes: b batch, s new tokens, S = past + s keys, h hidden, n_h heads, d head dim (h = n_h·d), v vocab.
 import * as torch from "../torch/index.js";
 import { Embedding, LayerNorm, Linear, Module, ModuleList, type InitMode } from "../nn/index.js";
+import {
+  CausalLM, type BlockOutput, type ForwardContext, type KVCache, type ModelConfig, type ModelOptions, type NewCacheOptions,
+} from "./causal-lm.js";
 import { ConfigError, readBool, readInt, readNumber, readOptionalInt } from "./config-json.js";
+import { registerArchitecture } from "./registry.js";
 
 // ---------------------------------------------------------------------------------------------
 // 1. Config: HF config.json keys, with HF's aliases and defaults (configuration_bloom.py)
@@ -91,34 +95,15 @@ export function alibiSlopes(nHeads: number): torch.Tensor {
 }
 
 /**
- * The ALiBi bias [b·n_h, 1, S]: slope[h]·pos[key] with pos = (cumsum(mask) − 1)·mask, so that the
- * first real token of a left-padded row has position 0 (HF). Depends on the key only; softmax makes
- * it equivalent to slope·(key − query).
+ * The ALiBi bias [b·n_h, 1, S]: slope[h]·pos[key], pos from the forward's positions (by default
+ * (cumsum(mask) − 1)·mask, so the first real token of a left-padded row has position 0, as HF; packed
+ * rows restart at each sample). It depends on the key only: softmax makes it slope·(key − query).
  */
-function alibiBias(slopes: torch.Tensor, mask: torch.Tensor, nHeads: number, dtype: torch.DType, positionIds?: torch.Tensor): torch.Tensor {
-  const [b, S] = mask.shape as [number, number];
-  const positions = (positionIds ?? mask.cumsum(-1).sub(1).mul(mask)).unsqueeze(1); // [b, 1, S] int64
-  const bias = slopes.unsqueeze(-1).mul(positions); // [b, n_h, S] float32
+function alibiBias(slopes: torch.Tensor, positions: torch.Tensor, nHeads: number, dtype: torch.DType): torch.Tensor {
+  const [b, S] = positions.shape as [number, number];
+  const bias = slopes.unsqueeze(-1).mul(positions.unsqueeze(1)); // [b, n_h, S] float32
   const out = bias.reshape([b * nHeads, 1, S]);
   return dtype === "float32" ? out : out.to(dtype);
-}
-
-/**
- * HF's combined mask [b, 1, s, S], true = masked: key j is hidden from query i when j > i + past
- * (causal) or when key j is padding. A single new token (s = 1) needs only the padding part.
- */
-function attentionMaskFor(mask: torch.Tensor | undefined, s: number, past: number, segmentIds?: torch.Tensor): torch.Tensor | undefined {
-  const S = past + s;
-  const padding = mask?.eq(0).unsqueeze(1).unsqueeze(1); // [b, 1, 1, S]
-  if (s === 1 && !segmentIds) return padding;
-  const causal = torch.ones([s, S], { dtype: "bool", device: mask?.device ?? "cpu" }).triu(past + 1); // [s, S]
-  let masked = padding ? padding.logicalOr(causal) : causal.unsqueeze(0).unsqueeze(0);
-  if (segmentIds) {
-    // Packed samples: a query sees only keys of its own sample (block-diagonal within the causal mask).
-    const query = segmentIds.narrow(1, past, s).unsqueeze(2); // [b, s, 1]
-    masked = masked.logicalOr(query.ne(segmentIds.unsqueeze(1)).unsqueeze(1)); // [b, 1, s, S]
-  }
-  return masked;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -129,13 +114,14 @@ function attentionMaskFor(mask: torch.Tensor | undefined, s: number, past: numbe
  * [b·n_h, capacity, d]; attention reads the first `length + s` positions through narrow() views,
  * so a decoding step copies only its new key/value instead of re-concatenating the whole past.
  */
-export class BloomCache {
+export class BloomCache implements KVCache {
   private keys: torch.Tensor[] = [];
   private values: torch.Tensor[] = [];
   /** Positions already stored (the same for every layer between forwards). */
   length = 0;
 
-  constructor(private readonly initialCapacity = 64) {}
+  /** `nHead`: row r of the batch owns entries [r·n_h, (r+1)·n_h) of the first dimension. */
+  constructor(private readonly nHead: number, private readonly initialCapacity = 64) {}
 
   /** Appends one layer's new keys [b·n_h, d, s] and values [b·n_h, s, d]; returns the full past+new views. */
   append(layer: number, k: torch.Tensor, v: torch.Tensor): { keys: torch.Tensor; values: torch.Tensor } {
@@ -181,12 +167,12 @@ export class BloomCache {
    * Keeps only batch rows `rows` (in that order) and drops the first `trimLeft` positions (padding
    * that every kept row has): continuous batching removes finished sequences this way.
    */
-  selectRows(rows: number[], nHead: number, trimLeft = 0): void {
+  selectRows(rows: number[], trimLeft = 0): void {
+    const nHead = this.nHead;
     torch.scope(() => {
       const device = this.keys[0]?.device ?? "cpu";
-      // Row r of the batch owns entries [r·n_h, (r+1)·n_h) of the first dimension.
-      const index = torch.tensor(rows.flatMap((r) => Array.from({ length: nHead }, (_, h) => r * nHead + h)), { dtype: "int64" });
-      const idx = device === "cpu" ? index : index.toDevice(device);
+      const flat = rows.flatMap((r) => Array.from({ length: nHead }, (_, h) => r * nHead + h));
+      const idx = torch.tensor(flat, { dtype: "int64", device });
       const n = this.length - trimLeft;
       for (let l = 0; l < this.keys.length; l++) {
         const k = this.keys[l]!.narrow(2, trimLeft, n).indexSelect(0, idx).contiguous().keep();
@@ -204,7 +190,11 @@ export class BloomCache {
    * Appends the rows of `other` below this cache's rows, right-aligned: the shorter side is padded on
    * the left (the caller pads its attention mask the same way). `other` is left unchanged.
    */
-  concatRows(other: BloomCache): { padSelf: number; padOther: number } {
+  concatRows(otherCache: KVCache): { padSelf: number; padOther: number } {
+    if (!(otherCache instanceof BloomCache) || otherCache.nHead !== this.nHead) {
+      throw new Error("BloomCache.concatRows: the other cache must come from the same BLOOM model");
+    }
+    const other = otherCache;
     const length = Math.max(this.length, other.length);
     const padSelf = length - this.length;
     const padOther = length - other.length;
@@ -348,46 +338,6 @@ class BloomBlock extends Module {
 // ---------------------------------------------------------------------------------------------
 // 5. The model
 
-export interface CausalLMInput {
-  /** [b, s] int64 token ids. */
-  inputIds: torch.Tensor;
-  /** [b, past + s], 1 = real token, 0 = padding; omitted = no padding. Covers the cached past too. */
-  attentionMask?: torch.Tensor;
-  /** [b, s] int64 next-token targets as HF: labels[t] is predicted at t−1; −100 = not trained. */
-  labels?: torch.Tensor;
-  /**
-   * Packed rows: [b, past + s] int64, 1, 2, ... per packed sample (0 on padding). Attention stays
-   * inside a sample; pass positionIds too so that ALiBi positions restart at each sample.
-   */
-  segmentIds?: torch.Tensor;
-  /** [b, past + s] int64 ALiBi positions; default: from the attention mask (cumsum − 1, as HF). */
-  positionIds?: torch.Tensor;
-  /** Incremental decoding: keys/values of earlier positions; this call appends its own. */
-  cache?: BloomCache;
-  /** "last": compute logits for the last position only (generation); default "all". */
-  logits?: "all" | "last";
-  outputHiddenStates?: boolean;
-  outputAttentions?: boolean;
-}
-
-export interface CausalLMOutput {
-  /** [b, s, v] (or [b, 1, v] with logits: "last"), in the model's compute dtype. */
-  logits: torch.Tensor;
-  /** Mean cross entropy over the trained (≠ −100) shifted labels, float32 scalar. */
-  loss?: torch.Tensor;
-  /** HF's output_hidden_states: the embedding LayerNorm output, each block's output, ln_f(last). */
-  hiddenStates?: torch.Tensor[];
-  /** Per layer softmax probabilities [b, n_h, s, S]. */
-  attentions?: torch.Tensor[];
-}
-
-export interface BloomInitOptions {
-  dtype?: torch.DType;
-  device?: string;
-  /** "normal": HF's random init; "empty": uninitialised, for loading a checkpoint right after. */
-  init?: InitMode;
-}
-
 class BloomModel extends Module {
   readonly word_embeddings: Embedding;
   readonly word_embeddings_layernorm: LayerNorm;
@@ -403,165 +353,79 @@ class BloomModel extends Module {
   }
 }
 
-export class BloomForCausalLM extends Module {
+export class BloomForCausalLM extends CausalLM {
+  readonly config: ModelConfig;
   readonly transformer: BloomModel;
   /** Untied models only; tied ones project with transformer.word_embeddings.weight. */
   readonly lm_head: Linear | undefined;
-  readonly dtype: torch.DType;
-  readonly device: string;
-  private readonly slopes: torch.Tensor;
   /** ALiBi slopes [n_head] (float32), on the model's device. */
-  get alibiSlopes(): torch.Tensor {
-    return this.slopes;
+  readonly alibiSlopes: torch.Tensor;
+
+  constructor(readonly bloomConfig: BloomConfig, options: ModelOptions = {}) {
+    super(options);
+    const c = bloomConfig;
+    this.config = {
+      modelType: "bloom", vocabSize: c.vocab_size, hiddenSize: c.hidden_size, numLayers: c.n_layer, numHeads: c.n_head,
+      bosTokenId: c.bos_token_id, eosTokenId: c.eos_token_id, padTokenId: c.pad_token_id,
+      maxPositions: null, tieWordEmbeddings: c.tie_word_embeddings,
+    };
+    const o: LayerInit = { dtype: this.dtype, device: this.device, init: options.init ?? "normal", std: c.initializer_range };
+    this.transformer = this.child("transformer", new BloomModel(c, o));
+    this.lm_head = c.tie_word_embeddings
+      ? undefined
+      : this.child("lm_head", new Linear(c.hidden_size, c.vocab_size, { ...o, bias: false }));
+    this.alibiSlopes = torch.scope(() => alibiSlopes(c.n_head).toDevice(this.device)).keep();
   }
 
-  constructor(readonly config: BloomConfig, options: BloomInitOptions = {}) {
-    super();
-    const o: LayerInit = {
-      dtype: options.dtype ?? "float32",
-      device: options.device ?? "cpu",
-      init: options.init ?? "normal",
-      std: config.initializer_range,
-    };
-    this.dtype = o.dtype;
-    this.device = o.device;
-    this.transformer = this.child("transformer", new BloomModel(config, o));
-    this.lm_head = config.tie_word_embeddings
-      ? undefined
-      : this.child("lm_head", new Linear(config.hidden_size, config.vocab_size, { ...o, bias: false }));
-    const slopes = alibiSlopes(config.n_head);
-    this.slopes = (o.device === "cpu" ? slopes : slopes.toDevice(o.device)).keep();
-    if (slopes !== this.slopes) slopes.dispose();
+  get blocks(): readonly BloomBlock[] {
+    return this.transformer.h.items;
   }
 
   get lmHeadWeight(): torch.Tensor {
     return this.lm_head?.weight ?? this.transformer.word_embeddings.weight;
   }
 
-  forward(input: CausalLMInput): CausalLMOutput {
-    const { inputIds, attentionMask, labels, cache } = input;
-    const [b, s] = inputIds.shape as [number, number];
-    const past = cache?.length ?? 0;
-    const S = past + s;
-    if (attentionMask && (attentionMask.size(0) !== b || attentionMask.size(1) !== S)) {
-      throw new Error(`attentionMask must be [${b}, ${S}] (batch, past + new tokens), got [${attentionMask.shape}]`);
-    }
+  configJson(): Record<string, unknown> {
+    return bloomConfigToJson(this.bloomConfig);
+  }
 
+  newCache(o: NewCacheOptions = {}): BloomCache {
+    return new BloomCache(this.bloomConfig.n_head, o.capacity ?? 64);
+  }
+
+  protected embed(inputIds: torch.Tensor): torch.Tensor {
     const t = this.transformer;
-    let x = torch.scope(() => t.word_embeddings_layernorm.forward(t.word_embeddings.forward(inputIds)));
-    const mask = attentionMask ?? torch.ones([b, S], { dtype: "int64", device: this.device });
-    const alibi = alibiBias(this.slopes, mask, this.config.n_head, x.dtype, input.positionIds);
-    const causalMask = attentionMaskFor(attentionMask, s, past, input.segmentIds);
+    return t.word_embeddings_layernorm.forward(t.word_embeddings.forward(inputIds));
+  }
 
-    const hiddenStates: torch.Tensor[] = [];
-    const attentions: torch.Tensor[] = [];
-    t.h.items.forEach((block, layer) => {
-      if (input.outputHiddenStates) hiddenStates.push(x);
-      // One scope per block: its intermediates lose their JS owners as soon as it returns, so only
-      // what autograd saved for backward stays alive (and is freed node by node during backward).
-      const r = torch.scope(() => block.forward(x, alibi, causalMask, cache && { cache, layer }, input.outputAttentions ?? false));
-      x = r.out;
-      if (r.probs) attentions.push(r.probs);
-    });
-    x = t.ln_f.forward(x);
-    if (input.outputHiddenStates) hiddenStates.push(x);
-    cache?.advance(s);
+  protected prepare(ctx: ForwardContext, dtype: torch.DType): torch.Tensor {
+    return alibiBias(this.alibiSlopes, ctx.positionIds, this.bloomConfig.n_head, dtype);
+  }
 
-    const last = input.logits === "last" ? x.narrow(1, s - 1, 1) : x;
-    const logits = torch.linear(last, this.lmHeadWeight);
-    const out: CausalLMOutput = { logits };
-    if (labels) out.loss = causalLmLoss(logits, labels);
-    if (input.outputHiddenStates) out.hiddenStates = hiddenStates;
-    if (input.outputAttentions) out.attentions = attentions;
-    return out;
+  protected runBlock(
+    i: number, x: torch.Tensor, ctx: ForwardContext, alibi: unknown, cache: KVCache | undefined, wantProbs: boolean,
+  ): BlockOutput {
+    const c = cache && { cache: cache as BloomCache, layer: i };
+    return this.blocks[i]!.forward(x, alibi as torch.Tensor, ctx.hidden, c, wantProbs);
+  }
+
+  protected finalNorm(x: torch.Tensor): torch.Tensor {
+    return this.transformer.ln_f.forward(x);
+  }
+
+  override dispose(): void {
+    super.dispose();
+    this.alibiSlopes.dispose();
   }
 }
 
-export interface TrainStepOptions {
-  /**
-   * Keep only each block's input during forward and recompute the block in backward (HF's
-   * gradient_checkpointing): activation memory of one block instead of all, for one extra forward.
-   */
-  gradientCheckpointing?: boolean;
-  /** Multiplies the loss before backward (fp16 loss scale × accumulation weight); default 1. */
-  gradScale?: number;
-}
+// ---------------------------------------------------------------------------------------------
+// 6. Registration
 
-export interface TrainStepResult {
-  /** The mean loss over trained tokens (unscaled). */
-  loss: number;
-}
-
-/**
- * Forward and backward of one micro-batch (labels required); parameter gradients accumulate.
- * With checkpointing, blocks run forward without a graph, then backward re-runs each block from its
- * saved input, last to first, and back-propagates the gradient of its output: the same operations in
- * the same order, so the same loss and gradients as without.
- */
-export function trainStep(model: BloomForCausalLM, input: CausalLMInput, o: TrainStepOptions = {}): TrainStepResult {
-  if (!input.labels) throw new Error("trainStep needs labels");
-  const scale = o.gradScale ?? 1;
-  if (!o.gradientCheckpointing) {
-    return torch.scope(() => {
-      const { loss } = model.forward(input);
-      const value = loss!.item();
-      torch.backward([scale === 1 ? loss! : loss!.mul(scale)]);
-      return { loss: value };
-    });
-  }
-  return torch.scope(() => {
-    const t = model.transformer;
-    const cfg = model.config;
-    const { inputIds, attentionMask } = input;
-    const [b, s] = inputIds.shape as [number, number];
-    const mask = attentionMask ?? torch.ones([b, s], { dtype: "int64", device: model.device });
-    // Dropout must draw the same numbers when a block is recomputed: keep the RNG state per block.
-    const dropout = model.training && (cfg.hidden_dropout > 0 || cfg.attention_dropout > 0);
-    const embed = () => t.word_embeddings_layernorm.forward(t.word_embeddings.forward(inputIds));
-    const inputs: torch.Tensor[] = [];
-    const rngStates: torch.Tensor[] = [];
-    let x = torch.noGrad(embed);
-    const alibi = alibiBias(model.alibiSlopes, mask, cfg.n_head, x.dtype, input.positionIds);
-    const causalMask = attentionMaskFor(attentionMask, s, 0, input.segmentIds);
-    torch.noGrad(() => {
-      for (const block of t.h.items) {
-        inputs.push(x);
-        if (dropout) rngStates.push(torch.cpuRngState());
-        x = torch.scope(() => block.forward(x, alibi, causalMask, undefined, false).out);
-      }
-    });
-    const last = x.detach();
-    last.requiresGrad = true;
-    const value = torch.scope(() => {
-      const logits = torch.linear(t.ln_f.forward(last), model.lmHeadWeight);
-      const loss = causalLmLoss(logits, input.labels!);
-      torch.backward([scale === 1 ? loss : loss.mul(scale)]);
-      return loss.item();
-    });
-    let grad = last.grad!;
-    for (let i = t.h.items.length - 1; i >= 0; i--) {
-      grad = torch.scope(() => {
-        const xi = inputs[i]!.detach();
-        xi.requiresGrad = true;
-        if (dropout) torch.setCpuRngState(rngStates[i]!);
-        const out = t.h.items[i]!.forward(xi, alibi, causalMask, undefined, false).out;
-        torch.backward([out], [grad]);
-        return xi.grad!;
-      });
-    }
-    torch.scope(() => torch.backward([embed()], [grad]));
-    return { loss: value };
-  });
-}
-
-/**
- * HF's causal-LM loss: logits at t predict labels at t+1, mean over labels ≠ −100. The labels are
- * shifted left (and −100 appended) instead of slicing the logits, which avoids copying [b, s, v].
- * Computed in float32 whatever the compute dtype.
- */
-export function causalLmLoss(logits: torch.Tensor, labels: torch.Tensor): torch.Tensor {
-  const [b, s, v] = logits.shape as [number, number, number];
-  const shifted = torch.cat([labels.narrow(1, 1, s - 1), torch.full([b, 1], -100, { dtype: "int64", device: labels.device })], 1);
-  const flat = logits.dtype === "float32" ? logits.view([b * s, v]) : logits.reshape([b * s, v]).to("float32");
-  return torch.crossEntropy(flat, shifted.view([b * s]), { ignoreIndex: -100 });
-}
+registerArchitecture("bloom", {
+  create: (json, file, o) => new BloomForCausalLM(bloomConfigFromJson(json, file), o),
+  // Some BLOOM checkpoints store BloomModel keys without the "transformer." prefix.
+  aliases: (name) => (name.startsWith("transformer.") ? [name.slice("transformer.".length)] : []),
+  // A tied checkpoint may still carry lm_head.weight (a copy of the embeddings): nothing to load it into.
+  ignorable: (name, m) => name === "lm_head.weight" && m.config.tieWordEmbeddings,
+});

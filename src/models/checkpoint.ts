@@ -1,6 +1,6 @@
 // Hugging Face model folders: config.json + model.safetensors, or shards listed in
 // model.safetensors.index.json ({"weight_map": {tensor name: shard file}}).
-import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import * as torch from "../torch/index.js";
 import type { Module } from "../nn/index.js";
@@ -91,8 +91,11 @@ export function loadWeights(model: Module, dir: string, o: LoadWeightsOptions = 
       if (entry.shape.length !== want.length || entry.shape.some((d, i) => d !== want[i])) {
         throw new CheckpointError(`${file} › ${key}: shape [${entry.shape}] does not match the model's [${want}] (is config.json the model's own?)`);
       }
+      // A CPU parameter of the stored dtype is filled straight from the file; otherwise one stored
+      // tensor at a time is read on the host, then cast and copied to the parameter's device.
       torch.scope(() => {
-        param.copy_(torch.loadSafetensorsEntry(file, entry));
+        const got = torch.loadSafetensorsEntry(file, entry, key, param);
+        if (got !== param) param.copy_(got);
       });
     }
   });
@@ -106,11 +109,15 @@ export function loadWeights(model: Module, dir: string, o: LoadWeightsOptions = 
   }
 }
 
+/** HF's default max_shard_size, "5GB" (decimal, as transformers' convert_file_size_to_int reads it). */
+export const DEFAULT_MAX_SHARD_BYTES = 5e9;
+
 /**
  * Saves all parameters as model.safetensors, or as model-0000i-of-0000n.safetensors shards plus
- * model.safetensors.index.json when they exceed `maxShardBytes` (as HF's save_pretrained).
+ * model.safetensors.index.json when they exceed `maxShardBytes` (as HF's save_pretrained). Each
+ * tensor streams from its own memory to the file, so host memory does not grow while saving.
  */
-export function saveWeights(model: Module, dir: string, maxShardBytes = 5 * 1024 ** 3): void {
+export function saveWeights(model: Module, dir: string, maxShardBytes = DEFAULT_MAX_SHARD_BYTES): void {
   mkdirSync(dir, { recursive: true });
   const params = model.namedParameters();
   const shards: Array<Array<[string, torch.Tensor]>> = [[]];
@@ -127,6 +134,7 @@ export function saveWeights(model: Module, dir: string, maxShardBytes = 5 * 1024
   const metadata = { format: "pt" }; // transformers refuses safetensors files without format=pt
   if (shards.length === 1) {
     torch.saveSafetensors(join(dir, "model.safetensors"), shards[0]!, metadata);
+    removeStaleWeights(dir, new Set(["model.safetensors"]));
     return;
   }
   const weightMap: Record<string, string> = {};
@@ -139,5 +147,15 @@ export function saveWeights(model: Module, dir: string, maxShardBytes = 5 * 1024
       totalSize += t.numel * torch.BYTES_PER_ELEMENT[t.dtype];
     }
   });
-  writeFileAtomic(join(dir, "model.safetensors.index.json"), [JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + "\n"]);
+  const index = { metadata: { total_size: totalSize }, weight_map: weightMap };
+  writeFileAtomic(join(dir, "model.safetensors.index.json"), [JSON.stringify(index, null, 2) + "\n"]);
+  removeStaleWeights(dir, new Set([...Object.values(weightMap), "model.safetensors.index.json"]));
+}
+
+/** Removes weight files of an earlier save into the same folder (a single file wins over shards when loading). */
+function removeStaleWeights(dir: string, keep: Set<string>): void {
+  for (const name of readdirSync(dir)) {
+    const weights = name === "model.safetensors" || name === "model.safetensors.index.json" || /^model-\d+-of-\d+\.safetensors$/.test(name);
+    if (weights && !keep.has(name)) rmSync(join(dir, name), { force: true });
+  }
 }

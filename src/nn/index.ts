@@ -1,2 +1,3 @@
 export { Module, ModuleList, type ModuleOptions } from "./module.js";
-export { Linear, LayerNorm, Embedding, type InitMode, type LayerOptions } from "./layers.js";
+export { Linear, LayerNorm, Norm, Embedding, type InitMode, type LayerOptions } from "./layers.js";
+export { CheckpointedBlocks } from "./checkpoint.js";

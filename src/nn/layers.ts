@@ -31,7 +31,13 @@ export class Linear extends Module {
   }
 }
 
-export class LayerNorm extends Module {
+/**
+ * The normalisation layers (LayerNorm, RMSNorm): their weights take no weight decay in AdamW's
+ * groups (HF's ALL_LAYERNORM_LAYERS), which is decided by this type, not by parameter names.
+ */
+export abstract class Norm extends Module {}
+
+export class LayerNorm extends Norm {
   readonly weight: torch.Tensor;
   readonly bias: torch.Tensor;
   constructor(readonly dim: number, readonly eps: number, o: ModuleOptions = {}) {

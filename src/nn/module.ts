@@ -33,6 +33,19 @@ export abstract class Module {
     return out;
   }
 
+  /** Every parameter with its dotted name, its name inside its module, and that module. */
+  parameterOwners(prefix = ""): Array<{ name: string; local: string; tensor: Tensor; owner: Module }> {
+    const out: Array<{ name: string; local: string; tensor: Tensor; owner: Module }> = [];
+    for (const [local, tensor] of this.#params) out.push({ name: prefix + local, local, tensor, owner: this });
+    for (const [name, m] of this.#children) out.push(...m.parameterOwners(`${prefix}${name}.`));
+    return out;
+  }
+
+  /** The direct children with their names (the module tree, for adapters and sharding). */
+  namedChildren(): Array<[string, Module]> {
+    return [...this.#children];
+  }
+
   parameters(): Tensor[] {
     return this.namedParameters().map(([, t]) => t);
   }

@@ -78,7 +78,7 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
   app.get("/info", async () => ({
     model_id: o.modelId, model_dtype: o.model.dtype, model_device_type: o.model.device, max_total_tokens: null,
     max_new_tokens: limits.maxTokens, max_batch_size: o.maxBatch ?? 16, max_concurrent_requests: (o.maxBatch ?? 16) + (o.maxQueue ?? 64),
-    version: "oasft", router: "oasft", vocab_size: o.model.config.vocab_size,
+    version: "oasft", router: "oasft", vocab_size: o.model.config.vocabSize,
   }));
   app.get("/v1/models", async () => ({ object: "list", data: [{ id: o.modelId, object: "model", created: 0, owned_by: "oasft" }] }));
   app.get("/metrics", async (_req, reply) => {

@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { defaultThreads } from "./threads.js";
 
 declare const handleBrand: unique symbol;
 /** An opaque native tensor handle (a Napi::External owning one at::Tensor). */
@@ -26,8 +27,8 @@ export interface NativeBinding {
   cudaSynchronize(): void;
   mallocMode(): string;
   liveTensors(): number;
-  cpuRngState(): H;
-  setCpuRngState(state: H): void;
+  rngState(device: string): H;
+  setRngState(device: string, state: H): void;
   // handles and metadata
   dispose(t: H): void;
   isLive(t: H): boolean;
@@ -56,10 +57,15 @@ export interface NativeBinding {
   randint(low: number, high: number, shape: number[], dtype: number, device: string): H;
   randperm(n: number, dtype: number, device: string): H;
   to(t: H, dtype: number): H;
-  toDevice(t: H, device: string): H;
+  toDevice(t: H, device: string, nonBlocking?: boolean): H;
+  pinMemory(t: H): H;
   clone(t: H): H;
   detach(t: H): H;
   contiguous(t: H): H;
+  // file I/O
+  writeToFd(t: H, fd: number): void;
+  readFromFd(fd: number, offset: number, dtype: number, shape: number[]): H;
+  readIntoFromFd(fd: number, offset: number, t: H): void;
   // in-place
   copy_(dst: H, src: H): void;
   zero_(t: H): void;
@@ -199,6 +205,7 @@ export function loadedBlas(): { kind: "openblas" | "mkl" | "reference" | "unknow
 
 const require = createRequire(import.meta.url);
 export const native: NativeBinding = require(findAddon()) as NativeBinding;
+native.setNumThreads(defaultThreads().threads);
 
 const blasAtLoad = loadedBlas();
 if (blasAtLoad.kind === "reference") {

@@ -5,3 +5,5 @@ export { scope, noGrad, isGradEnabled, autocast, disposeAll } from "./scope.js";
 export { type DType, DTYPE_CODE, BYTES_PER_ELEMENT, FLOAT_MIN, isFloating, parseDType } from "./dtype.js";
 export { loadSafetensors, loadSafetensorsEntry, readSafetensorsHeader, saveSafetensors, type SafetensorsEntry, type SafetensorsHeader } from "./safetensors.js";
 export { loadedBlas, native } from "./binding.js";
+export { resolveDevice, deviceType, parseComputeDType, DeviceError } from "./device.js";
+export { defaultThreads } from "./threads.js";

@@ -105,5 +105,6 @@ export const cudaIsAvailable = () => native.cudaIsAvailable();
 export const cudaDeviceCount = () => native.cudaDeviceCount();
 export const liveTensors = () => native.liveTensors();
 export const version = () => native.version();
-export const cpuRngState = () => new Tensor(native.cpuRngState());
-export const setCpuRngState = (state: Tensor) => native.setCpuRngState(state.handle);
+/** The default generator's state of a device ("cpu", "cuda", "cuda:N") as a CPU byte tensor. */
+export const rngState = (device = "cpu") => new Tensor(native.rngState(device));
+export const setRngState = (device: string, state: Tensor) => native.setRngState(device, state.handle);

@@ -2,10 +2,10 @@
 // {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}, then the raw
 // little-endian row-major data; offsets are relative to the end of the header.
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
-import { writeFileAtomic } from "../util/atomic-file.js";
-import { BYTES_PER_ELEMENT, type DType } from "./dtype.js";
-import { fromBytes } from "./ops.js";
-import type { Tensor } from "./tensor.js";
+import { writeAllSync, writeFileAtomicFd } from "../util/atomic-file.js";
+import { native } from "./binding.js";
+import { BYTES_PER_ELEMENT, DTYPE_CODE, type DType } from "./dtype.js";
+import { Tensor } from "./tensor.js";
 
 const FORMAT_TO_DTYPE: Record<string, DType> = {
   F64: "float64", F32: "float32", F16: "float16", BF16: "bfloat16",
@@ -83,16 +83,36 @@ function parseHeader(path: string, fd: number): SafetensorsHeader {
     if (dataStart + offs[1] > fileSize) throw new SafetensorsError(path, `tensor '${name}': data ends past the end of the file (truncated?)`);
     entries.set(name, { dtype, shape: shape as number[], offset: dataStart + offs[0], byteLength });
   }
+  // As the reference reader: tensors tile the data region, with no overlap and nothing after the last
+  // one (a file longer than its header says was written by something else, or appended to).
+  const sorted = [...entries].sort((a, b) => a[1].offset - b[1].offset);
+  let end = dataStart;
+  for (const [name, e] of sorted) {
+    if (e.offset < end) throw new SafetensorsError(path, `tensor '${name}': its data overlaps the previous tensor's`);
+    end = e.offset + e.byteLength;
+  }
+  if (end !== fileSize) {
+    throw new SafetensorsError(path, `${fileSize - end} bytes after the last tensor${sorted.length ? ` ('${sorted.at(-1)![0]}')` : ""} (the header covers ${end} of ${fileSize} bytes)`);
+  }
   return { path, entries, metadata };
 }
 
 /** Reads only the header: names, dtypes, shapes, metadata. */
 export function readSafetensorsHeader(path: string): SafetensorsHeader {
-  const fd = openSync(path, "r");
+  const fd = openFile(path);
   try {
     return parseHeader(path, fd);
   } finally {
     closeSync(fd);
+  }
+}
+
+/** Reads one entry's bytes straight into a new CPU tensor; errors name the file and the tensor. */
+function readEntry(path: string, fd: number, name: string, e: SafetensorsEntry): Tensor {
+  try {
+    return new Tensor(native.readFromFd(fd, e.offset, DTYPE_CODE[e.dtype], e.shape));
+  } catch (err) {
+    throw new Error(`${path} › ${name}: ${(err as Error).message.replace(/^readFromFd: /, "")}`);
   }
 }
 
@@ -101,13 +121,13 @@ export function readSafetensorsHeader(path: string): SafetensorsHeader {
  * The caller owns the returned tensors (they join the current scope, if any).
  */
 export function loadSafetensors(path: string, select?: (name: string, entry: SafetensorsEntry) => boolean): { header: SafetensorsHeader; tensors: Map<string, Tensor> } {
-  const fd = openSync(path, "r");
+  const fd = openFile(path);
   try {
     const header = parseHeader(path, fd);
     const tensors = new Map<string, Tensor>();
     for (const [name, e] of header.entries) {
       if (select && !select(name, e)) continue;
-      tensors.set(name, fromBytes(readExactly(fd, e.byteLength, e.offset), e.dtype, e.shape));
+      tensors.set(name, readEntry(path, fd, name, e));
     }
     return { header, tensors };
   } finally {
@@ -115,17 +135,40 @@ export function loadSafetensors(path: string, select?: (name: string, entry: Saf
   }
 }
 
-/** Reads one tensor given its header entry (for lazy, one-at-a-time loading of big checkpoints). */
-export function loadSafetensorsEntry(path: string, entry: SafetensorsEntry): Tensor {
-  const fd = openSync(path, "r");
+/**
+ * Reads one tensor given its header entry (lazy, one-at-a-time loading of big checkpoints). With
+ * `into` (a contiguous CPU tensor of the entry's dtype and size) the bytes land in it directly.
+ */
+export function loadSafetensorsEntry(path: string, entry: SafetensorsEntry, name = "tensor", into?: Tensor): Tensor {
+  const fd = openFile(path);
   try {
-    return fromBytes(readExactly(fd, entry.byteLength, entry.offset), entry.dtype, entry.shape);
+    if (into && into.device === "cpu" && into.dtype === entry.dtype && into.numel * BYTES_PER_ELEMENT[into.dtype] === entry.byteLength && into.isContiguous()) {
+      try {
+        native.readIntoFromFd(fd, entry.offset, into.handle);
+      } catch (err) {
+        throw new Error(`${path} › ${name}: ${(err as Error).message.replace(/^readIntoFromFd: /, "")}`);
+      }
+      return into;
+    }
+    return readEntry(path, fd, name, entry);
   } finally {
     closeSync(fd);
   }
 }
 
-/** Writes tensors (any device; copied to CPU) atomically, in the given order. */
+function openFile(path: string): number {
+  try {
+    return openSync(path, "r");
+  } catch (err) {
+    throw new Error(`${path}: cannot open (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+}
+
+/**
+ * Writes tensors (any device, any size) atomically, in the given order: the header, then each
+ * tensor's bytes streamed by the addon straight from its memory (CUDA tensors through small host
+ * chunks), so a save never holds a second copy of the model in host memory.
+ */
 export function saveSafetensors(path: string, tensors: Iterable<[string, Tensor]>, metadata: Record<string, string> = {}): void {
   const list = [...tensors];
   const header: Record<string, unknown> = {};
@@ -133,18 +176,26 @@ export function saveSafetensors(path: string, tensors: Iterable<[string, Tensor]
   let offset = 0;
   for (const [name, t] of list) {
     const fmt = DTYPE_TO_FORMAT[t.dtype];
+    if (!fmt) throw new Error(`${path} › ${name}: dtype ${t.dtype} has no safetensors format`);
     const byteLength = t.numel * BYTES_PER_ELEMENT[t.dtype];
     header[name] = { dtype: fmt, shape: t.shape, data_offsets: [offset, offset + byteLength] };
     offset += byteLength;
   }
+  // The header is padded with spaces to a multiple of 8 bytes, as the reference writer does, so that
+  // every tensor's data starts aligned.
   let json = JSON.stringify(header);
   json += " ".repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
-  function* chunks(): Generator<Uint8Array | string> {
-    yield len;
-    yield json;
-    for (const [, t] of list) yield t.toBytes();
-  }
-  writeFileAtomic(path, chunks());
+  writeFileAtomicFd(path, (fd) => {
+    writeAllSync(fd, len);
+    writeAllSync(fd, json);
+    for (const [name, t] of list) {
+      try {
+        native.writeToFd(t.handle, fd);
+      } catch (err) {
+        throw new Error(`${path} › ${name}: ${(err as Error).message.replace(/^writeToFd: /, "")}`);
+      }
+    }
+  });
 }

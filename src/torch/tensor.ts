@@ -130,7 +130,10 @@ export class Tensor {
 
   // ----- conversion ---------------------------------------------------------------------------
   to(dtype: DType): Tensor { return new Tensor(native.to(this.handle, DTYPE_CODE[dtype])); }
-  toDevice(device: string): Tensor { return new Tensor(native.toDevice(this.handle, device)); }
+  /** A copy on `device` (this tensor when it is already there is not reused: always a new owner). */
+  toDevice(device: string, nonBlocking = false): Tensor { return new Tensor(native.toDevice(this.handle, device, nonBlocking)); }
+  /** A copy in page-locked host memory (CUDA builds only): host-to-device copies from it can run asynchronously. */
+  pinMemory(): Tensor { return new Tensor(native.pinMemory(this.handle)); }
   clone(): Tensor { return new Tensor(native.clone(this.handle)); }
   detach(): Tensor { return new Tensor(native.detach(this.handle)); }
   contiguous(): Tensor { return new Tensor(native.contiguous(this.handle)); }

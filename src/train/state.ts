@@ -32,6 +32,12 @@ const STATE_FILE = "trainer_state.json";
 const OPTIMIZER_FILE = "optimizer.safetensors";
 const RNG_FILE = "rng_state.safetensors";
 
+/** The generators a checkpoint holds: the CPU's and every visible GPU's ("cuda:0", ...). */
+function rngDevices(): string[] {
+  const gpus = torch.cudaIsAvailable() ? torch.cudaDeviceCount() : 0;
+  return ["cpu", ...Array.from({ length: gpus }, (_, i) => `cuda:${i}`)];
+}
+
 export function checkpointDirs(outputDir: string): Array<{ step: number; dir: string }> {
   if (!existsSync(outputDir)) return [];
   return readdirSync(outputDir)
@@ -83,7 +89,7 @@ export function saveCheckpoint(outputDir: string, a: SaveCheckpointArgs): string
     steps[name] = s.step;
   }
   torch.saveSafetensors(join(tmp, OPTIMIZER_FILE), tensors, { steps: JSON.stringify(steps), lr: String(a.optimizer.lr) });
-  torch.scope(() => torch.saveSafetensors(join(tmp, RNG_FILE), [["cpu", torch.cpuRngState()]]));
+  torch.scope(() => torch.saveSafetensors(join(tmp, RNG_FILE), rngDevices().map((d): [string, torch.Tensor] => [d, torch.rngState(d)])));
   writeFileAtomic(join(tmp, STATE_FILE), [JSON.stringify({ ...a.state, config: a.config }, null, 2) + "\n"]);
   fsyncDir(tmp);
   // Replace an older checkpoint of the same step (a resumed run re-saving) only once the new one is whole.
@@ -139,8 +145,16 @@ export function loadCheckpointState(dir: string, optimizer: AdamW, paramNames: s
     for (const t of tensors.values()) t.dispose();
   }
   const rng = torch.loadSafetensors(join(dir, RNG_FILE)).tensors;
-  torch.setCpuRngState(rng.get("cpu")!);
-  for (const t of rng.values()) t.dispose();
+  try {
+    for (const device of rngDevices()) {
+      const state = rng.get(device);
+      // A checkpoint written on a machine without this GPU restores the CPU generator only.
+      if (state) torch.setRngState(device, state);
+      else if (device === "cpu") throw new Error(`${join(dir, RNG_FILE)}: no 'cpu' generator state`);
+    }
+  } finally {
+    for (const t of rng.values()) t.dispose();
+  }
   const { config, ...state } = raw;
   return { state, config };
 }

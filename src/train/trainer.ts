@@ -6,7 +6,7 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { extname, join } from "node:path";
 import * as torch from "../torch/index.js";
-import { createCausalLM, loadCausalLM, resizeTokenEmbeddings, saveCausalLM, trainStep, type CausalLM } from "../models/index.js";
+import { createCausalLM, loadCausalLM, resizeTokenEmbeddings, saveCausalLM, type CausalLM } from "../models/index.js";
 import { indexWeights } from "../models/checkpoint.js";
 import { epochIndices } from "../data/mix.js";
 import { Rng } from "../data/rng.js";
@@ -49,12 +49,6 @@ export interface TrainSummary {
 
 // ----- the model and where it starts --------------------------------------------------------------
 
-function resolveDevice(spec: string): string {
-  if (spec === "auto") return torch.cudaIsAvailable() ? "cuda" : "cpu";
-  if (spec.startsWith("cuda") && !torch.cudaIsAvailable()) throw new Error(`device ${spec}: this libtorch has no CUDA device`);
-  return spec;
-}
-
 /**
  * model_name: an HF folder with weights (fine-tune it), or a config.json file (a new model, random
  * init as HF). The embedding grows to the tokenizer's length rounded up to 16 (OA) — never shrinks.
@@ -80,18 +74,17 @@ function startingModel(cfg: SFTConfig, tok: ChatTokenizer, device: string, resum
     }
     model = loadCausalLM(name, { dtype: "float32", device });
   }
-  return vocab > model.config.vocab_size ? resizeTokenEmbeddings(model, vocab) : model;
+  return vocab > model.config.vocabSize ? resizeTokenEmbeddings(model, vocab) : model;
 }
 
-/** HF Trainer's groups: weight decay on everything but biases and LayerNorm weights. */
+/** HF Trainer's groups: weight decay on everything but biases and norm weights (the model decides which). */
 export function paramGroups(model: CausalLM, weightDecay: number) {
-  const noDecay = (n: string) => n.endsWith(".bias") || /(layernorm|ln_f)\.weight$/.test(n);
-  const named = model.namedParameters();
+  const { decay, noDecay } = model.decayGroups();
   return {
-    names: [...named.filter(([n]) => !noDecay(n)), ...named.filter(([n]) => noDecay(n))].map(([n]) => n),
+    names: [...decay, ...noDecay].map(([n]) => n),
     groups: [
-      { params: named.filter(([n]) => !noDecay(n)).map(([, p]) => p), weightDecay },
-      { params: named.filter(([n]) => noDecay(n)).map(([, p]) => p), weightDecay: 0 },
+      { params: decay.map(([, p]) => p), weightDecay },
+      { params: noDecay.map(([, p]) => p), weightDecay: 0 },
     ],
   };
 }
@@ -144,10 +137,11 @@ export function packingRowLength(lengths: number[], cfg: SFTConfig): number {
 
 const trainedIn = (b: Batch) => b.labels.reduce((n, row) => n + row.reduce((m, l) => m + (l !== -100 ? 1 : 0), 0), 0);
 
+/** A batch's tensors on `device`; for CUDA they go through pinned host memory, so the copy is asynchronous. */
 function tensorsOf(b: Batch, device: string) {
   const t = (x: number[][]) => {
-    const c = torch.tensor(x, { dtype: "int64" });
-    return device === "cpu" ? c : c.toDevice(device);
+    const host = torch.tensor(x, { dtype: "int64" });
+    return device === "cpu" ? host : host.pinMemory().toDevice(device, true);
   };
   return {
     inputIds: t(b.inputIds),
@@ -177,7 +171,7 @@ export function evaluate(model: CausalLM, data: SftData, cfg: SFTConfig, precisi
         torch.scope(() => {
           const b = tensorsOf(padBatch(samples.slice(i, i + batchSize), data.tokenizer.padId, 1), device);
           const run = () => model.forward({ inputIds: b.inputIds, attentionMask: b.attentionMask }).logits;
-          const logits = precision === "fp32" ? run() : torch.autocast(device.startsWith("cuda") ? "cuda" : "cpu", precision === "bf16" ? "bfloat16" : "float16", run);
+          const logits = precision === "fp32" ? run() : torch.autocast(torch.deviceType(device), precision === "bf16" ? "bfloat16" : "float16", run);
           const [rows, s, v] = logits.shape as [number, number, number];
           const target = torch.cat([b.labels.narrow(1, 1, s - 1), torch.full([rows, 1], -100, { dtype: "int64", device })], 1).view([rows * s]);
           const flat = logits.reshape([rows * s, v]).to("float32");
@@ -200,7 +194,7 @@ export function evaluate(model: CausalLM, data: SftData, cfg: SFTConfig, precisi
 
 export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<TrainSummary> {
   const print = o.print ?? ((l: string) => process.stderr.write(`${l}\n`));
-  const device = resolveDevice(String(cfg.device));
+  const device = torch.resolveDevice(String(cfg.device), "device");
   const settings = resolveTrainSettings(cfg, device);
   for (const n of settings.notes) print(`note: ${n}`);
   const outputDir = String(cfg.output_dir);
@@ -238,7 +232,7 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
   writeFileAtomic(log.path, records.map((r) => JSON.stringify(r) + "\n"));
   const bar = o.progress === false ? undefined : new ProgressBar(totalSteps);
   const precisionDtype = settings.precision === "bf16" ? "bfloat16" : "float16";
-  const autocastDevice = device.startsWith("cuda") ? "cuda" : "cpu";
+  const autocastDevice = torch.deviceType(device);
   const t0 = performance.now() - state.elapsedS * 1000;
   let window = { loss: 0, steps: 0, tokens: 0, trained: 0, t: performance.now() };
   let lastLoss = NaN;
@@ -282,7 +276,8 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
       chunk.forEach((b, k) => {
         if (!trainedPer[k]) return; // nothing to learn in this micro-batch (OA: loss 0)
         const weight = cfg.loss_normalization === "micro_batch" ? 1 / chunk.length : trainedPer[k]! / trainedTotal;
-        const run = () => torch.scope(() => trainStep(model, tensorsOf(b, device), { gradientCheckpointing: cfg.gradient_checkpointing as boolean, gradScale: weight * lossScale }));
+        const options = { gradientCheckpointing: cfg.gradient_checkpointing as boolean, gradScale: weight * lossScale };
+        const run = () => torch.scope(() => model.trainStep(tensorsOf(b, device), options));
         const { loss } = settings.precision === "fp32" ? run() : torch.autocast(autocastDevice, precisionDtype, run);
         stepLoss += weight * loss;
       });

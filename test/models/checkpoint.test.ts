@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import * as torch from "../../src/torch/index.js";
 import { createCausalLM, loadCausalLM, readSafetensorsHeaderOf, saveCausalLM } from "./checkpoint-helpers.js";
-import { GOLDEN, GOLDEN_MODELS, maxAbsDiff } from "../helpers.js";
+import { GOLDEN, GOLDEN_MODELS, maxAbsDiff, param } from "../helpers.js";
 
 const work = mkdtempSync(join(tmpdir(), "oasft-ckpt-"));
 const tinyConfig = JSON.parse(readFileSync(join(GOLDEN, GOLDEN_MODELS[0], "config.json"), "utf8")) as Record<string, unknown>;
@@ -25,9 +25,9 @@ test("a new model saved and loaded again has identical weights; tied models stor
     const a = new Map(model.namedParameters());
     for (const [n, p] of again.namedParameters()) assert.equal(maxAbsDiff(p, a.get(n)!), 0, n);
     // HF init: LayerNorm (1, 0), biases 0, weights ~ N(0, 0.02).
-    const std = torch.scope(() => model.transformer.word_embeddings.weight.to("float64").pow(2).mean().sqrt().item());
+    const std = torch.scope(() => param(model, "transformer.word_embeddings.weight").to("float64").pow(2).mean().sqrt().item());
     assert.ok(Math.abs(std - 0.02) < 0.002, `embedding std ${std}`);
-    assert.equal(model.transformer.ln_f.weight.sum().item(), model.config.hidden_size);
+    assert.equal(param(model, "transformer.ln_f.weight").sum().item(), model.config.hiddenSize);
     model.dispose();
     again.dispose();
   }
@@ -63,9 +63,9 @@ test("weights are cast to the requested dtype on load; bf16 still predicts like 
   // fp16 has no CPU matmul kernels in libtorch 1.13 (it is a GPU dtype there), but loads and converts exactly.
   const fp16 = loadCausalLM(golden, { dtype: "float16" });
   torch.scope(() => {
-    const w = fp16.transformer.h.items[0]!.self_attention.dense.weight;
+    const w = param(fp16, "transformer.h.0.self_attention.dense.weight");
     assert.equal(w.dtype, "float16");
-    assert.equal(maxAbsDiff(w, ref.transformer.h.items[0]!.self_attention.dense.weight.to("float16")), 0);
+    assert.equal(maxAbsDiff(w, param(ref, "transformer.h.0.self_attention.dense.weight").to("float16")), 0);
   });
   for (const m of [ref, bf16, fp16]) m.dispose();
 });
@@ -83,7 +83,7 @@ test("HF checkpoints without the transformer. prefix, or with a tied lm_head cop
   });
   const a = loadCausalLM(dir);
   const b = loadCausalLM(golden);
-  assert.equal(maxAbsDiff(a.transformer.h.items[1]!.mlp.dense_4h_to_h.weight, b.transformer.h.items[1]!.mlp.dense_4h_to_h.weight), 0);
+  assert.equal(maxAbsDiff(param(a, "transformer.h.1.mlp.dense_4h_to_h.weight"), param(b, "transformer.h.1.mlp.dense_4h_to_h.weight")), 0);
   a.dispose();
   b.dispose();
 });

@@ -26,7 +26,7 @@ test("best-fit decreasing: every sample once, no bin over capacity, tight on a k
 for (const name of GOLDEN_MODELS) {
   test(`packed rows give every token the loss it has alone (${name}, within 1e-5)`, () => {
     const model = loadCausalLM(join(GOLDEN, name)).eval();
-    const vocab = model.config.vocab_size;
+    const vocab = model.config.vocabSize;
     const rng = new Rng(name);
     const samples: EncodedSample[] = [23, 9, 31, 14, 5].map((len) => ({
       inputIds: Array.from({ length: len }, () => rng.int(0, vocab - 1)),

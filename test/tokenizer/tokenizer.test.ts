@@ -9,7 +9,7 @@ import { ChatTokenizer, QA_SPECIAL_TOKENS } from "../../src/tokenizer/index.js";
 import { trainByteLevelBpe, trainingTexts, saveTokenizerJson } from "../../src/tokenizer/bpe-trainer.js";
 import { createCausalLM, resizeTokenEmbeddings } from "../../src/models/index.js";
 import * as torch from "../../src/torch/index.js";
-import { SHARED } from "../helpers.js";
+import { SHARED, param } from "../helpers.js";
 
 const TOK = join(SHARED, "data/tokenizers");
 const WMT = join(SHARED, "data/wmt22");
@@ -38,14 +38,14 @@ test("GPT-2 + the bloom family: pad/eos/sep then OA's five tokens get the next i
 
 test("the embedding (and an untied head) grows to the new vocabulary, keeping every trained row", () => {
   const model = createCausalLM({ model_type: "bloom", vocab_size: 40, hidden_size: 16, n_layer: 1, n_head: 2, tie_word_embeddings: false });
-  const before = torch.scope(() => model.transformer.word_embeddings.weight.toNumbers());
-  const head = torch.scope(() => model.lm_head!.weight.toNumbers());
+  const before = torch.scope(() => param(model, "transformer.word_embeddings.weight").toNumbers());
+  const head = torch.scope(() => param(model, "lm_head.weight").toNumbers());
   const grown = resizeTokenEmbeddings(model, 48);
-  assert.deepEqual(grown.transformer.word_embeddings.weight.shape, [48, 16]);
-  assert.deepEqual(grown.lm_head!.weight.shape, [48, 16]);
-  assert.deepEqual(torch.scope(() => grown.transformer.word_embeddings.weight.narrow(0, 0, 40).toNumbers()), before);
-  assert.deepEqual(torch.scope(() => grown.lm_head!.weight.narrow(0, 0, 40).toNumbers()), head);
-  const rows = torch.scope(() => grown.transformer.word_embeddings.weight.narrow(0, 40, 8).toNumbers());
+  assert.deepEqual(param(grown, "transformer.word_embeddings.weight").shape, [48, 16]);
+  assert.deepEqual(param(grown, "lm_head.weight").shape, [48, 16]);
+  assert.deepEqual(torch.scope(() => param(grown, "transformer.word_embeddings.weight").narrow(0, 0, 40).toNumbers()), before);
+  assert.deepEqual(torch.scope(() => param(grown, "lm_head.weight").narrow(0, 0, 40).toNumbers()), head);
+  const rows = torch.scope(() => param(grown, "transformer.word_embeddings.weight").narrow(0, 40, 8).toNumbers());
   const fresh = Math.sqrt(rows.reduce((a, x) => a + x * x, 0) / rows.length);
   assert.ok(fresh > 0.005 && fresh < 0.05, `new rows use the normal init (std ${fresh})`);
   grown.dispose();

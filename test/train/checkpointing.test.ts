@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { test } from "node:test";
 import * as torch from "../../src/torch/index.js";
-import { loadCausalLM, trainStep } from "../../src/models/index.js";
+import { loadCausalLM } from "../../src/models/index.js";
+import type { BloomForCausalLM } from "../../src/models/bloom.js";
 import { GOLDEN, GOLDEN_MODELS, loadGolden, maxAbsDiff } from "../helpers.js";
 
 for (const name of GOLDEN_MODELS) {
@@ -11,10 +12,10 @@ for (const name of GOLDEN_MODELS) {
     const g = loadGolden(name, "tensors.safetensors");
     const input = { inputIds: g.get("inputs.right.input_ids")!, attentionMask: g.get("inputs.right.attention_mask")!, labels: g.get("inputs.right.labels")! };
     const run = (checkpoint: boolean, dropout: number) => {
-      const model = loadCausalLM(join(GOLDEN, name)).train();
-      Object.assign(model.config, { hidden_dropout: dropout, attention_dropout: dropout });
+      const model = loadCausalLM(join(GOLDEN, name)).train() as BloomForCausalLM;
+      Object.assign(model.bloomConfig, { hidden_dropout: dropout, attention_dropout: dropout });
       torch.manualSeed(11);
-      const { loss } = trainStep(model, input, { gradientCheckpointing: checkpoint, gradScale: 3 });
+      const { loss } = model.trainStep(input, { gradientCheckpointing: checkpoint, gradScale: 3 });
       const grads = new Map(model.namedParameters().map(([n, p]) => [n, p.grad!.keep()]));
       return { loss, grads, model };
     };

@@ -87,7 +87,7 @@ describe("the training loop", () => {
     assert.deepEqual(trainLosses(b), full.slice(4));
     // The final folder is a model in the HF layout that loads.
     const m = loadCausalLM(a);
-    assert.equal(m.config.vocab_size % 16, 0);
+    assert.equal(m.config.vocabSize % 16, 0);
     m.dispose();
     for (const f of ["training.svg", "summary.json", "tokenizer.json", "config.json"]) assert.ok(existsSync(join(a, f)), f);
     assert.deepEqual(readdirSync(a).filter((n) => n.startsWith("checkpoint-")).sort(), ["checkpoint-4", "checkpoint-8"], "saved every save_steps; the end of the run saves the final model");

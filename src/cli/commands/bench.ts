@@ -17,7 +17,7 @@ const peakRssMb = () => process.resourceUsage().maxRSS / 1024;
 
 export function benchTrain(cfg: Record<string, unknown>, o: { seqLen: number; batchSize: number; bf16: boolean; steps: number; warmup: number }) {
   const model = createCausalLM(cfg).train();
-  const V = model.config.vocab_size;
+  const V = model.config.vocabSize;
   const optimizer = new AdamW(model.parameters(), { lr: 1e-4, weightDecay: 0 });
   const ids = torch.randint(0, V, [o.batchSize, o.seqLen + 1]).keep();
   const x = ids.narrow(1, 0, o.seqLen).keep();
@@ -53,7 +53,7 @@ export function benchTrain(cfg: Record<string, unknown>, o: { seqLen: number; ba
 
 export function benchGenerate(cfg: Record<string, unknown>, o: { promptLen: number; newTokens: number; batchSize: number; steps: number; warmup: number }) {
   const model = createCausalLM(cfg).eval();
-  const prompt = torch.randint(0, model.config.vocab_size, [o.batchSize, o.promptLen]).keep();
+  const prompt = torch.randint(0, model.config.vocabSize, [o.batchSize, o.promptLen]).keep();
   const times: number[] = [];
   for (let i = 0; i < o.warmup + o.steps; i++) {
     const t0 = performance.now();

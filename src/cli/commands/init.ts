@@ -37,7 +37,7 @@ export const command: Command = {
     const model = createCausalLM(json, { dtype }, configPath);
     saveCausalLM(model, out);
     tokenizer?.save(out);
-    console.log(`${out}: ${model.config.model_type}, ${(model.numParameters() / 1e6).toFixed(2)}M parameters, ${dtype}`);
+    console.log(`${out}: ${model.config.modelType}, ${(model.numParameters() / 1e6).toFixed(2)}M parameters, ${dtype}`);
     model.dispose();
     return 0;
   },

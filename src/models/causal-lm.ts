@@ -1,0 +1,311 @@
+// The causal-LM interface every command types against. An architecture file (bloom.ts, ...) subclasses
+// CausalLM with its modules and four stages: embed → blocks → final norm → LM head. Everything around
+// the stages (positions, masks, the block loop with its scopes, hidden states, the loss, gradient
+// checkpointing) is written once here, so that no code above src/models knows an architecture.
+//
+// Shapes: b batch, s new tokens, S = past + s (keys, the cache included), h hidden, v vocab.
+import * as torch from "../torch/index.js";
+import { CheckpointedBlocks } from "../nn/checkpoint.js";
+import { Module, Norm } from "../nn/index.js";
+
+// ---------------------------------------------------------------------------------------------
+// 1. Config: the normalised view of an architecture's config.json
+
+export interface ModelConfig {
+  /** HF's model_type ("bloom", ...). */
+  modelType: string;
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  bosTokenId: number | null;
+  eosTokenId: number | null;
+  padTokenId: number | null;
+  /** The longest sequence the position scheme was trained for; null when it has none (ALiBi). */
+  maxPositions: number | null;
+  tieWordEmbeddings: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. KV cache: owned by the model that made it (model.newCache()); its layout is the model's business
+
+export interface KVCache {
+  /** Positions stored (the same for every layer between forwards). */
+  readonly length: number;
+  /** Forgets positions from `length` on (a shared prompt prefix is reused this way). */
+  truncate(length: number): void;
+  /**
+   * Keeps only batch rows `rows` (in that order) and drops the first `trimLeft` positions (padding
+   * that every kept row has): continuous batching removes finished sequences this way.
+   */
+  selectRows(rows: number[], trimLeft?: number): void;
+  /**
+   * Appends the rows of `other` (made by the same model) below this cache's rows, right-aligned: the
+   * shorter side is padded on the left, and the caller pads its attention mask the same way.
+   */
+  concatRows(other: KVCache): { padSelf: number; padOther: number };
+  dispose(): void;
+}
+
+export interface NewCacheOptions {
+  /** Rows the cache starts with room for (it grows when a forward brings more). */
+  batch?: number;
+  /** Positions per row allocated up front (it grows by doubling past that). */
+  capacity?: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Forward input and output
+
+export interface CausalLMInput {
+  /** [b, s] int64 token ids. */
+  inputIds: torch.Tensor;
+  /** [b, past + s], 1 = real token, 0 = padding; omitted = no padding. Covers the cached past too. */
+  attentionMask?: torch.Tensor;
+  /** [b, s] int64 next-token targets as HF: labels[t] is predicted at t−1; −100 = not trained. */
+  labels?: torch.Tensor;
+  /**
+   * Packed rows: [b, past + s] int64, 1, 2, ... per packed sample (0 on padding). Attention stays
+   * inside a sample; pass positionIds too so that positions restart at each sample.
+   */
+  segmentIds?: torch.Tensor;
+  /**
+   * [b, past + s] int64 position of every token, the cached past included. Omitted: derived from the
+   * attention mask (cumsum − 1 over real tokens, 0 on padding, as HF), so left padding is invisible.
+   */
+  positionIds?: torch.Tensor;
+  /** Incremental decoding: keys/values of earlier positions (from model.newCache()); this call appends. */
+  cache?: KVCache;
+  /** "last": compute logits for the last position only (generation); default "all". */
+  logits?: "all" | "last";
+  outputHiddenStates?: boolean;
+  outputAttentions?: boolean;
+}
+
+export interface CausalLMOutput {
+  /** [b, s, v] (or [b, 1, v] with logits: "last"), in the model's compute dtype. */
+  logits: torch.Tensor;
+  /** Mean cross entropy over the trained (≠ −100) shifted labels, float32 scalar. */
+  loss?: torch.Tensor;
+  /** HF's output_hidden_states: the embedding output, each block's output, the final norm's. */
+  hiddenStates?: torch.Tensor[];
+  /** Per layer attention probabilities [b, n_h, s, S] (architectures that compute them). */
+  attentions?: torch.Tensor[];
+}
+
+/** What every block of one forward shares, built once by the base class. */
+export interface ForwardContext {
+  b: number;
+  s: number;
+  /** Cached positions before this forward. */
+  past: number;
+  /** [b, S] int64, 1 = real key (all ones when the input had no mask). */
+  keyMask: torch.Tensor;
+  /** [b, S] int64 positions of all keys; the new tokens' are the last s columns. */
+  positionIds: torch.Tensor;
+  /** [b, 1, s, S] bool, true = hidden (causal, padding, other packed sample); undefined when nothing is. */
+  hidden: torch.Tensor | undefined;
+  /** The input had an explicit mask, segments or positions (i.e. not a plain unpadded batch). */
+  explicit: boolean;
+}
+
+export interface BlockOutput {
+  out: torch.Tensor;
+  probs?: torch.Tensor;
+}
+
+export interface ModelOptions {
+  dtype?: torch.DType;
+  device?: string;
+  /** "normal": HF's random init; "empty": uninitialised, for loading a checkpoint right after. */
+  init?: "normal" | "empty";
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Masks and positions, the same for every architecture
+
+/** HF's default positions: (cumsum(mask) − 1)·mask, so the first real token of a left-padded row is 0. */
+export function positionsFromMask(mask: torch.Tensor): torch.Tensor {
+  return mask.cumsum(-1).sub(1).mul(mask);
+}
+
+/**
+ * HF's combined mask [b, 1, s, S], true = masked: key j is hidden from query i when j > i + past
+ * (causal) or when key j is padding; with segments, also when j belongs to another packed sample.
+ * A single new token (s = 1) needs only the padding part. Made on `device`.
+ */
+export function hiddenKeys(
+  mask: torch.Tensor | undefined, s: number, past: number, device: string, segmentIds?: torch.Tensor,
+): torch.Tensor | undefined {
+  const S = past + s;
+  const padding = mask?.eq(0).unsqueeze(1).unsqueeze(1); // [b, 1, 1, S]
+  if (s === 1 && !segmentIds) return padding;
+  const causal = torch.ones([s, S], { dtype: "bool", device }).triu(past + 1); // [s, S]
+  let masked = padding ? padding.logicalOr(causal) : causal.unsqueeze(0).unsqueeze(0);
+  if (segmentIds) {
+    // Packed samples: a query sees only keys of its own sample (block-diagonal within the causal mask).
+    const query = segmentIds.narrow(1, past, s).unsqueeze(2); // [b, s, 1]
+    masked = masked.logicalOr(query.ne(segmentIds.unsqueeze(1)).unsqueeze(1)); // [b, 1, s, S]
+  }
+  return masked;
+}
+
+/**
+ * HF's causal-LM loss: logits at t predict labels at t+1, mean over labels ≠ −100. The labels are
+ * shifted left (and −100 appended) instead of slicing the logits, which avoids copying [b, s, v].
+ * Computed in float32 whatever the compute dtype.
+ */
+export function causalLmLoss(logits: torch.Tensor, labels: torch.Tensor): torch.Tensor {
+  const [b, s, v] = logits.shape as [number, number, number];
+  const end = torch.full([b, 1], -100, { dtype: "int64", device: labels.device });
+  const shifted = torch.cat([labels.narrow(1, 1, s - 1), end], 1);
+  const flat = logits.dtype === "float32" ? logits.view([b * s, v]) : logits.reshape([b * s, v]).to("float32");
+  return torch.crossEntropy(flat, shifted.view([b * s]), { ignoreIndex: -100 });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. The base class
+
+export interface TrainStepOptions {
+  /**
+   * Keep only each block's input during forward and recompute the block in backward (HF's
+   * gradient_checkpointing): activation memory of one block instead of all, for one extra forward.
+   */
+  gradientCheckpointing?: boolean;
+  /** Multiplies the loss before backward (fp16 loss scale × accumulation weight); default 1. */
+  gradScale?: number;
+}
+
+export abstract class CausalLM extends Module {
+  abstract readonly config: ModelConfig;
+  readonly dtype: torch.DType;
+  readonly device: string;
+
+  constructor(o: ModelOptions) {
+    super();
+    this.dtype = o.dtype ?? "float32";
+    this.device = o.device ?? "cpu";
+  }
+
+  // ----- what an architecture provides ----------------------------------------------------------
+  /** The repeated blocks, in order: the unit of gradient checkpointing, sharding and adapter targets. */
+  abstract get blocks(): readonly Module[];
+  /** The weight of the output projection [v, h] (the embedding itself when tied). */
+  abstract get lmHeadWeight(): torch.Tensor;
+  /** The config.json to save (the original keys kept, HF's canonical names written). */
+  abstract configJson(): Record<string, unknown>;
+  /** A KV cache for this model's layout. */
+  abstract newCache(o?: NewCacheOptions): KVCache;
+  /** Token ids [b, s] → hidden states [b, s, h] (any embedding norm included). */
+  protected abstract embed(inputIds: torch.Tensor): torch.Tensor;
+  /** Per-forward tensors the blocks share beyond the context (ALiBi bias, rotary tables, ...). */
+  protected abstract prepare(ctx: ForwardContext, dtype: torch.DType): unknown;
+  /** Block `i` on x [b, s, h]; appends to `cache` when given. */
+  protected abstract runBlock(i: number, x: torch.Tensor, ctx: ForwardContext, shared: unknown, cache: KVCache | undefined, wantProbs: boolean): BlockOutput;
+  /** The final norm before the LM head. */
+  protected abstract finalNorm(x: torch.Tensor): torch.Tensor;
+
+  // ----- generic ------------------------------------------------------------------------------------
+  /** Advances the cache after every block appended its s new positions (caches that need it). */
+  protected afterForward(cache: KVCache | undefined, s: number): void {
+    (cache as { advance?: (s: number) => void } | undefined)?.advance?.(s);
+  }
+
+  /** The forward context: key mask, positions (derived when absent) and the hidden-key mask, on the model's device. */
+  protected context(input: CausalLMInput): ForwardContext {
+    const { inputIds, attentionMask, cache } = input;
+    const [b, s] = inputIds.shape as [number, number];
+    const past = cache?.length ?? 0;
+    const S = past + s;
+    for (const [name, t] of [["attentionMask", attentionMask], ["positionIds", input.positionIds], ["segmentIds", input.segmentIds]] as const) {
+      if (t && (t.ndim !== 2 || t.size(0) !== b || t.size(1) !== S)) {
+        throw new Error(`${name} must be [${b}, ${S}] (batch, past + new tokens), got [${t.shape}]`);
+      }
+    }
+    const keyMask = attentionMask ?? torch.ones([b, S], { dtype: "int64", device: this.device });
+    return {
+      b, s, past, keyMask,
+      positionIds: input.positionIds ?? positionsFromMask(keyMask),
+      hidden: hiddenKeys(attentionMask, s, past, this.device, input.segmentIds),
+      explicit: Boolean(attentionMask || input.segmentIds || input.positionIds),
+    };
+  }
+
+  forward(input: CausalLMInput): CausalLMOutput {
+    const ctx = this.context(input);
+    const { cache } = input;
+    let x = torch.scope(() => this.embed(input.inputIds));
+    const shared = this.prepare(ctx, x.dtype);
+    const hiddenStates: torch.Tensor[] = [];
+    const attentions: torch.Tensor[] = [];
+    const wantProbs = input.outputAttentions ?? false;
+    for (let i = 0; i < this.blocks.length; i++) {
+      if (input.outputHiddenStates) hiddenStates.push(x);
+      // One scope per block: its intermediates lose their JS owners as soon as it returns, so only
+      // what autograd saved for backward stays alive (and is freed node by node during backward).
+      const r = torch.scope(() => this.runBlock(i, x, ctx, shared, cache, wantProbs));
+      x = r.out;
+      if (r.probs) attentions.push(r.probs);
+    }
+    x = this.finalNorm(x);
+    if (input.outputHiddenStates) hiddenStates.push(x);
+    this.afterForward(cache, ctx.s);
+
+    const last = input.logits === "last" ? x.narrow(1, ctx.s - 1, 1) : x;
+    const out: CausalLMOutput = { logits: torch.linear(last, this.lmHeadWeight) };
+    if (input.labels) out.loss = causalLmLoss(out.logits, input.labels);
+    if (input.outputHiddenStates) out.hiddenStates = hiddenStates;
+    if (input.outputAttentions) out.attentions = attentions;
+    return out;
+  }
+
+  /**
+   * Forward and backward of one micro-batch (labels required); parameter gradients accumulate.
+   * With checkpointing, the blocks run without a graph, keeping only their inputs, and backward
+   * re-runs each block from its input, last to first (src/nn/checkpoint.ts): the same operations
+   * in the same order, so the same loss and gradients as without.
+   */
+  trainStep(input: CausalLMInput, o: TrainStepOptions = {}): { loss: number } {
+    if (!input.labels) throw new Error("trainStep needs labels");
+    if (input.cache) throw new Error("trainStep does not take a KV cache");
+    const scale = o.gradScale ?? 1;
+    return torch.scope(() => {
+      if (!o.gradientCheckpointing) {
+        const { loss } = this.forward(input);
+        const value = loss!.item();
+        torch.backward([scale === 1 ? loss! : loss!.mul(scale)]);
+        return { loss: value };
+      }
+      const ctx = this.context(input);
+      const x0 = torch.noGrad(() => this.embed(input.inputIds));
+      const shared = this.prepare(ctx, x0.dtype);
+      const blocks = this.blocks.map((_, i) => (x: torch.Tensor) => this.runBlock(i, x, ctx, shared, undefined, false).out);
+      const seq = new CheckpointedBlocks(this.device, this.training);
+      const xL = seq.forward(x0, blocks);
+      const last = xL.detach();
+      last.requiresGrad = true;
+      const value = torch.scope(() => {
+        const logits = torch.linear(this.finalNorm(last), this.lmHeadWeight);
+        const loss = causalLmLoss(logits, input.labels!);
+        torch.backward([scale === 1 ? loss : loss.mul(scale)]);
+        return loss.item();
+      });
+      const grad0 = seq.backward(last.grad!);
+      torch.scope(() => torch.backward([this.embed(input.inputIds)], [grad0]));
+      return { loss: value };
+    });
+  }
+
+  /**
+   * AdamW's groups as the HF Trainer makes them: weight decay on every parameter except biases and
+   * the weights of norm layers (LayerNorm, RMSNorm), decided by module type, not by name.
+   */
+  decayGroups(): { decay: Array<[string, torch.Tensor]>; noDecay: Array<[string, torch.Tensor]> } {
+    const decay: Array<[string, torch.Tensor]> = [];
+    const noDecay: Array<[string, torch.Tensor]> = [];
+    for (const { name, local, tensor, owner } of this.parameterOwners()) {
+      (owner instanceof Norm || local === "bias" ? noDecay : decay).push([name, tensor]);
+    }
+    return { decay, noDecay };
+  }
+}
