@@ -39,3 +39,4 @@ export function intFlag(values: Record<string, unknown>, flag: string, fallback:
   if (!Number.isInteger(n) || n < min) throw new UsageError(`--${flag}: expected an integer ≥ ${min}, got '${String(v)}'`);
   return n;
 }
+

@@ -46,7 +46,7 @@ export interface EngineOptions {
   maxBatch?: number;
   /** Requests waiting for a slot before new ones are refused (default 64). */
   maxQueue?: number;
-  /** Longest prompt + generation (default: unlimited; BLOOM's ALiBi has no fixed context). */
+  /** Longest prompt + generation (default: the model's maxPositions; unlimited when it has none). */
   maxTotalTokens?: number;
 }
 
@@ -189,8 +189,9 @@ export class Engine {
   submit(req: GenerationRequest): GenerationHandle {
     checkSampling(req.params);
     if (!req.promptIds.length) throw new RangeError("prompt: expected at least one token");
-    if (this.o.maxTotalTokens && req.promptIds.length + req.params.maxNewTokens > this.o.maxTotalTokens) {
-      throw new RangeError(`prompt + max_new_tokens = ${req.promptIds.length + req.params.maxNewTokens} exceeds the server's limit of ${this.o.maxTotalTokens} tokens`);
+    const limit = this.o.maxTotalTokens ?? this.model.config.maxPositions;
+    if (limit && req.promptIds.length + req.params.maxNewTokens > limit) {
+      throw new RangeError(`prompt + max_new_tokens = ${req.promptIds.length + req.params.maxNewTokens} exceeds the limit of ${limit} tokens`);
     }
     if (this.queue.length >= this.maxQueue) throw new QueueFullError(this.queue.length);
     let row!: Row;

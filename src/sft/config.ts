@@ -21,6 +21,8 @@ interface KeySpec {
   choices?: readonly string[];
   /** An OA key that oasft reads but does not act on; setting it away from its default prints a note. */
   unsupported?: string;
+  /** Bounds of a number: min/max inclusive, gt/lt exclusive. Checked before any work. */
+  range?: { min?: number; max?: number; gt?: number; lt?: number };
 }
 
 /** Every key, grouped as OA's `defaults` block, plus oasft's own at the end. */
@@ -32,51 +34,51 @@ export const CONFIG_KEYS = {
   output_dir: { type: "string", default: "saved_model", doc: "where checkpoints and the final model go" },
   log_dir: { type: "string", default: "base", doc: "run name used in logs" },
   cache_dir: { type: "string", default: ".cache", doc: "base for relative input_file_path values and downloads" },
-  rng_seed: { type: "integer", default: 0xa1221f97, doc: "seed for data (splits, templates, windows) and initialisation" },
+  rng_seed: { type: "integer", range: { min: 0 }, default: 0xa1221f97, doc: "seed for data (splits, templates, windows) and initialisation" },
   dtype: { type: "string", default: "fp16", choices: ["fp16", "float16", "bf16", "bfloat16", "fp32", "float32"], doc: "training precision" },
   // --- optimisation ---
-  learning_rate: { type: "number", default: 1e-5, doc: "peak learning rate" },
+  learning_rate: { type: "number", range: { gt: 0 }, default: 1e-5, doc: "peak learning rate" },
   gradient_checkpointing: { type: "boolean", default: false, doc: "recompute each block's activations in backward" },
-  gradient_accumulation_steps: { type: "integer", default: 32, doc: "micro-batches per optimizer step" },
-  per_device_train_batch_size: { type: "integer", default: 2, doc: "sequences (or packed rows) per micro-batch" },
-  per_device_eval_batch_size: { type: "integer", default: 2, doc: "sequences per evaluation batch" },
-  adam_beta1: { type: "number", default: 0.9, doc: "AdamW β1" },
-  adam_beta2: { type: "number", default: 0.95, doc: "AdamW β2" },
-  adam_epsilon: { type: "number", default: 1e-12, doc: "AdamW ε" },
-  weight_decay: { type: "number", default: 0.0, doc: "decoupled weight decay (not on biases and LayerNorm weights)" },
-  warmup_steps: { type: "integer", default: 600, doc: "linear warmup steps" },
-  max_grad_norm: { type: "number", default: 2.0, doc: "global gradient-norm clip" },
-  num_train_epochs: { type: "number", default: 3, doc: "epochs (max_steps wins when set)" },
-  max_steps: { type: "integer", default: null, nullable: true, doc: "stop after this many optimizer steps" },
+  gradient_accumulation_steps: { type: "integer", range: { min: 1 }, default: 32, doc: "micro-batches per optimizer step" },
+  per_device_train_batch_size: { type: "integer", range: { min: 1 }, default: 2, doc: "sequences (or packed rows) per micro-batch" },
+  per_device_eval_batch_size: { type: "integer", range: { min: 1 }, default: 2, doc: "sequences per evaluation batch" },
+  adam_beta1: { type: "number", range: { min: 0, lt: 1 }, default: 0.9, doc: "AdamW β1" },
+  adam_beta2: { type: "number", range: { min: 0, lt: 1 }, default: 0.95, doc: "AdamW β2" },
+  adam_epsilon: { type: "number", range: { min: 0 }, default: 1e-12, doc: "AdamW ε" },
+  weight_decay: { type: "number", range: { min: 0 }, default: 0.0, doc: "decoupled weight decay (not on biases and LayerNorm weights)" },
+  warmup_steps: { type: "integer", range: { min: 0 }, default: 600, doc: "linear warmup steps" },
+  max_grad_norm: { type: "number", range: { min: 0 }, default: 2.0, doc: "global gradient-norm clip" },
+  num_train_epochs: { type: "number", range: { gt: 0 }, default: 3, doc: "epochs (max_steps wins when set)" },
+  max_steps: { type: "integer", range: { min: 1 }, default: null, nullable: true, doc: "stop after this many optimizer steps" },
   lr_scheduler_type: { type: "string", default: "linear", choices: ["linear", "cosine", "constant"], doc: "decay after warmup" },
   loss_fn: { type: "string", default: "CrossEntropyLoss", choices: ["CrossEntropyLoss"], doc: "training loss (OA's Poly loss is not supported)" },
   loss_normalization: { type: "string", default: "tokens", choices: ["tokens", "micro_batch"], doc: "accumulated loss: mean over all trained tokens of the step, or OA's mean of per-micro-batch means" },
   device: { type: "string", default: "auto", doc: "cpu, cuda, cuda:N, or auto (cuda when available)" },
   resume_from_checkpoint: { type: "string", default: null, nullable: true, doc: "a checkpoint folder, or \"latest\" in output_dir" },
   // --- evaluation, logging, saving ---
-  eval_steps: { type: "integer", default: 200, doc: "evaluate every N optimizer steps" },
-  eval_size: { type: "integer", default: null, nullable: true, doc: "cut each validation set to its first N samples" },
-  eval_accumulation_steps: { type: "integer", default: null, nullable: true, doc: "(HF Trainer) unused" },
-  logging_steps: { type: "integer", default: 10, doc: "log every N optimizer steps" },
+  eval_steps: { type: "integer", range: { min: 1 }, default: 200, doc: "evaluate every N optimizer steps" },
+  eval_size: { type: "integer", range: { min: 1 }, default: null, nullable: true, doc: "cut each validation set to its first N samples" },
+  eval_accumulation_steps: { type: "integer", default: null, nullable: true, unsupported: "evaluation sums on the device in one pass", doc: "(HF Trainer) move eval outputs to the CPU every N steps" },
+  logging_steps: { type: "integer", range: { min: 1 }, default: 10, doc: "log every N optimizer steps" },
   save_strategy: { type: "string", default: "steps", choices: ["steps", "epoch", "no"], doc: "when to save checkpoints" },
-  save_steps: { type: "integer", default: 1000, doc: "save every N optimizer steps" },
-  save_total_limit: { type: "integer", default: 4, doc: "keep at most N checkpoints" },
+  save_steps: { type: "integer", range: { min: 1 }, default: 1000, doc: "save every N optimizer steps" },
+  save_total_limit: { type: "integer", range: { min: 0 }, default: 4, doc: "keep at most N checkpoints" },
   // --- data and formatting ---
   datasets: { type: "list", default: [], doc: "the dataset mix: names or {name: {options}}" },
   datasets_extra: { type: "list", default: [], doc: "appended to datasets (YAML cannot extend a list)" },
-  max_length: { type: "integer", default: 512, doc: "training sequence length in tokens" },
-  val_max_length: { type: "integer", default: null, nullable: true, doc: "evaluation sequence length (default max_length)" },
-  random_offset_probability: { type: "number", default: 0.8, doc: "chance that an over-long sample is cut to a random window instead of its head" },
+  max_length: { type: "integer", range: { min: 2 }, default: 512, doc: "training sequence length in tokens" },
+  val_max_length: { type: "integer", range: { min: 2 }, default: null, nullable: true, doc: "evaluation sequence length (default max_length)" },
+  random_offset_probability: { type: "number", range: { min: 0, max: 1 }, default: 0.8, doc: "chance that an over-long sample is cut to a random window instead of its head" },
   label_masking: { type: "boolean", default: true, doc: "train on assistant tokens only" },
   train_on_preamble: { type: "boolean", default: false, doc: "also train tokens before the first role token (OA does, via Python's -1 % 2 == 1)" },
   format_version: { type: "string", default: "head", choices: ["head", "may2023"], doc: "OA's final formatting, or the May-2023 one the card likely used" },
   use_system_prefix: { type: "boolean", default: false, doc: "prepend system_prefix (untrained) to every sample" },
   system_prefix: { type: "string", default: "You are Joi, a large language model trained by Open-Assistant. Answer as concisely as possible.\nKnowledge cutoff: 2021-09-01\nCurrent date: 2023-03-12", doc: "the global system prefix" },
   use_system_tag: { type: "boolean", default: false, doc: "add the reply's properties as a system tag after each prompt" },
-  system_property_dropout: { type: "number", default: 0.5, doc: "chance of dropping each system-tag property" },
+  system_property_dropout: { type: "number", range: { min: 0, max: 1 }, default: 0.5, doc: "chance of dropping each system-tag property" },
   system_add_length: { type: "boolean", default: false, doc: "add the reply's length to the system tag" },
   packing: { type: "boolean", default: false, doc: "pack samples into rows (no attention across samples); a micro-batch holds per_device_train_batch_size × max_length token slots" },
-  packing_row_length: { type: "integer", default: null, nullable: true, doc: "packed row width; default: the 90th-percentile sample length rounded up to a power of two (longer samples get full rows)" },
+  packing_row_length: { type: "integer", range: { min: 2 }, default: null, nullable: true, doc: "packed row width; default: the 90th-percentile sample length rounded up to a power of two (longer samples get full rows)" },
   samples_mixing: { type: "boolean", default: false, unsupported: "OA's random concatenation without attention separation; use packing", doc: "OA's short-sample mixing" },
   use_custom_sampler: { type: "boolean", default: false, doc: "(OA) per-dataset fraction/size sampling; oasft applies fraction/size whenever they are set" },
   sort_by_length: { type: "boolean", default: false, unsupported: "length-sorted sampling is not implemented", doc: "(OA custom sampler) sort by length" },
@@ -85,12 +87,12 @@ export const CONFIG_KEYS = {
   int8_training: { type: "boolean", default: false, unsupported: "8-bit weights", doc: "(OA) int8 PEFT training" },
   quantization: { type: "boolean", default: false, unsupported: "bitsandbytes 8-bit AdamW", doc: "(OA) 8-bit optimizer" },
   seq2seqmodel: { type: "boolean", default: false, unsupported: "encoder-decoder models", doc: "(OA) seq2seq models" },
-  poly_eps: { type: "number", default: 1.0, doc: "(OA) Poly loss ε; unused" },
-  fuse_gelu: { type: "boolean", default: true, doc: "(OA) tanh-GELU fusion: BLOOM's GELU is already tanh" },
-  log_wandb: { type: "boolean", default: true, doc: "(OA) wandb logging; oasft writes JSONL logs instead" },
-  verbose: { type: "boolean", default: false, doc: "print dataset statistics" },
-  freeze_layer: { type: "integer", default: null, nullable: true, unsupported: "layer freezing", doc: "(OA) freeze embeddings and the first N layers" },
-  residual_dropout: { type: "number", default: 0.0, unsupported: "residual dropout (OA patches NeoX/LLaMA/Falcon only)", doc: "(OA) residual dropout" },
+  poly_eps: { type: "number", default: 1.0, unsupported: "only CrossEntropyLoss is implemented", doc: "(OA) Poly loss ε" },
+  fuse_gelu: { type: "boolean", default: true, unsupported: "the GELU kernels are libtorch's fused ones already", doc: "(OA) tanh-GELU fusion" },
+  log_wandb: { type: "boolean", default: true, doc: "(OA) wandb logging; oasft writes log.jsonl and training.svg instead (nothing is sent anywhere)" },
+  verbose: { type: "boolean", default: false, unsupported: "`oasft data stats` prints the dataset statistics", doc: "(OA) print dataset statistics" },
+  freeze_layer: { type: "integer", range: { min: 0 }, default: null, nullable: true, unsupported: "layer freezing", doc: "(OA) freeze embeddings and the first N layers" },
+  residual_dropout: { type: "number", range: { min: 0, max: 1 }, default: 0.0, unsupported: "residual dropout (OA patches NeoX/LLaMA/Falcon only)", doc: "(OA) residual dropout" },
   residual_dropout_lima: { type: "boolean", default: false, unsupported: "LIMA dropout", doc: "(OA) LIMA-style dropout" },
   use_flash_attention: { type: "boolean", default: false, unsupported: "flash attention (OA patches NeoX/LLaMA/Falcon only)", doc: "(OA) flash attention" },
   is_reward_model: { type: "boolean", default: false, unsupported: "reward models", doc: "(OA) RM training" },
@@ -98,36 +100,23 @@ export const CONFIG_KEYS = {
   deepspeed_config: { type: "string", default: "configs/zero_config.json", doc: "DeepSpeed JSON (fp16/bf16, clipping, scheduler) read by the trainer" },
   peft_model: { type: "boolean", default: false, unsupported: "LoRA / prefix tuning", doc: "(OA) PEFT" },
   peft_type: { type: "string", default: "lora", doc: "(OA) PEFT type" },
-  superhot: { type: "boolean", default: false, unsupported: "RoPE scaling (BLOOM uses ALiBi)", doc: "(OA) RoPE scaling" },
-} satisfies Record<string, KeySpec>;
+  superhot: { type: "boolean", default: false, unsupported: "OA's SuperHOT RoPE patch (set rope_scaling in the model's config.json instead)", doc: "(OA) RoPE scaling" },
+} as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof CONFIG_KEYS;
 
-/** The effective config: every key present, typed loosely by kind (the schema above is the truth). */
-export interface SFTConfig {
-  [key: string]: unknown;
-  model_name: string | null;
-  tokenizer_name: string | null;
-  tokenizer_family: string | null;
-  cache_dir: string;
-  rng_seed: number;
-  datasets: unknown[];
-  datasets_extra: unknown[];
-  max_length: number;
-  val_max_length: number | null;
-  random_offset_probability: number;
-  label_masking: boolean;
-  train_on_preamble: boolean;
-  format_version: "head" | "may2023";
-  use_system_prefix: boolean;
-  system_prefix: string;
-  use_system_tag: boolean;
-  system_property_dropout: number;
-  system_add_length: boolean;
-  packing: boolean;
-  per_device_train_batch_size: number;
-  eval_size: number | null;
-}
+/** The TypeScript type of one key's value, read from its spec (type, choices, nullable). */
+type ValueOf<S> = (
+  S extends { type: "number" | "integer" } ? number
+  : S extends { type: "boolean" } ? boolean
+  : S extends { type: "list" } ? unknown[]
+  : S extends { type: "map" } ? Record<string, unknown>
+  : S extends { choices: readonly (infer C)[] } ? C
+  : string
+) | (S extends { nullable: true } ? null : never);
+
+/** The effective config: every key of CONFIG_KEYS, typed from its entry there (the one key table). */
+export type SFTConfig = { -readonly [K in ConfigKey]: ValueOf<(typeof CONFIG_KEYS)[K]> };
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -199,6 +188,9 @@ export function coerceValue(key: string, value: unknown, where: string): unknown
     case "integer": {
       const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
       if (typeof n !== "number" || !Number.isFinite(n) || (spec.type === "integer" && !Number.isInteger(n))) throw bad();
+      const r = spec.range;
+      const broken = r && ((r.min !== undefined && n < r.min) || (r.max !== undefined && n > r.max) || (r.gt !== undefined && n <= r.gt) || (r.lt !== undefined && n >= r.lt));
+      if (broken) throw new ConfigError(`${where}: key '${key}' must be ${describeRange(r)}, got ${n}`);
       return n;
     }
     case "boolean":
@@ -218,6 +210,15 @@ export function coerceValue(key: string, value: unknown, where: string): unknown
   }
 }
 
+/** "≥ 1", "> 0", "in [0, 1]", "in [0, 1)" */
+function describeRange(r: NonNullable<KeySpec["range"]>): string {
+  const low = r.min !== undefined ? { v: r.min, open: false } : r.gt !== undefined ? { v: r.gt, open: true } : undefined;
+  const high = r.max !== undefined ? { v: r.max, open: false } : r.lt !== undefined ? { v: r.lt, open: true } : undefined;
+  if (low && high) return `in ${low.open ? "(" : "["}${low.v}, ${high.v}${high.open ? ")" : "]"}`;
+  if (low) return `${low.open ? ">" : "≥"} ${low.v}`;
+  return `${high!.open ? "<" : "≤"} ${high!.v}`;
+}
+
 export interface ComposedConfig {
   config: SFTConfig;
   /** For each key, where its value came from ("default", "block X (file)", "--flag"). */
@@ -233,45 +234,61 @@ export interface ComposedConfig {
 export function composeConfig(names: string[], flags: string[] = [], blocks = readConfigBlocks()): ComposedConfig {
   const config: Record<string, unknown> = {};
   const origin: Record<string, string> = {};
+  // Every problem is collected and reported at once, so that one run shows all the typos.
+  const errors: string[] = [];
+  const set = (key: string, value: unknown, where: string, from: string) => {
+    try {
+      config[key] = coerceValue(key, value, where);
+      origin[key] = from;
+    } catch (err) {
+      errors.push((err as Error).message);
+    }
+  };
   for (const [k, spec] of Object.entries(SPECS)) {
     config[k] = spec.default;
     origin[k] = "default";
   }
   for (const name of names.flatMap((n) => n.split(",")).map((n) => n.trim()).filter(Boolean)) {
     const block = blocks.get(name);
-    if (!block) throw new ConfigError(`config block '${name}' not found; known blocks: ${[...blocks.keys()].sort().join(", ")}`);
-    for (const [k, v] of Object.entries(block.values)) {
-      config[k] = coerceValue(k, v, `${block.file} › ${name}`);
-      origin[k] = `block ${name} (${block.file})`;
+    if (!block) {
+      errors.push(`config block '${name}' not found; known blocks: ${[...blocks.keys()].sort().join(", ")}`);
+      continue;
     }
+    for (const [k, v] of Object.entries(block.values)) set(k, v, `${block.file} › ${name}`, `block ${name} (${block.file})`);
   }
   for (let i = 0; i < flags.length; i++) {
     const flag = flags[i]!;
-    if (!flag.startsWith("--")) throw new ConfigError(`unexpected argument '${flag}' (config overrides are --key value)`);
+    if (!flag.startsWith("--")) {
+      errors.push(`unexpected argument '${flag}' (config overrides are --key value)`);
+      continue;
+    }
     const eq = flag.indexOf("=");
     let key = (eq >= 0 ? flag.slice(2, eq) : flag.slice(2)).replaceAll("-", "_");
     if (key.startsWith("no_") && !(key in SPECS) && key.slice(3) in SPECS && eq < 0) {
       key = key.slice(3);
-      config[key] = coerceValue(key, null, `--no-${key}`);
-      origin[key] = `--no-${key}`;
+      set(key, null, `--no-${key}`, `--no-${key}`);
       continue;
     }
     const spec = SPECS[key];
     let raw: string | undefined = eq >= 0 ? flag.slice(eq + 1) : flags[i + 1];
     if (spec?.type === "boolean" && eq < 0 && (raw === undefined || raw.startsWith("--"))) raw = "true";
     else if (eq < 0) i++;
-    if (raw === undefined) throw new ConfigError(`--${key}: missing value`);
+    if (raw === undefined) {
+      errors.push(`--${key}: missing value`);
+      continue;
+    }
     let value: unknown = raw;
     if (spec?.type === "list" || spec?.type === "map") {
       try {
         value = parseYaml(raw);
       } catch {
-        throw new ConfigError(`--${key}: expected a YAML/JSON ${spec.type}, got '${raw}'`);
+        errors.push(`--${key}: expected a YAML/JSON ${spec.type}, got '${raw}'`);
+        continue;
       }
     }
-    config[key] = coerceValue(key, value, `--${key}`);
-    origin[key] = `--${key}`;
+    set(key, value, `--${key}`, `--${key}`);
   }
+  if (errors.length) throw new ConfigError(errors.length === 1 ? errors[0]! : `${errors.length} problems in the config:\n  ${errors.join("\n  ")}`);
   const notes = Object.entries(SPECS)
     .filter(([k, spec]) => spec.unsupported && JSON.stringify(config[k]) !== JSON.stringify(spec.default))
     .map(([k, spec]) => `${k} = ${JSON.stringify(config[k])} is ignored by oasft: ${spec.unsupported} (set in ${origin[k]})`);

@@ -51,22 +51,22 @@ const enabled = (block: unknown, fallback: boolean) => {
 
 export function resolveTrainSettings(cfg: SFTConfig, device: string): TrainSettings {
   const notes: string[] = [];
-  const dtype = String(cfg.dtype);
+  const dtype = cfg.dtype;
   let precision: Precision = dtype === "bf16" || dtype === "bfloat16" ? "bf16" : dtype === "fp16" || dtype === "float16" ? "fp16" : "fp32";
   const s: TrainSettings = {
     precision,
-    lr: cfg.learning_rate as number,
-    betas: [cfg.adam_beta1 as number, cfg.adam_beta2 as number],
-    eps: cfg.adam_epsilon as number,
-    weightDecay: cfg.weight_decay as number,
-    maxGradNorm: cfg.max_grad_norm as number,
-    gradAccumulation: cfg.gradient_accumulation_steps as number,
+    lr: cfg.learning_rate,
+    betas: [cfg.adam_beta1, cfg.adam_beta2],
+    eps: cfg.adam_epsilon,
+    weightDecay: cfg.weight_decay,
+    maxGradNorm: cfg.max_grad_norm,
+    gradAccumulation: cfg.gradient_accumulation_steps,
     microBatchSize: cfg.per_device_train_batch_size,
-    schedule: { kind: cfg.lr_scheduler_type as ScheduleKind, warmupSteps: cfg.warmup_steps as number },
+    schedule: { kind: cfg.lr_scheduler_type, warmupSteps: cfg.warmup_steps },
     notes,
   };
   if (cfg.deepspeed) {
-    const file = dsPath(String(cfg.deepspeed_config));
+    const file = dsPath(cfg.deepspeed_config);
     let ds: Json;
     try {
       ds = JSON.parse(readFileSync(file, "utf8")) as Json;

@@ -128,7 +128,7 @@ export function epochBatches(data: SftData, cfg: SFTConfig, microBatchSize: numb
 
 /** The packed row width: packing_row_length, else the 90th-percentile length rounded up to a power of two (≥ 64). */
 export function packingRowLength(lengths: number[], cfg: SFTConfig): number {
-  const set = cfg.packing_row_length as number | null;
+  const set = cfg.packing_row_length;
   if (set !== null) return Math.min(set, cfg.max_length);
   const sorted = [...lengths].sort((a, b) => a - b);
   const p90 = sorted[Math.floor(0.9 * (sorted.length - 1))] ?? cfg.max_length;
@@ -156,7 +156,7 @@ function tensorsOf(b: Batch, device: string) {
 /** Per validation set: mean loss over trained tokens and next-token accuracy on them (OA's metrics). */
 export function evaluate(model: CausalLM, data: SftData, cfg: SFTConfig, precision: TrainSettings["precision"], device: string): EvalRecord["datasets"] {
   const out: EvalRecord["datasets"] = {};
-  const batchSize = cfg.per_device_eval_batch_size as number;
+  const batchSize = cfg.per_device_eval_batch_size;
   model.eval();
   torch.noGrad(() => {
     for (const d of data.datasets) {
@@ -194,11 +194,11 @@ export function evaluate(model: CausalLM, data: SftData, cfg: SFTConfig, precisi
 
 export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<TrainSummary> {
   const print = o.print ?? ((l: string) => process.stderr.write(`${l}\n`));
-  const device = torch.resolveDevice(String(cfg.device), "device");
+  const device = torch.resolveDevice(cfg.device, "device");
   const settings = resolveTrainSettings(cfg, device);
   for (const n of settings.notes) print(`note: ${n}`);
-  const outputDir = String(cfg.output_dir);
-  const resumeDir = cfg.resume_from_checkpoint ? resolveResume(String(cfg.resume_from_checkpoint), outputDir) : undefined;
+  const outputDir = cfg.output_dir;
+  const resumeDir = cfg.resume_from_checkpoint ? resolveResume(cfg.resume_from_checkpoint, outputDir) : undefined;
 
   torch.manualSeed(cfg.rng_seed % 2 ** 31);
   const tokenizer = resumeDir ? loadConfigTokenizer({ ...cfg, tokenizer_name: resumeDir }) : loadConfigTokenizer(cfg);
@@ -222,7 +222,7 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
   let batches = epochBatches(data, cfg, settings.microBatchSize, state.epoch);
   const firstEpoch = state.epoch === 0 ? batches : epochBatches(data, cfg, settings.microBatchSize, 0);
   const stepsPerEpoch = Math.ceil(firstEpoch.length / settings.gradAccumulation);
-  const totalSteps = (cfg.max_steps as number | null) ?? Math.ceil((cfg.num_train_epochs as number) * stepsPerEpoch);
+  const totalSteps = cfg.max_steps ?? Math.ceil(cfg.num_train_epochs * stepsPerEpoch);
   const schedule: ScheduleOptions = { ...settings.schedule, peakLr: settings.lr, totalSteps: settings.schedule.totalSteps ?? totalSteps };
   const trainSamples = data.datasets.reduce((n, d) => n + d.train.length, 0);
   print(`train: ${trainSamples} samples from ${data.datasets.length} dataset(s), ${batches.length} micro-batches of ${settings.microBatchSize}${cfg.packing ? " packed rows" : ""} per epoch, ${totalSteps} optimizer steps (accumulation ${settings.gradAccumulation}), ${settings.precision} on ${device}, ${(model.numParameters() / 1e6).toFixed(2)}M parameters`);
@@ -244,7 +244,7 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
     state.elapsedS = (performance.now() - t0) / 1000;
     if (scaler) state.lossScaler = scaler.state();
     lastCheckpoint = saveCheckpoint(outputDir, { model, tokenizer, optimizer, paramNames: names, state, config: cfg, faultDelayMs: o.faultDelayMs });
-    const removed = pruneCheckpoints(outputDir, cfg.save_total_limit as number);
+    const removed = pruneCheckpoints(outputDir, cfg.save_total_limit);
     bar?.message(`saved ${lastCheckpoint}${removed.length ? ` (removed ${removed.join(", ")})` : ""}`);
   };
   const runEval = () => {
@@ -276,7 +276,7 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
       chunk.forEach((b, k) => {
         if (!trainedPer[k]) return; // nothing to learn in this micro-batch (OA: loss 0)
         const weight = cfg.loss_normalization === "micro_batch" ? 1 / chunk.length : trainedPer[k]! / trainedTotal;
-        const options = { gradientCheckpointing: cfg.gradient_checkpointing as boolean, gradScale: weight * lossScale };
+        const options = { gradientCheckpointing: cfg.gradient_checkpointing, gradScale: weight * lossScale };
         const run = () => torch.scope(() => model.trainStep(tensorsOf(b, device), options));
         const { loss } = settings.precision === "fp32" ? run() : torch.autocast(autocastDevice, precisionDtype, run);
         stepLoss += weight * loss;
@@ -304,7 +304,7 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
       window.trained += trainedTotal;
 
       const last = state.globalStep === totalSteps;
-      if (state.globalStep % (cfg.logging_steps as number) === 0 || last) {
+      if (state.globalStep % cfg.logging_steps === 0 || last) {
         const now = performance.now();
         const rate = window.tokens / ((now - window.t) / 1000);
         const rec: StepRecord = {
@@ -318,11 +318,11 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
         bar?.update(state.globalStep, { loss: rec.loss, lr: rec.lr, tokensPerS: rate, etaS });
         window = { loss: 0, steps: 0, tokens: 0, trained: 0, t: now };
       }
-      if (state.globalStep % (cfg.eval_steps as number) === 0 || last) runEval();
+      if (state.globalStep % cfg.eval_steps === 0 || last) runEval();
       // Let signal handlers (Ctrl-C) run: the step itself is synchronous native work.
       await new Promise((r) => setImmediate(r));
       const stop = o.stopRequested?.() ?? false;
-      if ((cfg.save_strategy === "steps" && state.globalStep % (cfg.save_steps as number) === 0) || stop) save();
+      if ((cfg.save_strategy === "steps" && state.globalStep % cfg.save_steps === 0) || stop) save();
       else if (cfg.save_strategy === "epoch" && state.microBatch >= batches.length) save();
       if (stop) {
         interrupted = true;
@@ -336,7 +336,7 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
       saveCausalLM(model, outputDir);
       tokenizer.save(outputDir);
     }
-    writeChart(join(outputDir, "training.svg"), records, String(cfg.log_dir));
+    writeChart(join(outputDir, "training.svg"), records, cfg.log_dir);
     const summary: TrainSummary = {
       outputDir, steps: state.globalStep, interrupted, finalLoss: lastLoss, ...(lastEval !== undefined ? { evalLoss: lastEval } : {}),
       trainedTokens: state.trainedTokens, tokensPerS: state.tokens / Math.max(1e-9, state.elapsedS), elapsedS: state.elapsedS,

@@ -7,30 +7,51 @@ import { generateGreedy } from "../../generate/index.js";
 import { AdamW } from "../../train/index.js";
 import { intFlag, parseFlags, required, UsageError } from "../args.js";
 import type { Command } from "../main.js";
+import { DEVICE_FLAGS, DEVICE_USAGE, placement } from "../placement.js";
 
 const USAGE = `usage:
-  oasft bench train --model-config FILE [--seq-len 256] [--batch-size 4] [--bf16] [--steps 5] [--warmup 2] [--threads N]
-  oasft bench generate --model-config FILE [--prompt-len 32] [--new-tokens 64] [--batch-size 1] [--steps 5] [--warmup 2] [--threads N]`;
+  oasft bench train --model-config FILE [--seq-len 256] [--batch-size 4] [--bf16] [--grad-ckpt] [--steps 5] [--warmup 2] [--threads N]
+  oasft bench generate --model-config FILE [--prompt-len 32] [--new-tokens 64] [--batch-size 1] [--steps 5] [--warmup 2] [--threads N]
+  both: ${DEVICE_USAGE}
+
+  train: fp32 weights; --bf16 (or --dtype bf16/fp16) trains under autocast in that dtype, as the peer.
+  generate: --dtype is the weights' dtype.`;
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const peakRssMb = () => process.resourceUsage().maxRSS / 1024;
 
-export function benchTrain(cfg: Record<string, unknown>, o: { seqLen: number; batchSize: number; bf16: boolean; steps: number; warmup: number }) {
-  const model = createCausalLM(cfg).train();
+/** Waits for queued GPU work, so that a timer measures it (a no-op on the CPU). */
+function sync(device: string): void {
+  if (device !== "cpu") torch.native.cudaSynchronize();
+}
+
+export interface BenchTrainOptions {
+  seqLen: number;
+  batchSize: number;
+  /** The autocast dtype; float32 trains without autocast. */
+  autocast: torch.DType;
+  gradCkpt: boolean;
+  steps: number;
+  warmup: number;
+  device: string;
+}
+
+export function benchTrain(cfg: Record<string, unknown>, o: BenchTrainOptions) {
+  const model = createCausalLM(cfg, { device: o.device }).train();
   const V = model.config.vocabSize;
   const optimizer = new AdamW(model.parameters(), { lr: 1e-4, weightDecay: 0 });
-  const ids = torch.randint(0, V, [o.batchSize, o.seqLen + 1]).keep();
+  const ids = torch.randint(0, V, [o.batchSize, o.seqLen + 1], { device: o.device }).keep();
   const x = ids.narrow(1, 0, o.seqLen).keep();
-  const y = ids.narrow(1, 1, o.seqLen).reshape([-1]).keep();
+  // HF-style labels: the loss shifts them, so the targets are the next tokens of x, as the peer's.
+  const labels = ids.narrow(1, 0, o.seqLen).keep();
+  const amp = o.autocast !== "float32";
   const step = () => torch.scope(() => {
-    const loss = torch.autocast("cpu", "bfloat16", () => {
-      const { logits } = model.forward({ inputIds: x });
-      return torch.crossEntropy(logits.to("float32").view([-1, V]), y);
-    }, o.bf16);
-    loss.backward();
+    const run = () => model.trainStep({ inputIds: x, labels }, { gradientCheckpointing: o.gradCkpt });
+    const { loss } = amp ? torch.autocast(torch.deviceType(o.device), o.autocast, run) : run();
     optimizer.step();
     optimizer.zeroGrad();
-    return loss.item(); // a sync point, as the peer's loss.item()
+    sync(o.device);
+    return loss; // loss.item() inside trainStep is a sync point, as the peer's loss.item()
   });
   const times: number[] = [];
   const losses: number[] = [];
@@ -41,49 +62,72 @@ export function benchTrain(cfg: Record<string, unknown>, o: { seqLen: number; ba
   }
   const med = median(times);
   const result = {
-    impl: "oasft", task: "train", dtype: o.bf16 ? "bf16-autocast" : "fp32",
+    impl: "oasft", task: "train", device: o.device, dtype: amp ? `${o.autocast === "bfloat16" ? "bf16" : "fp16"}-autocast` : "fp32",
+    grad_ckpt: o.gradCkpt, seq_len: o.seqLen, batch_size: o.batchSize,
     tokens_per_s: (o.batchSize * o.seqLen) / med, step_s: med, step_s_min: Math.min(...times), step_s_max: Math.max(...times),
     params: model.numParameters(), loss_first: losses[0], loss_last: losses[losses.length - 1], peak_rss_mb: peakRssMb(),
   };
   optimizer.dispose();
   model.dispose();
-  for (const t of [ids, x, y]) t.dispose();
+  for (const t of [ids, x, labels]) t.dispose();
   return result;
 }
 
-export function benchGenerate(cfg: Record<string, unknown>, o: { promptLen: number; newTokens: number; batchSize: number; steps: number; warmup: number }) {
-  const model = createCausalLM(cfg).eval();
-  const prompt = torch.randint(0, model.config.vocabSize, [o.batchSize, o.promptLen]).keep();
+export interface BenchGenerateOptions {
+  promptLen: number;
+  newTokens: number;
+  batchSize: number;
+  steps: number;
+  warmup: number;
+  device: string;
+  dtype: torch.DType;
+}
+
+export function benchGenerate(cfg: Record<string, unknown>, o: BenchGenerateOptions) {
+  const model = createCausalLM(cfg, { device: o.device, dtype: o.dtype }).eval();
+  const prompt = torch.randint(0, model.config.vocabSize, [o.batchSize, o.promptLen], { device: o.device }).keep();
   const times: number[] = [];
   for (let i = 0; i < o.warmup + o.steps; i++) {
     const t0 = performance.now();
     generateGreedy(model, { inputIds: prompt, maxNewTokens: o.newTokens }).dispose();
+    sync(o.device);
     if (i >= o.warmup) times.push((performance.now() - t0) / 1000);
   }
   const med = median(times);
   model.dispose();
   prompt.dispose();
-  return { impl: "oasft", task: "generate", tokens_per_s: (o.batchSize * o.newTokens) / med, run_s: med, peak_rss_mb: peakRssMb() };
+  return {
+    impl: "oasft", task: "generate", device: o.device, dtype: o.dtype, batch_size: o.batchSize,
+    tokens_per_s: (o.batchSize * o.newTokens) / med, run_s: med, peak_rss_mb: peakRssMb(),
+  };
 }
 
 export const command: Command = {
   async run(argv) {
     const [task, ...rest] = argv;
+    if (task === "--help" || task === "-h") {
+      console.log(USAGE);
+      return 0;
+    }
     if (task !== "train" && task !== "generate") throw new UsageError(`expected 'train' or 'generate', got '${task ?? ""}'\n\n${USAGE}`);
     const { values } = parseFlags(rest, {
       "model-config": { type: "string" }, "seq-len": { type: "string" }, "batch-size": { type: "string" }, bf16: { type: "boolean" },
-      steps: { type: "string" }, warmup: { type: "string" }, threads: { type: "string" },
-      "prompt-len": { type: "string" }, "new-tokens": { type: "string" }, seed: { type: "string" },
+      "grad-ckpt": { type: "boolean" }, steps: { type: "string" }, warmup: { type: "string" }, threads: { type: "string" },
+      "prompt-len": { type: "string" }, "new-tokens": { type: "string" }, seed: { type: "string" }, ...DEVICE_FLAGS,
     }, USAGE);
     const cfgPath = required(values, "model-config", USAGE);
+    const { device, dtype } = placement({ ...values, ...(values.bf16 ? { dtype: "bf16" } : {}) });
     const cfg = readJsonFile(cfgPath, "--model-config");
     const threads = intFlag(values, "threads", 0, 0);
     if (threads > 0) torch.setNumThreads(threads);
     torch.manualSeed(intFlag(values, "seed", 0, 0));
-    const common = { batchSize: intFlag(values, "batch-size", task === "train" ? 4 : 1), steps: intFlag(values, "steps", 5), warmup: intFlag(values, "warmup", 2, 0) };
+    const common = {
+      batchSize: intFlag(values, "batch-size", task === "train" ? 4 : 1), steps: intFlag(values, "steps", 5),
+      warmup: intFlag(values, "warmup", 2, 0), device,
+    };
     const result = task === "train"
-      ? benchTrain(cfg, { ...common, seqLen: intFlag(values, "seq-len", 256), bf16: Boolean(values.bf16) })
-      : benchGenerate(cfg, { ...common, promptLen: intFlag(values, "prompt-len", 32), newTokens: intFlag(values, "new-tokens", 64) });
+      ? benchTrain(cfg, { ...common, seqLen: intFlag(values, "seq-len", 256), autocast: dtype, gradCkpt: values["grad-ckpt"] === true })
+      : benchGenerate(cfg, { ...common, dtype, promptLen: intFlag(values, "prompt-len", 32), newTokens: intFlag(values, "new-tokens", 64) });
     console.log(JSON.stringify({ ...result, threads: torch.getNumThreads(), torch: torch.version() }));
     return 0;
   },

@@ -22,8 +22,9 @@ import { train } from "../../train/trainer.js";
 import { writeFileAtomic } from "../../util/atomic-file.js";
 import { intFlag, parseFlags } from "../args.js";
 import type { Command } from "../main.js";
+import { placement } from "../placement.js";
 
-const USAGE = `usage: oasft demo [--out runs/demo] [--steps 600] [--seed 0] [--no-shared]
+const USAGE = `usage: oasft demo [--out runs/demo] [--steps 600] [--seed 0] [--no-shared] [--device auto|cpu|cuda|cuda:N]
 
   Trains a BPE tokenizer and a ~2M-parameter BLOOM from scratch on built-in conversations (and the
   real samples in ../shared/data when present), prints the validation loss against the unigram
@@ -49,7 +50,10 @@ function unigramLoss(data: SftData, cfg: SFTConfig, vocab: number): number {
 
 export const command: Command = {
   async run(argv) {
-    const { values } = parseFlags(argv, { out: { type: "string" }, steps: { type: "string" }, seed: { type: "string" }, "no-shared": { type: "boolean" } }, USAGE);
+    const { values } = parseFlags(argv, {
+      out: { type: "string" }, steps: { type: "string" }, seed: { type: "string" }, "no-shared": { type: "boolean" }, device: { type: "string" },
+    }, USAGE);
+    const { device } = placement(values);
     const out = resolve((values.out as string | undefined) ?? "runs/demo");
     const steps = intFlag(values, "steps", 600);
     const seed = intFlag(values, "seed", 0, 0);
@@ -84,7 +88,7 @@ export const command: Command = {
       "--dtype", "fp32", "--max_length", "256", "--packing", "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "1",
       "--learning_rate", "3e-3", "--weight_decay", "0.01", "--warmup_steps", String(Math.min(50, Math.floor(steps / 10))), "--lr_scheduler_type", "cosine",
       "--max_steps", String(steps), "--eval_steps", String(Math.max(1, Math.floor(steps / 2))), "--save_steps", String(steps), "--save_total_limit", "1",
-      "--logging_steps", "10", "--rng_seed", String(seed), "--cache_dir", out,
+      "--logging_steps", "10", "--rng_seed", String(seed), "--cache_dir", out, "--device", device,
     ]);
     config.datasets = datasets;
     const tokenizer = ChatTokenizer.load(tokDir, { family: "bloom" });
@@ -94,11 +98,11 @@ export const command: Command = {
     console.log(`saved ${out} (Hugging Face layout; log.jsonl, training.svg, summary.json)`);
 
     // 4. Replies from the saved model.
-    const model = loadCausalLM(out).eval();
+    const model = loadCausalLM(out, { device }).eval();
     const prompts = ["What is the capital of Italy?", "What is 23 + 19?", "How many minutes are in 4 hours?", ...(useShared ? ["What is a meme, and what's the history behind this word?"] : [])];
     for (const prompt of prompts) {
       const ids = await tokenizer.encode(formatPrompt([{ role: "prompter", text: prompt }], tokenizer.eos));
-      const reply = torch.noGrad(() => torch.scope(() => generateGreedy(model, { inputIds: torch.tensor([ids], { dtype: "int64" }), maxNewTokens: 48, eosTokenId: tokenizer.eosId }).toNumbers().slice(ids.length)));
+      const reply = torch.noGrad(() => torch.scope(() => generateGreedy(model, { inputIds: torch.tensor([ids], { dtype: "int64", device }), maxNewTokens: 48, eosTokenId: tokenizer.eosId }).toNumbers().slice(ids.length)));
       console.log(`\n<|prompter|> ${prompt}\n<|assistant|> ${(await tokenizer.decode(reply.filter((t) => t !== tokenizer.eosId), true)).trim()}`);
     }
     model.dispose();

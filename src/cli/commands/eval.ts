@@ -12,11 +12,13 @@ import { asObject, readJsonl, stringField } from "../../data/io.js";
 import { writeFileAtomic } from "../../util/atomic-file.js";
 import { intFlag, parseFlags, required, UsageError } from "../args.js";
 import type { Command } from "../main.js";
+import { DEVICE_FLAGS, DEVICE_USAGE, placement } from "../placement.js";
 
 const USAGE = `usage:
   oasft eval --model DIR --tasks mmlu,bbh,humaneval --out DIR [--protocol lm-eval|instruct-eval] [--limit N]
              [--chat] [--data-dir ../shared/data] [--n 1] [--temperature 0] [--top-p 0.95] [--k 1]
              [--bbh-max-new-tokens 1024] [--timeout 3] [--max-batch 8] [--only NAME,...] [--source files|hub]
+             ${DEVICE_USAGE}
   oasft eval humaneval --samples FILE.jsonl [--k 1,10,100] [--problems HumanEval.jsonl.gz] [--timeout 3] [--out results.jsonl]
 
   --data-dir holds mmlu/data/{dev,test}/*.csv, bbh/{bbh,cot-prompts}/ and humaneval/HumanEval.jsonl.gz.
@@ -55,6 +57,7 @@ export const command: Command = {
       model: { type: "string" }, tasks: { type: "string" }, out: { type: "string" }, protocol: { type: "string" }, limit: { type: "string" },
       chat: { type: "boolean" }, "data-dir": { type: "string" }, n: { type: "string" }, temperature: { type: "string" }, "top-p": { type: "string" },
       k: { type: "string" }, "bbh-max-new-tokens": { type: "string" }, timeout: { type: "string" }, "max-batch": { type: "string" }, only: { type: "string" }, source: { type: "string" },
+      ...DEVICE_FLAGS,
     }, USAGE);
     const dir = required(values, "model", USAGE);
     const out = required(values, "out", USAGE);
@@ -66,8 +69,9 @@ export const command: Command = {
     if (sourceName !== "files" && sourceName !== "hub") throw new UsageError(`--source: expected files or hub, got '${sourceName}'`);
     if (sourceName === "files" && !existsSync(dataDir)) throw new UsageError(`--data-dir: ${dataDir} not found`);
     const source = sourceName === "hub" ? hubSource(join(dataDir, "bbh", "cot-prompts")) : localSource(dataDir);
+    const { device, dtype } = placement(values);
     const tokenizer = ChatTokenizer.load(dir);
-    const model = loadCausalLM(dir);
+    const model = loadCausalLM(dir, { device, dtype });
     const n = intFlag(values, "n", 1);
     const ks = ((values.k as string | undefined) ?? "1").split(",").map(Number);
     const start = performance.now();

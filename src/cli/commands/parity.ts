@@ -7,8 +7,9 @@ import { generateGreedy } from "../../generate/index.js";
 import { AdamW } from "../../train/index.js";
 import { parseFlags, required, UsageError } from "../args.js";
 import type { Command } from "../main.js";
+import { DEVICE_FLAGS, DEVICE_USAGE, placement } from "../placement.js";
 
-const USAGE = `usage: oasft parity --model DIR --inputs DIR/tensors.safetensors --out OUT.safetensors
+const USAGE = `usage: oasft parity --model DIR --inputs DIR/tensors.safetensors --out OUT.safetensors ${DEVICE_USAGE}
 
   Reads the golden input names (inputs.right.*, inputs.left.*, inputs.nomask.input_ids,
   gen.single.prompt_ids, gen.batch_left_padded.prompt_ids/.attention_mask) and writes F32/I64:
@@ -22,12 +23,16 @@ export const PARITY_NEW_TOKENS = 20;
  * Computes every parity output whose inputs are present. Forward and generation run first (eval
  * mode, the loaded weights), then the training step. The caller owns the returned tensors.
  */
-export function computeParity(modelDir: string, inputs: Map<string, torch.Tensor>): Map<string, torch.Tensor> {
+export function computeParity(
+  modelDir: string, inputs: Map<string, torch.Tensor>, o: { device?: string; dtype?: torch.DType } = {},
+): Map<string, torch.Tensor> {
   const out = new Map<string, torch.Tensor>();
-  const model = loadCausalLM(modelDir);
+  const model = loadCausalLM(modelDir, o);
   const stored = checkpointNames(model, modelDir);
   const checkpointName = (name: string) => stored.get(name)!;
-  const get = (name: string) => inputs.get(name);
+  // Inputs go to the model's device once; outputs stay there (saving streams them back).
+  const onDevice = new Map([...inputs].map(([k, t]) => [k, model.device === "cpu" ? t : t.toDevice(model.device).keep()]));
+  const get = (name: string) => onDevice.get(name);
   try {
     model.eval();
     torch.noGrad(() => {
@@ -63,13 +68,15 @@ export function computeParity(modelDir: string, inputs: Map<string, torch.Tensor
     }
   } finally {
     model.dispose();
+    if (model.device !== "cpu") for (const t of onDevice.values()) t.dispose();
   }
   return out;
 }
 
 export const command: Command = {
   async run(argv) {
-    const { values } = parseFlags(argv, { model: { type: "string" }, inputs: { type: "string" }, out: { type: "string" } }, USAGE);
+    const { values } = parseFlags(argv, { model: { type: "string" }, inputs: { type: "string" }, out: { type: "string" }, ...DEVICE_FLAGS }, USAGE);
+    const { device, dtype } = placement(values);
     const modelDir = required(values, "model", USAGE);
     const inputsPath = required(values, "inputs", USAGE);
     const outPath = required(values, "out", USAGE);
@@ -77,7 +84,7 @@ export const command: Command = {
     const { tensors: inputs } = torch.loadSafetensors(inputsPath, (name) => name.startsWith("inputs.") || (name.startsWith("gen.") && !name.endsWith(".tokens") && !name.endsWith(".step_logits")));
     const known = ["inputs.right.input_ids", "inputs.left.input_ids", "inputs.nomask.input_ids", "gen.single.prompt_ids", "gen.batch_left_padded.prompt_ids"];
     if (!known.some((n) => inputs.has(n))) throw new UsageError(`--inputs: ${inputsPath} holds none of ${known.join(", ")}`);
-    const out = computeParity(modelDir, inputs);
+    const out = computeParity(modelDir, inputs, { device, dtype });
     const entries = [...out].map(([name, t]): [string, torch.Tensor] => [name, t.dtype === "int64" || t.dtype === "float32" ? t : t.to("float32")]);
     torch.saveSafetensors(outPath, entries);
     console.log(`${outPath}: ${out.size} tensors (${[...new Set([...out.keys()].map((k) => k.split(".")[0]))].join(", ")})`);

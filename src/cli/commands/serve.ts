@@ -2,11 +2,12 @@
 import { loadCausalLM } from "../../models/index.js";
 import { buildServer } from "../../serve/server.js";
 import { ChatTokenizer } from "../../tokenizer/index.js";
-import { intFlag, parseFlags, required, UsageError } from "../args.js";
+import { intFlag, parseFlags, required } from "../args.js";
+import { DEVICE_FLAGS, DEVICE_USAGE, placement } from "../placement.js";
 import type { Command } from "../main.js";
 
 const USAGE = `usage: oasft serve --model DIR [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-batch 16] [--max-queue 64]
-                   [--max-tokens 2048] [--tokenizer-family bloom] [--dtype float32|bfloat16]
+                   [--max-tokens 2048] [--tokenizer-family bloom] ${DEVICE_USAGE}
 
   OpenAI:  POST /v1/chat/completions, POST /v1/completions (echo, logprobs), GET /v1/models
   TGI:     POST /generate, POST /generate_stream, GET /info, GET /health
@@ -17,13 +18,12 @@ export const command: Command = {
   async run(argv) {
     const { values } = parseFlags(argv, {
       model: { type: "string" }, host: { type: "string" }, port: { type: "string" }, "api-key": { type: "string" }, "max-batch": { type: "string" },
-      "max-queue": { type: "string" }, "max-tokens": { type: "string" }, "tokenizer-family": { type: "string" }, dtype: { type: "string" },
+      "max-queue": { type: "string" }, "max-tokens": { type: "string" }, "tokenizer-family": { type: "string" }, ...DEVICE_FLAGS,
     }, USAGE);
     const dir = required(values, "model", USAGE);
+    const { device, dtype } = placement(values);
     const tokenizer = ChatTokenizer.load(dir, { ...(values["tokenizer-family"] ? { family: values["tokenizer-family"] as string } : {}) });
-    const dtype = (values.dtype as string | undefined) ?? "float32";
-    if (dtype !== "float32" && dtype !== "bfloat16") throw new UsageError(`--dtype: expected float32 or bfloat16, got '${dtype}'`);
-    const model = loadCausalLM(dir, { dtype });
+    const model = loadCausalLM(dir, { dtype, device });
     const apiKey = (values["api-key"] as string | undefined) ?? process.env.OASFT_API_KEY;
     const { app } = buildServer({
       model, tokenizer, modelId: dir.replace(/\/+$/, "").split("/").pop()!, ...(apiKey ? { apiKey } : {}),
@@ -32,7 +32,7 @@ export const command: Command = {
     const host = (values.host as string | undefined) ?? "127.0.0.1";
     const port = intFlag(values, "port", 8080, 0);
     const address = await app.listen({ host, port });
-    console.log(`oasft serve: ${dir} on ${address} (chat page at ${address}/, OpenAI at ${address}/v1, TGI at ${address}/generate)${apiKey ? ", API key required" : ""}`);
+    console.log(`oasft serve: ${dir} (${device}, ${dtype}) on ${address} (chat page at ${address}/, OpenAI at ${address}/v1, TGI at ${address}/generate)${apiKey ? ", API key required" : ""}`);
     await new Promise<void>((resolve) => {
       const stop = () => { void app.close().then(() => resolve()); };
       process.once("SIGINT", stop);

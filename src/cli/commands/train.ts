@@ -10,6 +10,7 @@ const USAGE = `usage: oasft train --configs NAME... [--key value ...] [--print-c
   order; any key can be overridden: --num_train_epochs 2, --model_name DIR, --no-eval_size.
   --print-config  print the effective config (with where each value came from) and exit.
   --resume_from_checkpoint latest|DIR  continue a run exactly where its checkpoint left it.
+  --device auto|cpu|cuda|cuda:N  where to train (default auto: CUDA when present); --dtype fp16|bf16|fp32.
   Ctrl-C saves a checkpoint and stops (exit 130). Output: output_dir/{checkpoint-N, log.jsonl,
   training.svg, summary.json} and the final model in the Hugging Face layout.
 
