@@ -2,6 +2,8 @@
 // (registry.ts, checkpoint.ts), and one file per architecture, each registering itself on import.
 // Code above src/models imports from here and types against CausalLM and KVCache only.
 import "./bloom.js";
+import "./gpt-neox.js";
+import "./llama.js";
 
 export {
   CausalLM, causalLmLoss, hiddenKeys, positionsFromMask,

@@ -1,4 +1,4 @@
-// The layers shared by every architecture: Linear, LayerNorm, Embedding.
+// The layers shared by every architecture: Linear, LayerNorm, RMSNorm, Embedding.
 // Parameters start as HF's _init_weights leaves them: Linear/Embedding weights ~ N(0, std), biases 0,
 // LayerNorm weight 1 and bias 0. Pass init: "empty" when a checkpoint will overwrite them anyway.
 import * as torch from "../torch/index.js";
@@ -47,6 +47,23 @@ export class LayerNorm extends Norm {
   }
   forward(x: torch.Tensor): torch.Tensor {
     return torch.layerNorm(x, [this.dim], this.weight, this.bias, this.eps);
+  }
+}
+
+/**
+ * RMSNorm (LLaMA): weight · x / √(mean(x²) + eps), the mean in float32 whatever the compute dtype; no
+ * mean subtraction and no bias.
+ */
+export class RMSNorm extends Norm {
+  readonly weight: torch.Tensor;
+  constructor(readonly dim: number, readonly eps: number, o: ModuleOptions = {}) {
+    super();
+    this.weight = this.param("weight", torch.ones([dim], o));
+  }
+  forward(x: torch.Tensor): torch.Tensor {
+    const x32 = x.dtype === "float32" ? x : x.to("float32");
+    const normed = x32.mul(x32.pow(2).mean([-1], true).add(this.eps).rsqrt());
+    return this.weight.mul(normed.dtype === x.dtype ? normed : normed.to(x.dtype));
   }
 }
 

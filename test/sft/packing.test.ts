@@ -1,13 +1,13 @@
 // Packing: best-fit-decreasing bins, and per-token losses identical to running each sample alone.
 import assert from "node:assert/strict";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { test } from "node:test";
 import * as torch from "../../src/torch/index.js";
 import { loadCausalLM } from "../../src/models/index.js";
 import { Rng } from "../../src/data/rng.js";
 import { bestFitDecreasing, packBatch, padBatch, usefulTokenFraction } from "../../src/sft/collate.js";
 import type { EncodedSample } from "../../src/sft/encode.js";
-import { GOLDEN, GOLDEN_MODELS } from "../helpers.js";
+import { GOLDEN, GOLDEN_MODELS, SHARED } from "../helpers.js";
 
 test("best-fit decreasing: every sample once, no bin over capacity, tight on a known case", () => {
   const rng = new Rng(5);
@@ -23,9 +23,18 @@ test("best-fit decreasing: every sample once, no bin over capacity, tight on a k
   assert.ok(f.packed > f.padded);
 });
 
-for (const name of GOLDEN_MODELS) {
+// BLOOM (ALiBi positions), GPT-NeoX (partial rotary) and LLaMA with grouped-query attention (rotary):
+// positions restart at every packed sample, whatever the position scheme.
+const MODELS = [
+  ...GOLDEN_MODELS.map((m) => join(GOLDEN, m)),
+  join(SHARED, "golden-neox/tiny_v320_h64_l2_nh4_rp025_parallel"),
+  join(SHARED, "golden-llama-gqa/tiny_v320_h96_l2_nh6_kv2_i256"),
+];
+
+for (const dir of MODELS) {
+  const name = basename(dir);
   test(`packed rows give every token the loss it has alone (${name}, within 1e-5)`, () => {
-    const model = loadCausalLM(join(GOLDEN, name)).eval();
+    const model = loadCausalLM(dir).eval();
     const vocab = model.config.vocabSize;
     const rng = new Rng(name);
     const samples: EncodedSample[] = [23, 9, 31, 14, 5].map((len) => ({

@@ -1,0 +1,268 @@
+// GPT-NeoX (EleutherAI): Pythia, RedPajama-INCITE, OA's pythia-* SFT models. Rotary embeddings on
+// the first rotary_pct of each head, per-head fused QKV, parallel (Pythia) or sequential residual,
+// exact erf GELU, untied output projection.
+// Reference: huggingface/transformers c965d302 src/transformers/models/gpt_neox/modeling_gpt_neox.py
+// (the code ../shared/golden-neox was produced with). Module fields carry HF's state-dict names.
+//
+// Shapes: b batch, s new tokens, S = past + s keys, h hidden, n heads, d head dim (h = n·d),
+// r rotary dims (r = ⌊d · rotary_pct⌋), i intermediate, v vocab.
+import * as torch from "../torch/index.js";
+import { Embedding, LayerNorm, Linear, Module, ModuleList, RotaryEmbedding, applyRotary, attention, type InitMode } from "../nn/index.js";
+import {
+  CausalLM, type BlockOutput, type ForwardContext, type KVCache, type ModelConfig, type ModelOptions, type NewCacheOptions,
+} from "./causal-lm.js";
+import { ConfigError, readBool, readInt, readNumber, readOptionalInt, readRopeScaling, type RopeScalingConfig } from "./config-json.js";
+import { HeadsKVCache } from "./kv-cache.js";
+import { registerArchitecture } from "./registry.js";
+
+// ---------------------------------------------------------------------------------------------
+// 1. Config: HF config.json keys and defaults (configuration_gpt_neox.py)
+
+export interface GPTNeoXConfig {
+  model_type: "gpt_neox";
+  vocab_size: number;
+  hidden_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  intermediate_size: number;
+  hidden_act: string;
+  rotary_pct: number;
+  rotary_emb_base: number;
+  rope_scaling: RopeScalingConfig | null;
+  max_position_embeddings: number;
+  use_parallel_residual: boolean;
+  layer_norm_eps: number;
+  initializer_range: number;
+  attention_dropout: number;
+  hidden_dropout: number;
+  tie_word_embeddings: boolean;
+  bos_token_id: number | null;
+  eos_token_id: number | null;
+  pad_token_id: number | null;
+  /** Every key of the original config.json, written back unchanged when the model is saved. */
+  raw: Record<string, unknown>;
+}
+
+/** HF's ACT2FN names this file implements: "gelu" is exact (erf); the others are the tanh form. */
+const GELU_KINDS: Record<string, "none" | "tanh"> = { gelu: "none", gelu_new: "tanh", gelu_fast: "tanh", gelu_pytorch_tanh: "tanh" };
+
+export function gptNeoXConfigFromJson(json: Record<string, unknown>, file = "config.json"): GPTNeoXConfig {
+  const hidden = readInt(json, file, "hidden_size", 6144);
+  const cfg: GPTNeoXConfig = {
+    model_type: "gpt_neox",
+    vocab_size: readInt(json, file, "vocab_size", 50432),
+    hidden_size: hidden,
+    num_hidden_layers: readInt(json, file, "num_hidden_layers", 44),
+    num_attention_heads: readInt(json, file, "num_attention_heads", 64),
+    intermediate_size: readInt(json, file, "intermediate_size", 4 * hidden),
+    hidden_act: typeof json.hidden_act === "string" ? json.hidden_act : "gelu",
+    rotary_pct: readNumber(json, file, "rotary_pct", 0.25),
+    rotary_emb_base: readNumber(json, file, "rotary_emb_base", 10000),
+    rope_scaling: readRopeScaling(json, file),
+    max_position_embeddings: readInt(json, file, "max_position_embeddings", 2048),
+    use_parallel_residual: readBool(json, file, "use_parallel_residual", true),
+    layer_norm_eps: readNumber(json, file, "layer_norm_eps", 1e-5),
+    initializer_range: readNumber(json, file, "initializer_range", 0.02),
+    attention_dropout: readNumber(json, file, "attention_dropout", 0),
+    hidden_dropout: readNumber(json, file, "hidden_dropout", 0),
+    tie_word_embeddings: readBool(json, file, "tie_word_embeddings", false),
+    bos_token_id: readOptionalInt(json, file, "bos_token_id", 0),
+    eos_token_id: readOptionalInt(json, file, "eos_token_id", 2),
+    pad_token_id: readOptionalInt(json, file, "pad_token_id", null),
+    raw: { ...json },
+  };
+  for (const key of ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"] as const) {
+    if (cfg[key] < 1) throw new ConfigError(file, key, `must be a positive integer, got ${cfg[key]}`);
+  }
+  if (cfg.hidden_size % cfg.num_attention_heads !== 0) {
+    throw new ConfigError(file, "hidden_size", `${cfg.hidden_size} is not divisible by num_attention_heads=${cfg.num_attention_heads}`);
+  }
+  const rot = Math.trunc((cfg.hidden_size / cfg.num_attention_heads) * cfg.rotary_pct);
+  if (cfg.rotary_pct <= 0 || cfg.rotary_pct > 1 || rot % 2 !== 0 || rot === 0) {
+    throw new ConfigError(file, "rotary_pct", `${cfg.rotary_pct} gives ${rot} rotary dims per head; expected an even number ≥ 2`);
+  }
+  if (!(cfg.hidden_act in GELU_KINDS)) {
+    throw new ConfigError(file, "hidden_act", `'${cfg.hidden_act}' is not supported; expected one of ${Object.keys(GELU_KINDS).join(", ")}`);
+  }
+  return cfg;
+}
+
+export function gptNeoXConfigToJson(cfg: GPTNeoXConfig): Record<string, unknown> {
+  const { raw, ...canonical } = cfg;
+  return { architectures: ["GPTNeoXForCausalLM"], ...raw, ...canonical };
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Layers (leaf → block), as GPTNeoXAttention / GPTNeoXMLP / GPTNeoXLayer
+
+interface LayerInit {
+  dtype: torch.DType;
+  device: string;
+  init: InitMode;
+  std: number;
+}
+
+/** What every layer of one forward shares: the rotary tables of the new tokens' positions. */
+interface Shared {
+  cos: torch.Tensor;
+  sin: torch.Tensor;
+}
+
+class GPTNeoXAttention extends Module {
+  readonly query_key_value: Linear;
+  readonly dense: Linear;
+  private readonly n: number;
+  private readonly d: number;
+
+  constructor(private readonly cfg: GPTNeoXConfig, o: LayerInit) {
+    super();
+    const h = cfg.hidden_size;
+    this.n = cfg.num_attention_heads;
+    this.d = h / this.n;
+    this.query_key_value = this.child("query_key_value", new Linear(h, 3 * h, o));
+    this.dense = this.child("dense", new Linear(h, h, o));
+  }
+
+  forward(x: torch.Tensor, ctx: ForwardContext, rope: Shared, cache: { cache: HeadsKVCache; layer: number } | undefined, wantProbs: boolean): BlockOutput {
+    const [b, s] = x.shape as [number, number];
+    const { n, d } = this;
+    // Per-head interleaved, as BLOOM: [b, s, n, 3·d] → q, k, v [b, n, s, d].
+    const [fq, fk, fv] = this.query_key_value.forward(x).view([b, s, n, 3, d]).unbind(3) as [torch.Tensor, torch.Tensor, torch.Tensor];
+    const q = applyRotary(fq.transpose(1, 2), rope.cos, rope.sin);
+    let k = applyRotary(fk.transpose(1, 2), rope.cos, rope.sin);
+    let v = fv.transpose(1, 2);
+    // The cache stores keys after rotary: a past key keeps the rotation of its own position.
+    if (cache) ({ keys: k, values: v } = cache.cache.append(cache.layer, k, v));
+    const { context, probs } = attention(q, k, v, {
+      hidden: ctx.hidden, scale: 1 / Math.sqrt(d), dropout: this.cfg.attention_dropout, training: this.training, wantProbs,
+    });
+    return { out: this.dense.forward(context), ...(probs ? { probs } : {}) };
+  }
+}
+
+class GPTNeoXMLP extends Module {
+  readonly dense_h_to_4h: Linear;
+  readonly dense_4h_to_h: Linear;
+  private readonly gelu: "none" | "tanh";
+  constructor(cfg: GPTNeoXConfig, o: LayerInit) {
+    super();
+    this.dense_h_to_4h = this.child("dense_h_to_4h", new Linear(cfg.hidden_size, cfg.intermediate_size, o));
+    this.dense_4h_to_h = this.child("dense_4h_to_h", new Linear(cfg.intermediate_size, cfg.hidden_size, o));
+    this.gelu = GELU_KINDS[cfg.hidden_act]!;
+  }
+  forward(x: torch.Tensor): torch.Tensor {
+    return this.dense_4h_to_h.forward(this.dense_h_to_4h.forward(x).gelu(this.gelu));
+  }
+}
+
+class GPTNeoXLayer extends Module {
+  readonly input_layernorm: LayerNorm;
+  readonly post_attention_layernorm: LayerNorm;
+  readonly attention: GPTNeoXAttention;
+  readonly mlp: GPTNeoXMLP;
+  constructor(private readonly cfg: GPTNeoXConfig, o: LayerInit) {
+    super();
+    const h = cfg.hidden_size;
+    this.input_layernorm = this.child("input_layernorm", new LayerNorm(h, cfg.layer_norm_eps, o));
+    this.post_attention_layernorm = this.child("post_attention_layernorm", new LayerNorm(h, cfg.layer_norm_eps, o));
+    this.attention = this.child("attention", new GPTNeoXAttention(cfg, o));
+    this.mlp = this.child("mlp", new GPTNeoXMLP(cfg, o));
+  }
+  forward(x: torch.Tensor, ctx: ForwardContext, rope: Shared, cache: { cache: HeadsKVCache; layer: number } | undefined, wantProbs: boolean): BlockOutput {
+    const p = this.cfg.hidden_dropout;
+    const drop = (t: torch.Tensor) => (this.training && p > 0 ? torch.dropout(t, p, true) : t);
+    const attn = this.attention.forward(this.input_layernorm.forward(x), ctx, rope, cache, wantProbs);
+    const a = drop(attn.out);
+    let out: torch.Tensor;
+    if (this.cfg.use_parallel_residual) {
+      // x + attn(ln1(x)) + mlp(ln2(x)): both norms read the block input (HF sums mlp + attn + x).
+      out = drop(this.mlp.forward(this.post_attention_layernorm.forward(x))).add(a).add(x);
+    } else {
+      const mid = a.add(x);
+      out = drop(this.mlp.forward(this.post_attention_layernorm.forward(mid))).add(mid);
+    }
+    return { out, ...(attn.probs ? { probs: attn.probs } : {}) };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. The model
+
+class GPTNeoXModel extends Module {
+  readonly embed_in: Embedding;
+  readonly layers: ModuleList<GPTNeoXLayer>;
+  readonly final_layer_norm: LayerNorm;
+  constructor(cfg: GPTNeoXConfig, o: LayerInit) {
+    super();
+    this.embed_in = this.child("embed_in", new Embedding(cfg.vocab_size, cfg.hidden_size, o));
+    this.layers = this.child("layers", new ModuleList(Array.from({ length: cfg.num_hidden_layers }, () => new GPTNeoXLayer(cfg, o))));
+    this.final_layer_norm = this.child("final_layer_norm", new LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, o));
+  }
+}
+
+export class GPTNeoXForCausalLM extends CausalLM {
+  readonly config: ModelConfig;
+  readonly gpt_neox: GPTNeoXModel;
+  /** The output projection (no bias); absent when tie_word_embeddings shares embed_in. */
+  readonly embed_out: Linear | undefined;
+  private readonly rotary: RotaryEmbedding;
+
+  constructor(readonly neoxConfig: GPTNeoXConfig, options: ModelOptions = {}) {
+    super(options);
+    const c = neoxConfig;
+    this.config = {
+      modelType: "gpt_neox", vocabSize: c.vocab_size, hiddenSize: c.hidden_size, numLayers: c.num_hidden_layers,
+      numHeads: c.num_attention_heads, bosTokenId: c.bos_token_id, eosTokenId: c.eos_token_id, padTokenId: c.pad_token_id,
+      maxPositions: c.max_position_embeddings, tieWordEmbeddings: c.tie_word_embeddings,
+    };
+    const o: LayerInit = { dtype: this.dtype, device: this.device, init: options.init ?? "normal", std: c.initializer_range };
+    this.gpt_neox = this.child("gpt_neox", new GPTNeoXModel(c, o));
+    this.embed_out = c.tie_word_embeddings ? undefined : this.child("embed_out", new Linear(c.hidden_size, c.vocab_size, { ...o, bias: false }));
+    const d = c.hidden_size / c.num_attention_heads;
+    this.rotary = new RotaryEmbedding(Math.trunc(d * c.rotary_pct), c.rotary_emb_base, c.rope_scaling, c.max_position_embeddings);
+  }
+
+  get blocks(): readonly GPTNeoXLayer[] {
+    return this.gpt_neox.layers.items;
+  }
+
+  get lmHeadWeight(): torch.Tensor {
+    return this.embed_out?.weight ?? this.gpt_neox.embed_in.weight;
+  }
+
+  configJson(): Record<string, unknown> {
+    return gptNeoXConfigToJson(this.neoxConfig);
+  }
+
+  newCache(o: NewCacheOptions = {}): HeadsKVCache {
+    return new HeadsKVCache(o.capacity ?? 64);
+  }
+
+  protected embed(inputIds: torch.Tensor): torch.Tensor {
+    return this.gpt_neox.embed_in.forward(inputIds);
+  }
+
+  protected prepare(ctx: ForwardContext): Shared {
+    const positions = ctx.positionIds.narrow(1, ctx.past, ctx.s); // the new tokens' positions [b, s]
+    return this.rotary.tables(positions, ctx.past + ctx.s);
+  }
+
+  protected runBlock(i: number, x: torch.Tensor, ctx: ForwardContext, shared: unknown, cache: KVCache | undefined, wantProbs: boolean): BlockOutput {
+    return this.blocks[i]!.forward(x, ctx, shared as Shared, cache && { cache: cache as HeadsKVCache, layer: i }, wantProbs);
+  }
+
+  protected finalNorm(x: torch.Tensor): torch.Tensor {
+    return this.gpt_neox.final_layer_norm.forward(x);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Registration
+
+registerArchitecture("gpt_neox", {
+  create: (json, file, o) => new GPTNeoXForCausalLM(gptNeoXConfigFromJson(json, file), o),
+  aliases: () => [],
+  // Buffers older checkpoints carry (the rotary frequencies and causal-mask tables): recomputed here.
+  ignorable: (name, m) =>
+    /\.attention\.(rotary_emb\.inv_freq|bias|masked_bias)$/.test(name) || (name === "embed_out.weight" && m.config.tieWordEmbeddings),
+});

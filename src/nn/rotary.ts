@@ -1,0 +1,62 @@
+// Rotary position embeddings (RoFormer), as Hugging Face's GPT-NeoX and LLaMA code computes them: the
+// half-split convention (dims j and j + rot/2 rotate together, "rotate_half"), optionally on the first
+// `rot` dims of each head only (GPT-NeoX's rotary_pct), with linear or dynamic NTK scaling.
+//
+// Shapes: b batch, s tokens, n heads, d head dim, r rotary dims (r ≤ d, even).
+import * as torch from "../torch/index.js";
+
+export interface RopeScaling {
+  type: "linear" | "dynamic";
+  factor: number;
+}
+
+export class RotaryEmbedding {
+  /**
+   * @param dims  r, the rotated dims of each head
+   * @param base  the frequency base (rope_theta / rotary_emb_base)
+   * @param maxPositions  max_position_embeddings, where dynamic scaling starts
+   */
+  constructor(readonly dims: number, readonly base: number, readonly scaling: RopeScaling | null, readonly maxPositions: number) {}
+
+  /**
+   * 1 / base^(2j/r), j < r/2, in float32 as HF. Dynamic NTK scaling raises the base once the
+   * sequence (`seqLen`, the cache included) is longer than max_position_embeddings.
+   */
+  private invFreq(seqLen: number, device: string): torch.Tensor {
+    let base = this.base;
+    if (this.scaling?.type === "dynamic" && seqLen > this.maxPositions) {
+      const f = this.scaling.factor;
+      base = base * ((f * seqLen) / this.maxPositions - (f - 1)) ** (this.dims / (this.dims - 2));
+    }
+    const exponents = torch.arange(0, this.dims, 2, { device }).to("float32").div(this.dims);
+    return torch.ones([this.dims / 2], { device }).div(torch.full([this.dims / 2], base, { device }).pow(exponents));
+  }
+
+  /**
+   * cos and sin tables for positions [b, s] (int64): [b, 1, s, r] float32, laid out as HF's
+   * cat(freqs, freqs). Linear scaling divides the positions (HF: t / factor), not the frequencies.
+   */
+  tables(positions: torch.Tensor, seqLen: number): { cos: torch.Tensor; sin: torch.Tensor } {
+    let t = positions.to("float32");
+    if (this.scaling?.type === "linear") t = t.div(this.scaling.factor);
+    const freqs = t.unsqueeze(-1).mul(this.invFreq(seqLen, positions.device)); // [b, s, r/2]
+    const emb = torch.cat([freqs, freqs], -1).unsqueeze(1); // [b, 1, s, r]
+    return { cos: emb.cos(), sin: emb.sin() };
+  }
+}
+
+/**
+ * x·cos + rotate_half(x)·sin on the first r dims of x [b, n, s, d]; the other d − r dims pass
+ * through unchanged. The tables are float32; the result has x's dtype.
+ */
+export function applyRotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor): torch.Tensor {
+  const d = x.size(-1);
+  const r = cos.size(-1);
+  const rot = r === d ? x : x.narrow(-1, 0, r);
+  const x1 = rot.narrow(-1, 0, r / 2);
+  const x2 = rot.narrow(-1, r / 2, r / 2);
+  const c = cos.dtype === x.dtype ? cos : cos.to(x.dtype);
+  const sn = sin.dtype === x.dtype ? sin : sin.to(x.dtype);
+  const rotated = rot.mul(c).add(torch.cat([x2.neg(), x1], -1).mul(sn));
+  return r === d ? rotated : torch.cat([rotated, x.narrow(-1, r, d - r)], -1);
+}
