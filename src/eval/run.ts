@@ -6,7 +6,7 @@ import * as torch from "../torch/index.js";
 import type { CausalLM } from "../models/index.js";
 import { Engine } from "../generate/engine.js";
 import type { SamplingParams } from "../generate/sampling.js";
-import type { ChatTokenizer } from "../tokenizer/index.js";
+import { renderChat, type ChatTokenizer } from "../tokenizer/index.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
 import { Registry } from "../util/registry.js";
 import { BBH_COT_STOP, MMLU_GROUPS, bbhCotAnswer, bbhCotPrompt, bbhInstructEvalPrompt, mmluInstructEvalPrompt, mmluLmEvalPrompt } from "./mmlu-bbh.js";
@@ -66,7 +66,8 @@ async function generateAll(ctx: Ctx, prompts: string[], params: SamplingParams, 
  */
 async function logLikelihoods(ctx: Ctx, contexts: string[], continuations: string[], onItem?: () => void): Promise<number[][]> {
   const { model, tokenizer } = ctx;
-  const contIds = await Promise.all(continuations.map((c) => tokenizer.encode(c)));
+  // Continuations are pieces of text, not documents: no BOS in front of " A" (LLaMA's tokenizer adds one).
+  const contIds = await Promise.all(continuations.map((c) => tokenizer.encodePlain(c)));
   const cache = model.newCache({ batch: 1, capacity: 512 });
   let cached: number[] = [];
   const out: number[][] = [];
@@ -228,7 +229,7 @@ export async function runEval(taskNames: string[], o: EvalOptions): Promise<Task
   const engine = new Engine(o.model, o.tokenizer, { maxBatch: o.maxBatch ?? 8, maxQueue: Number.MAX_SAFE_INTEGER });
   const ctx: Ctx = {
     ...o, engine,
-    wrap: o.chat ? (p) => `<|prompter|>${p}${o.tokenizer.eos}<|assistant|>` : (p) => p,
+    wrap: o.chat ? (p) => renderChat([{ role: "user", content: p }], { eos: o.tokenizer.eos, addGenerationPrompt: true }) : (p) => p,
     bar: (total, label) => {
       // On a terminal a line redrawn in place with rate and ETA; in logs a line every quarter.
       let n = 0;

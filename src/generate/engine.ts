@@ -61,7 +61,7 @@ export interface EngineStats {
 }
 
 /** Incremental detokenisation: emits only text that is final (no broken UTF-8, no partial stop). */
-class TextStream {
+export class TextStream {
   private ids: number[] = [];
   /** TGI's offsets: ids[prefixOffset, readOffset) are the last settled tokens, decoded as context. */
   private prefixOffset = 0;
@@ -87,12 +87,14 @@ class TextStream {
     const prefix = await this.tok.decode(this.ids.slice(this.prefixOffset, this.readOffset), true);
     const window = await this.tok.decode(this.ids.slice(this.prefixOffset), true);
     const fresh = window.slice(prefix.length);
+    // A window ending in U+FFFD holds an incomplete character (byte-fallback tokens decode each
+    // stray byte to one U+FFFD): nothing of it is final until its last byte arrives.
     if (fresh && !window.endsWith("\uFFFD")) {
       this.settled += fresh;
       this.prefixOffset = this.readOffset;
       this.readOffset = this.ids.length;
-      this.text = this.settled;
-    } else this.text = this.settled + fresh;
+    }
+    this.text = this.settled;
     return this.emit();
   }
 

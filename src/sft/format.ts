@@ -5,7 +5,7 @@
 import type { Conversation, Utterance } from "../data/conversation.js";
 import type { FormatVersion } from "../data/dataset.js";
 import type { Rng } from "../data/rng.js";
-import { ASSISTANT, PROMPTER, SYSTEM } from "../tokenizer/index.js";
+import { SYSTEM, renderChat, type ChatMessage } from "../tokenizer/index.js";
 
 export interface FormatOptions {
   eos: string;
@@ -51,11 +51,11 @@ export function formatConversation(c: Conversation, o: FormatOptions): string[] 
   const lead = o.formatVersion === "may2023" ? legacyTag(c, o) : "";
   c.messages.forEach((m, i) => {
     if (m.role === "assistant") {
-      out.push(`${ASSISTANT}${m.text}${o.eos}`);
+      out.push(renderChat([{ role: "assistant", content: m.text }], { eos: o.eos }));
       return;
     }
-    let s = `${PROMPTER}${m.text}${o.eos}`;
-    if (i === 0 && c.systemMessage !== undefined) s = `${SYSTEM}${c.systemMessage}${o.eos}${s}`;
+    const system = i === 0 && c.systemMessage !== undefined ? [{ role: "system" as const, content: c.systemMessage }] : [];
+    let s = renderChat([...system, { role: "user", content: m.text }], { eos: o.eos });
     if (i === 0 && lead) s = lead + s;
     const reply = c.messages[i + 1];
     if (o.useSystemTag && o.formatVersion === "head" && reply) s += systemTag(reply, o);
@@ -64,8 +64,17 @@ export function formatConversation(c: Conversation, o: FormatOptions): string[] 
   return out;
 }
 
+export type Turn = { role: "prompter" | "assistant"; text: string };
+
+/** A chat in OA's terms as the chat template's messages (system first when given). */
+export function chatMessages(history: readonly Turn[], systemMessage?: string): ChatMessage[] {
+  return [
+    ...(systemMessage !== undefined ? [{ role: "system" as const, content: systemMessage }] : []),
+    ...history.map((m): ChatMessage => ({ role: m.role === "prompter" ? "user" : "assistant", content: m.text })),
+  ];
+}
+
 /** The inference prompt for a chat so far (ends with "<|assistant|>", as the card prompts). */
-export function formatPrompt(history: Array<{ role: "prompter" | "assistant"; text: string }>, eos: string, systemMessage?: string): string {
-  const body = history.map((m) => `${m.role === "prompter" ? PROMPTER : ASSISTANT}${m.text}${eos}`).join("");
-  return `${systemMessage !== undefined ? `${SYSTEM}${systemMessage}${eos}` : ""}${body}${ASSISTANT}`;
+export function formatPrompt(history: readonly Turn[], eos: string, systemMessage?: string): string {
+  return renderChat(chatMessages(history, systemMessage), { eos, addGenerationPrompt: true });
 }

@@ -5,12 +5,11 @@ import { dirname, join } from "node:path";
 import { Tokenizer } from "tokenizers";
 import { fsyncDir, writeFileAtomic } from "../util/atomic-file.js";
 import { bytesToUnicode } from "./bpe-trainer.js";
+import { ASSISTANT, PROMPTER, SYSTEM, chatTemplateJinja } from "./chat-template.js";
 
 /** OA's five chat tokens, in the order we add them (OA took a Python set's order, which varies per process). */
 export const QA_SPECIAL_TOKENS = ["<|prompter|>", "<|assistant|>", "<|system|>", "<|prefix_begin|>", "<|prefix_end|>"] as const;
-export const PROMPTER = "<|prompter|>";
-export const ASSISTANT = "<|assistant|>";
-export const SYSTEM = "<|system|>";
+export { ASSISTANT, PROMPTER, SYSTEM, ROLE_TAGS, renderChat, chatTemplateJinja, type ChatMessage, type ChatRole } from "./chat-template.js";
 
 export interface FamilyTokens {
   pad: string;
@@ -76,7 +75,12 @@ export class ChatTokenizer {
   /** Token id → its bytes, for byte-level tokenizers (undefined otherwise); special tokens map to no bytes. */
   readonly tokenBytes: ((id: number) => Uint8Array) | undefined;
 
-  private constructor(readonly tok: Tokenizer, readonly family: string, readonly special: FamilyTokens, added: string[], byteLevel: { specialIds: Set<number> } | undefined) {
+  private constructor(
+    readonly tok: Tokenizer, readonly family: string, readonly special: FamilyTokens, added: string[],
+    byteLevel: { specialIds: Set<number> } | undefined,
+    /** The token the tokenizer's own encoding puts first (LLaMA's <s>); undefined for BLOOM and GPT-NeoX. */
+    readonly bos: string | undefined,
+  ) {
     this.added = added;
     this.tokenBytes = byteLevel ? byteLevelBytes(tok, byteLevel.specialIds) : undefined;
     const id = (t: string) => {
@@ -113,13 +117,13 @@ export class ChatTokenizer {
     }
     // Byte-level tokenizers can be decoded incrementally without the library (streaming).
     let byteLevel: { specialIds: Set<number> } | undefined;
-    const json = JSON.parse(readFileSync(file, "utf8")) as { decoder?: { type?: string } | null; added_tokens?: Array<{ id: number; special?: boolean }> };
+    const json = JSON.parse(readFileSync(file, "utf8")) as TokenizerJson;
     if (json.decoder?.type === "ByteLevel") {
       const specialIds = new Set((json.added_tokens ?? []).filter((t) => t.special).map((t) => t.id));
       for (const t of added) specialIds.add(tok.tokenToId(t)!);
       byteLevel = { specialIds };
     }
-    return new ChatTokenizer(tok, family, tokens, added, byteLevel);
+    return new ChatTokenizer(tok, family, tokens, added, byteLevel, leadingSpecialToken(json.post_processor));
   }
 
   get eos(): string {
@@ -140,9 +144,16 @@ export class ChatTokenizer {
     return out;
   }
 
+  /** Token ids of a text, with the tokenizer's own special tokens (a LLaMA tokenizer puts <s> first). */
   async encode(text: string): Promise<number[]> {
     return (await this.tok.encode(text, null, { addSpecialTokens: true })).getIds();
   }
+
+  /** Token ids of a text piece without BOS or any post-processing: continuations, stop strings. */
+  async encodePlain(text: string): Promise<number[]> {
+    return (await this.tok.encode(text, null, { addSpecialTokens: false })).getIds();
+  }
+
 
   decode(ids: number[], skipSpecialTokens = false): Promise<string> {
     return this.tok.decode(ids, skipSpecialTokens);
@@ -152,8 +163,12 @@ export class ChatTokenizer {
     return this.tok.idToToken(id) ?? `<${id}>`;
   }
 
-  /** Writes tokenizer.json (atomically), tokenizer_config.json and special_tokens_map.json into `dir`. */
+  /**
+   * Writes tokenizer.json (atomically), special_tokens_map.json and tokenizer_config.json (with the
+   * OA chat_template, so other tools format prompts as oasft does) into `dir`.
+   */
   save(dir: string): void {
+    const bos = this.bos;
     mkdirSync(dir, { recursive: true });
     const target = join(dir, "tokenizer.json");
     const tmp = `${target}.tmp-${process.pid}`;
@@ -163,13 +178,44 @@ export class ChatTokenizer {
     } finally {
       if (existsSync(tmp)) unlinkSync(tmp);
     }
-    const map = { eos_token: this.special.eos, pad_token: this.special.pad, sep_token: this.special.sep || undefined, additional_special_tokens: [...QA_SPECIAL_TOKENS] };
+    const map = {
+      ...(bos ? { bos_token: bos } : {}), eos_token: this.special.eos, pad_token: this.special.pad, sep_token: this.special.sep || undefined,
+      additional_special_tokens: [...QA_SPECIAL_TOKENS],
+    };
     writeFileAtomic(join(dir, "special_tokens_map.json"), [JSON.stringify(map, null, 2) + "\n"]);
-    writeFileAtomic(join(dir, "tokenizer_config.json"), [JSON.stringify({ ...map, tokenizer_class: "PreTrainedTokenizerFast", clean_up_tokenization_spaces: false, model_max_length: 1e30 }, null, 2) + "\n"]);
+    const config = {
+      ...map, tokenizer_class: "PreTrainedTokenizerFast", clean_up_tokenization_spaces: false, model_max_length: 1e30,
+      chat_template: chatTemplateJinja(bos !== undefined),
+    };
+    writeFileAtomic(join(dir, "tokenizer_config.json"), [JSON.stringify(config, null, 2) + "\n"]);
     fsyncDir(dir);
   }
 }
 
+
+interface TokenizerJson {
+  decoder?: { type?: string } | null;
+  added_tokens?: Array<{ id: number; special?: boolean }>;
+  post_processor?: PostProcessor | null;
+}
+interface PostProcessor {
+  type?: string;
+  single?: Array<{ SpecialToken?: { id: string } }>;
+  processors?: PostProcessor[];
+}
+
+/** The special token a TemplateProcessing post-processor puts before a single sequence (LLaMA's "<s> $A"). */
+function leadingSpecialToken(p: PostProcessor | null | undefined): string | undefined {
+  if (!p) return undefined;
+  if (p.type === "Sequence") {
+    for (const inner of p.processors ?? []) {
+      const found = leadingSpecialToken(inner);
+      if (found) return found;
+    }
+    return undefined;
+  }
+  return p.type === "TemplateProcessing" ? p.single?.[0]?.SpecialToken?.id : undefined;
+}
 
 /**
  * A byte-level BPE token's bytes: its vocabulary string spelled in GPT-2's byte alphabet, mapped

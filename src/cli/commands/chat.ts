@@ -3,8 +3,8 @@ import { createInterface } from "node:readline/promises";
 import { writeFileAtomic } from "../../util/atomic-file.js";
 import { loadCausalLM } from "../../models/index.js";
 import { Engine } from "../../generate/engine.js";
-import { formatPrompt } from "../../sft/format.js";
-import { ChatTokenizer } from "../../tokenizer/index.js";
+import { chatMessages, formatPrompt } from "../../sft/format.js";
+import { ChatTokenizer, renderChat } from "../../tokenizer/index.js";
 import { intFlag, parseFlags, required, UsageError } from "../args.js";
 import { checkSampling } from "../../generate/sampling.js";
 import type { Command } from "../main.js";
@@ -17,7 +17,7 @@ const USAGE = `usage: oasft chat --model DIR [--system TEXT] [--max-new-tokens 2
   Commands while chatting: /reset (forget the conversation), /save FILE (the conversation as one
   OA-format JSONL line), /exit. Older turns are dropped when the prompt would exceed --context tokens.`;
 
-type Turn = { role: "prompter" | "assistant"; text: string };
+import type { Turn } from "../../sft/format.js";
 
 export const command: Command = {
   async run(argv) {
@@ -62,8 +62,9 @@ export const command: Command = {
         if (line.startsWith("/save")) {
           const file = line.slice(5).trim();
           if (!file) { console.log("usage: /save FILE"); prompt(); continue; }
-          const text = (system !== undefined ? `<|system|>${system}${tokenizer.eos}` : "") + history.map((t) => `${t.role === "prompter" ? "<|prompter|>" : "<|assistant|>"}${t.text}${tokenizer.eos}`).join("");
-          writeFileAtomic(file, [JSON.stringify({ messages: [...(system !== undefined ? [{ role: "system", content: system }] : []), ...history.map((t) => ({ role: t.role === "prompter" ? "user" : "assistant", content: t.text }))], text }) + "\n"]);
+          const messages = chatMessages(history, system);
+          const text = renderChat(messages, { eos: tokenizer.eos });
+          writeFileAtomic(file, [JSON.stringify({ messages, text }) + "\n"]);
           console.log(`(saved to ${file})`);
           prompt();
           continue;
