@@ -1,5 +1,6 @@
 // Strict flag parsing for commands: unknown flags and bad values are errors that name the flag.
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { editDistance } from "../util/registry.js";
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -22,8 +23,17 @@ export function parseFlags<O extends Options>(argv: string[], options: O, usage:
     return { values, positionals };
   } catch (err) {
     if (err instanceof UsageError) throw err;
-    throw new UsageError(`${(err as Error).message}\n\n${usage}`);
+    throw new UsageError(`${withSuggestion((err as Error).message, Object.keys(options))}\n\n${usage}`);
   }
+}
+
+/** Adds "Did you mean --x?" to node:util's "Unknown option '--y'" when a known flag is close. */
+function withSuggestion(message: string, flags: string[]): string {
+  const m = /Unknown option '--([^']+)'/.exec(message);
+  if (!m) return message;
+  const typed = m[1]!;
+  const close = flags.filter((f) => editDistance(f, typed) <= Math.max(2, Math.floor(typed.length / 4)) || f.startsWith(typed));
+  return `unknown flag --${typed}${close.length ? `. Did you mean: ${close.map((f) => `--${f}`).join(", ")}?` : ""}`;
 }
 
 export function required(values: Record<string, unknown>, flag: string, usage: string): string {

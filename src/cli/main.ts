@@ -1,4 +1,5 @@
 // The `oasft` command line: one file per command in ./commands, dispatched by name.
+import { readFileSync } from "node:fs";
 import { UsageError } from "./args.js";
 import { Registry } from "../util/registry.js";
 
@@ -25,14 +26,30 @@ function help(): string {
   return [
     "oasft: Open-Assistant supervised fine-tuning in TypeScript on libtorch",
     "",
-    "usage: oasft <command> [flags]   (oasft <command> --help for its flags)",
+    "usage: oasft <command> [flags]   (oasft <command> --help for its flags; oasft --version)",
     "",
     ...commands.names().map((n) => `  ${n.padEnd(width)}  ${commands.get(n).summary}`),
   ].join("\n");
 }
 
+/** `oasft --version`: the package's version, Node's, and the libtorch the addon was built against. */
+async function version(): Promise<string> {
+  const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string };
+  let libtorch = "not built";
+  try {
+    libtorch = (await import("../torch/index.js")).version();
+  } catch {
+    // The addon is not built yet: the version line still prints.
+  }
+  return `oasft ${pkg.version} (node ${process.versions.node}, libtorch ${libtorch})`;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
+  if (name === "--version" || name === "-V" || name === "version") {
+    console.log(await version());
+    return 0;
+  }
   if (!name || name === "--help" || name === "-h" || name === "help") {
     console.log(help());
     return name ? 0 : 2;

@@ -19,9 +19,49 @@ export class DataError extends Error {
   }
 }
 
+/**
+ * A file's text. A damaged .gz is an error naming the file; bytes that are not UTF-8 are an error
+ * naming the file and line (they would silently become U+FFFD in training text otherwise).
+ */
 function readText(path: string): string {
-  const bytes = readFileSync(path);
-  return (path.endsWith(".gz") ? gunzipSync(bytes) : bytes).toString("utf8");
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (err) {
+    throw new DataError(path, `cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  if (path.endsWith(".gz")) {
+    try {
+      bytes = gunzipSync(bytes);
+    } catch (err) {
+      throw new DataError(path, `not a complete gzip file (${(err as Error).message}); was the download cut short?`);
+    }
+  }
+  try {
+    return STRICT_UTF8.decode(bytes);
+  } catch {
+    const bad = firstInvalidUtf8(bytes);
+    const line = bytes.subarray(0, bad).reduce((n, b) => n + (b === 0x0a ? 1 : 0), 1);
+    throw new DataError(`${path}:${line}`, `bytes that are not UTF-8 (at byte ${bad}); re-encode the file as UTF-8`);
+  }
+}
+
+const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });
+
+/** The offset of the first byte that does not start or continue a valid UTF-8 sequence. */
+function firstInvalidUtf8(bytes: Uint8Array): number {
+  for (let i = 0; i < bytes.length;) {
+    const b = bytes[i]!;
+    const n = b < 0x80 ? 1 : b >= 0xc2 && b < 0xe0 ? 2 : b >= 0xe0 && b < 0xf0 ? 3 : b >= 0xf0 && b < 0xf5 ? 4 : 0;
+    if (n === 0) return i;
+    try {
+      STRICT_UTF8.decode(bytes.subarray(i, i + n));
+    } catch {
+      return i;
+    }
+    i += n;
+  }
+  return bytes.length;
 }
 
 export function readJsonl(path: string): SourcedRecord[] {

@@ -55,6 +55,8 @@ export const CONFIG_KEYS = {
   loss_normalization: { type: "string", default: "tokens", choices: ["tokens", "micro_batch"], doc: "accumulated loss: mean over all trained tokens of the step, or OA's mean of per-micro-batch means" },
   device: { type: "string", default: "auto", doc: "cpu, cuda, cuda:N, or auto (cuda when available)" },
   resume_from_checkpoint: { type: "string", default: null, nullable: true, doc: "a checkpoint folder, or \"latest\" in output_dir" },
+  overwrite_output_dir: { type: "boolean", default: false, doc: "start a new run in an output_dir that holds another run (its checkpoints, log and summary are removed first)" },
+  threads: { type: "integer", range: { min: 1 }, default: null, nullable: true, doc: "CPU threads for libtorch (default: OMP_NUM_THREADS, else the CPUs this process may use)" },
   // --- evaluation, logging, saving ---
   eval_steps: { type: "integer", range: { min: 1 }, default: 200, doc: "evaluate every N optimizer steps" },
   eval_size: { type: "integer", range: { min: 1 }, default: null, nullable: true, doc: "cut each validation set to its first N samples" },
@@ -293,6 +295,22 @@ export function composeConfig(names: string[], flags: string[] = [], blocks = re
     .filter(([k, spec]) => spec.unsupported && JSON.stringify(config[k]) !== JSON.stringify(spec.default))
     .map(([k, spec]) => `${k} = ${JSON.stringify(config[k])} is ignored by oasft: ${spec.unsupported} (set in ${origin[k]})`);
   return { config: config as SFTConfig, origin, notes };
+}
+
+/**
+ * Every key as help text, grouped as the table: `--key <type> (default: value)  meaning`, plus what
+ * the key's range or choices are, and a mark on keys oasft accepts but does not act on.
+ */
+export function configKeysHelp(): string {
+  const rows = Object.entries(SPECS).map(([key, spec]) => {
+    const type = spec.choices ? spec.choices.join("|") : spec.type;
+    const bounds = spec.range ? ` ${describeRange(spec.range)}` : "";
+    const value = typeof spec.default === "string" && spec.default.length > 40 ? `"${spec.default.slice(0, 37)}..."` : JSON.stringify(spec.default);
+    const note = spec.unsupported ? ` [accepted, not acted on: ${spec.unsupported}]` : "";
+    return { flag: `--${key} <${type}${bounds}>`, text: `${spec.doc} (default ${value})${note}` };
+  });
+  const width = Math.min(48, Math.max(...rows.map((r) => r.flag.length)));
+  return rows.map((r) => `  ${r.flag.padEnd(width)}  ${r.text}`).join("\n");
 }
 
 /** Splits argv into `--configs a b c` names and the remaining override flags. */

@@ -38,6 +38,10 @@ export class DynamicLossScaler {
 
   /** Records a step's outcome; returns true when the step must be skipped (overflow). */
   update(overflow: boolean): boolean {
+    if (overflow && this.scale <= this.minScale && this.hysteresisLeft <= 1) {
+      // DeepSpeed stops here too: at the minimum scale an overflow means the model itself is broken.
+      throw new LossScaleError(this.scale);
+    }
     if (overflow) {
       this.skippedSteps++;
       this.cleanSteps = 0;
@@ -53,11 +57,23 @@ export class DynamicLossScaler {
     return false;
   }
 
+  /** Whether the scale is already at its minimum (the next overflow ends the run). */
+  get atMinimum(): boolean {
+    return this.scale <= this.minScale;
+  }
+
   state(): LossScalerState {
     return { scale: this.scale, cleanSteps: this.cleanSteps, hysteresisLeft: this.hysteresisLeft, skippedSteps: this.skippedSteps };
   }
 
   load(s: LossScalerState): void {
     Object.assign(this, s);
+  }
+}
+
+export class LossScaleError extends Error {
+  constructor(scale: number) {
+    super(`the gradients overflow even at the minimum loss scale (${scale}): the loss or the weights are no longer finite`);
+    this.name = "LossScaleError";
   }
 }

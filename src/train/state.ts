@@ -6,7 +6,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
 import * as torch from "../torch/index.js";
-import { saveCausalLM, type CausalLM } from "../models/index.js";
+import { readJsonFile, saveCausalLM, type CausalLM } from "../models/index.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import { fsyncDir, writeFileAtomic } from "../util/atomic-file.js";
 import type { AdamW } from "./adamw.js";
@@ -65,12 +65,8 @@ export interface SaveCheckpointArgs {
   paramNames: string[];
   state: TrainerState;
   config: Record<string, unknown>;
-  /** Test hook: pause this long in the middle of a save (to kill the process there). */
-  faultDelayMs?: number;
-}
-
-function sleepSync(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+  /** Test seam: called with the temporary folder once the model files are written, before the rest. */
+  midway?: (tmpDir: string) => void;
 }
 
 export function saveCheckpoint(outputDir: string, a: SaveCheckpointArgs): string {
@@ -80,7 +76,7 @@ export function saveCheckpoint(outputDir: string, a: SaveCheckpointArgs): string
   rmSync(tmp, { recursive: true, force: true });
   saveCausalLM(a.model, tmp);
   a.tokenizer.save(tmp);
-  if (a.faultDelayMs) sleepSync(a.faultDelayMs);
+  a.midway?.(tmp);
   const tensors: Array<[string, torch.Tensor]> = [];
   const steps: Record<string, number> = {};
   for (const s of a.optimizer.stateList()) {
@@ -103,8 +99,11 @@ export function saveCheckpoint(outputDir: string, a: SaveCheckpointArgs): string
   return final;
 }
 
-/** Deletes the oldest checkpoints beyond `limit`, and temporary folders left by interrupted saves. */
-export function pruneCheckpoints(outputDir: string, limit: number | null): string[] {
+/**
+ * Deletes the oldest checkpoints beyond `limit`, and temporary folders left by interrupted saves.
+ * `keep` (the checkpoint just written) is never deleted, whatever its number.
+ */
+export function pruneCheckpoints(outputDir: string, limit: number | null, keep?: string): string[] {
   const removed: string[] = [];
   for (const name of readdirSync(outputDir)) {
     const m = /^\.tmp-checkpoint-\d+-(\d+)$/.exec(name);
@@ -114,8 +113,8 @@ export function pruneCheckpoints(outputDir: string, limit: number | null): strin
     }
   }
   if (limit !== null && limit > 0) {
-    const all = checkpointDirs(outputDir);
-    for (const { dir } of all.slice(0, Math.max(0, all.length - limit))) {
+    const all = checkpointDirs(outputDir).filter((c) => c.dir !== keep);
+    for (const { dir } of all.slice(0, Math.max(0, all.length - (keep ? limit - 1 : limit)))) {
       rmSync(dir, { recursive: true, force: true });
       removed.push(basename(dir));
     }
@@ -129,16 +128,33 @@ export interface LoadedCheckpoint {
 }
 
 /** Restores optimizer moments and the RNG from a checkpoint; the model is loaded by the caller. */
+/**
+ * Restores optimizer moments and the RNG from a checkpoint; the model is loaded by the caller. A
+ * checkpoint is taken whole or refused: a damaged state file, or a moment the checkpoint says it has
+ * but does not hold, is an error naming the file and the tensor.
+ */
 export function loadCheckpointState(dir: string, optimizer: AdamW, paramNames: string[]): LoadedCheckpoint {
-  const raw = JSON.parse(readFileSync(join(dir, STATE_FILE), "utf8")) as TrainerState & { config: Record<string, unknown> };
-  const { header, tensors } = torch.loadSafetensors(join(dir, OPTIMIZER_FILE));
+  const raw = readJsonFile(join(dir, STATE_FILE), "trainer state") as unknown as TrainerState & { config: Record<string, unknown> };
+  if (!Number.isInteger(raw.globalStep) || !Number.isInteger(raw.epoch) || !Number.isInteger(raw.microBatch)) {
+    throw new Error(`${join(dir, STATE_FILE)}: globalStep, epoch and microBatch must be integers (a damaged checkpoint?)`);
+  }
+  const optimizerFile = join(dir, OPTIMIZER_FILE);
+  const { header, tensors } = torch.loadSafetensors(optimizerFile);
   try {
-    const steps = JSON.parse(header.metadata?.steps ?? "{}") as Record<string, number>;
+    let steps: Record<string, number>;
+    try {
+      steps = JSON.parse(header.metadata?.steps ?? "{}") as Record<string, number>;
+    } catch {
+      throw new Error(`${optimizerFile}: the 'steps' metadata is not JSON`);
+    }
+    const unknown = Object.keys(steps).filter((n) => !paramNames.includes(n));
+    if (unknown.length) throw new Error(`${optimizerFile}: state for ${unknown.slice(0, 3).join(", ")}, which the model does not have (another model's checkpoint?)`);
     const list = paramNames.flatMap((name, index) => {
+      if (steps[name] === undefined) return []; // never stepped (no gradient yet)
       const m = tensors.get(`exp_avg.${name}`);
       const v = tensors.get(`exp_avg_sq.${name}`);
-      if (!m || !v) return [];
-      return [{ index, step: steps[name] ?? 0, expAvg: m, expAvgSq: v }];
+      if (!m || !v) throw new Error(`${optimizerFile}: missing ${!m ? "exp_avg" : "exp_avg_sq"}.${name} (the checkpoint is incomplete)`);
+      return [{ index, step: steps[name]!, expAvg: m, expAvgSq: v }];
     });
     optimizer.loadState(list);
   } finally {

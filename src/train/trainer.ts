@@ -3,7 +3,7 @@
 //   or packed) → forward/backward (bf16 autocast, or fp16 with loss scaling; optional gradient
 //   checkpointing) accumulated over gradient_accumulation_steps → clip → AdamW → schedule
 // with evaluation per dataset, atomic checkpoints, exact resume, a JSONL log and a chart.
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { extname, join } from "node:path";
 import * as torch from "../torch/index.js";
 import { createCausalLM, loadCausalLM, resizeTokenEmbeddings, saveCausalLM, type CausalLM } from "../models/index.js";
@@ -27,10 +27,10 @@ import { checkpointDirs, loadCheckpointState, pruneCheckpoints, resolveResume, s
 export interface TrainOptions {
   /** Where progress and notes go (default stderr). */
   print?: (line: string) => void;
-  /** Set by a SIGINT handler: the loop saves a checkpoint after the current step and stops. */
+  /** Set by a SIGINT/SIGTERM handler: the loop saves a checkpoint after the current step and stops. */
   stopRequested?: () => boolean;
-  /** Test hook: pause inside each checkpoint save (to kill the process mid-save). */
-  faultDelayMs?: number;
+  /** Test seam: called in the middle of each checkpoint save, once the model files are written. */
+  onCheckpointMidway?: (tmpDir: string) => void;
   /** Show the progress bar (default true). */
   progress?: boolean;
 }
@@ -199,11 +199,26 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
   for (const n of settings.notes) print(`note: ${n}`);
   const outputDir = cfg.output_dir;
   const resumeDir = cfg.resume_from_checkpoint ? resolveResume(cfg.resume_from_checkpoint, outputDir) : undefined;
+  if (cfg.threads !== null) torch.setNumThreads(cfg.threads);
+  // A new run never mixes with another run's checkpoints (rotation and "latest" would pick them up).
+  if (!resumeDir) {
+    const earlier = previousRun(outputDir);
+    if (earlier.length && !cfg.overwrite_output_dir) {
+      throw new Error(`output_dir ${outputDir} already holds a run (${earlier.slice(0, 4).join(", ")}${earlier.length > 4 ? ", ..." : ""}); ` +
+        "pass --resume_from_checkpoint latest to continue it, --overwrite_output_dir to replace it, or another --output_dir");
+    }
+    for (const name of earlier) rmSync(join(outputDir, name), { recursive: true, force: true });
+    if (earlier.length) print(`note: --overwrite_output_dir: removed ${earlier.join(", ")} from ${outputDir}`);
+  }
 
   torch.manualSeed(cfg.rng_seed % 2 ** 31);
   const tokenizer = resumeDir ? loadConfigTokenizer({ ...cfg, tokenizer_name: resumeDir }) : loadConfigTokenizer(cfg);
   const data = await prepareSftData(cfg, tokenizer);
   if (data.lint.length) throw new Error(lintMessage(data.lint));
+  if (!data.datasets.some((d) => d.train.length)) {
+    const names = data.datasets.map((d) => `${d.name} (0 train samples)`).join(", ") || "none configured";
+    throw new Error(`nothing to train on: ${names}; see \`oasft data stats\` for what each rule dropped`);
+  }
   const model = startingModel(cfg, tokenizer, device, resumeDir).train();
   const { names, groups } = paramGroups(model, settings.weightDecay);
   const params = groups.flatMap((g) => g.params);
@@ -228,7 +243,7 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
   print(`train: ${trainSamples} samples from ${data.datasets.length} dataset(s), ${batches.length} micro-batches of ${settings.microBatchSize}${cfg.packing ? " packed rows" : ""} per epoch, ${totalSteps} optimizer steps (accumulation ${settings.gradAccumulation}), ${settings.precision} on ${device}, ${(model.numParameters() / 1e6).toFixed(2)}M parameters`);
 
   const log = new JsonlLog(join(outputDir, "log.jsonl"));
-  const records: LogRecord[] = readLogUpTo(log.path, state.globalStep);
+  const records: LogRecord[] = readLogUpTo(log.path, state.globalStep, print);
   writeFileAtomic(log.path, records.map((r) => JSON.stringify(r) + "\n"));
   const bar = o.progress === false ? undefined : new ProgressBar(totalSteps);
   const precisionDtype = settings.precision === "bf16" ? "bfloat16" : "float16";
@@ -243,8 +258,10 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
   const save = () => {
     state.elapsedS = (performance.now() - t0) / 1000;
     if (scaler) state.lossScaler = scaler.state();
-    lastCheckpoint = saveCheckpoint(outputDir, { model, tokenizer, optimizer, paramNames: names, state, config: cfg, faultDelayMs: o.faultDelayMs });
-    const removed = pruneCheckpoints(outputDir, cfg.save_total_limit);
+    lastCheckpoint = saveCheckpoint(outputDir, {
+      model, tokenizer, optimizer, paramNames: names, state, config: cfg, ...(o.onCheckpointMidway ? { midway: o.onCheckpointMidway } : {}),
+    });
+    const removed = pruneCheckpoints(outputDir, cfg.save_total_limit, lastCheckpoint);
     bar?.message(`saved ${lastCheckpoint}${removed.length ? ` (removed ${removed.join(", ")})` : ""}`);
   };
   const runEval = () => {
@@ -284,12 +301,24 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
       state.microBatch += chunk.length;
       let skipped = false;
       let gradNorm: number;
+      const failed = (why: string) => new Error(
+        `step ${state.globalStep + 1}: ${why}; the weights were not updated. ` +
+        `${lastCheckpoint ?? checkpointDirs(outputDir).at(-1)?.dir ?? "no checkpoint was saved yet"} holds the last good state (try a lower learning_rate, or bf16)`,
+      );
       if (scaler) {
         scaleGrads(params, 1 / lossScale);
         gradNorm = globalGradNorm(params);
-        skipped = scaler.update(!Number.isFinite(gradNorm));
+        try {
+          skipped = scaler.update(!Number.isFinite(gradNorm));
+        } catch (err) {
+          throw failed((err as Error).message);
+        }
         if (!skipped) clipGradNorm(params, settings.maxGradNorm);
-      } else gradNorm = clipGradNorm(params, settings.maxGradNorm);
+      } else {
+        gradNorm = clipGradNorm(params, settings.maxGradNorm);
+        // Without loss scaling nothing skips a bad step: a NaN would silently poison every weight.
+        if (!Number.isFinite(stepLoss) || !Number.isFinite(gradNorm)) throw failed(`the loss is ${stepLoss} and the gradient norm ${gradNorm}`);
+      }
       optimizer.lr = lrAt(state.globalStep, schedule);
       if (!skipped && trainedTotal > 0) optimizer.step();
       optimizer.zeroGrad();
@@ -350,8 +379,30 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
   }
 }
 
-/** The log records up to `step` (a resumed run rewrites what came after its checkpoint). */
-function readLogUpTo(path: string, step: number): LogRecord[] {
+/**
+ * The log records up to `step` (a resumed run rewrites what came after its checkpoint). A torn last
+ * line (power loss, a full disk) is dropped with a note; a damaged line elsewhere names the file and line.
+ */
+function readLogUpTo(path: string, step: number, print: (line: string) => void): LogRecord[] {
   if (!existsSync(path) || step === 0) return [];
-  return readFileSync(path, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as LogRecord).filter((r) => r.step <= step);
+  const lines = readFileSync(path, "utf8").split("\n");
+  const records: LogRecord[] = [];
+  lines.forEach((line, i) => {
+    if (!line.trim()) return;
+    try {
+      records.push(JSON.parse(line) as LogRecord);
+    } catch {
+      const last = lines.slice(i + 1).every((l) => !l.trim());
+      if (!last) throw new Error(`${path}:${i + 1}: not a JSON log record; fix or remove the line to resume`);
+      print(`note: ${path}:${i + 1}: dropped a torn last line (the run stopped while writing it)`);
+    }
+  });
+  return records.filter((r) => r.step <= step);
+}
+
+/** What another run left in output_dir: checkpoints, its log, summary and final model. */
+function previousRun(outputDir: string): string[] {
+  if (!existsSync(outputDir)) return [];
+  const marks = new Set(["log.jsonl", "summary.json", "training.svg", "model.safetensors", "model.safetensors.index.json"]);
+  return readdirSync(outputDir).filter((n) => marks.has(n) || /^checkpoint-\d+$/.test(n)).sort();
 }

@@ -223,3 +223,16 @@ describe("the mix", () => {
     assert.notDeepEqual(e0.filter(([d]) => d === 0).map(([, i]) => i).sort(), e1.filter(([d]) => d === 0).map(([, i]) => i).sort());
   });
 });
+
+test("a truncated .gz and bytes that are not UTF-8 are errors naming the file (and the line)", async () => {
+  const { readJsonl } = await import("../../src/data/io.js");
+  const dir = mkdtempSync(join(tmpdir(), "oasft-io-"));
+  const lines = Array.from({ length: 50 }, (_, i) => JSON.stringify({ INSTRUCTION: `q${i}`, RESPONSE: `a${i}` })).join("\n");
+  const gz = gzipSync(Buffer.from(lines));
+  const cut = join(dir, "cut.jsonl.gz");
+  writeFileSync(cut, gz.subarray(0, gz.length - 20));
+  assert.throws(() => readJsonl(cut), new RegExp(`${cut}: not a complete gzip file .*was the download cut short\\?`));
+  const latin1 = join(dir, "latin1.jsonl");
+  writeFileSync(latin1, Buffer.concat([Buffer.from('{"text": "ok"}\n{"text": "caf'), Buffer.from([0xe9]), Buffer.from('"}\n')]));
+  assert.throws(() => readJsonl(latin1), new RegExp(`${latin1}:2: bytes that are not UTF-8 \\(at byte 28\\)`));
+});

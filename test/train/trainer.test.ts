@@ -11,7 +11,8 @@ import { lrAt } from "../../src/train/schedule.js";
 import { DynamicLossScaler } from "../../src/train/loss-scaler.js";
 import { resolveTrainSettings } from "../../src/train/settings.js";
 import { paramGroups, train } from "../../src/train/trainer.js";
-import { createCausalLM, loadCausalLM } from "../../src/models/index.js";
+import { createCausalLM, loadCausalLM, saveCausalLM } from "../../src/models/index.js";
+import * as torch from "../../src/torch/index.js";
 import { CLI, REPO, SHARED } from "../helpers.js";
 
 const tmp = () => mkdtempSync(join(tmpdir(), "oasft-train-"));
@@ -106,20 +107,30 @@ describe("the training loop", () => {
 
   test("SIGKILL in the middle of a save leaves the previous checkpoint whole; resume latest finishes the run", async () => {
     const out = tmp();
-    const args = [CLI, "train", "--configs", "defaults", "shared-sample", "tiny-tokenizer", ...runArgs(out, ["--max_steps", "8", "--save_steps", "4", "--logging_steps", "4"])];
-    const child = spawn(process.execPath, args, { env: { ...process.env, OASFT_FAULT_SAVE_DELAY_MS: "1500" }, stdio: "ignore" });
+    // The child stops itself inside the save of checkpoint-8 (through the trainer's test seam), says so
+    // on stdout, and waits there: the kill lands mid-save by construction, not by timing.
+    const script = `
+      import { composeConfig } from ${JSON.stringify(join(REPO, "dist/src/sft/config.js"))};
+      import { train } from ${JSON.stringify(join(REPO, "dist/src/train/trainer.js"))};
+      const cfg = composeConfig(["defaults", "shared-sample", "tiny-tokenizer"], ${JSON.stringify(runArgs(out, ["--max_steps", "8", "--save_steps", "4", "--logging_steps", "4"]))}).config;
+      await train(cfg, { progress: false, print: () => {}, onCheckpointMidway: (tmpDir) => {
+        if (!tmpDir.includes("checkpoint-8")) return;
+        process.stdout.write("midway\\n");
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+      } });`;
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
     const killedMidSave = await new Promise<boolean>((resolve) => {
-      const timer = setInterval(() => {
-        if (readdirSync(out).some((n) => n.startsWith(".tmp-checkpoint-8-"))) {
+      child.stdout.on("data", (d: Buffer) => {
+        if (d.toString().includes("midway")) {
           child.kill("SIGKILL");
-          clearInterval(timer);
           resolve(true);
         }
-      }, 20);
-      child.on("exit", () => { clearInterval(timer); resolve(false); });
+      });
+      child.on("exit", () => resolve(false));
     });
     assert.ok(killedMidSave, "the process was killed while writing checkpoint-8");
     if (child.exitCode === null && child.signalCode === null) await new Promise((r) => child.once("exit", r));
+    assert.ok(readdirSync(out).some((n) => n.startsWith(".tmp-checkpoint-8-")), "the half-written checkpoint is in its temporary folder");
     assert.ok(!existsSync(join(out, "checkpoint-8")), "no half checkpoint under the final name");
     const m = loadCausalLM(join(out, "checkpoint-4"));
     m.dispose();
@@ -172,5 +183,74 @@ describe("oasft train as a command", () => {
     const typo = oasft(...common, "--model_name", MODEL, "--learning_rat", "1e-4");
     assert.equal(typo.status, 1);
     assert.match(typo.stderr, /--learning_rat: unknown key 'learning_rat'\. Did you mean: learning_rate/);
+  });
+});
+
+describe("robustness: no silent wrong runs, checkpoints taken whole or refused", () => {
+  const quiet = { progress: false, print: () => {} };
+
+  test("a new run refuses an output_dir that holds another run; --overwrite_output_dir starts over", async () => {
+    const out = tmp();
+    await train(config(out, ["--max_steps", "4", "--save_steps", "2"]), quiet);
+    await assert.rejects(train(config(out, ["--max_steps", "2", "--save_steps", "2"]), quiet),
+      new RegExp(`output_dir ${out} already holds a run \\(checkpoint-2, checkpoint-4, log\\.jsonl, model\\.safetensors, \\.\\.\\.\\); pass --resume_from_checkpoint latest`));
+    const notes: string[] = [];
+    await train(config(out, ["--max_steps", "2", "--save_steps", "2", "--overwrite_output_dir"]), { progress: false, print: (l) => notes.push(l) });
+    assert.ok(notes.some((n) => /removed checkpoint-2, checkpoint-4, log\.jsonl/.test(n)));
+    assert.deepEqual(readdirSync(out).filter((n) => n.startsWith("checkpoint-")), ["checkpoint-2"], "only this run's checkpoint");
+    assert.equal(trainLosses(out).length, 2);
+  });
+
+  test("an empty training set is an error naming the datasets", async () => {
+    const dir = tmp();
+    writeFileSync(join(dir, "empty.jsonl"), "");
+    await assert.rejects(train(config(join(dir, "out"), ["--datasets", `[{messages: {input_file_path: ${join(dir, "empty.jsonl")}}}]`]), quiet),
+      /nothing to train on: messages \(0 train samples\)/);
+  });
+
+  test("resume drops a torn last log line with a note, and refuses a checkpoint with a missing moment or a damaged state file", async () => {
+    const out = tmp();
+    await train(config(out, ["--max_steps", "4", "--save_steps", "2"]), quiet);
+    const ckpt = join(out, "checkpoint-2");
+    writeFileSync(join(out, "log.jsonl"), readFileSync(join(out, "log.jsonl"), "utf8") + '{"type":"train","st');
+    const notes: string[] = [];
+    const summary = await train(config(out, ["--max_steps", "4", "--save_steps", "2", "--resume_from_checkpoint", ckpt]), { progress: false, print: (l) => notes.push(l) });
+    assert.equal(summary.steps, 4);
+    assert.ok(notes.some((n) => /log\.jsonl:\d+: dropped a torn last line/.test(n)), notes.join("\n"));
+
+    const optimizerFile = join(ckpt, "optimizer.safetensors");
+    const { header, tensors } = torch.loadSafetensors(optimizerFile);
+    const dropped = [...tensors.keys()].find((k) => k.startsWith("exp_avg_sq."))!;
+    torch.saveSafetensors(optimizerFile, [...tensors].filter(([k]) => k !== dropped), header.metadata);
+    await assert.rejects(train(config(out, ["--max_steps", "4", "--resume_from_checkpoint", ckpt]), quiet),
+      new RegExp(`optimizer\\.safetensors: missing ${dropped.replaceAll(".", "\\.")} \\(the checkpoint is incomplete\\)`));
+    writeFileSync(join(ckpt, "trainer_state.json"), '{"globalStep": 2, "epo');
+    await assert.rejects(train(config(out, ["--max_steps", "4", "--resume_from_checkpoint", ckpt]), quiet), /checkpoint-2\/trainer_state\.json: not valid JSON/);
+  });
+
+  test("a NaN weight stops the run at its first step with a non-zero exit naming the step", () => {
+    const dir = tmp();
+    const model = createCausalLM(JSON.parse(readFileSync(MODEL, "utf8")));
+    torch.noGrad(() => torch.scope(() => model.namedParameters()[3]![1].narrow(0, 0, 1).fill_(Number.NaN)));
+    saveCausalLM(model, dir);
+    model.dispose();
+    const r = spawnSync(process.execPath, [CLI, "train", "--configs", "defaults", "shared-sample", "tiny-tokenizer", ...runArgs(join(dir, "out"), ["--max_steps", "3"]).map((a) => (a === MODEL ? dir : a))], { encoding: "utf8" });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /step 1: the loss is NaN and the gradient norm NaN; the weights were not updated/);
+  });
+
+  test("SIGTERM (preemption) saves a checkpoint like Ctrl-C", async () => {
+    const out = tmp();
+    const child = spawn(process.execPath, [CLI, "train", "--configs", "defaults", "shared-sample", "tiny-tokenizer", ...runArgs(out, ["--max_steps", "400", "--save_steps", "1000"])], { stdio: ["ignore", "pipe", "pipe"] });
+    let err = "";
+    let sent = false;
+    child.stderr.on("data", (d: Buffer) => {
+      err += d.toString();
+      if (!sent && /\] 2\/400/.test(err)) { sent = true; child.kill("SIGTERM"); }
+    });
+    const code = await new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
+    assert.equal(code, 130, err);
+    assert.match(err, /SIGTERM: finishing this step, then saving a checkpoint/);
+    assert.ok(readdirSync(out).some((n) => n.startsWith("checkpoint-")), err);
   });
 });

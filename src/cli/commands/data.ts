@@ -1,6 +1,6 @@
 // `oasft data preview|stats|export --configs ...`: look at what training will see.
 import { Rng } from "../../data/rng.js";
-import { composeConfig, splitConfigArgs, type SFTConfig } from "../../sft/config.js";
+import { composeConfig, configKeysHelp, splitConfigArgs, type SFTConfig } from "../../sft/config.js";
 import { usefulTokenFraction } from "../../sft/collate.js";
 import { lintMessage, prepareSftData, trainingSample, type SftData } from "../../sft/data.js";
 import type { EncodedSample } from "../../sft/encode.js";
@@ -19,7 +19,10 @@ const USAGE = `usage:
   export:  one JSON object per sample: {"dataset", "input_ids", "label_mask"} (formatted and truncated,
            not padded).
   Config blocks come from configs/*.yaml; any config key can be overridden (--max_length 1024).
-  Example: oasft data stats --configs defaults shared-sample tiny-tokenizer --cache_dir ../shared/data`;
+  Example: oasft data stats --configs defaults shared-sample tiny-tokenizer --cache_dir ../shared/data
+
+Config keys (the data pipeline reads the data and formatting ones; all are accepted):
+${configKeysHelp()}`;
 
 /** Pulls this command's own flags out of argv; the rest are config overrides. */
 function takeFlags(argv: string[], own: Record<string, "string" | "boolean">): { own: Record<string, string | boolean>; rest: string[] } {

@@ -88,7 +88,7 @@ export const command: Command = {
       "--dtype", "fp32", "--max_length", "256", "--packing", "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "1",
       "--learning_rate", "3e-3", "--weight_decay", "0.01", "--warmup_steps", String(Math.min(50, Math.floor(steps / 10))), "--lr_scheduler_type", "cosine",
       "--max_steps", String(steps), "--eval_steps", String(Math.max(1, Math.floor(steps / 2))), "--save_steps", String(steps), "--save_total_limit", "1",
-      "--logging_steps", "10", "--rng_seed", String(seed), "--cache_dir", out, "--device", device,
+      "--logging_steps", "10", "--rng_seed", String(seed), "--cache_dir", out, "--device", device, "--overwrite_output_dir",
     ]);
     config.datasets = datasets;
     const tokenizer = ChatTokenizer.load(tokDir, { family: "bloom" });

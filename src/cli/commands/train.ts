@@ -1,5 +1,5 @@
 // `oasft train --configs defaults bloom-zh-3b datasets [--key value ...]`: the card's SFT run.
-import { composeConfig, splitConfigArgs, CONFIG_KEYS } from "../../sft/config.js";
+import { composeConfig, configKeysHelp, splitConfigArgs } from "../../sft/config.js";
 import { train } from "../../train/trainer.js";
 import { UsageError } from "../args.js";
 import type { Command } from "../main.js";
@@ -11,12 +11,14 @@ const USAGE = `usage: oasft train --configs NAME... [--key value ...] [--print-c
   --print-config  print the effective config (with where each value came from) and exit.
   --resume_from_checkpoint latest|DIR  continue a run exactly where its checkpoint left it.
   --device auto|cpu|cuda|cuda:N  where to train (default auto: CUDA when present); --dtype fp16|bf16|fp32.
-  Ctrl-C saves a checkpoint and stops (exit 130). Output: output_dir/{checkpoint-N, log.jsonl,
+  --overwrite_output_dir  start over in an output_dir that holds another run (refused otherwise).
+  Ctrl-C or SIGTERM saves a checkpoint and stops (exit 130). Output: output_dir/{checkpoint-N, log.jsonl,
   training.svg, summary.json} and the final model in the Hugging Face layout.
 
   The card's run: oasft train --configs defaults bloom-zh-3b datasets --num_train_epochs 2 --deepspeed \\
                     --model_name /path/to/bloom-3b-zh
-  Keys: ${Object.keys(CONFIG_KEYS).join(", ")}`;
+Config keys (any of them as --key value, or in a YAML block):
+${configKeysHelp()}`;
 
 export const command: Command = {
   async run(argv) {
@@ -33,20 +35,24 @@ export const command: Command = {
       for (const [k, v] of Object.entries(config)) console.log(`${k}: ${JSON.stringify(v)}${origin[k] !== "default" ? `    # ${origin[k]}` : ""}`);
       return 0;
     }
+    // Ctrl-C, and SIGTERM (what Slurm, torchrun and Kubernetes send on preemption): finish the
+    // step, save a checkpoint, exit. A second signal exits at once.
     let stop = false;
-    const onSigint = () => {
-      if (stop) process.exit(130); // a second Ctrl-C stops at once
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stop) process.exit(signal === "SIGTERM" ? 143 : 130);
       stop = true;
-      process.stderr.write("\nCtrl-C: finishing this step, then saving a checkpoint (Ctrl-C again to quit now)\n");
+      const what = signal === "SIGINT" ? "Ctrl-C" : signal;
+      process.stderr.write(`\n${what}: finishing this step, then saving a checkpoint (again to quit now)\n`);
     };
-    process.on("SIGINT", onSigint);
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
     try {
-      const fault = Number(process.env.OASFT_FAULT_SAVE_DELAY_MS ?? 0);
-      const summary = await train(config, { stopRequested: () => stop, ...(fault > 0 ? { faultDelayMs: fault } : {}) });
+      const summary = await train(config, { stopRequested: () => stop });
       console.log(JSON.stringify(summary));
       return summary.interrupted ? 130 : 0;
     } finally {
-      process.off("SIGINT", onSigint);
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
     }
   },
 };
