@@ -286,6 +286,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     return a.undef();
   });
   def(env, exports, "mallocMode", [](Args& a) { return Napi::String::New(a.env(), mallocMode); });
+  // releaseFreeMemory(): hands the heap's free pages back to the system (glibc malloc_trim). Training
+  // keeps them for the next step (tuneMalloc); work of varying sizes (evaluation, serving) calls this
+  // between items so that the peak of one long prompt does not stay resident.
+  def(env, exports, "releaseFreeMemory", [](Args& a) {
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+    return a.undef();
+  });
   def(env, exports, "liveTensors", [](Args& a) { return a.num(static_cast<double>(liveBoxes.load())); });
   // rngState(device) / setRngState(device, state): the default generator of "cpu", "cuda" or "cuda:N"
   // as a byte tensor (CPU), for gradient-checkpoint recomputation and checkpoints.

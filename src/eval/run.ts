@@ -5,6 +5,7 @@ import { join } from "node:path";
 import * as torch from "../torch/index.js";
 import type { CausalLM } from "../models/index.js";
 import { Engine } from "../generate/engine.js";
+import { prefill } from "../generate/prefill.js";
 import type { SamplingParams } from "../generate/sampling.js";
 import { renderChat, type ChatTokenizer } from "../tokenizer/index.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
@@ -79,13 +80,15 @@ async function logLikelihoods(ctx: Ctx, contexts: string[], continuations: strin
       cache.truncate(lcp);
       const scores = torch.noGrad(() => torch.scope(() => {
         const feed = torch.tensor([ids.slice(lcp)], { dtype: "int64", device: model.device });
-        const last = model.forward({ inputIds: feed, cache, logits: "last" }).logits.select(0, 0).select(0, 0).to("float32").logSoftmax(-1);
+        // The context through the cache in chunks: memory stays flat however long the few-shot prompt.
+        const last = prefill(model, { inputIds: feed, cache }).select(0, 0).to("float32").logSoftmax(-1);
         return contIds.map((c) => {
           if (c.length === 1) return last.select(0, c[0]!).item();
-          // A multi-token continuation: score it in one pass without touching the shared cache.
-          const all = torch.tensor([[...ids, ...c]], { dtype: "int64", device: model.device });
-          const lp = model.forward({ inputIds: all }).logits.select(0, 0).to("float32").logSoftmax(-1);
-          return c.reduce((sum, id, j) => sum + lp.select(0, ids.length - 1 + j).select(0, id).item(), 0);
+          // A multi-token continuation: its tokens after the cached context, then the cache is cut back.
+          const rest = torch.tensor([c.slice(0, -1)], { dtype: "int64", device: model.device });
+          const lp = model.forward({ inputIds: rest, cache }).logits.select(0, 0).to("float32").logSoftmax(-1);
+          cache.truncate(ids.length);
+          return c.slice(1).reduce((sum, id, j) => sum + lp.select(0, j).select(0, id).item(), last.select(0, c[0]!).item());
         });
       }));
       cached = ids;
@@ -137,6 +140,7 @@ async function mmlu(ctx: Ctx): Promise<TaskResult> {
     }
     const correct = test.filter((t, i) => (ctx.protocol === "lm-eval" ? preds[i] === t.answer : preds[i]!.startsWith(t.answer))).length;
     per[subject] = { correct, total: test.length };
+    torch.releaseFreeMemory(); // one subject's longest prompt must not stay resident for the rest
     bar.tick();
   }
   bar.done();
@@ -186,6 +190,7 @@ async function bbh(ctx: Ctx): Promise<TaskResult> {
       rows.push({ task, target: it.target, pred, correct: ok, generation: gens[i] });
     });
     per[task] = { correct, total: evalItems.length };
+    torch.releaseFreeMemory();
   }
   ctx.writeJsonl("bbh", rows);
   const scores = Object.values(per).map((v) => (v.total ? v.correct / v.total : 0));

@@ -3,10 +3,12 @@
 // cache rows are appended, right-aligned, with left padding); every step decodes one token for all
 // rows at once; finished or cancelled rows leave at once. Text is streamed without ever splitting a
 // UTF-8 character, and stop strings are held back until they can no longer match.
+import { EventEmitter } from "node:events";
 import * as torch from "../torch/index.js";
 import type { CausalLM, KVCache } from "../models/index.js";
 import { Rng } from "../data/rng.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
+import { prefill } from "./prefill.js";
 import { checkSampling, isGreedy, nextToken, type SamplingParams } from "./sampling.js";
 
 export type FinishReason = "stop" | "length" | "eos" | "cancelled";
@@ -181,6 +183,11 @@ export class Engine {
   private mask: number[][] = [];
   private running = false;
   readonly stats: EngineStats = { requests: 0, generatedTokens: 0, promptTokens: 0, running: 0, queued: 0, latencies: [] };
+  /**
+   * What happens to requests, for observers (tests wait on these instead of sleeping):
+   * "queued" (a request waits), "admitted" (rows joined the batch), "finished" (FinishReason).
+   */
+  readonly events = new EventEmitter();
 
   constructor(readonly model: CausalLM, readonly tokenizer: ChatTokenizer, private readonly o: EngineOptions = {}) {
     this.maxBatch = o.maxBatch ?? 16;
@@ -208,6 +215,7 @@ export class Engine {
     this.stats.requests++;
     this.stats.promptTokens += req.promptIds.length;
     this.stats.queued = this.queue.length;
+    this.events.emit("queued", this.queue.length);
     if (!this.running) void this.loop();
     return { result, cancel: () => { row.cancelled = true; } };
   }
@@ -252,7 +260,7 @@ export class Engine {
       const ids = torch.tensor(joining.map((r) => [...new Array<number>(width - r.history.length).fill(this.tokenizer.padId), ...r.history]), { dtype: "int64", device: this.model.device });
       const padded = joining.some((r) => r.history.length < width);
       const mask = padded ? torch.tensor(masks, { dtype: "int64", device: this.model.device }) : undefined;
-      const logits = this.model.forward({ inputIds: ids, attentionMask: mask, cache: own, logits: "last" }).logits.select(1, 0);
+      const logits = prefill(this.model, { inputIds: ids, attentionMask: mask, cache: own });
       return pickAll(logits, joining);
     }));
     // Join the batch: the new cache rows go below the running ones, right-aligned.
@@ -267,6 +275,7 @@ export class Engine {
     }
     this.rows.push(...joining);
     this.stats.running = this.rows.length;
+    this.events.emit("admitted", joining.length);
     for (let i = 0; i < joining.length; i++) await this.accept(joining[i]!, picks[i]!);
     this.retire();
   }
@@ -337,5 +346,6 @@ export class Engine {
     this.stats.latencies.push((performance.now() - row.started) / 1000);
     if (this.stats.latencies.length > 10_000) this.stats.latencies.splice(0, 5_000);
     row.resolve({ text, tokens: row.generated, logprobs: row.logprobs, finishReason: reason === "eos" ? "stop" : reason, promptTokens: row.req.promptIds.length });
+    this.events.emit("finished", reason);
   }
 }

@@ -3,6 +3,7 @@
 // appends it, and appends 1 to the attention mask. Left-padded batches decode as each row alone.
 import * as torch from "../torch/index.js";
 import type { CausalLM } from "../models/index.js";
+import { prefill } from "./prefill.js";
 
 export interface GreedyOptions {
   /** [b, P] int64 prompts, left-padded when their lengths differ. */
@@ -33,9 +34,10 @@ export function generateGreedy(model: CausalLM, o: GreedyOptions): torch.Tensor 
       const finished = new Array<boolean>(b).fill(false);
       for (let step = 0; step < o.maxNewTokens; step++) {
         const next = torch.scope(() => {
-          const feed = cache && step > 0 ? tokens.narrow(1, tokens.size(1) - 1, 1) : tokens;
-          const { logits } = model.forward({ inputIds: feed, attentionMask: mask, cache, logits: "last" });
-          const last = logits.select(1, 0); // [b, v]
+          // With the cache: the prompt in chunks (bounded memory), then one token per step.
+          const last = cache && step === 0
+            ? prefill(model, { inputIds: tokens, attentionMask: mask, cache })
+            : model.forward({ inputIds: cache ? tokens.narrow(1, tokens.size(1) - 1, 1) : tokens, attentionMask: mask, cache, logits: "last" }).logits.select(1, 0); // [b, v]
           o.onStepLogits?.(last, step);
           let next = last.argmax(-1, true); // [b, 1]
           if (o.eosTokenId !== undefined) next = applyFinished(next, finished, o.padTokenId ?? o.eosTokenId);

@@ -26,6 +26,7 @@ export interface NativeBinding {
   cudaDeviceCount(): number;
   cudaSynchronize(): void;
   mallocMode(): string;
+  releaseFreeMemory(): void;
   liveTensors(): number;
   rngState(device: string): H;
   setRngState(device: string, state: H): void;

@@ -104,6 +104,8 @@ export const getNumThreads = () => native.getNumThreads();
 export const cudaIsAvailable = () => native.cudaIsAvailable();
 export const cudaDeviceCount = () => native.cudaDeviceCount();
 export const liveTensors = () => native.liveTensors();
+/** Returns the allocator's free memory to the system (between work items of varying size). */
+export const releaseFreeMemory = () => native.releaseFreeMemory();
 export const version = () => native.version();
 /** The default generator's state of a device ("cpu", "cuda", "cuda:N") as a CPU byte tensor. */
 export const rngState = (device = "cpu") => new Tensor(native.rngState(device));

@@ -2,7 +2,7 @@
 // limits, the queue, metrics, 32 concurrent streams against one-at-a-time greedy outputs, and the
 // chat page in headless Chromium.
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -145,12 +145,19 @@ describe("bad requests and limits", () => {
   test("a full queue answers 429; a client that disconnects frees its slot", async () => {
     const small = buildServer({ model, tokenizer, modelId: "q", maxBatch: 1, maxQueue: 1, maxTokens: 2048 });
     const url = await small.app.listen({ host: "127.0.0.1", port: 0 });
+    // Waits for the engine's own events, never for a time.
+    const next = (event: string, want?: unknown) => new Promise<void>((resolve) => {
+      const on = (v: unknown) => { if (want === undefined || v === want) { small.engine.events.off(event, on); resolve(); } };
+      small.engine.events.on(event, on);
+    });
     try {
       const long = () => fetch(`${url}/generate`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ inputs: "a", parameters: { max_new_tokens: 400 } }) });
+      const running = next("admitted");
       const first = long();
-      await new Promise((r) => setTimeout(r, 50));
+      await running;
+      const queued = next("queued");
       const second = long();
-      await new Promise((r) => setTimeout(r, 50));
+      await queued;
       const third = await long();
       assert.equal(third.status, 429);
       await Promise.all([first, second]);
@@ -159,11 +166,11 @@ describe("bad requests and limits", () => {
       const res = await fetch(`${url}/generate_stream`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ inputs: "a", parameters: { max_new_tokens: 2000 } }), signal: ac.signal });
       const reader = res.body!.getReader();
       await reader.read();
-      const before = small.engine.stats.generatedTokens;
+      const cancelled = next("finished", "cancelled");
       ac.abort();
-      await new Promise((r) => setTimeout(r, 300));
+      await cancelled;
       assert.equal(small.engine.stats.running, 0);
-      assert.ok(small.engine.stats.generatedTokens - before < 400, "the slot was freed");
+      assert.ok(small.engine.stats.generatedTokens < 400 * 2 + 2000, "the slot was freed before its 2,000 tokens");
     } finally {
       await small.app.close();
     }
@@ -224,4 +231,30 @@ test("oasft chat: a piped conversation streams replies, /save writes the OA-form
   const bad = spawnSync(process.execPath, [CLI, "chat", "--model", dir, "--temperature", "hot"], { encoding: "utf8", input: "" });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /--temperature: expected a number ≥ 0, got NaN/);
+});
+
+test("oasft chat: /save to an unwritable path keeps the session; Ctrl-C stops a reply, then ends the chat at the prompt", async () => {
+  const good = join(mkdtempSync(join(tmpdir(), "oasft-chat-")), "ok.jsonl");
+  const r = spawnSync(process.execPath, [CLI, "chat", "--model", dir, "--max-new-tokens", "4"], { encoding: "utf8", input: `Hi\n/save /nonexistent-dir/x.jsonl\n/save ${good}\n/exit\n` });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /\(not saved: cannot write \/nonexistent-dir\/x\.jsonl \(ENOENT\); try another path\)/);
+  assert.ok(existsSync(good), "the session went on and saved afterwards");
+
+  const child = spawn(process.execPath, [CLI, "chat", "--model", dir, "--max-new-tokens", "100000", "--context", "200000"], { stdio: ["pipe", "pipe", "pipe"] });
+  let out = "";
+  let step = 0;
+  const code = await new Promise<number | null>((resolve) => {
+    child.stdout.on("data", (d: Buffer) => {
+      out += d.toString();
+      // 1: the prompt is up → ask; 2: the reply streams → Ctrl-C; 3: stopped, back at the prompt → Ctrl-C.
+      if (step === 0 && out.endsWith("> ")) { step = 1; child.stdin.write("Tell me a long story\n"); }
+      else if (step === 1 && out.endsWith("\n> ")) child.stdin.write("And another one\n"); // that reply ended on its own: ask again
+      else if (step === 1 && out.length > out.lastIndexOf("> ") + 2 + 8) { step = 2; child.kill("SIGINT"); }
+      else if (step === 2 && /\(stopped\)\n> $/.test(out)) { step = 3; child.kill("SIGINT"); }
+    });
+    child.on("exit", (c) => resolve(c));
+  });
+  assert.equal(step, 3, out);
+  assert.equal(code, 130);
+  assert.ok(out.endsWith("> \n"), "the chat ends on a new line");
 });

@@ -10,8 +10,8 @@ import type { Command } from "../main.js";
 import { DEVICE_FLAGS, DEVICE_USAGE, placement } from "../placement.js";
 
 const USAGE = `usage:
-  oasft bench train --model-config FILE [--seq-len 256] [--batch-size 4] [--bf16] [--grad-ckpt] [--steps 5] [--warmup 2] [--threads N]
-  oasft bench generate --model-config FILE [--prompt-len 32] [--new-tokens 64] [--batch-size 1] [--steps 5] [--warmup 2] [--threads N]
+  oasft bench train --model-config FILE [--seq-len 256] [--batch-size 4] [--bf16] [--grad-ckpt] [--steps 5] [--warmup 2]
+  oasft bench generate --model-config FILE [--prompt-len 32] [--new-tokens 64] [--batch-size 1] [--steps 5] [--warmup 2]
   both: ${DEVICE_USAGE}
 
   train: fp32 weights; --bf16 (or --dtype bf16/fp16) trains under autocast in that dtype, as the peer.
@@ -112,14 +112,12 @@ export const command: Command = {
     if (task !== "train" && task !== "generate") throw new UsageError(`expected 'train' or 'generate', got '${task ?? ""}'\n\n${USAGE}`);
     const { values } = parseFlags(rest, {
       "model-config": { type: "string" }, "seq-len": { type: "string" }, "batch-size": { type: "string" }, bf16: { type: "boolean" },
-      "grad-ckpt": { type: "boolean" }, steps: { type: "string" }, warmup: { type: "string" }, threads: { type: "string" },
+      "grad-ckpt": { type: "boolean" }, steps: { type: "string" }, warmup: { type: "string" },
       "prompt-len": { type: "string" }, "new-tokens": { type: "string" }, seed: { type: "string" }, ...DEVICE_FLAGS,
     }, USAGE);
     const cfgPath = required(values, "model-config", USAGE);
     const { device, dtype } = placement({ ...values, ...(values.bf16 ? { dtype: "bf16" } : {}) });
     const cfg = readJsonFile(cfgPath, "--model-config");
-    const threads = intFlag(values, "threads", 0, 0);
-    if (threads > 0) torch.setNumThreads(threads);
     torch.manualSeed(intFlag(values, "seed", 0, 0));
     const common = {
       batchSize: intFlag(values, "batch-size", task === "train" ? 4 : 1), steps: intFlag(values, "steps", 5),

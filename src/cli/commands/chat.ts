@@ -2,7 +2,7 @@
 import { createInterface } from "node:readline/promises";
 import { writeFileAtomic } from "../../util/atomic-file.js";
 import { loadCausalLM } from "../../models/index.js";
-import { Engine } from "../../generate/engine.js";
+import { Engine, type GenerationHandle } from "../../generate/engine.js";
 import { chatMessages, formatPrompt } from "../../sft/format.js";
 import { ChatTokenizer, renderChat } from "../../tokenizer/index.js";
 import { intFlag, parseFlags, required, UsageError } from "../args.js";
@@ -52,6 +52,20 @@ export const command: Command = {
     // Lines are read through the async iterator, which buffers them: piped input typed ahead of a
     // reply is not lost while the model is generating.
     const prompt = () => process.stdout.write("> ");
+    // Ctrl-C while a reply streams stops that reply (back to the prompt); at the prompt it ends the chat.
+    let reply: GenerationHandle | undefined;
+    let exitCode = 0;
+    const onInterrupt = () => {
+      if (reply) {
+        reply.cancel();
+        return;
+      }
+      process.stdout.write("\n");
+      exitCode = 130;
+      rl.close();
+    };
+    rl.on("SIGINT", onInterrupt);
+    process.on("SIGINT", onInterrupt);
     try {
       prompt();
       for await (const raw of rl) {
@@ -64,8 +78,14 @@ export const command: Command = {
           if (!file) { console.log("usage: /save FILE"); prompt(); continue; }
           const messages = chatMessages(history, system);
           const text = renderChat(messages, { eos: tokenizer.eos });
-          writeFileAtomic(file, [JSON.stringify({ messages, text }) + "\n"]);
-          console.log(`(saved to ${file})`);
+          try {
+            writeFileAtomic(file, [JSON.stringify({ messages, text }) + "\n"]);
+            console.log(`(saved to ${file})`);
+          } catch (err) {
+            // The conversation is worth more than the file: say why and keep chatting.
+            const code = (err as NodeJS.ErrnoException).code;
+            console.log(`(not saved: cannot write ${file}${code ? ` (${code})` : ""}; try another path)`);
+          }
           prompt();
           continue;
         }
@@ -76,15 +96,18 @@ export const command: Command = {
           history = history.slice(2);
           ids = await tokenizer.encode(formatPrompt(history, tokenizer.eos, system));
         }
-        const r = await engine.submit({ promptIds: ids, params, onToken: (e) => process.stdout.write(e.text) }).result;
-        process.stdout.write("\n");
+        reply = engine.submit({ promptIds: ids, params, onToken: (e) => process.stdout.write(e.text) });
+        const r = await reply.result;
+        reply = undefined;
+        process.stdout.write(r.finishReason === "cancelled" ? " (stopped)\n" : "\n");
         history.push({ role: "assistant", text: r.text });
         prompt();
       }
     } finally {
+      process.off("SIGINT", onInterrupt);
       rl.close();
       model.dispose();
     }
-    return 0;
+    return exitCode;
   },
 };

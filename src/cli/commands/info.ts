@@ -4,8 +4,9 @@ import { cpus } from "node:os";
 import * as torch from "../../torch/index.js";
 import { parseFlags } from "../args.js";
 import type { Command } from "../main.js";
+import { applyThreads } from "../placement.js";
 
-const USAGE = "usage: oasft info [--json]";
+const USAGE = "usage: oasft info [--json] [--threads N]";
 
 function libtorchPath(): string {
   try {
@@ -38,7 +39,8 @@ export function measureGemm(n: number, dtype: torch.DType, device = "cpu"): numb
 
 export const command: Command = {
   async run(argv) {
-    const { values } = parseFlags(argv, { json: { type: "boolean" } }, USAGE);
+    const { values } = parseFlags(argv, { json: { type: "boolean" }, threads: { type: "string" } }, USAGE);
+    applyThreads(values);
     const blas = torch.loadedBlas();
     const info = {
       oasft: "0.1.0",
@@ -48,6 +50,7 @@ export const command: Command = {
       blas: blas.kind,
       blas_path: blas.path,
       threads: torch.getNumThreads(),
+      threads_from: values.threads !== undefined ? "--threads" : torch.defaultThreads().source,
       malloc: torch.native.mallocMode(),
       cpu_cores: cpus().length,
       cuda_available: torch.cudaIsAvailable(),
