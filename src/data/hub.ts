@@ -2,9 +2,9 @@
 // `huggingface_hub`:  $HF_HUB_CACHE/datasets--ORG--NAME/{refs/main, snapshots/<commit>/<files>}.
 // A file already in the cache is used as is (no network); otherwise it is downloaded with
 // @huggingface/hub, unless HF_HUB_OFFLINE=1.
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { homedir } from "node:os";
+import { readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
+import { cachedSnapshot as cachedRepoSnapshot, hubCacheDir, repoFolder as datasetRepoFolder } from "../util/hub-cache.js";
 
 export interface HubDataset {
   /** "ORG/NAME" on the hub. */
@@ -15,14 +15,8 @@ export interface HubDataset {
   files: RegExp;
 }
 
-/** The hub cache folder, as huggingface_hub resolves it. */
-export function hubCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.HF_HUB_CACHE) return env.HF_HUB_CACHE;
-  if (env.HF_HOME) return join(env.HF_HOME, "hub");
-  return join(env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "huggingface", "hub");
-}
-
-export const repoFolder = (repo: string) => `datasets--${repo.split("/").join("--")}`;
+export { hubCacheDir };
+export const repoFolder = (repo: string) => datasetRepoFolder(repo, "dataset");
 
 function listFilesUnder(dir: string): string[] {
   const out: string[] = [];
@@ -37,12 +31,7 @@ function listFilesUnder(dir: string): string[] {
 
 /** The cached snapshot folder for a revision, or undefined when it is not in the cache. */
 export function cachedSnapshot(ds: HubDataset, cacheDir = hubCacheDir()): string | undefined {
-  const root = join(cacheDir, repoFolder(ds.repo));
-  const revision = ds.revision ?? "main";
-  const refFile = join(root, "refs", revision);
-  const commit = existsSync(refFile) ? readFileSync(refFile, "utf8").trim() : revision;
-  const snapshot = join(root, "snapshots", commit);
-  return existsSync(snapshot) ? snapshot : undefined;
+  return cachedRepoSnapshot(ds.repo, "dataset", ds.revision ?? "main", cacheDir);
 }
 
 /** Files of a hub dataset matching `ds.files`, from the cache, else downloaded into it. Sorted by path. */

@@ -99,3 +99,9 @@ function sample(scores: torch.Tensor, p: SamplingParams, rng: Rng): number {
   }
   return ids[ids.length - 1]!;
 }
+
+/**
+ * What a chat user gets unless they ask otherwise: greedy with OA's inference repetition penalty (1.2),
+ * which keeps small models out of loops. `oasft chat` and the demo's replies use it.
+ */
+export const CHAT_REPETITION_PENALTY = 1.2;

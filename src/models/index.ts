@@ -10,7 +10,7 @@ export {
   type CausalLMInput, type CausalLMOutput, type KVCache, type ModelConfig, type ModelOptions, type NewCacheOptions, type TrainStepOptions,
 } from "./causal-lm.js";
 export {
-  checkpointNames, createCausalLM, knownModelTypes, loadCausalLM, registerArchitecture, resizeTokenEmbeddings, saveCausalLM,
+  checkpointNames, createCausalLM, knownModelTypes, loadCausalLM, registerArchitecture, resizeTokenEmbeddings, resolveModelDir, saveCausalLM,
   type Architecture, type SaveOptions,
 } from "./registry.js";
 export { CheckpointError, indexWeights, loadWeights, readJsonFile, readModelConfig, saveWeights } from "./checkpoint.js";

@@ -5,6 +5,7 @@ import { copyFileSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import * as torch from "../torch/index.js";
 import { Registry } from "../util/registry.js";
+import { cachedSnapshot, hubCacheDir, repoFolder } from "../util/hub-cache.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
 import type { CausalLM, ModelOptions } from "./causal-lm.js";
 import { indexWeights, loadWeights, readModelConfig, saveWeights, storedName } from "./checkpoint.js";
@@ -40,6 +41,23 @@ function architectureOf(json: Record<string, unknown>, file: string): Architectu
   }
 }
 
+/**
+ * A model folder from what a user typed: a local path, or a hub name ("ORG/NAME") found in the Hugging
+ * Face cache (what `huggingface-cli download` or transformers left there). Weights are never
+ * downloaded here; the error says where the folder was looked for.
+ */
+export function resolveModelDir(nameOrPath: string, what = "model"): string {
+  if (existsSync(nameOrPath)) return nameOrPath;
+  const [repo, revision] = nameOrPath.split("@") as [string, string | undefined];
+  if (/^[\w.-]+\/[\w.-]+$/.test(repo) && !repo.startsWith(".")) {
+    const snapshot = cachedSnapshot(repo, "model", revision ?? "main");
+    if (snapshot) return snapshot;
+    throw new Error(`${what} ${nameOrPath}: not a local folder, and not in the Hugging Face cache ` +
+      `(${join(hubCacheDir(), repoFolder(repo, "model"))}); download it first (huggingface-cli download ${repo}) or give a local path`);
+  }
+  return nameOrPath; // a path that does not exist: the loader names it
+}
+
 /** A new model from a config.json object; `init: "normal"` is HF's random init. */
 export function createCausalLM(json: Record<string, unknown>, o: ModelOptions = {}, file = "config.json"): CausalLM {
   return architectureOf(json, file).create(json, file, o);
@@ -49,7 +67,8 @@ export function createCausalLM(json: Record<string, unknown>, o: ModelOptions = 
  * Loads a Hugging Face model folder (config.json + safetensors) onto `o.device` in `o.dtype`, one
  * tensor at a time: host memory holds at most one stored tensor beside the model.
  */
-export function loadCausalLM(dir: string, o: Omit<ModelOptions, "init"> = {}): CausalLM {
+export function loadCausalLM(nameOrDir: string, o: Omit<ModelOptions, "init"> = {}): CausalLM {
+  const dir = resolveModelDir(nameOrDir);
   const json = readModelConfig(dir);
   const file = join(dir, "config.json");
   const arch = architectureOf(json, file);

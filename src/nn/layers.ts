@@ -17,17 +17,71 @@ function weight(shape: number[], o: LayerOptions): torch.Tensor {
   return t;
 }
 
-/** y = x Wᵀ + b, W: [out, in] (PyTorch layout). */
+/** A low-rank adapter on a Linear layer (LoRA, Hu et al. 2021, as PEFT computes it). */
+export interface LoraOptions {
+  r: number;
+  alpha: number;
+  dropout: number;
+  /** The adapters' dtype (float32 by default, whatever the base layer's). */
+  dtype?: torch.DType;
+}
+
+/**
+ * y = x Wᵀ + b, W: [out, in] (PyTorch layout). With a LoRA adapter attached:
+ * y = x Wᵀ + b + (α/r) · B(A(dropout(x))), A: [r, in] (PEFT's "lora_A"), B: [out, r] ("lora_B").
+ */
 export class Linear extends Module {
   readonly weight: torch.Tensor;
   readonly bias: torch.Tensor | undefined;
+  private lora: { A: Linear; B: Linear; scaling: number; dropout: number } | undefined;
   constructor(readonly inFeatures: number, readonly outFeatures: number, o: LayerOptions & { bias?: boolean } = {}) {
     super();
     this.weight = this.param("weight", weight([outFeatures, inFeatures], o));
     this.bias = o.bias === false ? undefined : this.param("bias", torch.zeros([outFeatures], o));
   }
+
+  get hasLora(): boolean {
+    return this.lora !== undefined;
+  }
+
+  /**
+   * Attaches an adapter as PEFT initialises it: A ~ kaiming_uniform(a=√5), i.e. U(−1/√in, 1/√in), and
+   * B = 0, so the adapted layer starts out equal to the base layer.
+   */
+  addLora(o: LoraOptions): void {
+    if (this.lora) throw new Error("this layer already has a LoRA adapter");
+    const lo = { dtype: o.dtype ?? "float32", device: this.weight.device, bias: false, init: "empty" as const };
+    const A = this.child("lora_A", new Linear(this.inFeatures, o.r, lo));
+    const B = this.child("lora_B", new Linear(o.r, this.outFeatures, lo));
+    torch.noGrad(() => {
+      const bound = 1 / Math.sqrt(this.inFeatures);
+      A.weight.uniform_(-bound, bound);
+      B.weight.zero_();
+    });
+    this.lora = { A, B, scaling: o.alpha / o.r, dropout: o.dropout };
+  }
+
+  /** Folds the adapter into the weight (W += (α/r)·B·A) and removes it: a plain layer again. */
+  mergeLora(): void {
+    const l = this.lora;
+    if (!l) return;
+    torch.noGrad(() => torch.scope(() => {
+      const delta = l.B.weight.to("float32").matmul(l.A.weight.to("float32")).mul(l.scaling);
+      this.weight.add_(delta.to(this.weight.dtype));
+    }));
+    this.removeChild("lora_A");
+    this.removeChild("lora_B");
+    this.lora = undefined;
+  }
+
   forward(x: torch.Tensor): torch.Tensor {
-    return torch.linear(x, this.weight, this.bias);
+    const y = torch.linear(x, this.weight, this.bias);
+    const l = this.lora;
+    if (!l) return y;
+    let h = x.dtype === l.A.weight.dtype ? x : x.to(l.A.weight.dtype);
+    if (this.training && l.dropout > 0) h = torch.dropout(h, l.dropout, true);
+    const delta = l.B.forward(l.A.forward(h)).mul(l.scaling);
+    return y.add(delta.dtype === y.dtype ? delta : delta.to(y.dtype));
   }
 }
 

@@ -25,6 +25,12 @@ export abstract class Module {
     return m;
   }
 
+  /** Detaches (and frees) a child module, e.g. an adapter merged into its base layer. */
+  protected removeChild(name: string): void {
+    this.#children.get(name)?.dispose();
+    this.#children.delete(name);
+  }
+
   /** All parameters with their dotted names, depth-first in registration order. */
   namedParameters(prefix = ""): Array<[string, Tensor]> {
     const out: Array<[string, Tensor]> = [];

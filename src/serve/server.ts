@@ -189,14 +189,23 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
     const params = tgiSampling(body, limits);
     const prompt = await tgiPrompt(body);
     sseHeaders(reply);
+    // As TGI: one event per token, the last one carrying generated_text and details. Each event is
+    // held back until the next token arrives, so the last can be completed; text the engine held
+    // back (an incomplete character, a possible stop string) joins the last token's text.
     let n = 0;
+    let pending: { index: number; token: { id: number; text: string; logprob: number; special: boolean } } | undefined;
     try {
       const r = await generate(reply, prompt.ids, params, (e) => {
-        if (e.id < 0) return; // held-back text arrives with the final event
-        n++;
-        sse(reply, { index: n, token: { id: e.id, text: e.text, logprob: e.logprob, special: e.special }, generated_text: null, details: null });
+        if (e.id < 0) {
+          if (pending) pending.token.text += e.text;
+          return;
+        }
+        if (pending) sse(reply, { ...pending, generated_text: null, details: null });
+        pending = { index: ++n, token: { id: e.id, text: e.text, logprob: e.logprob, special: e.special } };
       });
-      sse(reply, { index: n + 1, token: { id: -1, text: "", logprob: 0, special: true }, generated_text: r.text, details: { finish_reason: r.finishReason === "length" ? "length" : "eos_token", generated_tokens: r.tokens.length, seed: params.seed ?? null } });
+      const details = { finish_reason: r.finishReason === "length" ? "length" : "eos_token", generated_tokens: r.tokens.length, seed: params.seed ?? null };
+      if (pending) sse(reply, { ...pending, generated_text: r.text, details });
+      else sse(reply, { index: 0, token: null, generated_text: r.text, details });
     } catch (err) {
       sse(reply, { error: (err as Error).message, error_type: "generation" });
     }

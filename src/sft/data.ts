@@ -6,6 +6,7 @@ import type { Conversation } from "../data/conversation.js";
 import { loadDatasetMix, parseDatasetEntries } from "../data/mix.js";
 import { Rng } from "../data/rng.js";
 import { SYSTEM, ChatTokenizer } from "../tokenizer/index.js";
+import { cachedSnapshot, hubCacheDir } from "../util/hub-cache.js";
 import type { SFTConfig } from "./config.js";
 import { labelMaskFor, lintSample, truncateSample, withPrefix, type EncodedSample, type LintProblem } from "./encode.js";
 import { formatConversation } from "./format.js";
@@ -51,7 +52,14 @@ function configPath(p: string, cfg: SFTConfig): string {
 export function loadConfigTokenizer(cfg: SFTConfig): ChatTokenizer {
   const source = cfg.tokenizer_name ?? cfg.model_name;
   if (!source) throw new Error("no tokenizer: set tokenizer_name (a tokenizer.json or folder) or model_name (a model folder with tokenizer.json)");
-  return ChatTokenizer.load(configPath(source, cfg), { family: cfg.tokenizer_family ?? undefined, modelName: cfg.model_name ?? undefined });
+  // The tokenizer usually comes with the model: a missing model is named as the model, not as a tokenizer.
+  const key = cfg.tokenizer_name ? "tokenizer_name" : "model_name";
+  const path = configPath(source, cfg);
+  const found = existsSync(path) ? path : cachedSnapshot(source, "model");
+  if (!found) {
+    throw new Error(`${key} ${source}: not found (a local folder or file, or a hub name ORG/NAME in the Hugging Face cache ${hubCacheDir()})`);
+  }
+  return ChatTokenizer.load(found, { family: cfg.tokenizer_family ?? undefined, modelName: cfg.model_name ?? undefined });
 }
 
 /** Formats and tokenises conversations; `rng` draws system-tag choices. */
@@ -101,4 +109,17 @@ export function trainingSample(s: FullSample, cfg: SFTConfig, prefixIds: number[
   const maxLength = (split === "val" ? cfg.val_max_length ?? cfg.max_length : cfg.max_length) - prefixIds.length;
   if (maxLength < 1) throw new Error(`max_length ${cfg.max_length} leaves no room after the ${prefixIds.length}-token system prefix`);
   return withPrefix(truncateSample(s.ids, s.mask, { maxLength, randomOffsetProbability: cfg.random_offset_probability }, rng), prefixIds);
+}
+
+/**
+ * Sample `i` of a dataset exactly as training sees it: a train sample cut to its own random window of
+ * `epoch` (a fresh draw per sample and epoch, independent of the order), a validation sample cut to
+ * its head, as evaluation cuts it. The one rule for the trainer and `oasft data`.
+ */
+export function splitSample(data: SftData, cfg: SFTConfig, d: SftDataset, i: number, split: "train" | "val", epoch = 0): EncodedSample {
+  if (split === "val") {
+    // Evaluation cuts to the head (no random window), so that numbers compare across steps.
+    return trainingSample(d.val[i]!, { ...cfg, random_offset_probability: 0 }, data.prefixIds, new Rng(cfg.rng_seed, `${d.name}/eval`), "val");
+  }
+  return trainingSample(d.train[i]!, cfg, data.prefixIds, new Rng(cfg.rng_seed, `${d.name}/window/${epoch}/${i}`));
 }

@@ -6,13 +6,13 @@
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { extname, join } from "node:path";
 import * as torch from "../torch/index.js";
-import { createCausalLM, loadCausalLM, resizeTokenEmbeddings, saveCausalLM, type CausalLM } from "../models/index.js";
+import { createCausalLM, loadCausalLM, resizeTokenEmbeddings, resolveModelDir, saveCausalLM, type CausalLM } from "../models/index.js";
 import { indexWeights } from "../models/checkpoint.js";
 import { epochIndices } from "../data/mix.js";
 import { Rng } from "../data/rng.js";
 import type { SFTConfig } from "../sft/config.js";
 import { bestFitDecreasing, packBatch, padBatch, roundUp, type Batch } from "../sft/collate.js";
-import { lintMessage, loadConfigTokenizer, prepareSftData, trainingSample, type SftData } from "../sft/data.js";
+import { lintMessage, loadConfigTokenizer, prepareSftData, splitSample, type SftData } from "../sft/data.js";
 import type { EncodedSample } from "../sft/encode.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
@@ -56,10 +56,11 @@ export interface TrainSummary {
 function startingModel(cfg: SFTConfig, tok: ChatTokenizer, device: string, resumeDir: string | undefined): CausalLM {
   const vocab = roundUp(tok.vocabSize, 16);
   if (resumeDir) return loadCausalLM(resumeDir, { dtype: "float32", device });
-  const name = cfg.model_name;
+  let name = cfg.model_name;
   if (!name) throw new Error("model_name is not set: give a model folder (HF layout) or a config.json for a new model");
-  if (!existsSync(name)) throw new Error(`model_name ${name}: not found (a local model folder or config.json is needed; hub names are not downloaded)`);
   let model: CausalLM;
+  name = resolveModelDir(name, "model_name");
+  if (!existsSync(name)) throw new Error(`model_name ${name}: not found (expected a model folder, a config.json, or a hub name in the Hugging Face cache)`);
   if (statSync(name).isFile()) {
     if (extname(name) !== ".json") throw new Error(`model_name ${name}: expected a model folder or a config.json`);
     const json = JSON.parse(readFileSync(name, "utf8")) as Record<string, unknown>;
@@ -99,7 +100,7 @@ export function epochBatches(data: SftData, cfg: SFTConfig, microBatchSize: numb
   const order = epochIndices(data.datasets, epoch, cfg.rng_seed);
   const samples: EncodedSample[] = order.map(([d, i]) => {
     const ds = data.datasets[d]!;
-    return trainingSample(ds.train[i]!, cfg, data.prefixIds, new Rng(cfg.rng_seed, `${ds.name}/window/${epoch}/${i}`));
+    return splitSample(data, cfg, ds, i, "train", epoch);
   });
   const pad = data.tokenizer.padId;
   const batches: Batch[] = [];
@@ -164,9 +165,7 @@ export function evaluate(model: CausalLM, data: SftData, cfg: SFTConfig, precisi
       let lossSum = 0;
       let correct = 0;
       let count = 0;
-      // Evaluation cuts to the head (no random window) so that numbers compare across steps.
-      const rng = new Rng(cfg.rng_seed, `${d.name}/eval`);
-      const samples = d.val.map((s) => trainingSample(s, { ...cfg, random_offset_probability: 0 }, data.prefixIds, rng, "val"));
+      const samples = d.val.map((_, i) => splitSample(data, cfg, d, i, "val"));
       for (let i = 0; i < samples.length; i += batchSize) {
         torch.scope(() => {
           const b = tensorsOf(padBatch(samples.slice(i, i + batchSize), data.tokenizer.padId, 1), device);

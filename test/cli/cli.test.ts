@@ -6,7 +6,7 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import * as torch from "../../src/torch/index.js";
-import { CLI, GOLDEN, GOLDEN_MODELS, SHARED, loadGolden, maxAbsDiff } from "../helpers.js";
+import { CLI, GOLDEN, GOLDEN_MODELS, REPO, SHARED, loadGolden, maxAbsDiff } from "../helpers.js";
 
 const work = mkdtempSync(join(tmpdir(), "oasft-cli-"));
 function oasft(...args: string[]) {
@@ -151,4 +151,30 @@ test("oasft demo (the README's main job) runs end to end on the oasst sample: tr
   assert.ok(Number(m![1]) < Number(m![2]), "20 steps already beat the unigram baseline");
   assert.equal((r.out.match(/<\|assistant\|> /g) ?? []).length, 4);
   for (const f of ["config.json", "model.safetensors", "tokenizer.json", "log.jsonl", "training.svg", "summary.json"]) assert.ok(existsSync(join(out, f)), f);
+});
+
+test("a hub name resolves from the Hugging Face cache layout (no network); one that is not there names the model", () => {
+  const cache = mkdtempSync(join(tmpdir(), "oasft-hub-"));
+  const commit = "0123456789abcdef0123456789abcdef01234567";
+  const snapshot = join(cache, "models--my-org--tiny-chat", "snapshots", commit);
+  mkdirSync(join(cache, "models--my-org--tiny-chat", "refs"), { recursive: true });
+  writeFileSync(join(cache, "models--my-org--tiny-chat", "refs", "main"), commit);
+  const made = oasft("init", "--config", join(GOLDEN, GOLDEN_MODELS[1], "config.json"), "--tokenizer", join(SHARED, "data/tokenizers/oasst-tiny-bpe"),
+    "--tokenizer-family", "pythia", "--out", snapshot);
+  assert.equal(made.code, 0, made.err);
+  const env = { ...process.env, HF_HUB_CACHE: cache, HF_HUB_OFFLINE: "1" };
+  const chat = spawnSync(process.execPath, [CLI, "chat", "--model", "my-org/tiny-chat", "--max-new-tokens", "2"], { encoding: "utf8", env, input: "Hi\n/exit\n" });
+  assert.equal(chat.status, 0, chat.stderr);
+  const card = spawnSync(process.execPath, [CLI, "train", "--configs", "defaults", "bloom-zh-3b", "datasets", "--num_train_epochs", "2"], { encoding: "utf8", env });
+  assert.equal(card.status, 1);
+  assert.match(card.stderr, /model_name ckip-joint\/bloom-3b-zh: not found \(a local folder or file, or a hub name ORG\/NAME in the Hugging Face cache /);
+});
+
+test("oasft --version, and npx oasft inside the repository", () => {
+  const v = oasft("--version");
+  assert.equal(v.code, 0);
+  assert.match(v.out, /^oasft \d+\.\d+\.\d+ \(node \d+\.\d+\.\d+, libtorch \d+\.\d+/);
+  const npx = spawnSync("npx", ["--no-install", "oasft", "--version"], { encoding: "utf8", cwd: REPO });
+  assert.equal(npx.status, 0, npx.stderr);
+  assert.equal(npx.stdout, v.out);
 });

@@ -50,7 +50,8 @@ describe("HumanEval", () => {
     ];
     const t0 = performance.now();
     const results = await runPrograms([...hostile, checkProgram(problems[1]!, problems[1]!.canonical_solution)], { timeoutS: 2 });
-    assert.ok((performance.now() - t0) / 1000 < 20);
+    // The sleeper asks for 60 s: finishing well before that shows the timeout killed it (not a speed test).
+    assert.ok((performance.now() - t0) / 1000 < 50);
     results.slice(0, hostile.length).forEach((r, i) => assert.equal(r.passed, false, `hostile ${i}: ${r.result}`));
     assert.match(results[0]!.result, /timed out/);
     assert.equal(results.at(-1)!.passed, true, "a good program after them still runs");

@@ -94,9 +94,13 @@ describe("TGI API", () => {
     const alone = greedyAlone(await tokenizer.encode(inputs), 8);
     assert.deepEqual(r.details.tokens.map((t: { id: number }) => t.id), alone);
     const events = (await sseEvents(await post("/generate_stream", { inputs, parameters: { max_new_tokens: 8 } }))).map((e) => JSON.parse(e));
-    assert.deepEqual(events.slice(0, -1).map((e) => e.token.id), alone.slice(0, events.length - 1));
+    // One event per generated token, as TGI: the last carries generated_text and details, no extra event.
+    assert.deepEqual(events.map((e) => e.token.id), alone);
+    assert.ok(events.every((e) => e.token.id >= 0));
+    assert.ok(events.slice(0, -1).every((e) => e.generated_text === null));
     assert.equal(events.at(-1).generated_text, r.generated_text);
-    assert.equal(events.slice(0, -1).map((e) => e.token.text).join(""), r.generated_text);
+    assert.equal(events.at(-1).details.generated_tokens, r.details.generated_tokens);
+    assert.equal(events.map((e) => e.token.text).join(""), r.generated_text);
     assert.equal((await json(await fetch(`${base}/info`))).model_id, "golden-small");
     assert.equal((await fetch(`${base}/health`)).status, 200);
   });
@@ -189,7 +193,7 @@ test("32 concurrent streams all complete, each equal to its request made alone (
   const alone = await Promise.all(prompts.map(async (p) => greedyAlone(await tokenizer.encode(p), 10 + (prompts.indexOf(p) % 5))));
   const results = await Promise.all(prompts.map(async (inputs, i) => {
     const events = (await sseEvents(await post("/generate_stream", { inputs, parameters: { max_new_tokens: 10 + (i % 5) } }))).map((e) => JSON.parse(e));
-    return events.slice(0, -1).map((e) => e.token.id as number).filter((id) => id !== tokenizer.eosId);
+    return events.map((e) => e.token.id as number).filter((id) => id !== tokenizer.eosId);
   }));
   results.forEach((ids, i) => assert.deepEqual(ids, alone[i], `stream ${i}`));
   assert.equal(engine.stats.running, 0);

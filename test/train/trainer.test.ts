@@ -254,3 +254,18 @@ describe("robustness: no silent wrong runs, checkpoints taken whole or refused",
     assert.ok(readdirSync(out).some((n) => n.startsWith("checkpoint-")), err);
   });
 });
+
+test("oasft data export shows each train sample with the very window epoch 0 trains on", async () => {
+  const out = join(tmp(), "train.jsonl");
+  const args = ["--max_length", "64", "--random_offset_probability", "1"];
+  const r = spawnSync(process.execPath, [CLI, "data", "export", "--configs", "defaults", "shared-sample", "tiny-tokenizer", "--cache_dir", join(SHARED, "data"), "--split", "train", "--out", out, ...args], { encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  const exported = readFileSync(out, "utf8").trim().split("\n").map((l) => JSON.stringify((JSON.parse(l) as { input_ids: number[] }).input_ids)).sort();
+  const cfg = composeConfig(["defaults", "shared-sample", "tiny-tokenizer"], ["--cache_dir", join(SHARED, "data"), ...args]).config;
+  const { prepareSftData } = await import("../../src/sft/data.js");
+  const { epochBatches } = await import("../../src/train/trainer.js");
+  const data = await prepareSftData(cfg);
+  const trained = epochBatches(data, cfg, 1, 0).map((b) => JSON.stringify(b.inputIds[0]!.filter((_, t) => b.attentionMask[0]![t] === 1))).sort();
+  assert.equal(trained.length, exported.length);
+  assert.deepEqual(trained, exported);
+});

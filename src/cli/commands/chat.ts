@@ -1,17 +1,17 @@
 // `oasft chat --model DIR`: a terminal chat in the OA format with streamed replies.
 import { createInterface } from "node:readline/promises";
 import { writeFileAtomic } from "../../util/atomic-file.js";
-import { loadCausalLM } from "../../models/index.js";
+import { loadCausalLM, resolveModelDir } from "../../models/index.js";
 import { Engine, type GenerationHandle } from "../../generate/engine.js";
 import { chatMessages, formatPrompt } from "../../sft/format.js";
 import { ChatTokenizer, renderChat } from "../../tokenizer/index.js";
 import { intFlag, parseFlags, required, UsageError } from "../args.js";
-import { checkSampling } from "../../generate/sampling.js";
+import { CHAT_REPETITION_PENALTY, checkSampling } from "../../generate/sampling.js";
 import type { Command } from "../main.js";
 import { DEVICE_FLAGS, DEVICE_USAGE, placement } from "../placement.js";
 
 const USAGE = `usage: oasft chat --model DIR [--system TEXT] [--max-new-tokens 256] [--context 2048]
-                  [--temperature 0] [--top-p 1] [--top-k 0] [--repetition-penalty 1] [--seed N]
+                  [--temperature 0] [--top-p 1] [--top-k 0] [--repetition-penalty 1.2] [--seed N]
                   ${DEVICE_USAGE}
 
   Commands while chatting: /reset (forget the conversation), /save FILE (the conversation as one
@@ -26,7 +26,7 @@ export const command: Command = {
       temperature: { type: "string" }, "top-p": { type: "string" }, "top-k": { type: "string" }, "repetition-penalty": { type: "string" }, seed: { type: "string" },
       ...DEVICE_FLAGS,
     }, USAGE);
-    const dir = required(values, "model", USAGE);
+    const dir = resolveModelDir(required(values, "model", USAGE), "--model");
     const { device, dtype } = placement(values);
     const tokenizer = ChatTokenizer.load(dir);
     const model = loadCausalLM(dir, { device, dtype });
@@ -38,7 +38,8 @@ export const command: Command = {
     const params = {
       maxNewTokens: maxNew, doSample: temperature > 0, temperature,
       ...(values["top-p"] ? { topP: Number(values["top-p"]) } : {}), ...(values["top-k"] ? { topK: Number(values["top-k"]) } : {}),
-      ...(values["repetition-penalty"] ? { repetitionPenalty: Number(values["repetition-penalty"]) } : {}), ...(values.seed ? { seed: Number(values.seed) } : {}),
+      repetitionPenalty: values["repetition-penalty"] ? Number(values["repetition-penalty"]) : CHAT_REPETITION_PENALTY,
+      ...(values.seed ? { seed: Number(values.seed) } : {}),
     };
     try {
       checkSampling(params);

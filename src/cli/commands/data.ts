@@ -2,7 +2,7 @@
 import { Rng } from "../../data/rng.js";
 import { composeConfig, configKeysHelp, splitConfigArgs, type SFTConfig } from "../../sft/config.js";
 import { usefulTokenFraction } from "../../sft/collate.js";
-import { lintMessage, prepareSftData, trainingSample, type SftData } from "../../sft/data.js";
+import { lintMessage, prepareSftData, splitSample, type SftData } from "../../sft/data.js";
 import type { EncodedSample } from "../../sft/encode.js";
 import { writeFileAtomic } from "../../util/atomic-file.js";
 import { UsageError } from "../args.js";
@@ -45,8 +45,9 @@ function takeFlags(argv: string[], own: Record<string, "string" | "boolean">): {
 function samplesOf(data: SftData, cfg: SFTConfig, split: "train" | "val"): Array<{ dataset: string; sample: EncodedSample }> {
   const out: Array<{ dataset: string; sample: EncodedSample }> = [];
   for (const d of data.datasets) {
-    const rng = new Rng(cfg.rng_seed, `${d.name}/truncate/${split}/epoch0`);
-    for (const s of split === "train" ? d.train : d.val) out.push({ dataset: d.name, sample: trainingSample(s, cfg, data.prefixIds, rng, split) });
+    // Each sample as the trainer cuts it in epoch 0 (the same window), validation as evaluation cuts it.
+    const n = split === "train" ? d.train.length : d.val.length;
+    for (let i = 0; i < n; i++) out.push({ dataset: d.name, sample: splitSample(data, cfg, d, i, split) });
   }
   return out;
 }
@@ -55,11 +56,10 @@ async function preview(data: SftData, cfg: SFTConfig, n: number, ids: boolean, s
   const tty = process.stdout.isTTY;
   const [on, off] = tty ? ["\x1b[32m", "\x1b[0m"] : ["⟦", "⟧"];
   for (const d of data.datasets) {
-    const rng = new Rng(cfg.rng_seed, `${d.name}/truncate/${split}/epoch0`);
     const pool = split === "train" ? d.train : d.val;
     console.log(`=== ${d.name} (${split}: ${pool.length} samples; ${tty ? "green" : "⟦…⟧"} = trained targets)`);
-    for (const full of pool.slice(0, n)) {
-      const s = trainingSample(full, cfg, data.prefixIds, rng, split);
+    for (let i = 0; i < Math.min(n, pool.length); i++) {
+      const s = splitSample(data, cfg, d, i, split);
       if (ids) {
         console.log(s.inputIds.map((id, t) => `${id}${s.labelMask[t] ? "*" : ""}`).join(" "));
         continue;

@@ -10,7 +10,8 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as torch from "../../torch/index.js";
 import { loadCausalLM } from "../../models/index.js";
-import { generateGreedy } from "../../generate/index.js";
+import { Engine } from "../../generate/engine.js";
+import { CHAT_REPETITION_PENALTY } from "../../generate/sampling.js";
 import { loadDatasetMix, parseDatasetEntries } from "../../data/mix.js";
 import { Rng } from "../../data/rng.js";
 import { composeConfig, type SFTConfig } from "../../sft/config.js";
@@ -97,13 +98,15 @@ export const command: Command = {
     console.log(`validation loss ${summary.evalLoss?.toFixed(3)} vs unigram baseline ${baseline.toFixed(3)} (${summary.steps} steps, ${summary.elapsedS.toFixed(0)} s, ${summary.tokensPerS.toFixed(0)} tok/s)`);
     console.log(`saved ${out} (Hugging Face layout; log.jsonl, training.svg, summary.json)`);
 
-    // 4. Replies from the saved model.
+    // 4. Replies from the saved model, with the settings `oasft chat` uses (greedy, repetition penalty).
     const model = loadCausalLM(out, { device }).eval();
+    const engine = new Engine(model, tokenizer, { maxBatch: 4 });
+    const params = { maxNewTokens: 48, repetitionPenalty: CHAT_REPETITION_PENALTY };
     const prompts = ["What is the capital of Italy?", "What is 23 + 19?", "How many minutes are in 4 hours?", ...(useShared ? ["What is a meme, and what's the history behind this word?"] : [])];
     for (const prompt of prompts) {
       const ids = await tokenizer.encode(formatPrompt([{ role: "prompter", text: prompt }], tokenizer.eos));
-      const reply = torch.noGrad(() => torch.scope(() => generateGreedy(model, { inputIds: torch.tensor([ids], { dtype: "int64", device }), maxNewTokens: 48, eosTokenId: tokenizer.eosId }).toNumbers().slice(ids.length)));
-      console.log(`\n<|prompter|> ${prompt}\n<|assistant|> ${(await tokenizer.decode(reply.filter((t) => t !== tokenizer.eosId), true)).trim()}`);
+      const reply = await engine.submit({ promptIds: ids, params }).result;
+      console.log(`\n<|prompter|> ${prompt}\n<|assistant|> ${reply.text.trim()}`);
     }
     model.dispose();
     return 0;

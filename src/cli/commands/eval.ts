@@ -3,7 +3,7 @@
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { loadCausalLM } from "../../models/index.js";
+import { loadCausalLM, resolveModelDir } from "../../models/index.js";
 import { ChatTokenizer } from "../../tokenizer/index.js";
 import { evalTable, runEval, type Protocol } from "../../eval/run.js";
 import { checkProgram, readHumanEval, runPrograms, scoreHumanEval } from "../../eval/humaneval.js";
@@ -59,7 +59,7 @@ export const command: Command = {
       k: { type: "string" }, "bbh-max-new-tokens": { type: "string" }, timeout: { type: "string" }, "max-batch": { type: "string" }, only: { type: "string" }, source: { type: "string" },
       ...DEVICE_FLAGS,
     }, USAGE);
-    const dir = required(values, "model", USAGE);
+    const dir = resolveModelDir(required(values, "model", USAGE), "--model");
     const out = required(values, "out", USAGE);
     const protocol = ((values.protocol as string | undefined) ?? "lm-eval") as Protocol;
     if (protocol !== "lm-eval" && protocol !== "instruct-eval") throw new UsageError(`--protocol: expected lm-eval or instruct-eval, got '${protocol}'`);

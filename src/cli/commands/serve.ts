@@ -1,5 +1,5 @@
 // `oasft serve --model DIR`: the HTTP server (OpenAI + TGI APIs, chat page at /).
-import { loadCausalLM } from "../../models/index.js";
+import { loadCausalLM, resolveModelDir } from "../../models/index.js";
 import { buildServer } from "../../serve/server.js";
 import { ChatTokenizer } from "../../tokenizer/index.js";
 import { intFlag, parseFlags, required } from "../args.js";
@@ -20,7 +20,7 @@ export const command: Command = {
       model: { type: "string" }, host: { type: "string" }, port: { type: "string" }, "api-key": { type: "string" }, "max-batch": { type: "string" },
       "max-queue": { type: "string" }, "max-tokens": { type: "string" }, "tokenizer-family": { type: "string" }, ...DEVICE_FLAGS,
     }, USAGE);
-    const dir = required(values, "model", USAGE);
+    const dir = resolveModelDir(required(values, "model", USAGE), "--model");
     const { device, dtype } = placement(values);
     const tokenizer = ChatTokenizer.load(dir, { ...(values["tokenizer-family"] ? { family: values["tokenizer-family"] as string } : {}) });
     const model = loadCausalLM(dir, { dtype, device });
