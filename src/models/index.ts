@@ -15,3 +15,7 @@ export {
 } from "./registry.js";
 export { CheckpointError, indexWeights, loadWeights, readJsonFile, readModelConfig, saveWeights } from "./checkpoint.js";
 export { ConfigError } from "./config-json.js";
+export {
+  ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraError, adapterConfigJson, applyLora, isAdapterParam, loadAdapter, loadWithAdapter, mergeLora,
+  readAdapterConfig, saveAdapter, tokenRowModules, type LoraConfig,
+} from "./lora.js";

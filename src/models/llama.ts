@@ -229,6 +229,10 @@ export class LlamaForCausalLM extends CausalLM {
     return llamaConfigToJson(this.llamaConfig);
   }
 
+  get defaultLoraTargets(): string[] {
+    return ["q_proj", "k_proj", "v_proj", "o_proj"];
+  }
+
   newCache(o: NewCacheOptions = {}): HeadsKVCache {
     return new HeadsKVCache(o.capacity ?? 64);
   }

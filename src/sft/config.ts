@@ -100,8 +100,12 @@ export const CONFIG_KEYS = {
   is_reward_model: { type: "boolean", default: false, unsupported: "reward models", doc: "(OA) RM training" },
   deepspeed: { type: "boolean", default: false, doc: "read deepspeed_config (precision, clipping, accumulation, AdamW, WarmupDecayLR), as OA's --deepspeed" },
   deepspeed_config: { type: "string", default: "configs/zero_config.json", doc: "DeepSpeed JSON (fp16/bf16, clipping, scheduler) read by the trainer" },
-  peft_model: { type: "boolean", default: false, unsupported: "LoRA / prefix tuning", doc: "(OA) PEFT" },
-  peft_type: { type: "string", default: "lora", doc: "(OA) PEFT type" },
+  peft_model: { type: "boolean", default: false, doc: "train LoRA adapters on the frozen model; saves PEFT's adapter files" },
+  peft_type: { type: "string", default: "lora", choices: ["lora"], doc: "(OA) the PEFT method: LoRA" },
+  peft_config: {
+    type: "map", default: null, nullable: true,
+    doc: "LoRA settings: r (16), lora_alpha (32), lora_dropout (0.05), target_modules (per architecture), bias (none), modules_to_save",
+  },
   superhot: { type: "boolean", default: false, unsupported: "OA's SuperHOT RoPE patch (set rope_scaling in the model's config.json instead)", doc: "(OA) RoPE scaling" },
 } as const satisfies Record<string, KeySpec>;
 

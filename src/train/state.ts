@@ -6,7 +6,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
 import * as torch from "../torch/index.js";
-import { readJsonFile, saveCausalLM, type CausalLM } from "../models/index.js";
+import { readJsonFile, saveAdapter, saveCausalLM, type CausalLM, type LoraConfig } from "../models/index.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import { fsyncDir, writeFileAtomic } from "../util/atomic-file.js";
 import type { AdamW } from "./adamw.js";
@@ -67,6 +67,8 @@ export interface SaveCheckpointArgs {
   config: Record<string, unknown>;
   /** Test seam: called with the temporary folder once the model files are written, before the rest. */
   midway?: (tmpDir: string) => void;
+  /** A LoRA run: the checkpoint holds the adapter (PEFT's files), not the frozen base. */
+  lora?: LoraConfig;
 }
 
 export function saveCheckpoint(outputDir: string, a: SaveCheckpointArgs): string {
@@ -74,7 +76,8 @@ export function saveCheckpoint(outputDir: string, a: SaveCheckpointArgs): string
   const final = join(outputDir, `checkpoint-${a.state.globalStep}`);
   const tmp = join(outputDir, `.tmp-checkpoint-${a.state.globalStep}-${process.pid}`);
   rmSync(tmp, { recursive: true, force: true });
-  saveCausalLM(a.model, tmp);
+  if (a.lora) saveAdapter(a.model, a.lora, tmp, typeof a.config.model_name === "string" ? a.config.model_name : null);
+  else saveCausalLM(a.model, tmp);
   a.tokenizer.save(tmp);
   a.midway?.(tmp);
   const tensors: Array<[string, torch.Tensor]> = [];

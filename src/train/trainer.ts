@@ -6,7 +6,11 @@
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { extname, join } from "node:path";
 import * as torch from "../torch/index.js";
-import { createCausalLM, loadCausalLM, resizeTokenEmbeddings, resolveModelDir, saveCausalLM, type CausalLM } from "../models/index.js";
+import {
+  applyLora, createCausalLM, loadAdapter, loadCausalLM, resizeTokenEmbeddings, resolveModelDir, saveAdapter, saveCausalLM, tokenRowModules,
+  type CausalLM, type LoraConfig,
+} from "../models/index.js";
+import { loraSettings } from "./lora-settings.js";
 import { indexWeights } from "../models/checkpoint.js";
 import { epochIndices } from "../data/mix.js";
 import { Rng } from "../data/rng.js";
@@ -50,12 +54,45 @@ export interface TrainSummary {
 // ----- the model and where it starts --------------------------------------------------------------
 
 /**
+ * The model a run trains: model_name's (or, on resume, the checkpoint's), with LoRA adapters on a
+ * frozen base when peft_model is set. A LoRA checkpoint holds only the adapters: the base comes from
+ * model_name again, and the adapters from the checkpoint.
+ */
+function startingModel(
+  cfg: SFTConfig, tok: ChatTokenizer, device: string, resumeDir: string | undefined, print: (l: string) => void,
+): { model: CausalLM; lora?: LoraConfig } {
+  if (resumeDir && !cfg.peft_model) return { model: loadCausalLM(resumeDir, { dtype: "float32", device }) };
+  const base = baseModel(cfg, tok, device);
+  const model = base.model;
+  if (!cfg.peft_model) return { model };
+  try {
+    if (resumeDir) return { model, lora: loadAdapter(model, resumeDir) };
+    const lora = loraSettings(cfg, model);
+    if (base.grew) {
+      // New token rows (OA's chat tokens) would stay random and unsaved under LoRA alone.
+      const rows = tokenRowModules(model).filter((m) => !(lora.modules_to_save ?? []).includes(m));
+      if (rows.length) {
+        lora.modules_to_save = [...(lora.modules_to_save ?? []), ...rows];
+        print(`note: LoRA: the vocabulary grew to ${model.config.vocabSize} tokens, so ${rows.join(" and ")} train in full and are saved with the adapter (modules_to_save)`);
+      }
+    }
+    const adapted = applyLora(model, lora);
+    const trainable = model.namedParameters().filter(([, t]) => t.requiresGrad).reduce((n, [, t]) => n + t.numel, 0);
+    print(`LoRA r=${lora.r} α=${lora.lora_alpha} on ${adapted.length} layers (${lora.target_modules.join(", ")}): ` +
+      `${(trainable / 1e6).toFixed(2)}M trainable of ${(model.numParameters() / 1e6).toFixed(2)}M parameters`);
+    return { model, lora };
+  } catch (err) {
+    model.dispose();
+    throw err;
+  }
+}
+
+/**
  * model_name: an HF folder with weights (fine-tune it), or a config.json file (a new model, random
  * init as HF). The embedding grows to the tokenizer's length rounded up to 16 (OA) — never shrinks.
  */
-function startingModel(cfg: SFTConfig, tok: ChatTokenizer, device: string, resumeDir: string | undefined): CausalLM {
+function baseModel(cfg: SFTConfig, tok: ChatTokenizer, device: string): { model: CausalLM; grew: boolean } {
   const vocab = roundUp(tok.vocabSize, 16);
-  if (resumeDir) return loadCausalLM(resumeDir, { dtype: "float32", device });
   let name = cfg.model_name;
   if (!name) throw new Error("model_name is not set: give a model folder (HF layout) or a config.json for a new model");
   let model: CausalLM;
@@ -75,7 +112,8 @@ function startingModel(cfg: SFTConfig, tok: ChatTokenizer, device: string, resum
     }
     model = loadCausalLM(name, { dtype: "float32", device });
   }
-  return vocab > model.config.vocabSize ? resizeTokenEmbeddings(model, vocab) : model;
+  const grew = vocab > model.config.vocabSize;
+  return { model: grew ? resizeTokenEmbeddings(model, vocab) : model, grew };
 }
 
 /** HF Trainer's groups: weight decay on everything but biases and norm weights (the model decides which). */
@@ -218,7 +256,9 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
     const names = data.datasets.map((d) => `${d.name} (0 train samples)`).join(", ") || "none configured";
     throw new Error(`nothing to train on: ${names}; see \`oasft data stats\` for what each rule dropped`);
   }
-  const model = startingModel(cfg, tokenizer, device, resumeDir).train();
+  const start = startingModel(cfg, tokenizer, device, resumeDir, print);
+  const model = start.model.train();
+  const lora = start.lora;
   const { names, groups } = paramGroups(model, settings.weightDecay);
   const params = groups.flatMap((g) => g.params);
   const optimizer = new AdamW(groups, { lr: settings.lr, betas: settings.betas, eps: settings.eps, weightDecay: settings.weightDecay });
@@ -258,7 +298,8 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
     state.elapsedS = (performance.now() - t0) / 1000;
     if (scaler) state.lossScaler = scaler.state();
     lastCheckpoint = saveCheckpoint(outputDir, {
-      model, tokenizer, optimizer, paramNames: names, state, config: cfg, ...(o.onCheckpointMidway ? { midway: o.onCheckpointMidway } : {}),
+      model, tokenizer, optimizer, paramNames: names, state, config: cfg, ...(lora ? { lora } : {}),
+      ...(o.onCheckpointMidway ? { midway: o.onCheckpointMidway } : {}),
     });
     const removed = pruneCheckpoints(outputDir, cfg.save_total_limit, lastCheckpoint);
     bar?.message(`saved ${lastCheckpoint}${removed.length ? ` (removed ${removed.join(", ")})` : ""}`);
@@ -361,7 +402,9 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
     bar?.done();
     state.elapsedS = (performance.now() - t0) / 1000;
     if (!interrupted) {
-      saveCausalLM(model, outputDir);
+      // A LoRA run's result is its adapter (PEFT's files); `oasft merge` makes a plain model of it.
+      if (lora) saveAdapter(model, lora, outputDir, cfg.model_name);
+      else saveCausalLM(model, outputDir);
       tokenizer.save(outputDir);
     }
     writeChart(join(outputDir, "training.svg"), records, cfg.log_dir);
@@ -402,6 +445,6 @@ function readLogUpTo(path: string, step: number, print: (line: string) => void):
 /** What another run left in output_dir: checkpoints, its log, summary and final model. */
 function previousRun(outputDir: string): string[] {
   if (!existsSync(outputDir)) return [];
-  const marks = new Set(["log.jsonl", "summary.json", "training.svg", "model.safetensors", "model.safetensors.index.json"]);
+  const marks = new Set(["log.jsonl", "summary.json", "training.svg", "model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors"]);
   return readdirSync(outputDir).filter((n) => marks.has(n) || /^checkpoint-\d+$/.test(n)).sort();
 }

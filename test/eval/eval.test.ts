@@ -6,7 +6,7 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { checkProgram, cutAtStop, instructEvalCompletion, passAtK, readHumanEval, runPrograms, scoreHumanEval } from "../../src/eval/humaneval.js";
+import { checkJob, cutAtStop, instructEvalCompletion, passAtK, readHumanEval, runChecks, scoreHumanEval } from "../../src/eval/humaneval.js";
 import { bbhCotAnswer, bbhCotPrompt, bbhInstructEvalPrompt, mmluInstructEvalPrompt, mmluLmEvalPrompt, readBbhCotPrompt, readBbhTask, readMmluCsv } from "../../src/eval/mmlu-bbh.js";
 import { runEval } from "../../src/eval/run.js";
 import { hubSource, localSource } from "../../src/eval/sources.js";
@@ -21,9 +21,9 @@ const tmp = () => mkdtempSync(join(tmpdir(), "oasft-eval-"));
 describe("HumanEval", () => {
   test("the 164 canonical solutions pass; a wrong completion fails", async () => {
     assert.equal(problems.length, 164);
-    const results = await runPrograms(problems.map((p) => checkProgram(p, p.canonical_solution)));
+    const results = await runChecks(problems.map((p) => checkJob(p, p.canonical_solution)), { timeoutS: 10 });
     assert.equal(results.filter((r) => r.passed).length, 164, JSON.stringify(results.find((r) => !r.passed)));
-    const [wrong] = await runPrograms([checkProgram(problems[0]!, "    return False\n")]);
+    const [wrong] = await runChecks([checkJob(problems[0]!, "    return False\n")]);
     assert.equal(wrong!.passed, false);
     assert.match(wrong!.result, /AssertionError/);
   });
@@ -39,24 +39,6 @@ describe("HumanEval", () => {
     assert.ok(Math.abs(s.passAtK["pass@1"]! - 0.25) < 1e-12 && Math.abs(s.passAtK["pass@2"]! - 0.5) < 1e-12);
   });
 
-  test("completions that sleep, fork without end, allocate without bound or write outside their dir are stopped; the run goes on", async () => {
-    const outside = join(tmp(), "escaped.txt");
-    const hostile = [
-      "import time\ntime.sleep(60)",
-      "import os\nwhile True:\n    try:\n        os.fork()\n    except Exception:\n        pass",
-      "x = []\nwhile True:\n    x.append(bytearray(10**8))",
-      `open(${JSON.stringify(outside)}, "w").write("x")`,
-      "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=1)",
-    ];
-    const t0 = performance.now();
-    const results = await runPrograms([...hostile, checkProgram(problems[1]!, problems[1]!.canonical_solution)], { timeoutS: 2 });
-    // The sleeper asks for 60 s: finishing well before that shows the timeout killed it (not a speed test).
-    assert.ok((performance.now() - t0) / 1000 < 50);
-    results.slice(0, hostile.length).forEach((r, i) => assert.equal(r.passed, false, `hostile ${i}: ${r.result}`));
-    assert.match(results[0]!.result, /timed out/);
-    assert.equal(results.at(-1)!.passed, true, "a good program after them still runs");
-    assert.throws(() => readFileSync(outside), /ENOENT/, "nothing written outside the temp dir");
-  });
 
   test("post-processing: stop sequences and instruct-eval's indent fix and first block", () => {
     assert.equal(cutAtStop("    return 1\n\ndef g():\n    pass", ["\ndef", "\nclass"]), "    return 1\n");

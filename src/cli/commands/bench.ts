@@ -2,7 +2,7 @@
 // random tokens, AdamW / greedy decoding with the cache), timed the same way (median of timed steps
 // after warm-up), printed as one JSON line. bench/compare.mjs runs both side by side.
 import * as torch from "../../torch/index.js";
-import { createCausalLM, readJsonFile } from "../../models/index.js";
+import { applyLora, createCausalLM, readJsonFile } from "../../models/index.js";
 import { generateGreedy } from "../../generate/index.js";
 import { AdamW } from "../../train/index.js";
 import { intFlag, parseFlags, required, UsageError } from "../args.js";
@@ -10,7 +10,7 @@ import type { Command } from "../main.js";
 import { DEVICE_FLAGS, DEVICE_USAGE, placement } from "../placement.js";
 
 const USAGE = `usage:
-  oasft bench train --model-config FILE [--seq-len 256] [--batch-size 4] [--bf16] [--grad-ckpt] [--steps 5] [--warmup 2]
+  oasft bench train --model-config FILE [--seq-len 256] [--batch-size 4] [--bf16] [--grad-ckpt] [--lora] [--steps 5] [--warmup 2]
   oasft bench generate --model-config FILE [--prompt-len 32] [--new-tokens 64] [--batch-size 1] [--steps 5] [--warmup 2]
   both: ${DEVICE_USAGE}
 
@@ -31,6 +31,8 @@ export interface BenchTrainOptions {
   /** The autocast dtype; float32 trains without autocast. */
   autocast: torch.DType;
   gradCkpt: boolean;
+  /** LoRA on the architecture's default targets (r 16, α 32, PEFT's defaults) instead of full fine-tuning. */
+  lora: boolean;
   steps: number;
   warmup: number;
   device: string;
@@ -38,8 +40,11 @@ export interface BenchTrainOptions {
 
 export function benchTrain(cfg: Record<string, unknown>, o: BenchTrainOptions) {
   const model = createCausalLM(cfg, { device: o.device }).train();
+  if (o.lora) {
+    applyLora(model, { r: 16, lora_alpha: 32, lora_dropout: 0.05, target_modules: model.defaultLoraTargets, bias: "none", modules_to_save: null });
+  }
   const V = model.config.vocabSize;
-  const optimizer = new AdamW(model.parameters(), { lr: 1e-4, weightDecay: 0 });
+  const optimizer = new AdamW(model.parameters().filter((p) => p.requiresGrad), { lr: 1e-4, weightDecay: 0 });
   const ids = torch.randint(0, V, [o.batchSize, o.seqLen + 1], { device: o.device }).keep();
   const x = ids.narrow(1, 0, o.seqLen).keep();
   // HF-style labels: the loss shifts them, so the targets are the next tokens of x, as the peer's.
@@ -61,8 +66,9 @@ export function benchTrain(cfg: Record<string, unknown>, o: BenchTrainOptions) {
     if (i >= o.warmup) times.push((performance.now() - t0) / 1000);
   }
   const med = median(times);
+  const stateBytes = optimizer.stateList().reduce((n, s) => n + (s.expAvg.numel + s.expAvgSq.numel) * torch.BYTES_PER_ELEMENT[s.expAvg.dtype], 0);
   const result = {
-    impl: "oasft", task: "train", device: o.device, dtype: amp ? `${o.autocast === "bfloat16" ? "bf16" : "fp16"}-autocast` : "fp32",
+    impl: "oasft", task: "train", lora: o.lora, optimizer_state_mb: stateBytes / 2 ** 20, device: o.device, dtype: amp ? `${o.autocast === "bfloat16" ? "bf16" : "fp16"}-autocast` : "fp32",
     grad_ckpt: o.gradCkpt, seq_len: o.seqLen, batch_size: o.batchSize,
     tokens_per_s: (o.batchSize * o.seqLen) / med, step_s: med, step_s_min: Math.min(...times), step_s_max: Math.max(...times),
     params: model.numParameters(), loss_first: losses[0], loss_last: losses[losses.length - 1], peak_rss_mb: peakRssMb(),
@@ -112,7 +118,7 @@ export const command: Command = {
     if (task !== "train" && task !== "generate") throw new UsageError(`expected 'train' or 'generate', got '${task ?? ""}'\n\n${USAGE}`);
     const { values } = parseFlags(rest, {
       "model-config": { type: "string" }, "seq-len": { type: "string" }, "batch-size": { type: "string" }, bf16: { type: "boolean" },
-      "grad-ckpt": { type: "boolean" }, steps: { type: "string" }, warmup: { type: "string" },
+      "grad-ckpt": { type: "boolean" }, lora: { type: "boolean" }, steps: { type: "string" }, warmup: { type: "string" },
       "prompt-len": { type: "string" }, "new-tokens": { type: "string" }, seed: { type: "string" }, ...DEVICE_FLAGS,
     }, USAGE);
     const cfgPath = required(values, "model-config", USAGE);
@@ -124,7 +130,7 @@ export const command: Command = {
       warmup: intFlag(values, "warmup", 2, 0), device,
     };
     const result = task === "train"
-      ? benchTrain(cfg, { ...common, seqLen: intFlag(values, "seq-len", 256), autocast: dtype, gradCkpt: values["grad-ckpt"] === true })
+      ? benchTrain(cfg, { ...common, seqLen: intFlag(values, "seq-len", 256), autocast: dtype, gradCkpt: values["grad-ckpt"] === true, lora: values.lora === true })
       : benchGenerate(cfg, { ...common, dtype, promptLen: intFlag(values, "prompt-len", 32), newTokens: intFlag(values, "new-tokens", 64) });
     console.log(JSON.stringify({ ...result, threads: torch.getNumThreads(), torch: torch.version() }));
     return 0;

@@ -9,10 +9,11 @@ import { intFlag, parseFlags, required, UsageError } from "../args.js";
 import { CHAT_REPETITION_PENALTY, checkSampling } from "../../generate/sampling.js";
 import type { Command } from "../main.js";
 import { DEVICE_FLAGS, DEVICE_USAGE, placement } from "../placement.js";
+import { ADAPTER_USAGE, loadForInference } from "../model-flags.js";
 
 const USAGE = `usage: oasft chat --model DIR [--system TEXT] [--max-new-tokens 256] [--context 2048]
                   [--temperature 0] [--top-p 1] [--top-k 0] [--repetition-penalty 1.2] [--seed N]
-                  ${DEVICE_USAGE}
+                  ${ADAPTER_USAGE} ${DEVICE_USAGE}
 
   Commands while chatting: /reset (forget the conversation), /save FILE (the conversation as one
   OA-format JSONL line), /exit. Older turns are dropped when the prompt would exceed --context tokens.`;
@@ -24,12 +25,11 @@ export const command: Command = {
     const { values } = parseFlags(argv, {
       model: { type: "string" }, system: { type: "string" }, "max-new-tokens": { type: "string" }, context: { type: "string" },
       temperature: { type: "string" }, "top-p": { type: "string" }, "top-k": { type: "string" }, "repetition-penalty": { type: "string" }, seed: { type: "string" },
-      ...DEVICE_FLAGS,
+      adapter: { type: "string" }, ...DEVICE_FLAGS,
     }, USAGE);
     const dir = resolveModelDir(required(values, "model", USAGE), "--model");
     const { device, dtype } = placement(values);
-    const tokenizer = ChatTokenizer.load(dir);
-    const model = loadCausalLM(dir, { device, dtype });
+    const { model, tokenizer } = loadForInference(values, dir, { device, dtype });
     const engine = new Engine(model, tokenizer, { maxBatch: 1 });
     const system = values.system as string | undefined;
     const maxNew = intFlag(values, "max-new-tokens", 256);

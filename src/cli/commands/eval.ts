@@ -6,20 +6,25 @@ import { fileURLToPath } from "node:url";
 import { loadCausalLM, resolveModelDir } from "../../models/index.js";
 import { ChatTokenizer } from "../../tokenizer/index.js";
 import { evalTable, runEval, type Protocol } from "../../eval/run.js";
-import { checkProgram, readHumanEval, runPrograms, scoreHumanEval } from "../../eval/humaneval.js";
+import { checkJob, readHumanEval, runChecks, scoreHumanEval } from "../../eval/humaneval.js";
 import { hubSource, localSource } from "../../eval/sources.js";
 import { asObject, readJsonl, stringField } from "../../data/io.js";
 import { writeFileAtomic } from "../../util/atomic-file.js";
 import { intFlag, parseFlags, required, UsageError } from "../args.js";
 import type { Command } from "../main.js";
 import { DEVICE_FLAGS, DEVICE_USAGE, placement } from "../placement.js";
+import { ADAPTER_USAGE, loadForInference } from "../model-flags.js";
 
 const USAGE = `usage:
   oasft eval --model DIR --tasks mmlu,bbh,humaneval --out DIR [--protocol lm-eval|instruct-eval] [--limit N]
              [--chat] [--data-dir ../shared/data] [--n 1] [--temperature 0] [--top-p 0.95] [--k 1]
              [--bbh-max-new-tokens 1024] [--timeout 3] [--max-batch 8] [--only NAME,...] [--source files|hub]
-             ${DEVICE_USAGE}
+             ${ADAPTER_USAGE} ${DEVICE_USAGE}
   oasft eval humaneval --samples FILE.jsonl [--k 1,10,100] [--problems HumanEval.jsonl.gz] [--timeout 3] [--out results.jsonl]
+
+  HumanEval programs run in bubblewrap sandboxes (apt-get install bubblewrap): no network, a read-only
+  file system, private /tmp, every process ended with the check; the verdict comes from a separate
+  checker process. --unsafe-no-sandbox runs them as plain processes where namespaces are unavailable.
 
   --data-dir holds mmlu/data/{dev,test}/*.csv, bbh/{bbh,cot-prompts}/ and humaneval/HumanEval.jsonl.gz.
   --source hub reads cais/mmlu, lukaemon/bbh and openai/openai_humaneval from the Hugging Face cache
@@ -30,7 +35,10 @@ const USAGE = `usage:
 const DEFAULT_DATA = resolve(fileURLToPath(import.meta.url), "../../../../../../shared/data");
 
 async function scoreSamples(argv: string[]): Promise<number> {
-  const { values } = parseFlags(argv, { samples: { type: "string" }, k: { type: "string" }, problems: { type: "string" }, timeout: { type: "string" }, out: { type: "string" } }, USAGE);
+  const { values } = parseFlags(argv, {
+    samples: { type: "string" }, k: { type: "string" }, problems: { type: "string" }, timeout: { type: "string" }, out: { type: "string" },
+    "unsafe-no-sandbox": { type: "boolean" },
+  }, USAGE);
   const samplesFile = required(values, "samples", USAGE);
   const problemsFile = (values.problems as string | undefined) ?? join(DEFAULT_DATA, "humaneval/HumanEval.jsonl.gz");
   if (!existsSync(problemsFile)) throw new UsageError(`--problems: ${problemsFile} not found`);
@@ -42,7 +50,10 @@ async function scoreSamples(argv: string[]): Promise<number> {
     return { task_id: taskId, completion: stringField(o, "completion", r.where) };
   });
   const ks = ((values.k as string | undefined) ?? "1,10,100").split(",").map(Number);
-  const results = await runPrograms(samples.map((s) => checkProgram(problems.get(s.task_id)!, s.completion)), { timeoutS: Number(values.timeout ?? 3) });
+  const covered = new Set(samples.map((s) => s.task_id));
+  if (covered.size < problems.size) console.error(`note: ${samplesFile} covers ${covered.size} of the ${problems.size} problems; pass@k is over those ${covered.size}`);
+  const jobs = samples.map((s) => checkJob(problems.get(s.task_id)!, s.completion));
+  const results = await runChecks(jobs, { timeoutS: Number(values.timeout ?? 3), ...(values["unsafe-no-sandbox"] ? { unsafeNoSandbox: true } : {}) });
   const rows = samples.map((s, i) => ({ ...s, passed: results[i]!.passed, result: results[i]!.result }));
   const out = (values.out as string | undefined) ?? `${samplesFile}_results.jsonl`;
   writeFileAtomic(out, rows.map((r) => JSON.stringify(r) + "\n"));
@@ -57,7 +68,7 @@ export const command: Command = {
       model: { type: "string" }, tasks: { type: "string" }, out: { type: "string" }, protocol: { type: "string" }, limit: { type: "string" },
       chat: { type: "boolean" }, "data-dir": { type: "string" }, n: { type: "string" }, temperature: { type: "string" }, "top-p": { type: "string" },
       k: { type: "string" }, "bbh-max-new-tokens": { type: "string" }, timeout: { type: "string" }, "max-batch": { type: "string" }, only: { type: "string" }, source: { type: "string" },
-      ...DEVICE_FLAGS,
+      adapter: { type: "string" }, "unsafe-no-sandbox": { type: "boolean" }, ...DEVICE_FLAGS,
     }, USAGE);
     const dir = resolveModelDir(required(values, "model", USAGE), "--model");
     const out = required(values, "out", USAGE);
@@ -70,8 +81,7 @@ export const command: Command = {
     if (sourceName === "files" && !existsSync(dataDir)) throw new UsageError(`--data-dir: ${dataDir} not found`);
     const source = sourceName === "hub" ? hubSource(join(dataDir, "bbh", "cot-prompts")) : localSource(dataDir);
     const { device, dtype } = placement(values);
-    const tokenizer = ChatTokenizer.load(dir);
-    const model = loadCausalLM(dir, { device, dtype });
+    const { model, tokenizer } = loadForInference(values, dir, { device, dtype });
     const n = intFlag(values, "n", 1);
     const ks = ((values.k as string | undefined) ?? "1").split(",").map(Number);
     const start = performance.now();
@@ -80,7 +90,7 @@ export const command: Command = {
         model, tokenizer, protocol, source, out, chat: values.chat === true,
         ...(values.limit ? { limit: intFlag(values, "limit", 1) } : {}),
         ...(values.only ? { only: (values.only as string).split(",") } : {}),
-        humaneval: { samples: n, temperature: Number(values.temperature ?? 0), topP: Number(values["top-p"] ?? 0.95), ks, timeoutS: Number(values.timeout ?? 3), maxNewTokens: 512 },
+        humaneval: { samples: n, temperature: Number(values.temperature ?? 0), topP: Number(values["top-p"] ?? 0.95), ks, timeoutS: Number(values.timeout ?? 3), maxNewTokens: 512, unsafeNoSandbox: values["unsafe-no-sandbox"] === true },
         bbhMaxNewTokens: intFlag(values, "bbh-max-new-tokens", 1024), maxBatch: intFlag(values, "max-batch", 8),
       });
       console.log(evalTable(results, protocol, dir));

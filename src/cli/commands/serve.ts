@@ -4,10 +4,11 @@ import { buildServer } from "../../serve/server.js";
 import { ChatTokenizer } from "../../tokenizer/index.js";
 import { intFlag, parseFlags, required } from "../args.js";
 import { DEVICE_FLAGS, DEVICE_USAGE, placement } from "../placement.js";
+import { ADAPTER_USAGE, loadForInference } from "../model-flags.js";
 import type { Command } from "../main.js";
 
 const USAGE = `usage: oasft serve --model DIR [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-batch 16] [--max-queue 64]
-                   [--max-tokens 2048] [--tokenizer-family bloom] ${DEVICE_USAGE}
+                   [--max-tokens 2048] [--tokenizer-family bloom] ${ADAPTER_USAGE} ${DEVICE_USAGE}
 
   OpenAI:  POST /v1/chat/completions, POST /v1/completions (echo, logprobs), GET /v1/models
   TGI:     POST /generate, POST /generate_stream, GET /info, GET /health
@@ -18,12 +19,12 @@ export const command: Command = {
   async run(argv) {
     const { values } = parseFlags(argv, {
       model: { type: "string" }, host: { type: "string" }, port: { type: "string" }, "api-key": { type: "string" }, "max-batch": { type: "string" },
-      "max-queue": { type: "string" }, "max-tokens": { type: "string" }, "tokenizer-family": { type: "string" }, ...DEVICE_FLAGS,
+      "max-queue": { type: "string" }, "max-tokens": { type: "string" }, "tokenizer-family": { type: "string" }, adapter: { type: "string" }, ...DEVICE_FLAGS,
     }, USAGE);
     const dir = resolveModelDir(required(values, "model", USAGE), "--model");
     const { device, dtype } = placement(values);
-    const tokenizer = ChatTokenizer.load(dir, { ...(values["tokenizer-family"] ? { family: values["tokenizer-family"] as string } : {}) });
-    const model = loadCausalLM(dir, { dtype, device });
+    const family = values["tokenizer-family"] as string | undefined;
+    const { model, tokenizer } = loadForInference(values, dir, { device, dtype, ...(family ? { tokenizerFamily: family } : {}) });
     const apiKey = (values["api-key"] as string | undefined) ?? process.env.OASFT_API_KEY;
     const { app } = buildServer({
       model, tokenizer, modelId: dir.replace(/\/+$/, "").split("/").pop()!, ...(apiKey ? { apiKey } : {}),

@@ -1,0 +1,34 @@
+// The LoRA settings of a run: OA's peft_config block, checked key by key, with PEFT's defaults and
+// the architecture's default target modules.
+import type { CausalLM, LoraConfig } from "../models/index.js";
+import type { SFTConfig } from "../sft/config.js";
+
+const DEFAULTS = { r: 16, lora_alpha: 32, lora_dropout: 0.05, bias: "none", modules_to_save: null } as const;
+const KEYS = new Set(["r", "lora_alpha", "lora_dropout", "target_modules", "bias", "modules_to_save", "task_type", "peft_type"]);
+
+export function loraSettings(cfg: SFTConfig, model: CausalLM): LoraConfig {
+  const given = cfg.peft_config ?? {};
+  const where = "peft_config";
+  for (const key of Object.keys(given)) {
+    if (!KEYS.has(key)) throw new Error(`${where} › ${key}: unknown key; expected ${[...KEYS].filter((k) => k !== "peft_type").join(", ")}`);
+  }
+  const num = (key: "r" | "lora_alpha" | "lora_dropout") => {
+    const v = given[key] ?? DEFAULTS[key];
+    if (typeof v !== "number" || !Number.isFinite(v)) throw new Error(`${where} › ${key}: expected a number, got ${JSON.stringify(v)}`);
+    return v;
+  };
+  const list = (key: "target_modules" | "modules_to_save") => {
+    const v = given[key];
+    if (v === undefined || v === null) return null;
+    const arr = typeof v === "string" ? [v] : v;
+    if (!Array.isArray(arr) || !arr.every((x) => typeof x === "string" && x)) throw new Error(`${where} › ${key}: expected a list of module names`);
+    return arr as string[];
+  };
+  if (given.task_type !== undefined && given.task_type !== "CAUSAL_LM") throw new Error(`${where} › task_type: only CAUSAL_LM, got ${JSON.stringify(given.task_type)}`);
+  const bias = given.bias ?? DEFAULTS.bias;
+  if (bias !== "none") throw new Error(`${where} › bias: only "none" is supported, got ${JSON.stringify(bias)}`);
+  return {
+    r: num("r"), lora_alpha: num("lora_alpha"), lora_dropout: num("lora_dropout"),
+    target_modules: list("target_modules") ?? model.defaultLoraTargets, bias: "none", modules_to_save: list("modules_to_save"),
+  };
+}

