@@ -8,7 +8,7 @@ import * as torch from "../torch/index.js";
 import type { CausalLM, KVCache } from "../models/index.js";
 import { Rng } from "../data/rng.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
-import { prefill } from "./prefill.js";
+import { PREFILL_CHUNK, prefill } from "./prefill.js";
 import { checkSampling, isGreedy, nextToken, type SamplingParams } from "./sampling.js";
 
 export type FinishReason = "stop" | "length" | "eos" | "cancelled";
@@ -27,6 +27,8 @@ export interface GenerationResult {
   tokens: number[];
   logprobs: number[];
   finishReason: FinishReason;
+  /** The generation ended on one of the request's stop strings (finishReason is then "stop"). */
+  stopSequence: boolean;
   promptTokens: number;
 }
 
@@ -35,6 +37,9 @@ export interface GenerationRequest {
   params: SamplingParams;
   onToken?: (e: TokenEvent) => void;
 }
+
+/** Upper bounds (seconds) of the latency histogram's buckets. */
+export const LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
 export class QueueFullError extends Error {
   constructor(size: number) {
@@ -50,6 +55,12 @@ export interface EngineOptions {
   maxQueue?: number;
   /** Longest prompt + generation (default: the model's maxPositions; unlimited when it has none). */
   maxTotalTokens?: number;
+  /** Longest prompt (default: maxTotalTokens, else the model's maxPositions, else unlimited). */
+  maxInputTokens?: number;
+  /** Prompt + generation tokens of all running sequences together; admission waits below it (default: unlimited). */
+  maxBatchTokens?: number;
+  /** Test seam: called at each engine stage ("prefill", "step") so a test can make it fail. */
+  fault?: (stage: "prefill" | "step", rows: number) => void;
 }
 
 export interface EngineStats {
@@ -58,8 +69,8 @@ export interface EngineStats {
   promptTokens: number;
   running: number;
   queued: number;
-  /** Seconds from submit to the end, of finished requests (for the latency histogram). */
-  latencies: number[];
+  /** Seconds from submit to the end of finished requests: a cumulative histogram (never decreases). */
+  latency: { buckets: number[]; counts: number[]; sum: number; count: number };
 }
 
 /** Incremental detokenisation: emits only text that is final (no broken UTF-8, no partial stop). */
@@ -182,7 +193,10 @@ export class Engine {
   private cache: KVCache | undefined;
   private mask: number[][] = [];
   private running = false;
-  readonly stats: EngineStats = { requests: 0, generatedTokens: 0, promptTokens: 0, running: 0, queued: 0, latencies: [] };
+  readonly stats: EngineStats = {
+    requests: 0, generatedTokens: 0, promptTokens: 0, running: 0, queued: 0,
+    latency: { buckets: LATENCY_BUCKETS, counts: LATENCY_BUCKETS.map(() => 0), sum: 0, count: 0 },
+  };
   /**
    * What happens to requests, for observers (tests wait on these instead of sleeping):
    * "queued" (a request waits), "admitted" (rows joined the batch), "finished" (FinishReason).
@@ -195,14 +209,42 @@ export class Engine {
     model.eval();
   }
 
-  submit(req: GenerationRequest): GenerationHandle {
+  /** The longest prompt a request may have. */
+  get maxInputTokens(): number {
+    return this.o.maxInputTokens ?? this.o.maxTotalTokens ?? this.model.config.maxPositions ?? Infinity;
+  }
+
+  /** Checks a request before anything runs: a RangeError names the limit it breaks. */
+  private check(req: GenerationRequest): void {
     checkSampling(req.params);
     if (!req.promptIds.length) throw new RangeError("prompt: expected at least one token");
+    if (req.promptIds.length > this.maxInputTokens) {
+      throw new RangeError(`the prompt has ${req.promptIds.length} tokens; this server takes at most ${this.maxInputTokens} (--max-input-tokens)`);
+    }
     const limit = this.o.maxTotalTokens ?? this.model.config.maxPositions;
     if (limit && req.promptIds.length + req.params.maxNewTokens > limit) {
       throw new RangeError(`prompt + max_new_tokens = ${req.promptIds.length + req.params.maxNewTokens} exceeds the limit of ${limit} tokens`);
     }
-    if (this.queue.length >= this.maxQueue) throw new QueueFullError(this.queue.length);
+    if (this.o.maxBatchTokens && req.promptIds.length + req.params.maxNewTokens > this.o.maxBatchTokens) {
+      throw new RangeError(`prompt + max_new_tokens = ${req.promptIds.length + req.params.maxNewTokens} exceeds --max-batch-tokens ${this.o.maxBatchTokens}`);
+    }
+  }
+
+  /**
+   * Several requests admitted or refused as a whole (a multi-prompt completion): all checked, then
+   * all queued, or a QueueFullError with nothing queued.
+   */
+  submitAll(reqs: GenerationRequest[]): GenerationHandle[] {
+    for (const r of reqs) this.check(r);
+    if (this.queue.length + reqs.length > this.maxQueue) throw new QueueFullError(this.queue.length);
+    return reqs.map((r) => this.enqueue(r));
+  }
+
+  submit(req: GenerationRequest): GenerationHandle {
+    return this.submitAll([req])[0]!;
+  }
+
+  private enqueue(req: GenerationRequest): GenerationHandle {
     let row!: Row;
     const result = new Promise<GenerationResult>((resolve, reject) => {
       row = {
@@ -216,7 +258,12 @@ export class Engine {
     this.stats.promptTokens += req.promptIds.length;
     this.stats.queued = this.queue.length;
     this.events.emit("queued", this.queue.length);
-    if (!this.running) void this.loop();
+    // The loop starts on the next turn of the event loop: the caller sees the handle (and can send
+    // its response headers) before the first token arrives.
+    if (!this.running) {
+      this.running = true;
+      setImmediate(() => void this.loop());
+    }
     return { result, cancel: () => { row.cancelled = true; } };
   }
 
@@ -226,15 +273,21 @@ export class Engine {
     try {
       while (this.rows.length || this.queue.length) {
         await this.admit();
-        if (this.rows.length) await this.step();
+        if (this.rows.length) {
+          try {
+            await this.step();
+          } catch (err) {
+            // A decoding step failed (out of memory, a device error): the running rows share one
+            // cache, so they fail together, each with the cause; waiting requests go on.
+            this.failRunning(err as Error);
+          }
+        }
         await new Promise((r) => setImmediate(r));
       }
     } catch (err) {
-      for (const r of [...this.rows, ...this.queue]) r.reject(err as Error);
-      this.rows = [];
-      this.queue.length = 0;
-      this.cache?.dispose();
-      this.cache = undefined;
+      // Anything else (a bug): no request may be left waiting for an answer that never comes.
+      this.failRunning(err as Error);
+      for (const r of this.queue.splice(0)) this.fail(r, err as Error);
     } finally {
       this.running = false;
       this.stats.running = this.rows.length;
@@ -242,27 +295,61 @@ export class Engine {
     }
   }
 
-  /** Prefills the waiting requests that fit, as one left-padded batch, and appends them to the running batch. */
+  /** Fails every running row with `err` (their shared cache is dropped). */
+  private failRunning(err: Error): void {
+    const rows = this.rows;
+    this.rows = [];
+    this.mask = [];
+    this.cache?.dispose();
+    this.cache = undefined;
+    for (const r of rows) this.fail(r, err);
+    this.stats.running = 0;
+  }
+
+  private fail(row: Row, err: Error): void {
+    row.reject(err);
+    this.events.emit("finished", "error");
+  }
+
+  /** Tokens the running rows may still hold: prompt + generation budget. */
+  private batchTokens(rows: Row[]): number {
+    return rows.reduce((n, r) => n + r.req.promptIds.length + r.req.params.maxNewTokens, 0);
+  }
+
+  /**
+   * Prefills the waiting requests that fit (batch size and --max-batch-tokens), as one left-padded
+   * batch, and appends them to the running batch. A failed prefill fails those requests only.
+   */
   private async admit(): Promise<void> {
     const joining: Row[] = [];
+    let tokens = this.batchTokens(this.rows);
     while (this.queue.length && this.rows.length + joining.length < this.maxBatch) {
+      const next = this.queue[0]!;
+      const need = next.req.promptIds.length + next.req.params.maxNewTokens;
+      // Admission keeps the batch under its token budget; a lone request always fits (checked at submit).
+      if (this.o.maxBatchTokens && tokens + need > this.o.maxBatchTokens && this.rows.length + joining.length > 0) break;
       const row = this.queue.shift()!;
       if (row.cancelled) this.finish(row, "cancelled");
       else if (row.req.params.maxNewTokens === 0) this.finish(row, "length");
-      else joining.push(row);
+      else {
+        joining.push(row);
+        tokens += need;
+      }
     }
     this.stats.queued = this.queue.length;
     if (!joining.length) return;
     const width = Math.max(...joining.map((r) => r.history.length));
     const masks = joining.map((r) => [...new Array<number>(width - r.history.length).fill(0), ...r.history.map(() => 1)]);
     const own = this.model.newCache({ batch: joining.length, capacity: width + 16 });
-    const picks = torch.noGrad(() => torch.scope(() => {
-      const ids = torch.tensor(joining.map((r) => [...new Array<number>(width - r.history.length).fill(this.tokenizer.padId), ...r.history]), { dtype: "int64", device: this.model.device });
-      const padded = joining.some((r) => r.history.length < width);
-      const mask = padded ? torch.tensor(masks, { dtype: "int64", device: this.model.device }) : undefined;
-      const logits = prefill(this.model, { inputIds: ids, attentionMask: mask, cache: own });
-      return pickAll(logits, joining);
-    }));
+    let picks: Array<{ id: number; logprob: number }>;
+    try {
+      this.o.fault?.("prefill", joining.length);
+      picks = await this.prefillYielding(joining, width, masks, own);
+    } catch (err) {
+      own.dispose();
+      for (const r of joining) this.fail(r, err as Error);
+      return;
+    }
     // Join the batch: the new cache rows go below the running ones, right-aligned.
     if (!this.cache) {
       this.cache = own;
@@ -280,9 +367,38 @@ export class Engine {
     this.retire();
   }
 
+  /**
+   * The joining prompts through their new cache, PREFILL_CHUNK tokens per forward, yielding to the
+   * event loop between chunks: a long prompt does not freeze /health, streams or disconnects.
+   */
+  private async prefillYielding(joining: Row[], width: number, masks: number[][], cache: KVCache): Promise<Array<{ id: number; logprob: number }>> {
+    const device = this.model.device;
+    const ids = torch.tensor(joining.map((r) => [...new Array<number>(width - r.history.length).fill(this.tokenizer.padId), ...r.history]), { dtype: "int64", device }).keep();
+    const padded = joining.some((r) => r.history.length < width);
+    const mask = padded ? torch.tensor(masks, { dtype: "int64", device }).keep() : undefined;
+    try {
+      for (let start = 0; ; start += PREFILL_CHUNK) {
+        const s = Math.min(PREFILL_CHUNK, width - start);
+        const last = start + s === width;
+        const picks = torch.noGrad(() => torch.scope(() => {
+          const logits = prefill(this.model, {
+            inputIds: ids.narrow(1, start, s), attentionMask: mask?.narrow(1, 0, start + s), cache, chunk: PREFILL_CHUNK,
+          });
+          return last ? pickAll(logits, joining) : undefined;
+        }));
+        if (picks) return picks;
+        await new Promise((r) => setImmediate(r));
+      }
+    } finally {
+      ids.dispose();
+      mask?.dispose();
+    }
+  }
+
   /** One token for every running row. */
   private async step(): Promise<void> {
     const b = this.rows.length;
+    this.o.fault?.("step", b);
     const picks = torch.noGrad(() => torch.scope(() => {
       const feed = torch.tensor(this.rows.map((r) => [r.history.at(-1)!]), { dtype: "int64", device: this.model.device });
       this.mask = this.mask.map((m) => [...m, 1]);
@@ -343,9 +459,15 @@ export class Engine {
       const at = Math.min(...(row.req.params.stop ?? []).map((s) => (s ? text.indexOf(s) : -1)).filter((x) => x >= 0));
       if (Number.isFinite(at)) text = text.slice(0, at);
     }
-    this.stats.latencies.push((performance.now() - row.started) / 1000);
-    if (this.stats.latencies.length > 10_000) this.stats.latencies.splice(0, 5_000);
-    row.resolve({ text, tokens: row.generated, logprobs: row.logprobs, finishReason: reason === "eos" ? "stop" : reason, promptTokens: row.req.promptIds.length });
+    const seconds = (performance.now() - row.started) / 1000;
+    const h = this.stats.latency;
+    h.buckets.forEach((b, i) => { if (seconds <= b) h.counts[i]!++; });
+    h.sum += seconds;
+    h.count++;
+    row.resolve({
+      text, tokens: row.generated, logprobs: row.logprobs, finishReason: reason === "eos" ? "stop" : reason, stopSequence: reason === "stop",
+      promptTokens: row.req.promptIds.length,
+    });
     this.events.emit("finished", reason);
   }
 }

@@ -25,13 +25,17 @@ export function checkSampling(p: SamplingParams): void {
   if (!Number.isInteger(p.maxNewTokens) || p.maxNewTokens < 0) throw bad("max_new_tokens", "an integer ≥ 0", p.maxNewTokens);
   if (p.temperature !== undefined && !(p.temperature >= 0)) throw bad("temperature", "a number ≥ 0", p.temperature);
   if (p.topK !== undefined && !(Number.isInteger(p.topK) && p.topK >= 0)) throw bad("top_k", "an integer ≥ 0", p.topK);
-  if (p.topP !== undefined && !(p.topP > 0 && p.topP <= 1)) throw bad("top_p", "a number in (0, 1]", p.topP);
+  if (p.topP !== undefined && !(p.topP >= 0 && p.topP <= 1)) throw bad("top_p", "a number in [0, 1]", p.topP);
   if (p.typicalP !== undefined && !(p.typicalP > 0 && p.typicalP <= 1)) throw bad("typical_p", "a number in (0, 1]", p.typicalP);
   if (p.repetitionPenalty !== undefined && !(p.repetitionPenalty > 0)) throw bad("repetition_penalty", "a number > 0", p.repetitionPenalty);
 }
 
-/** A sampling request with temperature 0 is greedy (the OpenAI convention). */
-export const isGreedy = (p: SamplingParams) => !p.doSample || p.temperature === 0;
+/**
+ * Greedy: no sampling asked for, a temperature too small to divide by (below ~1e-6 the scaled logits
+ * overflow float32 and the draw picks an arbitrary token), or top_p 0 (only the best token is left).
+ * OpenAI's convention: temperature 0 means greedy.
+ */
+export const isGreedy = (p: SamplingParams) => !p.doSample || (p.temperature !== undefined && p.temperature < 1e-5) || p.topP === 0;
 
 /**
  * The next token for one sequence. `logits` is its last-position row [V] (float); `history` holds

@@ -12,16 +12,24 @@ const TEMPLATE = `<!doctype html>
   body { margin: 0; display: grid; grid-template-columns: 1fr 260px; height: 100vh; }
   main { display: flex; flex-direction: column; min-width: 0; }
   #log { flex: 1; overflow-y: auto; padding: 16px; }
-  .msg { max-width: 80ch; margin: 0 0 12px; padding: 10px 12px; border-radius: 10px; white-space: pre-wrap; }
+  .msg { max-width: 80ch; margin: 0 0 12px; padding: 10px 12px; border-radius: 10px; white-space: pre-wrap; overflow-wrap: anywhere; }
+  .msg.error { background: #fde8e8; color: #8a1c1c; border: 1px solid #f5b5b5; }
   .user { background: #e8f0fe; margin-left: auto; }
   .assistant { background: #f3f3f3; }
   form { display: flex; gap: 8px; padding: 12px; border-top: 1px solid #ddd; }
-  textarea { flex: 1; min-height: 3em; font: inherit; }
+  form textarea { flex: 1; min-width: 0; min-height: 3em; font: inherit; }
   aside { border-left: 1px solid #ddd; padding: 12px; font-size: 14px; overflow-y: auto; }
   aside label { display: block; margin: 10px 0 2px; }
   aside input, aside textarea { width: 100%; box-sizing: border-box; }
   button { font: inherit; padding: 6px 12px; }
   #status { color: #666; font-size: 12px; margin-top: 10px; }
+  /* Phones: the settings go below the chat, and the input keeps the width of the screen. */
+  @media (max-width: 640px) {
+    body { grid-template-columns: 1fr; grid-template-rows: 1fr auto; }
+    aside { border-left: none; border-top: 1px solid #ddd; max-height: 35vh; }
+    form { flex-wrap: wrap; }
+    form textarea { flex-basis: 100%; }
+  }
 </style>
 </head>
 <body>
@@ -84,13 +92,21 @@ async function send(text) {
         const line = buffer.slice(0, cut).replace(/^data: /, "");
         buffer = buffer.slice(cut + 2);
         if (line === "[DONE]") continue;
-        const delta = JSON.parse(line).choices?.[0]?.delta?.content;
+        const event = JSON.parse(line);
+        if (event.error) throw new Error(event.error.message || String(event.error)); // a failure mid-stream
+        const delta = event.choices?.[0]?.delta?.content;
         if (delta) { reply += delta; out.textContent = reply; $("log").scrollTop = $("log").scrollHeight; }
       }
     }
     $("status").textContent = "done";
   } catch (err) {
     $("status").textContent = err.name === "AbortError" ? "stopped" : "error: " + err.message;
+    // An error is shown where the reply would be, not only in the small status line.
+    if (err.name !== "AbortError") {
+      if (!out.textContent) out.remove();
+      const b = bubble("assistant error", "Error: " + err.message);
+      b.setAttribute("role", "alert");
+    }
   }
   messages.push({ role: "assistant", content: reply });
   controller = null;

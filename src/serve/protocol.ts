@@ -52,7 +52,7 @@ export function openaiSampling(o: Json, limits: Limits, defaultMax: number): Sam
   void n;
   const p: SamplingParams = { maxNewTokens, doSample: temperature > 0, temperature };
   const topP = num(o, "top_p", { min: 0, max: 1 });
-  if (topP !== undefined && topP > 0) p.topP = topP;
+  if (topP !== undefined) p.topP = topP; // 0 keeps only the best token: greedy
   const topK = num(o, "top_k", { min: 0, integer: true });
   if (topK) p.topK = topK;
   const rep = num(o, "repetition_penalty", { min: 0.01, max: 10 });
@@ -75,7 +75,7 @@ export function tgiSampling(o: Json, limits: Limits): SamplingParams {
   const topK = num(params, "top_k", { min: 0, integer: true });
   if (topK) p.topK = topK;
   const topP = num(params, "top_p", { min: 0, max: 1 });
-  if (topP !== undefined && topP > 0) p.topP = topP;
+  if (topP !== undefined) p.topP = topP; // 0 keeps only the best token: greedy
   const typicalP = num(params, "typical_p", { min: 0, max: 1 });
   if (typicalP !== undefined && typicalP > 0) p.typicalP = typicalP;
   const rep = num(params, "repetition_penalty", { min: 0.01, max: 10 });

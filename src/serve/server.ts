@@ -1,14 +1,15 @@
 // `oasft serve`: one model behind OpenAI- and TGI-compatible HTTP APIs, with the continuous-batching
 // engine, SSE streaming, a bounded queue (429), Prometheus metrics, an optional API key, and the chat
 // page at /. Built on fastify (body limits, JSON parsing errors answered as 400, never a crash).
-import Fastify, { type FastifyInstance, type FastifyReply } from "fastify";
-import { randomUUID } from "node:crypto";
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
 import * as torch from "../torch/index.js";
 import type { CausalLM } from "../models/index.js";
-import { Engine, QueueFullError, type TokenEvent } from "../generate/engine.js";
+import { Engine, QueueFullError, type EngineOptions, type TokenEvent } from "../generate/engine.js";
 import type { SamplingParams } from "../generate/sampling.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import { formatPrompt } from "../sft/format.js";
+import { PREFILL_CHUNK } from "../generate/prefill.js";
 import { ApiError, asBody, chatMessages, openaiSampling, tgiSampling, type ChatMessage } from "./protocol.js";
 import { chatPage } from "./page.js";
 
@@ -23,9 +24,30 @@ export interface ServerOptions {
   maxQueue?: number;
   /** Request bodies larger than this are refused with 413 (default 1 MiB). */
   bodyLimit?: number;
+  /** Longest prompt in tokens (default: the model's context, else 4096); longer ones get 400 before any compute. */
+  maxInputTokens?: number;
+  /** Tokens (prompt + generation budget) of all running sequences together (default: unlimited). */
+  maxBatchTokens?: number;
+  /** A whole request (headers and body) must arrive within this many ms (default 30 s). */
+  requestTimeoutMs?: number;
+  /** Test seam passed to the engine (EngineOptions.fault). */
+  fault?: EngineOptions["fault"];
 }
 
-const LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+/** OpenAI's error object; `code` is a short machine-readable reason. */
+function errorBody(message: string, type: string, code: string, param: string | null = null) {
+  return { error: { message, type, param, code } };
+}
+
+/** Constant-time comparison of the presented key with the configured one (hashes of equal length). */
+function keyMatches(header: string | undefined, key: string): boolean {
+  const m = /^bearer\s+(.+)$/i.exec(header ?? "");
+  if (!m) return false;
+  const a = createHash("sha256").update(m[1]!.trim()).digest();
+  const b = createHash("sha256").update(key).digest();
+  return timingSafeEqual(a, b);
+}
+
 
 function sseHeaders(reply: FastifyReply): void {
   reply.hijack();
@@ -34,10 +56,17 @@ function sseHeaders(reply: FastifyReply): void {
 const sse = (reply: FastifyReply, data: unknown) => reply.raw.write(`data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`);
 
 export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: Engine } {
-  const engine = new Engine(o.model, o.tokenizer, { maxBatch: o.maxBatch ?? 16, maxQueue: o.maxQueue ?? 64 });
+  const engine = new Engine(o.model, o.tokenizer, {
+    maxBatch: o.maxBatch ?? 16, maxQueue: o.maxQueue ?? 64,
+    // A server always bounds prompts: the model's context, or 4,096 tokens for models without one (ALiBi).
+    maxInputTokens: o.maxInputTokens ?? o.model.config.maxPositions ?? 4096,
+    ...(o.maxBatchTokens ? { maxBatchTokens: o.maxBatchTokens } : {}),
+    ...(o.fault ? { fault: o.fault } : {}),
+  });
   const limits = { maxTokens: o.maxTokens ?? 2048 };
   const tok = o.tokenizer;
-  const app = Fastify({ bodyLimit: o.bodyLimit ?? 1 << 20, logger: false });
+  // requestTimeout bounds a slowly trickled body; a long generation is not a slow request (it streams).
+  const app = Fastify({ bodyLimit: o.bodyLimit ?? 1 << 20, logger: false, requestTimeout: o.requestTimeoutMs ?? 30_000 });
   const counters = { http: new Map<string, number>() };
   const page = chatPage(tok.eos);
 
@@ -45,32 +74,48 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
     const key = `${req.method} ${req.routeOptions.url ?? "unknown"}`;
     counters.http.set(key, (counters.http.get(key) ?? 0) + 1);
     const open = req.url === "/" || req.url === "/health" || req.url === "/metrics";
-    if (o.apiKey && !open && req.headers.authorization !== `Bearer ${o.apiKey}`) {
-      await reply.code(401).send({ error: { message: "missing or wrong API key (Authorization: Bearer KEY)", type: "authentication_error" } });
+    if (o.apiKey && !open && !keyMatches(req.headers.authorization, o.apiKey)) {
+      await reply.code(401).send(errorBody("missing or wrong API key (Authorization: Bearer KEY)", "authentication_error", "invalid_api_key"));
     }
   });
 
   app.setErrorHandler(async (err: Error & { statusCode?: number; code?: string }, _req, reply) => {
-    if (err instanceof ApiError) return reply.code(err.status).send({ error: { message: err.message, type: err.type, param: err.param ?? null } });
-    if (err instanceof QueueFullError) return reply.code(429).send({ error: { message: err.message, type: "rate_limit_error" } });
+    if (err instanceof ApiError) return reply.code(err.status).send(errorBody(err.message, err.type, err.status === 400 ? "invalid_value" : "error", err.param ?? null));
+    // Decided before any byte of the response: a client (OpenAI's included) sees 429 and retries.
+    if (err instanceof QueueFullError) return reply.code(429).header("retry-after", "1").send(errorBody(err.message, "rate_limit_error", "rate_limit_exceeded"));
     // fastify's own errors (bad JSON, body too large) carry their status; engine RangeErrors are bad requests.
-    if (!err.statusCode && err instanceof RangeError) return reply.code(400).send({ error: { message: err.message, type: "invalid_request_error" } });
+    if (!err.statusCode && err instanceof RangeError) return reply.code(400).send(errorBody(err.message, "invalid_request_error", "invalid_value"));
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
-    const message = err.code === "FST_ERR_CTP_INVALID_JSON_BODY" || /JSON/.test(err.message) ? `the body is not valid JSON: ${err.message}` : err.message;
-    return reply.code(status).send({ error: { message, type: status === 500 ? "server_error" : "invalid_request_error" } });
+    const json = err.code === "FST_ERR_CTP_INVALID_JSON_BODY" || /JSON/.test(err.message);
+    const message = json ? `the body is not valid JSON: ${err.message}` : err.message;
+    const code = status === 413 ? "body_too_large" : json ? "invalid_json" : status === 500 ? "server_error" : "invalid_request";
+    return reply.code(status).send(errorBody(message, status === 500 ? "server_error" : "invalid_request_error", code));
+  });
+
+  // A known route asked with another method: 405 with Allow, not 404.
+  const POST_ROUTES = new Set(["/", "/v1/chat/completions", "/v1/completions", "/generate", "/generate_stream"]);
+  const GET_ROUTES = new Set(["/", "/health", "/info", "/metrics", "/v1/models"]);
+  app.setNotFoundHandler(async (req, reply) => {
+    const path = req.url.split("?")[0]!;
+    const allow = [...(GET_ROUTES.has(path) ? ["GET"] : []), ...(POST_ROUTES.has(path) ? ["POST"] : [])];
+    if (allow.length) return reply.code(405).header("allow", allow.join(", ")).send(errorBody(`${req.method} is not allowed on ${path}; use ${allow.join(" or ")}`, "invalid_request_error", "method_not_allowed"));
+    return reply.code(404).send(errorBody(`no route ${req.method} ${path}`, "invalid_request_error", "not_found"));
   });
 
   const encode = async (text: string) => tok.encode(text);
 
   /**
-   * Runs a request, streaming token events to `onToken`. The response closing before it finished
-   * (the client went away) cancels it; one listener per response, none left on keep-alive sockets.
+   * Queues requests (all or none) and returns their results; a full queue throws QueueFullError
+   * here, before any byte of the response is sent. The response closing before they finished (the
+   * client went away) cancels them; one listener per response, none left on keep-alive sockets.
    */
-  const generate = (reply: FastifyReply, promptIds: number[], params: SamplingParams, onToken?: (e: TokenEvent) => void) => {
-    const handle = engine.submit({ promptIds, params, ...(onToken ? { onToken } : {}) });
-    reply.raw.once("close", () => { if (!reply.raw.writableFinished) handle.cancel(); });
-    return handle.result;
+  const start = (reply: FastifyReply, prompts: number[][], params: SamplingParams, onToken?: (e: TokenEvent) => void) => {
+    const handles = engine.submitAll(prompts.map((promptIds) => ({ promptIds, params, ...(onToken ? { onToken } : {}) })));
+    reply.raw.once("close", () => { if (!reply.raw.writableFinished) for (const h of handles) h.cancel(); });
+    return handles.map((h) => h.result);
   };
+  const generate = (reply: FastifyReply, promptIds: number[], params: SamplingParams, onToken?: (e: TokenEvent) => void) =>
+    start(reply, [promptIds], params, onToken)[0]!;
 
   // ----- the page and service routes -------------------------------------------------------------
   app.get("/", async (_req, reply) => reply.type("text/html; charset=utf-8").send(page));
@@ -90,9 +135,9 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
       "# HELP oasft_queue_depth Requests waiting for a batch slot.", "# TYPE oasft_queue_depth gauge", `oasft_queue_depth ${s.queued}`,
       "# HELP oasft_running Sequences in the running batch.", "# TYPE oasft_running gauge", `oasft_running ${s.running}`,
       "# HELP oasft_request_latency_seconds Time from arrival to the last token.", "# TYPE oasft_request_latency_seconds histogram",
-      ...LATENCY_BUCKETS.map((b) => `oasft_request_latency_seconds_bucket{le="${b}"} ${s.latencies.filter((x) => x <= b).length}`),
-      `oasft_request_latency_seconds_bucket{le="+Inf"} ${s.latencies.length}`,
-      `oasft_request_latency_seconds_sum ${s.latencies.reduce((a, b) => a + b, 0)}`, `oasft_request_latency_seconds_count ${s.latencies.length}`,
+      ...s.latency.buckets.map((b, i) => `oasft_request_latency_seconds_bucket{le="${b}"} ${s.latency.counts[i]}`),
+      `oasft_request_latency_seconds_bucket{le="+Inf"} ${s.latency.count}`,
+      `oasft_request_latency_seconds_sum ${s.latency.sum}`, `oasft_request_latency_seconds_count ${s.latency.count}`,
       "# HELP oasft_http_requests_total HTTP requests by route.", "# TYPE oasft_http_requests_total counter",
       ...[...counters.http].map(([k, v]) => `oasft_http_requests_total{route="${k}"} ${v}`),
     ];
@@ -110,15 +155,16 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
     const id = `chatcmpl-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     if (body.stream === true) {
-      sseHeaders(reply);
       const chunk = (delta: Record<string, unknown>, finish: string | null) => ({ id, object: "chat.completion.chunk", created, model: o.modelId, choices: [{ index: 0, delta, finish_reason: finish }] });
+      const result = generate(reply, promptIds, params, (e) => { if (e.text) sse(reply, chunk({ content: e.text }, null)); });
+      sseHeaders(reply);
       sse(reply, chunk({ role: "assistant", content: "" }, null));
       try {
-        const r = await generate(reply, promptIds, params, (e) => { if (e.text) sse(reply, chunk({ content: e.text }, null)); });
+        const r = await result;
         sse(reply, chunk({}, r.finishReason === "length" ? "length" : "stop"));
         sse(reply, "[DONE]");
       } catch (err) {
-        sse(reply, { error: { message: (err as Error).message } });
+        sse(reply, errorBody((err as Error).message, "server_error", "generation_failed"));
       }
       reply.raw.end();
       return;
@@ -142,20 +188,27 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
     const created = Math.floor(Date.now() / 1000);
     if (body.stream === true) {
       if (prompts.length !== 1) throw new ApiError(400, "streaming takes one prompt", "prompt");
-      sseHeaders(reply);
       const chunk = (text: string, finish: string | null) => ({ id, object: "text_completion", created, model: o.modelId, choices: [{ index: 0, text, logprobs: null, finish_reason: finish }] });
+      const echoed = echo ? await tok.decode(prompts[0]!, false) : undefined;
+      let head = echoed;
+      const result = generate(reply, prompts[0]!, params, (e) => {
+        if (head !== undefined) { sse(reply, chunk(head, null)); head = undefined; } // the echo comes first
+        if (e.text) sse(reply, chunk(e.text, null));
+      });
+      sseHeaders(reply);
       try {
-        if (echo) sse(reply, chunk(await tok.decode(prompts[0]!, false), null));
-        const r = await generate(reply, prompts[0]!, params, (e) => { if (e.text) sse(reply, chunk(e.text, null)); });
+        const r = await result;
+        if (head !== undefined) sse(reply, chunk(head, null));
         sse(reply, chunk("", r.finishReason === "length" ? "length" : "stop"));
         sse(reply, "[DONE]");
       } catch (err) {
-        sse(reply, { error: { message: (err as Error).message } });
+        sse(reply, errorBody((err as Error).message, "server_error", "generation_failed"));
       }
       reply.raw.end();
       return;
     }
-    const results = await Promise.all(prompts.map((p) => (params.maxNewTokens > 0 ? generate(reply, p, params) : Promise.resolve({ text: "", tokens: [] as number[], logprobs: [] as number[], finishReason: "length" as const, promptTokens: p.length }))));
+    // All prompts of one request are admitted or refused together (a 429 never leaves half of them running).
+    const results = await Promise.all(start(reply, prompts, params));
     const choices = await Promise.all(results.map(async (r, index) => {
       const promptIds = prompts[index]!;
       const text = (echo ? await tok.decode(promptIds, false) : "") + r.text;
@@ -172,7 +225,7 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
     if (typeof body.inputs !== "string" || !body.inputs) throw new ApiError(400, "'inputs' must be a non-empty string", "inputs");
     return { text: body.inputs, ids: await encode(body.inputs) };
   };
-  app.post("/generate", async (req, reply) => {
+  const tgiGenerate = async (req: FastifyRequest, reply: FastifyReply) => {
     const body = asBody(req.body);
     const params = tgiSampling(body, limits);
     const prompt = await tgiPrompt(body);
@@ -181,38 +234,48 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
     const details = ((body.parameters ?? {}) as Record<string, unknown>).details === true;
     return {
       generated_text: (full ? prompt.text : "") + r.text,
-      ...(details ? { details: { finish_reason: r.finishReason === "length" ? "length" : r.finishReason === "stop" && params.stop ? "stop_sequence" : "eos_token", generated_tokens: r.tokens.length, seed: params.seed ?? null, tokens: r.tokens.map((id, i) => ({ id, logprob: r.logprobs[i], special: false })) } } : {}),
+      ...(details ? { details: { finish_reason: tgiFinish(r), prefill: [], generated_tokens: r.tokens.length, seed: params.seed ?? null, tokens: r.tokens.map((id, i) => ({ id, logprob: r.logprobs[i], special: false })) } } : {}),
     };
-  });
-  app.post("/generate_stream", async (req, reply) => {
+  };
+  const tgiStream = async (req: FastifyRequest, reply: FastifyReply) => {
     const body = asBody(req.body);
     const params = tgiSampling(body, limits);
     const prompt = await tgiPrompt(body);
-    sseHeaders(reply);
     // As TGI: one event per token, the last one carrying generated_text and details. Each event is
     // held back until the next token arrives, so the last can be completed; text the engine held
     // back (an incomplete character, a possible stop string) joins the last token's text.
     let n = 0;
     let pending: { index: number; token: { id: number; text: string; logprob: number; special: boolean } } | undefined;
+    const result = generate(reply, prompt.ids, params, (e) => {
+      if (e.id < 0) {
+        if (pending) pending.token.text += e.text;
+        return;
+      }
+      if (pending) sse(reply, { ...pending, generated_text: null, details: null });
+      pending = { index: ++n, token: { id: e.id, text: e.text, logprob: e.logprob, special: e.special } };
+    });
+    sseHeaders(reply);
     try {
-      const r = await generate(reply, prompt.ids, params, (e) => {
-        if (e.id < 0) {
-          if (pending) pending.token.text += e.text;
-          return;
-        }
-        if (pending) sse(reply, { ...pending, generated_text: null, details: null });
-        pending = { index: ++n, token: { id: e.id, text: e.text, logprob: e.logprob, special: e.special } };
-      });
-      const details = { finish_reason: r.finishReason === "length" ? "length" : "eos_token", generated_tokens: r.tokens.length, seed: params.seed ?? null };
+      const r = await result;
+      const details = { finish_reason: tgiFinish(r), generated_tokens: r.tokens.length, seed: params.seed ?? null };
       if (pending) sse(reply, { ...pending, generated_text: r.text, details });
       else sse(reply, { index: 0, token: null, generated_text: r.text, details });
     } catch (err) {
       sse(reply, { error: (err as Error).message, error_type: "generation" });
     }
     reply.raw.end();
-  });
+  };
+  app.post("/generate", tgiGenerate);
+  app.post("/generate_stream", tgiStream);
+  // TGI's bare route (older HF clients post to the base URL): a stream when the body asks for one.
+  app.post("/", async (req, reply) => ((req.body as { stream?: unknown } | null)?.stream === true ? tgiStream(req, reply) : tgiGenerate(req, reply)));
 
   return { app, engine };
+}
+
+/** TGI's finish reasons: the token budget, one of the request's stop strings, or the EOS token. */
+function tgiFinish(r: { finishReason: string; stopSequence: boolean }): string {
+  return r.finishReason === "length" ? "length" : r.stopSequence ? "stop_sequence" : "eos_token";
 }
 
 /** OpenAI `prompt`: a string, token ids, or a list of either (one choice each). */
@@ -232,28 +295,62 @@ async function completionPrompts(prompt: unknown, tok: ChatTokenizer): Promise<n
 }
 
 /**
- * OpenAI logprobs for [echoed prompt] + generated tokens, from one forward pass over the full sequence:
- * tokens, token_logprobs (null for the very first token), top_logprobs (n best per position), text_offset.
+ * OpenAI logprobs for [echoed prompt] + generated tokens: tokens, token_logprobs (null for the very
+ * first token), top_logprobs (n best per position), text_offset (in characters of the text). The
+ * sequence goes through the cache PREFILL_CHUNK tokens at a time, yielding to the event loop between
+ * chunks, so a 64-prompt echo batch (what lm-eval sends) does not freeze the server.
  */
 async function completionLogprobs(model: CausalLM, tok: ChatTokenizer, echoed: number[], generated: number[], n: number, promptIds: number[]) {
   const all = [...promptIds, ...generated];
   const from = promptIds.length - echoed.length;
-  const rows = torch.noGrad(() => torch.scope(() => {
-    const lp = model.forward({ inputIds: torch.tensor([all], { dtype: "int64", device: model.device }) }).logits.select(0, 0).to("float32").logSoftmax(-1);
-    const positions = all.map((_, t) => t).slice(from);
-    return positions.map((t) => {
-      if (t === 0) return { lp: null as number | null, top: null as Array<[number, number]> | null };
-      const row = lp.select(0, t - 1);
-      const top = n > 0 ? row.topk(n, -1) : undefined;
-      return {
-        lp: row.select(0, all[t]!).item(),
-        top: top ? top.indices.toNumbers().map((id, k) => [id, top.values.toNumbers()[k]!] as [number, number]) : [],
-      };
-    });
-  }));
-  const tokens = await Promise.all(all.slice(from).map((id) => tok.decode([id], false)));
-  let offset = 0;
-  const textOffset = tokens.map((t) => { const o = offset; offset += t.length; return o; });
+  const rows: Array<{ lp: number | null; top: Array<[number, number]> | null }> = from === 0 ? [{ lp: null, top: null }] : [];
+  const cache = model.newCache({ batch: 1, capacity: all.length });
+  try {
+    for (let start = 0; start < all.length - 1; start += PREFILL_CHUNK) {
+      const s = Math.min(PREFILL_CHUNK, all.length - start);
+      torch.noGrad(() => torch.scope(() => {
+        const ids = torch.tensor([all.slice(start, start + s)], { dtype: "int64", device: model.device });
+        const lp = model.forward({ inputIds: ids, cache }).logits.select(0, 0).to("float32").logSoftmax(-1); // [s, V]
+        // Row j (position start + j) predicts the token at start + j + 1.
+        for (let j = 0; j < s; j++) {
+          const t = start + j + 1;
+          if (t < Math.max(from, 1) || t >= all.length) continue;
+          const row = lp.select(0, j);
+          const top = n > 0 ? row.topk(n, -1) : undefined;
+          const values = top?.values.toNumbers();
+          rows.push({ lp: row.select(0, all[t]!).item(), top: top ? top.indices.toNumbers().map((id, k) => [id, values![k]!] as [number, number]) : [] });
+        }
+      }));
+      await new Promise((r) => setImmediate(r));
+    }
+  } finally {
+    cache.dispose();
+  }
+  const shown = all.slice(from);
+  const tokens = await Promise.all(shown.map((id) => tok.decode([id], false)));
   const topLogprobs = await Promise.all(rows.map(async (r) => (r.top === null ? null : Object.fromEntries(await Promise.all(r.top.map(async ([id, v]) => [await tok.decode([id], false), v] as const))))));
-  return { tokens, token_logprobs: rows.map((r) => r.lp), top_logprobs: topLogprobs, text_offset: textOffset };
+  return { tokens, token_logprobs: rows.map((r) => r.lp), top_logprobs: topLogprobs, text_offset: await textOffsets(tok, shown, tokens) };
+}
+
+/**
+ * Where each token starts in the decoded text, in characters (code points, as Python's str indexes
+ * the text). A byte-level tokenizer's tokens can split a character: its bytes are decoded as one
+ * stream, and a character counts where it completes, so the offsets stay on the text.
+ */
+async function textOffsets(tok: ChatTokenizer, ids: number[], pieces: string[]): Promise<number[]> {
+  const offsets: number[] = [];
+  let chars = 0;
+  if (tok.tokenBytes) {
+    const decoder = new TextDecoder("utf-8");
+    for (const id of ids) {
+      offsets.push(chars);
+      chars += [...decoder.decode(tok.tokenBytes(id), { stream: true })].length;
+    }
+    return offsets;
+  }
+  for (const p of pieces) {
+    offsets.push(chars);
+    chars += [...p].length;
+  }
+  return offsets;
 }

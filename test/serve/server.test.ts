@@ -219,6 +219,24 @@ test("the chat page streams a reply in headless Chromium (screenshot saved)", { 
     mkdirSync(shots, { recursive: true });
     await page.screenshot({ path: join(shots, "chat-page.png") });
     assert.ok(existsSync(join(shots, "chat-page.png")));
+
+    // A phone: the input box keeps a usable width, a long word wraps inside its bubble, errors show as a bubble.
+    const phone = await browser.newPage();
+    await phone.setViewportSize({ width: 375, height: 700 });
+    await phone.goto(base + "/");
+    const input = await phone.$eval("#input", (e) => e.getBoundingClientRect().width);
+    assert.ok(input > 250, `the input box is ${input}px wide on a 375px screen`);
+    await phone.fill("#max_tokens", "4");
+    await phone.fill("#input", "x".repeat(300));
+    await phone.click("#send");
+    await phone.waitForFunction('document.querySelector("#status")?.textContent === "done"', null, { timeout: 30_000 });
+    const overflow = await phone.$$eval(".msg", (els) => els.map((e) => e.scrollWidth - e.clientWidth));
+    assert.ok(overflow.every((d) => d <= 1), `bubbles overflow by ${overflow}`);
+    await phone.fill("#max_tokens", "99999"); // over the server's limit: the 400 must be visible
+    await phone.fill("#input", "again");
+    await phone.click("#send");
+    await phone.waitForSelector(".msg.error", { timeout: 30_000 });
+    await phone.screenshot({ path: join(shots, "chat-page-phone.png") });
   } finally {
     await browser.close();
   }

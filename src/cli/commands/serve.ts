@@ -8,7 +8,8 @@ import { ADAPTER_USAGE, loadForInference } from "../model-flags.js";
 import type { Command } from "../main.js";
 
 const USAGE = `usage: oasft serve --model DIR [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-batch 16] [--max-queue 64]
-                   [--max-tokens 2048] [--tokenizer-family bloom] ${ADAPTER_USAGE} ${DEVICE_USAGE}
+                   [--max-tokens 2048] [--max-input-tokens N] [--max-batch-tokens N] [--tokenizer-family bloom]
+                   ${ADAPTER_USAGE} ${DEVICE_USAGE}
 
   OpenAI:  POST /v1/chat/completions, POST /v1/completions (echo, logprobs), GET /v1/models
   TGI:     POST /generate, POST /generate_stream, GET /info, GET /health
@@ -19,7 +20,8 @@ export const command: Command = {
   async run(argv) {
     const { values } = parseFlags(argv, {
       model: { type: "string" }, host: { type: "string" }, port: { type: "string" }, "api-key": { type: "string" }, "max-batch": { type: "string" },
-      "max-queue": { type: "string" }, "max-tokens": { type: "string" }, "tokenizer-family": { type: "string" }, adapter: { type: "string" }, ...DEVICE_FLAGS,
+      "max-queue": { type: "string" }, "max-tokens": { type: "string" }, "tokenizer-family": { type: "string" }, adapter: { type: "string" }, "max-input-tokens": { type: "string" },
+      "max-batch-tokens": { type: "string" }, ...DEVICE_FLAGS,
     }, USAGE);
     const dir = resolveModelDir(required(values, "model", USAGE), "--model");
     const { device, dtype } = placement(values);
@@ -29,6 +31,8 @@ export const command: Command = {
     const { app } = buildServer({
       model, tokenizer, modelId: dir.replace(/\/+$/, "").split("/").pop()!, ...(apiKey ? { apiKey } : {}),
       maxBatch: intFlag(values, "max-batch", 16), maxQueue: intFlag(values, "max-queue", 64, 0), maxTokens: intFlag(values, "max-tokens", 2048),
+      ...(values["max-input-tokens"] ? { maxInputTokens: intFlag(values, "max-input-tokens", 1) } : {}),
+      ...(values["max-batch-tokens"] ? { maxBatchTokens: intFlag(values, "max-batch-tokens", 1) } : {}),
     });
     const host = (values.host as string | undefined) ?? "127.0.0.1";
     const port = intFlag(values, "port", 8080, 0);
