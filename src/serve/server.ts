@@ -230,11 +230,20 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
     const params = tgiSampling(body, limits);
     const prompt = await tgiPrompt(body);
     const r = await generate(reply, prompt.ids, params);
-    const full = ((body.parameters ?? {}) as Record<string, unknown>).return_full_text === true;
-    const details = ((body.parameters ?? {}) as Record<string, unknown>).details === true;
+    const parameters = (body.parameters ?? {}) as Record<string, unknown>;
+    const full = parameters.return_full_text === true;
+    // TGI's decoder_input_details: the prompt's tokens with their log-probabilities (the first has none).
+    let prefillTokens: Array<{ id: number; text: string; logprob: number | null }> = [];
+    if (parameters.details === true && parameters.decoder_input_details === true) {
+      const lp = await completionLogprobs(o.model, tok, prompt.ids, [], 0, prompt.ids);
+      prefillTokens = prompt.ids.map((id, i) => ({ id, text: lp.tokens[i]!, logprob: lp.token_logprobs[i] ?? null }));
+    }
+    const tokens = await Promise.all(r.tokens.map(async (id, i) => ({ id, text: await tok.decode([id], false), logprob: r.logprobs[i], special: false })));
     return {
       generated_text: (full ? prompt.text : "") + r.text,
-      ...(details ? { details: { finish_reason: tgiFinish(r), prefill: [], generated_tokens: r.tokens.length, seed: params.seed ?? null, tokens: r.tokens.map((id, i) => ({ id, logprob: r.logprobs[i], special: false })) } } : {}),
+      ...(parameters.details === true ? {
+        details: { finish_reason: tgiFinish(r), generated_tokens: r.tokens.length, seed: params.seed ?? null, prefill: prefillTokens, tokens },
+      } : {}),
     };
   };
   const tgiStream = async (req: FastifyRequest, reply: FastifyReply) => {

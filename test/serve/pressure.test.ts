@@ -154,3 +154,17 @@ describe("protocol details", () => {
     assert.equal(chars.slice(offsets.at(-1)!).join(""), "ok".slice(-chars.slice(offsets.at(-1)!).length), "the last token is where the text ends");
   });
 });
+
+test("TGI decoder_input_details: the prompt's tokens with log-probabilities equal to echo's", async () => {
+  const s = await serve();
+  try {
+    const r = (await (await post(s.url, "/generate", { inputs: "Hello there", parameters: { max_new_tokens: 2, details: true, decoder_input_details: true } })).json()) as { details: { prefill: Array<{ id: number; logprob: number | null }> } };
+    const echo = (await (await post(s.url, "/v1/completions", { prompt: "Hello there", max_tokens: 0, echo: true, logprobs: 0 })).json()) as { choices: Array<{ logprobs: { token_logprobs: Array<number | null> } }> };
+    const ids = await tokenizer.encode("Hello there");
+    assert.deepEqual(r.details.prefill.map((t) => t.id), ids);
+    assert.equal(r.details.prefill[0]!.logprob, null);
+    assert.deepEqual(r.details.prefill.map((t) => t.logprob), echo.choices[0]!.logprobs.token_logprobs);
+  } finally {
+    await s.app.close();
+  }
+});
