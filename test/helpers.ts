@@ -2,6 +2,7 @@
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import assert from "node:assert/strict";
 import * as torch from "../src/torch/index.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -36,4 +37,28 @@ export function loadGolden(model: string, file: string): Map<string, torch.Tenso
   const { tensors } = torch.loadSafetensors(join(GOLDEN, model, file));
   for (const t of tensors.values()) t.keep();
   return tensors;
+}
+
+/**
+ * The golden READMEs' checks of one training step: every gradient within atol 2e-6 + rtol 1e-3, then
+ * one AdamW step (lr 1e-3, betas 0.9/0.999, eps 1e-8, wd 0.01) within 1e-6 where the golden |grad| ≥ 1e-6
+ * and within `looseAtol` elsewhere (there g/(|g|+eps) amplifies float32 noise).
+ */
+export function assertGradsAndAdamw(
+  params: Array<[string, torch.Tensor]>, grads: Map<string, torch.Tensor>, after: Map<string, torch.Tensor>,
+  step: () => void, looseAtol: number,
+): void {
+  assert.equal(params.length, grads.size, "one gradient per stored parameter");
+  torch.scope(() => {
+    for (const [n, p] of params) assert.ok(worstExcess(p.grad!, grads.get(n)!, 2e-6, 1e-3) <= 0, `grad ${n}`);
+  });
+  step();
+  torch.scope(() => {
+    for (const [n, p] of params) {
+      const big = grads.get(n)!.abs().ge(1e-6);
+      const diff = p.sub(after.get(n)!).abs();
+      assert.ok(diff.maskedFill(big.logicalNot(), 0).max().item() <= 1e-6, `adamw ${n} where |g| ≥ 1e-6`);
+      assert.ok(diff.max().item() <= looseAtol, `adamw ${n}`);
+    }
+  });
 }

@@ -5,11 +5,12 @@
 //
 // Shapes: b batch, s new tokens, S = past + s keys, h hidden, n_h heads, d head dim (h = n_h·d), v vocab.
 import * as torch from "../torch/index.js";
-import { Embedding, LayerNorm, Linear, Module, ModuleList, type InitMode } from "../nn/index.js";
+import { Embedding, LayerNorm, Linear, Module, ModuleList, type LayerInit } from "../nn/index.js";
 import {
   CausalLM, type BlockOutput, type ForwardContext, type KVCache, type ModelConfig, type ModelOptions, type NewCacheOptions,
 } from "./causal-lm.js";
 import { ConfigError, readBool, readInt, readNumber, readOptionalInt } from "./config-json.js";
+import { LayeredKVCache } from "./kv-cache.js";
 import { registerArchitecture } from "./registry.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -111,137 +112,23 @@ function alibiBias(slopes: torch.Tensor, positions: torch.Tensor, nHeads: number
 
 /**
  * Keys are stored as [b·n_h, d, capacity] (HF's transposed key layout, ready for baddbmm) and values as
- * [b·n_h, capacity, d]; attention reads the first `length + s` positions through narrow() views,
- * so a decoding step copies only its new key/value instead of re-concatenating the whole past.
+ * [b·n_h, capacity, d]; batch row r owns entries [r·n_h, (r+1)·n_h) of dim 0. The bookkeeping
+ * (growth, row selection, row concatenation) is LayeredKVCache's.
  */
-export class BloomCache implements KVCache {
-  private keys: torch.Tensor[] = [];
-  private values: torch.Tensor[] = [];
-  /** Positions already stored (the same for every layer between forwards). */
-  length = 0;
-
-  /** `nHead`: row r of the batch owns entries [r·n_h, (r+1)·n_h) of the first dimension. */
-  constructor(private readonly nHead: number, private readonly initialCapacity = 64) {}
-
-  /** Appends one layer's new keys [b·n_h, d, s] and values [b·n_h, s, d]; returns the full past+new views. */
-  append(layer: number, k: torch.Tensor, v: torch.Tensor): { keys: torch.Tensor; values: torch.Tensor } {
-    const s = k.size(2);
-    const need = this.length + s;
-    if (layer >= this.keys.length || this.keys[layer]!.size(2) < need) this.grow(layer, k, need);
-    this.keys[layer]!.narrow(2, this.length, s).copy_(k);
-    this.values[layer]!.narrow(1, this.length, s).copy_(v);
-    return { keys: this.keys[layer]!.narrow(2, 0, need), values: this.values[layer]!.narrow(1, 0, need) };
+export class BloomCache extends LayeredKVCache {
+  constructor(private readonly nHead: number, initialCapacity = 64) {
+    super(2, 1, initialCapacity);
   }
-
-  /** Forgets positions from `length` on (a shared prompt prefix is reused this way). */
-  truncate(length: number): void {
-    this.length = Math.min(this.length, Math.max(0, length));
+  protected rowEntries(rows: number[]): number[] {
+    return rows.flatMap((r) => Array.from({ length: this.nHead }, (_, h) => r * this.nHead + h));
   }
-
-  /** Called once per forward, after every layer appended its s new positions. */
-  advance(s: number): void {
-    this.length += s;
-  }
-
-  /** Reallocates one layer's buffers with at least `need` positions (doubling), keeping the stored past. */
-  private grow(layer: number, k: torch.Tensor, need: number): void {
-    const [bh, d] = k.shape as [number, number];
-    const old = layer < this.keys.length ? { k: this.keys[layer]!, v: this.values[layer]! } : undefined;
-    const capacity = Math.max(need, 2 * (old?.k.size(2) ?? 0), this.initialCapacity);
-    const o = { dtype: k.dtype, device: k.device };
-    const key = torch.empty([bh, d, capacity], o).keep();
-    const value = torch.empty([bh, capacity, d], o).keep();
-    if (old && this.length > 0) {
-      torch.scope(() => {
-        key.narrow(2, 0, this.length).copy_(old.k.narrow(2, 0, this.length));
-        value.narrow(1, 0, this.length).copy_(old.v.narrow(1, 0, this.length));
-      });
-    }
-    old?.k.dispose();
-    old?.v.dispose();
-    this.keys[layer] = key;
-    this.values[layer] = value;
-  }
-
-  /**
-   * Keeps only batch rows `rows` (in that order) and drops the first `trimLeft` positions (padding
-   * that every kept row has): continuous batching removes finished sequences this way.
-   */
-  selectRows(rows: number[], trimLeft = 0): void {
-    const nHead = this.nHead;
-    torch.scope(() => {
-      const device = this.keys[0]?.device ?? "cpu";
-      const flat = rows.flatMap((r) => Array.from({ length: nHead }, (_, h) => r * nHead + h));
-      const idx = torch.tensor(flat, { dtype: "int64", device });
-      const n = this.length - trimLeft;
-      for (let l = 0; l < this.keys.length; l++) {
-        const k = this.keys[l]!.narrow(2, trimLeft, n).indexSelect(0, idx).contiguous().keep();
-        const v = this.values[l]!.narrow(1, trimLeft, n).indexSelect(0, idx).contiguous().keep();
-        this.keys[l]!.dispose();
-        this.values[l]!.dispose();
-        this.keys[l] = k;
-        this.values[l] = v;
-      }
-    });
-    this.length -= trimLeft;
-  }
-
-  /**
-   * Appends the rows of `other` below this cache's rows, right-aligned: the shorter side is padded on
-   * the left (the caller pads its attention mask the same way). `other` is left unchanged.
-   */
-  concatRows(otherCache: KVCache): { padSelf: number; padOther: number } {
-    if (!(otherCache instanceof BloomCache) || otherCache.nHead !== this.nHead) {
-      throw new Error("BloomCache.concatRows: the other cache must come from the same BLOOM model");
-    }
-    const other = otherCache;
-    const length = Math.max(this.length, other.length);
-    const padSelf = length - this.length;
-    const padOther = length - other.length;
-    torch.scope(() => {
-      for (let l = 0; l < other.keys.length; l++) {
-        const ok = other.keys[l]!;
-        const ov = other.values[l]!;
-        const mine = this.keys[l];
-        const [bhO, d] = ok.shape as [number, number];
-        const bhS = mine ? mine.size(0) : 0;
-        const o = { dtype: ok.dtype, device: ok.device };
-        const cap = length + 16;
-        const k = torch.zeros([bhS + bhO, d, cap], o).keep();
-        const v = torch.zeros([bhS + bhO, cap, d], o).keep();
-        if (mine && this.length) {
-          k.narrow(0, 0, bhS).narrow(2, padSelf, this.length).copy_(mine.narrow(2, 0, this.length));
-          v.narrow(0, 0, bhS).narrow(1, padSelf, this.length).copy_(this.values[l]!.narrow(1, 0, this.length));
-        }
-        k.narrow(0, bhS, bhO).narrow(2, padOther, other.length).copy_(ok.narrow(2, 0, other.length));
-        v.narrow(0, bhS, bhO).narrow(1, padOther, other.length).copy_(ov.narrow(1, 0, other.length));
-        mine?.dispose();
-        this.values[l]?.dispose();
-        this.keys[l] = k;
-        this.values[l] = v;
-      }
-    });
-    this.length = length;
-    return { padSelf, padOther };
-  }
-
-  dispose(): void {
-    for (const t of [...this.keys, ...this.values]) t.dispose();
-    this.keys = [];
-    this.values = [];
-    this.length = 0;
+  protected sameLayout(other: KVCache): boolean {
+    return other instanceof BloomCache && other.nHead === this.nHead;
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // 4. Layers (leaf → block), as BloomAttention / BloomMLP / BloomBlock
-
-interface LayerInit {
-  dtype: torch.DType;
-  device: string;
-  init: InitMode;
-  std: number;
-}
 
 class BloomAttention extends Module {
   readonly query_key_value: Linear;

@@ -7,7 +7,9 @@
 // Shapes: b batch, s new tokens, S = past + s keys, h hidden, n heads, d head dim (h = n·d),
 // r rotary dims (r = ⌊d · rotary_pct⌋), i intermediate, v vocab.
 import * as torch from "../torch/index.js";
-import { Embedding, LayerNorm, Linear, Module, ModuleList, RotaryEmbedding, applyRotary, attention, type InitMode } from "../nn/index.js";
+import {
+  Embedding, LayerNorm, Linear, Module, ModuleList, RotaryEmbedding, applyRotary, attention, type LayerInit, type RotaryTables,
+} from "../nn/index.js";
 import {
   CausalLM, type BlockOutput, type ForwardContext, type KVCache, type ModelConfig, type ModelOptions, type NewCacheOptions,
 } from "./causal-lm.js";
@@ -95,19 +97,6 @@ export function gptNeoXConfigToJson(cfg: GPTNeoXConfig): Record<string, unknown>
 // ---------------------------------------------------------------------------------------------
 // 2. Layers (leaf → block), as GPTNeoXAttention / GPTNeoXMLP / GPTNeoXLayer
 
-interface LayerInit {
-  dtype: torch.DType;
-  device: string;
-  init: InitMode;
-  std: number;
-}
-
-/** What every layer of one forward shares: the rotary tables of the new tokens' positions. */
-interface Shared {
-  cos: torch.Tensor;
-  sin: torch.Tensor;
-}
-
 class GPTNeoXAttention extends Module {
   readonly query_key_value: Linear;
   readonly dense: Linear;
@@ -123,7 +112,7 @@ class GPTNeoXAttention extends Module {
     this.dense = this.child("dense", new Linear(h, h, o));
   }
 
-  forward(x: torch.Tensor, ctx: ForwardContext, rope: Shared, cache: { cache: HeadsKVCache; layer: number } | undefined, wantProbs: boolean): BlockOutput {
+  forward(x: torch.Tensor, ctx: ForwardContext, rope: RotaryTables, cache: { cache: HeadsKVCache; layer: number } | undefined, wantProbs: boolean): BlockOutput {
     const [b, s] = x.shape as [number, number];
     const { n, d } = this;
     // Per-head interleaved, as BLOOM: [b, s, n, 3·d] → q, k, v [b, n, s, d].
@@ -168,7 +157,7 @@ class GPTNeoXLayer extends Module {
     this.attention = this.child("attention", new GPTNeoXAttention(cfg, o));
     this.mlp = this.child("mlp", new GPTNeoXMLP(cfg, o));
   }
-  forward(x: torch.Tensor, ctx: ForwardContext, rope: Shared, cache: { cache: HeadsKVCache; layer: number } | undefined, wantProbs: boolean): BlockOutput {
+  forward(x: torch.Tensor, ctx: ForwardContext, rope: RotaryTables, cache: { cache: HeadsKVCache; layer: number } | undefined, wantProbs: boolean): BlockOutput {
     const p = this.cfg.hidden_dropout;
     const drop = (t: torch.Tensor) => (this.training && p > 0 ? torch.dropout(t, p, true) : t);
     const attn = this.attention.forward(this.input_layernorm.forward(x), ctx, rope, cache, wantProbs);
@@ -246,13 +235,13 @@ export class GPTNeoXForCausalLM extends CausalLM {
     return this.gpt_neox.embed_in.forward(inputIds);
   }
 
-  protected prepare(ctx: ForwardContext): Shared {
+  protected prepare(ctx: ForwardContext): RotaryTables {
     const positions = ctx.positionIds.narrow(1, ctx.past, ctx.s); // the new tokens' positions [b, s]
     return this.rotary.tables(positions, ctx.past + ctx.s);
   }
 
   protected runBlock(i: number, x: torch.Tensor, ctx: ForwardContext, shared: unknown, cache: KVCache | undefined, wantProbs: boolean): BlockOutput {
-    return this.blocks[i]!.forward(x, ctx, shared as Shared, cache && { cache: cache as HeadsKVCache, layer: i }, wantProbs);
+    return this.blocks[i]!.forward(x, ctx, shared as RotaryTables, cache && { cache: cache as HeadsKVCache, layer: i }, wantProbs);
   }
 
   protected finalNorm(x: torch.Tensor): torch.Tensor {

@@ -1,26 +1,43 @@
-// The KV cache of standard multi-head attention (GPT-NeoX, LLaMA): per layer, keys and values
-// [b, g, capacity, d] (g = kv heads: a grouped-query model caches its kv heads, not its query heads),
-// preallocated and grown by doubling; attention reads the first `length + s` positions through
-// narrow() views, so a decoding step copies only its new keys and values.
+// KV caches: per layer, a key buffer and a value buffer preallocated along their time dimension and
+// grown by doubling; attention reads the first `length + s` positions through narrow() views, so a
+// decoding step copies only its new keys and values. The layouts differ by architecture (where the
+// time dimension is, how many entries of dim 0 a batch row owns); the bookkeeping below is shared.
 import * as torch from "../torch/index.js";
 import type { KVCache } from "./causal-lm.js";
 
-export class HeadsKVCache implements KVCache {
-  private keys: torch.Tensor[] = [];
-  private values: torch.Tensor[] = [];
+/** An uninitialised buffer shaped like `like`, with its time dimension `capacity` long. */
+function resized(like: torch.Tensor, timeDim: number, capacity: number): torch.Tensor {
+  const shape = like.shape;
+  shape[timeDim] = capacity;
+  return torch.empty(shape, { dtype: like.dtype, device: like.device }).keep();
+}
+
+export abstract class LayeredKVCache implements KVCache {
+  protected keys: torch.Tensor[] = [];
+  protected values: torch.Tensor[] = [];
   /** Positions stored (the same for every layer between forwards). */
   length = 0;
 
-  constructor(private readonly initialCapacity = 64) {}
+  /**
+   * @param keyTime the time dimension of the key buffers
+   * @param valueTime the time dimension of the value buffers
+   */
+  constructor(private readonly keyTime: number, private readonly valueTime: number, private readonly initialCapacity = 64) {}
 
-  /** Appends one layer's new keys and values [b, g, s, d]; returns the past + new views [b, g, S, d]. */
+  /** The dim-0 entries that batch rows `rows` own, in order. */
+  protected abstract rowEntries(rows: number[]): number[];
+  /** Whether `other` has this cache's layout (from the same model). */
+  protected abstract sameLayout(other: KVCache): boolean;
+
+  /** Appends one layer's new keys and values; returns the past + new views. */
   append(layer: number, k: torch.Tensor, v: torch.Tensor): { keys: torch.Tensor; values: torch.Tensor } {
-    const s = k.size(2);
+    const s = k.size(this.keyTime);
     const need = this.length + s;
-    if (layer >= this.keys.length || this.keys[layer]!.size(2) < need || this.keys[layer]!.size(0) !== k.size(0)) this.grow(layer, k, need);
-    this.keys[layer]!.narrow(2, this.length, s).copy_(k);
-    this.values[layer]!.narrow(2, this.length, s).copy_(v);
-    return { keys: this.keys[layer]!.narrow(2, 0, need), values: this.values[layer]!.narrow(2, 0, need) };
+    const current = this.keys[layer];
+    if (!current || current.size(this.keyTime) < need || current.size(0) !== k.size(0)) this.grow(layer, k, v, need);
+    this.keys[layer]!.narrow(this.keyTime, this.length, s).copy_(k);
+    this.values[layer]!.narrow(this.valueTime, this.length, s).copy_(v);
+    return { keys: this.keys[layer]!.narrow(this.keyTime, 0, need), values: this.values[layer]!.narrow(this.valueTime, 0, need) };
   }
 
   /** Called once per forward, after every layer appended its s new positions. */
@@ -32,17 +49,16 @@ export class HeadsKVCache implements KVCache {
     this.length = Math.min(this.length, Math.max(0, length));
   }
 
-  private grow(layer: number, k: torch.Tensor, need: number): void {
-    const [b, g, , d] = k.shape as [number, number, number, number];
-    const old = layer < this.keys.length ? { k: this.keys[layer]!, v: this.values[layer]! } : undefined;
-    const capacity = Math.max(need, 2 * (old?.k.size(2) ?? 0), this.initialCapacity);
-    const o = { dtype: k.dtype, device: k.device };
-    const key = torch.empty([b, g, capacity, d], o).keep();
-    const value = torch.empty([b, g, capacity, d], o).keep();
-    if (old && this.length > 0) {
+  /** Reallocates one layer's buffers with at least `need` positions (doubling), keeping the stored past. */
+  private grow(layer: number, k: torch.Tensor, v: torch.Tensor, need: number): void {
+    const old = this.keys[layer] ? { k: this.keys[layer]!, v: this.values[layer]! } : undefined;
+    const capacity = Math.max(need, 2 * (old?.k.size(this.keyTime) ?? 0), this.initialCapacity);
+    const key = resized(k, this.keyTime, capacity);
+    const value = resized(v, this.valueTime, capacity);
+    if (old && this.length > 0 && old.k.size(0) === k.size(0)) {
       torch.scope(() => {
-        key.narrow(2, 0, this.length).copy_(old.k.narrow(2, 0, this.length));
-        value.narrow(2, 0, this.length).copy_(old.v.narrow(2, 0, this.length));
+        key.narrow(this.keyTime, 0, this.length).copy_(old.k.narrow(this.keyTime, 0, this.length));
+        value.narrow(this.valueTime, 0, this.length).copy_(old.v.narrow(this.valueTime, 0, this.length));
       });
     }
     old?.k.dispose();
@@ -53,12 +69,12 @@ export class HeadsKVCache implements KVCache {
 
   selectRows(rows: number[], trimLeft = 0): void {
     torch.scope(() => {
-      const device = this.keys[0]?.device ?? "cpu";
-      const idx = torch.tensor(rows, { dtype: "int64", device });
+      const idx = torch.tensor(this.rowEntries(rows), { dtype: "int64", device: this.keys[0]?.device ?? "cpu" });
       const n = this.length - trimLeft;
+      const pick = (t: torch.Tensor, time: number) => t.narrow(time, trimLeft, n).indexSelect(0, idx).contiguous().keep();
       for (let l = 0; l < this.keys.length; l++) {
-        const k = this.keys[l]!.narrow(2, trimLeft, n).indexSelect(0, idx).contiguous().keep();
-        const v = this.values[l]!.narrow(2, trimLeft, n).indexSelect(0, idx).contiguous().keep();
+        const k = pick(this.keys[l]!, this.keyTime);
+        const v = pick(this.values[l]!, this.valueTime);
         this.keys[l]!.dispose();
         this.values[l]!.dispose();
         this.keys[l] = k;
@@ -69,28 +85,30 @@ export class HeadsKVCache implements KVCache {
   }
 
   concatRows(otherCache: KVCache): { padSelf: number; padOther: number } {
-    if (!(otherCache instanceof HeadsKVCache)) throw new Error("concatRows: the other cache must come from the same kind of model");
+    if (!(otherCache instanceof LayeredKVCache) || !this.sameLayout(otherCache)) {
+      throw new Error("concatRows: the other cache must come from the same model");
+    }
     const other = otherCache;
     const length = Math.max(this.length, other.length);
     const padSelf = length - this.length;
     const padOther = length - other.length;
+    // Rows stacked on dim 0, right-aligned in time: the shorter side gets zeros (masked) on the left.
+    const stack = (mine: torch.Tensor | undefined, theirs: torch.Tensor, time: number) => {
+      const rowsMine = mine ? mine.size(0) : 0;
+      const like = theirs.narrow(0, 0, 1);
+      const shape = like.shape;
+      shape[0] = rowsMine + theirs.size(0);
+      shape[time] = length + 16;
+      const out = torch.zeros(shape, { dtype: theirs.dtype, device: theirs.device }).keep();
+      if (mine && this.length) out.narrow(0, 0, rowsMine).narrow(time, padSelf, this.length).copy_(mine.narrow(time, 0, this.length));
+      out.narrow(0, rowsMine, theirs.size(0)).narrow(time, padOther, other.length).copy_(theirs.narrow(time, 0, other.length));
+      return out;
+    };
     torch.scope(() => {
       for (let l = 0; l < other.keys.length; l++) {
-        const ok = other.keys[l]!;
-        const mine = this.keys[l];
-        const [bO, g, , d] = ok.shape as [number, number, number, number];
-        const bS = mine ? mine.size(0) : 0;
-        const o = { dtype: ok.dtype, device: ok.device };
-        const cap = length + 16;
-        const k = torch.zeros([bS + bO, g, cap, d], o).keep();
-        const v = torch.zeros([bS + bO, g, cap, d], o).keep();
-        if (mine && this.length) {
-          k.narrow(0, 0, bS).narrow(2, padSelf, this.length).copy_(mine.narrow(2, 0, this.length));
-          v.narrow(0, 0, bS).narrow(2, padSelf, this.length).copy_(this.values[l]!.narrow(2, 0, this.length));
-        }
-        k.narrow(0, bS, bO).narrow(2, padOther, other.length).copy_(ok.narrow(2, 0, other.length));
-        v.narrow(0, bS, bO).narrow(2, padOther, other.length).copy_(other.values[l]!.narrow(2, 0, other.length));
-        mine?.dispose();
+        const k = stack(this.keys[l], other.keys[l]!, this.keyTime);
+        const v = stack(this.values[l], other.values[l]!, this.valueTime);
+        this.keys[l]?.dispose();
         this.values[l]?.dispose();
         this.keys[l] = k;
         this.values[l] = v;
@@ -105,5 +123,21 @@ export class HeadsKVCache implements KVCache {
     this.keys = [];
     this.values = [];
     this.length = 0;
+  }
+}
+
+/**
+ * The cache of standard multi-head attention (GPT-NeoX, LLaMA): keys and values [b, g, capacity, d],
+ * g = kv heads (a grouped-query model caches its kv heads, not its query heads).
+ */
+export class HeadsKVCache extends LayeredKVCache {
+  constructor(initialCapacity = 64) {
+    super(2, 2, initialCapacity);
+  }
+  protected rowEntries(rows: number[]): number[] {
+    return rows;
+  }
+  protected sameLayout(other: KVCache): boolean {
+    return other instanceof HeadsKVCache;
   }
 }

@@ -8,7 +8,9 @@
 // Shapes: b batch, s new tokens, S = past + s keys, h hidden, n query heads, g kv heads (n % g = 0),
 // d head dim (h = n·d), i intermediate, v vocab.
 import * as torch from "../torch/index.js";
-import { Embedding, Linear, Module, ModuleList, RMSNorm, RotaryEmbedding, applyRotary, attention, type InitMode } from "../nn/index.js";
+import {
+  Embedding, Linear, Module, ModuleList, RMSNorm, RotaryEmbedding, applyRotary, attention, type LayerInit, type RotaryTables,
+} from "../nn/index.js";
 import {
   CausalLM, type BlockOutput, type ForwardContext, type KVCache, type ModelConfig, type ModelOptions, type NewCacheOptions,
 } from "./causal-lm.js";
@@ -89,19 +91,6 @@ export function llamaConfigToJson(cfg: LlamaConfig): Record<string, unknown> {
 // ---------------------------------------------------------------------------------------------
 // 2. Layers (leaf → block), as LlamaAttention / LlamaMLP / LlamaDecoderLayer
 
-interface LayerInit {
-  dtype: torch.DType;
-  device: string;
-  init: InitMode;
-  std: number;
-}
-
-/** The rotary tables of the new tokens' positions, shared by every layer of one forward. */
-interface Shared {
-  cos: torch.Tensor;
-  sin: torch.Tensor;
-}
-
 class LlamaAttention extends Module {
   readonly q_proj: Linear;
   readonly k_proj: Linear;
@@ -124,7 +113,7 @@ class LlamaAttention extends Module {
     this.o_proj = this.child("o_proj", new Linear(this.n * this.d, h, lo));
   }
 
-  forward(x: torch.Tensor, ctx: ForwardContext, rope: Shared, cache: { cache: HeadsKVCache; layer: number } | undefined, wantProbs: boolean): BlockOutput {
+  forward(x: torch.Tensor, ctx: ForwardContext, rope: RotaryTables, cache: { cache: HeadsKVCache; layer: number } | undefined, wantProbs: boolean): BlockOutput {
     const [b, s] = x.shape as [number, number];
     const { n, g, d } = this;
     // Head-major projections: [b, s, heads, d] → [b, heads, s, d].
@@ -169,7 +158,7 @@ class LlamaDecoderLayer extends Module {
     this.input_layernorm = this.child("input_layernorm", new RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, o));
     this.post_attention_layernorm = this.child("post_attention_layernorm", new RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, o));
   }
-  forward(x: torch.Tensor, ctx: ForwardContext, rope: Shared, cache: { cache: HeadsKVCache; layer: number } | undefined, wantProbs: boolean): BlockOutput {
+  forward(x: torch.Tensor, ctx: ForwardContext, rope: RotaryTables, cache: { cache: HeadsKVCache; layer: number } | undefined, wantProbs: boolean): BlockOutput {
     const attn = this.self_attn.forward(this.input_layernorm.forward(x), ctx, rope, cache, wantProbs);
     const mid = x.add(attn.out);
     const out = mid.add(this.mlp.forward(this.post_attention_layernorm.forward(mid)));
@@ -241,12 +230,12 @@ export class LlamaForCausalLM extends CausalLM {
     return this.model.embed_tokens.forward(inputIds);
   }
 
-  protected prepare(ctx: ForwardContext): Shared {
+  protected prepare(ctx: ForwardContext): RotaryTables {
     return this.rotary.tables(ctx.positionIds.narrow(1, ctx.past, ctx.s), ctx.past + ctx.s);
   }
 
   protected runBlock(i: number, x: torch.Tensor, ctx: ForwardContext, shared: unknown, cache: KVCache | undefined, wantProbs: boolean): BlockOutput {
-    return this.blocks[i]!.forward(x, ctx, shared as Shared, cache && { cache: cache as HeadsKVCache, layer: i }, wantProbs);
+    return this.blocks[i]!.forward(x, ctx, shared as RotaryTables, cache && { cache: cache as HeadsKVCache, layer: i }, wantProbs);
   }
 
   protected finalNorm(x: torch.Tensor): torch.Tensor {

@@ -1,5 +1,5 @@
 export { Module, ModuleList, type ModuleOptions } from "./module.js";
-export { Linear, LayerNorm, RMSNorm, Norm, Embedding, type InitMode, type LayerOptions } from "./layers.js";
+export { Linear, LayerNorm, RMSNorm, Norm, Embedding, type InitMode, type LayerInit, type LayerOptions, type LoraOptions } from "./layers.js";
 export { CheckpointedBlocks } from "./checkpoint.js";
-export { RotaryEmbedding, applyRotary, type RopeScaling } from "./rotary.js";
+export { RotaryEmbedding, applyRotary, type RopeScaling, type RotaryTables } from "./rotary.js";
 export { attention, type AttentionOptions } from "./attention.js";

@@ -11,6 +11,15 @@ export interface LayerOptions extends ModuleOptions {
   std?: number;
 }
 
+/** What a model file hands each of its layers: where, in which dtype, and how to initialise. */
+export interface LayerInit {
+  dtype: torch.DType;
+  device: string;
+  init: InitMode;
+  /** HF's initializer_range. */
+  std: number;
+}
+
 function weight(shape: number[], o: LayerOptions): torch.Tensor {
   const t = torch.empty(shape, o);
   if ((o.init ?? "normal") === "normal") t.normal_(0, o.std ?? 0.02);

@@ -10,6 +10,12 @@ export interface RopeScaling {
   factor: number;
 }
 
+/** cos and sin tables [b, 1, s, r] (float32) for one forward's new positions. */
+export interface RotaryTables {
+  cos: torch.Tensor;
+  sin: torch.Tensor;
+}
+
 export class RotaryEmbedding {
   /**
    * @param dims  r, the rotated dims of each head
@@ -36,7 +42,7 @@ export class RotaryEmbedding {
    * cos and sin tables for positions [b, s] (int64): [b, 1, s, r] float32, laid out as HF's
    * cat(freqs, freqs). Linear scaling divides the positions (HF: t / factor), not the frequencies.
    */
-  tables(positions: torch.Tensor, seqLen: number): { cos: torch.Tensor; sin: torch.Tensor } {
+  tables(positions: torch.Tensor, seqLen: number): RotaryTables {
     let t = positions.to("float32");
     if (this.scaling?.type === "linear") t = t.div(this.scaling.factor);
     const freqs = t.unsqueeze(-1).mul(this.invFreq(seqLen, positions.device)); // [b, s, r/2]

@@ -58,7 +58,7 @@ const sse = (reply: FastifyReply, data: unknown) => reply.raw.write(`data: ${typ
 export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: Engine } {
   const engine = new Engine(o.model, o.tokenizer, {
     maxBatch: o.maxBatch ?? 16, maxQueue: o.maxQueue ?? 64,
-    // A server always bounds prompts: the model's context, or 4,096 tokens for models without one (ALiBi).
+    // A server always bounds prompts: the model's context, or 4,096 tokens for models without one (relative position schemes).
     maxInputTokens: o.maxInputTokens ?? o.model.config.maxPositions ?? 4096,
     ...(o.maxBatchTokens ? { maxBatchTokens: o.maxBatchTokens } : {}),
     ...(o.fault ? { fault: o.fault } : {}),
