@@ -174,6 +174,52 @@ export interface TrainStepOptions {
   gradientCheckpointing?: boolean;
   /** Multiplies the loss before backward (fp16 loss scale × accumulation weight); default 1. */
   gradScale?: number;
+  /**
+   * The LM head and the loss in chunks of tokens (default true): each chunk's logits live only until
+   * its own backward, so [tokens × vocab] logits never exist at once, and chunks with no trained
+   * token cost nothing. Equal to the plain loss and gradients within float rounding.
+   */
+  chunkedLoss?: boolean;
+  /** Rows per loss chunk (default: about 64 MiB of float32 logits). */
+  lossChunkRows?: number;
+}
+
+/** Rows per chunk: about 64 MiB of float32 logits per chunk, whatever the vocabulary. */
+function chunkRows(vocab: number): number {
+  return Math.min(4096, Math.max(16, Math.floor(2 ** 24 / vocab)));
+}
+
+/**
+ * The causal-LM loss of hidden states `h` [b, s, hd] (a leaf that requires grad) through the head
+ * `weight` [v, hd], in chunks of rows: each chunk's logits are made, its summed cross entropy is
+ * back-propagated at once (scaled by `scale` / trained tokens), and the chunk is freed. h.grad and the
+ * head's gradient accumulate; returns the mean loss over trained tokens. Rows with no trained label
+ * are skipped entirely.
+ */
+export function chunkedLmLoss(
+  h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, scale = 1, rows = chunkRows(weight.size(0)),
+): number {
+  const [b, s, hd] = h.shape as [number, number, number];
+  return torch.scope(() => {
+    const end = torch.full([b, 1], -100, { dtype: "int64", device: labels.device });
+    const targets = torch.cat([labels.narrow(1, 1, s - 1), end], 1).view([b * s]); // position t predicts t + 1
+    const trained = targets.ne(-100).toNumbers();
+    const count = trained.reduce((n, x) => n + x, 0);
+    if (count === 0) return Number.NaN; // HF's mean over no tokens
+    const flat = h.view([b * s, hd]);
+    let sum = 0;
+    for (let start = 0; start < b * s; start += rows) {
+      const n = Math.min(rows, b * s - start);
+      if (!trained.slice(start, start + n).some(Boolean)) continue;
+      sum += torch.scope(() => {
+        const logits = torch.linear(flat.narrow(0, start, n), weight);
+        const loss = torch.crossEntropy(logits.dtype === "float32" ? logits : logits.to("float32"), targets.narrow(0, start, n), { reduction: "sum" });
+        torch.backward([loss.mul(scale / count)]);
+        return loss.item();
+      });
+    }
+    return sum / count;
+  });
 }
 
 export abstract class CausalLM extends Module {
@@ -234,6 +280,17 @@ export abstract class CausalLM extends Module {
   }
 
   forward(input: CausalLMInput): CausalLMOutput {
+    const { x, ctx, hiddenStates, attentions } = this.trunk(input);
+    const last = input.logits === "last" ? x.narrow(1, ctx.s - 1, 1) : x;
+    const out: CausalLMOutput = { logits: torch.linear(last, this.lmHeadWeight) };
+    if (input.labels) out.loss = causalLmLoss(out.logits, input.labels);
+    if (input.outputHiddenStates) out.hiddenStates = hiddenStates;
+    if (input.outputAttentions) out.attentions = attentions;
+    return out;
+  }
+
+  /** Everything before the LM head: the final norm's output [b, s, h], with the graph when grad is on. */
+  private trunk(input: CausalLMInput): { x: torch.Tensor; ctx: ForwardContext; hiddenStates: torch.Tensor[]; attentions: torch.Tensor[] } {
     const ctx = this.context(input);
     const { cache } = input;
     let x = torch.scope(() => this.embed(input.inputIds));
@@ -252,13 +309,7 @@ export abstract class CausalLM extends Module {
     x = this.finalNorm(x);
     if (input.outputHiddenStates) hiddenStates.push(x);
     this.afterForward(cache, ctx.s);
-
-    const last = input.logits === "last" ? x.narrow(1, ctx.s - 1, 1) : x;
-    const out: CausalLMOutput = { logits: torch.linear(last, this.lmHeadWeight) };
-    if (input.labels) out.loss = causalLmLoss(out.logits, input.labels);
-    if (input.outputHiddenStates) out.hiddenStates = hiddenStates;
-    if (input.outputAttentions) out.attentions = attentions;
-    return out;
+    return { x, ctx, hiddenStates, attentions };
   }
 
   /**
@@ -271,13 +322,23 @@ export abstract class CausalLM extends Module {
     if (!input.labels) throw new Error("trainStep needs labels");
     if (input.cache) throw new Error("trainStep does not take a KV cache");
     const scale = o.gradScale ?? 1;
-    return torch.scope(() => {
-      if (!o.gradientCheckpointing) {
-        const { loss } = this.forward(input);
-        const value = loss!.item();
-        torch.backward([scale === 1 ? loss! : loss!.mul(scale)]);
-        return { loss: value };
+    const chunked = o.chunkedLoss ?? true;
+    // The head and the loss on the final hidden states `x`: in chunks (one chunk's logits alive at a
+    // time), then the trunk's backward from d(loss)/dx; or, unchunked, as one graph.
+    const headAndLoss = (x: torch.Tensor): number => {
+      if (!chunked) {
+        const loss = causalLmLoss(torch.linear(x, this.lmHeadWeight), input.labels!);
+        torch.backward([scale === 1 ? loss : loss.mul(scale)]);
+        return loss.item();
       }
+      const detached = x.detach();
+      detached.requiresGrad = true;
+      const value = chunkedLmLoss(detached, this.lmHeadWeight, input.labels!, scale, o.lossChunkRows);
+      if (detached.grad && x.requiresGrad) torch.backward([x], [detached.grad]);
+      return value;
+    };
+    return torch.scope(() => {
+      if (!o.gradientCheckpointing) return { loss: headAndLoss(this.trunk(input).x) };
       const ctx = this.context(input);
       const x0 = torch.noGrad(() => this.embed(input.inputIds));
       const shared = this.prepare(ctx, x0.dtype);
@@ -286,12 +347,7 @@ export abstract class CausalLM extends Module {
       const xL = seq.forward(x0, blocks);
       const last = xL.detach();
       last.requiresGrad = true;
-      const value = torch.scope(() => {
-        const logits = torch.linear(this.finalNorm(last), this.lmHeadWeight);
-        const loss = causalLmLoss(logits, input.labels!);
-        torch.backward([scale === 1 ? loss : loss.mul(scale)]);
-        return loss.item();
-      });
+      const value = torch.scope(() => headAndLoss(this.finalNorm(last)));
       const grad0 = seq.backward(last.grad!);
       torch.scope(() => {
         const embedded = this.embed(input.inputIds);
