@@ -30,9 +30,10 @@ export const HUMANEVAL_STOP = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"];
 /** instruct-eval's prompt prefix and completion post-processing. */
 export const INSTRUCT_EVAL_PREFIX = "Please complete the following Python code without providing any additional tasks such as testing or explanations\n";
 export function instructEvalCompletion(completion: string): string {
-  // fix_indents: pad every line's indentation up to a multiple of 2; filter_code: the first block only.
+  // fix_indents: pad every line's indentation up to a multiple of 2 (counting leading spaces only, as
+  // instruct-eval does); filter_code: the first block only.
   const fixed = completion.split("\n").map((line) => {
-    const n = line.length - line.trimStart().length;
+    const n = line.length - line.replace(/^ +/, "").length;
     return n % 2 ? " " + line : line;
   }).join("\n");
   return fixed.replace(/^\n+/, "").split("\n\n")[0]!;

@@ -68,9 +68,14 @@ export function mmluLmEvalPrompt(subject: string, dev: MmluItem[], item: MmluIte
   return description + [...dev.slice(0, k).map((d) => `${text(d)} ${d.answer}`), text(item)].join("\n\n");
 }
 
+/** pandas ≥ 2 reads these CSV cells as NaN, which instruct-eval then prints as "nan" (its real prompts). */
+const PANDAS_NA = new Set(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]);
+const asPandas = (cell: string) => (PANDAS_NA.has(cell) ? "nan" : cell);
+
 /** instruct-eval (hendrycks' format_subject adds a space per word: "about  abstract algebra"). */
 export function mmluInstructEvalPrompt(subject: string, dev: MmluItem[], item: MmluItem, k = 5): string {
-  const example = (d: MmluItem, withAnswer: boolean) => `${d.question}${d.choices.map((c, i) => `\n${LETTERS[i]}. ${c}`).join("")}\nAnswer:${withAnswer ? ` ${d.answer}\n\n` : ""}`;
+  const example = (d: MmluItem, withAnswer: boolean) =>
+    `${asPandas(d.question)}${d.choices.map((c, i) => `\n${LETTERS[i]}. ${asPandas(c)}`).join("")}\nAnswer:${withAnswer ? ` ${d.answer}\n\n` : ""}`;
   // "about {}".format(format_subject(s)) where format_subject returns " abstract algebra".
   const header = `The following are multiple choice questions (with answers) about ${subject.split("_").map((w) => ` ${w}`).join("")}.\n\n`;
   return header + dev.slice(0, k).map((d) => example(d, true)).join("") + example(item, false);
@@ -118,7 +123,8 @@ export const BBH_COT_STOP = ["</s>", "Q", "\n\n"];
 /** lm-eval's get-answer filter: (?<=the answer is )(.*)(?=.), first match, else "[invalid]". */
 export function bbhCotAnswer(generation: string): string {
   const m = /(?<=the answer is )(.*)(?=.)/.exec(generation);
-  return m ? m[1]! : "[invalid]";
+  // lm-eval's RegexFilter strips the match.
+  return m ? m[1]!.trim() : "[invalid]";
 }
 
 /** instruct-eval: the first 3 test items as direct-answer shots; evaluation on the rest. */

@@ -29,8 +29,12 @@ export interface EvalOptions {
   /** Wrap each prompt as <|prompter|>{prompt}{eos}<|assistant|> for chat models. */
   chat?: boolean;
   out: string;
-  humaneval?: { samples: number; temperature: number; topP: number; ks: number[]; timeoutS: number; maxNewTokens: number; unsafeNoSandbox?: boolean };
+  humaneval?: {
+    samples: number; ks: number[]; timeoutS: number; temperature?: number; topP?: number; topK?: number; maxNewTokens?: number; unsafeNoSandbox?: boolean;
+  };
   bbhMaxNewTokens?: number;
+  /** lm-eval MMLU shots: 5 (mmlu_flan-style few-shot, the default here) or 0 (lm-eval's plain `mmlu` task). */
+  mmluShots?: number;
   maxBatch?: number;
   progress?: boolean;
 }
@@ -54,7 +58,9 @@ interface Ctx extends EvalOptions {
 /** Greedy or sampled generations for many prompts, batched by the engine. */
 async function generateAll(ctx: Ctx, prompts: string[], params: SamplingParams, label: string): Promise<string[]> {
   const bar = ctx.bar(prompts.length, label);
-  const ids = await Promise.all(prompts.map((p) => ctx.tokenizer.encode(ctx.wrap(p))));
+  // lm-eval keeps the last max_length − max_gen_toks tokens of a context (HF's generate_until).
+  const keep = ctx.protocol === "lm-eval" ? maxLength(ctx) - params.maxNewTokens : Infinity;
+  const ids = await Promise.all(prompts.map(async (p) => leftTruncate(await ctx.tokenizer.encode(ctx.wrap(p)), keep)));
   const out = await Promise.all(ids.map((promptIds, i) => ctx.engine.submit({ promptIds, params: { ...params, ...(params.doSample ? { seed: (params.seed ?? 0) + i } : {}) } }).result.then((r) => { bar.tick(); return r.text; })));
   bar.done();
   return out;
@@ -73,8 +79,10 @@ async function logLikelihoods(ctx: Ctx, contexts: string[], continuations: strin
   let cached: number[] = [];
   const out: number[][] = [];
   try {
+    // lm-eval scores (context + continuation)[-(max_length + 1):]: long contexts lose their head.
+    const longest = Math.max(...contIds.map((c) => c.length));
     for (const context of contexts) {
-      const ids = await tokenizer.encode(ctx.wrap(context));
+      const ids = leftTruncate(await tokenizer.encode(ctx.wrap(context)), maxLength(ctx) + 1 - longest);
       let lcp = 0;
       while (lcp < cached.length && lcp < ids.length - 1 && cached[lcp] === ids[lcp]) lcp++;
       cache.truncate(lcp);
@@ -101,6 +109,14 @@ async function logLikelihoods(ctx: Ctx, contexts: string[], continuations: strin
   return out;
 }
 
+/** The model's max length as lm-eval's HF model sees it: its context, else 2,048 (BLOOM's tokenizer limit). */
+const maxLength = (ctx: Ctx) => ctx.model.config.maxPositions ?? 2048;
+
+/** The last `keep` tokens (lm-eval cuts contexts from the left). */
+function leftTruncate(ids: number[], keep: number): number[] {
+  return keep > 0 && ids.length > keep ? ids.slice(ids.length - keep) : ids;
+}
+
 /** The names of `all` that `only` keeps (all when only is unset; an error when it names none of them). */
 function selected(all: string[], only: string[] | undefined, what: string): string[] {
   if (!only?.length) return all;
@@ -122,9 +138,10 @@ async function mmlu(ctx: Ctx): Promise<TaskResult> {
     const test = data.test(subject).slice(0, ctx.limit ?? Infinity);
     let preds: string[];
     if (ctx.protocol === "lm-eval") {
-      const ll = await logLikelihoods(ctx, test.map((t) => mmluLmEvalPrompt(subject, dev, t)), [" A", " B", " C", " D"]);
+      const contexts = test.map((t) => mmluLmEvalPrompt(subject, dev.slice(0, ctx.mmluShots ?? 5), t));
+      const ll = await logLikelihoods(ctx, contexts, [" A", " B", " C", " D"]);
       preds = ll.map((s) => "ABCD"[s.indexOf(Math.max(...s))]!);
-      test.forEach((t, i) => rows.push({ subject, answer: t.answer, pred: preds[i], loglikelihoods: ll[i] }));
+      test.forEach((t, i) => rows.push({ subject, answer: t.answer, pred: preds[i], loglikelihoods: ll[i], prompt: contexts[i] }));
     } else {
       // instruct-eval: fewer shots when the prompt exceeds 2,048 tokens; correct iff the reply starts with the letter.
       const prompts: string[] = [];
@@ -134,9 +151,10 @@ async function mmlu(ctx: Ctx): Promise<TaskResult> {
         while (k > 0 && (await ctx.tokenizer.encode(p)).length > 2048) p = mmluInstructEvalPrompt(subject, dev, t, --k);
         prompts.push(p);
       }
-      const gens = await generateAll(ctx, prompts, { maxNewTokens: 8 }, `mmlu ${subject}`);
+      // instruct-eval's max_output_length=2.
+      const gens = await generateAll(ctx, prompts, { maxNewTokens: 2 }, `mmlu ${subject}`);
       preds = gens.map((g) => g.trim());
-      test.forEach((t, i) => rows.push({ subject, answer: t.answer, generation: gens[i] }));
+      test.forEach((t, i) => rows.push({ subject, answer: t.answer, prompt: prompts[i], generation: gens[i] }));
     }
     const correct = test.filter((t, i) => (ctx.protocol === "lm-eval" ? preds[i] === t.answer : preds[i]!.startsWith(t.answer))).length;
     per[subject] = { correct, total: test.length };
@@ -152,7 +170,10 @@ async function mmlu(ctx: Ctx): Promise<TaskResult> {
   };
   const all = Object.keys(per);
   return {
-    task: "mmlu", protocol: ctx.protocol, score: acc(all), metric: "acc (micro-average over questions)",
+    task: "mmlu", protocol: ctx.protocol, score: acc(all),
+    metric: ctx.protocol === "lm-eval"
+      ? `acc, ${ctx.mmluShots ?? 5}-shot log-likelihood${(ctx.mmluShots ?? 5) === 0 ? " (lm-eval's plain mmlu task)" : ""} (micro-average over questions)`
+      : "startswith, 5-shot (fewer past 2,048 tokens), 2 new tokens (micro-average over questions)",
     details: {
       groups: Object.fromEntries(Object.entries(MMLU_GROUPS).map(([g, names]) => [g, acc(names.filter((n) => per[n]))])),
       subjects: Object.fromEntries(Object.entries(per).map(([n, v]) => [n, v.correct / v.total])),
@@ -205,10 +226,18 @@ async function bbh(ctx: Ctx): Promise<TaskResult> {
 
 async function humaneval(ctx: Ctx): Promise<TaskResult> {
   const problems = (await ctx.source.humaneval()).slice(0, ctx.limit ?? Infinity);
-  const h = ctx.humaneval ?? { samples: 1, temperature: 0, topP: 0.95, ks: [1], timeoutS: 3, maxNewTokens: 512 };
   const instruct = ctx.protocol === "instruct-eval";
+  // The harnesses' own settings unless the user set them: lm-eval allows 1,024 new tokens; instruct-eval
+  // samples at temperature 0.1 with top-k 50 even for n = 1.
+  const h = ctx.humaneval ?? { samples: 1, ks: [1], timeoutS: 3 };
+  const maxNewTokens = h.maxNewTokens ?? (instruct ? 512 : 1024);
+  const temperature = h.temperature ?? (instruct ? 0.1 : 0);
+  const topK = h.topK ?? (instruct ? 50 : undefined);
+  const topP = h.topP ?? 0.95;
   const prompts = problems.flatMap((p) => Array.from({ length: h.samples }, () => (instruct ? INSTRUCT_EVAL_PREFIX : "") + p.prompt));
-  const params: SamplingParams = h.temperature > 0 ? { maxNewTokens: h.maxNewTokens, doSample: true, temperature: h.temperature, topP: h.topP, seed: 1234 } : { maxNewTokens: h.maxNewTokens };
+  const params: SamplingParams = temperature > 0
+    ? { maxNewTokens, doSample: true, temperature, topP, ...(topK ? { topK } : {}), seed: 1234 }
+    : { maxNewTokens };
   if (!instruct) params.stop = HUMANEVAL_STOP;
   const gens = await generateAll(ctx, prompts, params, "humaneval generate");
   const completions = gens.map((g) => (instruct ? instructEvalCompletion(g) : cutAtStop(g, HUMANEVAL_STOP)));
@@ -220,7 +249,11 @@ async function humaneval(ctx: Ctx): Promise<TaskResult> {
   ctx.writeJsonl("humaneval", rows);
   const score = scoreHumanEval(rows, h.ks);
   const k = Math.max(...Object.keys(score.passAtK).map((x) => Number(x.slice(5))));
-  return { task: "humaneval", protocol: ctx.protocol, score: score.passAtK[`pass@${k}`] ?? 0, metric: `pass@${k} (n=${h.samples}, T=${h.temperature})`, details: { ...score, temperature: h.temperature, top_p: h.topP } };
+  const settings = { temperature, top_p: temperature > 0 ? topP : null, top_k: temperature > 0 ? topK ?? null : null, max_new_tokens: maxNewTokens };
+  return {
+    task: "humaneval", protocol: ctx.protocol, score: score.passAtK[`pass@${k}`] ?? 0,
+    metric: `pass@${k} (n=${h.samples}, T=${temperature}${settings.top_k ? `, top-k ${settings.top_k}` : ""})`, details: { ...score, ...settings },
+  };
 }
 
 export const evalTasks = new Registry<(ctx: Ctx) => Promise<TaskResult>>("task");

@@ -182,3 +182,36 @@ describe("the Hugging Face hub layouts", () => {
     assert.equal(hub.bbhCot("navigate").shots.length, 3);
   });
 });
+
+describe("harness fidelity", () => {
+  test("instruct-eval renders pandas' NaN cells as 'nan'; lm-eval keeps them; BBH answers are stripped; fix_indents counts spaces only", async () => {
+    const test = readMmluCsv(join(DATA, "mmlu/data/test/college_mathematics_test.csv"));
+    const item = test.find((t) => t.choices[0] === "None")!;
+    const dev = readMmluCsv(join(DATA, "mmlu/data/dev/college_mathematics_dev.csv"));
+    assert.match(mmluInstructEvalPrompt("college_mathematics", dev, item, 0), /\nA\. nan\n/);
+    assert.match(mmluLmEvalPrompt("college_mathematics", dev, item, 0), /\nA\. None\n/);
+    assert.equal(bbhCotAnswer("Let's think. So the answer is  (A) ."), "(A)");
+    assert.equal(instructEvalCompletion("\tx = 1\n   y = 2"), "\tx = 1\n    y = 2");
+  });
+
+  test("per-item rows record the exact prompt; instruct-eval MMLU generates 2 tokens; HumanEval takes each harness's own settings", async () => {
+    const dir = join(tmp(), "model");
+    const made = spawnSync(process.execPath, [CLI, "init", "--config", join(GOLDEN, GOLDEN_MODELS[0], "config.json"), "--tokenizer", join(DATA, "tokenizers/oasst-tiny-bpe"), "--out", dir], { encoding: "utf8" });
+    assert.equal(made.status, 0, made.stderr);
+    const model = loadCausalLM(dir);
+    const tokenizer = ChatTokenizer.load(dir);
+    const dev = readMmluCsv(join(DATA, "mmlu/data/dev/anatomy_dev.csv"));
+    const tests = readMmluCsv(join(DATA, "mmlu/data/test/anatomy_test.csv"));
+    for (const protocol of ["lm-eval", "instruct-eval"] as const) {
+      const out = tmp();
+      const results = await runEval(["mmlu", "humaneval"], { model, tokenizer, protocol, source: localSource(DATA), limit: 1, out, progress: false, only: ["anatomy"] });
+      const row = JSON.parse(readFileSync(join(out, "mmlu.jsonl"), "utf8").trim()) as { prompt: string; generation?: string };
+      const expected = protocol === "lm-eval" ? mmluLmEvalPrompt("anatomy", dev, tests[0]!) : mmluInstructEvalPrompt("anatomy", dev, tests[0]!);
+      assert.equal(row.prompt, expected, protocol);
+      if (protocol === "instruct-eval") assert.ok((await tokenizer.encodePlain(row.generation!)).length <= 2, "2 new tokens at most");
+      const he = results.find((r) => r.task === "humaneval")!.details as { temperature: number; top_k: number | null; max_new_tokens: number };
+      assert.deepEqual([he.temperature, he.top_k, he.max_new_tokens], protocol === "lm-eval" ? [0, null, 1024] : [0.1, 50, 512]);
+    }
+    model.dispose();
+  });
+});

@@ -18,7 +18,8 @@ import { ADAPTER_USAGE, loadForInference } from "../model-flags.js";
 const USAGE = `usage:
   oasft eval --model DIR --tasks mmlu,bbh,humaneval --out DIR [--protocol lm-eval|instruct-eval] [--limit N]
              [--chat] [--data-dir ../shared/data] [--n 1] [--temperature 0] [--top-p 0.95] [--k 1]
-             [--bbh-max-new-tokens 1024] [--timeout 3] [--max-batch 8] [--only NAME,...] [--source files|hub]
+             [--bbh-max-new-tokens 1024] [--humaneval-max-new-tokens N] [--mmlu-shots 5|0] [--timeout 3] [--max-batch 8]
+             [--only NAME,...] [--source files|hub]
              ${ADAPTER_USAGE} ${DEVICE_USAGE}
   oasft eval humaneval --samples FILE.jsonl [--k 1,10,100] [--problems HumanEval.jsonl.gz] [--timeout 3] [--out results.jsonl]
 
@@ -67,7 +68,9 @@ export const command: Command = {
     const { values } = parseFlags(argv, {
       model: { type: "string" }, tasks: { type: "string" }, out: { type: "string" }, protocol: { type: "string" }, limit: { type: "string" },
       chat: { type: "boolean" }, "data-dir": { type: "string" }, n: { type: "string" }, temperature: { type: "string" }, "top-p": { type: "string" },
-      k: { type: "string" }, "bbh-max-new-tokens": { type: "string" }, timeout: { type: "string" }, "max-batch": { type: "string" }, only: { type: "string" }, source: { type: "string" },
+      k: { type: "string" }, "bbh-max-new-tokens": { type: "string" }, "humaneval-max-new-tokens": { type: "string" },
+      "mmlu-shots": { type: "string" }, timeout: { type: "string" }, "max-batch": { type: "string" }, only: { type: "string" },
+      source: { type: "string" },
       adapter: { type: "string" }, "unsafe-no-sandbox": { type: "boolean" }, ...DEVICE_FLAGS,
     }, USAGE);
     const dir = resolveModelDir(required(values, "model", USAGE), "--model");
@@ -90,7 +93,14 @@ export const command: Command = {
         model, tokenizer, protocol, source, out, chat: values.chat === true,
         ...(values.limit ? { limit: intFlag(values, "limit", 1) } : {}),
         ...(values.only ? { only: (values.only as string).split(",") } : {}),
-        humaneval: { samples: n, temperature: Number(values.temperature ?? 0), topP: Number(values["top-p"] ?? 0.95), ks, timeoutS: Number(values.timeout ?? 3), maxNewTokens: 512, unsafeNoSandbox: values["unsafe-no-sandbox"] === true },
+        humaneval: {
+          samples: n, ks, timeoutS: Number(values.timeout ?? 3), unsafeNoSandbox: values["unsafe-no-sandbox"] === true,
+          // Unset: the protocol's own (lm-eval greedy with 1,024 tokens; instruct-eval T 0.1, top-k 50).
+          ...(values.temperature !== undefined ? { temperature: Number(values.temperature) } : {}),
+          ...(values["top-p"] !== undefined ? { topP: Number(values["top-p"]) } : {}),
+          ...(values["humaneval-max-new-tokens"] !== undefined ? { maxNewTokens: intFlag(values, "humaneval-max-new-tokens", 1) } : {}),
+        },
+        ...(values["mmlu-shots"] !== undefined ? { mmluShots: intFlag(values, "mmlu-shots", 0, 0) } : {}),
         bbhMaxNewTokens: intFlag(values, "bbh-max-new-tokens", 1024), maxBatch: intFlag(values, "max-batch", 8),
       });
       console.log(evalTable(results, protocol, dir));
