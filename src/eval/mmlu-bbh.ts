@@ -110,8 +110,11 @@ export function readBbhCotPrompt(file: string): { description: string; shots: st
   const cut = text.indexOf("-----\n");
   if (cut < 0) throw new DataError(file, "expected the canary header ending in a '-----' line");
   const body = text.slice(cut + 6).replace(/\s+$/, "");
-  const [description, ...shots] = body.split(/\n\n(?=Q: )/);
-  if (!description || !shots.length) throw new DataError(file, "expected a task sentence and Q:/A: exemplars");
+  const [description, ...raw] = body.split(/\n\n(?=Q: )/);
+  if (!description || !raw.length) throw new DataError(file, "expected a task sentence and Q:/A: exemplars");
+  // lm-eval v4 rebuilds each exemplar as "Q: …\nA: Let's think step by step.\n" + its reasoning; one
+  // file (sports_understanding) has a space there instead of the newline.
+  const shots = raw.map((s) => s.replace(/\nA: Let's think step by step\. (?=\S)/, "\nA: Let's think step by step.\n"));
   return { description: description.trim(), shots };
 }
 

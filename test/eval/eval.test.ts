@@ -2,7 +2,7 @@
 // prompt templates byte for byte, determinism, and bad input.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
@@ -86,6 +86,13 @@ describe("prompt templates, byte for byte", () => {
     assert.equal(bbhCotAnswer("no conclusion"), "[invalid]");
     assert.equal(bbhInstructEvalPrompt(items.slice(0, 3), items[3]!),
       "not ( True ) and ( True ) is\nAnswer: False\n\nTrue and not not ( not False ) is\nAnswer: True\n\nnot True or False or ( False ) is\nAnswer: False\n\nFalse or not ( True ) and False is\nAnswer:");
+    // sports_understanding's file has a space after "step by step." where lm-eval v4 has a newline.
+    const sports = readBbhCotPrompt(join(DATA, "bbh/cot-prompts/sports_understanding.txt"));
+    assert.ok(sports.shots[0]!.startsWith('Q: Is the following sentence plausible? "Bam Adebayo scored a reverse layup in the Western Conference Finals."\nA: Let\'s think step by step.\nBam Adebayo is'), sports.shots[0]);
+    // Every task's exemplars then share lm-eval's shape.
+    for (const f of readdirSync(join(DATA, "bbh/cot-prompts")).filter((n) => n.endsWith(".txt"))) {
+      for (const shot of readBbhCotPrompt(join(DATA, "bbh/cot-prompts", f)).shots) assert.match(shot, /\nA: Let's think step by step\.\n\S/, f);
+    }
   });
 });
 
