@@ -61,7 +61,13 @@ async function generateAll(ctx: Ctx, prompts: string[], params: SamplingParams, 
   // lm-eval keeps the last max_length − max_gen_toks tokens of a context (HF's generate_until).
   const keep = ctx.protocol === "lm-eval" ? maxLength(ctx) - params.maxNewTokens : Infinity;
   const ids = await Promise.all(prompts.map(async (p) => leftTruncate(await ctx.tokenizer.encode(ctx.wrap(p)), keep)));
-  const out = await Promise.all(ids.map((promptIds, i) => ctx.engine.submit({ promptIds, params: { ...params, ...(params.doSample ? { seed: (params.seed ?? 0) + i } : {}) } }).result.then((r) => { bar.tick(); return r.text; })));
+  // Sampled requests each get their own seed, so a run repeats exactly.
+  const out = await Promise.all(ids.map(async (promptIds, i) => {
+    const seeded = params.doSample ? { ...params, seed: (params.seed ?? 0) + i } : params;
+    const r = await ctx.engine.submit({ promptIds, params: seeded }).result;
+    bar.tick();
+    return r.text;
+  }));
   bar.done();
   return out;
 }
@@ -302,5 +308,14 @@ export function evalTable(results: TaskResult[], protocol: Protocol, model = "th
   const get = (t: string) => results.find((r) => r.task === t);
   const cell = (t: string) => (get(t) ? (100 * get(t)!.score).toFixed(1) : "–");
   const he = get("humaneval");
-  return `| model | MMLU | BBH | HumanEval${he ? ` (${he.metric})` : ""} |\n|---|---:|---:|---:|\n| ${model} | ${cell("mmlu")} | ${cell("bbh")} | ${cell("humaneval")} |\n\nProtocol: ${protocol}${protocol === "instruct-eval" ? " (declare-lab/instruct-eval: MMLU 5-shot and BBH 3-shot direct, generative startswith)" : " (lm-evaluation-harness: MMLU 5-shot log-likelihood, BBH 3-shot CoT exact match)"}.\n`;
+  const about = protocol === "instruct-eval"
+    ? " (declare-lab/instruct-eval: MMLU 5-shot and BBH 3-shot direct, generative startswith)"
+    : " (lm-evaluation-harness: MMLU log-likelihood, BBH 3-shot CoT exact match)";
+  return [
+    `| model | MMLU | BBH | HumanEval${he ? ` (${he.metric})` : ""} |`,
+    "|---|---:|---:|---:|",
+    `| ${model} | ${cell("mmlu")} | ${cell("bbh")} | ${cell("humaneval")} |`,
+    "",
+    `Protocol: ${protocol}${about}.`,
+  ].join("\n") + "\n";
 }

@@ -105,8 +105,6 @@ export interface ForwardContext {
   positionIds: torch.Tensor;
   /** [b, 1, s, S] bool, true = hidden (causal, padding, other packed sample); undefined when nothing is. */
   hidden: torch.Tensor | undefined;
-  /** The input had an explicit mask, segments or positions (i.e. not a plain unpadded batch). */
-  explicit: boolean;
 }
 
 export interface BlockOutput {
@@ -275,7 +273,6 @@ export abstract class CausalLM extends Module {
       b, s, past, keyMask,
       positionIds: input.positionIds ?? positionsFromMask(keyMask),
       hidden: hiddenKeys(attentionMask, s, past, this.device, input.segmentIds),
-      explicit: Boolean(attentionMask || input.segmentIds || input.positionIds),
     };
   }
 
@@ -290,7 +287,9 @@ export abstract class CausalLM extends Module {
   }
 
   /** Everything before the LM head: the final norm's output [b, s, h], with the graph when grad is on. */
-  private trunk(input: CausalLMInput): { x: torch.Tensor; ctx: ForwardContext; hiddenStates: torch.Tensor[]; attentions: torch.Tensor[] } {
+  private trunk(input: CausalLMInput): {
+    x: torch.Tensor; ctx: ForwardContext; hiddenStates: torch.Tensor[]; attentions: torch.Tensor[];
+  } {
     const ctx = this.context(input);
     const { cache } = input;
     let x = torch.scope(() => this.embed(input.inputIds));

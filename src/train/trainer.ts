@@ -279,7 +279,11 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
   const totalSteps = cfg.max_steps ?? Math.ceil(cfg.num_train_epochs * stepsPerEpoch);
   const schedule: ScheduleOptions = { ...settings.schedule, peakLr: settings.lr, totalSteps: settings.schedule.totalSteps ?? totalSteps };
   const trainSamples = data.datasets.reduce((n, d) => n + d.train.length, 0);
-  print(`train: ${trainSamples} samples from ${data.datasets.length} dataset(s), ${batches.length} micro-batches of ${settings.microBatchSize}${cfg.packing ? " packed rows" : ""} per epoch, ${totalSteps} optimizer steps (accumulation ${settings.gradAccumulation}), ${settings.precision} on ${device}, ${(model.numParameters() / 1e6).toFixed(2)}M parameters`);
+  print(
+    `train: ${trainSamples} samples from ${data.datasets.length} dataset(s), ${batches.length} micro-batches of ` +
+    `${settings.microBatchSize}${cfg.packing ? " packed rows" : ""} per epoch, ${totalSteps} optimizer steps ` +
+    `(accumulation ${settings.gradAccumulation}), ${settings.precision} on ${device}, ${(model.numParameters() / 1e6).toFixed(2)}M parameters`,
+  );
 
   const log = new JsonlLog(join(outputDir, "log.jsonl"));
   const records: LogRecord[] = readLogUpTo(log.path, state.globalStep, print);
