@@ -8,7 +8,7 @@ import * as torch from "../torch/index.js";
 import type { CausalLM, KVCache } from "../models/index.js";
 import { Rng } from "../data/rng.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
-import { PREFILL_CHUNK, prefill } from "./prefill.js";
+import { prefillYielding } from "./prefill.js";
 import { checkSampling, isGreedy, nextToken, type SamplingParams } from "./sampling.js";
 
 export type FinishReason = "stop" | "length" | "eos" | "cancelled";
@@ -344,7 +344,7 @@ export class Engine {
     let picks: Array<{ id: number; logprob: number }>;
     try {
       this.o.fault?.("prefill", joining.length);
-      picks = await this.prefillYielding(joining, width, masks, own);
+      picks = await this.prefillJoining(joining, width, masks, own);
     } catch (err) {
       own.dispose();
       for (const r of joining) this.fail(r, err as Error);
@@ -368,30 +368,22 @@ export class Engine {
   }
 
   /**
-   * The joining prompts through their new cache, PREFILL_CHUNK tokens per forward, yielding to the
-   * event loop between chunks: a long prompt does not freeze /health, streams or disconnects.
+   * The joining prompts through their new cache a chunk at a time, yielding to the event loop
+   * between chunks (prefillYielding): a long prompt does not freeze /health, streams or disconnects.
    */
-  private async prefillYielding(joining: Row[], width: number, masks: number[][], cache: KVCache): Promise<Array<{ id: number; logprob: number }>> {
+  private async prefillJoining(joining: Row[], width: number, masks: number[][], cache: KVCache): Promise<Array<{ id: number; logprob: number }>> {
     const device = this.model.device;
-    const ids = torch.tensor(joining.map((r) => [...new Array<number>(width - r.history.length).fill(this.tokenizer.padId), ...r.history]), { dtype: "int64", device }).keep();
+    const rows = joining.map((r) => [...new Array<number>(width - r.history.length).fill(this.tokenizer.padId), ...r.history]);
+    const ids = torch.tensor(rows, { dtype: "int64", device }).keep();
     const padded = joining.some((r) => r.history.length < width);
     const mask = padded ? torch.tensor(masks, { dtype: "int64", device }).keep() : undefined;
+    let last: torch.Tensor | undefined;
     try {
-      for (let start = 0; ; start += PREFILL_CHUNK) {
-        const s = Math.min(PREFILL_CHUNK, width - start);
-        const last = start + s === width;
-        const picks = torch.noGrad(() => torch.scope(() => {
-          const logits = prefill(this.model, {
-            inputIds: ids.narrow(1, start, s), attentionMask: mask?.narrow(1, 0, start + s), cache, chunk: PREFILL_CHUNK,
-          });
-          return last ? pickAll(logits, joining) : undefined;
-        }));
-        if (picks) return picks;
-        await new Promise((r) => setImmediate(r));
-      }
+      last = await prefillYielding(this.model, { inputIds: ids, attentionMask: mask, cache });
+      const logits = last;
+      return torch.noGrad(() => torch.scope(() => pickAll(logits.select(1, 0), joining)));
     } finally {
-      ids.dispose();
-      mask?.dispose();
+      for (const t of [ids, mask, last]) t?.dispose();
     }
   }
 

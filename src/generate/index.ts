@@ -1,2 +1,2 @@
 export { generateGreedy, type GreedyOptions } from "./greedy.js";
-export { prefill, PREFILL_CHUNK, type PrefillOptions } from "./prefill.js";
+export { prefill, prefillSteps, prefillYielding, PREFILL_CHUNK, type PrefillOptions } from "./prefill.js";

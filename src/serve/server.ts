@@ -9,7 +9,7 @@ import { Engine, QueueFullError, type EngineOptions, type TokenEvent } from "../
 import type { SamplingParams } from "../generate/sampling.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import { formatPrompt } from "../sft/format.js";
-import { PREFILL_CHUNK } from "../generate/prefill.js";
+import { prefillYielding } from "../generate/prefill.js";
 import { ApiError, asBody, chatMessages, openaiSampling, tgiSampling, type ChatMessage } from "./protocol.js";
 import { chatPage } from "./page.js";
 
@@ -306,33 +306,31 @@ async function completionPrompts(prompt: unknown, tok: ChatTokenizer): Promise<n
 /**
  * OpenAI logprobs for [echoed prompt] + generated tokens: tokens, token_logprobs (null for the very
  * first token), top_logprobs (n best per position), text_offset (in characters of the text). The
- * sequence goes through the cache PREFILL_CHUNK tokens at a time, yielding to the event loop between
- * chunks, so a 64-prompt echo batch (what lm-eval sends) does not freeze the server.
+ * sequence goes through the cache a chunk at a time (prefillYielding), yielding to the event loop
+ * between chunks, so a 64-prompt echo batch (what lm-eval sends) does not freeze the server.
  */
 async function completionLogprobs(model: CausalLM, tok: ChatTokenizer, echoed: number[], generated: number[], n: number, promptIds: number[]) {
   const all = [...promptIds, ...generated];
   const from = promptIds.length - echoed.length;
   const rows: Array<{ lp: number | null; top: Array<[number, number]> | null }> = from === 0 ? [{ lp: null, top: null }] : [];
-  const cache = model.newCache({ batch: 1, capacity: all.length });
-  try {
-    for (let start = 0; start < all.length - 1; start += PREFILL_CHUNK) {
-      const s = Math.min(PREFILL_CHUNK, all.length - start);
-      torch.noGrad(() => torch.scope(() => {
-        const ids = torch.tensor([all.slice(start, start + s)], { dtype: "int64", device: model.device });
-        const lp = model.forward({ inputIds: ids, cache }).logits.select(0, 0).to("float32").logSoftmax(-1); // [s, V]
-        // Row j (position start + j) predicts the token at start + j + 1.
-        for (let j = 0; j < s; j++) {
-          const t = start + j + 1;
-          if (t < Math.max(from, 1) || t >= all.length) continue;
-          const row = lp.select(0, j);
-          const top = n > 0 ? row.topk(n, -1) : undefined;
-          const values = top?.values.toNumbers();
-          rows.push({ lp: row.select(0, all[t]!).item(), top: top ? top.indices.toNumbers().map((id, k) => [id, values![k]!] as [number, number]) : [] });
-        }
-      }));
-      await new Promise((r) => setImmediate(r));
+  // Row j of a chunk starting at `start` predicts the token at start + j + 1.
+  const collect = (logits: torch.Tensor, start: number) => torch.scope(() => {
+    const lp = logits.select(0, 0).to("float32").logSoftmax(-1); // [s, V]
+    for (let j = 0; j < lp.size(0); j++) {
+      const t = start + j + 1;
+      if (t < Math.max(from, 1) || t >= all.length) continue;
+      const row = lp.select(0, j);
+      const top = n > 0 ? row.topk(n, -1) : undefined;
+      const values = top?.values.toNumbers();
+      rows.push({ lp: row.select(0, all[t]!).item(), top: top ? top.indices.toNumbers().map((id, k) => [id, values![k]!] as [number, number]) : [] });
     }
+  });
+  const cache = model.newCache({ batch: 1, capacity: all.length });
+  const ids = torch.tensor([all], { dtype: "int64", device: model.device });
+  try {
+    (await prefillYielding(model, { inputIds: ids, cache, onChunkLogits: collect })).dispose();
   } finally {
+    ids.dispose();
     cache.dispose();
   }
   const shown = all.slice(from);

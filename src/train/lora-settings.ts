@@ -25,10 +25,10 @@ export function loraSettings(cfg: SFTConfig, model: CausalLM): LoraConfig {
     return arr as string[];
   };
   if (given.task_type !== undefined && given.task_type !== "CAUSAL_LM") throw new Error(`${where} › task_type: only CAUSAL_LM, got ${JSON.stringify(given.task_type)}`);
-  const bias = given.bias ?? DEFAULTS.bias;
-  if (bias !== "none") throw new Error(`${where} › bias: only "none" is supported, got ${JSON.stringify(bias)}`);
+  // Values are checked against their ranges (and bias against "none") where they are used: applyLora.
   return {
     r: num("r"), lora_alpha: num("lora_alpha"), lora_dropout: num("lora_dropout"),
-    target_modules: list("target_modules") ?? model.defaultLoraTargets, bias: "none", modules_to_save: list("modules_to_save"),
+    target_modules: list("target_modules") ?? model.defaultLoraTargets, bias: (given.bias ?? DEFAULTS.bias) as "none",
+    modules_to_save: list("modules_to_save"),
   };
 }

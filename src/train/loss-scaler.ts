@@ -57,11 +57,6 @@ export class DynamicLossScaler {
     return false;
   }
 
-  /** Whether the scale is already at its minimum (the next overflow ends the run). */
-  get atMinimum(): boolean {
-    return this.scale <= this.minScale;
-  }
-
   state(): LossScalerState {
     return { scale: this.scale, cleanSteps: this.cleanSteps, hysteresisLeft: this.hysteresisLeft, skippedSteps: this.skippedSteps };
   }

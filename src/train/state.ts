@@ -3,7 +3,7 @@
 // scheduler/data position, the loss scaler and torch's RNG. A checkpoint is written into a temporary
 // folder, every file fsynced, then renamed into place: a crash mid-save never leaves a half checkpoint
 // under a checkpoint-N name, and never touches the earlier ones.
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
 import * as torch from "../torch/index.js";
 import { readJsonFile, saveAdapter, saveCausalLM, type CausalLM, type LoraConfig } from "../models/index.js";

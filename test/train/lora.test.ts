@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import * as torch from "../../src/torch/index.js";
 import {
-  applyLora, loadCausalLM, loadWithAdapter, mergeLora, saveAdapter, saveCausalLM, type CausalLM, type LoraConfig,
+  applyLora, loadCausalLM, loadWithAdapter, saveAdapter, saveCausalLM, type CausalLM, type LoraConfig,
 } from "../../src/models/index.js";
 import { AdamW } from "../../src/train/index.js";
 import { composeConfig } from "../../src/sft/config.js";

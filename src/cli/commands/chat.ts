@@ -1,10 +1,10 @@
 // `oasft chat --model DIR`: a terminal chat in the OA format with streamed replies.
 import { createInterface } from "node:readline/promises";
 import { writeFileAtomic } from "../../util/atomic-file.js";
-import { loadCausalLM, resolveModelDir } from "../../models/index.js";
+import { resolveModelDir } from "../../models/index.js";
 import { Engine, type GenerationHandle } from "../../generate/engine.js";
 import { chatMessages, formatPrompt } from "../../sft/format.js";
-import { ChatTokenizer, renderChat } from "../../tokenizer/index.js";
+import { renderChat } from "../../tokenizer/index.js";
 import { intFlag, parseFlags, required, UsageError } from "../args.js";
 import { CHAT_REPETITION_PENALTY, checkSampling } from "../../generate/sampling.js";
 import type { Command } from "../main.js";

@@ -8,7 +8,6 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import * as torch from "../../torch/index.js";
 import { loadCausalLM } from "../../models/index.js";
 import { Engine } from "../../generate/engine.js";
 import { CHAT_REPETITION_PENALTY } from "../../generate/sampling.js";

@@ -3,8 +3,7 @@
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { loadCausalLM, resolveModelDir } from "../../models/index.js";
-import { ChatTokenizer } from "../../tokenizer/index.js";
+import { resolveModelDir } from "../../models/index.js";
 import { evalTable, runEval, type Protocol } from "../../eval/run.js";
 import { checkJob, readHumanEval, runChecks, scoreHumanEval } from "../../eval/humaneval.js";
 import { hubSource, localSource } from "../../eval/sources.js";

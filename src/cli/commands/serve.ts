@@ -1,7 +1,6 @@
 // `oasft serve --model DIR`: the HTTP server (OpenAI + TGI APIs, chat page at /).
-import { loadCausalLM, resolveModelDir } from "../../models/index.js";
+import { resolveModelDir } from "../../models/index.js";
 import { buildServer } from "../../serve/server.js";
-import { ChatTokenizer } from "../../tokenizer/index.js";
 import { intFlag, parseFlags, required } from "../args.js";
 import { DEVICE_FLAGS, DEVICE_USAGE, placement } from "../placement.js";
 import { ADAPTER_USAGE, loadForInference } from "../model-flags.js";
