@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "compat.h"
+#include "dist.h"
 
 namespace {
 
@@ -601,6 +602,25 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     });
     return a.undef();
   });
+
+  // ----- collectives (native/dist.h; absent when libtorch was built without them) ------------------
+  def(env, exports, "distAvailable", [](Args& a) { return a.boolean(OASFT_HAS_DIST); });
+#if OASFT_HAS_DIST
+  // distInit(rank, world, masterAddr, masterPort, backend "gloo"|"nccl", timeoutMs)
+  def(env, exports, "distInit", [](Args& a) {
+    oasft::dist::init(static_cast<int>(a.i64(0)), static_cast<int>(a.i64(1)), a.str(2), static_cast<int>(a.i64(3)), a.str(4), a.i64(5));
+    return a.undef();
+  });
+  def(env, exports, "distDestroy", [](Args& a) { oasft::dist::destroy(); return a.undef(); });
+  def(env, exports, "distAllReduce", [](Args& a) { oasft::dist::allReduce(a.t(0), a.str(1)); return a.undef(); });
+  def(env, exports, "distAllGather", [](Args& a) { oasft::dist::allGather(a.tensors(0), a.t(1)); return a.undef(); });
+  def(env, exports, "distReduceScatter", [](Args& a) { oasft::dist::reduceScatter(a.t(0), a.tensors(1)); return a.undef(); });
+  def(env, exports, "distBroadcast", [](Args& a) { oasft::dist::broadcast(a.t(0), static_cast<int>(a.i64(1))); return a.undef(); });
+  def(env, exports, "distBarrier", [](Args& a) { oasft::dist::barrier(); return a.undef(); });
+#endif
+  // setData(param, value): param takes value's storage and shape, keeping its autograd identity
+  // (Python's `param.data = value`); ZeRO-3 frees and re-gathers sharded parameters this way.
+  def(env, exports, "setData", [](Args& a) { a.t(0).set_data(a.t(1)); return a.undef(); });
 
   // ----- autograd and modes ----------------------------------------------------------------------------
   // backward(outputs[], grads[] | undefined, retainGraph)

@@ -7,7 +7,8 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { blasFor, findLibtorch } from "./libtorch.mjs";
 
-const APT_PACKAGES = ["libtorch-dev", "libopenblas0-openmp"];
+// libgloo-dev: the headers of the Gloo library that Debian's libtorch links, for c10d's ProcessGroupGloo.
+const APT_PACKAGES = ["libtorch-dev", "libopenblas0-openmp", "libgloo-dev"];
 
 function fail(lines) {
   console.error(["", "oasft: cannot build the libtorch addon.", ...lines.map((l) => "  " + l), ""].join("\n"));
@@ -51,6 +52,13 @@ if (blas.kind === "reference" || blas.kind === "unknown" && lib.source === "syst
       "select OpenBLAS: update-alternatives --config libblas.so.3-$(gcc -dumpmachine)",
     ]);
   }
+}
+// Multi-process training needs Gloo's headers next to Debian's libtorch; without them the addon builds
+// without collectives, and `oasft train --nproc_per_node` says what to install.
+if (lib.source === "system" && !existsSync("/usr/include/gloo/config.h")) {
+  const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
+  if (isDebianLike() && isRoot) aptInstall(["libgloo-dev"]);
+  else console.error("oasft: libgloo-dev is not installed: building without multi-process training (apt-get install libgloo-dev, then npm rebuild)");
 }
 console.error(`oasft: libtorch from ${lib.source} (${lib.libDir}), BLAS: ${blas.kind}${lib.hasCuda ? ", CUDA" : ""}`);
 

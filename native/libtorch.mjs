@@ -111,6 +111,9 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   }
   const libs = ["-ltorch", "-ltorch_cpu", "-lc10"];
   if (lib.hasCuda) libs.push("-Wl,--no-as-needed", "-ltorch_cuda", "-Wl,--as-needed");
+  // Debian's libtorch links the system's libgloo (libgloo-dev has its headers); pip wheels carry it inside.
+  const gloo = [lib.libDir, "/usr/lib"].some((d) => existsSync(join(d, "libgloo.so")));
+  if (lib.source === "system" && gloo) libs.push("-lgloo");
   switch (what) {
     case "include": console.log(lib.includeDirs.join("\n")); break;
     case "libdir": console.log(lib.libDir); break;

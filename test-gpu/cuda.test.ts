@@ -100,3 +100,23 @@ test("a served chat completion on CUDA", { skip }, async () => {
     model.dispose();
   }
 });
+
+test("ZeRO-3 over NCCL in a one-process world gives the losses of a plain CUDA run (1e-4)", { skip }, async () => {
+  const { spawnSync } = await import("node:child_process");
+  const run = (out: string, env: NodeJS.ProcessEnv, extra: string[] = []) => {
+    const args = [
+      join(REPO, "bin/oasft.js"), "train", "--configs", "defaults", "shared-sample", "tiny-tokenizer", "--cache_dir", join(SHARED, "data"),
+      "--model_name", join(REPO, "configs/bloom-tiny.json"), "--output_dir", out, "--dtype", "fp32", "--device", "cuda",
+      "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "2", "--max_length", "64", "--max_steps", "6",
+      "--learning_rate", "2e-3", "--warmup_steps", "2", "--eval_steps", "1000", "--logging_steps", "1", "--save_strategy", "no", ...extra,
+    ];
+    const r = spawnSync(process.execPath, args, { env: { ...process.env, ...env }, encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    return readFileSync(join(out, "log.jsonl"), "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l)).filter((x) => x.type === "train").map((x) => x.loss as number);
+  };
+  const plain = run(tmp(), {});
+  const env = { RANK: "0", WORLD_SIZE: "1", LOCAL_RANK: "0", LOCAL_WORLD_SIZE: "1", MASTER_ADDR: "127.0.0.1", MASTER_PORT: "29577" };
+  const zero3 = run(tmp(), env, ["--zero_stage", "3", "--dist_backend", "nccl"]);
+  assert.equal(zero3.length, plain.length);
+  zero3.forEach((l, i) => assert.ok(Math.abs(l - plain[i]!) <= 1e-4, `step ${i + 1}: ${l} vs ${plain[i]}`));
+});

@@ -5,7 +5,7 @@
 //
 // Shapes: b batch, s new tokens, S = past + s (keys, the cache included), h hidden, v vocab.
 import * as torch from "../torch/index.js";
-import { CheckpointedBlocks } from "../nn/checkpoint.js";
+import { CheckpointedBlocks, type BlockHooks } from "../nn/checkpoint.js";
 import { Module, Norm } from "../nn/index.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -180,6 +180,8 @@ export interface TrainStepOptions {
   chunkedLoss?: boolean;
   /** Rows per loss chunk (default: about 64 MiB of float32 logits). */
   lossChunkRows?: number;
+  /** Called around each block's forward and recompute (ZeRO-3's gather and free); needs gradientCheckpointing. */
+  blockHooks?: BlockHooks;
 }
 
 /** Rows per chunk: about 64 MiB of float32 logits per chunk, whatever the vocabulary. */
@@ -336,13 +338,14 @@ export abstract class CausalLM extends Module {
       if (detached.grad && x.requiresGrad) torch.backward([x], [detached.grad]);
       return value;
     };
+    if (o.blockHooks && !o.gradientCheckpointing) throw new Error("trainStep: blockHooks need gradientCheckpointing");
     return torch.scope(() => {
       if (!o.gradientCheckpointing) return { loss: headAndLoss(this.trunk(input).x) };
       const ctx = this.context(input);
       const x0 = torch.noGrad(() => this.embed(input.inputIds));
       const shared = this.prepare(ctx, x0.dtype);
       const blocks = this.blocks.map((_, i) => (x: torch.Tensor) => this.runBlock(i, x, ctx, shared, undefined, false).out);
-      const seq = new CheckpointedBlocks(this.device, this.training);
+      const seq = new CheckpointedBlocks(this.device, this.training, o.blockHooks);
       const xL = seq.forward(x0, blocks);
       const last = xL.detach();
       last.requiresGrad = true;

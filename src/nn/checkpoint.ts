@@ -9,6 +9,15 @@
 // the forward left it, so the next step draws exactly what it would have without checkpointing.
 import * as torch from "../torch/index.js";
 
+/**
+ * Called around block i's forward, and around its recomputation and backward: ZeRO-3 gathers the
+ * block's sharded parameters in `before` and frees them (reducing their gradients) in `after`.
+ */
+export interface BlockHooks {
+  before(i: number, phase: "forward" | "backward"): void;
+  after(i: number, phase: "forward" | "backward"): void;
+}
+
 export class CheckpointedBlocks {
   private inputs: torch.Tensor[] = [];
   private rngStates: torch.Tensor[] = [];
@@ -19,17 +28,19 @@ export class CheckpointedBlocks {
    * @param device the device whose generator the blocks draw from
    * @param saveRng keep RNG states (needed when a block is random, i.e. dropout in training mode)
    */
-  constructor(private readonly device: string, private readonly saveRng: boolean) {}
+  constructor(private readonly device: string, private readonly saveRng: boolean, private readonly hooks?: BlockHooks) {}
 
   /** Runs the blocks in order without a graph and returns the last output (owned by the caller's scope). */
   forward(x: torch.Tensor, blocks: Array<(x: torch.Tensor) => torch.Tensor>): torch.Tensor {
     this.blocks = blocks;
     return torch.noGrad(() => {
-      for (const block of blocks) {
+      blocks.forEach((block, i) => {
         this.inputs.push(x.keep());
         if (this.saveRng) this.rngStates.push(torch.rngState(this.device).keep());
+        this.hooks?.before(i, "forward");
         x = torch.scope(() => block(x));
-      }
+        this.hooks?.after(i, "forward");
+      });
       if (this.saveRng) this.rngAfter = torch.rngState(this.device).keep();
       return x;
     });
@@ -40,6 +51,7 @@ export class CheckpointedBlocks {
     let grad = gradOut;
     try {
       for (let i = this.blocks.length - 1; i >= 0; i--) {
+        this.hooks?.before(i, "backward");
         grad = torch.scope(() => {
           const xi = this.inputs[i]!.detach();
           xi.requiresGrad = true;
@@ -48,6 +60,7 @@ export class CheckpointedBlocks {
           torch.backward([out], [grad]);
           return xi.grad!;
         });
+        this.hooks?.after(i, "backward");
       }
       if (this.rngAfter) torch.setRngState(this.device, this.rngAfter);
       return grad;

@@ -57,6 +57,13 @@ export const CONFIG_KEYS = {
   resume_from_checkpoint: { type: "string", default: null, nullable: true, doc: "a checkpoint folder, or \"latest\" in output_dir" },
   overwrite_output_dir: { type: "boolean", default: false, doc: "start a new run in an output_dir that holds another run (its checkpoints, log and summary are removed first)" },
   threads: { type: "integer", range: { min: 1 }, default: null, nullable: true, doc: "CPU threads for libtorch (default: OMP_NUM_THREADS, else the CPUs this process may use)" },
+  // --- many processes (see `oasft train --nproc_per_node`) ---
+  zero_stage: {
+    type: "integer", range: { min: 0, max: 3 }, default: null, nullable: true,
+    doc: "ZeRO sharding across ranks: 0 none, 1 optimizer state, 2 + gradients, 3 + parameters (default: the DeepSpeed JSON's zero_optimization.stage with --deepspeed, else 0)",
+  },
+  dist_backend: { type: "string", default: "auto", choices: ["auto", "gloo", "nccl"], doc: "c10d backend (auto: nccl on CUDA, gloo on CPU)" },
+  dist_timeout: { type: "number", range: { gt: 0 }, default: 600, doc: "seconds any rendezvous or collective may wait for a peer before the run fails" },
   // --- evaluation, logging, saving ---
   eval_steps: { type: "integer", range: { min: 1 }, default: 200, doc: "evaluate every N optimizer steps" },
   eval_size: { type: "integer", range: { min: 1 }, default: null, nullable: true, doc: "cut each validation set to its first N samples" },

@@ -165,6 +165,16 @@ export interface NativeBinding {
   crossEntropy(logits: H, target: H, ignoreIndex: number, reduction: "mean" | "sum" | "none", labelSmoothing?: number): H;
   // fused optimizer step
   adamwStep_(param: H, grad: H, expAvg: H, expAvgSq: H, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
+  // collectives (native/dist.h): present only when the addon was built with them (distAvailable)
+  distAvailable(): boolean;
+  distInit?(rank: number, world: number, masterAddr: string, masterPort: number, backend: "gloo" | "nccl", timeoutMs: number): void;
+  distDestroy?(): void;
+  distAllReduce?(t: H, op: "sum" | "max" | "min"): void;
+  distAllGather?(outputs: H[], input: H): void;
+  distReduceScatter?(output: H, inputs: H[]): void;
+  distBroadcast?(t: H, root: number): void;
+  distBarrier?(): void;
+  setData(param: H, value: H): void;
   // autograd and modes
   backward(outputs: H[], grads: H[] | undefined, retainGraph?: boolean): void;
   setGradEnabled(enabled: boolean): boolean;

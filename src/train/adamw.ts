@@ -48,7 +48,6 @@ export class AdamW {
 
   /** One update from the parameters' current .grad (parameters without a grad are skipped, as torch). */
   step(): void {
-    const [beta1, beta2] = this.betas;
     torch.noGrad(() => {
       for (const group of this.groups) {
         const wd = group.weightDecay ?? this.weightDecay;
@@ -62,17 +61,7 @@ export class AdamW {
               this.state.set(p, s);
             }
             s.step += 1;
-            if (this.fused && p.dtype === "float32" && p.device === "cpu" && g.dtype === "float32" && g.isContiguous() && p.isContiguous()) {
-              torch.native.adamwStep_(p.handle, g.handle, s.expAvg.handle, s.expAvgSq.handle, this.lr, beta1, beta2, this.eps, wd, s.step);
-              return;
-            }
-            if (wd !== 0) p.mul_(1 - this.lr * wd);
-            s.expAvg.mul_(beta1).add_(g, 1 - beta1);
-            s.expAvgSq.mul_(beta2).addcmul_(g, g, 1 - beta2);
-            const biasCorrection1 = 1 - beta1 ** s.step;
-            const biasCorrection2 = 1 - beta2 ** s.step;
-            const denom = s.expAvgSq.sqrt().div_(Math.sqrt(biasCorrection2)).add_(this.eps);
-            p.addcdiv_(s.expAvg, denom, -this.lr / biasCorrection1);
+            adamwUpdate(p, g, s.expAvg, s.expAvgSq, s.step, { lr: this.lr, betas: this.betas, eps: this.eps, weightDecay: wd, fused: this.fused });
           });
         }
       }
@@ -118,4 +107,30 @@ export class AdamW {
     }
     this.state.clear();
   }
+}
+
+/**
+ * One AdamW update of `p` (in place, with its moments m and v) from gradient `g` at step `step` (1 for
+ * the first). The one-pass native kernel takes contiguous float32 CPU tensors; the composite below is
+ * its reference and the path for everything else. ZeRO's sharded optimizer calls it on flat shards.
+ */
+export function adamwUpdate(
+  p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: number,
+  o: { lr: number; betas: [number, number]; eps: number; weightDecay: number; fused?: boolean },
+): void {
+  const [beta1, beta2] = o.betas;
+  const fast = (o.fused ?? true) && p.dtype === "float32" && p.device === "cpu" && g.dtype === "float32";
+  if (fast && g.isContiguous() && p.isContiguous() && m.isContiguous() && v.isContiguous()) {
+    torch.native.adamwStep_(p.handle, g.handle, m.handle, v.handle, o.lr, beta1, beta2, o.eps, o.weightDecay, step);
+    return;
+  }
+  torch.scope(() => {
+    if (o.weightDecay !== 0) p.mul_(1 - o.lr * o.weightDecay);
+    m.mul_(beta1).add_(g, 1 - beta1);
+    v.mul_(beta2).addcmul_(g, g, 1 - beta2);
+    const biasCorrection1 = 1 - beta1 ** step;
+    const biasCorrection2 = 1 - beta2 ** step;
+    const denom = v.sqrt().div_(Math.sqrt(biasCorrection2)).add_(o.eps);
+    p.addcdiv_(m, denom, -o.lr / biasCorrection1);
+  });
 }

@@ -23,6 +23,8 @@ export interface TrainSettings {
   gradAccumulation: number;
   microBatchSize: number;
   schedule: { kind: ScheduleKind; warmupSteps: number; warmupType?: "log" | "linear"; minLr?: number; totalSteps?: number };
+  /** ZeRO stage across ranks (0 = plain data parallel). */
+  zeroStage: 0 | 1 | 2 | 3;
   notes: string[];
 }
 
@@ -49,7 +51,8 @@ const enabled = (block: unknown, fallback: boolean) => {
   return e === undefined || e === "auto" ? fallback : e === true;
 };
 
-export function resolveTrainSettings(cfg: SFTConfig, device: string): TrainSettings {
+/** `distributed`: this process is one rank of a job (launched with the torchrun environment). */
+export function resolveTrainSettings(cfg: SFTConfig, device: string, distributed = false): TrainSettings {
   const notes: string[] = [];
   const dtype = cfg.dtype;
   let precision: Precision = dtype === "bf16" || dtype === "bfloat16" ? "bf16" : dtype === "fp16" || dtype === "float16" ? "fp16" : "fp32";
@@ -63,6 +66,7 @@ export function resolveTrainSettings(cfg: SFTConfig, device: string): TrainSetti
     gradAccumulation: cfg.gradient_accumulation_steps,
     microBatchSize: cfg.per_device_train_batch_size,
     schedule: { kind: cfg.lr_scheduler_type, warmupSteps: cfg.warmup_steps },
+    zeroStage: (cfg.zero_stage ?? 0) as TrainSettings["zeroStage"],
     notes,
   };
   if (cfg.deepspeed) {
@@ -109,9 +113,17 @@ export function resolveTrainSettings(cfg: SFTConfig, device: string): TrainSetti
       if (sched.type === "WarmupLR" && sp.warmup_type !== "linear") notes.push(`${file}: WarmupLR's log warmup is applied as linear warmup (oasft's constant schedule)`);
     } else if (sched.type !== undefined) throw new Error(`${file}: scheduler.type ${JSON.stringify(sched.type)} is not supported (WarmupDecayLR, WarmupLR)`);
     const zero = (ds.zero_optimization ?? {}) as Json;
-    if (zero.stage) notes.push(`${file}: ZeRO stage ${zero.stage} shards parameters/gradients/optimizer state across ranks; this run is one process, so everything stays whole on it`);
-    if (zero.offload_optimizer || zero.offload_param) notes.push(`${file}: CPU offload is not implemented; optimizer state and parameters stay on the training device`);
+    if (zero.stage !== undefined && cfg.zero_stage === null) {
+      const stage = zero.stage;
+      if (stage !== 0 && stage !== 1 && stage !== 2 && stage !== 3) throw new Error(`${file} › zero_optimization.stage: expected 0, 1, 2 or 3, got ${JSON.stringify(stage)}`);
+      s.zeroStage = stage;
+    }
+    for (const key of ["offload_optimizer", "offload_param"]) {
+      const device = ((zero[key] ?? {}) as Json).device;
+      if (zero[key] && device !== "none") notes.push(`${file} › zero_optimization.${key}: CPU/NVMe offload is not applied; it stays on the training device`);
+    }
   }
+  if (s.zeroStage > 0 && !distributed) notes.push(`ZeRO stage ${s.zeroStage} shards state across ranks; this run is one process, so everything stays whole on it`);
   if (precision === "fp16" && device === "cpu") {
     notes.push("dtype fp16: libtorch has no fp16 matmul/LayerNorm kernels on CPU; training runs in bf16 autocast instead (fp16 with loss scaling runs on CUDA)");
     precision = "bf16";

@@ -9,6 +9,7 @@ import * as torch from "../torch/index.js";
 import { readJsonFile, saveAdapter, saveCausalLM, type CausalLM, type LoraConfig } from "../models/index.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import { fsyncDir, writeFileAtomic } from "../util/atomic-file.js";
+import { soloGroup, type ProcessGroup } from "../dist/group.js";
 import type { AdamW } from "./adamw.js";
 import type { LossScalerState } from "./loss-scaler.js";
 
@@ -61,7 +62,8 @@ export function resolveResume(spec: string, outputDir: string): string {
 export interface SaveCheckpointArgs {
   model: CausalLM;
   tokenizer: ChatTokenizer;
-  optimizer: AdamW;
+  /** Whole AdamW state (stage 0), written by rank 0; undefined when each rank writes its shard instead. */
+  optimizer?: AdamW;
   paramNames: string[];
   state: TrainerState;
   config: Record<string, unknown>;
@@ -69,37 +71,65 @@ export interface SaveCheckpointArgs {
   midway?: (tmpDir: string) => void;
   /** A LoRA run: the checkpoint holds the adapter (PEFT's files), not the frozen base. */
   lora?: LoraConfig;
+  /**
+   * Many ranks: every rank calls saveCheckpoint. Rank 0 writes the shared files (the whole model, in
+   * the HF layout); each rank writes its own with `writeShard`. The folder gets its checkpoint-N name
+   * only after a barrier, once every rank's files are complete.
+   */
+  group?: ProcessGroup;
+  writeShard?: (tmpDir: string) => void;
 }
 
 export function saveCheckpoint(outputDir: string, a: SaveCheckpointArgs): string {
-  mkdirSync(outputDir, { recursive: true });
+  const group = a.group ?? soloGroup;
+  const lead = group.rank === 0;
   const final = join(outputDir, `checkpoint-${a.state.globalStep}`);
-  const tmp = join(outputDir, `.tmp-checkpoint-${a.state.globalStep}-${process.pid}`);
-  rmSync(tmp, { recursive: true, force: true });
+  // Every rank writes into rank 0's temporary folder, named by rank 0's pid (pruneCheckpoints' rule).
+  const owner = group.worldSize > 1 ? group.reduceNumbers([lead ? process.pid : 0])[0]! : process.pid;
+  const tmp = join(outputDir, `.tmp-checkpoint-${a.state.globalStep}-${owner}`);
+  if (lead) {
+    mkdirSync(outputDir, { recursive: true });
+    rmSync(tmp, { recursive: true, force: true });
+    mkdirSync(tmp);
+  }
+  group.barrier();
+  a.writeShard?.(tmp);
+  if (lead) writeShared(tmp, a);
+  group.barrier(); // every rank's files are complete
+  if (lead) {
+    fsyncDir(tmp);
+    // Replace an older checkpoint of the same step (a resumed run re-saving) only once the new one is whole.
+    if (existsSync(final)) {
+      const old = `${final}.old-${process.pid}`;
+      renameSync(final, old);
+      renameSync(tmp, final);
+      rmSync(old, { recursive: true, force: true });
+    } else renameSync(tmp, final);
+    fsyncDir(outputDir);
+  }
+  group.barrier(); // no rank goes on before checkpoint-N exists
+  return final;
+}
+
+/** Rank 0's files: the model (HF layout, or the LoRA adapter), the tokenizer, whole optimizer state, RNG, trainer state. */
+function writeShared(tmp: string, a: SaveCheckpointArgs): void {
   if (a.lora) saveAdapter(a.model, a.lora, tmp, typeof a.config.model_name === "string" ? a.config.model_name : null);
   else saveCausalLM(a.model, tmp);
   a.tokenizer.save(tmp);
   a.midway?.(tmp);
-  const tensors: Array<[string, torch.Tensor]> = [];
-  const steps: Record<string, number> = {};
-  for (const s of a.optimizer.stateList()) {
-    const name = a.paramNames[s.index]!;
-    tensors.push([`exp_avg.${name}`, s.expAvg], [`exp_avg_sq.${name}`, s.expAvgSq]);
-    steps[name] = s.step;
+  if (a.optimizer) {
+    const tensors: Array<[string, torch.Tensor]> = [];
+    const steps: Record<string, number> = {};
+    for (const s of a.optimizer.stateList()) {
+      const name = a.paramNames[s.index]!;
+      tensors.push([`exp_avg.${name}`, s.expAvg], [`exp_avg_sq.${name}`, s.expAvgSq]);
+      steps[name] = s.step;
+    }
+    torch.saveSafetensors(join(tmp, OPTIMIZER_FILE), tensors, { steps: JSON.stringify(steps), lr: String(a.optimizer.lr) });
   }
-  torch.saveSafetensors(join(tmp, OPTIMIZER_FILE), tensors, { steps: JSON.stringify(steps), lr: String(a.optimizer.lr) });
   torch.scope(() => torch.saveSafetensors(join(tmp, RNG_FILE), rngDevices().map((d): [string, torch.Tensor] => [d, torch.rngState(d)])));
+  // Written last: a folder with trainer_state.json is a complete checkpoint (checkpointDirs' rule).
   writeFileAtomic(join(tmp, STATE_FILE), [JSON.stringify({ ...a.state, config: a.config }, null, 2) + "\n"]);
-  fsyncDir(tmp);
-  // Replace an older checkpoint of the same step (a resumed run re-saving) only once the new one is whole.
-  if (existsSync(final)) {
-    const old = `${final}.old-${process.pid}`;
-    renameSync(final, old);
-    renameSync(tmp, final);
-    rmSync(old, { recursive: true, force: true });
-  } else renameSync(tmp, final);
-  fsyncDir(outputDir);
-  return final;
 }
 
 /**
@@ -130,17 +160,38 @@ export interface LoadedCheckpoint {
   config: Record<string, unknown>;
 }
 
-/** Restores optimizer moments and the RNG from a checkpoint; the model is loaded by the caller. */
 /**
  * Restores optimizer moments and the RNG from a checkpoint; the model is loaded by the caller. A
  * checkpoint is taken whole or refused: a damaged state file, or a moment the checkpoint says it has
  * but does not hold, is an error naming the file and the tensor.
  */
-export function loadCheckpointState(dir: string, optimizer: AdamW, paramNames: string[]): LoadedCheckpoint {
+export function loadCheckpointState(dir: string, optimizer: AdamW | ((dir: string) => void), paramNames: string[]): LoadedCheckpoint {
   const raw = readJsonFile(join(dir, STATE_FILE), "trainer state") as unknown as TrainerState & { config: Record<string, unknown> };
   if (!Number.isInteger(raw.globalStep) || !Number.isInteger(raw.epoch) || !Number.isInteger(raw.microBatch)) {
     throw new Error(`${join(dir, STATE_FILE)}: globalStep, epoch and microBatch must be integers (a damaged checkpoint?)`);
   }
+  if (typeof optimizer === "function") optimizer(dir);
+  else loadWholeOptimizer(dir, optimizer, paramNames);
+  const rng = torch.loadSafetensors(join(dir, RNG_FILE)).tensors;
+  try {
+    for (const device of rngDevices()) {
+      const state = rng.get(device);
+      // A checkpoint written on a machine without this GPU restores the CPU generator only.
+      if (state) torch.setRngState(device, state);
+      else if (device === "cpu") throw new Error(`${join(dir, RNG_FILE)}: no 'cpu' generator state`);
+    }
+  } finally {
+    for (const t of rng.values()) t.dispose();
+  }
+  const { config, ...state } = raw;
+  return { state, config };
+}
+
+/** Whether a checkpoint holds whole AdamW state (stage 0) rather than per-rank ZeRO shards. */
+export const hasWholeOptimizerState = (dir: string) => existsSync(join(dir, OPTIMIZER_FILE));
+
+/** Stage-0 AdamW state from optimizer.safetensors, by parameter name. */
+export function loadWholeOptimizer(dir: string, optimizer: AdamW, paramNames: string[]): void {
   const optimizerFile = join(dir, OPTIMIZER_FILE);
   const { header, tensors } = torch.loadSafetensors(optimizerFile);
   try {
@@ -163,18 +214,4 @@ export function loadCheckpointState(dir: string, optimizer: AdamW, paramNames: s
   } finally {
     for (const t of tensors.values()) t.dispose();
   }
-  const rng = torch.loadSafetensors(join(dir, RNG_FILE)).tensors;
-  try {
-    for (const device of rngDevices()) {
-      const state = rng.get(device);
-      // A checkpoint written on a machine without this GPU restores the CPU generator only.
-      if (state) torch.setRngState(device, state);
-      else if (device === "cpu") throw new Error(`${join(dir, RNG_FILE)}: no 'cpu' generator state`);
-    }
-  } finally {
-    for (const t of rng.values()) t.dispose();
-  }
-  const { config, ...state } = raw;
-  return { state, config };
 }
-

@@ -3,6 +3,7 @@
 //   or packed) → forward/backward (bf16 autocast, or fp16 with loss scaling; optional gradient
 //   checkpointing) accumulated over gradient_accumulation_steps → clip → AdamW → schedule
 // with evaluation per dataset, atomic checkpoints, exact resume, a JSONL log and a chart.
+import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { extname, join } from "node:path";
 import * as torch from "../torch/index.js";
@@ -20,13 +21,16 @@ import { lintMessage, loadConfigTokenizer, prepareSftData, splitSample, type Sft
 import type { EncodedSample } from "../sft/encode.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
-import { AdamW } from "./adamw.js";
-import { clipGradNorm, globalGradNorm, scaleGrads } from "./grad.js";
+import { distEnv, type DistEnv } from "../dist/env.js";
+import { backendFor, initProcessGroup, soloGroup, type ProcessGroup } from "../dist/group.js";
+import { ReplicatedOptimizer, ShardedOptimizer, type TrainOptimizer } from "./zero.js";
 import { DynamicLossScaler } from "./loss-scaler.js";
 import { JsonlLog, ProgressBar, writeChart, type EvalRecord, type LogRecord, type StepRecord } from "./report.js";
 import { lrAt, type ScheduleOptions } from "./schedule.js";
 import { resolveTrainSettings, type TrainSettings } from "./settings.js";
-import { checkpointDirs, loadCheckpointState, pruneCheckpoints, resolveResume, saveCheckpoint, type TrainerState } from "./state.js";
+import {
+  checkpointDirs, hasWholeOptimizerState, loadCheckpointState, pruneCheckpoints, resolveResume, saveCheckpoint, type TrainerState,
+} from "./state.js";
 
 export interface TrainOptions {
   /** Where progress and notes go (default stderr). */
@@ -193,7 +197,9 @@ function tensorsOf(b: Batch, device: string) {
 // ----- evaluation -----------------------------------------------------------------------------------
 
 /** Per validation set: mean loss over trained tokens and next-token accuracy on them (OA's metrics). */
-export function evaluate(model: CausalLM, data: SftData, cfg: SFTConfig, precision: TrainSettings["precision"], device: string): EvalRecord["datasets"] {
+export function evaluate(
+  model: CausalLM, data: SftData, cfg: SFTConfig, precision: TrainSettings["precision"], device: string, group: ProcessGroup = soloGroup,
+): EvalRecord["datasets"] {
   const out: EvalRecord["datasets"] = {};
   const batchSize = cfg.per_device_eval_batch_size;
   model.eval();
@@ -204,7 +210,8 @@ export function evaluate(model: CausalLM, data: SftData, cfg: SFTConfig, precisi
       let correct = 0;
       let count = 0;
       const samples = d.val.map((_, i) => splitSample(data, cfg, d, i, "val"));
-      for (let i = 0; i < samples.length; i += batchSize) {
+      // Ranks take every world-th batch; the sums are reduced below.
+      for (let i = group.rank * batchSize; i < samples.length; i += batchSize * group.worldSize) {
         torch.scope(() => {
           const b = tensorsOf(padBatch(samples.slice(i, i + batchSize), data.tokenizer.padId, 1), device);
           const run = () => model.forward({ inputIds: b.inputIds, attentionMask: b.attentionMask }).logits;
@@ -220,6 +227,7 @@ export function evaluate(model: CausalLM, data: SftData, cfg: SFTConfig, precisi
           count += n;
         });
       }
+      if (group.worldSize > 1) [lossSum, correct, count] = group.reduceNumbers([lossSum, correct, count]);
       if (count) out[d.name] = { loss: lossSum / count, accuracy: correct / count, tokens: count };
     }
   });
@@ -227,18 +235,81 @@ export function evaluate(model: CausalLM, data: SftData, cfg: SFTConfig, precisi
   return out;
 }
 
+// ----- many processes -------------------------------------------------------------------------------
+
+/** The job's process group (c10d, from the torchrun environment), or the one-process group. */
+function joinJob(env: DistEnv | null, cfg: SFTConfig, device: string): ProcessGroup {
+  if (!env) return soloGroup;
+  const group = initProcessGroup(env, backendFor(device, cfg.dist_backend), cfg.dist_timeout, device);
+  // Every rank must run the same config: a mismatch would silently train on different data or shapes.
+  const hash = Number.parseInt(createHash("sha256").update(JSON.stringify(cfg)).digest("hex").slice(0, 12), 16);
+  const all = torch.scope(() => group.allGather(torch.tensor([hash], { dtype: "float64", device: group.backend === "nccl" ? device : "cpu" }))
+    .map((t) => t.toDevice("cpu").item()));
+  const differ = all.map((h, r) => (h !== all[0] ? r : -1)).filter((r) => r >= 0);
+  if (differ.length) {
+    group.destroy();
+    const who = differ.length > 1 ? `ranks ${differ.join(", ")} differ` : `rank ${differ[0]} differs`;
+    throw new Error(`rank ${group.rank}: the ranks were started with different configs (${who} from rank 0); start every rank with the same arguments`);
+  }
+  return group;
+}
+
+/** Threads per rank: the CPUs shared among the ranks of this machine, unless threads or OMP_NUM_THREADS say. */
+function setThreads(cfg: SFTConfig, env: DistEnv | null): void {
+  if (cfg.threads !== null) torch.setNumThreads(cfg.threads);
+  else if (env && env.localWorldSize > 1 && !process.env.OMP_NUM_THREADS) {
+    torch.setNumThreads(Math.max(1, Math.floor(torch.defaultThreads().threads / env.localWorldSize)));
+  }
+}
+
+/** Every rank starts from rank 0's weights (a fresh init is seeded alike, but a file system may differ). */
+function broadcastParameters(model: CausalLM, group: ProcessGroup): void {
+  if (group.worldSize === 1) return;
+  torch.noGrad(() => {
+    for (const [, p] of model.namedParameters()) group.broadcast(p, 0);
+  });
+}
+
+function makeOptimizer(
+  model: CausalLM, names: string[], groups: ReturnType<typeof paramGroups>["groups"], settings: TrainSettings, group: ProcessGroup, stage: TrainSettings["zeroStage"],
+): TrainOptimizer {
+  const o = { lr: settings.lr, betas: settings.betas, eps: settings.eps, weightDecay: settings.weightDecay };
+  return stage === 0 ? new ReplicatedOptimizer(groups, o, group) : new ShardedOptimizer(model, names, groups, o, group, stage);
+}
+
 // ----- the loop ---------------------------------------------------------------------------------------
 
 export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<TrainSummary> {
-  const print = o.print ?? ((l: string) => process.stderr.write(`${l}\n`));
-  const device = torch.resolveDevice(cfg.device, "device");
-  const settings = resolveTrainSettings(cfg, device);
+  const env = distEnv();
+  let device = torch.resolveDevice(cfg.device, "device");
+  // Under a launcher, rank r of a machine takes that machine's GPU r unless the config names one.
+  if (env && device === "cuda") device = `cuda:${env.localRank}`;
+  setThreads(cfg, env);
+  const group = joinJob(env, cfg, device);
+  try {
+    return await trainOnGroup(cfg, o, device, group, env !== null);
+  } finally {
+    group.destroy();
+  }
+}
+
+async function trainOnGroup(cfg: SFTConfig, o: TrainOptions, device: string, group: ProcessGroup, distributed: boolean): Promise<TrainSummary> {
+  const lead = group.rank === 0;
+  const world = group.worldSize;
+  // Only rank 0 talks; the others' errors still surface (thrown), and the launcher names their rank.
+  const print = lead ? (o.print ?? ((l: string) => process.stderr.write(`${l}\n`))) : () => {};
+  const settings = resolveTrainSettings(cfg, device, distributed);
   for (const n of settings.notes) print(`note: ${n}`);
+  const stage = distributed ? settings.zeroStage : 0;
+  if (stage === 3 && cfg.peft_model) throw new Error("zero_stage 3 with peft_model: LoRA's frozen base is not sharded; use zero_stage 0, 1 or 2");
+  const checkpointing = cfg.gradient_checkpointing || stage === 3;
+  if (stage === 3 && !cfg.gradient_checkpointing) {
+    print("note: ZeRO-3 gathers each block's parameters for its forward and again for its recomputation in backward, so gradient checkpointing is on");
+  }
   const outputDir = cfg.output_dir;
   const resumeDir = cfg.resume_from_checkpoint ? resolveResume(cfg.resume_from_checkpoint, outputDir) : undefined;
-  if (cfg.threads !== null) torch.setNumThreads(cfg.threads);
   // A new run never mixes with another run's checkpoints (rotation and "latest" would pick them up).
-  if (!resumeDir) {
+  if (!resumeDir && lead) {
     const earlier = previousRun(outputDir);
     if (earlier.length && !cfg.overwrite_output_dir) {
       throw new Error(`output_dir ${outputDir} already holds a run (${earlier.slice(0, 4).join(", ")}${earlier.length > 4 ? ", ..." : ""}); ` +
@@ -259,36 +330,44 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
   const start = startingModel(cfg, tokenizer, device, resumeDir, print);
   const model = start.model.train();
   const lora = start.lora;
+  broadcastParameters(model, group);
+  const numParameters = model.numParameters();
   const { names, groups } = paramGroups(model, settings.weightDecay);
-  const params = groups.flatMap((g) => g.params);
-  const optimizer = new AdamW(groups, { lr: settings.lr, betas: settings.betas, eps: settings.eps, weightDecay: settings.weightDecay });
+  const optimizer = makeOptimizer(model, names, groups, settings, group, stage);
   const scaler = settings.lossScaling ? new DynamicLossScaler(settings.lossScaling) : undefined;
 
   let state: TrainerState = { globalStep: 0, epoch: 0, microBatch: 0, trainedTokens: 0, tokens: 0, elapsedS: 0 };
   if (resumeDir) {
-    const loaded = loadCheckpointState(resumeDir, optimizer, names);
+    const loadOptimizer = optimizer instanceof ReplicatedOptimizer && hasWholeOptimizerState(resumeDir)
+      ? optimizer.adamw
+      : (dir: string) => (optimizer as ReplicatedOptimizer | ShardedOptimizer).loadState(dir, model, names, groups);
+    const loaded = loadCheckpointState(resumeDir, loadOptimizer, names);
     state = loaded.state;
     if (state.lossScaler && scaler) scaler.load(state.lossScaler);
     print(`resumed from ${resumeDir} at step ${state.globalStep} (epoch ${state.epoch}, micro-batch ${state.microBatch})`);
   }
 
-  // Steps: ceil(micro-batches per epoch / accumulation) per epoch (the last step of an epoch takes the remainder).
+  // A step takes gradient_accumulation_steps micro-batches per rank, `world` ranks at a time, from the
+  // one deterministic order: the global batch, and so the losses, do not depend on how it is split.
+  const perStep = settings.gradAccumulation * world;
   let batches = epochBatches(data, cfg, settings.microBatchSize, state.epoch);
   const firstEpoch = state.epoch === 0 ? batches : epochBatches(data, cfg, settings.microBatchSize, 0);
-  const stepsPerEpoch = Math.ceil(firstEpoch.length / settings.gradAccumulation);
+  const stepsPerEpoch = Math.ceil(firstEpoch.length / perStep);
   const totalSteps = cfg.max_steps ?? Math.ceil(cfg.num_train_epochs * stepsPerEpoch);
   const schedule: ScheduleOptions = { ...settings.schedule, peakLr: settings.lr, totalSteps: settings.schedule.totalSteps ?? totalSteps };
   const trainSamples = data.datasets.reduce((n, d) => n + d.train.length, 0);
   print(
     `train: ${trainSamples} samples from ${data.datasets.length} dataset(s), ${batches.length} micro-batches of ` +
     `${settings.microBatchSize}${cfg.packing ? " packed rows" : ""} per epoch, ${totalSteps} optimizer steps ` +
-    `(accumulation ${settings.gradAccumulation}), ${settings.precision} on ${device}, ${(model.numParameters() / 1e6).toFixed(2)}M parameters`,
+    `(accumulation ${settings.gradAccumulation}${world > 1 ? ` × ${world} ranks, ZeRO stage ${stage}` : ""}), ` +
+    `${settings.precision} on ${device}, ${(numParameters / 1e6).toFixed(2)}M parameters`,
   );
 
   const log = new JsonlLog(join(outputDir, "log.jsonl"));
-  const records: LogRecord[] = readLogUpTo(log.path, state.globalStep, print);
-  writeFileAtomic(log.path, records.map((r) => JSON.stringify(r) + "\n"));
-  const bar = o.progress === false ? undefined : new ProgressBar(totalSteps);
+  const records: LogRecord[] = lead ? readLogUpTo(log.path, state.globalStep, print) : [];
+  if (lead) writeFileAtomic(log.path, records.map((r) => JSON.stringify(r) + "\n"));
+  const writeLog = (rec: LogRecord) => { records.push(rec); if (lead) log.write(rec); };
+  const bar = o.progress === false || !lead ? undefined : new ProgressBar(totalSteps);
   const precisionDtype = settings.precision === "bf16" ? "bfloat16" : "float16";
   const autocastDevice = torch.deviceType(device);
   const t0 = performance.now() - state.elapsedS * 1000;
@@ -301,21 +380,23 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
   const save = () => {
     state.elapsedS = (performance.now() - t0) / 1000;
     if (scaler) state.lossScaler = scaler.state();
-    lastCheckpoint = saveCheckpoint(outputDir, {
-      model, tokenizer, optimizer, paramNames: names, state, config: cfg, ...(lora ? { lora } : {}),
+    const sharded = optimizer instanceof ShardedOptimizer ? optimizer : undefined;
+    lastCheckpoint = optimizer.withFullParams(() => saveCheckpoint(outputDir, {
+      model, tokenizer, paramNames: names, state, config: cfg, group,
+      ...(sharded ? { writeShard: (dir: string) => sharded.saveShard(dir) } : { optimizer: (optimizer as ReplicatedOptimizer).adamw }),
+      ...(lora ? { lora } : {}),
       ...(o.onCheckpointMidway ? { midway: o.onCheckpointMidway } : {}),
-    });
+    }));
+    if (!lead) return;
     const removed = pruneCheckpoints(outputDir, cfg.save_total_limit, lastCheckpoint);
     bar?.message(`saved ${lastCheckpoint}${removed.length ? ` (removed ${removed.join(", ")})` : ""}`);
   };
   const runEval = () => {
-    const datasets = evaluate(model, data, cfg, settings.precision, device);
+    const datasets = optimizer.withFullParams(() => evaluate(model, data, cfg, settings.precision, device, group));
     const tokens = Object.values(datasets).reduce((n, d) => n + d.tokens, 0);
     if (!tokens) return;
     const loss = Object.values(datasets).reduce((a, d) => a + d.loss * d.tokens, 0) / tokens;
-    const rec: EvalRecord = { type: "eval", step: state.globalStep, datasets, loss };
-    records.push(rec);
-    log.write(rec);
+    writeLog({ type: "eval", step: state.globalStep, datasets, loss });
     lastEval = loss;
     if (!state.bestEval || loss < state.bestEval.loss) state.bestEval = { step: state.globalStep, loss };
     bar?.message(`eval step ${state.globalStep}: loss ${loss.toFixed(4)}  ${Object.entries(datasets).map(([n, d]) => `${n} ${d.loss.toFixed(3)}/${(100 * d.accuracy).toFixed(1)}%`).join("  ")}`);
@@ -329,20 +410,31 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
         batches = epochBatches(data, cfg, settings.microBatchSize, state.epoch);
         continue;
       }
-      const chunk = batches.slice(state.microBatch, state.microBatch + settings.gradAccumulation);
+      const chunk = batches.slice(state.microBatch, state.microBatch + perStep);
       const trainedPer = chunk.map(trainedIn);
       const trainedTotal = trainedPer.reduce((a, b) => a + b, 0);
       const lossScale = scaler?.scale ?? 1;
       let stepLoss = 0;
-      chunk.forEach((b, k) => {
-        if (!trainedPer[k]) return; // nothing to learn in this micro-batch (OA: loss 0)
+      // Rank r takes micro-batches r, r + world, ...; a slot with nothing for this rank still joins
+      // the collectives that the other ranks' micro-batches make (ZeRO-3 gathers).
+      for (let slot = 0; slot < Math.ceil(chunk.length / world); slot++) {
+        const k = slot * world + group.rank;
+        const b = chunk[k];
+        if (!b || !trainedPer[k]) { // nothing to learn in this micro-batch (OA: loss 0)
+          optimizer.idleMicroBatch();
+          continue;
+        }
         const weight = cfg.loss_normalization === "micro_batch" ? 1 / chunk.length : trainedPer[k]! / trainedTotal;
-        const options = { gradientCheckpointing: cfg.gradient_checkpointing, gradScale: weight * lossScale };
+        const options = { gradientCheckpointing: checkpointing, gradScale: weight * lossScale, blockHooks: optimizer.blockHooks };
+        optimizer.beforeMicroBatch();
         const run = () => torch.scope(() => model.trainStep(tensorsOf(b, device), options));
         const { loss } = settings.precision === "fp32" ? run() : torch.autocast(autocastDevice, precisionDtype, run);
+        optimizer.afterMicroBatch();
         stepLoss += weight * loss;
-      });
+      }
+      if (world > 1) stepLoss = group.reduceNumbers([stepLoss])[0]!;
       state.microBatch += chunk.length;
+      optimizer.reduceGradients();
       let skipped = false;
       let gradNorm: number;
       const failed = (why: string) => new Error(
@@ -350,16 +442,16 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
         `${lastCheckpoint ?? checkpointDirs(outputDir).at(-1)?.dir ?? "no checkpoint was saved yet"} holds the last good state (try a lower learning_rate, or bf16)`,
       );
       if (scaler) {
-        scaleGrads(params, 1 / lossScale);
-        gradNorm = globalGradNorm(params);
+        optimizer.scaleGrads(1 / lossScale);
+        gradNorm = optimizer.gradNorm();
         try {
           skipped = scaler.update(!Number.isFinite(gradNorm));
         } catch (err) {
           throw failed((err as Error).message);
         }
-        if (!skipped) clipGradNorm(params, settings.maxGradNorm);
+        if (!skipped) optimizer.clip(settings.maxGradNorm);
       } else {
-        gradNorm = clipGradNorm(params, settings.maxGradNorm);
+        gradNorm = optimizer.clip(settings.maxGradNorm);
         // Without loss scaling nothing skips a bad step: a NaN would silently poison every weight.
         if (!Number.isFinite(stepLoss) || !Number.isFinite(gradNorm)) throw failed(`the loss is ${stepLoss} and the gradient norm ${gradNorm}`);
       }
@@ -385,8 +477,7 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
           lr: optimizer.lr, grad_norm: gradNorm, tokens_per_s: rate, trained_tokens: state.trainedTokens, elapsed_s: (now - t0) / 1000,
           ...(scaler ? { loss_scale: scaler.scale, skipped } : {}),
         };
-        records.push(rec);
-        log.write(rec);
+        writeLog(rec);
         const etaS = ((now - t0) / 1000 / Math.max(1, state.globalStep)) * (totalSteps - state.globalStep);
         bar?.update(state.globalStep, { loss: rec.loss, lr: rec.lr, tokensPerS: rate, etaS });
         window = { loss: 0, steps: 0, tokens: 0, trained: 0, t: now };
@@ -394,7 +485,9 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
       if (state.globalStep % cfg.eval_steps === 0 || last) runEval();
       // Let signal handlers (Ctrl-C) run: the step itself is synchronous native work.
       await new Promise((r) => setImmediate(r));
-      const stop = o.stopRequested?.() ?? false;
+      let stop = o.stopRequested?.() ?? false;
+      // A signal reaches the ranks at different moments: they stop together, at the same step.
+      if (world > 1) stop = group.reduceNumbers([stop ? 1 : 0], "max")[0]! > 0;
       if ((cfg.save_strategy === "steps" && state.globalStep % cfg.save_steps === 0) || stop) save();
       else if (cfg.save_strategy === "epoch" && state.microBatch >= batches.length) save();
       if (stop) {
@@ -405,24 +498,42 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
     }
     bar?.done();
     state.elapsedS = (performance.now() - t0) / 1000;
+    const held = rankMemory(optimizer, group, device);
     if (!interrupted) {
       // A LoRA run's result is its adapter (PEFT's files); `oasft merge` makes a plain model of it.
-      if (lora) saveAdapter(model, lora, outputDir, cfg.model_name);
-      else saveCausalLM(model, outputDir);
-      tokenizer.save(outputDir);
+      optimizer.withFullParams(() => {
+        if (!lead) return;
+        if (lora) saveAdapter(model, lora, outputDir, cfg.model_name);
+        else saveCausalLM(model, outputDir);
+        tokenizer.save(outputDir);
+      });
     }
-    writeChart(join(outputDir, "training.svg"), records, cfg.log_dir);
     const summary: TrainSummary = {
       outputDir, steps: state.globalStep, interrupted, finalLoss: lastLoss, ...(lastEval !== undefined ? { evalLoss: lastEval } : {}),
       trainedTokens: state.trainedTokens, tokensPerS: state.tokens / Math.max(1e-9, state.elapsedS), elapsedS: state.elapsedS,
       ...(lastCheckpoint ?? checkpointDirs(outputDir).at(-1)?.dir ? { lastCheckpoint: lastCheckpoint ?? checkpointDirs(outputDir).at(-1)!.dir } : {}),
     };
-    writeFileAtomic(join(outputDir, "summary.json"), [JSON.stringify({ ...summary, best_eval: state.bestEval ?? null, settings: { ...settings, notes: undefined }, notes: settings.notes }, null, 2) + "\n"]);
+    if (lead) {
+      writeChart(join(outputDir, "training.svg"), records, cfg.log_dir);
+      const extra = { best_eval: state.bestEval ?? null, settings: { ...settings, notes: undefined }, notes: settings.notes, world_size: world, zero_stage: stage, ranks: held };
+      writeFileAtomic(join(outputDir, "summary.json"), [JSON.stringify({ ...summary, ...extra }, null, 2) + "\n"]);
+    }
+    group.barrier(); // the final model is on disk before any rank reports success
     return summary;
   } finally {
     optimizer.dispose();
     model.dispose();
   }
+}
+
+/** Bytes of parameters, master copies, gradients and AdamW moments each rank holds (gathered to every rank). */
+function rankMemory(optimizer: TrainOptimizer, group: ProcessGroup, device: string): Array<{ rank: number } & ReturnType<TrainOptimizer["heldBytes"]>> {
+  const h = optimizer.heldBytes();
+  const mine = [h.params, h.master, h.grads, h.optimizer];
+  const all = group.worldSize === 1 ? [mine] : torch.scope(() =>
+    group.allGather(torch.tensor(mine, { dtype: "float64", device: group.backend === "nccl" ? device : "cpu" }))
+      .map((t) => t.toDevice("cpu").toNumbers()));
+  return all.map(([params, master, grads, opt], rank) => ({ rank, params: params!, master: master!, grads: grads!, optimizer: opt! }));
 }
 
 /**

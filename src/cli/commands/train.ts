@@ -1,5 +1,6 @@
 // `oasft train --configs defaults bloom-zh-3b datasets [--key value ...]`: the card's SFT run.
 import { composeConfig, configKeysHelp, splitConfigArgs } from "../../sft/config.js";
+import { launch, launchOptions, splitLaunchArgs } from "../../dist/launch.js";
 import { train } from "../../train/trainer.js";
 import { UsageError } from "../args.js";
 import type { Command } from "../main.js";
@@ -12,6 +13,12 @@ const USAGE = `usage: oasft train --configs NAME... [--key value ...] [--print-c
   --resume_from_checkpoint latest|DIR  continue a run exactly where its checkpoint left it.
   --device auto|cpu|cuda|cuda:N  where to train (default auto: CUDA when present); --dtype fp16|bf16|fp32.
   --overwrite_output_dir  start over in an output_dir that holds another run (refused otherwise).
+
+  Many processes (data parallel; ZeRO sharding with --zero_stage 1|2|3 or the DeepSpeed JSON's stage):
+  --nproc_per_node N  start N ranks on this machine and supervise them (as torchrun)
+  --nnodes M --node_rank R --master_addr A --master_port P  one launcher per machine, M machines
+  Under torchrun --no-python, deepspeed or srun, \`oasft train\` joins the job from RANK, WORLD_SIZE,
+  LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT (or Slurm's SLURM_PROCID/SLURM_NTASKS).
   Ctrl-C or SIGTERM saves a checkpoint and stops (exit 130). Output: output_dir/{checkpoint-N, log.jsonl,
   training.svg, summary.json} and the final model in the Hugging Face layout.
 
@@ -26,11 +33,29 @@ export const command: Command = {
       console.log(USAGE);
       return 0;
     }
-    const printConfig = argv.includes("--print-config");
-    const { names, rest } = splitConfigArgs(argv.filter((a) => a !== "--print-config"));
+    let launchArgs: ReturnType<typeof splitLaunchArgs>;
+    try {
+      launchArgs = splitLaunchArgs(argv);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    const printConfig = launchArgs.rest.includes("--print-config");
+    const { names, rest } = splitConfigArgs(launchArgs.rest.filter((a) => a !== "--print-config"));
     if (!names.length) throw new UsageError(`--configs is required\n\n${USAGE}`);
     const { config, origin, notes } = composeConfig(names, rest);
-    for (const n of notes) console.error(`note: ${n}`);
+    if (Object.keys(launchArgs.launch).length && !printConfig) {
+      // Each rank runs this same command without the launcher flags.
+      let options;
+      try {
+        options = launchOptions(launchArgs.launch, [process.argv[1]!, "train", ...launchArgs.rest]);
+      } catch (err) {
+        throw new UsageError((err as Error).message);
+      }
+      return launch(options);
+    }
+    // Of a job's ranks, only rank 0 speaks.
+    const lead = (process.env.RANK ?? process.env.SLURM_PROCID ?? "0") === "0";
+    if (lead) for (const n of notes) console.error(`note: ${n}`);
     if (printConfig) {
       for (const [k, v] of Object.entries(config)) console.log(`${k}: ${JSON.stringify(v)}${origin[k] !== "default" ? `    # ${origin[k]}` : ""}`);
       return 0;
@@ -48,7 +73,7 @@ export const command: Command = {
     process.on("SIGTERM", onSignal);
     try {
       const summary = await train(config, { stopRequested: () => stop });
-      console.log(JSON.stringify(summary));
+      if (lead) console.log(JSON.stringify(summary));
       return summary.interrupted ? 130 : 0;
     } finally {
       process.off("SIGINT", onSignal);

@@ -1,0 +1,184 @@
+// Collectives for data-parallel and ZeRO training: libtorch's c10d, nothing home-made.
+//   rendezvous: a TCPStore served by rank 0 at MASTER_ADDR:MASTER_PORT (the torchrun contract);
+//   transport:  ProcessGroupGloo on CPU tensors, ProcessGroupNCCL on CUDA tensors.
+// One process group per process, made by distInit and ended by distDestroy. Every collective is
+// synchronous (issued, then waited on with the group's timeout), so a dead or stuck peer turns into
+// an error on the surviving ranks instead of a hang.
+//
+// The headers differ between libtorch 1.13 (a backend *is* a ProcessGroup) and 2.x (a backend is a
+// c10d::Backend behind a ProcessGroup); both expose the same collective methods, used here.
+#pragma once
+
+#if __has_include(<torch/csrc/distributed/c10d/TCPStore.hpp>) && __has_include(<gloo/config.h>)
+#define OASFT_HAS_DIST 1
+#ifndef USE_C10D_GLOO
+#define USE_C10D_GLOO 1
+#endif
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#if defined(OASFT_WITH_NCCL) && __has_include(<nccl.h>)
+#define OASFT_HAS_NCCL 1
+#ifndef USE_C10D_NCCL
+#define USE_C10D_NCCL 1
+#endif
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+#else
+#define OASFT_HAS_DIST 0
+#endif
+
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace oasft::dist {
+
+#if OASFT_HAS_DIST
+
+#if OASFT_TORCH_AT_LEAST(2, 0)
+using Group = c10d::Backend;
+#else
+using Group = c10d::ProcessGroup;
+#endif
+
+struct State {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<Group> group;
+  std::string backend;
+  std::chrono::milliseconds timeout{600000};
+  int rank = 0;
+  int world = 1;
+};
+
+inline State& state() {
+  static State s;
+  return s;
+}
+
+inline State& live(const char* op) {
+  State& s = state();
+  if (!s.group) throw std::runtime_error(std::string(op) + ": no process group (call init first)");
+  return s;
+}
+
+inline void waitFor(const c10::intrusive_ptr<c10d::Work>& work, const char* what) {
+  State& s = state();
+  try {
+    work->wait(s.timeout);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string(what) + " failed on rank " + std::to_string(s.rank) + " of " + std::to_string(s.world) +
+                             " (a peer rank died, or did not join within " + std::to_string(s.timeout.count() / 1000) +
+                             " s): " + e.what());
+  }
+}
+
+// Rank 0 serves the store; every rank (rank 0 too) is a client of it. The store waits for all
+// `world` ranks within `timeout`, so a rank that cannot reach the master fails instead of hanging.
+inline void init(int rank, int world, const std::string& addr, int port, const std::string& backend, int64_t timeoutMs) {
+  State& s = state();
+  if (s.group) throw std::runtime_error("a process group already exists in this process");
+  s.timeout = std::chrono::milliseconds(timeoutMs);
+  c10d::TCPStoreOptions o;
+  o.port = static_cast<std::uint16_t>(port);
+  o.isServer = rank == 0;
+  o.numWorkers = static_cast<std::size_t>(world);
+  o.waitWorkers = true;
+  o.timeout = s.timeout;
+  try {
+    s.store = c10::make_intrusive<c10d::TCPStore>(addr, o);
+  } catch (const std::exception& e) {
+    std::string why = e.what();
+    std::string where = addr + ":" + std::to_string(port);
+    if (rank == 0 && why.find("ddress already in use") != std::string::npos) {
+      throw std::runtime_error("rank 0 cannot serve the rendezvous at " + where + ": MASTER_PORT " + std::to_string(port) +
+                               " is in use (choose another --master_port)");
+    }
+    throw std::runtime_error("rank " + std::to_string(rank) + " could not rendezvous at " + where + " within " +
+                             std::to_string(timeoutMs / 1000) + " s (is rank 0 running there, and are all " +
+                             std::to_string(world) + " ranks started?): " + why);
+  }
+  if (backend == "gloo") {
+    auto options = c10d::ProcessGroupGloo::Options::create(s.timeout);
+    options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    s.group = c10::make_intrusive<c10d::ProcessGroupGloo>(s.store, rank, world, options);
+  } else if (backend == "nccl") {
+#if defined(OASFT_HAS_NCCL)
+    auto options = c10d::ProcessGroupNCCL::Options::create();
+    options->timeout = s.timeout;
+    s.group = c10::make_intrusive<c10d::ProcessGroupNCCL>(s.store, rank, world, options);
+#else
+    throw std::runtime_error("backend nccl: this addon was built without NCCL (a CUDA libtorch with nccl.h is needed)");
+#endif
+  } else {
+    throw std::runtime_error("unknown backend '" + backend + "' (expected gloo or nccl)");
+  }
+  s.backend = backend;
+  s.rank = rank;
+  s.world = world;
+}
+
+inline void destroy() {
+  State& s = state();
+  s.group.reset();
+  s.store.reset();
+}
+
+inline c10d::ReduceOp reduceOp(const std::string& op) {
+  if (op == "sum") return c10d::ReduceOp::SUM;
+  if (op == "max") return c10d::ReduceOp::MAX;
+  if (op == "min") return c10d::ReduceOp::MIN;
+  throw std::runtime_error("unknown reduce op '" + op + "' (expected sum, max or min)");
+}
+
+inline void allReduce(at::Tensor t, const std::string& op) {
+  State& s = live("allReduce");
+  std::vector<at::Tensor> ts{std::move(t)};
+  c10d::AllreduceOptions o;
+  o.reduceOp = reduceOp(op);
+  o.timeout = s.timeout;
+  waitFor(s.group->allreduce(ts, o), "allReduce");
+}
+
+// outputs[k] receives rank k's `input` (all of the same shape).
+inline void allGather(const std::vector<at::Tensor>& outputs, at::Tensor input) {
+  State& s = live("allGather");
+  std::vector<std::vector<at::Tensor>> outs{outputs};
+  std::vector<at::Tensor> ins{std::move(input)};
+  c10d::AllgatherOptions o;
+  o.timeout = s.timeout;
+  waitFor(s.group->allgather(outs, ins, o), "allGather");
+}
+
+// output = Σ over ranks of inputs[rank of this process]; only NCCL implements it (Gloo in 1.13 does
+// not), so the TS side falls back to allReduce + narrow on Gloo.
+inline void reduceScatter(at::Tensor output, const std::vector<at::Tensor>& inputs) {
+  State& s = live("reduceScatter");
+  std::vector<at::Tensor> outs{std::move(output)};
+  std::vector<std::vector<at::Tensor>> ins{inputs};
+  c10d::ReduceScatterOptions o;
+  o.reduceOp = c10d::ReduceOp::SUM;
+  o.timeout = s.timeout;
+  waitFor(s.group->reduce_scatter(outs, ins, o), "reduceScatter");
+}
+
+inline void broadcast(at::Tensor t, int root) {
+  State& s = live("broadcast");
+  std::vector<at::Tensor> ts{std::move(t)};
+  c10d::BroadcastOptions o;
+  o.rootRank = root;
+  o.timeout = s.timeout;
+  waitFor(s.group->broadcast(ts, o), "broadcast");
+}
+
+inline void barrier() {
+  State& s = live("barrier");
+  c10d::BarrierOptions o;
+  o.timeout = s.timeout;
+  waitFor(s.group->barrier(o), "barrier");
+}
+
+#endif  // OASFT_HAS_DIST
+
+}  // namespace oasft::dist
