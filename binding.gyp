@@ -15,7 +15,8 @@
       "defines": [
         "NAPI_EXPERIMENTAL",
         "NAPI_CPP_EXCEPTIONS",
-        "_GLIBCXX_USE_CXX11_ABI=<!(node native/libtorch.mjs cxxabi)"
+        "_GLIBCXX_USE_CXX11_ABI=<!(node native/libtorch.mjs cxxabi)",
+        "<!@(node native/libtorch.mjs defines)"
       ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++20"],

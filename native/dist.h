@@ -9,13 +9,19 @@
 // c10d::Backend behind a ProcessGroup); both expose the same collective methods, used here.
 #pragma once
 
-#if __has_include(<torch/csrc/distributed/c10d/TCPStore.hpp>) && __has_include(<gloo/config.h>)
+#if __has_include(<torch/csrc/distributed/c10d/TCPStore.hpp>)
 #define OASFT_HAS_DIST 1
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+// Gloo's own headers come with Debian's libgloo-dev (pip wheels may lack them: then CUDA runs NCCL only).
+#if __has_include(<gloo/config.h>)
+#define OASFT_HAS_GLOO 1
 #ifndef USE_C10D_GLOO
 #define USE_C10D_GLOO 1
 #endif
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+// NCCL: a CUDA libtorch and nccl.h (pip's nvidia-nccl package); native/libtorch.mjs defines OASFT_WITH_NCCL.
 #if defined(OASFT_WITH_NCCL) && __has_include(<nccl.h>)
 #define OASFT_HAS_NCCL 1
 #ifndef USE_C10D_NCCL
@@ -100,9 +106,13 @@ inline void init(int rank, int world, const std::string& addr, int port, const s
                              std::to_string(world) + " ranks started?): " + why);
   }
   if (backend == "gloo") {
+#if defined(OASFT_HAS_GLOO)
     auto options = c10d::ProcessGroupGloo::Options::create(s.timeout);
     options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     s.group = c10::make_intrusive<c10d::ProcessGroupGloo>(s.store, rank, world, options);
+#else
+    throw std::runtime_error("backend gloo: this addon was built without Gloo's headers (Debian: apt-get install libgloo-dev, then npm rebuild)");
+#endif
   } else if (backend == "nccl") {
 #if defined(OASFT_HAS_NCCL)
     auto options = c10d::ProcessGroupNCCL::Options::create();

@@ -18,7 +18,12 @@ function layoutAt(root, source) {
   const libDir = join(root, "lib");
   const inc = join(root, "include");
   if (!existsSync(join(libDir, "libtorch.so")) || !existsSync(join(inc, "torch/csrc/api/include/torch/torch.h"))) return null;
-  return { source, root, libDir, includeDirs: [inc, join(inc, "torch/csrc/api/include")], hasCuda: existsSync(join(libDir, "libtorch_cuda.so")) };
+  const hasCuda = existsSync(join(libDir, "libtorch_cuda.so"));
+  const includeDirs = [inc, join(inc, "torch/csrc/api/include")];
+  // A pip torch's NCCL headers live in the nvidia-nccl package beside it (site-packages/nvidia/nccl).
+  const nccl = join(root, "../nvidia/nccl/include");
+  if (hasCuda && existsSync(join(nccl, "nccl.h"))) includeDirs.push(nccl);
+  return { source, root, libDir, includeDirs, hasCuda };
 }
 
 function pipTorch() {
@@ -119,6 +124,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     case "libdir": console.log(lib.libDir); break;
     case "libs": console.log([`-L${lib.libDir}`, `-Wl,-rpath,${lib.libDir}`, ...libs, ...openmpFlags(lib)].join("\n")); break;
     case "openmp": console.log(openmpFlags(lib).join("\n")); break;
+    // OASFT_WITH_NCCL: a CUDA libtorch with NCCL's header found (native/dist.h then builds ProcessGroupNCCL).
+    case "defines": console.log(lib.hasCuda && lib.includeDirs.some((d) => existsSync(join(d, "nccl.h"))) ? "OASFT_WITH_NCCL" : "OASFT_WITHOUT_NCCL"); break;
     case "cxxabi": console.log(usesCxx11Abi(lib) ? 1 : 0); break;
     default: console.log(JSON.stringify({ ...lib, blas: blasFor(lib), cxx11Abi: usesCxx11Abi(lib) }, null, 2));
   }

@@ -271,10 +271,11 @@ function broadcastParameters(model: CausalLM, group: ProcessGroup): void {
 }
 
 function makeOptimizer(
-  model: CausalLM, names: string[], groups: ReturnType<typeof paramGroups>["groups"], settings: TrainSettings, group: ProcessGroup, stage: TrainSettings["zeroStage"],
+  model: CausalLM, names: string[], groups: ReturnType<typeof paramGroups>["groups"], settings: TrainSettings,
+  group: ProcessGroup, stage: TrainSettings["zeroStage"], checkpointing: boolean,
 ): TrainOptimizer {
   const o = { lr: settings.lr, betas: settings.betas, eps: settings.eps, weightDecay: settings.weightDecay };
-  return stage === 0 ? new ReplicatedOptimizer(groups, o, group) : new ShardedOptimizer(model, names, groups, o, group, stage);
+  return stage === 0 ? new ReplicatedOptimizer(groups, o, group) : new ShardedOptimizer(model, names, groups, o, group, stage, checkpointing);
 }
 
 // ----- the loop ---------------------------------------------------------------------------------------
@@ -333,7 +334,7 @@ async function trainOnGroup(cfg: SFTConfig, o: TrainOptions, device: string, gro
   broadcastParameters(model, group);
   const numParameters = model.numParameters();
   const { names, groups } = paramGroups(model, settings.weightDecay);
-  const optimizer = makeOptimizer(model, names, groups, settings, group, stage);
+  const optimizer = makeOptimizer(model, names, groups, settings, group, stage, checkpointing);
   const scaler = settings.lossScaling ? new DynamicLossScaler(settings.lossScaling) : undefined;
 
   let state: TrainerState = { globalStep: 0, epoch: 0, microBatch: 0, trainedTokens: 0, tokens: 0, elapsedS: 0 };

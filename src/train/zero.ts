@@ -4,7 +4,9 @@
 //   stage 0  every rank holds everything; gradients are all-reduced in buckets after accumulation.
 //   stage 1  + AdamW's moments are sharded: rank r updates only its 1/world slice of the parameters
 //            (from all-reduced gradients), then the slices are all-gathered back into every rank.
-//   stage 2  + gradients are sharded: they are reduce-scattered, each rank keeps only its slice.
+//   stage 2  + gradients are sharded: they are reduce-scattered, each rank keeps only its slice. With
+//            gradient checkpointing this happens block by block during backward, so no rank ever
+//            holds more than one block's whole gradients (plus those outside the blocks).
 //   stage 3  + parameters are sharded: between uses a rank holds only its slice. Each block's
 //            parameters are gathered just before its forward and again for its recomputation in
 //            backward (so stage 3 runs with gradient checkpointing), then freed, and the block's
@@ -223,9 +225,13 @@ export class ShardedOptimizer implements TrainOptimizer {
   private readonly blockUnit: Map<number, number>;
   private gathered = new Set<number>();
 
+  /** Gradients are reduced during backward, block by block (stage 3; stage 2 with checkpointing). */
+  private readonly perBlock: boolean;
+
+  /** `checkpointing`: trainStep runs with gradient checkpointing, so stage 2 can reduce block by block. */
   constructor(
     model: CausalLM, names: string[], groups: ParamGroup[], private readonly o: OptimizerSettings,
-    private readonly group: ProcessGroup, readonly stage: 1 | 2 | 3,
+    private readonly group: ProcessGroup, readonly stage: 1 | 2 | 3, checkpointing = stage === 3,
   ) {
     this.lr = o.lr;
     this.units = zeroUnits(model, names, groups);
@@ -246,7 +252,8 @@ export class ShardedOptimizer implements TrainOptimizer {
     }));
     const outer = this.units.findIndex((u) => !u.name.startsWith("block "));
     this.outer = outer >= 0 ? outer : undefined;
-    if (stage === 3) {
+    this.perBlock = stage === 3 || (stage === 2 && checkpointing);
+    if (this.perBlock) {
       for (let i = 0; i < this.units.length; i++) this.release(i);
       const unitOf = (b: number) => this.blockUnit.get(b);
       this.blockHooks = {
@@ -273,7 +280,7 @@ export class ShardedOptimizer implements TrainOptimizer {
 
   /** Stage 3: the unit's parameters become whole (views of one gathered flat vector). */
   private gather(i: number): void {
-    if (this.gathered.has(i)) return;
+    if (this.stage !== 3 || this.gathered.has(i)) return;
     const u = this.units[i]!;
     torch.noGrad(() => torch.scope(() => {
       const parts = this.group.allGather(this.master[i]!);
@@ -314,17 +321,17 @@ export class ShardedOptimizer implements TrainOptimizer {
   }
 
   beforeMicroBatch(): void {
-    if (this.stage === 3 && this.outer !== undefined) this.gather(this.outer);
+    if (this.outer !== undefined) this.gather(this.outer);
   }
 
   afterMicroBatch(): void {
-    if (this.stage !== 3 || this.outer === undefined) return;
+    if (!this.perBlock || this.outer === undefined) return;
     this.reduceUnit(this.outer);
     this.release(this.outer);
   }
 
   idleMicroBatch(): void {
-    if (this.stage !== 3) return;
+    if (!this.perBlock) return;
     // The same collectives, in the same order, as a micro-batch: forward gathers, backward gathers and reduces.
     this.beforeMicroBatch();
     const blocks = [...this.blockUnit.keys()].sort((a, b) => a - b);
@@ -334,7 +341,7 @@ export class ShardedOptimizer implements TrainOptimizer {
   }
 
   reduceGradients(): void {
-    if (this.stage === 3) return; // reduced block by block during backward
+    if (this.perBlock) return; // reduced block by block during backward
     for (let i = 0; i < this.units.length; i++) this.reduceUnit(i);
   }
 
