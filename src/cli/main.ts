@@ -18,6 +18,7 @@ commands.register("train", { summary: "supervised fine-tuning with OA's recipe (
 commands.register("chat", { summary: "a terminal chat with a model folder (OA format, streamed)", load: async () => (await import("./commands/chat.js")).command });
 commands.register("serve", { summary: "HTTP server: OpenAI and TGI APIs, continuous batching, metrics, a chat page", load: async () => (await import("./commands/serve.js")).command });
 commands.register("eval", { summary: "MMLU, BBH and HumanEval pass@k (lm-eval-harness or instruct-eval protocol)", load: async () => (await import("./commands/eval.js")).command });
+commands.register("export", { summary: "export a model as one GGUF file for llama.cpp, ollama and LM Studio", load: async () => (await import("./commands/export.js")).command });
 commands.register("merge", { summary: "fold a PEFT LoRA adapter into its base model: a plain HF model folder", load: async () => (await import("./commands/merge.js")).command });
 commands.register("demo", { summary: "train a small BLOOM on oasst conversations (OA format, assistant-only loss), then ask it a question", load: async () => (await import("./commands/demo.js")).command });
 commands.register("bench", { summary: "training / generation throughput (compare with ../shared/bench/peer_torch_bloom.py)", load: async () => (await import("./commands/bench.js")).command });

@@ -11,6 +11,7 @@ import {
 } from "./causal-lm.js";
 import { ConfigError, readBool, readInt, readNumber, readOptionalInt } from "./config-json.js";
 import { LayeredKVCache } from "./kv-cache.js";
+import { f32, regroupFusedQkv, u32, type GgufLayout, type GgufTensorSpec } from "./gguf-layout.js";
 import { registerArchitecture } from "./registry.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -282,6 +283,51 @@ export class BloomForCausalLM extends CausalLM {
 
   newCache(o: NewCacheOptions = {}): BloomCache {
     return new BloomCache(this.bloomConfig.n_head, o.capacity ?? 64);
+  }
+
+  /** llama.cpp's "bloom" (convert_hf_to_gguf.py's BloomModel): QKV regrouped, ALiBi implied. */
+  override ggufLayout(): GgufLayout {
+    const c = this.bloomConfig;
+    if (c.apply_residual_connection_post_layernorm) {
+      throw new Error("llama.cpp's BLOOM has no apply_residual_connection_post_layernorm; this model cannot be exported to GGUF");
+    }
+    const h = c.hidden_size;
+    const qkv = (t: torch.Tensor) => regroupFusedQkv(t, c.n_head);
+    const pair = (gguf: string, hf: string, transform?: (t: torch.Tensor) => torch.Tensor): GgufTensorSpec[] =>
+      ["weight", "bias"].map((w) => ({ name: `${gguf}.${w}`, from: `${hf}.${w}`, ...(transform ? { transform } : {}) }));
+    const tensors: GgufTensorSpec[] = [
+      { name: "token_embd.weight", from: "transformer.word_embeddings.weight" },
+      ...pair("token_embd_norm", "transformer.word_embeddings_layernorm"),
+    ];
+    for (let i = 0; i < c.n_layer; i++) {
+      const at = `transformer.h.${i}`;
+      tensors.push(
+        ...pair(`blk.${i}.attn_norm`, `${at}.input_layernorm`),
+        ...pair(`blk.${i}.attn_qkv`, `${at}.self_attention.query_key_value`, qkv),
+        ...pair(`blk.${i}.attn_output`, `${at}.self_attention.dense`),
+        ...pair(`blk.${i}.ffn_norm`, `${at}.post_attention_layernorm`),
+        ...pair(`blk.${i}.ffn_up`, `${at}.mlp.dense_h_to_4h`),
+        ...pair(`blk.${i}.ffn_down`, `${at}.mlp.dense_4h_to_h`),
+      );
+    }
+    tensors.push(...pair("output_norm", "transformer.ln_f"));
+    // Tied: llama.cpp takes the output projection from token_embd itself.
+    if (this.lm_head) tensors.push({ name: "output.weight", from: "lm_head.weight" });
+    return {
+      arch: "bloom",
+      metadata: [
+        // BLOOM (ALiBi) has no trained context length; llama.cpp's converter writes seq_length, which
+        // BLOOM's configs rarely have. 2048 is BLOOM's pretraining sequence length.
+        ["bloom.context_length", u32(Number(c.raw.seq_length ?? 2048))],
+        ["bloom.embedding_length", u32(h)],
+        ["bloom.feed_forward_length", u32(4 * h)],
+        ["bloom.block_count", u32(c.n_layer)],
+        ["bloom.attention.head_count", u32(c.n_head)],
+        ["bloom.attention.head_count_kv", u32(c.n_head)],
+        ["bloom.attention.layer_norm_epsilon", f32(c.layer_norm_epsilon)],
+      ],
+      tensors,
+    };
   }
 
   protected embed(inputIds: torch.Tensor): torch.Tensor {

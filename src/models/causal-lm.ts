@@ -7,6 +7,7 @@
 import * as torch from "../torch/index.js";
 import { CheckpointedBlocks, type BlockHooks } from "../nn/checkpoint.js";
 import { Module, Norm } from "../nn/index.js";
+import type { GgufLayout } from "./gguf-layout.js";
 
 // ---------------------------------------------------------------------------------------------
 // 1. Config: the normalised view of an architecture's config.json
@@ -252,6 +253,11 @@ export abstract class CausalLM extends Module {
   protected abstract runBlock(i: number, x: torch.Tensor, ctx: ForwardContext, shared: unknown, cache: KVCache | undefined, wantProbs: boolean): BlockOutput;
   /** The final norm before the LM head. */
   protected abstract finalNorm(x: torch.Tensor): torch.Tensor;
+
+  /** This architecture in llama.cpp's terms (GGUF export); architectures llama.cpp lacks say so. */
+  ggufLayout(): GgufLayout {
+    throw new Error(`llama.cpp has no architecture for model_type ${this.config.modelType}; GGUF export is not possible`);
+  }
 
   // ----- generic ------------------------------------------------------------------------------------
   /** Advances the cache after every block appended its s new positions (caches that need it). */

@@ -15,6 +15,7 @@ import {
 } from "./causal-lm.js";
 import { ConfigError, readBool, readInt, readNumber, readOptionalInt, readRopeScaling, type RopeScalingConfig } from "./config-json.js";
 import { HeadsKVCache } from "./kv-cache.js";
+import { bool, f32, regroupFusedQkv, ropeScalingKeys, u32, type GgufLayout, type GgufTensorSpec } from "./gguf-layout.js";
 import { registerArchitecture } from "./registry.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -229,6 +230,49 @@ export class GPTNeoXForCausalLM extends CausalLM {
 
   newCache(o: NewCacheOptions = {}): HeadsKVCache {
     return new HeadsKVCache(o.capacity ?? 64);
+  }
+
+  /**
+   * llama.cpp's "gptneox" (convert_hf_to_gguf.py's GPTNeoXModel): QKV regrouped, NeoX-style rotary on
+   * the first rotary_pct of each head. llama.cpp's GELU is the tanh approximation whatever hidden_act
+   * says (Pythia's exact GELU differs by < 1e-3 per activation).
+   */
+  override ggufLayout(): GgufLayout {
+    const c = this.neoxConfig;
+    const qkv = (t: torch.Tensor) => regroupFusedQkv(t, c.num_attention_heads);
+    const pair = (gguf: string, hf: string, transform?: (t: torch.Tensor) => torch.Tensor): GgufTensorSpec[] =>
+      ["weight", "bias"].map((w) => ({ name: `${gguf}.${w}`, from: `${hf}.${w}`, ...(transform ? { transform } : {}) }));
+    const tensors: GgufTensorSpec[] = [{ name: "token_embd.weight", from: "gpt_neox.embed_in.weight" }];
+    for (let i = 0; i < c.num_hidden_layers; i++) {
+      const at = `gpt_neox.layers.${i}`;
+      tensors.push(
+        ...pair(`blk.${i}.attn_norm`, `${at}.input_layernorm`),
+        ...pair(`blk.${i}.attn_qkv`, `${at}.attention.query_key_value`, qkv),
+        ...pair(`blk.${i}.attn_output`, `${at}.attention.dense`),
+        ...pair(`blk.${i}.ffn_norm`, `${at}.post_attention_layernorm`),
+        ...pair(`blk.${i}.ffn_up`, `${at}.mlp.dense_h_to_4h`),
+        ...pair(`blk.${i}.ffn_down`, `${at}.mlp.dense_4h_to_h`),
+      );
+    }
+    // llama.cpp's GPT-NeoX always reads output.weight: a tied model writes its embedding there too.
+    tensors.push(...pair("output_norm", "gpt_neox.final_layer_norm"), { name: "output.weight", from: this.embed_out ? "embed_out.weight" : "gpt_neox.embed_in.weight" });
+    const d = c.hidden_size / c.num_attention_heads;
+    return {
+      arch: "gptneox",
+      metadata: [
+        ["gptneox.context_length", u32(c.max_position_embeddings)],
+        ["gptneox.embedding_length", u32(c.hidden_size)],
+        ["gptneox.block_count", u32(c.num_hidden_layers)],
+        ["gptneox.feed_forward_length", u32(c.intermediate_size)],
+        ["gptneox.rope.dimension_count", u32(Math.trunc(c.rotary_pct * d))],
+        ["gptneox.rope.freq_base", f32(c.rotary_emb_base)],
+        ...ropeScalingKeys("gptneox", c.rope_scaling),
+        ["gptneox.attention.head_count", u32(c.num_attention_heads)],
+        ["gptneox.use_parallel_residual", bool(c.use_parallel_residual)],
+        ["gptneox.attention.layer_norm_epsilon", f32(c.layer_norm_eps)],
+      ],
+      tensors,
+    };
   }
 
   protected embed(inputIds: torch.Tensor): torch.Tensor {

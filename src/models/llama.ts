@@ -16,6 +16,7 @@ import {
 } from "./causal-lm.js";
 import { ConfigError, readBool, readInt, readNumber, readOptionalInt, readRopeScaling, type RopeScalingConfig } from "./config-json.js";
 import { HeadsKVCache } from "./kv-cache.js";
+import { f32, interleaveRotaryHalves, ropeScalingKeys, u32, type GgufLayout, type GgufTensorSpec } from "./gguf-layout.js";
 import { registerArchitecture } from "./registry.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -224,6 +225,49 @@ export class LlamaForCausalLM extends CausalLM {
 
   newCache(o: NewCacheOptions = {}): HeadsKVCache {
     return new HeadsKVCache(o.capacity ?? 64);
+  }
+
+  /** llama.cpp's "llama" (convert_hf_to_gguf.py's LlamaModel): q/k rows back in RoPE's pair order. */
+  override ggufLayout(): GgufLayout {
+    const c = this.llamaConfig;
+    const q = (t: torch.Tensor) => interleaveRotaryHalves(t, c.num_attention_heads);
+    const k = (t: torch.Tensor) => interleaveRotaryHalves(t, c.num_key_value_heads);
+    const tensors: GgufTensorSpec[] = [{ name: "token_embd.weight", from: "model.embed_tokens.weight" }];
+    for (let i = 0; i < c.num_hidden_layers; i++) {
+      const at = `model.layers.${i}`;
+      tensors.push(
+        { name: `blk.${i}.attn_norm.weight`, from: `${at}.input_layernorm.weight` },
+        { name: `blk.${i}.attn_q.weight`, from: `${at}.self_attn.q_proj.weight`, transform: q },
+        { name: `blk.${i}.attn_k.weight`, from: `${at}.self_attn.k_proj.weight`, transform: k },
+        { name: `blk.${i}.attn_v.weight`, from: `${at}.self_attn.v_proj.weight` },
+        { name: `blk.${i}.attn_output.weight`, from: `${at}.self_attn.o_proj.weight` },
+        { name: `blk.${i}.ffn_norm.weight`, from: `${at}.post_attention_layernorm.weight` },
+        { name: `blk.${i}.ffn_gate.weight`, from: `${at}.mlp.gate_proj.weight` },
+        { name: `blk.${i}.ffn_up.weight`, from: `${at}.mlp.up_proj.weight` },
+        { name: `blk.${i}.ffn_down.weight`, from: `${at}.mlp.down_proj.weight` },
+      );
+    }
+    tensors.push({ name: "output_norm.weight", from: "model.norm.weight" });
+    // Tied: llama.cpp takes the output projection from token_embd itself.
+    if (this.lm_head) tensors.push({ name: "output.weight", from: "lm_head.weight" });
+    const d = c.hidden_size / c.num_attention_heads;
+    return {
+      arch: "llama",
+      metadata: [
+        ["llama.context_length", u32(c.max_position_embeddings)],
+        ["llama.embedding_length", u32(c.hidden_size)],
+        ["llama.block_count", u32(c.num_hidden_layers)],
+        ["llama.feed_forward_length", u32(c.intermediate_size)],
+        ["llama.attention.head_count", u32(c.num_attention_heads)],
+        ["llama.attention.head_count_kv", u32(c.num_key_value_heads)],
+        ["llama.rope.freq_base", f32(c.rope_theta)],
+        ["llama.rope.dimension_count", u32(d)],
+        ...ropeScalingKeys("llama", c.rope_scaling),
+        ["llama.attention.layer_norm_rms_epsilon", f32(c.rms_norm_eps)],
+        ["llama.vocab_size", u32(c.vocab_size)],
+      ],
+      tensors,
+    };
   }
 
   protected embed(inputIds: torch.Tensor): torch.Tensor {
