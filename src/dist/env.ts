@@ -51,7 +51,8 @@ export function distEnv(env: NodeJS.ProcessEnv = process.env): DistEnv | null {
   if (localRank >= localWorldSize) throw new Error(`LOCAL_RANK=${localRank} is not below LOCAL_WORLD_SIZE=${localWorldSize}`);
   const masterAddr = vars.MASTER_ADDR;
   if (!masterAddr) {
-    throw new Error(`MASTER_ADDR is not set (${source === "slurm" ? "set it to the first node's address in the sbatch script" : "the rendezvous host, rank 0's"})`);
+    const hint = source === "slurm" ? "set it to the first node's address in the sbatch script" : "the rendezvous host, rank 0's";
+    throw new Error(`MASTER_ADDR is not set (${hint})`);
   }
   const masterPort = vars.MASTER_PORT === undefined ? 29500 : int(vars, "MASTER_PORT", 1);
   if (masterPort > 65535) throw new Error(`MASTER_PORT=${masterPort}: not a TCP port`);

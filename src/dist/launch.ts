@@ -44,7 +44,9 @@ export function launchOptions(launch: ReturnType<typeof splitLaunchArgs>["launch
     const raw = launch[flag];
     if (raw === undefined) return fallback;
     const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${flag} ${raw}: expected an integer from ${min}${max < Infinity ? ` to ${max}` : " up"}`);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      throw new Error(`--${flag} ${raw}: expected an integer from ${min}${max < Infinity ? ` to ${max}` : " up"}`);
+    }
     return n;
   };
   const nnodes = int("nnodes", 1, 1);

@@ -74,12 +74,20 @@ export function ggufTokenizer(dir: string, vocabSize: number): Array<[string, Gg
       if (id !== undefined && scores[id] === 0) scores[id] = -(r + 1);
     });
     for (const a of added) scores[a.id] = -1000;
-    keys.push(["tokenizer.ggml.model", { type: "str", value: "llama" }], ["tokenizer.ggml.tokens", { type: "arr-str", value: tokens }],
-      ["tokenizer.ggml.scores", { type: "arr-f32", value: scores }], ["tokenizer.ggml.token_type", { type: "arr-i32", value: types }]);
+    keys.push(
+      ["tokenizer.ggml.model", { type: "str", value: "llama" }],
+      ["tokenizer.ggml.tokens", { type: "arr-str", value: tokens }],
+      ["tokenizer.ggml.scores", { type: "arr-f32", value: scores }],
+      ["tokenizer.ggml.token_type", { type: "arr-i32", value: types }],
+    );
   } else {
-    keys.push(["tokenizer.ggml.model", { type: "str", value: "gpt2" }], ["tokenizer.ggml.pre", { type: "str", value: preTokenizerName(tok.pre_tokenizer, file) }],
-      ["tokenizer.ggml.tokens", { type: "arr-str", value: tokens }], ["tokenizer.ggml.token_type", { type: "arr-i32", value: types }],
-      ["tokenizer.ggml.merges", { type: "arr-str", value: merges }]);
+    keys.push(
+      ["tokenizer.ggml.model", { type: "str", value: "gpt2" }],
+      ["tokenizer.ggml.pre", { type: "str", value: preTokenizerName(tok.pre_tokenizer, file) }],
+      ["tokenizer.ggml.tokens", { type: "arr-str", value: tokens }],
+      ["tokenizer.ggml.token_type", { type: "arr-i32", value: types }],
+      ["tokenizer.ggml.merges", { type: "arr-str", value: merges }],
+    );
   }
 
   const idOf = (kind: string): number | undefined => {

@@ -249,7 +249,8 @@ function joinJob(env: DistEnv | null, cfg: SFTConfig, device: string): ProcessGr
   if (differ.length) {
     group.destroy();
     const who = differ.length > 1 ? `ranks ${differ.join(", ")} differ` : `rank ${differ[0]} differs`;
-    throw new Error(`rank ${group.rank}: the ranks were started with different configs (${who} from rank 0); start every rank with the same arguments`);
+    throw new Error(`rank ${group.rank}: the ranks were started with different configs (${who} from rank 0); ` +
+      "start every rank with the same arguments");
   }
   return group;
 }
@@ -305,7 +306,8 @@ async function trainOnGroup(cfg: SFTConfig, o: TrainOptions, device: string, gro
   if (stage === 3 && cfg.peft_model) throw new Error("zero_stage 3 with peft_model: LoRA's frozen base is not sharded; use zero_stage 0, 1 or 2");
   const checkpointing = cfg.gradient_checkpointing || stage === 3;
   if (stage === 3 && !cfg.gradient_checkpointing) {
-    print("note: ZeRO-3 gathers each block's parameters for its forward and again for its recomputation in backward, so gradient checkpointing is on");
+    print("note: ZeRO-3 gathers each block's parameters for its forward and again for its recomputation in backward, " +
+      "so gradient checkpointing is on");
   }
   const outputDir = cfg.output_dir;
   const resumeDir = cfg.resume_from_checkpoint ? resolveResume(cfg.resume_from_checkpoint, outputDir) : undefined;
@@ -516,7 +518,10 @@ async function trainOnGroup(cfg: SFTConfig, o: TrainOptions, device: string, gro
     };
     if (lead) {
       writeChart(join(outputDir, "training.svg"), records, cfg.log_dir);
-      const extra = { best_eval: state.bestEval ?? null, settings: { ...settings, notes: undefined }, notes: settings.notes, world_size: world, zero_stage: stage, ranks: held };
+      const extra = {
+        best_eval: state.bestEval ?? null, settings: { ...settings, notes: undefined }, notes: settings.notes,
+        world_size: world, zero_stage: stage, ranks: held,
+      };
       writeFileAtomic(join(outputDir, "summary.json"), [JSON.stringify({ ...summary, ...extra }, null, 2) + "\n"]);
     }
     group.barrier(); // the final model is on disk before any rank reports success

@@ -48,7 +48,10 @@ export const command: Command = {
         },
       });
       if (tty) process.stderr.write("\n");
-      if (report.fallbacks.length) console.error(`note: ${report.fallbacks.length} tensor(s) have rows that are not whole q8_0 blocks and were written in f16: ${report.fallbacks.slice(0, 4).join(", ")}`);
+      if (report.fallbacks.length) {
+        const some = report.fallbacks.slice(0, 4).join(", ");
+        console.error(`note: ${report.fallbacks.length} tensor(s) have rows that are not whole q8_0 blocks and were written in f16: ${some}`);
+      }
       console.log(`${out}: ${report.arch}, ${report.tensors} tensors, ${type}, ${(statSync(out).size / 2 ** 20).toFixed(1)} MiB`);
     } finally {
       model.dispose();
