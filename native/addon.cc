@@ -634,6 +634,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     at::GradMode::set_enabled(a.b(0));
     return a.boolean(previous);
   });
+  // setAutocastCacheEnabled(enabled) → previous. Autocast keeps its cast copy of each fp32 weight until
+  // the region ends; ZeRO-3 frees weights block by block, so it turns the cache off.
+  def(env, exports, "setAutocastCacheEnabled", [](Args& a) {
+    bool previous = at::autocast::is_autocast_cache_enabled();
+    at::autocast::set_autocast_cache_enabled(a.b(0));
+    return a.boolean(previous);
+  });
   def(env, exports, "isGradEnabled", [](Args& a) { return a.boolean(at::GradMode::is_enabled()); });
   // setAutocast(deviceType "cpu"|"cuda", enabled, dtype) → previous [enabled, dtype].
   // Leaving autocast clears its cache of casted weights, as torch.autocast's __exit__ does;

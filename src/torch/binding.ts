@@ -180,6 +180,7 @@ export interface NativeBinding {
   setGradEnabled(enabled: boolean): boolean;
   isGradEnabled(): boolean;
   setAutocast(deviceType: "cpu" | "cuda", enabled: boolean, dtype: number): [boolean, number];
+  setAutocastCacheEnabled(enabled: boolean): boolean;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));

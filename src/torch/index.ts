@@ -1,7 +1,7 @@
 // oasft's tensor API over libtorch. `import * as torch from "../torch/index.js"`.
 export * from "./ops.js";
 export { Tensor, DisposedError, type CreateOptions } from "./tensor.js";
-export { scope, noGrad, isGradEnabled, autocast, disposeAll } from "./scope.js";
+export { scope, noGrad, isGradEnabled, autocast, setAutocastCacheEnabled, disposeAll } from "./scope.js";
 export { type DType, DTYPE_CODE, BYTES_PER_ELEMENT, FLOAT_MIN, isFloating, parseDType } from "./dtype.js";
 export { loadSafetensors, loadSafetensorsEntry, readSafetensorsHeader, saveSafetensors, type SafetensorsEntry, type SafetensorsHeader } from "./safetensors.js";
 export { loadedBlas, native } from "./binding.js";

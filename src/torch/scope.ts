@@ -64,6 +64,14 @@ export function isGradEnabled(): boolean {
  * precision-sensitive ops (softmax, layer norm, losses) stay in float32, as libtorch's autocast lists say.
  * With enabled=false it just runs fn.
  */
+/**
+ * Whether autocast keeps one cast copy of each fp32 weight for the rest of its region (libtorch's
+ * default). Returns the previous setting.
+ */
+export function setAutocastCacheEnabled(enabled: boolean): boolean {
+  return native.setAutocastCacheEnabled(enabled);
+}
+
 export function autocast<T>(deviceType: "cpu" | "cuda", dtype: DType, fn: () => T, enabled = true): T {
   if (!enabled) return fn();
   const [wasEnabled, wasDtype] = native.setAutocast(deviceType, true, DTYPE_CODE[dtype]);

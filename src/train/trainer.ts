@@ -373,6 +373,9 @@ async function trainOnGroup(cfg: SFTConfig, o: TrainOptions, device: string, gro
   const bar = o.progress === false || !lead ? undefined : new ProgressBar(totalSteps);
   const precisionDtype = settings.precision === "bf16" ? "bfloat16" : "float16";
   const autocastDevice = torch.deviceType(device);
+  // Autocast would keep a bf16/fp16 copy of every weight it casts until the micro-batch ends, which
+  // undoes ZeRO-3's freeing of each block's parameters: casts are made afresh at each use instead.
+  const autocastCache = stage === 3 ? torch.setAutocastCacheEnabled(false) : undefined;
   const t0 = performance.now() - state.elapsedS * 1000;
   let window = { loss: 0, steps: 0, tokens: 0, trained: 0, t: performance.now() };
   let lastLoss = NaN;
@@ -527,6 +530,7 @@ async function trainOnGroup(cfg: SFTConfig, o: TrainOptions, device: string, gro
     group.barrier(); // the final model is on disk before any rank reports success
     return summary;
   } finally {
+    if (autocastCache !== undefined) torch.setAutocastCacheEnabled(autocastCache);
     optimizer.dispose();
     model.dispose();
   }

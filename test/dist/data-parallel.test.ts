@@ -126,6 +126,18 @@ describe("data parallel and ZeRO over Gloo (2 processes)", () => {
     }
   });
 
+  test("under bf16 autocast, ZeRO-3 (weights gathered and freed block by block) gives stage 0's losses", async () => {
+    const losses: number[][] = [];
+    for (const stage of ["0", "3"]) {
+      const out = tmp();
+      const extra = ["--dtype", "bf16", "--max_steps", "6", "--save_strategy", "no", "--gradient_accumulation_steps", "1", "--zero_stage", stage];
+      const r = await oasft([...runArgs(out, extra), ...await launcher(2)]);
+      assert.equal(r.code, 0, r.err);
+      losses.push(trainLosses(out));
+    }
+    assertClose(losses[1]!, losses[0]!, 1e-5, "bf16 stage 3");
+  });
+
   test("per rank, stage 1 holds half the optimizer state of stage 0, and stage 3 half the parameters", () => {
     const ranks = (stage: number) => summary(dirs[`stage${stage}`]!).ranks as Array<{ params: number; optimizer: number }>;
     const whole = summary(dirs.one!).ranks[0] as { params: number; optimizer: number };
