@@ -93,6 +93,9 @@ export function saveCheckpoint(outputDir: string, a: SaveCheckpointArgs): string
     mkdirSync(tmp);
   }
   group.barrier();
+  if (!lead && !existsSync(tmp)) {
+    throw new Error(`rank ${group.rank}: ${tmp}, made by rank 0, is not here; output_dir must be on a file system every node shares`);
+  }
   a.writeShard?.(tmp);
   if (lead) writeShared(tmp, a);
   group.barrier(); // every rank's files are complete
