@@ -20,6 +20,8 @@ export interface ProcessGroup {
   barrier(): void;
   /** Sums (or max/min) of a few host numbers over ranks, in float64. */
   reduceNumbers(values: number[], op?: "sum" | "max" | "min"): number[];
+  /** Every rank's few host numbers (the same count on each), in rank order, in float64. */
+  gatherNumbers(values: number[]): number[][];
   destroy(): void;
 }
 
@@ -35,6 +37,7 @@ export const soloGroup: ProcessGroup = {
   broadcast() {},
   barrier() {},
   reduceNumbers: (values) => [...values],
+  gatherNumbers: (values) => [[...values]],
   destroy() {},
 };
 
@@ -56,7 +59,7 @@ function need<T>(fn: T | undefined): T {
 
 /**
  * Joins the job described by `env`: rendezvous at MASTER_ADDR:MASTER_PORT, then a Gloo or NCCL group.
- * `device` is where host numbers are staged for reduceNumbers (NCCL reduces only CUDA tensors).
+ * `device` is where reduceNumbers and gatherNumbers stage host numbers (NCCL reduces only CUDA tensors).
  */
 export function initProcessGroup(env: DistEnv, backend: "gloo" | "nccl", timeoutS: number, device = "cpu"): ProcessGroup {
   const n = torch.native;
@@ -66,6 +69,11 @@ export function initProcessGroup(env: DistEnv, backend: "gloo" | "nccl", timeout
   const broadcast = need(n.distBroadcast);
   const barrier = need(n.distBarrier);
   const world = env.worldSize;
+  // Host numbers cross as a float64 tensor where the backend reduces: NCCL only on the GPU.
+  const staged = (values: number[]) => {
+    const t = torch.tensor(values, { dtype: "float64" });
+    return backend === "nccl" ? t.toDevice(device) : t;
+  };
   const group: ProcessGroup = {
     rank: env.rank,
     worldSize: world,
@@ -94,11 +102,13 @@ export function initProcessGroup(env: DistEnv, backend: "gloo" | "nccl", timeout
     barrier: () => barrier(),
     reduceNumbers(values, op = "sum") {
       return torch.scope(() => {
-        const t = torch.tensor(values, { dtype: "float64" });
-        const staged = backend === "nccl" ? t.toDevice(device) : t;
-        allReduce(staged.handle, op);
-        return staged.toDevice("cpu").toNumbers();
+        const t = staged(values);
+        allReduce(t.handle, op);
+        return t.toDevice("cpu").toNumbers();
       });
+    },
+    gatherNumbers(values) {
+      return torch.scope(() => group.allGather(staged(values)).map((t) => t.toDevice("cpu").toNumbers()));
     },
     destroy: () => n.distDestroy?.(),
   };

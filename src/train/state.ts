@@ -164,17 +164,17 @@ export interface LoadedCheckpoint {
 }
 
 /**
- * Restores optimizer moments and the RNG from a checkpoint; the model is loaded by the caller. A
+ * Restores the trainer state, the optimizer moments (through `loadOptimizer`) and the RNG from a
+ * checkpoint; the model is loaded by the caller. A
  * checkpoint is taken whole or refused: a damaged state file, or a moment the checkpoint says it has
  * but does not hold, is an error naming the file and the tensor.
  */
-export function loadCheckpointState(dir: string, optimizer: AdamW | ((dir: string) => void), paramNames: string[]): LoadedCheckpoint {
+export function loadCheckpointState(dir: string, loadOptimizer: (dir: string) => void): LoadedCheckpoint {
   const raw = readJsonFile(join(dir, STATE_FILE), "trainer state") as unknown as TrainerState & { config: Record<string, unknown> };
   if (!Number.isInteger(raw.globalStep) || !Number.isInteger(raw.epoch) || !Number.isInteger(raw.microBatch)) {
     throw new Error(`${join(dir, STATE_FILE)}: globalStep, epoch and microBatch must be integers (a damaged checkpoint?)`);
   }
-  if (typeof optimizer === "function") optimizer(dir);
-  else loadWholeOptimizer(dir, optimizer, paramNames);
+  loadOptimizer(dir);
   const rng = torch.loadSafetensors(join(dir, RNG_FILE)).tensors;
   try {
     for (const device of rngDevices()) {

@@ -28,9 +28,7 @@ import { DynamicLossScaler } from "./loss-scaler.js";
 import { JsonlLog, ProgressBar, writeChart, type EvalRecord, type LogRecord, type StepRecord } from "./report.js";
 import { lrAt, type ScheduleOptions } from "./schedule.js";
 import { resolveTrainSettings, type TrainSettings } from "./settings.js";
-import {
-  checkpointDirs, hasWholeOptimizerState, loadCheckpointState, pruneCheckpoints, resolveResume, saveCheckpoint, type TrainerState,
-} from "./state.js";
+import { checkpointDirs, loadCheckpointState, pruneCheckpoints, resolveResume, saveCheckpoint, type TrainerState } from "./state.js";
 
 export interface TrainOptions {
   /** Where progress and notes go (default stderr). */
@@ -243,8 +241,7 @@ function joinJob(env: DistEnv | null, cfg: SFTConfig, device: string): ProcessGr
   const group = initProcessGroup(env, backendFor(device, cfg.dist_backend), cfg.dist_timeout, device);
   // Every rank must run the same config: a mismatch would silently train on different data or shapes.
   const hash = Number.parseInt(createHash("sha256").update(JSON.stringify(cfg)).digest("hex").slice(0, 12), 16);
-  const all = torch.scope(() => group.allGather(torch.tensor([hash], { dtype: "float64", device: group.backend === "nccl" ? device : "cpu" }))
-    .map((t) => t.toDevice("cpu").item()));
+  const all = group.gatherNumbers([hash]).map(([h]) => h!);
   const differ = all.map((h, r) => (h !== all[0] ? r : -1)).filter((r) => r >= 0);
   if (differ.length) {
     group.destroy();
@@ -276,7 +273,9 @@ function makeOptimizer(
   group: ProcessGroup, stage: TrainSettings["zeroStage"], checkpointing: boolean,
 ): TrainOptimizer {
   const o = { lr: settings.lr, betas: settings.betas, eps: settings.eps, weightDecay: settings.weightDecay };
-  return stage === 0 ? new ReplicatedOptimizer(groups, o, group) : new ShardedOptimizer(model, names, groups, o, group, stage, checkpointing);
+  return stage === 0
+    ? new ReplicatedOptimizer(model, names, groups, o, group)
+    : new ShardedOptimizer(model, names, groups, o, group, stage, checkpointing);
 }
 
 // ----- the loop ---------------------------------------------------------------------------------------
@@ -341,10 +340,7 @@ async function trainOnGroup(cfg: SFTConfig, o: TrainOptions, device: string, gro
 
   let state: TrainerState = { globalStep: 0, epoch: 0, microBatch: 0, trainedTokens: 0, tokens: 0, elapsedS: 0 };
   if (resumeDir) {
-    const loadOptimizer = optimizer instanceof ReplicatedOptimizer && hasWholeOptimizerState(resumeDir)
-      ? optimizer.adamw
-      : (dir: string) => (optimizer as ReplicatedOptimizer | ShardedOptimizer).loadState(dir, model, names, groups);
-    const loaded = loadCheckpointState(resumeDir, loadOptimizer, names);
+    const loaded = loadCheckpointState(resumeDir, (dir) => optimizer.loadState(dir));
     state = loaded.state;
     if (state.lossScaler && scaler) scaler.load(state.lossScaler);
     print(`resumed from ${resumeDir} at step ${state.globalStep} (epoch ${state.epoch}, micro-batch ${state.microBatch})`);
@@ -386,10 +382,8 @@ async function trainOnGroup(cfg: SFTConfig, o: TrainOptions, device: string, gro
   const save = () => {
     state.elapsedS = (performance.now() - t0) / 1000;
     if (scaler) state.lossScaler = scaler.state();
-    const sharded = optimizer instanceof ShardedOptimizer ? optimizer : undefined;
     lastCheckpoint = optimizer.withFullParams(() => saveCheckpoint(outputDir, {
-      model, tokenizer, paramNames: names, state, config: cfg, group,
-      ...(sharded ? { writeShard: (dir: string) => sharded.saveShard(dir) } : { optimizer: (optimizer as ReplicatedOptimizer).adamw }),
+      model, tokenizer, paramNames: names, state, config: cfg, group, ...optimizer.checkpointParts(),
       ...(lora ? { lora } : {}),
       ...(o.onCheckpointMidway ? { midway: o.onCheckpointMidway } : {}),
     }));
@@ -504,7 +498,7 @@ async function trainOnGroup(cfg: SFTConfig, o: TrainOptions, device: string, gro
     }
     bar?.done();
     state.elapsedS = (performance.now() - t0) / 1000;
-    const held = rankMemory(optimizer, group, device);
+    const held = rankMemory(optimizer, group);
     if (!interrupted) {
       // A LoRA run's result is its adapter (PEFT's files); `oasft merge` makes a plain model of it.
       optimizer.withFullParams(() => {
@@ -537,13 +531,9 @@ async function trainOnGroup(cfg: SFTConfig, o: TrainOptions, device: string, gro
 }
 
 /** Bytes of parameters, master copies, gradients and AdamW moments each rank holds (gathered to every rank). */
-function rankMemory(optimizer: TrainOptimizer, group: ProcessGroup, device: string): Array<{ rank: number } & ReturnType<TrainOptimizer["heldBytes"]>> {
+function rankMemory(optimizer: TrainOptimizer, group: ProcessGroup): Array<{ rank: number } & ReturnType<TrainOptimizer["heldBytes"]>> {
   const h = optimizer.heldBytes();
-  const mine = [h.params, h.master, h.grads, h.optimizer];
-  const all = group.worldSize === 1 ? [mine] : torch.scope(() =>
-    group.allGather(torch.tensor(mine, { dtype: "float64", device: group.backend === "nccl" ? device : "cpu" }))
-      .map((t) => t.toDevice("cpu").toNumbers()));
-  return all.map(([params, master, grads, opt], rank) => ({ rank, params: params!, master: master!, grads: grads!, optimizer: opt! }));
+  return group.gatherNumbers([h.params, h.master, h.grads, h.optimizer]).map(([params, master, grads, opt], rank) => ({ rank, params: params!, master: master!, grads: grads!, optimizer: opt! }));
 }
 
 /**

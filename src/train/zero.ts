@@ -25,6 +25,7 @@ import type { BlockHooks } from "../nn/checkpoint.js";
 import type { ProcessGroup } from "../dist/group.js";
 import { AdamW, adamwUpdate, type ParamGroup } from "./adamw.js";
 import { clipGradNorm, globalGradNorm, scaleGrads } from "./grad.js";
+import { hasWholeOptimizerState, loadWholeOptimizer, type SaveCheckpointArgs } from "./state.js";
 
 export type ZeroStage = 0 | 1 | 2 | 3;
 
@@ -71,9 +72,15 @@ export interface TrainOptimizer {
   zeroGrad(): void;
   /** Runs fn with every parameter whole on every rank (stage 3 gathers them, then frees them). A collective. */
   withFullParams<T>(fn: () => T): T;
+  /** What a checkpoint gets from the optimizer: whole AdamW state (rank 0 writes it), or each rank's shard. */
+  checkpointParts(): Pick<SaveCheckpointArgs, "optimizer" | "writeShard">;
+  /** Restores the moments from a checkpoint of any stage and world size. */
+  loadState(dir: string): void;
   heldBytes(): HeldBytes;
   dispose(): void;
 }
+
+const tensorBytes = (t: torch.Tensor) => t.numel * torch.BYTES_PER_ELEMENT[t.dtype];
 
 // ----- stage 0 ----------------------------------------------------------------------------------
 
@@ -86,7 +93,10 @@ export class ReplicatedOptimizer implements TrainOptimizer {
   readonly adamw: AdamW;
   private readonly params: torch.Tensor[];
 
-  constructor(groups: ParamGroup[], o: OptimizerSettings, private readonly group: ProcessGroup) {
+  constructor(
+    private readonly model: CausalLM, private readonly names: string[], private readonly groups: ParamGroup[],
+    o: OptimizerSettings, private readonly group: ProcessGroup,
+  ) {
     this.adamw = new AdamW(groups, o);
     this.params = groups.flatMap((g) => g.params);
   }
@@ -131,12 +141,17 @@ export class ReplicatedOptimizer implements TrainOptimizer {
   step() { this.adamw.step(); }
   zeroGrad() { this.adamw.zeroGrad(); }
   withFullParams<T>(fn: () => T): T { return fn(); }
+  checkpointParts() { return { optimizer: this.adamw }; }
 
-  /** Whole moments from a sharded (stage ≥ 1) checkpoint of any world size, cut back into tensors. */
-  loadState(dir: string, model: CausalLM, names: string[], groups: ParamGroup[]): void {
-    const units = zeroUnits(model, names, groups);
+  /** Whole moments by name (a stage-0 checkpoint), or a sharded checkpoint's units cut back into tensors. */
+  loadState(dir: string): void {
+    if (hasWholeOptimizerState(dir)) {
+      loadWholeOptimizer(dir, this.adamw, this.names);
+      return;
+    }
+    const units = zeroUnits(this.model, this.names, this.groups);
     const moments = readUnitMoments(dir, units);
-    const index = new Map(names.map((n, i) => [n, i]));
+    const index = new Map(this.names.map((n, i) => [n, i]));
     const list = units.flatMap((u, i) => torch.scope(() => {
       const [m, v] = [moments.read(i, "m"), moments.read(i, "v")];
       return u.params.map(([n], k) => ({
@@ -153,12 +168,11 @@ export class ReplicatedOptimizer implements TrainOptimizer {
   }
 
   heldBytes(): HeldBytes {
-    const bytes = (t: torch.Tensor) => t.numel * torch.BYTES_PER_ELEMENT[t.dtype];
-    const moments = this.adamw.stateList().reduce((n, s) => n + bytes(s.expAvg) + bytes(s.expAvgSq), 0);
+    const moments = this.adamw.stateList().reduce((n, s) => n + tensorBytes(s.expAvg) + tensorBytes(s.expAvgSq), 0);
     return {
-      params: this.params.reduce((n, p) => n + bytes(p), 0),
+      params: this.params.reduce((n, p) => n + tensorBytes(p), 0),
       master: 0,
-      grads: this.params.reduce((n, p) => n + (p.grad ? bytes(p.grad) : 0), 0),
+      grads: this.params.reduce((n, p) => n + (p.grad ? tensorBytes(p.grad) : 0), 0),
       optimizer: moments,
     };
   }
@@ -171,6 +185,8 @@ export class ReplicatedOptimizer implements TrainOptimizer {
 /** One unit of sharding: a block's parameters, or those outside the blocks. */
 export interface ZeroUnit {
   name: string;
+  /** The block's index; undefined for the parameters outside the blocks. */
+  block: number | undefined;
   /** Checkpoint names and tensors, decayed ones first. */
   params: Array<[string, torch.Tensor]>;
   shapes: number[][];
@@ -198,8 +214,9 @@ export function zeroUnits(model: CausalLM, names: string[], groups: ParamGroup[]
     const sizes = params.map(([, p]) => p.numel);
     const offsets = sizes.map((_, k) => sizes.slice(0, k).reduce((a, b) => a + b, 0));
     const decayEnd = params.filter(([, p]) => decayed.has(p)).reduce((n, [, p]) => n + p.numel, 0);
+    const block = i < model.blocks.length ? i : undefined;
     return {
-      name: i < model.blocks.length ? `block ${i}` : "outside the blocks",
+      name: block === undefined ? "outside the blocks" : `block ${block}`, block,
       params, sizes, offsets, decayEnd,
       shapes: params.map(([, p]) => p.shape),
       numel: sizes.reduce((a, b) => a + b, 0),
@@ -207,7 +224,7 @@ export function zeroUnits(model: CausalLM, names: string[], groups: ParamGroup[]
   }).filter((u) => u.numel > 0);
 }
 
-/** The moments of every unit as saved by a stage-0 (whole) or stage ≥ 1 (sharded) checkpoint. */
+/** Rank r's file of AdamW moment slices in a stage ≥ 1 checkpoint. */
 export const SHARD_FILE = (rank: number) => `zero_rank_${rank}.safetensors`;
 
 export class ShardedOptimizer implements TrainOptimizer {
@@ -238,19 +255,16 @@ export class ShardedOptimizer implements TrainOptimizer {
     const world = group.worldSize;
     this.shardLen = this.units.map((u) => Math.ceil(u.numel / world));
     const device = model.device;
-    this.master = this.units.map((u, i) => torch.noGrad(() => torch.scope(() => {
-      const flat = this.flatten(u, (p) => p);
+    this.master = this.units.map((_, i) => torch.noGrad(() => torch.scope(() => {
+      const flat = this.flatten(i, (p) => p);
       return flat.narrow(0, group.rank * this.shardLen[i]!, this.shardLen[i]!).to("float32").clone().keep();
     })));
     const zeros = (n: number) => torch.zeros([n], { dtype: "float32", device }).keep();
     this.m = this.shardLen.map(zeros);
     this.v = this.shardLen.map(zeros);
     this.grad = this.units.map(() => undefined);
-    this.blockUnit = new Map(this.units.flatMap((u, i) => {
-      const m = /^block (\d+)$/.exec(u.name);
-      return m ? [[Number(m[1]), i] as [number, number]] : [];
-    }));
-    const outer = this.units.findIndex((u) => !u.name.startsWith("block "));
+    this.blockUnit = new Map(this.units.flatMap((u, i) => (u.block === undefined ? [] : [[u.block, i] as [number, number]])));
+    const outer = this.units.findIndex((u) => u.block === undefined);
     this.outer = outer >= 0 ? outer : undefined;
     this.perBlock = stage === 3 || (stage === 2 && checkpointing);
     if (this.perBlock) {
@@ -268,9 +282,9 @@ export class ShardedOptimizer implements TrainOptimizer {
     }
   }
 
-  /** The unit's tensors (picked by `of` from each parameter) end to end, zero-padded to world × slice. */
-  private flatten(u: ZeroUnit, of: (p: torch.Tensor) => torch.Tensor | undefined): torch.Tensor {
-    const i = this.units.indexOf(u);
+  /** Unit i's tensors (picked by `of` from each parameter) end to end, zero-padded to world × slice. */
+  private flatten(i: number, of: (p: torch.Tensor) => torch.Tensor | undefined): torch.Tensor {
+    const u = this.units[i]!;
     const device = u.params[0]![1].device;
     const parts = u.params.map(([, p], k) => of(p)?.reshape([-1]) ?? torch.zeros([u.sizes[k]!], { dtype: "float32", device }));
     const pad = this.shardLen[i]! * this.group.worldSize - u.numel;
@@ -306,7 +320,7 @@ export class ShardedOptimizer implements TrainOptimizer {
   private reduceUnit(i: number): void {
     const u = this.units[i]!;
     torch.noGrad(() => torch.scope(() => {
-      const flat = this.flatten(u, (p) => p.grad?.to("float32"));
+      const flat = this.flatten(i, (p) => p.grad?.to("float32"));
       const L = this.shardLen[i]!;
       let slice: torch.Tensor;
       if (this.stage === 1) {
@@ -409,8 +423,7 @@ export class ShardedOptimizer implements TrainOptimizer {
   }
 
   heldBytes(): HeldBytes {
-    const bytes = (t: torch.Tensor) => t.numel * torch.BYTES_PER_ELEMENT[t.dtype];
-    const sum = (ts: Array<torch.Tensor | undefined>) => ts.reduce((n, t) => n + (t ? bytes(t) : 0), 0);
+    const sum = (ts: Array<torch.Tensor | undefined>) => ts.reduce((n, t) => n + (t ? tensorBytes(t) : 0), 0);
     const params = this.units.flatMap((u) => u.params.map(([, p]) => p));
     return {
       params: this.stage === 3 ? sum(this.master) + sum(params) : sum(params),
@@ -421,6 +434,8 @@ export class ShardedOptimizer implements TrainOptimizer {
   }
 
   // ----- checkpoints ---------------------------------------------------------------------------------
+
+  checkpointParts() { return { writeShard: (dir: string) => this.saveShard(dir) }; }
 
   /** Writes this rank's moments to dir/zero_rank_<rank>.safetensors (every rank, its own file). */
   saveShard(dir: string): void {
