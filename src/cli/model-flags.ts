@@ -11,12 +11,12 @@ export const ADAPTER_USAGE = "[--adapter DIR]";
 
 export function loadForInference(
   values: Record<string, unknown>, dir: string, o: { device: string; dtype: DType; tokenizerFamily?: string },
-): { model: CausalLM; tokenizer: ChatTokenizer } {
+): { model: CausalLM; tokenizer: ChatTokenizer; tokenizerDir: string } {
   const adapter = typeof values.adapter === "string" ? values.adapter : undefined;
   const tokenizerDir = adapter && existsSync(join(adapter, "tokenizer.json")) ? adapter : dir;
   const tokenizer = ChatTokenizer.load(tokenizerDir, { ...(o.tokenizerFamily ? { family: o.tokenizerFamily } : {}) });
   const model = adapter
     ? loadWithAdapter(resolveModelDir(dir, "--model"), adapter, { device: o.device, dtype: o.dtype, merge: true })
     : loadCausalLM(dir, { device: o.device, dtype: o.dtype });
-  return { model, tokenizer };
+  return { model, tokenizer, tokenizerDir };
 }

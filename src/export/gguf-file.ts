@@ -70,6 +70,12 @@ function writeValue(out: Bytes, key: string, v: GgufValue): void {
   }
 }
 
+/** Throws, naming the folder, unless `path`'s folder exists: checked before any work is done. */
+export function checkOutputFolder(path: string): void {
+  const dir = dirname(path);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new Error(`${path}: the folder ${dir} does not exist`);
+}
+
 const pad = (n: number) => (GGUF_ALIGNMENT - (n % GGUF_ALIGNMENT)) % GGUF_ALIGNMENT;
 
 /**
@@ -79,8 +85,8 @@ const pad = (n: number) => (GGUF_ALIGNMENT - (n % GGUF_ALIGNMENT)) % GGUF_ALIGNM
 export function writeGguf(
   path: string, metadata: Array<[string, GgufValue]>, tensors: GgufTensorEntry[], onTensor?: (done: number, total: number) => void,
 ): void {
+  checkOutputFolder(path);
   const dir = dirname(path);
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new Error(`${path}: the folder ${dir} does not exist`);
   const seen = new Set<string>();
   for (const [k] of metadata) {
     if (seen.has(k)) throw new Error(`GGUF metadata ${k} given twice`);

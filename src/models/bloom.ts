@@ -11,7 +11,7 @@ import {
 } from "./causal-lm.js";
 import { ConfigError, readBool, readInt, readNumber, readOptionalInt } from "./config-json.js";
 import { LayeredKVCache } from "./kv-cache.js";
-import { f32, regroupFusedQkv, u32, type GgufLayout, type GgufTensorSpec } from "./gguf-layout.js";
+import { f32, regroupFusedQkv, u32, weightAndBias, type GgufLayout, type GgufTensorSpec } from "./gguf-layout.js";
 import { registerArchitecture } from "./registry.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -293,24 +293,22 @@ export class BloomForCausalLM extends CausalLM {
     }
     const h = c.hidden_size;
     const qkv = (t: torch.Tensor) => regroupFusedQkv(t, c.n_head);
-    const pair = (gguf: string, hf: string, transform?: (t: torch.Tensor) => torch.Tensor): GgufTensorSpec[] =>
-      ["weight", "bias"].map((w) => ({ name: `${gguf}.${w}`, from: `${hf}.${w}`, ...(transform ? { transform } : {}) }));
     const tensors: GgufTensorSpec[] = [
       { name: "token_embd.weight", from: "transformer.word_embeddings.weight" },
-      ...pair("token_embd_norm", "transformer.word_embeddings_layernorm"),
+      ...weightAndBias("token_embd_norm", "transformer.word_embeddings_layernorm"),
     ];
     for (let i = 0; i < c.n_layer; i++) {
       const at = `transformer.h.${i}`;
       tensors.push(
-        ...pair(`blk.${i}.attn_norm`, `${at}.input_layernorm`),
-        ...pair(`blk.${i}.attn_qkv`, `${at}.self_attention.query_key_value`, qkv),
-        ...pair(`blk.${i}.attn_output`, `${at}.self_attention.dense`),
-        ...pair(`blk.${i}.ffn_norm`, `${at}.post_attention_layernorm`),
-        ...pair(`blk.${i}.ffn_up`, `${at}.mlp.dense_h_to_4h`),
-        ...pair(`blk.${i}.ffn_down`, `${at}.mlp.dense_4h_to_h`),
+        ...weightAndBias(`blk.${i}.attn_norm`, `${at}.input_layernorm`),
+        ...weightAndBias(`blk.${i}.attn_qkv`, `${at}.self_attention.query_key_value`, qkv),
+        ...weightAndBias(`blk.${i}.attn_output`, `${at}.self_attention.dense`),
+        ...weightAndBias(`blk.${i}.ffn_norm`, `${at}.post_attention_layernorm`),
+        ...weightAndBias(`blk.${i}.ffn_up`, `${at}.mlp.dense_h_to_4h`),
+        ...weightAndBias(`blk.${i}.ffn_down`, `${at}.mlp.dense_4h_to_h`),
       );
     }
-    tensors.push(...pair("output_norm", "transformer.ln_f"));
+    tensors.push(...weightAndBias("output_norm", "transformer.ln_f"));
     // Tied: llama.cpp takes the output projection from token_embd itself.
     if (this.lm_head) tensors.push({ name: "output.weight", from: "lm_head.weight" });
     return {

@@ -32,6 +32,11 @@ export interface GgufLayout {
   tensors: GgufTensorSpec[];
 }
 
+/** A layer's weight and bias, named "<gguf>.weight"/".bias" from "<hf>.weight"/".bias", both reordered by `transform`. */
+export function weightAndBias(gguf: string, hf: string, transform?: (t: torch.Tensor) => torch.Tensor): GgufTensorSpec[] {
+  return ["weight", "bias"].map((w) => ({ name: `${gguf}.${w}`, from: `${hf}.${w}`, ...(transform ? { transform } : {}) }));
+}
+
 export const u32 = (value: number): GgufValue => ({ type: "u32", value });
 export const f32 = (value: number): GgufValue => ({ type: "f32", value });
 export const bool = (value: boolean): GgufValue => ({ type: "bool", value });

@@ -15,7 +15,7 @@ import {
 } from "./causal-lm.js";
 import { ConfigError, readBool, readInt, readNumber, readOptionalInt, readRopeScaling, type RopeScalingConfig } from "./config-json.js";
 import { HeadsKVCache } from "./kv-cache.js";
-import { bool, f32, regroupFusedQkv, ropeScalingKeys, u32, type GgufLayout, type GgufTensorSpec } from "./gguf-layout.js";
+import { bool, f32, regroupFusedQkv, ropeScalingKeys, u32, weightAndBias, type GgufLayout, type GgufTensorSpec } from "./gguf-layout.js";
 import { registerArchitecture } from "./registry.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -240,22 +240,23 @@ export class GPTNeoXForCausalLM extends CausalLM {
   override ggufLayout(): GgufLayout {
     const c = this.neoxConfig;
     const qkv = (t: torch.Tensor) => regroupFusedQkv(t, c.num_attention_heads);
-    const pair = (gguf: string, hf: string, transform?: (t: torch.Tensor) => torch.Tensor): GgufTensorSpec[] =>
-      ["weight", "bias"].map((w) => ({ name: `${gguf}.${w}`, from: `${hf}.${w}`, ...(transform ? { transform } : {}) }));
     const tensors: GgufTensorSpec[] = [{ name: "token_embd.weight", from: "gpt_neox.embed_in.weight" }];
     for (let i = 0; i < c.num_hidden_layers; i++) {
       const at = `gpt_neox.layers.${i}`;
       tensors.push(
-        ...pair(`blk.${i}.attn_norm`, `${at}.input_layernorm`),
-        ...pair(`blk.${i}.attn_qkv`, `${at}.attention.query_key_value`, qkv),
-        ...pair(`blk.${i}.attn_output`, `${at}.attention.dense`),
-        ...pair(`blk.${i}.ffn_norm`, `${at}.post_attention_layernorm`),
-        ...pair(`blk.${i}.ffn_up`, `${at}.mlp.dense_h_to_4h`),
-        ...pair(`blk.${i}.ffn_down`, `${at}.mlp.dense_4h_to_h`),
+        ...weightAndBias(`blk.${i}.attn_norm`, `${at}.input_layernorm`),
+        ...weightAndBias(`blk.${i}.attn_qkv`, `${at}.attention.query_key_value`, qkv),
+        ...weightAndBias(`blk.${i}.attn_output`, `${at}.attention.dense`),
+        ...weightAndBias(`blk.${i}.ffn_norm`, `${at}.post_attention_layernorm`),
+        ...weightAndBias(`blk.${i}.ffn_up`, `${at}.mlp.dense_h_to_4h`),
+        ...weightAndBias(`blk.${i}.ffn_down`, `${at}.mlp.dense_4h_to_h`),
       );
     }
     // llama.cpp's GPT-NeoX always reads output.weight: a tied model writes its embedding there too.
-    tensors.push(...pair("output_norm", "gpt_neox.final_layer_norm"), { name: "output.weight", from: this.embed_out ? "embed_out.weight" : "gpt_neox.embed_in.weight" });
+    tensors.push(
+      ...weightAndBias("output_norm", "gpt_neox.final_layer_norm"),
+      { name: "output.weight", from: this.embed_out ? "embed_out.weight" : "gpt_neox.embed_in.weight" },
+    );
     const d = c.hidden_size / c.num_attention_heads;
     return {
       arch: "gptneox",

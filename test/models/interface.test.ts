@@ -77,7 +77,7 @@ test("a cache from model.newCache() gives the logits of a full forward, and surv
   model.dispose();
 });
 
-const MODEL_COMMANDS = ["train", "serve", "chat", "eval", "parity", "bench", "init", "demo"];
+const MODEL_COMMANDS = ["train", "serve", "chat", "eval", "parity", "bench", "init", "demo", "export"];
 
 test("--device is in the help of every command that loads or makes a model", () => {
   for (const name of MODEL_COMMANDS) {

@@ -1,18 +1,21 @@
 // `oasft export gguf --model DIR --out FILE.gguf [--type f32|f16|q8_0] [--adapter DIR]`: one GGUF
 // file that llama.cpp, ollama and LM Studio run, with the tokenizer and the OA chat template inside.
-import { existsSync, statSync } from "node:fs";
-import { dirname, resolve } from "node:path";
+import { statSync } from "node:fs";
+import { resolve } from "node:path";
+import { checkOutputFolder } from "../../export/gguf-file.js";
 import { exportGguf, GGUF_TYPES, type GgufFileType } from "../../export/gguf.js";
 import { parseFlags, required, UsageError } from "../args.js";
 import { ADAPTER_USAGE, loadForInference } from "../model-flags.js";
 import type { Command } from "../main.js";
+import { DEVICE_FLAGS, placement } from "../placement.js";
 
 const USAGE = `usage: oasft export gguf --model DIR --out FILE.gguf [--type f32|f16|q8_0] ${ADAPTER_USAGE} [--name NAME]
+                        [--device auto|cpu|cuda|cuda:N] [--threads N]
 
   Writes the model as GGUF v3 for llama.cpp (and ollama, LM Studio): llama.cpp's architecture names,
   hyperparameters and tensor layouts (BLOOM, GPT-NeoX, LLaMA), the tokenizer and the chat template.
   --type   f32 (default), f16, or q8_0 (llama.cpp's reference 8-bit quantiser; norms and biases stay f32)
-  --adapter DIR  a PEFT LoRA adapter, merged into the base first.
+  --adapter DIR  a PEFT LoRA adapter, merged into the base first (on --device; weights are read in fp32).
   The file is written under a temporary name and renamed when complete.`;
 
 export const command: Command = {
@@ -25,17 +28,20 @@ export const command: Command = {
     if (what !== "gguf") throw new UsageError(`unknown export format '${what}' (expected: gguf)\n\n${USAGE}`);
     const { values } = parseFlags(rest, {
       model: { type: "string" }, out: { type: "string" }, type: { type: "string" }, adapter: { type: "string" }, name: { type: "string" },
+      device: DEVICE_FLAGS.device, threads: DEVICE_FLAGS.threads,
     }, USAGE);
     const dir = required(values, "model", USAGE);
     const out = resolve(required(values, "out", USAGE));
     const type = (values.type ?? "f32") as GgufFileType;
     if (!GGUF_TYPES.includes(type)) throw new UsageError(`--type ${String(values.type)}: expected one of ${GGUF_TYPES.join(", ")}`);
-    const folder = dirname(out);
-    if (!existsSync(folder) || !statSync(folder).isDirectory()) throw new UsageError(`--out ${out}: the folder ${folder} does not exist`);
+    try {
+      checkOutputFolder(out);
+    } catch (err) {
+      throw new UsageError(`--out ${(err as Error).message}`);
+    }
     // Weights are read in fp32: the export rounds once, to the file's type.
-    const { model } = loadForInference(values, dir, { device: "cpu", dtype: "float32" });
-    const adapter = typeof values.adapter === "string" ? values.adapter : undefined;
-    const tokenizerDir = adapter && existsSync(resolve(adapter, "tokenizer.json")) ? adapter : dir;
+    const { device } = placement(values);
+    const { model, tokenizerDir } = loadForInference(values, dir, { device, dtype: "float32" });
     try {
       const t0 = performance.now();
       const tty = process.stderr.isTTY;
