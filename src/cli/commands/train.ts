@@ -1,5 +1,6 @@
 // `oasft train --configs defaults bloom-zh-3b datasets [--key value ...]`: the card's SFT run.
 import { composeConfig, configKeysHelp, splitConfigArgs } from "../../sft/config.js";
+import { distEnv } from "../../dist/env.js";
 import { launch, launchOptions, splitLaunchArgs } from "../../dist/launch.js";
 import { train } from "../../train/trainer.js";
 import { UsageError } from "../args.js";
@@ -53,8 +54,8 @@ export const command: Command = {
       }
       return launch(options);
     }
-    // Of a job's ranks, only rank 0 speaks.
-    const lead = (process.env.RANK ?? process.env.SLURM_PROCID ?? "0") === "0";
+    // Of a job's ranks, only rank 0 speaks (the rank as the trainer reads it: torchrun's, or Slurm's).
+    const lead = (distEnv()?.rank ?? 0) === 0;
     if (lead) for (const n of notes) console.error(`note: ${n}`);
     if (printConfig) {
       for (const [k, v] of Object.entries(config)) console.log(`${k}: ${JSON.stringify(v)}${origin[k] !== "default" ? `    # ${origin[k]}` : ""}`);
