@@ -31,6 +31,7 @@
 
 #include "compat.h"
 #include "dist.h"
+#include "fast.h"
 
 namespace {
 
@@ -602,6 +603,40 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     });
     return a.undef();
   });
+
+  // ----- fast paths (native/fast.h): present only where the linked libtorch has them -----------------
+  // features() → which of them this build has; src/torch/features.ts reads it once.
+  def(env, exports, "features", [](Args& a) {
+    auto out = Napi::Object::New(a.env());
+    out.Set("sdpa", a.boolean(OASFT_HAS_SDPA));
+    out.Set("fusedAdamw", a.boolean(OASFT_HAS_FUSED_ADAMW));
+    out.Set("cudaAllocatorStats", a.boolean(OASFT_HAS_CUDA_ALLOC));
+    return out;
+  });
+#if OASFT_HAS_SDPA
+  // sdpa(q [b,n,s,d], k [b,n,S,d], v [b,n,S,d], mask [.., s, S] additive | undefined, dropout, isCausal, scale)
+  def(env, exports, "sdpa", [](Args& a) {
+    return a.out(oasft::fast::sdpa(a.t(0), a.t(1), a.t(2), a.optT(3), a.f(4), a.b(5), a.f(6)));
+  });
+#endif
+#if OASFT_HAS_FUSED_ADAMW
+  // fusedAdamw_(params[], grads[], expAvgs[], expAvgSqs[], lr, beta1, beta2, eps, weightDecay, step)
+  def(env, exports, "fusedAdamw_", [](Args& a) {
+    oasft::fast::adamw(a.tensors(0), a.tensors(1), a.tensors(2), a.tensors(3), a.f(4), a.f(5), a.f(6), a.f(7), a.f(8), a.f(9));
+    return a.undef();
+  });
+#endif
+#if OASFT_HAS_CUDA_ALLOC
+  // cudaMemory(device) → [allocated bytes now, peak since reset, reserved by the cache]
+  def(env, exports, "cudaMemory", [](Args& a) {
+    auto v = oasft::fast::cudaMemory(static_cast<int>(a.i64(0)));
+    auto arr = Napi::Array::New(a.env(), v.size());
+    for (size_t k = 0; k < v.size(); k++) arr.Set(static_cast<uint32_t>(k), a.num(v[k]));
+    return arr;
+  });
+  def(env, exports, "cudaResetPeakMemory", [](Args& a) { oasft::fast::cudaResetPeak(static_cast<int>(a.i64(0))); return a.undef(); });
+  def(env, exports, "cudaEmptyCache", [](Args& a) { oasft::fast::cudaEmptyCache(); return a.undef(); });
+#endif
 
   // ----- collectives (native/dist.h; absent when libtorch was built without them) ------------------
   def(env, exports, "distAvailable", [](Args& a) { return a.boolean(OASFT_HAS_DIST); });

@@ -5,7 +5,7 @@
 // instead of ~250+) is refused, not left behind.
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { blasFor, findLibtorch } from "./libtorch.mjs";
+import { blasFor, findLibtorch, torchVersion } from "./libtorch.mjs";
 
 // libgloo-dev: the headers of the Gloo library that Debian's libtorch links, for c10d's ProcessGroupGloo.
 const APT_PACKAGES = ["libtorch-dev", "libopenblas0-openmp", "libgloo-dev"];
@@ -64,7 +64,14 @@ console.error(`oasft: libtorch from ${lib.source} (${lib.libDir}), BLAS: ${blas.
 
 // npm passes its configuration (nodedir, which makes the build work offline) to node-gyp through
 // npm_config_* variables; npm also puts its bundled node-gyp on PATH for lifecycle scripts.
-const gyp = spawnSync("node-gyp", ["rebuild", "--jobs", "max"], { stdio: "inherit", shell: false });
+let gyp = spawnSync("node-gyp", ["rebuild", "--jobs", "max"], { stdio: "inherit", shell: false });
+// The fast paths of native/fast.h follow libtorch's newer C++ APIs, which move between releases. If a
+// libtorch 2.x rejects them, the addon is built again without them (the composite paths then run) and
+// says so, rather than leaving the user with no addon.
+if (!gyp.error && gyp.status !== 0 && torchVersion(lib)[0] >= 2 && process.env.OASFT_NO_FAST !== "1") {
+  console.error("oasft: the fast paths (native/fast.h) or NCCL did not build against this libtorch; building without them");
+  gyp = spawnSync("node-gyp", ["rebuild", "--jobs", "max"], { stdio: "inherit", shell: false, env: { ...process.env, OASFT_NO_FAST: "1" } });
+}
 if (gyp.error || gyp.status !== 0) {
   fail([
     gyp.error ? `node-gyp could not start: ${gyp.error.message}` : `node-gyp exited with ${gyp.status}`,

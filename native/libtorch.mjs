@@ -9,7 +9,7 @@
 // `node native/libtorch.mjs include|libdir|libs|cxxabi` (one answer per line for gyp's <!@(...));
 // and run by hand as `node native/libtorch.mjs` to print what was found.
 import { execFileSync } from "node:child_process";
-import { existsSync, readdirSync, realpathSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
 
 /** @typedef {{source: string, root: string, libDir: string, includeDirs: string[], hasCuda: boolean}} Libtorch */
@@ -23,7 +23,33 @@ function layoutAt(root, source) {
   // A pip torch's NCCL headers live in the nvidia-nccl package beside it (site-packages/nvidia/nccl).
   const nccl = join(root, "../nvidia/nccl/include");
   if (hasCuda && existsSync(join(nccl, "nccl.h"))) includeDirs.push(nccl);
-  return { source, root, libDir, includeDirs, hasCuda };
+  const cuda = hasCuda ? cudaIncludeDir(root) : null;
+  if (cuda) includeDirs.push(cuda);
+  return { source, root, libDir, includeDirs, hasCuda, cudaHeaders: cuda !== null };
+}
+
+/**
+ * CUDA's runtime headers, which libtorch's c10/cuda headers include (for the allocator's statistics):
+ * the toolkit's, or the nvidia-cuda-runtime wheel beside a pip torch.
+ */
+function cudaIncludeDir(root) {
+  const candidates = [
+    process.env.CUDA_HOME && join(process.env.CUDA_HOME, "include"), "/usr/local/cuda/include",
+    join(root, "../nvidia/cuda_runtime/include"), join(root, "../nvidia/cu13/include"), join(root, "../nvidia/cu12/include"),
+  ];
+  return candidates.find((d) => d && existsSync(join(d, "cuda_runtime_api.h"))) ?? null;
+}
+
+/** libtorch's major.minor from its version header; [0, 0] when unreadable. */
+export function torchVersion(lib) {
+  for (const dir of lib.includeDirs) {
+    const file = join(dir, "torch/version.h");
+    if (!existsSync(file)) continue;
+    const text = readFileSync(file, "utf8");
+    const num = (key) => Number(new RegExp(`#define ${key} (\\d+)`).exec(text)?.[1] ?? 0);
+    return [num("TORCH_VERSION_MAJOR"), num("TORCH_VERSION_MINOR")];
+  }
+  return [0, 0];
 }
 
 function pipTorch() {
@@ -125,7 +151,20 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     case "libs": console.log([`-L${lib.libDir}`, `-Wl,-rpath,${lib.libDir}`, ...libs, ...openmpFlags(lib)].join("\n")); break;
     case "openmp": console.log(openmpFlags(lib).join("\n")); break;
     // OASFT_WITH_NCCL: a CUDA libtorch with NCCL's header found (native/dist.h then builds ProcessGroupNCCL).
-    case "defines": console.log(lib.hasCuda && lib.includeDirs.some((d) => existsSync(join(d, "nccl.h"))) ? "OASFT_WITH_NCCL" : "OASFT_WITHOUT_NCCL"); break;
+    // OASFT_WITH_CUDA_HEADERS: CUDA's runtime headers found (native/fast.h then reads the allocator's statistics).
+    // OASFT_NO_FAST: native/build.mjs retried without native/fast.h's paths (and NCCL) after they failed to build.
+    case "defines": {
+      // The retry builds the core only: no fast paths and no NCCL (the other code that follows 2.x's C++ APIs).
+      const retry = process.env.OASFT_NO_FAST === "1";
+      const nccl = !retry && lib.hasCuda && lib.includeDirs.some((d) => existsSync(join(d, "nccl.h")));
+      const defines = [nccl ? "OASFT_WITH_NCCL" : "OASFT_WITHOUT_NCCL"];
+      if (lib.cudaHeaders && !retry) defines.push("OASFT_WITH_CUDA_HEADERS");
+      if (retry) defines.push("OASFT_NO_FAST");
+      console.log(defines.join("\n"));
+      break;
+    }
+    // libtorch 2.12 and later require C++20 of code that includes ATen; 1.13 builds as C++17.
+    case "std": console.log(torchVersion(lib)[0] >= 2 ? "-std=c++20" : "-std=c++17"); break;
     case "cxxabi": console.log(usesCxx11Abi(lib) ? 1 : 0); break;
     default: console.log(JSON.stringify({ ...lib, blas: blasFor(lib), cxx11Abi: usesCxx11Abi(lib) }, null, 2));
   }

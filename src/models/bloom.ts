@@ -5,7 +5,7 @@
 //
 // Shapes: b batch, s new tokens, S = past + s keys, h hidden, n_h heads, d head dim (h = n_h·d), v vocab.
 import * as torch from "../torch/index.js";
-import { Embedding, LayerNorm, Linear, Module, ModuleList, type LayerInit } from "../nn/index.js";
+import { Embedding, LayerNorm, Linear, Module, ModuleList, useSdpa, type LayerInit } from "../nn/index.js";
 import {
   CausalLM, type BlockOutput, type ForwardContext, type KVCache, type ModelConfig, type ModelOptions, type NewCacheOptions,
 } from "./causal-lm.js";
@@ -108,6 +108,14 @@ function alibiBias(slopes: torch.Tensor, positions: torch.Tensor, nHeads: number
   return dtype === "float32" ? out : out.to(dtype);
 }
 
+/** What prepare() makes once per forward: the ALiBi bias, and the fused op's bias where it runs. */
+interface BloomBias {
+  /** [b·n_h, 1, S] in the forward's dtype (the composite path). */
+  alibi: torch.Tensor;
+  /** [b, n_h, s, S] (or [b, n_h, 1, S] with nothing hidden): ALiBi plus the mask, in the compute dtype. */
+  sdpa?: torch.Tensor;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. KV cache: preallocated per layer, grown by doubling, views handed to attention
 
@@ -147,7 +155,7 @@ class BloomAttention extends Module {
   }
 
   forward(
-    x: torch.Tensor, residual: torch.Tensor, alibi: torch.Tensor, mask: torch.Tensor | undefined,
+    x: torch.Tensor, residual: torch.Tensor, bias: BloomBias, mask: torch.Tensor | undefined,
     cache: { cache: BloomCache; layer: number } | undefined, wantProbs: boolean,
   ): { out: torch.Tensor; probs?: torch.Tensor } {
     const [b, s, h] = x.shape as [number, number, number];
@@ -155,6 +163,8 @@ class BloomAttention extends Module {
     const d = this.headDim;
     // The fused projection is per-head interleaved: [b, s, n_h, 3, d], not [all q | all k | all v].
     const [fq, fk, fv] = this.query_key_value.forward(x).view([b, s, nh, 3, d]).unbind(3) as [torch.Tensor, torch.Tensor, torch.Tensor];
+    if (bias.sdpa && !wantProbs) return { out: this.project(this.fused(fq, fk, fv, bias.sdpa, cache), residual) };
+    const alibi = bias.alibi;
     const q = fq.transpose(1, 2).reshape([b * nh, s, d]);
     let k = fk.permute([0, 2, 3, 1]).reshape([b * nh, d, s]); // keys pre-transposed
     let v = fv.transpose(1, 2).reshape([b * nh, s, d]);
@@ -173,9 +183,36 @@ class BloomAttention extends Module {
     if (this.training && this.cfg.attention_dropout > 0) probs = torch.dropout(probs, this.cfg.attention_dropout, true);
 
     const context = probs.view([b * nh, s, S]).bmm(v).view([b, nh, s, d]).permute([0, 2, 1, 3]).reshape([b, s, h]);
+    return { out: this.project(context, residual), probs: wantProbs ? probs : undefined };
+  }
+
+  /**
+   * The same attention through libtorch's fused op (memory-efficient kernel on CUDA), with ALiBi and the
+   * mask folded into one additive bias [b, n_h, s, S] made once per forward (prepare). The composite
+   * path above is its reference (GPU tier).
+   */
+  private fused(
+    fq: torch.Tensor, fk: torch.Tensor, fv: torch.Tensor, bias: torch.Tensor, cache: { cache: BloomCache; layer: number } | undefined,
+  ): torch.Tensor {
+    const [b, s, nh, d] = fq.shape as [number, number, number, number];
+    let k = fk.transpose(1, 2); // [b, n_h, s, d]
+    let v = fv.transpose(1, 2);
+    if (cache) {
+      // The cache keeps BLOOM's layout (keys [b·n_h, d, S]); the fused op reads keys as [b, n_h, S, d].
+      const stored = cache.cache.append(cache.layer, fk.permute([0, 2, 3, 1]).reshape([b * nh, d, s]), v.reshape([b * nh, s, d]));
+      const S = stored.values.size(1);
+      k = stored.keys.view([b, nh, d, S]).transpose(2, 3).contiguous();
+      v = stored.values.view([b, nh, S, d]);
+    }
+    const dropout = this.training ? this.cfg.attention_dropout : 0;
+    const out = torch.sdpa(fq.transpose(1, 2), k, v, { mask: bias, dropout, scale: 1 / Math.sqrt(d) });
+    return out.transpose(1, 2).reshape([b, s, nh * d]);
+  }
+
+  private project(context: torch.Tensor, residual: torch.Tensor): torch.Tensor {
     let out = this.dense.forward(context);
     if (this.training && this.cfg.hidden_dropout > 0) out = torch.dropout(out, this.cfg.hidden_dropout, true);
-    return { out: out.add(residual), probs: wantProbs ? probs : undefined };
+    return out.add(residual);
   }
 }
 
@@ -211,13 +248,13 @@ class BloomBlock extends Module {
     this.mlp = this.child("mlp", new BloomMLP(cfg, o));
   }
   forward(
-    x: torch.Tensor, alibi: torch.Tensor, mask: torch.Tensor | undefined,
+    x: torch.Tensor, bias: BloomBias, mask: torch.Tensor | undefined,
     cache: { cache: BloomCache; layer: number } | undefined, wantProbs: boolean,
   ): { out: torch.Tensor; probs?: torch.Tensor } {
     // With apply_residual_connection_post_layernorm the residual is the LayerNorm output instead.
     const postLn = this.cfg.apply_residual_connection_post_layernorm;
     const ln1 = this.input_layernorm.forward(x);
-    const attn = this.self_attention.forward(ln1, postLn ? ln1 : x, alibi, mask, cache, wantProbs);
+    const attn = this.self_attention.forward(ln1, postLn ? ln1 : x, bias, mask, cache, wantProbs);
     const ln2 = this.post_attention_layernorm.forward(attn.out);
     return { out: this.mlp.forward(ln2, postLn ? ln2 : attn.out), probs: attn.probs };
   }
@@ -333,15 +370,22 @@ export class BloomForCausalLM extends CausalLM {
     return t.word_embeddings_layernorm.forward(t.word_embeddings.forward(inputIds));
   }
 
-  protected prepare(ctx: ForwardContext, dtype: torch.DType): torch.Tensor {
-    return alibiBias(this.alibiSlopes, ctx.positionIds, this.bloomConfig.n_head, dtype);
+  protected prepare(ctx: ForwardContext, dtype: torch.DType): BloomBias {
+    const nh = this.bloomConfig.n_head;
+    const alibi = alibiBias(this.alibiSlopes, ctx.positionIds, nh, dtype);
+    if (!useSdpa(this.device)) return { alibi };
+    // The fused op's bias, in the dtype its products run in (autocast's, else the model's).
+    const S = ctx.positionIds.size(1);
+    const compute = torch.autocastDtype(this.device) ?? dtype;
+    const perKey = alibi.view([ctx.b, nh, 1, S]).to(compute);
+    return { alibi, sdpa: ctx.hidden ? perKey.maskedFill(ctx.hidden, torch.FLOAT_MIN[compute]!) : perKey };
   }
 
   protected runBlock(
-    i: number, x: torch.Tensor, ctx: ForwardContext, alibi: unknown, cache: KVCache | undefined, wantProbs: boolean,
+    i: number, x: torch.Tensor, ctx: ForwardContext, bias: unknown, cache: KVCache | undefined, wantProbs: boolean,
   ): BlockOutput {
     const c = cache && { cache: cache as BloomCache, layer: i };
-    return this.blocks[i]!.forward(x, alibi as torch.Tensor, ctx.hidden, c, wantProbs);
+    return this.blocks[i]!.forward(x, bias as BloomBias, ctx.hidden, c, wantProbs);
   }
 
   protected finalNorm(x: torch.Tensor): torch.Tensor {

@@ -106,6 +106,8 @@ export interface ForwardContext {
   positionIds: torch.Tensor;
   /** [b, 1, s, S] bool, true = hidden (causal, padding, other packed sample); undefined when nothing is. */
   hidden: torch.Tensor | undefined;
+  /** `hidden` is the plain causal mask (no past, padding or packing): fused kernels need no mask tensor. */
+  causal: boolean;
 }
 
 export interface BlockOutput {
@@ -281,6 +283,7 @@ export abstract class CausalLM extends Module {
       b, s, past, keyMask,
       positionIds: input.positionIds ?? positionsFromMask(keyMask),
       hidden: hiddenKeys(attentionMask, s, past, this.device, input.segmentIds),
+      causal: !attentionMask && !input.segmentIds && past === 0,
     };
   }
 

@@ -124,7 +124,7 @@ class GPTNeoXAttention extends Module {
     // The cache stores keys after rotary: a past key keeps the rotation of its own position.
     if (cache) ({ keys: k, values: v } = cache.cache.append(cache.layer, k, v));
     const { context, probs } = attention(q, k, v, {
-      hidden: ctx.hidden, scale: 1 / Math.sqrt(d), dropout: this.cfg.attention_dropout, training: this.training, wantProbs,
+      hidden: ctx.hidden, causal: ctx.causal, scale: 1 / Math.sqrt(d), dropout: this.cfg.attention_dropout, training: this.training, wantProbs,
     });
     return { out: this.dense.forward(context), ...(probs ? { probs } : {}) };
   }

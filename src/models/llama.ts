@@ -124,7 +124,7 @@ class LlamaAttention extends Module {
     // The cache holds the g kv heads after rotary, before they are repeated for the query heads.
     if (cache) ({ keys: k, values: v } = cache.cache.append(cache.layer, k, v));
     const { context, probs } = attention(q, k, v, {
-      hidden: ctx.hidden, scale: 1 / Math.sqrt(d), dropout: this.cfg.attention_dropout, training: this.training, wantProbs,
+      hidden: ctx.hidden, causal: ctx.causal, scale: 1 / Math.sqrt(d), dropout: this.cfg.attention_dropout, training: this.training, wantProbs,
     });
     return { out: this.o_proj.forward(context), ...(probs ? { probs } : {}) };
   }

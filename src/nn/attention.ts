@@ -5,9 +5,46 @@
 // Shapes: b batch, n query heads, g kv heads (n % g = 0), s queries, S keys, d head dim.
 import * as torch from "../torch/index.js";
 
+/**
+ * Which attention runs: "auto" (libtorch's fused scaled_dot_product_attention on CUDA where the addon has
+ * it, the composite below elsewhere), "sdpa" (the fused op on every device that has it) or "composite"
+ * (the reference: HF's eager attention). OASFT_ATTENTION sets the starting value.
+ */
+export type AttentionImpl = "auto" | "sdpa" | "composite";
+
+let impl: AttentionImpl = parseImpl(process.env.OASFT_ATTENTION ?? "auto", "OASFT_ATTENTION");
+
+function parseImpl(value: string, where: string): AttentionImpl {
+  if (value !== "auto" && value !== "sdpa" && value !== "composite") {
+    throw new Error(`${where}=${value}: expected auto, sdpa or composite`);
+  }
+  if (value === "sdpa" && !torch.features.sdpa) {
+    throw new Error(`${where}=sdpa: this libtorch (${torch.version()}) has no scaled_dot_product_attention (2.1 or later)`);
+  }
+  return value;
+}
+
+/** Sets the attention implementation; returns the previous one (tests compare the two paths). */
+export function setAttentionImpl(next: AttentionImpl): AttentionImpl {
+  const previous = impl;
+  impl = parseImpl(next, "attention");
+  return previous;
+}
+
+/** Whether the fused op serves attention on `device` (never when the probabilities are wanted). */
+export function useSdpa(device: string, wantProbs = false): boolean {
+  if (wantProbs || impl === "composite" || !torch.features.sdpa) return false;
+  return impl === "sdpa" || device.startsWith("cuda");
+}
+
 export interface AttentionOptions {
   /** [b, 1, s, S] bool, true = hidden; undefined = every key visible. */
   hidden: torch.Tensor | undefined;
+  /**
+   * `hidden` is exactly the causal mask of a forward with no past, padding or packing: the fused op
+   * then runs its causal kernel (flash attention on CUDA) with no mask tensor at all.
+   */
+  causal?: boolean;
   /** Multiplies q·kᵀ (1/√d). */
   scale: number;
   /** Dropout on the probabilities (training only). */
@@ -27,6 +64,12 @@ export function attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: 
     k = rep(k);
     v = rep(v);
   }
+  if (useSdpa(q.device, o.wantProbs)) {
+    const mask = o.causal ? undefined : o.hidden && additiveMask(o.hidden, q.dtype, q.device);
+    const dropout = o.training && o.dropout ? o.dropout : 0;
+    const out = torch.sdpa(q, k, v, { mask, dropout, causal: o.causal && s > 1, scale: o.scale });
+    return { context: out.transpose(1, 2).reshape([b, s, n * d]) };
+  }
   let scores = q.matmul(k.transpose(2, 3)).mul(o.scale); // [b, n, s, S]
   const inputDtype = scores.dtype;
   if (inputDtype === "float16") scores = scores.to("float32"); // fp16's min is not "masked" enough
@@ -36,4 +79,12 @@ export function attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: 
   const used = o.training && o.dropout ? torch.dropout(probs, o.dropout, true) : probs;
   const context = used.matmul(v).transpose(1, 2).reshape([b, s, n * d]);
   return { context, ...(o.wantProbs ? { probs } : {}) };
+}
+
+/**
+ * A bool mask (true = hidden) as the additive mask the fused op takes: 0 where visible, the dtype's
+ * minimum where hidden (HF's fill value, not −inf, so a query that sees no key gets a uniform row).
+ */
+export function additiveMask(hidden: torch.Tensor, dtype: torch.DType, device: string): torch.Tensor {
+  return torch.zeros(hidden.shape, { dtype, device }).maskedFill(hidden, torch.FLOAT_MIN[dtype]!);
 }

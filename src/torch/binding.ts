@@ -165,6 +165,13 @@ export interface NativeBinding {
   crossEntropy(logits: H, target: H, ignoreIndex: number, reduction: "mean" | "sum" | "none", labelSmoothing?: number): H;
   // fused optimizer step
   adamwStep_(param: H, grad: H, expAvg: H, expAvgSq: H, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
+  // fast paths (native/fast.h): present only where the linked libtorch has them (features())
+  features(): { sdpa: boolean; fusedAdamw: boolean; cudaAllocatorStats: boolean };
+  sdpa?(q: H, k: H, v: H, mask: H | undefined, dropout: number, isCausal: boolean, scale: number): H;
+  fusedAdamw_?(params: H[], grads: H[], expAvgs: H[], expAvgSqs: H[], lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
+  cudaMemory?(device: number): [number, number, number];
+  cudaResetPeakMemory?(device: number): void;
+  cudaEmptyCache?(): void;
   // collectives (native/dist.h): present only when the addon was built with them (distAvailable)
   distAvailable(): boolean;
   distInit?(rank: number, world: number, masterAddr: string, masterPort: number, backend: "gloo" | "nccl", timeoutMs: number): void;
@@ -218,6 +225,8 @@ export function loadedBlas(): { kind: "openblas" | "mkl" | "reference" | "unknow
 const require = createRequire(import.meta.url);
 export const native: NativeBinding = require(findAddon()) as NativeBinding;
 native.setNumThreads(defaultThreads().threads);
+/** The fast paths this build of the addon has (native/fast.h). */
+export const features = native.features();
 
 const blasAtLoad = loadedBlas();
 if (blasAtLoad.kind === "reference") {

@@ -97,6 +97,18 @@ export function crossEntropy(
   return new Tensor(native.crossEntropy(logits.handle, target.handle, ignoreIndex, reduction, labelSmoothing));
 }
 
+/**
+ * libtorch's scaled_dot_product_attention (flash / memory-efficient kernels on CUDA) where the addon has
+ * it (features.sdpa): softmax(q·kᵀ·scale + mask)·v, mask additive or absent. src/nn/attention.ts holds
+ * the composite reference and decides when this runs.
+ */
+export function sdpa(
+  q: Tensor, k: Tensor, v: Tensor, o: { mask?: Tensor; dropout?: number; causal?: boolean; scale: number },
+): Tensor {
+  if (!native.sdpa) throw new Error(`sdpa: this libtorch (${native.version()}) has no scaled_dot_product_attention`);
+  return new Tensor(native.sdpa(q.handle, k.handle, v.handle, o.mask?.handle, o.dropout ?? 0, o.causal ?? false, o.scale));
+}
+
 // ----- runtime ----------------------------------------------------------------------------------
 export const manualSeed = (seed: number) => native.manualSeed(seed);
 export const setNumThreads = (n: number) => native.setNumThreads(n);
@@ -107,6 +119,17 @@ export const liveTensors = () => native.liveTensors();
 /** Returns the allocator's free memory to the system (between work items of varying size). */
 export const releaseFreeMemory = () => native.releaseFreeMemory();
 export const version = () => native.version();
+
+/** The CUDA caching allocator's bytes (torch.cuda.memory_allocated etc.), or undefined where unknown. */
+export function cudaMemory(device = "cuda"): { allocated: number; peak: number; reserved: number } | undefined {
+  if (!native.cudaMemory || !device.startsWith("cuda")) return undefined;
+  const [allocated, peak, reserved] = native.cudaMemory(cudaIndex(device));
+  return { allocated, peak, reserved };
+}
+export const cudaResetPeakMemory = (device = "cuda") => native.cudaResetPeakMemory?.(cudaIndex(device));
+/** Hands the caching allocator's unused blocks back to the driver (torch.cuda.empty_cache). */
+export const cudaEmptyCache = () => native.cudaEmptyCache?.();
+const cudaIndex = (device: string) => Number(/^cuda:(\d+)$/.exec(device)?.[1] ?? 0);
 /** The default generator's state of a device ("cpu", "cuda", "cuda:N") as a CPU byte tensor. */
 export const rngState = (device = "cpu") => new Tensor(native.rngState(device));
 export const setRngState = (device: string, state: Tensor) => native.setRngState(device, state.handle);

@@ -75,11 +75,24 @@ export function setAutocastCacheEnabled(enabled: boolean): boolean {
 export function autocast<T>(deviceType: "cpu" | "cuda", dtype: DType, fn: () => T, enabled = true): T {
   if (!enabled) return fn();
   const [wasEnabled, wasDtype] = native.setAutocast(deviceType, true, DTYPE_CODE[dtype]);
+  const outer = activeAutocast[deviceType];
+  activeAutocast[deviceType] = dtype;
   try {
     return fn();
   } finally {
+    activeAutocast[deviceType] = outer;
     native.setAutocast(deviceType, wasEnabled, wasDtype);
   }
+}
+
+const activeAutocast: { cpu?: DType; cuda?: DType } = {};
+
+/**
+ * The dtype that autocast casts matrix products to on `device` right now, or undefined outside an
+ * autocast region: tensors built once per forward for those products (an attention bias) are made in it.
+ */
+export function autocastDtype(device: string): DType | undefined {
+  return activeAutocast[device.startsWith("cuda") ? "cuda" : "cpu"];
 }
 
 /** Disposes every tensor in a (nested) structure: arrays, maps, plain objects. */

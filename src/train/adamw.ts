@@ -10,8 +10,9 @@ export interface AdamWOptions {
   eps?: number;
   weightDecay?: number;
   /**
-   * Use the one-pass native kernel for contiguous float32 CPU parameters (default true); other
-   * parameters, and fused: false, take the composite path below, which is the reference the kernel is tested against.
+   * Use the one-pass native kernel for contiguous float32 CPU parameters, and libtorch's multi-tensor
+   * kernel for float32 CUDA parameters (default true); other parameters, and fused: false, take the
+   * composite path below, which is the reference both kernels are tested against.
    */
   fused?: boolean;
 }
@@ -46,26 +47,44 @@ export class AdamW {
     this.groups = params.length > 0 && params[0] instanceof torch.Tensor ? [{ params: params as torch.Tensor[] }] : (params as ParamGroup[]);
   }
 
-  /** One update from the parameters' current .grad (parameters without a grad are skipped, as torch). */
+  /**
+   * One update from the parameters' current .grad (parameters without a grad are skipped, as torch).
+   * On CUDA, each group's float32 parameters at one step count go through libtorch's multi-tensor
+   * kernel in one call (torch.optim.AdamW(fused=True)); everything else is updated one by one.
+   */
   step(): void {
     torch.noGrad(() => {
       for (const group of this.groups) {
-        const wd = group.weightDecay ?? this.weightDecay;
+        const o = { lr: this.lr, betas: this.betas, eps: this.eps, weightDecay: group.weightDecay ?? this.weightDecay, fused: this.fused };
+        const batches = new Map<string, FusedBatch>();
         for (const p of group.params) {
           torch.scope(() => {
             const g = p.grad;
             if (!g) return;
-            let s = this.state.get(p);
-            if (!s) {
-              s = { step: 0, expAvg: torch.zeros(p.shape, { dtype: p.dtype, device: p.device }).keep(), expAvgSq: torch.zeros(p.shape, { dtype: p.dtype, device: p.device }).keep() };
-              this.state.set(p, s);
-            }
+            const s = this.stateOf(p);
             s.step += 1;
-            adamwUpdate(p, g, s.expAvg, s.expAvgSq, s.step, { lr: this.lr, betas: this.betas, eps: this.eps, weightDecay: wd, fused: this.fused });
+            if (!fusedCuda(p, g, o.fused)) return adamwUpdate(p, g, s.expAvg, s.expAvgSq, s.step, o);
+            const key = `${p.device}@${s.step}`;
+            const batch = batches.get(key) ?? { step: s.step, p: [], g: [], m: [], v: [] };
+            batches.set(key, batch);
+            batch.p.push(p.handle); batch.g.push(g.handle); batch.m.push(s.expAvg.handle); batch.v.push(s.expAvgSq.handle);
           });
+        }
+        for (const b of batches.values()) {
+          torch.native.fusedAdamw_!(b.p, b.g, b.m, b.v, o.lr, o.betas[0], o.betas[1], o.eps, o.weightDecay, b.step);
         }
       }
     });
+  }
+
+  private stateOf(p: torch.Tensor): ParamState {
+    let s = this.state.get(p);
+    if (!s) {
+      const zeros = () => torch.zeros(p.shape, { dtype: p.dtype, device: p.device }).keep();
+      s = { step: 0, expAvg: zeros(), expAvgSq: zeros() };
+      this.state.set(p, s);
+    }
+    return s;
   }
 
   /** Drops every gradient (torch's zero_grad(set_to_none=True)): the next backward allocates fresh ones. */
@@ -109,6 +128,19 @@ export class AdamW {
   }
 }
 
+interface FusedBatch {
+  step: number;
+  p: torch.Handle[];
+  g: torch.Handle[];
+  m: torch.Handle[];
+  v: torch.Handle[];
+}
+
+/** Whether libtorch's fused CUDA kernel takes this parameter (float32 on CUDA, where the addon has it). */
+function fusedCuda(p: torch.Tensor, g: torch.Tensor, fused = true): boolean {
+  return fused && torch.features.fusedAdamw && p.device.startsWith("cuda") && p.dtype === "float32" && g.dtype === "float32";
+}
+
 /**
  * One AdamW update of `p` (in place, with its moments m and v) from gradient `g` at step `step` (1 for
  * the first). The one-pass native kernel takes contiguous float32 CPU tensors; the composite below is
@@ -119,6 +151,10 @@ export function adamwUpdate(
   o: { lr: number; betas: [number, number]; eps: number; weightDecay: number; fused?: boolean },
 ): void {
   const [beta1, beta2] = o.betas;
+  if (fusedCuda(p, g, o.fused)) {
+    torch.native.fusedAdamw_!([p.handle], [g.handle], [m.handle], [v.handle], o.lr, beta1, beta2, o.eps, o.weightDecay, step);
+    return;
+  }
   const fast = (o.fused ?? true) && p.dtype === "float32" && p.device === "cpu" && g.dtype === "float32";
   if (fast && g.isContiguous() && p.isContiguous() && m.isContiguous() && v.isContiguous()) {
     torch.native.adamwStep_(p.handle, g.handle, m.handle, v.handle, o.lr, beta1, beta2, o.eps, o.weightDecay, step);

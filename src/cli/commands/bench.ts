@@ -4,6 +4,7 @@
 import * as torch from "../../torch/index.js";
 import { applyLora, createCausalLM, readJsonFile } from "../../models/index.js";
 import { generateGreedy } from "../../generate/index.js";
+import { useSdpa } from "../../nn/index.js";
 import { AdamW } from "../../train/index.js";
 import { intFlag, parseFlags, required, UsageError } from "../args.js";
 import type { Command } from "../main.js";
@@ -19,6 +20,13 @@ const USAGE = `usage:
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const peakRssMb = () => process.resourceUsage().maxRSS / 1024;
+/** The CUDA allocator's peak since the process started (torch.cuda.max_memory_allocated), as the GPU peer prints it. */
+const peakGpuGb = (device: string) => {
+  const m = torch.cudaMemory(device);
+  return m ? { peak_mem_gb: m.peak / 2 ** 30 } : {};
+};
+/** H100/H200 dense bf16 peak, the denominator ../shared/gpu/peer_hf_cuda.py uses for MFU. */
+const PEAK_BF16_FLOPS = 989e12;
 
 /** Waits for queued GPU work, so that a timer measures it (a no-op on the CPU). */
 function sync(device: string): void {
@@ -69,9 +77,12 @@ export function benchTrain(cfg: Record<string, unknown>, o: BenchTrainOptions) {
   const stateBytes = optimizer.stateList().reduce((n, s) => n + (s.expAvg.numel + s.expAvgSq.numel) * torch.BYTES_PER_ELEMENT[s.expAvg.dtype], 0);
   const result = {
     impl: "oasft", task: "train", lora: o.lora, optimizer_state_mb: stateBytes / 2 ** 20, device: o.device, dtype: amp ? `${o.autocast === "bfloat16" ? "bf16" : "fp16"}-autocast` : "fp32",
-    grad_ckpt: o.gradCkpt, seq_len: o.seqLen, batch_size: o.batchSize,
+    grad_ckpt: o.gradCkpt, seq_len: o.seqLen, batch_size: o.batchSize, attention: useSdpa(o.device) ? "sdpa" : "composite",
     tokens_per_s: (o.batchSize * o.seqLen) / med, step_s: med, step_s_min: Math.min(...times), step_s_max: Math.max(...times),
     params: model.numParameters(), loss_first: losses[0], loss_last: losses[losses.length - 1], peak_rss_mb: peakRssMb(),
+    ...(o.device === "cpu" ? {} : {
+      mfu_6N_vs_989T: (6 * model.numParameters() * o.batchSize * o.seqLen) / med / PEAK_BF16_FLOPS, ...peakGpuGb(o.device),
+    }),
   };
   optimizer.dispose();
   model.dispose();
@@ -104,7 +115,7 @@ export function benchGenerate(cfg: Record<string, unknown>, o: BenchGenerateOpti
   prompt.dispose();
   return {
     impl: "oasft", task: "generate", device: o.device, dtype: o.dtype, batch_size: o.batchSize,
-    tokens_per_s: (o.batchSize * o.newTokens) / med, run_s: med, peak_rss_mb: peakRssMb(),
+    tokens_per_s: (o.batchSize * o.newTokens) / med, run_s: med, peak_rss_mb: peakRssMb(), ...peakGpuGb(o.device),
   };
 }
 
