@@ -82,9 +82,15 @@ for (const dtype of ["bf16", "fp16"]) {
 }
 
 test("a served chat completion on CUDA", { skip }, async () => {
-  const dir = join(GOLDEN, GOLDEN_MODELS[1]);
+  // A model folder whose embedding covers the tokenizer (init grows it), as the CPU server tests make.
+  const { spawnSync } = await import("node:child_process");
+  const dir = join(tmp(), "model");
+  const tok = join(SHARED, "data/tokenizers/oasst-tiny-bpe");
+  const init = spawnSync(process.execPath, [join(REPO, "bin/oasft.js"), "init", "--config", join(GOLDEN, GOLDEN_MODELS[1], "config.json"),
+    "--tokenizer", tok, "--out", dir, "--device", "cpu"], { encoding: "utf8" });
+  assert.equal(init.status, 0, init.stderr);
   const model = loadCausalLM(dir, { device: "cuda" });
-  const tokenizer = ChatTokenizer.load(join(SHARED, "data/tokenizers/oasst-tiny-bpe"));
+  const tokenizer = ChatTokenizer.load(dir);
   const { app } = buildServer({ model, tokenizer, modelId: "gpu", maxBatch: 4, maxQueue: 8, maxTokens: 32 });
   const base = await app.listen({ host: "127.0.0.1", port: 0 });
   try {

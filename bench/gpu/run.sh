@@ -28,7 +28,7 @@ ours() {
   kill $smi 2>/dev/null
   echo "{\"impl\":\"nvidia-smi\",\"args\":\"$*\",\"peak_used_gb\":$(awk '$1 > m { m = $1 } END { print m / 1024 }' "$R/smi.csv")}" >> "$R/bench.jsonl"
 }
-peer() { local limit=$1; shift; PYTHONUNBUFFERED=1 timeout "$limit" python3 "$PEER" "$@" 2>>"$R/bench.err" | tee -a "$R/bench.jsonl"; }
+peer() { [ "${SKIP_PEER:-0}" = 1 ] && return 0; local limit=$1; shift; PYTHONUNBUFFERED=1 timeout "$limit" python3 "$PEER" "$@" 2>>"$R/bench.err" | tee -a "$R/bench.jsonl"; }
 
 phase_env() {
   { nvidia-smi; node --version; python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)';

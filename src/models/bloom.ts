@@ -5,7 +5,7 @@
 //
 // Shapes: b batch, s new tokens, S = past + s keys, h hidden, n_h heads, d head dim (h = n_h·d), v vocab.
 import * as torch from "../torch/index.js";
-import { Embedding, LayerNorm, Linear, Module, ModuleList, useSdpa, type LayerInit } from "../nn/index.js";
+import { Embedding, LayerNorm, Linear, Module, ModuleList, hiddenBias, useSdpa, type LayerInit } from "../nn/index.js";
 import {
   CausalLM, type BlockOutput, type ForwardContext, type KVCache, type ModelConfig, type ModelOptions, type NewCacheOptions,
 } from "./causal-lm.js";
@@ -378,7 +378,7 @@ export class BloomForCausalLM extends CausalLM {
     const S = ctx.positionIds.size(1);
     const compute = torch.autocastDtype(this.device) ?? dtype;
     const perKey = alibi.view([ctx.b, nh, 1, S]).to(compute);
-    return { alibi, sdpa: ctx.hidden ? perKey.maskedFill(ctx.hidden, torch.FLOAT_MIN[compute]!) : perKey };
+    return { alibi, sdpa: ctx.hidden ? perKey.maskedFill(ctx.hidden, hiddenBias(compute)) : perKey };
   }
 
   protected runBlock(

@@ -181,15 +181,21 @@ export interface TrainStepOptions {
    * token cost nothing. Equal to the plain loss and gradients within float rounding.
    */
   chunkedLoss?: boolean;
-  /** Rows per loss chunk (default: about 64 MiB of float32 logits). */
+  /** Rows per loss chunk (default: about 64 MiB of float32 logits on the CPU, 1 GiB on a GPU). */
   lossChunkRows?: number;
   /** Called around each block's forward and recompute (ZeRO-3's gather and free); needs gradientCheckpointing. */
   blockHooks?: BlockHooks;
 }
 
-/** Rows per chunk: about 64 MiB of float32 logits per chunk, whatever the vocabulary. */
-function chunkRows(vocab: number): number {
-  return Math.min(4096, Math.max(16, Math.floor(2 ** 24 / vocab)));
+/**
+ * Rows per chunk: about 64 MiB of float32 logits on the CPU (cache-sized), 1 GiB on a GPU. Every chunk
+ * also adds a full [v, h] gradient into the head's: on a 3B BLOOM (v 250,880) that is 7.7 GB of memory
+ * traffic per chunk, so GPU chunks must be few (measured on an H200: 62 chunks of 66 rows cost a third
+ * of a 4×1024 step).
+ */
+function chunkRows(vocab: number, device: string): number {
+  const bytes = device.startsWith("cuda") ? 2 ** 30 : 2 ** 26;
+  return Math.min(device.startsWith("cuda") ? 65536 : 4096, Math.max(16, Math.floor(bytes / 4 / vocab)));
 }
 
 /**
@@ -200,7 +206,8 @@ function chunkRows(vocab: number): number {
  * are skipped entirely.
  */
 export function chunkedLmLoss(
-  h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, scale = 1, rows = chunkRows(weight.size(0)),
+  h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, scale = 1, rows = chunkRows(weight.size(0), h.device),
+  softcap: number | null = null,
 ): number {
   const [b, s, hd] = h.shape as [number, number, number];
   return torch.scope(() => {
@@ -210,19 +217,25 @@ export function chunkedLmLoss(
     const count = trained.reduce((n, x) => n + x, 0);
     if (count === 0) return Number.NaN; // HF's mean over no tokens
     const flat = h.view([b * s, hd]);
-    let sum = 0;
+    // The chunks' sums stay on the device until the end: one host sync per call, not one per chunk.
+    const sums: torch.Tensor[] = [];
     for (let start = 0; start < b * s; start += rows) {
       const n = Math.min(rows, b * s - start);
       if (!trained.slice(start, start + n).some(Boolean)) continue;
-      sum += torch.scope(() => {
-        const logits = torch.linear(flat.narrow(0, start, n), weight);
+      sums.push(torch.scope(() => {
+        const logits = softcapped(torch.linear(flat.narrow(0, start, n), weight), softcap);
         const loss = torch.crossEntropy(logits.dtype === "float32" ? logits : logits.to("float32"), targets.narrow(0, start, n), { reduction: "sum" });
         torch.backward([loss.mul(scale / count)]);
-        return loss.item();
-      });
+        return loss.detach().to("float64");
+      }));
     }
-    return sum / count;
+    return torch.stack(sums).sum().item() / count;
   });
+}
+
+/** cap·tanh(x / cap) (Gemma 2's soft-capping of attention scores and final logits); x when cap is null. */
+export function softcapped(x: torch.Tensor, cap: number | null | undefined): torch.Tensor {
+  return cap ? x.div(cap).tanh().mul(cap) : x;
 }
 
 export abstract class CausalLM extends Module {
@@ -241,6 +254,10 @@ export abstract class CausalLM extends Module {
   abstract get blocks(): readonly Module[];
   /** The weight of the output projection [v, h] (the embedding itself when tied). */
   abstract get lmHeadWeight(): torch.Tensor;
+  /** Soft-capping of the final logits (Gemma 2's final_logit_softcapping); null for most families. */
+  get finalLogitSoftcap(): number | null {
+    return null;
+  }
   /** The config.json to save (the original keys kept, HF's canonical names written). */
   abstract configJson(): Record<string, unknown>;
   /** A KV cache for this model's layout. */
@@ -290,7 +307,7 @@ export abstract class CausalLM extends Module {
   forward(input: CausalLMInput): CausalLMOutput {
     const { x, ctx, hiddenStates, attentions } = this.trunk(input);
     const last = input.logits === "last" ? x.narrow(1, ctx.s - 1, 1) : x;
-    const out: CausalLMOutput = { logits: torch.linear(last, this.lmHeadWeight) };
+    const out: CausalLMOutput = { logits: softcapped(torch.linear(last, this.lmHeadWeight), this.finalLogitSoftcap) };
     if (input.labels) out.loss = causalLmLoss(out.logits, input.labels);
     if (input.outputHiddenStates) out.hiddenStates = hiddenStates;
     if (input.outputAttentions) out.attentions = attentions;
@@ -337,13 +354,13 @@ export abstract class CausalLM extends Module {
     // time), then the trunk's backward from d(loss)/dx; or, unchunked, as one graph.
     const headAndLoss = (x: torch.Tensor): number => {
       if (!chunked) {
-        const loss = causalLmLoss(torch.linear(x, this.lmHeadWeight), input.labels!);
+        const loss = causalLmLoss(softcapped(torch.linear(x, this.lmHeadWeight), this.finalLogitSoftcap), input.labels!);
         torch.backward([scale === 1 ? loss : loss.mul(scale)]);
         return loss.item();
       }
       const detached = x.detach();
       detached.requiresGrad = true;
-      const value = chunkedLmLoss(detached, this.lmHeadWeight, input.labels!, scale, o.lossChunkRows);
+      const value = chunkedLmLoss(detached, this.lmHeadWeight, input.labels!, scale, o.lossChunkRows, this.finalLogitSoftcap);
       if (detached.grad && x.requiresGrad) torch.backward([x], [detached.grad]);
       return value;
     };

@@ -68,6 +68,7 @@ export function interleaveRotaryHalves(t: torch.Tensor, heads: number): torch.Te
 /** llama.cpp's rope scaling keys: linear scaling has them; dynamic NTK scaling has no GGUF form. */
 export function ropeScalingKeys(arch: string, scaling: RopeScalingConfig | null): Array<[string, GgufValue]> {
   if (!scaling) return [];
-  if (scaling.type !== "linear") throw new Error(`rope_scaling type ${scaling.type}: llama.cpp has no such scaling; this model cannot be exported to GGUF`);
+  // llama3: llama.cpp's converter writes the scaled frequencies as a rope_freqs tensor; not done here.
+  if (scaling.type !== "linear") throw new Error(`rope_scaling type ${scaling.type}: not exported to GGUF by oasft; this model cannot be exported`);
   return [[`${arch}.rope.scaling.type`, str("linear")], [`${arch}.rope.scaling.factor`, f32(scaling.factor)]];
 }

@@ -2,8 +2,12 @@
 // (registry.ts, checkpoint.ts), and one file per architecture, each registering itself on import.
 // Code above src/models imports from here and types against CausalLM and KVCache only.
 import "./bloom.js";
+import "./gemma2.js";
 import "./gpt-neox.js";
 import "./llama.js";
+import "./mistral.js";
+import "./qwen2.js";
+import "./qwen3.js";
 
 export {
   CausalLM, causalLmLoss, hiddenKeys, positionsFromMask,

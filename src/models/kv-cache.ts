@@ -40,6 +40,11 @@ export abstract class LayeredKVCache implements KVCache {
     return { keys: this.keys[layer]!.narrow(this.keyTime, 0, need), values: this.values[layer]!.narrow(this.valueTime, 0, need) };
   }
 
+  /** Layer `layer`'s stored keys and values (views of the first `length` positions, in this cache's layout). */
+  read(layer: number): { keys: torch.Tensor; values: torch.Tensor } {
+    return { keys: this.keys[layer]!.narrow(this.keyTime, 0, this.length), values: this.values[layer]!.narrow(this.valueTime, 0, this.length) };
+  }
+
   /** Called once per forward, after every layer appended its s new positions. */
   advance(s: number): void {
     this.length += s;

@@ -47,6 +47,8 @@ export interface AttentionOptions {
   causal?: boolean;
   /** Multiplies q·kᵀ (1/√d). */
   scale: number;
+  /** Gemma 2's attn_logit_softcapping: scores → cap·tanh(scores / cap) before the mask (composite only). */
+  softcap?: number | null;
   /** Dropout on the probabilities (training only). */
   dropout?: number;
   training?: boolean;
@@ -64,13 +66,14 @@ export function attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: 
     k = rep(k);
     v = rep(v);
   }
-  if (useSdpa(q.device, o.wantProbs)) {
+  if (!o.softcap && useSdpa(q.device, o.wantProbs)) {
     const mask = o.causal ? undefined : o.hidden && additiveMask(o.hidden, q.dtype, q.device);
     const dropout = o.training && o.dropout ? o.dropout : 0;
     const out = torch.sdpa(q, k, v, { mask, dropout, causal: o.causal && s > 1, scale: o.scale });
     return { context: out.transpose(1, 2).reshape([b, s, n * d]) };
   }
   let scores = q.matmul(k.transpose(2, 3)).mul(o.scale); // [b, n, s, S]
+  if (o.softcap) scores = scores.div(o.softcap).tanh().mul(o.softcap);
   const inputDtype = scores.dtype;
   if (inputDtype === "float16") scores = scores.to("float32"); // fp16's min is not "masked" enough
   if (o.hidden) scores = scores.maskedFill(o.hidden, torch.FLOAT_MIN[scores.dtype]!);
@@ -82,9 +85,34 @@ export function attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: 
 }
 
 /**
- * A bool mask (true = hidden) as the additive mask the fused op takes: 0 where visible, the dtype's
- * minimum where hidden (HF's fill value, not −inf, so a query that sees no key gets a uniform row).
+ * A bool mask (true = hidden) as the additive mask the fused op takes: 0 where visible, HIDDEN_BIAS
+ * where hidden.
  */
 export function additiveMask(hidden: torch.Tensor, dtype: torch.DType, device: string): torch.Tensor {
-  return torch.zeros(hidden.shape, { dtype, device }).maskedFill(hidden, torch.FLOAT_MIN[dtype]!);
+  return torch.zeros(hidden.shape, { dtype, device }).maskedFill(hidden, hiddenBias(dtype));
+}
+
+/**
+ * The additive bias of a hidden key: half the dtype's minimum. HF fills with the minimum itself so that a
+ * query that sees no key (a left pad) gets a uniform row instead of NaN; the fused kernels multiply scores
+ * by log2(e) inside, where the minimum overflows to −inf and such rows no longer come out uniform (seen
+ * on an H200: pad-query rows differed from HF's). Half the minimum stays finite and still absorbs q·kᵀ.
+ */
+export function hiddenBias(dtype: torch.DType): number {
+  return torch.FLOAT_MIN[dtype]! / 2;
+}
+
+/**
+ * `hidden` (true = hidden; [b, 1, s, S], or undefined) with a sliding window added: the query at cache
+ * index past + i sees only keys past + i − window + 1 … past + i (itself and window − 1 before it), by
+ * index in the sequence, not by position id, as HF's Mistral/Qwen2 masks. Applies to one-token decode
+ * steps too, whose mask is otherwise padding only.
+ */
+export function withSlidingWindow(
+  hidden: torch.Tensor | undefined, s: number, past: number, window: number, device: string,
+): torch.Tensor {
+  const S = past + s;
+  // key j hidden from query i when j ≤ past + i − window, i.e. tril with diagonal past − window.
+  const outside = torch.ones([s, S], { dtype: "bool", device }).tril(past - window).unsqueeze(0).unsqueeze(0);
+  return hidden ? hidden.logicalOr(outside) : outside;
 }

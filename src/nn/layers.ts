@@ -130,6 +130,24 @@ export class RMSNorm extends Norm {
   }
 }
 
+/**
+ * Gemma's RMSNorm: x̂·(1 + w), computed in float32 (the weight included) and cast back, with w stored
+ * as HF stores it (zeros at init).
+ */
+export class OffsetRMSNorm extends Norm {
+  readonly weight: torch.Tensor;
+  constructor(readonly dim: number, readonly eps: number, o: ModuleOptions = {}) {
+    super();
+    this.weight = this.param("weight", torch.zeros([dim], o));
+  }
+  forward(x: torch.Tensor): torch.Tensor {
+    const x32 = x.dtype === "float32" ? x : x.to("float32");
+    const w = this.weight.dtype === "float32" ? this.weight : this.weight.to("float32");
+    const out = x32.mul(x32.pow(2).mean([-1], true).add(this.eps).rsqrt()).mul(w.add(1));
+    return out.dtype === x.dtype ? out : out.to(x.dtype);
+  }
+}
+
 export class Embedding extends Module {
   readonly weight: torch.Tensor;
   constructor(readonly num: number, readonly dim: number, o: LayerOptions = {}) {

@@ -5,10 +5,9 @@
 // Shapes: b batch, s tokens, n heads, d head dim, r rotary dims (r ≤ d, even).
 import * as torch from "../torch/index.js";
 
-export interface RopeScaling {
-  type: "linear" | "dynamic";
-  factor: number;
-}
+export type RopeScaling =
+  | { type: "linear" | "dynamic"; factor: number }
+  | { type: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number };
 
 /** cos and sin tables [b, 1, s, r] (float32) for one forward's new positions. */
 export interface RotaryTables {
@@ -35,7 +34,8 @@ export class RotaryEmbedding {
       base = base * ((f * seqLen) / this.maxPositions - (f - 1)) ** (this.dims / (this.dims - 2));
     }
     const exponents = torch.arange(0, this.dims, 2, { device }).to("float32").div(this.dims);
-    return torch.ones([this.dims / 2], { device }).div(torch.full([this.dims / 2], base, { device }).pow(exponents));
+    const inv = torch.ones([this.dims / 2], { device }).div(torch.full([this.dims / 2], base, { device }).pow(exponents));
+    return this.scaling?.type === "llama3" ? llama3Frequencies(inv, this.scaling) : inv;
   }
 
   /**
@@ -49,6 +49,23 @@ export class RotaryEmbedding {
     const emb = torch.cat([freqs, freqs], -1).unsqueeze(1); // [b, 1, s, r]
     return { cos: emb.cos(), sin: emb.sin() };
   }
+}
+
+/**
+ * Llama 3.1's frequency bands (HF's _compute_llama3_parameters, float32, in its order of operations):
+ * wavelengths above original/low_freq_factor are slowed by `factor`, those below original/high_freq_factor
+ * kept, and the band between interpolated. Positions are not scaled, nor are cos and sin.
+ */
+function llama3Frequencies(inv: torch.Tensor, s: Extract<RopeScaling, { type: "llama3" }>): torch.Tensor {
+  const lowWavelen = s.originalMaxPositions / s.lowFreqFactor;
+  const highWavelen = s.originalMaxPositions / s.highFreqFactor;
+  const reciprocal = (t: torch.Tensor) => torch.ones(t.shape, { device: t.device }).div(t); // torch's scalar / tensor
+  const wavelen = reciprocal(inv).mul(2 * Math.PI);
+  const kept = torch.where(wavelen.gt(lowWavelen), inv.div(s.factor), inv);
+  const smooth = reciprocal(wavelen).mul(s.originalMaxPositions).sub(s.lowFreqFactor).div(s.highFreqFactor - s.lowFreqFactor);
+  const smoothed = smooth.neg().add(1).mul(kept).div(s.factor).add(smooth.mul(kept));
+  const medium = wavelen.lt(highWavelen).logicalNot().logicalAnd(wavelen.gt(lowWavelen).logicalNot());
+  return torch.where(medium, smoothed, kept);
 }
 
 /**

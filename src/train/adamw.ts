@@ -57,22 +57,26 @@ export class AdamW {
       for (const group of this.groups) {
         const o = { lr: this.lr, betas: this.betas, eps: this.eps, weightDecay: group.weightDecay ?? this.weightDecay, fused: this.fused };
         const batches = new Map<string, FusedBatch>();
-        for (const p of group.params) {
-          torch.scope(() => {
+        torch.scope(() => {
+          // One scope for the group: the gradients' owners must outlive the batched calls below.
+          for (const p of group.params) {
             const g = p.grad;
-            if (!g) return;
+            if (!g) continue;
             const s = this.stateOf(p);
             s.step += 1;
-            if (!fusedCuda(p, g, o.fused)) return adamwUpdate(p, g, s.expAvg, s.expAvgSq, s.step, o);
+            if (!fusedCuda(p, g, o.fused)) {
+              torch.scope(() => adamwUpdate(p, g, s.expAvg, s.expAvgSq, s.step, o));
+              continue;
+            }
             const key = `${p.device}@${s.step}`;
             const batch = batches.get(key) ?? { step: s.step, p: [], g: [], m: [], v: [] };
             batches.set(key, batch);
             batch.p.push(p.handle); batch.g.push(g.handle); batch.m.push(s.expAvg.handle); batch.v.push(s.expAvgSq.handle);
-          });
-        }
-        for (const b of batches.values()) {
-          torch.native.fusedAdamw_!(b.p, b.g, b.m, b.v, o.lr, o.betas[0], o.betas[1], o.eps, o.weightDecay, b.step);
-        }
+          }
+          for (const b of batches.values()) {
+            torch.native.fusedAdamw_!(b.p, b.g, b.m, b.v, o.lr, o.betas[0], o.betas[1], o.eps, o.weightDecay, b.step);
+          }
+        });
       }
     });
   }

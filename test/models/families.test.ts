@@ -139,7 +139,7 @@ test("bad configs of these families name the key and the file", () => {
   const base = JSON.parse(readFileSync(join(SHARED, "golden-llama-gqa/tiny_v320_h96_l2_nh6_kv2_i256/config.json"), "utf8"));
   const make = (patch: Record<string, unknown>) => () => createCausalLM({ ...base, ...patch }, {}, "my/config.json");
   assert.throws(make({ num_key_value_heads: 4 }), /my\/config\.json › num_key_value_heads: num_attention_heads=6 is not divisible by num_key_value_heads=4/);
-  assert.throws(make({ rope_scaling: { type: "yarn", factor: 2 } }), /my\/config\.json › rope_scaling\.type: expected "linear" or "dynamic", got "yarn"/);
+  assert.throws(make({ rope_scaling: { type: "yarn", factor: 2 } }), /my\/config\.json › rope_scaling\.type: expected "linear", "dynamic" or "llama3", got "yarn"/);
   assert.throws(make({ rope_scaling: { type: "linear", factor: 0.5 } }), /rope_scaling\.factor: expected a number > 1/);
   assert.throws(make({ hidden_size: 100 }), /my\/config\.json › hidden_size: 100 is not divisible by num_attention_heads=6/);
   assert.throws(make({ model_type: "falcon" }), /my\/config\.json › model_type: unknown model_type 'falcon'.* Known: bloom, gpt_neox, llama/);

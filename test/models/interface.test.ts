@@ -38,7 +38,7 @@ test("no file above src/models imports an architecture file or names BLOOM's int
   const index = readFileSync(join(src, "models/index.ts"), "utf8");
   assert.match(index, /^import "\.\/bloom\.js";$/m);
   assert.doesNotMatch(index, /export[^;]*from "\.\/bloom\.js"/);
-  assert.deepEqual(knownModelTypes(), ["bloom", "gpt_neox", "llama"]);
+  assert.deepEqual(knownModelTypes(), ["bloom", "gemma2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3"]);
 });
 
 test("AdamW's no-decay group is every bias and every LayerNorm weight, by module type", () => {
