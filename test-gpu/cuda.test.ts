@@ -126,3 +126,17 @@ test("ZeRO-3 over NCCL in a one-process world gives the losses of a plain CUDA r
   assert.equal(zero3.length, plain.length);
   zero3.forEach((l, i) => assert.ok(Math.abs(l - plain[i]!) <= 1e-4, `step ${i + 1}: ${l} vs ${plain[i]}`));
 });
+
+test("fp16 on CUDA for a family that overflows it: the trainer's note suggests bf16 and the summary counts skipped steps", { skip }, async () => {
+  const { spawnSync } = await import("node:child_process");
+  const out = tmp();
+  const r = spawnSync(process.execPath, [
+    join(REPO, "bin/oasft.js"), "train", "--configs", "defaults", "shared-sample", "tiny-tokenizer", "--cache_dir", join(SHARED, "data"),
+    "--model_name", join(REPO, "configs/qwen2-tiny.json"), "--output_dir", out, "--dtype", "fp16", "--device", "cuda", "--max_steps", "2",
+    "--per_device_train_batch_size", "2", "--max_length", "64", "--eval_steps", "1000", "--save_strategy", "no",
+  ], { encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /note: fp16: Qwen models .*--dtype bf16/);
+  const summary = JSON.parse(readFileSync(join(out, "summary.json"), "utf8")) as { fp16_skipped_steps?: number };
+  assert.equal(typeof summary.fp16_skipped_steps, "number");
+});

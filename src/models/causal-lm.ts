@@ -254,6 +254,13 @@ export abstract class CausalLM extends Module {
   abstract get blocks(): readonly Module[];
   /** The weight of the output projection [v, h] (the embedding itself when tied). */
   abstract get lmHeadWeight(): torch.Tensor;
+  /**
+   * Why fp16 is a poor choice for this family, when it is (activations known to overflow its range;
+   * the trainer prints it and suggests bf16); null otherwise.
+   */
+  get fp16Advice(): string | null {
+    return null;
+  }
   /** Soft-capping of the final logits (Gemma 2's final_logit_softcapping); null for most families. */
   get finalLogitSoftcap(): number | null {
     return null;

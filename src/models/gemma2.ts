@@ -199,6 +199,10 @@ export class Gemma2ForCausalLM extends CausalLM {
   get lmHeadWeight(): torch.Tensor {
     return this.lm_head?.weight ?? this.model.embed_tokens.weight;
   }
+  override get fp16Advice(): string | null {
+    return "Gemma 2 was trained in bf16 and its activations overflow fp16's range (Google and HF advise against fp16); " +
+      "--dtype bf16 is the safe choice";
+  }
   override get finalLogitSoftcap(): number | null {
     return this.gemmaConfig.final_logit_softcapping;
   }

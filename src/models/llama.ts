@@ -126,6 +126,8 @@ export interface LlamaVariant {
   windows: Array<number | null>;
   /** llama.cpp's architecture for GGUF export. */
   gguf: "llama" | "qwen2" | "qwen3";
+  /** CausalLM.fp16Advice for the family, if any. */
+  fp16Advice?: string;
 }
 
 export function llamaVariant(c: LlamaConfig): LlamaVariant {
@@ -282,6 +284,10 @@ export class LlamaForCausalLM extends CausalLM {
 
   configJson(): Record<string, unknown> {
     return llamaConfigToJson(this.llamaConfig, this.variant.architecture);
+  }
+
+  override get fp16Advice(): string | null {
+    return this.variant.fp16Advice ?? null;
   }
 
   get defaultLoraTargets(): string[] {

@@ -6,6 +6,10 @@ import { ConfigError, readBool, readInt, readOptionalInt } from "./config-json.j
 import { LlamaForCausalLM, llamaConfigFromJson, type LlamaConfig } from "./llama.js";
 import { registerArchitecture } from "./registry.js";
 
+/** Shared by Qwen2 and Qwen3. */
+export const QWEN_FP16 = "Qwen models were trained in bf16 and their activations are known to overflow fp16 (inf losses, " +
+  "skipped steps); --dtype bf16 is the safe choice";
+
 /** HF Qwen2Config's defaults where they differ from LlamaConfig's (Qwen2-7B). */
 const DEFAULTS = {
   vocab_size: 151936, intermediate_size: 22016, num_key_value_heads: 32, max_position_embeddings: 32768,
@@ -46,6 +50,7 @@ registerArchitecture("qwen2", {
     const config = qwen2FromJson(json, file);
     return new LlamaForCausalLM(config, o, {
       architecture: "Qwen2ForCausalLM", qkvBias: true, oBias: false, qkNorm: false, gguf: "qwen2",
+      fp16Advice: QWEN_FP16,
       windows: qwenWindows(json, file, config.num_hidden_layers),
     });
   },

@@ -3,7 +3,7 @@
 // Reference: huggingface/transformers 6acd5aec src/transformers/models/qwen3/modeling_qwen3.py
 // (../shared/golden-qwen3). The layers are LLaMA's (llama.ts) with the variant's q/k norms.
 import { LlamaForCausalLM, llamaConfigFromJson } from "./llama.js";
-import { qwenWindows } from "./qwen2.js";
+import { QWEN_FP16, qwenWindows } from "./qwen2.js";
 import { registerArchitecture } from "./registry.js";
 
 /** HF Qwen3Config's defaults where they differ from LlamaConfig's (Qwen3-8B). */
@@ -20,6 +20,7 @@ registerArchitecture("qwen3", {
     config.raw = { ...json };
     return new LlamaForCausalLM(config, o, {
       architecture: "Qwen3ForCausalLM", qkvBias: config.attention_bias, oBias: config.attention_bias, qkNorm: true, gguf: "qwen3",
+      fp16Advice: QWEN_FP16,
       windows: qwenWindows({ sliding_window: null, ...json }, file, config.num_hidden_layers),
     });
   },

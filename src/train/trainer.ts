@@ -337,6 +337,7 @@ async function trainOnGroup(cfg: SFTConfig, o: TrainOptions, device: string, gro
   const { names, groups } = paramGroups(model, settings.weightDecay);
   const optimizer = makeOptimizer(model, names, groups, settings, group, stage, checkpointing);
   const scaler = settings.lossScaling ? new DynamicLossScaler(settings.lossScaling) : undefined;
+  if (settings.precision === "fp16" && model.fp16Advice) print(`note: fp16: ${model.fp16Advice}`);
 
   let state: TrainerState = { globalStep: 0, epoch: 0, microBatch: 0, trainedTokens: 0, tokens: 0, elapsedS: 0 };
   if (resumeDir) {
@@ -517,8 +518,9 @@ async function trainOnGroup(cfg: SFTConfig, o: TrainOptions, device: string, gro
       writeChart(join(outputDir, "training.svg"), records, cfg.log_dir);
       const extra = {
         best_eval: state.bestEval ?? null, settings: { ...settings, notes: undefined }, notes: settings.notes,
-        world_size: world, zero_stage: stage, ranks: held,
+        world_size: world, zero_stage: stage, ranks: held, ...(scaler ? { fp16_skipped_steps: scaler.skippedSteps } : {}),
       };
+      if (scaler?.skippedSteps) print(`note: fp16: ${scaler.skippedSteps} of ${state.globalStep} steps overflowed and were skipped`);
       writeFileAtomic(join(outputDir, "summary.json"), [JSON.stringify({ ...summary, ...extra }, null, 2) + "\n"]);
     }
     group.barrier(); // the final model is on disk before any rank reports success

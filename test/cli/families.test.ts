@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { loadCausalLM } from "../../src/models/index.js";
+import { createCausalLM, loadCausalLM } from "../../src/models/index.js";
 import { buildServer } from "../../src/serve/server.js";
 import { ChatTokenizer } from "../../src/tokenizer/index.js";
 import { CLI, REPO, SHARED } from "../helpers.js";
@@ -19,6 +19,12 @@ const FAMILIES = [
   { name: "bloom", config: "configs/bloom-tiny.json", tokenizer: ["--tokenizer_family", "bloom"] },
   { name: "gpt_neox", config: "configs/pythia-tiny.json", tokenizer: ["--tokenizer_family", "pythia"] },
   { name: "llama", config: "configs/llama-tiny.json", tokenizer: ["--tokenizer_name", llamaStyleTokenizer(join(work, "llama-tok")), "--tokenizer_family", "llama"] },
+  // The families people fine-tune today, in the OA format with the shared tokenizer (their own chat
+  // templates are the chat_template key's business).
+  { name: "qwen2", config: "configs/qwen2-tiny.json", tokenizer: [] },
+  { name: "mistral", config: "configs/mistral-tiny.json", tokenizer: [] },
+  { name: "qwen3", config: "configs/qwen3-tiny.json", tokenizer: [] },
+  { name: "gemma2", config: "configs/gemma2-tiny.json", tokenizer: [] },
 ];
 
 for (const f of FAMILIES) {
@@ -64,3 +70,14 @@ for (const f of FAMILIES) {
     assert.equal(readFileSync(join(evalOut, "mmlu.jsonl"), "utf8").trim().split("\n").length, 4);
   });
 }
+
+test("fp16 advice: Qwen and Gemma 2 models say to use bf16 (the trainer prints it for fp16 runs on CUDA); others say nothing", () => {
+  const advice = (config: string) => {
+    const model = createCausalLM(JSON.parse(readFileSync(join(REPO, config), "utf8")));
+    const text = model.fp16Advice;
+    model.dispose();
+    return text;
+  };
+  for (const config of ["configs/qwen2-tiny.json", "configs/qwen3-tiny.json", "configs/gemma2-tiny.json"]) assert.match(advice(config) ?? "", /--dtype bf16/, config);
+  for (const config of ["configs/bloom-tiny.json", "configs/llama-tiny.json", "configs/mistral-tiny.json"]) assert.equal(advice(config), null, config);
+});

@@ -142,7 +142,7 @@ test("bad configs of these families name the key and the file", () => {
   assert.throws(make({ rope_scaling: { type: "yarn", factor: 2 } }), /my\/config\.json › rope_scaling\.type: expected "linear", "dynamic" or "llama3", got "yarn"/);
   assert.throws(make({ rope_scaling: { type: "linear", factor: 0.5 } }), /rope_scaling\.factor: expected a number > 1/);
   assert.throws(make({ hidden_size: 100 }), /my\/config\.json › hidden_size: 100 is not divisible by num_attention_heads=6/);
-  assert.throws(make({ model_type: "falcon" }), /my\/config\.json › model_type: unknown model_type 'falcon'.* Known: bloom, gpt_neox, llama/);
+  assert.throws(make({ model_type: "falcon" }), /my\/config\.json › model_type: unknown model_type 'falcon'.* Known: bloom, gemma2, gpt_neox, llama, mistral, qwen2, qwen3/);
   const neox = JSON.parse(readFileSync(join(SHARED, "golden-neox/tiny_v320_h64_l2_nh4_rp025_parallel/config.json"), "utf8"));
   assert.throws(() => createCausalLM({ ...neox, rotary_pct: 0.1 }, {}, "neox.json"), /neox\.json › rotary_pct: 0\.1 gives 1 rotary dims per head/);
   assert.throws(() => createCausalLM({ ...neox, hidden_act: "relu" }, {}, "neox.json"), /neox\.json › hidden_act: 'relu' is not supported/);
