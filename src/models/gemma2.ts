@@ -8,7 +8,7 @@
 // Shapes: b batch, s new tokens, S = past + s keys, h hidden, n query heads, g kv heads, d head dim.
 import * as torch from "../torch/index.js";
 import {
-  Embedding, Linear, Module, ModuleList, OffsetRMSNorm, RotaryEmbedding, applyRotary, attention, withSlidingWindow,
+  Embedding, Linear, Module, ModuleList, OffsetRMSNorm, RotaryEmbedding, applyRotary, attention, windowedMasks, type LayerMask,
   type LayerInit, type RotaryTables,
 } from "../nn/index.js";
 import {
@@ -71,10 +71,6 @@ export function gemma2ConfigFromJson(json: Record<string, unknown>, file = "conf
 // ---------------------------------------------------------------------------------------------
 // 2. Layers, as Gemma2Attention / Gemma2MLP / Gemma2DecoderLayer
 
-interface LayerMask {
-  hidden: torch.Tensor | undefined;
-  causal: boolean;
-}
 
 class Gemma2Attention extends Module {
   readonly q_proj: Linear;
@@ -274,11 +270,7 @@ export class Gemma2ForCausalLM extends CausalLM {
 
   protected prepare(ctx: ForwardContext): Gemma2Shared {
     const rope = this.rotary.tables(ctx.positionIds.narrow(1, ctx.past, ctx.s), ctx.past + ctx.s);
-    const masks = new Map<number | null, LayerMask>([[null, { hidden: ctx.hidden, causal: ctx.causal }]]);
-    for (const w of this.gemmaConfig.windows) {
-      if (w !== null && !masks.has(w)) masks.set(w, { hidden: withSlidingWindow(ctx.hidden, ctx.s, ctx.past, w, this.device), causal: false });
-    }
-    return { rope, masks };
+    return { rope, masks: windowedMasks(ctx, this.gemmaConfig.windows, this.device) };
   }
 
   protected runBlock(i: number, x: torch.Tensor, ctx: ForwardContext, shared: unknown, cache: KVCache | undefined, wantProbs: boolean): BlockOutput {

@@ -9,7 +9,7 @@
 // d head dim (h = n·d), i intermediate, v vocab.
 import * as torch from "../torch/index.js";
 import {
-  Embedding, Linear, Module, ModuleList, RMSNorm, RotaryEmbedding, applyRotary, attention, withSlidingWindow, type LayerInit,
+  Embedding, Linear, Module, ModuleList, RMSNorm, RotaryEmbedding, applyRotary, attention, windowedMasks, type LayerMask, type LayerInit,
   type RotaryTables,
 } from "../nn/index.js";
 import {
@@ -186,11 +186,6 @@ class LlamaAttention extends Module {
   }
 }
 
-/** A layer's mask: the forward's, or the forward's with that layer's sliding window added. */
-interface LayerMask {
-  hidden: torch.Tensor | undefined;
-  causal: boolean;
-}
 
 class LlamaMLP extends Module {
   readonly gate_proj: Linear;
@@ -360,11 +355,7 @@ export class LlamaForCausalLM extends CausalLM {
   /** The rotary tables, and one mask per distinct sliding window (made once per forward). */
   protected prepare(ctx: ForwardContext): LlamaShared {
     const rope = this.rotary.tables(ctx.positionIds.narrow(1, ctx.past, ctx.s), ctx.past + ctx.s);
-    const masks = new Map<number | null, LayerMask>([[null, { hidden: ctx.hidden, causal: ctx.causal }]]);
-    for (const w of this.variant.windows) {
-      if (w !== null && !masks.has(w)) masks.set(w, { hidden: withSlidingWindow(ctx.hidden, ctx.s, ctx.past, w, this.device), causal: false });
-    }
-    return { rope, masks };
+    return { rope, masks: windowedMasks(ctx, this.variant.windows, this.device) };
   }
 
   protected runBlock(i: number, x: torch.Tensor, ctx: ForwardContext, shared: unknown, cache: KVCache | undefined, wantProbs: boolean): BlockOutput {

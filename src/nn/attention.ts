@@ -116,3 +116,23 @@ export function withSlidingWindow(
   const outside = torch.ones([s, S], { dtype: "bool", device }).tril(past - window).unsqueeze(0).unsqueeze(0);
   return hidden ? hidden.logicalOr(outside) : outside;
 }
+
+/** One layer's mask: what attention() takes as `hidden` and `causal`. */
+export interface LayerMask {
+  hidden: torch.Tensor | undefined;
+  causal: boolean;
+}
+
+/**
+ * The masks of a forward whose layers have sliding windows (`windows[i]`, null = full attention): the
+ * forward's own mask under null, and one windowed mask per distinct window, each made once.
+ */
+export function windowedMasks(
+  base: LayerMask & { s: number; past: number }, windows: ReadonlyArray<number | null>, device: string,
+): Map<number | null, LayerMask> {
+  const masks = new Map<number | null, LayerMask>([[null, { hidden: base.hidden, causal: base.causal }]]);
+  for (const w of windows) {
+    if (w !== null && !masks.has(w)) masks.set(w, { hidden: withSlidingWindow(base.hidden, base.s, base.past, w, device), causal: false });
+  }
+  return masks;
+}
