@@ -4,8 +4,18 @@
 //   node bench/gpu/table.mjs bench/results/<run>/bench.jsonl
 import { readFileSync } from "node:fs";
 
-const parse = (line) => { try { return JSON.parse(line); } catch { return undefined; } };
-const rows = readFileSync(process.argv[2], "utf8").split("\n").filter((l) => l.startsWith("{")).map(parse).filter(Boolean);
+const parse = (line) => {
+  try {
+    return JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+};
+const rows = readFileSync(process.argv[2], "utf8")
+  .split("\n")
+  .filter((l) => l.startsWith("{"))
+  .map(parse)
+  .filter(Boolean);
 const f = (x, d = 0) => (x === undefined ? "–" : x.toFixed(d));
 const ours = rows.filter((r) => r.impl === "oasft");
 const peers = rows.filter((r) => r.impl === "hf-transformers");
@@ -16,10 +26,14 @@ for (const o of ours.filter((r) => r.task === "train")) {
   const what = `train bf16 b${o.batch_size}×${o.seq_len}${o.grad_ckpt ? " ckpt" : ""} (${o.attention})`;
   const speed = p ? `**${f(o.tokens_per_s / p.tokens_per_s, 2)}x**` : "–";
   const mem = p ? `${f(o.peak_mem_gb / p.peak_mem_gb, 2)}x` : "–";
-  console.log(`| ${what} | ${f(o.tokens_per_s)} | ${f(p?.tokens_per_s)} | ${speed} | ${f(o.mfu_6N_vs_989T * 100, 1)}% | ${f(o.peak_mem_gb, 1)} | ${f(p?.peak_mem_gb, 1)} | ${mem} |`);
+  console.log(
+    `| ${what} | ${f(o.tokens_per_s)} | ${f(p?.tokens_per_s)} | ${speed} | ${f(o.mfu_6N_vs_989T * 100, 1)}% | ${f(o.peak_mem_gb, 1)} | ${f(p?.peak_mem_gb, 1)} | ${mem} |`,
+  );
 }
 const peerGen = peers.find((r) => r.task === "generate");
 for (const o of ours.filter((r) => r.task === "generate")) {
   const vs = o.dtype === "float32" && peerGen ? `**${f(o.tokens_per_s / peerGen.tokens_per_s, 2)}x**` : "–";
-  console.log(`| greedy decode b1, ${o.dtype} weights | ${f(o.tokens_per_s)} | ${f(peerGen?.tokens_per_s)} (fp32) | ${vs} | | ${f(o.peak_mem_gb, 1)} | | |`);
+  console.log(
+    `| greedy decode b1, ${o.dtype} weights | ${f(o.tokens_per_s)} | ${f(peerGen?.tokens_per_s)} (fp32) | ${vs} | | ${f(o.peak_mem_gb, 1)} | | |`,
+  );
 }

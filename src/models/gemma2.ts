@@ -8,11 +8,27 @@
 // Shapes: b batch, s new tokens, S = past + s keys, h hidden, n query heads, g kv heads, d head dim.
 import * as torch from "../torch/index.js";
 import {
-  Embedding, Linear, Module, ModuleList, OffsetRMSNorm, RotaryEmbedding, applyRotary, attention, windowedMasks, type LayerMask,
-  type LayerInit, type RotaryTables,
+  Embedding,
+  Linear,
+  Module,
+  ModuleList,
+  OffsetRMSNorm,
+  RotaryEmbedding,
+  applyRotary,
+  attention,
+  windowedMasks,
+  type LayerMask,
+  type LayerInit,
+  type RotaryTables,
 } from "../nn/index.js";
 import {
-  CausalLM, type BlockOutput, type ForwardContext, type KVCache, type ModelConfig, type ModelOptions, type NewCacheOptions,
+  CausalLM,
+  type BlockOutput,
+  type ForwardContext,
+  type KVCache,
+  type ModelConfig,
+  type ModelOptions,
+  type NewCacheOptions,
 } from "./causal-lm.js";
 import { ConfigError, readNumber, readOptionalInt } from "./config-json.js";
 import { llamaConfigFromJson, type LlamaConfig } from "./llama.js";
@@ -33,10 +49,24 @@ export interface Gemma2Config extends LlamaConfig {
 }
 
 const DEFAULTS = {
-  vocab_size: 256000, hidden_size: 2304, intermediate_size: 9216, num_hidden_layers: 26, num_attention_heads: 8,
-  num_key_value_heads: 4, head_dim: 256, max_position_embeddings: 8192, rms_norm_eps: 1e-6, tie_word_embeddings: true,
-  pad_token_id: 0, eos_token_id: 1, bos_token_id: 2, query_pre_attn_scalar: 256, sliding_window: 4096,
-  final_logit_softcapping: 30.0, attn_logit_softcapping: 50.0, hidden_act: "silu",
+  vocab_size: 256000,
+  hidden_size: 2304,
+  intermediate_size: 9216,
+  num_hidden_layers: 26,
+  num_attention_heads: 8,
+  num_key_value_heads: 4,
+  head_dim: 256,
+  max_position_embeddings: 8192,
+  rms_norm_eps: 1e-6,
+  tie_word_embeddings: true,
+  pad_token_id: 0,
+  eos_token_id: 1,
+  bos_token_id: 2,
+  query_pre_attn_scalar: 256,
+  sliding_window: 4096,
+  final_logit_softcapping: 30.0,
+  attn_logit_softcapping: 50.0,
+  hidden_act: "silu",
 };
 
 function optionalNumber(json: Record<string, unknown>, file: string, key: string): number | null {
@@ -50,18 +80,26 @@ export function gemma2ConfigFromJson(json: Record<string, unknown>, file = "conf
   const merged: Record<string, unknown> = { ...DEFAULTS, ...json };
   const activation = merged.hidden_activation ?? "gelu_pytorch_tanh";
   if (activation !== "gelu_pytorch_tanh" && activation !== "gelu_tanh") {
-    throw new ConfigError(file, "hidden_activation", `'${String(activation)}' is not supported; Gemma 2's MLP is GeGLU with the tanh GELU`);
+    throw new ConfigError(
+      file,
+      "hidden_activation",
+      `'${String(activation)}' is not supported; Gemma 2's MLP is GeGLU with the tanh GELU`,
+    );
   }
   // LLaMA's reader checks the shared keys (heads, kv heads, head_dim, rope); its SwiGLU check is not Gemma's.
   const base = llamaConfigFromJson({ ...merged, hidden_act: "silu" }, file);
   const layers = base.num_hidden_layers;
   const window = readOptionalInt(merged, file, "sliding_window", 4096);
-  if (window !== null && window < 1) throw new ConfigError(file, "sliding_window", `must be a positive integer or null, got ${window}`);
+  if (window !== null && window < 1)
+    throw new ConfigError(file, "sliding_window", `must be a positive integer or null, got ${window}`);
   const windows = Array.isArray(json.layer_types)
     ? qwenWindows({ ...merged, use_sliding_window: true }, file, layers)
     : Array.from({ length: layers }, (_, i) => (i % 2 === 0 ? window : null));
   return {
-    ...base, model_type: "gemma2", raw: { ...json }, windows,
+    ...base,
+    model_type: "gemma2",
+    raw: { ...json },
+    windows,
     query_pre_attn_scalar: readNumber(merged, file, "query_pre_attn_scalar", 256),
     attn_logit_softcapping: optionalNumber(merged, file, "attn_logit_softcapping"),
     final_logit_softcapping: optionalNumber(merged, file, "final_logit_softcapping"),
@@ -71,14 +109,16 @@ export function gemma2ConfigFromJson(json: Record<string, unknown>, file = "conf
 // ---------------------------------------------------------------------------------------------
 // 2. Layers, as Gemma2Attention / Gemma2MLP / Gemma2DecoderLayer
 
-
 class Gemma2Attention extends Module {
   readonly q_proj: Linear;
   readonly k_proj: Linear;
   readonly v_proj: Linear;
   readonly o_proj: Linear;
 
-  constructor(private readonly cfg: Gemma2Config, o: LayerInit) {
+  constructor(
+    private readonly cfg: Gemma2Config,
+    o: LayerInit,
+  ) {
     super();
     const { hidden_size: h, num_attention_heads: n, num_key_value_heads: g, head_dim: d } = cfg;
     const lo = { ...o, bias: cfg.attention_bias };
@@ -88,7 +128,13 @@ class Gemma2Attention extends Module {
     this.o_proj = this.child("o_proj", new Linear(n * d, h, lo));
   }
 
-  forward(x: torch.Tensor, mask: LayerMask, rope: RotaryTables, cache: { cache: HeadsKVCache; layer: number } | undefined, wantProbs: boolean): BlockOutput {
+  forward(
+    x: torch.Tensor,
+    mask: LayerMask,
+    rope: RotaryTables,
+    cache: { cache: HeadsKVCache; layer: number } | undefined,
+    wantProbs: boolean,
+  ): BlockOutput {
     const [b, s] = x.shape as [number, number];
     const { num_attention_heads: n, num_key_value_heads: g, head_dim: d } = this.cfg;
     const heads = (t: torch.Tensor, count: number) => t.view([b, s, count, d]).transpose(1, 2);
@@ -97,8 +143,13 @@ class Gemma2Attention extends Module {
     let v = heads(this.v_proj.forward(x), g);
     if (cache) ({ keys: k, values: v } = cache.cache.append(cache.layer, k, v));
     const { context, probs } = attention(q, k, v, {
-      hidden: mask.hidden, causal: mask.causal, scale: this.cfg.query_pre_attn_scalar ** -0.5, softcap: this.cfg.attn_logit_softcapping,
-      dropout: this.cfg.attention_dropout, training: this.training, wantProbs,
+      hidden: mask.hidden,
+      causal: mask.causal,
+      scale: this.cfg.query_pre_attn_scalar ** -0.5,
+      softcap: this.cfg.attn_logit_softcapping,
+      dropout: this.cfg.attention_dropout,
+      training: this.training,
+      wantProbs,
     });
     return { out: this.o_proj.forward(context), ...(probs ? { probs } : {}) };
   }
@@ -137,11 +188,19 @@ class Gemma2DecoderLayer extends Module {
     this.pre_feedforward_layernorm = this.child("pre_feedforward_layernorm", norm());
     this.post_feedforward_layernorm = this.child("post_feedforward_layernorm", norm());
   }
-  forward(x: torch.Tensor, mask: LayerMask, rope: RotaryTables, cache: { cache: HeadsKVCache; layer: number } | undefined, wantProbs: boolean): BlockOutput {
+  forward(
+    x: torch.Tensor,
+    mask: LayerMask,
+    rope: RotaryTables,
+    cache: { cache: HeadsKVCache; layer: number } | undefined,
+    wantProbs: boolean,
+  ): BlockOutput {
     // The post-norms apply to each branch's output before its residual add, not to the stream.
     const attn = this.self_attn.forward(this.input_layernorm.forward(x), mask, rope, cache, wantProbs);
     const mid = x.add(this.post_attention_layernorm.forward(attn.out));
-    const out = mid.add(this.post_feedforward_layernorm.forward(this.mlp.forward(this.pre_feedforward_layernorm.forward(mid))));
+    const out = mid.add(
+      this.post_feedforward_layernorm.forward(this.mlp.forward(this.pre_feedforward_layernorm.forward(mid))),
+    );
     return { out, ...(attn.probs ? { probs: attn.probs } : {}) };
   }
 }
@@ -156,7 +215,10 @@ class Gemma2Model extends Module {
   constructor(cfg: Gemma2Config, o: LayerInit) {
     super();
     this.embed_tokens = this.child("embed_tokens", new Embedding(cfg.vocab_size, cfg.hidden_size, o));
-    this.layers = this.child("layers", new ModuleList(Array.from({ length: cfg.num_hidden_layers }, () => new Gemma2DecoderLayer(cfg, o))));
+    this.layers = this.child(
+      "layers",
+      new ModuleList(Array.from({ length: cfg.num_hidden_layers }, () => new Gemma2DecoderLayer(cfg, o))),
+    );
     this.norm = this.child("norm", new OffsetRMSNorm(cfg.hidden_size, cfg.rms_norm_eps, o));
     if (cfg.pad_token_id !== null && cfg.pad_token_id < cfg.vocab_size && o.init === "normal") {
       torch.noGrad(() => torch.scope(() => this.embed_tokens.weight.narrow(0, cfg.pad_token_id!, 1).zero_()));
@@ -175,17 +237,34 @@ export class Gemma2ForCausalLM extends CausalLM {
   readonly lm_head: Linear | undefined;
   private readonly rotary: RotaryEmbedding;
 
-  constructor(readonly gemmaConfig: Gemma2Config, options: ModelOptions = {}) {
+  constructor(
+    readonly gemmaConfig: Gemma2Config,
+    options: ModelOptions = {},
+  ) {
     super(options);
     const c = gemmaConfig;
     this.config = {
-      modelType: "gemma2", vocabSize: c.vocab_size, hiddenSize: c.hidden_size, numLayers: c.num_hidden_layers,
-      numHeads: c.num_attention_heads, bosTokenId: c.bos_token_id, eosTokenId: c.eos_token_id, padTokenId: c.pad_token_id,
-      maxPositions: c.max_position_embeddings, tieWordEmbeddings: c.tie_word_embeddings,
+      modelType: "gemma2",
+      vocabSize: c.vocab_size,
+      hiddenSize: c.hidden_size,
+      numLayers: c.num_hidden_layers,
+      numHeads: c.num_attention_heads,
+      bosTokenId: c.bos_token_id,
+      eosTokenId: c.eos_token_id,
+      padTokenId: c.pad_token_id,
+      maxPositions: c.max_position_embeddings,
+      tieWordEmbeddings: c.tie_word_embeddings,
     };
-    const o: LayerInit = { dtype: this.dtype, device: this.device, init: options.init ?? "normal", std: c.initializer_range };
+    const o: LayerInit = {
+      dtype: this.dtype,
+      device: this.device,
+      init: options.init ?? "normal",
+      std: c.initializer_range,
+    };
     this.model = this.child("model", new Gemma2Model(c, o));
-    this.lm_head = c.tie_word_embeddings ? undefined : this.child("lm_head", new Linear(c.hidden_size, c.vocab_size, { ...o, bias: false }));
+    this.lm_head = c.tie_word_embeddings
+      ? undefined
+      : this.child("lm_head", new Linear(c.hidden_size, c.vocab_size, { ...o, bias: false }));
     this.rotary = new RotaryEmbedding(c.head_dim, c.rope_theta, c.rope_scaling, c.max_position_embeddings);
   }
 
@@ -196,8 +275,10 @@ export class Gemma2ForCausalLM extends CausalLM {
     return this.lm_head?.weight ?? this.model.embed_tokens.weight;
   }
   override get fp16Advice(): string | null {
-    return "Gemma 2 was trained in bf16 and its activations overflow fp16's range (Google and HF advise against fp16); " +
-      "--dtype bf16 is the safe choice";
+    return (
+      "Gemma 2 was trained in bf16 and its activations overflow fp16's range (Google and HF advise against fp16); " +
+      "--dtype bf16 is the safe choice"
+    );
   }
   override get finalLogitSoftcap(): number | null {
     return this.gemmaConfig.final_logit_softcapping;
@@ -229,7 +310,11 @@ export class Gemma2ForCausalLM extends CausalLM {
         { name: `blk.${i}.attn_k.weight`, from: `${at}.self_attn.k_proj.weight` },
         { name: `blk.${i}.attn_v.weight`, from: `${at}.self_attn.v_proj.weight` },
         { name: `blk.${i}.attn_output.weight`, from: `${at}.self_attn.o_proj.weight` },
-        { name: `blk.${i}.post_attention_norm.weight`, from: `${at}.post_attention_layernorm.weight`, transform: plusOne },
+        {
+          name: `blk.${i}.post_attention_norm.weight`,
+          from: `${at}.post_attention_layernorm.weight`,
+          transform: plusOne,
+        },
         { name: `blk.${i}.ffn_norm.weight`, from: `${at}.pre_feedforward_layernorm.weight`, transform: plusOne },
         { name: `blk.${i}.ffn_gate.weight`, from: `${at}.mlp.gate_proj.weight` },
         { name: `blk.${i}.ffn_up.weight`, from: `${at}.mlp.up_proj.weight` },
@@ -253,8 +338,16 @@ export class Gemma2ForCausalLM extends CausalLM {
         ["gemma2.attention.value_length", u32(c.head_dim)],
         ["gemma2.attention.layer_norm_rms_epsilon", f32(c.rms_norm_eps)],
         ["gemma2.attention.sliding_window", u32(window)],
-        ...(c.attn_logit_softcapping ? [["gemma2.attn_logit_softcapping", f32(c.attn_logit_softcapping)]] as Array<[string, ReturnType<typeof f32>]> : []),
-        ...(c.final_logit_softcapping ? [["gemma2.final_logit_softcapping", f32(c.final_logit_softcapping)]] as Array<[string, ReturnType<typeof f32>]> : []),
+        ...(c.attn_logit_softcapping
+          ? ([["gemma2.attn_logit_softcapping", f32(c.attn_logit_softcapping)]] as Array<
+              [string, ReturnType<typeof f32>]
+            >)
+          : []),
+        ...(c.final_logit_softcapping
+          ? ([["gemma2.final_logit_softcapping", f32(c.final_logit_softcapping)]] as Array<
+              [string, ReturnType<typeof f32>]
+            >)
+          : []),
         ["gemma2.rope.freq_base", f32(c.rope_theta)],
       ],
       tensors,
@@ -273,7 +366,14 @@ export class Gemma2ForCausalLM extends CausalLM {
     return { rope, masks: windowedMasks(ctx, this.gemmaConfig.windows, this.device) };
   }
 
-  protected runBlock(i: number, x: torch.Tensor, ctx: ForwardContext, shared: unknown, cache: KVCache | undefined, wantProbs: boolean): BlockOutput {
+  protected runBlock(
+    i: number,
+    x: torch.Tensor,
+    ctx: ForwardContext,
+    shared: unknown,
+    cache: KVCache | undefined,
+    wantProbs: boolean,
+  ): BlockOutput {
     const { rope, masks } = shared as Gemma2Shared;
     const mask = masks.get(this.gemmaConfig.windows[i] ?? null)!;
     return this.blocks[i]!.forward(x, mask, rope, cache && { cache: cache as HeadsKVCache, layer: i }, wantProbs);

@@ -128,6 +128,8 @@ export interface LlamaVariant {
   gguf: "llama" | "qwen2" | "qwen3";
   /** CausalLM.fp16Advice for the family, if any. */
   fp16Advice?: string;
+  /** PEFT's default LoRA targets for the family, where they differ from LLaMA's. */
+  loraTargets?: string[];
 }
 
 export function llamaVariant(c: LlamaConfig): LlamaVariant {
@@ -286,7 +288,7 @@ export class LlamaForCausalLM extends CausalLM {
   }
 
   get defaultLoraTargets(): string[] {
-    return ["q_proj", "k_proj", "v_proj", "o_proj"];
+    return this.variant.loraTargets ?? ["q_proj", "k_proj", "v_proj", "o_proj"];
   }
 
   newCache(o: NewCacheOptions = {}): HeadsKVCache {

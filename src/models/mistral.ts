@@ -9,20 +9,33 @@ import { registerArchitecture } from "./registry.js";
 
 /** HF MistralConfig's defaults where they differ from LlamaConfig's (Mistral-7B-v0.1). */
 const DEFAULTS = {
-  intermediate_size: 14336, num_key_value_heads: 8, max_position_embeddings: 4096 * 32, rms_norm_eps: 1e-6,
-  rope_theta: 10000, sliding_window: 4096,
+  intermediate_size: 14336,
+  num_key_value_heads: 8,
+  max_position_embeddings: 4096 * 32,
+  rms_norm_eps: 1e-6,
+  rope_theta: 10000,
+  sliding_window: 4096,
 };
 
-export function mistralFromJson(json: Record<string, unknown>, file: string): { config: LlamaConfig; variant: LlamaVariant } {
+export function mistralFromJson(
+  json: Record<string, unknown>,
+  file: string,
+): { config: LlamaConfig; variant: LlamaVariant } {
   const config = llamaConfigFromJson({ ...DEFAULTS, ...json }, file);
   config.model_type = "mistral";
   config.raw = { ...json };
   const window = readOptionalInt({ ...DEFAULTS, ...json }, file, "sliding_window", null);
-  if (window !== null && window < 1) throw new ConfigError(file, "sliding_window", `must be a positive integer or null, got ${window}`);
+  if (window !== null && window < 1)
+    throw new ConfigError(file, "sliding_window", `must be a positive integer or null, got ${window}`);
   return {
     config,
     variant: {
-      architecture: "MistralForCausalLM", qkvBias: false, oBias: false, qkNorm: false, gguf: "llama",
+      architecture: "MistralForCausalLM",
+      loraTargets: ["q_proj", "v_proj"],
+      qkvBias: false,
+      oBias: false,
+      qkNorm: false,
+      gguf: "llama",
       windows: new Array<number | null>(config.num_hidden_layers).fill(window),
     },
   };
@@ -34,5 +47,6 @@ registerArchitecture("mistral", {
     return new LlamaForCausalLM(config, o, variant);
   },
   aliases: () => [],
-  ignorable: (name, m) => /\.self_attn\.rotary_emb\.inv_freq$/.test(name) || (name === "lm_head.weight" && m.config.tieWordEmbeddings),
+  ignorable: (name, m) =>
+    /\.self_attn\.rotary_emb\.inv_freq$/.test(name) || (name === "lm_head.weight" && m.config.tieWordEmbeddings),
 });

@@ -7,13 +7,21 @@ import { LlamaForCausalLM, llamaConfigFromJson, type LlamaConfig } from "./llama
 import { registerArchitecture } from "./registry.js";
 
 /** Shared by Qwen2 and Qwen3. */
-export const QWEN_FP16 = "Qwen models were trained in bf16 and their activations are known to overflow fp16 (inf losses, " +
+export const QWEN_FP16 =
+  "Qwen models were trained in bf16 and their activations are known to overflow fp16 (inf losses, " +
   "skipped steps); --dtype bf16 is the safe choice";
 
 /** HF Qwen2Config's defaults where they differ from LlamaConfig's (Qwen2-7B). */
 const DEFAULTS = {
-  vocab_size: 151936, intermediate_size: 22016, num_key_value_heads: 32, max_position_embeddings: 32768,
-  rms_norm_eps: 1e-6, rope_theta: 10000, tie_word_embeddings: false, bos_token_id: null, eos_token_id: null,
+  vocab_size: 151936,
+  intermediate_size: 22016,
+  num_key_value_heads: 32,
+  max_position_embeddings: 32768,
+  rms_norm_eps: 1e-6,
+  rope_theta: 10000,
+  tie_word_embeddings: false,
+  bos_token_id: null,
+  eos_token_id: null,
 };
 
 /**
@@ -28,9 +36,11 @@ export function qwenWindows(json: Record<string, unknown>, file: string, layers:
   const use = readBool(json, file, "use_sliding_window", false);
   if (Array.isArray(json.layer_types)) {
     const types = json.layer_types;
-    if (types.length !== layers) throw new ConfigError(file, "layer_types", `has ${types.length} entries for ${layers} layers`);
+    if (types.length !== layers)
+      throw new ConfigError(file, "layer_types", `has ${types.length} entries for ${layers} layers`);
     return types.map((t, i) => {
-      if (t !== "sliding_attention" && t !== "full_attention") throw new ConfigError(file, `layer_types[${i}]`, `unknown layer type ${JSON.stringify(t)}`);
+      if (t !== "sliding_attention" && t !== "full_attention")
+        throw new ConfigError(file, `layer_types[${i}]`, `unknown layer type ${JSON.stringify(t)}`);
       return t === "sliding_attention" ? window : null;
     });
   }
@@ -49,11 +59,17 @@ registerArchitecture("qwen2", {
   create: (json, file, o) => {
     const config = qwen2FromJson(json, file);
     return new LlamaForCausalLM(config, o, {
-      architecture: "Qwen2ForCausalLM", qkvBias: true, oBias: false, qkNorm: false, gguf: "qwen2",
+      architecture: "Qwen2ForCausalLM",
+      loraTargets: ["q_proj", "v_proj"],
+      qkvBias: true,
+      oBias: false,
+      qkNorm: false,
+      gguf: "qwen2",
       fp16Advice: QWEN_FP16,
       windows: qwenWindows(json, file, config.num_hidden_layers),
     });
   },
   aliases: () => [],
-  ignorable: (name, m) => /\.self_attn\.rotary_emb\.inv_freq$/.test(name) || (name === "lm_head.weight" && m.config.tieWordEmbeddings),
+  ignorable: (name, m) =>
+    /\.self_attn\.rotary_emb\.inv_freq$/.test(name) || (name === "lm_head.weight" && m.config.tieWordEmbeddings),
 });

@@ -52,14 +52,21 @@ for (const [set, name, atol] of SETS) {
       const out = computeParity(dir, g);
       for (const kind of ["right", "left"]) {
         const mask = g.get(`inputs.${kind}.attention_mask`)!;
-        assert.ok(excessAtReal(out.get(`logits.${kind}`)!, g.get(`logits.${kind}`)!, mask, atol) <= 0, `logits.${kind}`);
+        assert.ok(
+          excessAtReal(out.get(`logits.${kind}`)!, g.get(`logits.${kind}`)!, mask, atol) <= 0,
+          `logits.${kind}`,
+        );
       }
       assert.ok(worstExcess(out.get("logits.nomask")!, g.get("logits.nomask")!, atol) <= 0, "logits.nomask");
       const goldens = JSON.parse(readFileSync(join(dir, "goldens.json"), "utf8")) as { train: { loss: number } };
       assert.ok(Math.abs(out.get("loss.right")!.item() - goldens.train.loss) <= 1e-5, "loss");
       const { tensors: grads } = torch.loadSafetensors(join(dir, "grads.safetensors"));
       const { tensors: after } = torch.loadSafetensors(join(dir, "params_after_adamw.safetensors"));
-      assert.equal(grads.size, [...out.keys()].filter((k) => k.startsWith("grad.")).length, "one gradient per stored parameter");
+      assert.equal(
+        grads.size,
+        [...out.keys()].filter((k) => k.startsWith("grad.")).length,
+        "one gradient per stored parameter",
+      );
       for (const [n, grad] of grads) {
         assert.ok(worstExcess(out.get(`grad.${n}`)!, grad, 2e-6, 1e-3) <= 0, `grad.${n}`);
         // Chained into AdamW: 1e-6 where |g| ≥ 1e-6, a sanity bound elsewhere (the READMEs' rule).
@@ -69,7 +76,8 @@ for (const [set, name, atol] of SETS) {
           assert.ok(diff.max().item() <= 2e-3, `adamw.${n} (sanity)`);
         });
       }
-      for (const k of ["gen.single.tokens", "gen.batch_left_padded.tokens"]) assert.deepEqual(out.get(k)!.toNumbers(), g.get(k)!.toNumbers(), k);
+      for (const k of ["gen.single.tokens", "gen.batch_left_padded.tokens"])
+        assert.deepEqual(out.get(k)!.toNumbers(), g.get(k)!.toNumbers(), k);
       torch.disposeAll([out, grads, after]);
     });
 
@@ -81,28 +89,38 @@ for (const [set, name, atol] of SETS) {
           torch.scope(() => {
             let worst = -Infinity;
             generateGreedy(model, {
-              inputIds: g.get(`gen.${kind}.prompt_ids`)!, attentionMask: g.get(`gen.${kind}.attention_mask`), maxNewTokens: 20, useCache,
-              onStepLogits: (logits, step) => { worst = Math.max(worst, worstExcess(logits, stepLogits.select(0, step), atol)); },
+              inputIds: g.get(`gen.${kind}.prompt_ids`)!,
+              attentionMask: g.get(`gen.${kind}.attention_mask`),
+              maxNewTokens: 20,
+              useCache,
+              onStepLogits: (logits, step) => {
+                worst = Math.max(worst, worstExcess(logits, stepLogits.select(0, step), atol));
+              },
             });
             assert.ok(worst <= 0, `${kind} step logits (cache ${useCache})`);
           });
         }
       }
-      torch.noGrad(() => torch.scope(() => {
-        const mask = g.get("gen.batch_left_padded.attention_mask")!;
-        const cache = model.newCache() as LayeredKVCache;
-        prefill(model, { inputIds: g.get("gen.batch_left_padded.prompt_ids")!, attentionMask: mask, cache });
-        const real = mask.unsqueeze(1); // [b, 1, S] → broadcast over heads and head dims below
-        for (let l = 0; l < model.blocks.length; l++) {
-          const { keys, values } = cache.read(l); // [b, g, S, d]
-          for (const [what, got] of [["key", keys], ["value", values]] as const) {
-            const want = g.get(`gen.batch_left_padded.prefill_past.${l}.${what}`)!;
-            const excess = excessAtReal(got.transpose(1, 2), want.transpose(1, 2), real.squeeze(1), atol);
-            assert.ok(excess <= 0, `layer ${l} ${what}`);
+      torch.noGrad(() =>
+        torch.scope(() => {
+          const mask = g.get("gen.batch_left_padded.attention_mask")!;
+          const cache = model.newCache() as LayeredKVCache;
+          prefill(model, { inputIds: g.get("gen.batch_left_padded.prompt_ids")!, attentionMask: mask, cache });
+          const real = mask.unsqueeze(1); // [b, 1, S] → broadcast over heads and head dims below
+          for (let l = 0; l < model.blocks.length; l++) {
+            const { keys, values } = cache.read(l); // [b, g, S, d]
+            for (const [what, got] of [
+              ["key", keys],
+              ["value", values],
+            ] as const) {
+              const want = g.get(`gen.batch_left_padded.prefill_past.${l}.${what}`)!;
+              const excess = excessAtReal(got.transpose(1, 2), want.transpose(1, 2), real.squeeze(1), atol);
+              assert.ok(excess <= 0, `layer ${l} ${what}`);
+            }
           }
-        }
-        cache.dispose();
-      }));
+          cache.dispose();
+        }),
+      );
       model.dispose();
     });
   });
@@ -123,29 +141,61 @@ test("a saved model of each new family reloads with the same logits and HF's arc
     const config = JSON.parse(readFileSync(join(out, "config.json"), "utf8")) as Record<string, unknown>;
     assert.deepEqual(config.architectures, [arch], folder);
     const original = JSON.parse(readFileSync(join(SHARED, folder, "config.json"), "utf8")) as Record<string, unknown>;
-    for (const key of ["attention_bias", "head_dim"]) assert.equal(key in config, key in original, `${folder}: ${key} written only where the file had it`);
+    for (const key of ["attention_bias", "head_dim"])
+      assert.equal(key in config, key in original, `${folder}: ${key} written only where the file had it`);
     const again = loadCausalLM(out).eval();
-    torch.noGrad(() => torch.scope(() => {
-      const ids = torch.tensor([[5, 17, 42, 99, 7, 8, 1, 2, 3]], { dtype: "int64" });
-      assert.ok(worstExcess(again.forward({ inputIds: ids }).logits, model.forward({ inputIds: ids }).logits, 0) <= 0, folder);
-    }));
+    torch.noGrad(() =>
+      torch.scope(() => {
+        const ids = torch.tensor([[5, 17, 42, 99, 7, 8, 1, 2, 3]], { dtype: "int64" });
+        assert.ok(
+          worstExcess(again.forward({ inputIds: ids }).logits, model.forward({ inputIds: ids }).logits, 0) <= 0,
+          folder,
+        );
+      }),
+    );
     model.dispose();
     again.dispose();
   }
 });
 
 test("bad configs of the new families name the key and the file", () => {
-  const qwen2 = JSON.parse(readFileSync(join(SHARED, "golden-qwen2/tiny_v128_h48_l2_nh4_kv2_i80_tied/config.json"), "utf8"));
-  assert.throws(() => createCausalLM({ ...qwen2, layer_types: ["full_attention"] }, {}, "q.json"), /q\.json › layer_types: has 1 entries for 2 layers/);
-  assert.throws(() => createCausalLM({ ...qwen2, num_key_value_heads: 3 }, {}, "q.json"), /q\.json › num_key_value_heads: num_attention_heads=4 is not divisible/);
-  const mistral = JSON.parse(readFileSync(join(SHARED, "golden-mistral/tiny_v128_h48_l2_nh4_kv2_i64_sw5/config.json"), "utf8"));
-  assert.throws(() => createCausalLM({ ...mistral, sliding_window: 0 }, {}, "m.json"), /m\.json › sliding_window: must be a positive integer or null/);
-  const llama3 = JSON.parse(readFileSync(join(SHARED, "golden-llama3/tiny_v128_h48_l2_nh4_kv2_i96_tied_l3f32_orig64/config.json"), "utf8"));
+  const qwen2 = JSON.parse(
+    readFileSync(join(SHARED, "golden-qwen2/tiny_v128_h48_l2_nh4_kv2_i80_tied/config.json"), "utf8"),
+  );
+  assert.throws(
+    () => createCausalLM({ ...qwen2, layer_types: ["full_attention"] }, {}, "q.json"),
+    /q\.json › layer_types: has 1 entries for 2 layers/,
+  );
+  assert.throws(
+    () => createCausalLM({ ...qwen2, num_key_value_heads: 3 }, {}, "q.json"),
+    /q\.json › num_key_value_heads: num_attention_heads=4 is not divisible/,
+  );
+  const mistral = JSON.parse(
+    readFileSync(join(SHARED, "golden-mistral/tiny_v128_h48_l2_nh4_kv2_i64_sw5/config.json"), "utf8"),
+  );
+  assert.throws(
+    () => createCausalLM({ ...mistral, sliding_window: 0 }, {}, "m.json"),
+    /m\.json › sliding_window: must be a positive integer or null/,
+  );
+  const llama3 = JSON.parse(
+    readFileSync(join(SHARED, "golden-llama3/tiny_v128_h48_l2_nh4_kv2_i96_tied_l3f32_orig64/config.json"), "utf8"),
+  );
   const scaling = llama3.rope_scaling as Record<string, unknown>;
-  assert.throws(() => createCausalLM({ ...llama3, rope_scaling: { ...scaling, rope_type: "yarn" } }, {}, "l.json"), /l\.json › rope_scaling\.rope_type: expected "linear", "dynamic" or "llama3", got "yarn" \(not implemented\)/);
-  assert.throws(() => createCausalLM({ ...llama3, rope_scaling: { ...scaling, high_freq_factor: 0.5 } }, {}, "l.json"), /rope_scaling\.high_freq_factor: must exceed low_freq_factor/);
-  const qwen3 = JSON.parse(readFileSync(join(SHARED, "golden-qwen3/tiny_v128_h48_l2_nh4_kv2_hd16_i80_tied/config.json"), "utf8"));
-  assert.throws(() => createCausalLM({ ...qwen3, head_dim: 15 }, {}, "q3.json"), /q3\.json › head_dim: head dim 15 must be even/);
+  assert.throws(
+    () => createCausalLM({ ...llama3, rope_scaling: { ...scaling, rope_type: "yarn" } }, {}, "l.json"),
+    /l\.json › rope_scaling\.rope_type: expected "linear", "dynamic" or "llama3", got "yarn" \(not implemented\)/,
+  );
+  assert.throws(
+    () => createCausalLM({ ...llama3, rope_scaling: { ...scaling, high_freq_factor: 0.5 } }, {}, "l.json"),
+    /rope_scaling\.high_freq_factor: must exceed low_freq_factor/,
+  );
+  const qwen3 = JSON.parse(
+    readFileSync(join(SHARED, "golden-qwen3/tiny_v128_h48_l2_nh4_kv2_hd16_i80_tied/config.json"), "utf8"),
+  );
+  assert.throws(
+    () => createCausalLM({ ...qwen3, head_dim: 15 }, {}, "q3.json"),
+    /q3\.json › head_dim: head dim 15 must be even/,
+  );
   const model = createCausalLM(qwen3) as LlamaForCausalLM;
   assert.equal(model.llamaConfig.head_dim, 16, "explicit head_dim, not hidden / heads");
   model.dispose();

@@ -21,15 +21,17 @@ const features = torch.features as { sdpa: boolean };
 /** torch.nn.functional.scaled_dot_product_attention as its documentation defines it. */
 function definition(qh: H, kh: H, vh: H, maskh: H | undefined, _dropout: number, causal: boolean, scale: number): H {
   const wrap = (h: H) => new torch.Tensor(torch.native.view(h, torch.native.shape(h)));
-  return torch.scope(() => {
-    const q = wrap(qh);
-    const k = wrap(kh);
-    let scores = q.matmul(k.transpose(-2, -1)).mul(scale);
-    const [s, S] = [q.size(-2), k.size(-2)];
-    if (causal) scores = scores.maskedFill(torch.ones([s, S], { dtype: "bool" }).triu(1), -Infinity);
-    if (maskh) scores = scores.add(wrap(maskh));
-    return scores.softmax(-1, "float32").to(q.dtype).matmul(wrap(vh));
-  }).keep().handle;
+  return torch
+    .scope(() => {
+      const q = wrap(qh);
+      const k = wrap(kh);
+      let scores = q.matmul(k.transpose(-2, -1)).mul(scale);
+      const [s, S] = [q.size(-2), k.size(-2)];
+      if (causal) scores = scores.maskedFill(torch.ones([s, S], { dtype: "bool" }).triu(1), -Infinity);
+      if (maskh) scores = scores.add(wrap(maskh));
+      return scores.softmax(-1, "float32").to(q.dtype).matmul(wrap(vh));
+    })
+    .keep().handle;
 }
 
 const SETS = [
@@ -62,7 +64,12 @@ describe("the fused-attention path, with the op stood in by its definition, repr
       const out = computeParity(dir, g);
       const real = (kind: string) => g.get(`inputs.${kind}.attention_mask`)!.unsqueeze(-1).to("float64");
       for (const kind of ["right", "left"]) {
-        const diff = out.get(`logits.${kind}`)!.to("float64").sub(g.get(`logits.${kind}`)!).abs().mul(real(kind));
+        const diff = out
+          .get(`logits.${kind}`)!
+          .to("float64")
+          .sub(g.get(`logits.${kind}`)!)
+          .abs()
+          .mul(real(kind));
         assert.ok(diff.max().item() < 1e-5, `logits.${kind}`);
       }
       assert.ok(worstExcess(out.get("logits.nomask")!, g.get("logits.nomask")!, 1e-5) <= 0, "logits.nomask");
@@ -72,11 +79,16 @@ describe("the fused-attention path, with the op stood in by its definition, repr
         assert.deepEqual(out.get(k)!.toNumbers(), g.get(k)!.toNumbers(), k);
       }
       const model = loadCausalLM(dir).eval();
-      torch.noGrad(() => torch.scope(() => {
-        const prompt = { inputIds: g.get("gen.batch_left_padded.prompt_ids")!, attentionMask: g.get("gen.batch_left_padded.attention_mask") };
-        const uncached = generateGreedy(model, { ...prompt, maxNewTokens: 12, useCache: false }).toNumbers();
-        assert.deepEqual(generateGreedy(model, { ...prompt, maxNewTokens: 12 }).toNumbers(), uncached);
-      }));
+      torch.noGrad(() =>
+        torch.scope(() => {
+          const prompt = {
+            inputIds: g.get("gen.batch_left_padded.prompt_ids")!,
+            attentionMask: g.get("gen.batch_left_padded.attention_mask"),
+          };
+          const uncached = generateGreedy(model, { ...prompt, maxNewTokens: 12, useCache: false }).toNumbers();
+          assert.deepEqual(generateGreedy(model, { ...prompt, maxNewTokens: 12 }).toNumbers(), uncached);
+        }),
+      );
       model.dispose();
       torch.disposeAll([out, g, grads]);
     });
@@ -84,18 +96,20 @@ describe("the fused-attention path, with the op stood in by its definition, repr
 
   test("packed rows: each sample's logits equal its logits alone", () => {
     const model = loadCausalLM(join(GOLDEN, "tiny_v256_h64_l2_nh4")).eval();
-    torch.noGrad(() => torch.scope(() => {
-      const a = [5, 17, 42, 99, 7];
-      const b = [8, 9, 10];
-      const alone = (ids: number[]) => model.forward({ inputIds: torch.tensor([ids], { dtype: "int64" }) }).logits;
-      const packed = model.forward({
-        inputIds: torch.tensor([[...a, ...b]], { dtype: "int64" }),
-        segmentIds: torch.tensor([[1, 1, 1, 1, 1, 2, 2, 2]], { dtype: "int64" }),
-        positionIds: torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2]], { dtype: "int64" }),
-      }).logits;
-      assert.ok(worstExcess(packed.narrow(1, 0, a.length), alone(a), 1e-5) <= 0, "first sample");
-      assert.ok(worstExcess(packed.narrow(1, a.length, b.length), alone(b), 1e-5) <= 0, "second sample");
-    }));
+    torch.noGrad(() =>
+      torch.scope(() => {
+        const a = [5, 17, 42, 99, 7];
+        const b = [8, 9, 10];
+        const alone = (ids: number[]) => model.forward({ inputIds: torch.tensor([ids], { dtype: "int64" }) }).logits;
+        const packed = model.forward({
+          inputIds: torch.tensor([[...a, ...b]], { dtype: "int64" }),
+          segmentIds: torch.tensor([[1, 1, 1, 1, 1, 2, 2, 2]], { dtype: "int64" }),
+          positionIds: torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2]], { dtype: "int64" }),
+        }).logits;
+        assert.ok(worstExcess(packed.narrow(1, 0, a.length), alone(a), 1e-5) <= 0, "first sample");
+        assert.ok(worstExcess(packed.narrow(1, a.length, b.length), alone(b), 1e-5) <= 0, "second sample");
+      }),
+    );
     model.dispose();
   });
 });
