@@ -42,11 +42,14 @@ export function required(values: Record<string, unknown>, flag: string, usage: s
   return v;
 }
 
-export function intFlag(values: Record<string, unknown>, flag: string, fallback: number, min = 1): number {
+export function intFlag(values: Record<string, unknown>, flag: string, fallback: number, min = 1, max = Number.MAX_SAFE_INTEGER): number {
   const v = values[flag];
   if (v === undefined) return fallback;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${flag}: expected an integer ≥ ${min}, got '${String(v)}'`);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `from ${min} to ${max}`;
+    throw new UsageError(`--${flag}: expected an integer ${range}, got '${String(v)}'`);
+  }
   return n;
 }
 

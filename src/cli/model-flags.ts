@@ -1,6 +1,7 @@
 // --model DIR [--adapter DIR]: the model an inference command runs. With a PEFT LoRA adapter, the
 // adapter is merged into the base weights at load (one forward per layer, as fast as a plain model),
 // and the tokenizer comes from the adapter folder when it has one (a fine-tune may have added tokens).
+import { UsageError } from "./args.js";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { loadCausalLM, loadWithAdapter, resolveModelDir, type CausalLM } from "../models/index.js";
@@ -13,6 +14,14 @@ export function loadForInference(
   values: Record<string, unknown>, dir: string, o: { device: string; dtype: DType; tokenizerFamily?: string },
 ): { model: CausalLM; tokenizer: ChatTokenizer; tokenizerDir: string } {
   const adapter = typeof values.adapter === "string" ? values.adapter : undefined;
+  // The model folder first: a missing one is the user's --model, not a tokenizer problem.
+  if (!adapter) {
+    const resolved = resolveModelDir(dir, "--model");
+    if (!existsSync(join(resolved, "config.json"))) {
+      const why = !existsSync(resolved) ? "no such folder" : "not a model folder (no config.json)";
+      throw new UsageError(`--model ${dir}: ${why}; expected a Hugging Face model folder or a hub name in the cache`);
+    }
+  }
   const tokenizerDir = adapter && existsSync(join(adapter, "tokenizer.json")) ? adapter : dir;
   const tokenizer = ChatTokenizer.load(tokenizerDir, { ...(o.tokenizerFamily ? { family: o.tokenizerFamily } : {}) });
   const model = adapter

@@ -346,14 +346,15 @@ export class BloomForCausalLM extends CausalLM {
       );
     }
     tensors.push(...weightAndBias("output_norm", "transformer.ln_f"));
-    // Tied: llama.cpp takes the output projection from token_embd itself.
-    if (this.lm_head) tensors.push({ name: "output.weight", from: "lm_head.weight" });
+    // llama.cpp's converter writes the output projection even when tied (a copy of the embeddings):
+    // older llama.cpp, ollama and LM Studio builds refuse a BLOOM file without it.
+    tensors.push({ name: "output.weight", from: this.lm_head ? "lm_head.weight" : "transformer.word_embeddings.weight" });
     return {
       arch: "bloom",
       metadata: [
-        // BLOOM (ALiBi) has no trained context length; llama.cpp's converter writes seq_length, which
-        // BLOOM's configs rarely have. 2048 is BLOOM's pretraining sequence length.
-        ["bloom.context_length", u32(Number(c.raw.seq_length ?? 2048))],
+        // BLOOM (ALiBi) has no trained context length: llama.cpp's converter writes seq_length, else
+        // the hidden size, and so does this export (files compare equal to the converter's).
+        ["bloom.context_length", u32(Number(c.raw.seq_length ?? h))],
         ["bloom.embedding_length", u32(h)],
         ["bloom.feed_forward_length", u32(4 * h)],
         ["bloom.block_count", u32(c.n_layer)],

@@ -79,7 +79,7 @@ function setupRun(
     );
   }
   const outputDir = cfg.output_dir;
-  const resumeDir = cfg.resume_from_checkpoint ? resolveResume(cfg.resume_from_checkpoint, outputDir) : undefined;
+  const resumeDir = resumeFrom(cfg.resume_from_checkpoint, outputDir, print);
   if (!resumeDir && lead) takeOver(outputDir, cfg.overwrite_output_dir, print);
   torch.manualSeed(cfg.rng_seed % 2 ** 31);
   return {
@@ -99,9 +99,34 @@ function setupRun(
   };
 }
 
+/**
+ * The checkpoint a run resumes from; none for `latest` in a folder whose run stopped before its first
+ * save (it starts over, saying so: there is nothing to resume, and refusing would leave it stuck).
+ */
+function resumeFrom(spec: string | null, outputDir: string, print: (l: string) => void): string | undefined {
+  if (!spec) return undefined;
+  if ((spec === "latest" || spec === "true") && !checkpointDirs(outputDir).length && stoppedBeforeFirstSave(outputDir)) {
+    print(`note: --resume_from_checkpoint ${spec}: ${outputDir} has no checkpoint (its run stopped before the first save): starting over`);
+    return undefined;
+  }
+  return resolveResume(spec, outputDir);
+}
+
+/** A run that left only its log (killed before any checkpoint, final model or summary). */
+function stoppedBeforeFirstSave(outputDir: string): boolean {
+  const earlier = previousRun(outputDir);
+  return earlier.every((n) => n === "log.jsonl" || n === "training.svg");
+}
+
 /** A new run never mixes with another run's checkpoints (rotation and "latest" would pick them up). */
 function takeOver(outputDir: string, overwrite: boolean, print: (l: string) => void): void {
   const earlier = previousRun(outputDir);
+  if (earlier.length && !overwrite && stoppedBeforeFirstSave(outputDir)) {
+    // Nothing of it can be resumed or would be lost: the same command simply starts over.
+    for (const name of earlier) rmSync(join(outputDir, name), { recursive: true, force: true });
+    print(`note: ${outputDir} held a run that stopped before its first checkpoint (${earlier.join(", ")}): starting over`);
+    return;
+  }
   if (earlier.length && !overwrite) {
     throw new Error(
       `output_dir ${outputDir} already holds a run (${earlier.slice(0, 4).join(", ")}${earlier.length > 4 ? ", ..." : ""}); ` +

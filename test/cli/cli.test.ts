@@ -163,8 +163,15 @@ test("a hub name resolves from the Hugging Face cache layout (no network); one t
     "--tokenizer-family", "pythia", "--out", snapshot);
   assert.equal(made.code, 0, made.err);
   const env = { ...process.env, HF_HUB_CACHE: cache, HF_HUB_OFFLINE: "1" };
-  const chat = spawnSync(process.execPath, [CLI, "chat", "--model", "my-org/tiny-chat", "--max-new-tokens", "2"], { encoding: "utf8", env, input: "Hi\n/exit\n" });
+  const saved = join(cache, "conversation.json");
+  const input = `/help\n/frobnicate now\nHi\n//slash\n/save ${saved}\n/exit\n`;
+  const chat = spawnSync(process.execPath, [CLI, "chat", "--model", "my-org/tiny-chat", "--max-new-tokens", "2"], { encoding: "utf8", env, input });
   assert.equal(chat.status, 0, chat.stderr);
+  assert.match(chat.stdout, /\/save FILE +write the conversation/, "/help lists the commands");
+  assert.match(chat.stdout, /unknown command \/frobnicate; \/help lists them/);
+  // The unknown command was not sent: the conversation holds the two real messages only.
+  const { messages } = JSON.parse(readFileSync(saved, "utf8")) as { messages: Array<{ role: string; content: string }> };
+  assert.deepEqual(messages.filter((m) => m.role === "user").map((m) => m.content), ["Hi", "/slash"]);
   const card = spawnSync(process.execPath, [CLI, "train", "--configs", "defaults", "bloom-zh-3b", "datasets", "--num_train_epochs", "2"], { encoding: "utf8", env });
   assert.equal(card.status, 1);
   assert.match(card.stderr, /model_name ckip-joint\/bloom-3b-zh: not found \(a local folder or file, or a hub name ORG\/NAME in the Hugging Face cache /);
@@ -177,4 +184,25 @@ test("oasft --version, and npx oasft inside the repository", () => {
   const npx = spawnSync("npx", ["--no-install", "oasft", "--version"], { encoding: "utf8", cwd: REPO });
   assert.equal(npx.status, 0, npx.stderr);
   assert.equal(npx.stdout, v.out);
+});
+
+test("--model on a missing or non-model folder names --model (serve, chat, eval, export); --port out of range is a usage error", () => {
+  const empty = mkdtempSync(join(tmpdir(), "oasft-nomodel-"));
+  for (const [dir, why] of [[join(empty, "nowhere"), "no such folder"], [empty, "not a model folder \\(no config\\.json\\)"]] as const) {
+    for (const args of [["serve"], ["chat"], ["eval", "--tasks", "mmlu", "--out", join(empty, "e")], ["export", "gguf", "--out", join(empty, "m.gguf")]]) {
+      const r = oasft(...args, "--model", dir);
+      assert.equal(r.code, 2, `${args[0]}: ${r.err}`);
+      assert.match(r.err, new RegExp(`--model ${dir.replace(/[/.]/g, "\\$&")}: ${why}`), args[0]);
+    }
+  }
+  const port = oasft("serve", "--model", join(GOLDEN, GOLDEN_MODELS[0]), "--port", "99999");
+  assert.equal(port.code, 2);
+  assert.match(port.err, /--port: expected an integer from 0 to 65535, got '99999'/);
+});
+
+test("eval's help says --limit counts per MMLU subject and BBH task", () => {
+  const r = oasft("eval", "--help");
+  assert.equal(r.code, 0);
+  assert.match(r.out, /--limit N takes the first N items of each subset, as lm-eval's --limit does: of each MMLU subject/);
+  assert.match(r.out, /\(57 of them: --limit 5 is 285 questions\)/);
 });

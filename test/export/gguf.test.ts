@@ -173,6 +173,13 @@ describe("llama.cpp runs what oasft exports", () => {
     assert.equal(meta["bloom.block_count"], config.n_layer);
     assert.equal(meta["bloom.embedding_length"], config.hidden_size);
     assert.equal(meta["bloom.attention.head_count"], config.n_head);
+    // As llama.cpp's converter: context_length is seq_length, else the hidden size; the tied output
+    // projection is written as output.weight (older llama.cpp, ollama and LM Studio need it).
+    assert.equal(meta["bloom.context_length"], config.seq_length ?? config.hidden_size);
+    const output = tensorInfos.find((t) => t.name === "output.weight");
+    const embd = tensorInfos.find((t) => t.name === "token_embd.weight");
+    assert.ok(output && embd, "output.weight and token_embd.weight are both there");
+    assert.deepEqual(output.shape.map(Number), embd.shape.map(Number));
     const type = (name: string) => tensorInfos.find((t) => t.name === name)?.dtype;
     assert.equal(type("blk.0.attn_qkv.weight"), 8, "matrices in q8_0");
     assert.equal(type("blk.0.attn_qkv.bias"), 0, "biases in f32");

@@ -201,6 +201,23 @@ describe("robustness: no silent wrong runs, checkpoints taken whole or refused",
     assert.equal(trainLosses(out).length, 2);
   });
 
+  test("a run killed before its first checkpoint is not stuck: the same command, or --resume_from_checkpoint latest, starts over", async () => {
+    const out = tmp();
+    const killed = () => writeFileSync(join(out, "log.jsonl"), JSON.stringify({ type: "train", step: 1, loss: 7 }) + "\n");
+    killed();
+    const notes: string[] = [];
+    await train(config(out, ["--max_steps", "2", "--save_steps", "10"]), { progress: false, print: (l) => notes.push(l) });
+    assert.ok(notes.some((n) => /held a run that stopped before its first checkpoint \(log\.jsonl\): starting over/.test(n)), notes.join("\n"));
+    assert.equal(trainLosses(out).length, 2);
+    const again = tmp();
+    writeFileSync(join(again, "log.jsonl"), JSON.stringify({ type: "train", step: 1, loss: 7 }) + "\n");
+    const resumed: string[] = [];
+    const args = ["--max_steps", "2", "--save_steps", "10", "--resume_from_checkpoint", "latest"];
+    await train(config(again, args), { progress: false, print: (l) => resumed.push(l) });
+    assert.ok(resumed.some((n) => /--resume_from_checkpoint latest: .* has no checkpoint .*: starting over/.test(n)), resumed.join("\n"));
+    assert.deepEqual(trainLosses(again), trainLosses(out), "the same run as a fresh one");
+  });
+
   test("an empty training set is an error naming the datasets", async () => {
     const dir = tmp();
     writeFileSync(join(dir, "empty.jsonl"), "");

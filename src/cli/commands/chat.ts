@@ -16,7 +16,8 @@ const USAGE = `usage: oasft chat --model DIR [--system TEXT] [--max-new-tokens 2
                   ${ADAPTER_USAGE} ${DEVICE_USAGE}
 
   Commands while chatting: /reset (forget the conversation), /save FILE (the conversation as one
-  OA-format JSONL line), /exit. Older turns are dropped when the prompt would exceed --context tokens.`;
+  OA-format JSONL line), /help, /exit; //text sends a message that starts with "/", and any other
+  /command is refused (never sent). Older turns are dropped when the prompt would exceed --context tokens.`;
 
 import type { Turn } from "../../sft/format.js";
 
@@ -49,7 +50,7 @@ export const command: Command = {
     }
     let history: Turn[] = [];
     const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
-    console.log(`oasft chat: ${dir} (/reset, /save FILE, /exit)`);
+    console.log(`oasft chat: ${dir} (/help lists the commands)`);
     // Lines are read through the async iterator, which buffers them: piped input typed ahead of a
     // reply is not lost while the model is generating.
     const prompt = () => process.stdout.write("> ");
@@ -72,10 +73,17 @@ export const command: Command = {
       for await (const raw of rl) {
         const line = raw.trim();
         if (!line) { prompt(); continue; }
-        if (line === "/exit" || line === "/quit") break;
-        if (line === "/reset") { history = []; console.log("(conversation cleared)"); prompt(); continue; }
-        if (line.startsWith("/save")) {
-          const file = line.slice(5).trim();
+        const command = chatCommand(line);
+        if (command.kind === "exit") break;
+        if (command.kind === "help") { console.log(CHAT_HELP); prompt(); continue; }
+        if (command.kind === "unknown") {
+          console.log(`(unknown command ${command.name}; /help lists them, //text sends "/text")`);
+          prompt();
+          continue;
+        }
+        if (command.kind === "reset") { history = []; console.log("(conversation cleared)"); prompt(); continue; }
+        if (command.kind === "save") {
+          const file = command.file;
           if (!file) { console.log("usage: /save FILE"); prompt(); continue; }
           const messages = chatMessages(history, system);
           const text = renderChat(messages, { eos: tokenizer.eos });
@@ -90,7 +98,8 @@ export const command: Command = {
           prompt();
           continue;
         }
-        history.push({ role: "prompter", text: line });
+        if (command.kind !== "message") continue;
+        history.push({ role: "prompter", text: command.text });
         // Drop the oldest exchanges until the prompt leaves room for the reply.
         let ids = await tokenizer.encode(formatPrompt(history, tokenizer.eos, system));
         while (ids.length + maxNew > context && history.length > 1) {
@@ -112,3 +121,31 @@ export const command: Command = {
     return exitCode;
   },
 };
+
+const CHAT_HELP = [
+  "/reset      forget the conversation",
+  "/save FILE  write the conversation (messages and the rendered text) as JSON",
+  "/help       this list",
+  "/exit       leave (also /quit, Ctrl-D)",
+  "//text      send a message that starts with /",
+].join("\n");
+
+export type ChatCommand =
+  | { kind: "exit" }
+  | { kind: "reset" }
+  | { kind: "help" }
+  | { kind: "save"; file: string }
+  | { kind: "unknown"; name: string }
+  | { kind: "message"; text: string };
+
+/** A typed line: one of the commands, an unknown /command (never sent to the model), or a message. */
+export function chatCommand(line: string): ChatCommand {
+  if (line.startsWith("//")) return { kind: "message", text: line.slice(1) };
+  if (!line.startsWith("/")) return { kind: "message", text: line };
+  const [name = "", ...rest] = line.split(/\s+/);
+  if (name === "/exit" || name === "/quit") return { kind: "exit" };
+  if (name === "/reset") return { kind: "reset" };
+  if (name === "/help" || name === "/?") return { kind: "help" };
+  if (name === "/save") return { kind: "save", file: rest.join(" ") };
+  return { kind: "unknown", name };
+}

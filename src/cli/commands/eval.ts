@@ -29,6 +29,9 @@ const USAGE = `usage:
   --data-dir holds mmlu/data/{dev,test}/*.csv, bbh/{bbh,cot-prompts}/ and humaneval/HumanEval.jsonl.gz.
   --source hub reads cais/mmlu, lukaemon/bbh and openai/openai_humaneval from the Hugging Face cache
   (downloading them when online); BBH's CoT exemplars still come from --data-dir's cot-prompts.
+  --limit N takes the first N items of each subset, as lm-eval's --limit does: of each MMLU subject
+  (57 of them: --limit 5 is 285 questions), of each BBH task (27), and of HumanEval (one set).
+  --only NAME,... keeps the named MMLU subjects / BBH tasks.
   --chat wraps every prompt as <|prompter|>…</s><|assistant|> for chat models.
   Writes OUT/results.json, OUT/<task>.jsonl (every item) and OUT/table.md (the card's layout).`;
 

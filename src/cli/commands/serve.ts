@@ -24,6 +24,7 @@ export const command: Command = {
     }, USAGE);
     const dir = resolveModelDir(required(values, "model", USAGE), "--model");
     const { device, dtype } = placement(values);
+    const port = intFlag(values, "port", 8080, 0, 65535); // flags are checked before the model loads
     const family = values["tokenizer-family"] as string | undefined;
     const { model, tokenizer } = loadForInference(values, dir, { device, dtype, ...(family ? { tokenizerFamily: family } : {}) });
     const apiKey = (values["api-key"] as string | undefined) ?? process.env.OASFT_API_KEY;
@@ -34,7 +35,6 @@ export const command: Command = {
       ...(values["max-batch-tokens"] ? { maxBatchTokens: intFlag(values, "max-batch-tokens", 1) } : {}),
     });
     const host = (values.host as string | undefined) ?? "127.0.0.1";
-    const port = intFlag(values, "port", 8080, 0);
     const address = await app.listen({ host, port });
     console.log(`oasft serve: ${dir} (${device}, ${dtype}) on ${address} (chat page at ${address}/, OpenAI at ${address}/v1, TGI at ${address}/generate)${apiKey ? ", API key required" : ""}`);
     await new Promise<void>((resolve) => {
