@@ -123,8 +123,13 @@ export class ChatTokenizer {
       for (const t of added) specialIds.add(tok.tokenToId(t)!);
       byteLevel = { specialIds };
     }
-    return new ChatTokenizer(tok, family, tokens, added, byteLevel, leadingSpecialToken(json.post_processor));
+    const loaded = new ChatTokenizer(tok, family, tokens, added, byteLevel, leadingSpecialToken(json.post_processor));
+    loaded.carried = carriedSettings(dirname(file));
+    return loaded;
   }
+
+  /** The user's own tokenizer_config.json / special_tokens_map.json, written back on save (keys oasft does not own). */
+  private carried: { config: Record<string, unknown>; map: Record<string, unknown> } = { config: {}, map: {} };
 
   get eos(): string {
     return this.special.eos;
@@ -178,14 +183,19 @@ export class ChatTokenizer {
     } finally {
       if (existsSync(tmp)) unlinkSync(tmp);
     }
-    const map = {
+    // oasft owns eos/pad/sep, the OA tokens and the chat template; every other setting of the user's
+    // files (bos_token, unk_token, model_max_length, clean_up_tokenization_spaces, ...) is kept.
+    const { config: theirs, map: theirMap } = this.carried;
+    const additional = [...new Set([...asStrings(theirMap.additional_special_tokens), ...QA_SPECIAL_TOKENS])];
+    const owned = {
       ...(bos ? { bos_token: bos } : {}), eos_token: this.special.eos, pad_token: this.special.pad, sep_token: this.special.sep || undefined,
-      additional_special_tokens: [...QA_SPECIAL_TOKENS],
+      additional_special_tokens: additional,
     };
+    const map = { ...theirMap, ...owned };
     writeFileAtomic(join(dir, "special_tokens_map.json"), [JSON.stringify(map, null, 2) + "\n"]);
     const config = {
-      ...map, tokenizer_class: "PreTrainedTokenizerFast", clean_up_tokenization_spaces: false, model_max_length: 1e30,
-      chat_template: chatTemplateJinja(bos !== undefined),
+      tokenizer_class: "PreTrainedTokenizerFast", clean_up_tokenization_spaces: false, model_max_length: 1e30,
+      ...theirs, ...owned, chat_template: chatTemplateJinja(bos !== undefined),
     };
     writeFileAtomic(join(dir, "tokenizer_config.json"), [JSON.stringify(config, null, 2) + "\n"]);
     fsyncDir(dir);
@@ -238,4 +248,25 @@ function byteLevelBytes(tok: Tokenizer, special: Set<number>): (id: number) => U
     cache.set(id, bytes);
     return bytes;
   };
+}
+
+/** A tokenizer folder's tokenizer_config.json and special_tokens_map.json, as read (empty when absent or unreadable). */
+function carriedSettings(dir: string): { config: Record<string, unknown>; map: Record<string, unknown> } {
+  const read = (name: string): Record<string, unknown> => {
+    const path = join(dir, name);
+    if (!existsSync(path)) return {};
+    try {
+      const v = JSON.parse(readFileSync(path, "utf8")) as unknown;
+      return v && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+    } catch {
+      return {};
+    }
+  };
+  return { config: read("tokenizer_config.json"), map: read("special_tokens_map.json") };
+}
+
+/** Special-token entries as strings (HF writes them as strings or as {content, ...} objects). */
+function asStrings(v: unknown): string[] {
+  if (!Array.isArray(v)) return [];
+  return v.map((x) => (typeof x === "string" ? x : (x as { content?: unknown })?.content)).filter((x): x is string => typeof x === "string");
 }

@@ -75,3 +75,25 @@ test("BPE trainer: a tokenizer.json the tokenizers package loads; exact round tr
   assert.ok(n < Buffer.byteLength(zh) / 2, `${n} ids for ${Buffer.byteLength(zh)} bytes`);
   assert.ok(zhIds > 0);
 });
+
+test("saving a user's Hugging Face tokenizer keeps its settings (bos, unk, model_max_length, cleanup); oasft's own keys win", () => {
+  const src = join(SHARED, "data/tokenizers/gpt2-hf");
+  const theirs = JSON.parse(readFileSync(join(src, "tokenizer_config.json"), "utf8")) as Record<string, unknown>;
+  const dir = mkdtempSync(join(tmpdir(), "oasft-tok-keep-"));
+  const tok = ChatTokenizer.load(src, { family: "pythia" });
+  tok.save(dir);
+  const config = JSON.parse(readFileSync(join(dir, "tokenizer_config.json"), "utf8")) as Record<string, unknown>;
+  for (const key of ["bos_token", "unk_token", "model_max_length", "clean_up_tokenization_spaces", "add_prefix_space"]) {
+    assert.deepEqual(config[key], theirs[key], key);
+  }
+  assert.equal(config.eos_token, tok.eos, "eos is oasft's (the family's)");
+  assert.match(String(config.chat_template), /<\|prompter\|>/);
+  const map = JSON.parse(readFileSync(join(dir, "special_tokens_map.json"), "utf8")) as Record<string, unknown>;
+  const theirMap = JSON.parse(readFileSync(join(src, "special_tokens_map.json"), "utf8")) as Record<string, unknown>;
+  assert.deepEqual(map.unk_token, theirMap.unk_token, "unk_token kept as the user's file spells it");
+  assert.ok((map.additional_special_tokens as string[]).includes("<|prompter|>"));
+  // Saved again from the saved folder: nothing changes (a resumed run re-saves its checkpoint's tokenizer).
+  const again = mkdtempSync(join(tmpdir(), "oasft-tok-keep-"));
+  ChatTokenizer.load(dir, { family: "pythia" }).save(again);
+  assert.deepEqual(JSON.parse(readFileSync(join(again, "tokenizer_config.json"), "utf8")), config);
+});
