@@ -17,6 +17,9 @@
 #include <torch/utils.h>
 
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
 
 #include <atomic>
 #include <cerrno>
@@ -288,6 +291,17 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     return a.undef();
   });
   def(env, exports, "mallocMode", [](Args& a) { return Napi::String::New(a.env(), mallocMode); });
+  // setParentDeathSignal(signal) → whether the kernel took it: the signal this process gets when its
+  // parent dies (Linux prctl PR_SET_PDEATHSIG). Ranks started by `oasft train --nproc_per_node` set it,
+  // so they end with a launcher that was killed outright (kill -9 leaves no handler to stop them).
+  def(env, exports, "setParentDeathSignal", [](Args& a) {
+#if defined(__linux__)
+    return a.boolean(prctl(PR_SET_PDEATHSIG, static_cast<unsigned long>(a.i64(0))) == 0);
+#else
+    return a.boolean(false);
+#endif
+  });
+  def(env, exports, "parentPid", [](Args& a) { return a.num(static_cast<double>(getppid())); });
   // releaseFreeMemory(): hands the heap's free pages back to the system (glibc malloc_trim). Training
   // keeps them for the next step (tuneMalloc); work of varying sizes (evaluation, serving) calls this
   // between items so that the peak of one long prompt does not stay resident.

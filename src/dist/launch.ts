@@ -4,6 +4,7 @@
 // after a grace period) and the launcher exits non-zero, naming the rank and how it ended. Nothing
 // here loads libtorch.
 import { spawn, type ChildProcess } from "node:child_process";
+import { native } from "../torch/binding.js";
 
 export interface LaunchOptions {
   nprocPerNode: number;
@@ -73,6 +74,8 @@ export function launch(o: LaunchOptions): Promise<number> {
       ...process.env,
       RANK: String(rank), WORLD_SIZE: String(world), LOCAL_RANK: String(local), LOCAL_WORLD_SIZE: String(o.nprocPerNode),
       GROUP_RANK: String(o.nodeRank), MASTER_ADDR: o.masterAddr, MASTER_PORT: String(o.masterPort),
+      // The rank ties its life to this process (bindToLauncher): a launcher killed outright takes it along.
+      OASFT_LAUNCHER_PID: String(process.pid),
     };
     const child = spawn(process.execPath, o.command, { env, stdio: "inherit" });
     ranks.push({ rank, child, done: false });
@@ -120,4 +123,19 @@ export function launch(o: LaunchOptions): Promise<number> {
       });
     }
   });
+}
+
+/**
+ * In a rank this launcher started: SIGTERM when the launcher dies, however it dies (kill -9 included),
+ * so the rank saves a checkpoint with its peers and ends instead of training on alone. A launcher that
+ * is already gone (it died before this line ran) ends the rank at once.
+ */
+export function bindToLauncher(env: NodeJS.ProcessEnv = process.env): void {
+  const launcher = Number(env.OASFT_LAUNCHER_PID);
+  if (!Number.isInteger(launcher) || launcher <= 0) return;
+  native.setParentDeathSignal(15);
+  if (native.parentPid() !== launcher) {
+    process.stderr.write(`rank ${env.RANK ?? "?"}: the launcher (pid ${launcher}) is gone; stopping\n`);
+    process.exit(143);
+  }
 }

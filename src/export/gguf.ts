@@ -53,7 +53,7 @@ export function exportGguf(model: CausalLM, tokenizerDir: string, out: string, o
   const params = new Map(model.namedParameters());
   const fallbacks: string[] = [];
   const tensors: GgufTensorEntry[] = layout.tensors.map((spec) => {
-    const p = params.get(spec.from);
+    const p = spec.value ? spec.value().keep() : params.get(spec.from);
     if (!p) throw new Error(`GGUF layout of ${layout.arch}: the model has no parameter ${spec.from}`);
     const type = tensorType(spec.name, p.shape, o.type);
     if (type !== o.type && type === "f16") fallbacks.push(spec.name);

@@ -18,8 +18,10 @@ export type GgufValue =
 export interface GgufTensorSpec {
   /** llama.cpp's name, e.g. "blk.0.attn_qkv.weight". */
   name: string;
-  /** The model's parameter (its checkpoint name) it comes from. */
+  /** The model's parameter (its checkpoint name) it comes from; or `value` for a tensor made from the config. */
   from: string;
+  /** A tensor llama.cpp needs that the model has no parameter for (Llama 3's rope_freqs). */
+  value?: () => torch.Tensor;
   /** Reorders the tensor into llama.cpp's layout (same shape); omitted: taken as it is. */
   transform?: (t: torch.Tensor) => torch.Tensor;
 }
@@ -68,7 +70,26 @@ export function interleaveRotaryHalves(t: torch.Tensor, heads: number): torch.Te
 /** llama.cpp's rope scaling keys: linear scaling has them; dynamic NTK scaling has no GGUF form. */
 export function ropeScalingKeys(arch: string, scaling: RopeScalingConfig | null): Array<[string, GgufValue]> {
   if (!scaling) return [];
-  // llama3: llama.cpp's converter writes the scaled frequencies as a rope_freqs tensor; not done here.
-  if (scaling.type !== "linear") throw new Error(`rope_scaling type ${scaling.type}: not exported to GGUF by oasft; this model cannot be exported`);
+  // llama3: no keys; the per-frequency factors go in the rope_freqs tensor (llama3RopeFactors).
+  if (scaling.type === "llama3") return [];
+  if (scaling.type !== "linear") throw new Error(`rope_scaling type ${scaling.type}: llama.cpp has no such scaling; this model cannot be exported to GGUF`);
   return [[`${arch}.rope.scaling.type`, str("linear")], [`${arch}.rope.scaling.factor`, f32(scaling.factor)]];
+}
+
+/**
+ * Llama 3.1's scaling as llama.cpp takes it (convert_hf_to_gguf.py's rope_freqs tensor): one factor per
+ * frequency that llama.cpp divides the frequency by: 1 for short wavelengths, `factor` for long ones,
+ * and the interpolated band's 1 / ((1 − s)/factor + s) between, the same bands as src/nn/rotary.ts.
+ */
+export function llama3RopeFactors(headDim: number, theta: number, s: Extract<RopeScalingConfig, { type: "llama3" }>): torch.Tensor {
+  const low = s.originalMaxPositions / s.lowFreqFactor;
+  const high = s.originalMaxPositions / s.highFreqFactor;
+  const factors = Array.from({ length: headDim / 2 }, (_, j) => {
+    const wavelen = (2 * Math.PI) / (1 / theta ** ((2 * j) / headDim));
+    if (wavelen < high) return 1;
+    if (wavelen > low) return s.factor;
+    const smooth = (s.originalMaxPositions / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+    return 1 / ((1 - smooth) / s.factor + smooth);
+  });
+  return torch.tensor(factors, { dtype: "float32" });
 }

@@ -17,7 +17,7 @@ import {
 } from "./causal-lm.js";
 import { ConfigError, readBool, readInt, readNumber, readOptionalInt, readRopeScaling, type RopeScalingConfig } from "./config-json.js";
 import { HeadsKVCache } from "./kv-cache.js";
-import { f32, interleaveRotaryHalves, ropeScalingKeys, u32, type GgufLayout, type GgufTensorSpec } from "./gguf-layout.js";
+import { f32, interleaveRotaryHalves, llama3RopeFactors, ropeScalingKeys, u32, type GgufLayout, type GgufTensorSpec } from "./gguf-layout.js";
 import { registerArchitecture } from "./registry.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -328,6 +328,10 @@ export class LlamaForCausalLM extends CausalLM {
     tensors.push({ name: "output_norm.weight", from: "model.norm.weight" });
     // Tied: llama.cpp takes the output projection from token_embd itself.
     if (this.lm_head) tensors.push({ name: "output.weight", from: "lm_head.weight" });
+    const scaling = c.rope_scaling;
+    if (scaling?.type === "llama3") {
+      tensors.push({ name: "rope_freqs.weight", from: "rope_freqs", value: () => llama3RopeFactors(c.head_dim, c.rope_theta, scaling) });
+    }
     const d = c.head_dim;
     const explicitHeadDim = d * c.num_attention_heads !== c.hidden_size;
     return {

@@ -26,6 +26,8 @@ export interface NativeBinding {
   cudaDeviceCount(): number;
   cudaSynchronize(): void;
   mallocMode(): string;
+  setParentDeathSignal(signal: number): boolean;
+  parentPid(): number;
   releaseFreeMemory(): void;
   liveTensors(): number;
   rngState(device: string): H;

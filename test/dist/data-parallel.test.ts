@@ -39,6 +39,16 @@ function oasft(args: string[], env: NodeJS.ProcessEnv = {}, onErr?: (all: string
   return new Promise((resolve) => child.on("close", (code, signal) => resolve({ code, signal, err, out })));
 }
 
+/** Whether process `pid` has ended: gone, or a zombie waiting for its parent (Linux /proc). */
+function exited(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] === "Z";
+  } catch {
+    return true;
+  }
+}
+
 /** A TCP port nothing listens on right now (the OS picks it). */
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -217,6 +227,31 @@ describe("a dead rank and bad setups", () => {
     assert.equal(resumed.code, 0, resumed.err);
     assert.match(resumed.err, /resumed from \S*checkpoint-\d+ at step \d+/);
     assert.ok(existsSync(join(out, "model.safetensors")));
+  });
+
+  test("kill -9 of the launcher: its ranks end too (parent-death signal), saving one checkpoint together; resume latest continues", { timeout: 300_000 }, async () => {
+    const out = tmp();
+    const args = [...runArgs(out, ["--max_steps", "400", "--save_steps", "2", "--gradient_accumulation_steps", "1"]), ...await launcher(2)];
+    let pids: number[] = [];
+    let killed = false;
+    // The ranks inherit the launcher's stderr: "close" comes once they have ended too (the timeout above
+    // only stops a hang, the failure this test is about).
+    const r = await oasft(args, {}, (err, child) => {
+      const m = /rank 0 \(pid (\d+)\), rank 1 \(pid (\d+)\)/.exec(err);
+      if (m) pids = [Number(m[1]), Number(m[2])];
+      if (!killed && pids.length && /saved \S*checkpoint-2\b/.test(err)) {
+        killed = true;
+        child.kill("SIGKILL");
+      }
+    });
+    assert.ok(killed, r.err);
+    assert.equal(r.signal, "SIGKILL");
+    // Their stderr closed when they exited; an exited rank may still await its reaping (a zombie, "Z").
+    for (const pid of pids) assert.ok(exited(pid), `rank pid ${pid} has exited`);
+    assert.match(r.err, /SIGTERM: finishing this step, then saving a checkpoint/);
+    const resumed = await oasft([...runArgs(out, ["--max_steps", "4", "--gradient_accumulation_steps", "1", "--resume_from_checkpoint", "latest"]), ...await launcher(2)]);
+    assert.equal(resumed.code, 0, resumed.err);
+    assert.match(resumed.err, /resumed from \S*checkpoint-\d+ at step \d+/);
   });
 
   test("MASTER_PORT in use, an unreachable master, different configs, a ZeRO stage outside 0-3: errors naming the cause, no hang", async () => {

@@ -187,7 +187,7 @@ describe("llama.cpp runs what oasft exports", () => {
     assert.equal(tensorInfos.find((t) => t.name === "blk.0.attn_qkv.weight")?.shape.map(Number).join(), `${config.hidden_size},${3 * config.hidden_size}`, "dims innermost first");
   });
 
-  for (const family of ["pythia", "llama", "qwen2", "mistral", "qwen3", "gemma2"]) {
+  for (const family of ["pythia", "llama", "llama3", "qwen2", "mistral", "qwen3", "gemma2"]) {
     test(`${family}: llama.cpp's next-token probabilities equal oasft's within 0.01 (the QKV and rotary layouts)`, async () => {
       // A wide init (std 0.3) makes attention peaked, so a wrong head or rotary layout moves the output.
       const dir = tmp();

@@ -12,6 +12,7 @@ import * as torch from "../../src/torch/index.js";
 import { createCausalLM, loadCausalLM, saveCausalLM } from "../../src/models/index.js";
 import { LlamaForCausalLM } from "../../src/models/llama.js";
 import { LayeredKVCache } from "../../src/models/kv-cache.js";
+import { llama3RopeFactors } from "../../src/models/gguf-layout.js";
 import { generateGreedy } from "../../src/generate/greedy.js";
 import { prefill } from "../../src/generate/prefill.js";
 import { computeParity } from "../../src/cli/commands/parity.js";
@@ -199,4 +200,24 @@ test("bad configs of the new families name the key and the file", () => {
   const model = createCausalLM(qwen3) as LlamaForCausalLM;
   assert.equal(model.llamaConfig.head_dim, 16, "explicit head_dim, not hidden / heads");
   model.dispose();
+});
+
+test("llama3 rope factors for GGUF (llama.cpp's rope_freqs) equal HF's scaling: unscaled / scaled frequency", () => {
+  for (const name of ["tiny_v128_h48_l2_nh4_kv2_i96_tied_l3f32_orig64", "small_v128_h48_l3_nh4_kv1_i64_untied_l3f8_orig64"]) {
+    const dir = join(SHARED, "golden-llama3", name);
+    const model = loadCausalLM(dir) as LlamaForCausalLM;
+    const c = model.llamaConfig;
+    const scaling = c.rope_scaling!;
+    assert.equal(scaling.type, "llama3");
+    const { tensors: g } = torch.loadSafetensors(join(dir, "tensors.safetensors"));
+    const scaled = g.get("rotary.inv_freq")!.toNumbers();
+    const factors = llama3RopeFactors(c.head_dim, c.rope_theta, scaling as Extract<typeof scaling, { type: "llama3" }>).toNumbers();
+    scaled.forEach((f, j) => {
+      const unscaled = 1 / c.rope_theta ** ((2 * j) / c.head_dim);
+      assert.ok(Math.abs(unscaled / f / factors[j]! - 1) < 1e-5, `${name} frequency ${j}: ${unscaled / f} vs ${factors[j]}`);
+    });
+    assert.ok(factors.some((x) => x === 1) && factors.some((x) => x === scaling.factor), "both outer bands occur");
+    model.dispose();
+    torch.disposeAll(g);
+  }
 });

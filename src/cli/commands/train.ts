@@ -1,7 +1,7 @@
 // `oasft train --configs defaults bloom-zh-3b datasets [--key value ...]`: the card's SFT run.
 import { composeConfig, configKeysHelp, splitConfigArgs } from "../../sft/config.js";
 import { distEnv } from "../../dist/env.js";
-import { launch, launchOptions, splitLaunchArgs } from "../../dist/launch.js";
+import { bindToLauncher, launch, launchOptions, splitLaunchArgs } from "../../dist/launch.js";
 import { train } from "../../train/trainer.js";
 import { UsageError } from "../args.js";
 import type { Command } from "../main.js";
@@ -72,6 +72,7 @@ export const command: Command = {
     };
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
+    bindToLauncher(); // a rank of `--nproc_per_node`: SIGTERM (handled above) when the launcher dies
     try {
       const summary = await train(config, { stopRequested: () => stop });
       if (lead) console.log(JSON.stringify(summary));
