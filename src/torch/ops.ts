@@ -109,6 +109,34 @@ export function sdpa(
   return new Tensor(native.sdpa(q.handle, k.handle, v.handle, o.mask?.handle, o.dropout ?? 0, o.causal ?? false, o.scale));
 }
 
+// ----- optimizer kernels (the composite reference is src/train/adamw.ts) ----------------------------
+export interface AdamWHyper {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** 1 for the first step (bias corrections). */
+  step: number;
+}
+
+/** One AdamW step in one pass over contiguous float32 CPU tensors (the addon's own kernel). */
+export function adamwStep_(p: Tensor, g: Tensor, m: Tensor, v: Tensor, h: AdamWHyper): void {
+  native.adamwStep_(p.handle, g.handle, m.handle, v.handle, h.lr, h.beta1, h.beta2, h.eps, h.weightDecay, h.step);
+}
+
+/** One AdamW step over lists of float32 CUDA tensors at one step count (libtorch's _fused_adamw_). */
+export function fusedAdamw_(p: Tensor[], g: Tensor[], m: Tensor[], v: Tensor[], h: AdamWHyper): void {
+  if (!native.fusedAdamw_) throw new Error(`fusedAdamw_: this libtorch (${native.version()}) has no fused AdamW`);
+  const handles = (ts: Tensor[]) => ts.map((t) => t.handle);
+  native.fusedAdamw_(handles(p), handles(g), handles(m), handles(v), h.lr, h.beta1, h.beta2, h.eps, h.weightDecay, h.step);
+}
+
+/** param.data = value: the parameter takes value's storage and shape, keeping its autograd identity. */
+export const setData = (param: Tensor, value: Tensor) => native.setData(param.handle, value.handle);
+/** Waits for queued GPU work (a no-op without CUDA). */
+export const cudaSynchronize = () => native.cudaSynchronize();
+
 // ----- runtime ----------------------------------------------------------------------------------
 export const manualSeed = (seed: number) => native.manualSeed(seed);
 export const setNumThreads = (n: number) => native.setNumThreads(n);

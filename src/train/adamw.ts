@@ -71,10 +71,13 @@ export class AdamW {
             const key = `${p.device}@${s.step}`;
             const batch = batches.get(key) ?? { step: s.step, p: [], g: [], m: [], v: [] };
             batches.set(key, batch);
-            batch.p.push(p.handle); batch.g.push(g.handle); batch.m.push(s.expAvg.handle); batch.v.push(s.expAvgSq.handle);
+            batch.p.push(p);
+            batch.g.push(g);
+            batch.m.push(s.expAvg);
+            batch.v.push(s.expAvgSq);
           }
           for (const b of batches.values()) {
-            torch.native.fusedAdamw_!(b.p, b.g, b.m, b.v, o.lr, o.betas[0], o.betas[1], o.eps, o.weightDecay, b.step);
+            torch.fusedAdamw_(b.p, b.g, b.m, b.v, hyper(o, b.step));
           }
         });
       }
@@ -134,10 +137,10 @@ export class AdamW {
 
 interface FusedBatch {
   step: number;
-  p: torch.Handle[];
-  g: torch.Handle[];
-  m: torch.Handle[];
-  v: torch.Handle[];
+  p: torch.Tensor[];
+  g: torch.Tensor[];
+  m: torch.Tensor[];
+  v: torch.Tensor[];
 }
 
 /** Whether libtorch's fused CUDA kernel takes this parameter (float32 on CUDA, where the addon has it). */
@@ -155,13 +158,10 @@ export function adamwUpdate(
   o: { lr: number; betas: [number, number]; eps: number; weightDecay: number; fused?: boolean },
 ): void {
   const [beta1, beta2] = o.betas;
-  if (fusedCuda(p, g, o.fused)) {
-    torch.native.fusedAdamw_!([p.handle], [g.handle], [m.handle], [v.handle], o.lr, beta1, beta2, o.eps, o.weightDecay, step);
-    return;
-  }
+  if (fusedCuda(p, g, o.fused)) return torch.fusedAdamw_([p], [g], [m], [v], hyper(o, step));
   const fast = (o.fused ?? true) && p.dtype === "float32" && p.device === "cpu" && g.dtype === "float32";
   if (fast && g.isContiguous() && p.isContiguous() && m.isContiguous() && v.isContiguous()) {
-    torch.native.adamwStep_(p.handle, g.handle, m.handle, v.handle, o.lr, beta1, beta2, o.eps, o.weightDecay, step);
+    torch.adamwStep_(p, g, m, v, hyper(o, step));
     return;
   }
   torch.scope(() => {
@@ -173,4 +173,8 @@ export function adamwUpdate(
     const denom = v.sqrt().div_(Math.sqrt(biasCorrection2)).add_(o.eps);
     p.addcdiv_(m, denom, -o.lr / biasCorrection1);
   });
+}
+
+function hyper(o: { lr: number; betas: [number, number]; eps: number; weightDecay: number }, step: number): torch.AdamWHyper {
+  return { lr: o.lr, beta1: o.betas[0], beta2: o.betas[1], eps: o.eps, weightDecay: o.weightDecay, step };
 }

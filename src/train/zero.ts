@@ -301,7 +301,7 @@ export class ShardedOptimizer implements TrainOptimizer {
       const flat = torch.cat(parts);
       u.params.forEach(([, p], k) => {
         const value = flat.narrow(0, u.offsets[k]!, u.sizes[k]!).view(u.shapes[k]!);
-        torch.native.setData(p.handle, (p.dtype === "float32" ? value : value.to(p.dtype)).handle);
+        torch.setData(p, p.dtype === "float32" ? value : value.to(p.dtype));
       });
     }));
     this.gathered.add(i);
@@ -311,7 +311,7 @@ export class ShardedOptimizer implements TrainOptimizer {
   private release(i: number): void {
     if (this.stage !== 3) return;
     for (const [, p] of this.units[i]!.params) {
-      torch.scope(() => torch.native.setData(p.handle, torch.empty([0], { dtype: p.dtype, device: p.device }).handle));
+      torch.scope(() => torch.setData(p, torch.empty([0], { dtype: p.dtype, device: p.device })));
     }
     this.gathered.delete(i);
   }

@@ -24,7 +24,7 @@ test("no file above src/models imports an architecture file or names BLOOM's int
     if (rel.startsWith("models/")) continue;
     const text = readFileSync(file, "utf8");
     for (const [what, pattern] of [
-      ["imports an architecture file", /from\s+["'][^"']*models\/(bloom|gpt-neox|llama)[^"']*["']/],
+      ["imports an architecture file", /from\s+["'][^"']*models\/(bloom|gpt-neox|llama|mistral|qwen2|qwen3|gemma2)[^"']*["']/],
       ["names a BLOOM class", /\bBloom[A-Z]\w*/],
       ["reads BLOOM config keys", /\bconfig\.(n_head|n_layer|hidden_dropout|attention_dropout|apply_residual)/],
       ["reaches into BLOOM's modules", /\.transformer\.(h|word_embeddings|ln_f)\b/],
@@ -104,4 +104,9 @@ test("a device or dtype that does not exist is a one-line usage error naming the
   const bench = run("bench", "generate", "--model-config", join(golden, "config.json"), "--device", "cuda:1");
   assert.equal(bench.status, 2);
   assert.match(bench.stderr, /--device cuda:1: no CUDA device/);
+});
+
+test("the trainer and the optimizers call no raw addon entry: the tensor API has what they need", () => {
+  const offenders = sourceFiles(join(REPO, "src/train")).filter((f) => /torch\.native\b/.test(readFileSync(f, "utf8")));
+  assert.deepEqual(offenders.map((f) => relative(REPO, f)), []);
 });

@@ -30,7 +30,7 @@ const PEAK_BF16_FLOPS = 989e12;
 
 /** Waits for queued GPU work, so that a timer measures it (a no-op on the CPU). */
 function sync(device: string): void {
-  if (device !== "cpu") torch.native.cudaSynchronize();
+  if (device !== "cpu") torch.cudaSynchronize();
 }
 
 export interface BenchTrainOptions {

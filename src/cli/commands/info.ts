@@ -24,7 +24,7 @@ export function measureGemm(n: number, dtype: torch.DType, device = "cpu"): numb
     const b = torch.randn([n, n], { dtype, device });
     const product = () => torch.scope(() => {
       a.matmul(b);
-      if (device !== "cpu") torch.native.cudaSynchronize();
+      if (device !== "cpu") torch.cudaSynchronize();
     });
     product(); // warm-up: thread pool, BLAS init
     let best = Infinity;
