@@ -18,6 +18,8 @@ export interface ServerOptions {
   tokenizer: ChatTokenizer;
   /** The name reported by /v1/models and /info. */
   modelId: string;
+  /** Other names a request's `model` may give (vLLM's --served-model-name); any other name is a 404. */
+  aliases?: string[];
   apiKey?: string;
   maxTokens?: number;
   maxBatch?: number;
@@ -145,23 +147,46 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
   });
 
   // ----- OpenAI ----------------------------------------------------------------------------------------
+  // A `model` naming something else is a 404 in OpenAI's shape, as OpenAI and vLLM answer.
+  const servedNames = new Set([o.modelId, ...(o.aliases ?? [])]);
+  const checkModel = (body: Record<string, unknown>) => {
+    if (body.model === undefined || body.model === null) return;
+    if (typeof body.model !== "string" || !servedNames.has(body.model)) {
+      throw new ApiError(404, `The model \`${String(body.model)}\` does not exist (this server serves ${[...servedNames].join(", ")}).`, "model");
+    }
+  };
+
   app.post("/v1/chat/completions", async (req, reply) => {
     const body = asBody(req.body);
+    checkModel(body);
     const messages: ChatMessage[] = chatMessages(body);
     const params = openaiSampling(body, limits, 256);
+    const wanted = chatLogprobsRequest(body);
+    const includeUsage = streamIncludeUsage(body);
     const system = messages[0]!.role === "system" ? messages[0]!.content : undefined;
     const turns = messages.filter((m) => m.role !== "system").map((m) => ({ role: m.role === "user" ? "prompter" as const : "assistant" as const, text: m.content }));
     const promptIds = await encode(formatPrompt(turns, tok.eos, system));
     const id = `chatcmpl-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     if (body.stream === true) {
-      const chunk = (delta: Record<string, unknown>, finish: string | null) => ({ id, object: "chat.completion.chunk", created, model: o.modelId, choices: [{ index: 0, delta, finish_reason: finish }] });
-      const result = generate(reply, promptIds, params, (e) => { if (e.text) sse(reply, chunk({ content: e.text }, null)); });
+      const base = { id, object: "chat.completion.chunk", created, model: o.modelId, ...(includeUsage ? { usage: null } : {}) };
+      const chunk = (delta: Record<string, unknown>, finish: string | null, logprobs?: unknown) =>
+        ({ ...base, choices: [{ index: 0, delta, ...(wanted ? { logprobs: logprobs ?? null } : {}), finish_reason: finish }] });
+      // A streamed token's log-probability is the one it was chosen with (top alternatives: non-streamed only).
+      const result = generate(reply, promptIds, params, (e) => {
+        if (!e.text && !(wanted && e.id >= 0)) return;
+        const lp = wanted && e.id >= 0 ? { content: [logprobEntry(e.text, e.logprob, [])] } : undefined;
+        sse(reply, chunk({ content: e.text }, null, lp));
+      });
       sseHeaders(reply);
       sse(reply, chunk({ role: "assistant", content: "" }, null));
       try {
         const r = await result;
         sse(reply, chunk({}, r.finishReason === "length" ? "length" : "stop"));
+        if (includeUsage) {
+          const usage = { prompt_tokens: r.promptTokens, completion_tokens: r.tokens.length, total_tokens: r.promptTokens + r.tokens.length };
+          sse(reply, { ...base, choices: [], usage });
+        }
         sse(reply, "[DONE]");
       } catch (err) {
         sse(reply, errorBody((err as Error).message, "server_error", "generation_failed"));
@@ -170,15 +195,20 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
       return;
     }
     const r = await generate(reply, promptIds, params);
+    const logprobs = wanted ? await chatLogprobs(o.model, tok, promptIds, r.tokens, wanted.top) : undefined;
     return {
       id, object: "chat.completion", created, model: o.modelId,
-      choices: [{ index: 0, message: { role: "assistant", content: r.text }, finish_reason: r.finishReason === "length" ? "length" : "stop" }],
+      choices: [{
+        index: 0, message: { role: "assistant", content: r.text }, ...(wanted ? { logprobs } : {}),
+        finish_reason: r.finishReason === "length" ? "length" : "stop",
+      }],
       usage: { prompt_tokens: r.promptTokens, completion_tokens: r.tokens.length, total_tokens: r.promptTokens + r.tokens.length },
     };
   });
 
   app.post("/v1/completions", async (req, reply) => {
     const body = asBody(req.body);
+    checkModel(body);
     const params = openaiSampling(body, limits, 16);
     const prompts = await completionPrompts(body.prompt, tok);
     const echo = body.echo === true;
@@ -309,16 +339,71 @@ async function completionPrompts(prompt: unknown, tok: ChatTokenizer): Promise<n
  * sequence goes through the cache a chunk at a time (prefillYielding), yielding to the event loop
  * between chunks, so a 64-prompt echo batch (what lm-eval sends) does not freeze the server.
  */
+/** OpenAI chat's `logprobs` (boolean) and `top_logprobs` (0-20, needs logprobs); undefined when not asked. */
+function chatLogprobsRequest(body: Record<string, unknown>): { top: number } | undefined {
+  const on = body.logprobs;
+  if (on !== undefined && on !== null && typeof on !== "boolean") throw new ApiError(400, "'logprobs' must be true or false", "logprobs");
+  const top = body.top_logprobs;
+  if (top !== undefined && top !== null) {
+    if (!(typeof top === "number" && Number.isInteger(top) && top >= 0 && top <= 20)) throw new ApiError(400, "'top_logprobs' must be an integer in [0, 20]", "top_logprobs");
+    if (on !== true) throw new ApiError(400, "'top_logprobs' needs 'logprobs': true", "top_logprobs");
+    if (body.stream === true && top > 0) throw new ApiError(400, "'top_logprobs' is not available with streaming here; 'logprobs': true is", "top_logprobs");
+  }
+  return on === true ? { top: typeof top === "number" ? top : 0 } : undefined;
+}
+
+/** stream_options.include_usage: a last chunk with the usage (and `usage: null` on the others), as OpenAI. */
+function streamIncludeUsage(body: Record<string, unknown>): boolean {
+  const opts = body.stream_options;
+  if (opts === undefined || opts === null) return false;
+  if (typeof opts !== "object" || Array.isArray(opts)) throw new ApiError(400, "'stream_options' must be an object", "stream_options");
+  if (body.stream !== true) throw new ApiError(400, "'stream_options' is only allowed with 'stream': true", "stream_options");
+  const include = (opts as Record<string, unknown>).include_usage;
+  if (include !== undefined && typeof include !== "boolean") throw new ApiError(400, "'stream_options.include_usage' must be true or false", "stream_options");
+  return include === true;
+}
+
+/** One token of OpenAI chat's logprobs.content: its text, log-probability, UTF-8 bytes and alternatives. */
+function logprobEntry(token: string, logprob: number, top: Array<{ token: string; logprob: number }>) {
+  const bytes = (t: string) => [...Buffer.from(t, "utf8")];
+  return { token, logprob, bytes: bytes(token), top_logprobs: top.map((t) => ({ ...t, bytes: bytes(t.token) })) };
+}
+
+/** The generated tokens' log-probabilities (and `top` alternatives each) in OpenAI chat's shape. */
+async function chatLogprobs(model: CausalLM, tok: ChatTokenizer, promptIds: number[], generated: number[], top: number) {
+  if (!generated.length) return { content: [] };
+  const rows = await scoredTokens(model, [...promptIds, ...generated], promptIds.length, top);
+  const text = (id: number) => tok.decode([id], false);
+  const content = await Promise.all(rows.map(async (r, i) => {
+    const alternatives = await Promise.all(r.top.map(async ([id, logprob]) => ({ token: await text(id), logprob })));
+    return logprobEntry(await text(generated[i]!), r.lp, alternatives);
+  }));
+  return { content };
+}
+
 async function completionLogprobs(model: CausalLM, tok: ChatTokenizer, echoed: number[], generated: number[], n: number, promptIds: number[]) {
   const all = [...promptIds, ...generated];
   const from = promptIds.length - echoed.length;
   const rows: Array<{ lp: number | null; top: Array<[number, number]> | null }> = from === 0 ? [{ lp: null, top: null }] : [];
+  rows.push(...(await scoredTokens(model, all, Math.max(from, 1), n)));
+  const shown = all.slice(from);
+  const tokens = await Promise.all(shown.map((id) => tok.decode([id], false)));
+  const topLogprobs = await Promise.all(rows.map(async (r) => (r.top === null ? null : Object.fromEntries(await Promise.all(r.top.map(async ([id, v]) => [await tok.decode([id], false), v] as const))))));
+  return { tokens, token_logprobs: rows.map((r) => r.lp), top_logprobs: topLogprobs, text_offset: await textOffsets(tok, shown, tokens) };
+}
+
+/**
+ * Log-probabilities of tokens `all[from..]` under the model (one chunked forward over `all`), each with
+ * the `n` most likely alternatives as [id, logprob] pairs.
+ */
+async function scoredTokens(model: CausalLM, all: number[], from: number, n: number): Promise<Array<{ lp: number; top: Array<[number, number]> }>> {
+  const rows: Array<{ lp: number; top: Array<[number, number]> }> = [];
   // Row j of a chunk starting at `start` predicts the token at start + j + 1.
   const collect = (logits: torch.Tensor, start: number) => torch.scope(() => {
     const lp = logits.select(0, 0).to("float32").logSoftmax(-1); // [s, V]
     for (let j = 0; j < lp.size(0); j++) {
       const t = start + j + 1;
-      if (t < Math.max(from, 1) || t >= all.length) continue;
+      if (t < from || t >= all.length) continue;
       const row = lp.select(0, j);
       const top = n > 0 ? row.topk(n, -1) : undefined;
       const values = top?.values.toNumbers();
@@ -333,10 +418,7 @@ async function completionLogprobs(model: CausalLM, tok: ChatTokenizer, echoed: n
     ids.dispose();
     cache.dispose();
   }
-  const shown = all.slice(from);
-  const tokens = await Promise.all(shown.map((id) => tok.decode([id], false)));
-  const topLogprobs = await Promise.all(rows.map(async (r) => (r.top === null ? null : Object.fromEntries(await Promise.all(r.top.map(async ([id, v]) => [await tok.decode([id], false), v] as const))))));
-  return { tokens, token_logprobs: rows.map((r) => r.lp), top_logprobs: topLogprobs, text_offset: await textOffsets(tok, shown, tokens) };
+  return rows;
 }
 
 /**

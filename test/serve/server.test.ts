@@ -87,6 +87,65 @@ describe("OpenAI API", () => {
   });
 });
 
+describe("OpenAI API: chat log-probabilities, usage in streams, model names", () => {
+  test("logprobs/top_logprobs: each generated token's log softmax, its alternatives ranked, bytes as UTF-8", async () => {
+    const messages = [{ role: "user", content: "Name a colour." }];
+    const body = await json(await post("/v1/chat/completions", { messages, temperature: 0, max_tokens: 5, logprobs: true, top_logprobs: 3 }));
+    const content = body.choices[0].logprobs.content as Array<{ token: string; logprob: number; bytes: number[]; top_logprobs: Array<{ token: string; logprob: number }> }>;
+    assert.equal(content.length, body.usage.completion_tokens);
+    // Checked directly: log softmax of the position before each generated token (greedy, so it is the top one).
+    const ids = await tokenizer.encode(formatPrompt([{ role: "prompter", text: "Name a colour." }], tokenizer.eos));
+    const generated = torch.scope(() => generateGreedy(model, { inputIds: torch.tensor([ids], { dtype: "int64" }), maxNewTokens: 5, eosTokenId: tokenizer.eosId })
+      .toNumbers().slice(ids.length, ids.length + content.length));
+    const direct = torch.noGrad(() => torch.scope(() => {
+      const all = torch.tensor([[...ids, ...generated]], { dtype: "int64" });
+      const lp = model.forward({ inputIds: all }).logits.select(0, 0).logSoftmax(-1);
+      return generated.map((t, i) => lp.select(0, ids.length - 1 + i).select(0, t).item());
+    }));
+    content.forEach((c, i) => {
+      assert.ok(Math.abs(c.logprob - direct[i]!) < 1e-4, `token ${i}: ${c.logprob} vs ${direct[i]}`);
+      assert.equal(c.top_logprobs.length, 3);
+      assert.ok(Math.abs(c.top_logprobs[0]!.logprob - c.logprob) < 1e-4, "greedy: the chosen token is the most likely");
+      assert.ok(c.top_logprobs[0]!.logprob >= c.top_logprobs[1]!.logprob && c.top_logprobs[1]!.logprob >= c.top_logprobs[2]!.logprob);
+      assert.deepEqual(c.bytes, [...Buffer.from(c.token, "utf8")]);
+    });
+    const plain = await json(await post("/v1/chat/completions", { messages, temperature: 0, max_tokens: 5 }));
+    assert.equal(plain.choices[0].logprobs, undefined, "no logprobs unless asked");
+  });
+
+  test("streaming: logprobs per chunk, and stream_options.include_usage ends with a usage chunk", async () => {
+    const messages = [{ role: "user", content: "Name a colour." }];
+    const events = await sseEvents(await post("/v1/chat/completions", {
+      messages, temperature: 0, max_tokens: 5, stream: true, logprobs: true, stream_options: { include_usage: true },
+    }));
+    assert.equal(events.at(-1), "[DONE]");
+    const chunks = events.slice(0, -1).map((e) => JSON.parse(e));
+    const last = chunks.at(-1);
+    assert.deepEqual(last.choices, []);
+    assert.ok(last.usage.completion_tokens >= 1 && last.usage.total_tokens === last.usage.prompt_tokens + last.usage.completion_tokens);
+    assert.ok(chunks.slice(0, -1).every((c: Body) => c.usage === null), "usage: null on the other chunks");
+    const withLogprobs = chunks.filter((c: Body) => c.choices[0]?.logprobs?.content);
+    assert.equal(withLogprobs.length, last.usage.completion_tokens);
+  });
+
+  test("a model name the server does not serve is a 404 in OpenAI's shape; bad logprobs settings name the field", async () => {
+    const messages = [{ role: "user", content: "Hi" }];
+    const res = await post("/v1/chat/completions", { model: "gpt-4o", messages, max_tokens: 2 });
+    assert.equal(res.status, 404);
+    const err = await json(res);
+    assert.equal(err.error.param, "model");
+    assert.match(err.error.message, /The model `gpt-4o` does not exist/);
+    assert.equal((await post("/v1/completions", { model: "gpt-4o", prompt: "Hi", max_tokens: 2 })).status, 404);
+    assert.equal((await post("/v1/chat/completions", { model: "golden-small", messages, max_tokens: 2 })).status, 200);
+    for (const [bad, param] of [[{ top_logprobs: 2 }, "top_logprobs"], [{ logprobs: "yes" }, "logprobs"], [{ logprobs: true, top_logprobs: 21 }, "top_logprobs"],
+      [{ stream_options: { include_usage: true } }, "stream_options"]] as const) {
+      const r = await post("/v1/chat/completions", { messages, max_tokens: 2, ...bad });
+      assert.equal(r.status, 400, JSON.stringify(bad));
+      assert.equal((await json(r)).error.param, param);
+    }
+  });
+});
+
 describe("TGI API", () => {
   test("generate, generate_stream, info, health", async () => {
     const inputs = "<|prompter|>Hi</s><|assistant|>";

@@ -8,9 +8,11 @@ import type { Command } from "../main.js";
 
 const USAGE = `usage: oasft serve --model DIR [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-batch 16] [--max-queue 64]
                    [--max-tokens 2048] [--max-input-tokens N] [--max-batch-tokens N] [--tokenizer-family bloom]
-                   ${ADAPTER_USAGE} ${DEVICE_USAGE}
+                   [--served-model-name NAME,...] ${ADAPTER_USAGE} ${DEVICE_USAGE}
 
-  OpenAI:  POST /v1/chat/completions, POST /v1/completions (echo, logprobs), GET /v1/models
+  OpenAI:  POST /v1/chat/completions (logprobs, top_logprobs, stream_options.include_usage),
+           POST /v1/completions (echo, logprobs), GET /v1/models. A request's "model" must be the
+           folder's name, the --model argument or a --served-model-name (else 404, as OpenAI and vLLM).
   TGI:     POST /generate, POST /generate_stream, GET /info, GET /health
   Also:    GET /metrics (Prometheus), GET / (the chat page). Binds 127.0.0.1 unless --host says otherwise.
   The API key can also come from OASFT_API_KEY.`;
@@ -20,7 +22,7 @@ export const command: Command = {
     const { values } = parseFlags(argv, {
       model: { type: "string" }, host: { type: "string" }, port: { type: "string" }, "api-key": { type: "string" }, "max-batch": { type: "string" },
       "max-queue": { type: "string" }, "max-tokens": { type: "string" }, "tokenizer-family": { type: "string" }, adapter: { type: "string" }, "max-input-tokens": { type: "string" },
-      "max-batch-tokens": { type: "string" }, ...DEVICE_FLAGS,
+      "max-batch-tokens": { type: "string" }, "served-model-name": { type: "string" }, ...DEVICE_FLAGS,
     }, USAGE);
     const dir = resolveModelDir(required(values, "model", USAGE), "--model");
     const { device, dtype } = placement(values);
@@ -30,6 +32,7 @@ export const command: Command = {
     const apiKey = (values["api-key"] as string | undefined) ?? process.env.OASFT_API_KEY;
     const { app } = buildServer({
       model, tokenizer, modelId: dir.replace(/\/+$/, "").split("/").pop()!, ...(apiKey ? { apiKey } : {}),
+      aliases: [required(values, "model", USAGE), ...String(values["served-model-name"] ?? "").split(",").filter(Boolean)],
       maxBatch: intFlag(values, "max-batch", 16), maxQueue: intFlag(values, "max-queue", 64, 0), maxTokens: intFlag(values, "max-tokens", 2048),
       ...(values["max-input-tokens"] ? { maxInputTokens: intFlag(values, "max-input-tokens", 1) } : {}),
       ...(values["max-batch-tokens"] ? { maxBatchTokens: intFlag(values, "max-batch-tokens", 1) } : {}),
