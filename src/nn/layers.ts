@@ -124,8 +124,7 @@ export class RMSNorm extends Norm {
     this.weight = this.param("weight", torch.ones([dim], o));
   }
   forward(x: torch.Tensor): torch.Tensor {
-    const x32 = x.dtype === "float32" ? x : x.to("float32");
-    const normed = x32.mul(x32.pow(2).mean([-1], true).add(this.eps).rsqrt());
+    const normed = rmsNormalized(x, this.eps);
     return this.weight.mul(normed.dtype === x.dtype ? normed : normed.to(x.dtype));
   }
 }
@@ -141,11 +140,16 @@ export class OffsetRMSNorm extends Norm {
     this.weight = this.param("weight", torch.zeros([dim], o));
   }
   forward(x: torch.Tensor): torch.Tensor {
-    const x32 = x.dtype === "float32" ? x : x.to("float32");
     const w = this.weight.dtype === "float32" ? this.weight : this.weight.to("float32");
-    const out = x32.mul(x32.pow(2).mean([-1], true).add(this.eps).rsqrt()).mul(w.add(1));
+    const out = rmsNormalized(x, this.eps).mul(w.add(1));
     return out.dtype === x.dtype ? out : out.to(x.dtype);
   }
+}
+
+/** x / √(mean(x²) + eps) over the last dim, in float32 (both RMSNorms' shared step). */
+function rmsNormalized(x: torch.Tensor, eps: number): torch.Tensor {
+  const x32 = x.dtype === "float32" ? x : x.to("float32");
+  return x32.mul(x32.pow(2).mean([-1], true).add(eps).rsqrt());
 }
 
 export class Embedding extends Module {
