@@ -5,10 +5,12 @@ import { UsageError } from "./args.js";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { loadCausalLM, loadWithAdapter, resolveModelDir, type CausalLM } from "../models/index.js";
-import { ChatTokenizer } from "../tokenizer/index.js";
+import { ChatTemplateError, ChatTokenizer } from "../tokenizer/index.js";
 import type { DType } from "../torch/index.js";
 
-export const ADAPTER_USAGE = "[--adapter DIR]";
+export const ADAPTER_USAGE = "[--adapter DIR] [--chat-template auto|oa|model|FILE.jinja]";
+/** The flags loadForInference reads besides --model and the placement flags. */
+export const MODEL_FLAGS = { adapter: { type: "string" }, "chat-template": { type: "string" } } as const;
 
 export function loadForInference(
   values: Record<string, unknown>, dir: string, o: { device: string; dtype: DType; tokenizerFamily?: string },
@@ -24,6 +26,18 @@ export function loadForInference(
   }
   const tokenizerDir = adapter && existsSync(join(adapter, "tokenizer.json")) ? adapter : dir;
   const tokenizer = ChatTokenizer.load(tokenizerDir, { ...(o.tokenizerFamily ? { family: o.tokenizerFamily } : {}) });
+  // Prompts are rendered in the folder's own chat template (auto), or the one --chat-template names.
+  const setting = typeof values["chat-template"] === "string" ? values["chat-template"] : undefined;
+  if (setting !== undefined) {
+    try {
+      tokenizer.useTemplate(setting, "--chat-template");
+    } catch (err) {
+      if (err instanceof ChatTemplateError) throw new UsageError(err.message);
+      throw err;
+    }
+  } else if (tokenizer.templateProblem) {
+    console.error(`oasft: ${tokenizer.templateProblem}; prompts use OA's format (--chat-template picks another)`);
+  }
   const model = adapter
     ? loadWithAdapter(resolveModelDir(dir, "--model"), adapter, { device: o.device, dtype: o.dtype, merge: true })
     : loadCausalLM(dir, { device: o.device, dtype: o.dtype });

@@ -13,9 +13,24 @@ export interface Utterance {
   context?: string;
 }
 
+/** A message as a user's chat file has it: a model's own chat template renders these. */
+export interface ChatTurn {
+  role: "system" | "user" | "assistant" | "tool";
+  content: string;
+}
+
 /** A dialogue that starts with a prompter message and alternates roles. */
 export interface Conversation {
   messages: Utterance[];
+  /**
+   * The messages as the user's file has them (system or tool messages anywhere), when that differs
+   * from `messages` + `systemMessage`: a model's own chat template renders these. `oaProblem` says why
+   * OA's format cannot express them (then `messages` is empty).
+   */
+  chat?: ChatTurn[];
+  oaProblem?: string;
+  /** Where the record came from ("file:line"), for errors found after loading. */
+  where?: string;
   /** A per-conversation system message (OA's `system_message`), formatted before the first prompt. */
   systemMessage?: string;
   /**

@@ -4,7 +4,7 @@ import { Registry } from "../util/registry.js";
 import type { DatasetLoader } from "./dataset.js";
 import { oasstExport } from "./datasets/oasst.js";
 import { dolly15k, gsm8k, joke, webgpt } from "./datasets/qa.js";
-import { messages, vicuna } from "./datasets/chat.js";
+import { alpaca, messages, vicuna } from "./datasets/chat.js";
 import { translation } from "./datasets/translation.js";
 import { oasftDemo } from "./datasets/builtin.js";
 
@@ -17,6 +17,7 @@ datasets.register("joke", joke);
 datasets.register("vicuna", vicuna);
 datasets.register("sharegpt", vicuna);
 datasets.register("messages", messages);
+datasets.register("alpaca", alpaca);
 datasets.register("oasft_demo", oasftDemo);
 // The card's three translation sets by name; any other pair with templates works too.
 for (const name of ["wmt2019_zh-en", "ted_trans_en-ja", "ted_trans_zh-ja"]) datasets.register(name, translation);

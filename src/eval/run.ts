@@ -7,7 +7,7 @@ import type { CausalLM } from "../models/index.js";
 import { Engine } from "../generate/engine.js";
 import { prefill } from "../generate/prefill.js";
 import type { SamplingParams } from "../generate/sampling.js";
-import { renderChat, type ChatTokenizer } from "../tokenizer/index.js";
+import type { ChatTokenizer } from "../tokenizer/index.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
 import { Registry } from "../util/registry.js";
 import { BBH_COT_STOP, MMLU_GROUPS, bbhCotAnswer, bbhCotPrompt, bbhInstructEvalPrompt, mmluInstructEvalPrompt, mmluLmEvalPrompt } from "./mmlu-bbh.js";
@@ -26,7 +26,7 @@ export interface EvalOptions {
   limit?: number;
   /** Only these MMLU subjects / BBH tasks (default: all). */
   only?: string[];
-  /** Wrap each prompt as <|prompter|>{prompt}{eos}<|assistant|> for chat models. */
+  /** Ask each prompt as a user turn in the model's chat template (OA's: <|prompter|>{prompt}{eos}<|assistant|>). */
   chat?: boolean;
   out: string;
   humaneval?: {
@@ -50,7 +50,8 @@ export interface TaskResult {
 
 interface Ctx extends EvalOptions {
   engine: Engine;
-  wrap: (prompt: string) => string;
+  /** A prompt's token ids: as plain text, or (chat models) as a user turn in the model's chat template. */
+  encodePrompt: (prompt: string) => Promise<number[]>;
   bar: (total: number, label: string) => { tick: () => void; done: () => void };
   writeJsonl: (name: string, rows: unknown[]) => void;
 }
@@ -60,7 +61,7 @@ async function generateAll(ctx: Ctx, prompts: string[], params: SamplingParams, 
   const bar = ctx.bar(prompts.length, label);
   // lm-eval keeps the last max_length − max_gen_toks tokens of a context (HF's generate_until).
   const keep = ctx.protocol === "lm-eval" ? maxLength(ctx) - params.maxNewTokens : Infinity;
-  const ids = await Promise.all(prompts.map(async (p) => leftTruncate(await ctx.tokenizer.encode(ctx.wrap(p)), keep)));
+  const ids = await Promise.all(prompts.map(async (p) => leftTruncate(await ctx.encodePrompt(p), keep)));
   // Sampled requests each get their own seed, so a run repeats exactly.
   const out = await Promise.all(ids.map(async (promptIds, i) => {
     const seeded = params.doSample ? { ...params, seed: (params.seed ?? 0) + i } : params;
@@ -88,7 +89,7 @@ async function logLikelihoods(ctx: Ctx, contexts: string[], continuations: strin
     // lm-eval scores (context + continuation)[-(max_length + 1):]: long contexts lose their head.
     const longest = Math.max(...contIds.map((c) => c.length));
     for (const context of contexts) {
-      const ids = leftTruncate(await tokenizer.encode(ctx.wrap(context)), maxLength(ctx) + 1 - longest);
+      const ids = leftTruncate(await ctx.encodePrompt(context), maxLength(ctx) + 1 - longest);
       let lcp = 0;
       while (lcp < cached.length && lcp < ids.length - 1 && cached[lcp] === ids[lcp]) lcp++;
       cache.truncate(lcp);
@@ -274,7 +275,9 @@ export async function runEval(taskNames: string[], o: EvalOptions): Promise<Task
   const engine = new Engine(o.model, o.tokenizer, { maxBatch: o.maxBatch ?? 8, maxQueue: Number.MAX_SAFE_INTEGER });
   const ctx: Ctx = {
     ...o, engine,
-    wrap: o.chat ? (p) => renderChat([{ role: "user", content: p }], { eos: o.tokenizer.eos, addGenerationPrompt: true }) : (p) => p,
+    encodePrompt: o.chat
+      ? (p) => o.tokenizer.encodeChatPrompt([{ role: "user", content: p }])
+      : (p) => o.tokenizer.encode(p),
     bar: (total, label) => {
       // On a terminal a line redrawn in place with rate and ETA; in logs a line every quarter.
       let n = 0;

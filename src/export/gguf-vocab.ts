@@ -108,5 +108,18 @@ export function ggufTokenizer(dir: string, vocabSize: number): Array<[string, Gg
   keys.push(["tokenizer.ggml.add_bos_token", { type: "bool", value: addBos }]);
   if (typeof tcfg.add_eos_token === "boolean") keys.push(["tokenizer.ggml.add_eos_token", { type: "bool", value: tcfg.add_eos_token }]);
   if (typeof tcfg.chat_template === "string") keys.push(["tokenizer.chat_template", { type: "str", value: tcfg.chat_template }]);
+  // The chat template's end of turn (<|im_end|>, <|eot_id|>): the special token among
+  // generation_config.json's eos ids that is not the eos, as llama.cpp's end-of-turn key.
+  const eos = idOf("eos");
+  const eot = generationEosIds(dir).find((id) => id !== eos && added.some((a) => a.id === id && a.special));
+  if (eot !== undefined) keys.push(["tokenizer.ggml.eot_token_id", { type: "u32", value: eot }]);
   return keys;
+}
+
+/** generation_config.json's eos_token_id as a list (empty when absent). */
+function generationEosIds(dir: string): number[] {
+  const path = join(dir, "generation_config.json");
+  if (!existsSync(path)) return [];
+  const v = (JSON.parse(readFileSync(path, "utf8")) as { eos_token_id?: unknown }).eos_token_id;
+  return (Array.isArray(v) ? v : [v]).filter((x): x is number => Number.isInteger(x));
 }

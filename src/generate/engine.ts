@@ -406,7 +406,8 @@ export class Engine {
   /** Records a row's new token and streams its text; marks the row done when it should stop. */
   private async accept(row: Row, pick: { id: number; logprob: number }): Promise<void> {
     row.history.push(pick.id);
-    const eos = pick.id === this.tokenizer.eosId;
+    // eos, generation_config.json's other eos ids, and the chat template's end of turn all end a reply.
+    const eos = this.tokenizer.stopIds.has(pick.id);
     const special = eos;
     if (!eos) {
       row.generated.push(pick.id);

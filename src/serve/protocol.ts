@@ -88,24 +88,32 @@ export function tgiSampling(o: Json, limits: Limits): SamplingParams {
 }
 
 export interface ChatMessage {
-  role: "system" | "user" | "assistant";
+  role: "system" | "user" | "assistant" | "tool";
   content: string;
 }
 
-/** OpenAI messages: an optional first system message, then user/assistant turns ending with a user turn. */
-export function chatMessages(o: Json): ChatMessage[] {
+/**
+ * OpenAI messages. In OA's format: an optional first system message, then user/assistant turns
+ * ending with a user turn. In a model's own template (`oaRules` false) the roles may also be tool
+ * and come in any order: the template itself says what it accepts (raise_exception is a 400).
+ */
+export function chatMessages(o: Json, oaRules = true): ChatMessage[] {
   const list = o.messages;
   if (!Array.isArray(list) || !list.length) throw new ApiError(400, "'messages' must be a non-empty list of {role, content}", "messages");
+  const roles = oaRules ? ["system", "user", "assistant"] : ["system", "user", "assistant", "tool"];
   const out = list.map((m, i) => {
     const role = (m as Json)?.role;
     let content = (m as Json)?.content;
     // The content-parts form: [{type: "text", text}].
     if (Array.isArray(content)) content = content.map((part) => (part as Json)?.type === "text" ? (part as Json).text : undefined).join("");
-    if (role !== "system" && role !== "user" && role !== "assistant") throw new ApiError(400, `messages[${i}].role must be "system", "user" or "assistant", got ${JSON.stringify(role)}`, `messages[${i}].role`);
+    if (typeof role !== "string" || !roles.includes(role)) {
+      throw new ApiError(400, `messages[${i}].role must be ${roles.map((r) => `"${r}"`).join(", ")}, got ${JSON.stringify(role)}`, `messages[${i}].role`);
+    }
     if (typeof content !== "string") throw new ApiError(400, `messages[${i}].content must be a string`, `messages[${i}].content`);
-    if (role === "system" && i !== 0) throw new ApiError(400, `messages[${i}]: a system message must come first`, `messages[${i}].role`);
+    if (oaRules && role === "system" && i !== 0) throw new ApiError(400, `messages[${i}]: a system message must come first`, `messages[${i}].role`);
     return { role, content } as ChatMessage;
   });
+  if (!oaRules) return out;
   const turns = out.filter((m) => m.role !== "system");
   turns.forEach((m, i) => {
     if (m.role !== (i % 2 === 0 ? "user" : "assistant")) throw new ApiError(400, `messages: turns must alternate user/assistant, starting with user (turn ${i} is ${m.role})`, "messages");

@@ -7,8 +7,7 @@ import * as torch from "../torch/index.js";
 import type { CausalLM } from "../models/index.js";
 import { Engine, QueueFullError, type EngineOptions, type TokenEvent } from "../generate/engine.js";
 import type { SamplingParams } from "../generate/sampling.js";
-import type { ChatTokenizer } from "../tokenizer/index.js";
-import { formatPrompt } from "../sft/format.js";
+import { ChatTemplateError, type ChatTokenizer } from "../tokenizer/index.js";
 import { prefillYielding } from "../generate/prefill.js";
 import { ApiError, asBody, chatMessages, openaiSampling, tgiSampling, type ChatMessage } from "./protocol.js";
 import { chatPage } from "./page.js";
@@ -105,6 +104,15 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
   });
 
   const encode = async (text: string) => tok.encode(text);
+  // A chat in the served template; what the template itself refuses (raise_exception) is the client's 400.
+  const encodeChat = async (messages: ChatMessage[]) => {
+    try {
+      return await tok.encodeChatPrompt(messages);
+    } catch (err) {
+      if (err instanceof ChatTemplateError) throw new ApiError(400, err.message, "messages");
+      throw err;
+    }
+  };
 
   /**
    * Queues requests (all or none) and returns their results; a full queue throws QueueFullError
@@ -159,13 +167,11 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
   app.post("/v1/chat/completions", async (req, reply) => {
     const body = asBody(req.body);
     checkModel(body);
-    const messages: ChatMessage[] = chatMessages(body);
+    const messages: ChatMessage[] = chatMessages(body, tok.template.oa);
     const params = openaiSampling(body, limits, 256);
     const wanted = chatLogprobsRequest(body);
     const includeUsage = streamIncludeUsage(body);
-    const system = messages[0]!.role === "system" ? messages[0]!.content : undefined;
-    const turns = messages.filter((m) => m.role !== "system").map((m) => ({ role: m.role === "user" ? "prompter" as const : "assistant" as const, text: m.content }));
-    const promptIds = await encode(formatPrompt(turns, tok.eos, system));
+    const promptIds = await encodeChat(messages);
     const id = `chatcmpl-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     if (body.stream === true) {

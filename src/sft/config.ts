@@ -80,6 +80,10 @@ export const CONFIG_KEYS = {
   random_offset_probability: { type: "number", range: { min: 0, max: 1 }, default: 0.8, doc: "chance that an over-long sample is cut to a random window instead of its head" },
   label_masking: { type: "boolean", default: true, doc: "train on assistant tokens only" },
   train_on_preamble: { type: "boolean", default: false, doc: "also train tokens before the first role token (OA does, via Python's -1 % 2 == 1)" },
+  chat_template: {
+    type: "string", default: "oa",
+    doc: "the chat format trained in, and saved with the model: oa (OA's, the card's), model (the model's tokenizer_config.json chat_template) or a .jinja file",
+  },
   format_version: { type: "string", default: "head", choices: ["head", "may2023"], doc: "OA's final formatting, or the May-2023 one the card likely used" },
   use_system_prefix: { type: "boolean", default: false, doc: "prepend system_prefix (untrained) to every sample" },
   system_prefix: { type: "string", default: "You are Joi, a large language model trained by Open-Assistant. Answer as concisely as possible.\nKnowledge cutoff: 2021-09-01\nCurrent date: 2023-03-12", doc: "the global system prefix" },

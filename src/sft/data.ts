@@ -5,11 +5,14 @@ import { isAbsolute, join, resolve } from "node:path";
 import type { Conversation } from "../data/conversation.js";
 import { loadDatasetMix, parseDatasetEntries } from "../data/mix.js";
 import { Rng } from "../data/rng.js";
-import { SYSTEM, ChatTokenizer } from "../tokenizer/index.js";
+import {
+  ChatTemplateError, ChatTokenizer, maskFromSpans, renderWithSpans, SYSTEM, type ChatTemplate,
+} from "../tokenizer/index.js";
+import { DataError } from "../data/io.js";
 import { cachedSnapshot, hubCacheDir } from "../util/hub-cache.js";
-import type { SFTConfig } from "./config.js";
+import { ConfigError, type SFTConfig } from "./config.js";
 import { labelMaskFor, lintSample, truncateSample, withPrefix, type EncodedSample, type LintProblem } from "./encode.js";
-import { formatConversation } from "./format.js";
+import { conversationMessages, formatConversation } from "./format.js";
 
 /** A whole formatted sample: ids and label mask before truncation. */
 export interface FullSample {
@@ -59,34 +62,74 @@ export function loadConfigTokenizer(cfg: SFTConfig): ChatTokenizer {
   if (!found) {
     throw new Error(`${key} ${source}: not found (a local folder or file, or a hub name ORG/NAME in the Hugging Face cache ${hubCacheDir()})`);
   }
-  return ChatTokenizer.load(found, { family: cfg.tokenizer_family ?? undefined, modelName: cfg.model_name ?? undefined });
+  // In the model's own chat template the tokenizer stays as it is: no OA tokens, no embedding growth.
+  return ChatTokenizer.load(found, {
+    family: cfg.tokenizer_family ?? undefined, modelName: cfg.model_name ?? undefined, oaTokens: cfg.chat_template === "oa",
+  });
 }
 
 /** Formats and tokenises conversations; `rng` draws system-tag choices. */
-export async function encodeConversations(convs: Conversation[], tok: ChatTokenizer, cfg: SFTConfig, rng: Rng): Promise<FullSample[]> {
-  const texts = convs.map((c) =>
-    formatConversation(c, {
+export async function encodeConversations(convs: Conversation[], tok: ChatTokenizer, cfg: SFTConfig, rng: Rng, where = "conversation"): Promise<FullSample[]> {
+  if (!tok.template.oa) return encodeInTemplate(convs, tok, cfg, where);
+  const texts = convs.map((c, i) => {
+    if (c.oaProblem) {
+      throw new DataError(c.where ?? `${where}[${i}]`, `${c.oaProblem}: OA's format cannot hold it (set chat_template: model, or a .jinja file)`);
+    }
+    return formatConversation(c, {
       eos: tok.eos, formatVersion: cfg.format_version, useSystemTag: cfg.use_system_tag,
       systemPropertyDropout: cfg.system_property_dropout, systemAddLength: cfg.system_add_length, rng,
-    }).join(""),
-  );
+    }).join("");
+  });
   const ids = await tok.encodeBatch(texts);
   const maskOptions = { formatVersion: cfg.format_version, labelMasking: cfg.label_masking, trainOnPreamble: cfg.train_on_preamble };
   return ids.map((x) => ({ ids: x, mask: labelMaskFor(x, tok, maskOptions) }));
 }
 
+/**
+ * Conversations in a Jinja chat template: rendered, each assistant reply's span located (its content
+ * and the special token ending its turn), tokenized once with offsets, and the tokens inside the
+ * spans trained. With label_masking off every token is trained.
+ */
+async function encodeInTemplate(convs: Conversation[], tok: ChatTokenizer, cfg: SFTConfig, where: string): Promise<FullSample[]> {
+  const t = tok.template;
+  const rendered = convs.map((c, i) => renderWithSpans(t, conversationMessages(c), tok.specialTokens, c.where ?? `${where}[${i}]`));
+  const encoded = await tok.encodeBatchWithOffsets(rendered.map((r) => r.text), t.addSpecialTokens);
+  return encoded.map((e, i) => ({
+    ids: e.ids,
+    mask: cfg.label_masking ? maskFromSpans(rendered[i]!.text, rendered[i]!.spans, e.offsets) : e.ids.map((_, j) => j < e.ids.length - 1),
+  }));
+}
+
+/** OA-format features that have no meaning in another chat template: an error naming the key. */
+function checkTemplateKeys(cfg: SFTConfig, t: ChatTemplate): void {
+  if (t.oa) return;
+  for (const key of ["use_system_tag", "use_system_prefix"] as const) {
+    if (cfg[key]) {
+      throw new ConfigError(`${key}: OA's format only; chat_template ${t.name} has none (put a system message in the data instead)`);
+    }
+  }
+}
+
 export async function prepareSftData(cfg: SFTConfig, tokenizer = loadConfigTokenizer(cfg)): Promise<SftData> {
   const entries = parseDatasetEntries([...cfg.datasets, ...cfg.datasets_extra], "config › datasets");
   if (!entries.length) throw new Error("the config has no datasets: add a block with a `datasets:` list (e.g. --configs defaults shared-sample)");
+  let template: ChatTemplate;
+  try {
+    template = tokenizer.useTemplate(cfg.chat_template);
+  } catch (err) {
+    if (err instanceof ChatTemplateError) throw new ConfigError(err.message);
+    throw err;
+  }
+  checkTemplateKeys(cfg, template);
   const mix = await loadDatasetMix(entries, { seed: cfg.rng_seed, cacheDir: cfg.cache_dir, formatVersion: cfg.format_version, evalSize: cfg.eval_size ?? undefined });
   const datasets: SftDataset[] = [];
   const lint: LintReport[] = [];
   for (const d of mix) {
-    const train = await encodeConversations(d.train, tokenizer, cfg, new Rng(cfg.rng_seed, `${d.name}/format/train`));
-    const val = await encodeConversations(d.val, tokenizer, cfg, new Rng(cfg.rng_seed, `${d.name}/format/val`));
+    const train = await encodeConversations(d.train, tokenizer, cfg, new Rng(cfg.rng_seed, `${d.name}/format/train`), `${d.name} train`);
+    const val = await encodeConversations(d.val, tokenizer, cfg, new Rng(cfg.rng_seed, `${d.name}/format/val`), `${d.name} val`);
     for (const [split, samples] of [["train", train], ["val", val]] as const) {
       samples.forEach((s, index) => {
-        const problems = lintSample(s.ids, s.mask, tokenizer, cfg.format_version);
+        const problems = template.oa ? lintSample(s.ids, s.mask, tokenizer, cfg.format_version) : lintTemplateSample(s.mask);
         if (problems.length) lint.push({ dataset: d.name, split, index, problems });
       });
     }
@@ -96,6 +139,12 @@ export async function prepareSftData(cfg: SFTConfig, tokenizer = loadConfigToken
     ? (await tokenizer.tok.encode(`${SYSTEM}${cfg.system_prefix}${tokenizer.eos}`, null, { addSpecialTokens: false })).getIds()
     : [];
   return { tokenizer, datasets, prefixIds, lint };
+}
+
+/** A sample in a Jinja template needs one trained token (its spans were checked while rendering). */
+function lintTemplateSample(mask: boolean[]): LintProblem[] {
+  if (mask.slice(0, -1).some(Boolean)) return [];
+  return [{ rule: "no_trained_token", message: "no token is trained (no assistant text survives rendering)" }];
 }
 
 /** Lint problems as one error message (the first few, then a count). */

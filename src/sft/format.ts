@@ -64,6 +64,13 @@ export function formatConversation(c: Conversation, o: FormatOptions): string[] 
   return out;
 }
 
+/** A conversation as a chat template's messages: the file's own list when it has one. */
+export function conversationMessages(c: Conversation): ChatMessage[] {
+  if (c.chat) return c.chat;
+  const system = c.systemMessage !== undefined ? [{ role: "system" as const, content: c.systemMessage }] : [];
+  return [...system, ...c.messages.map((m): ChatMessage => ({ role: m.role === "prompter" ? "user" : "assistant", content: m.text }))];
+}
+
 export type Turn = { role: "prompter" | "assistant"; text: string };
 
 /** A chat in OA's terms as the chat template's messages (system first when given). */

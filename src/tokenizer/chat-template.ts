@@ -9,7 +9,8 @@ export const PROMPTER = "<|prompter|>";
 export const ASSISTANT = "<|assistant|>";
 export const SYSTEM = "<|system|>";
 
-export type ChatRole = "system" | "user" | "assistant";
+/** OA's format has the first three; a model's own template may also have tool results. */
+export type ChatRole = "system" | "user" | "assistant" | "tool";
 
 export interface ChatMessage {
   role: ChatRole;
@@ -17,7 +18,7 @@ export interface ChatMessage {
 }
 
 /** Each role's tag: OA calls the user "prompter". */
-export const ROLE_TAGS: Record<ChatRole, string> = { system: SYSTEM, user: PROMPTER, assistant: ASSISTANT };
+export const ROLE_TAGS: Partial<Record<ChatRole, string>> = { system: SYSTEM, user: PROMPTER, assistant: ASSISTANT };
 
 export interface RenderOptions {
   eos: string;
@@ -31,7 +32,9 @@ export function renderChat(messages: readonly ChatMessage[], o: RenderOptions): 
   let out = o.bos ?? "";
   for (const m of messages) {
     const tag = ROLE_TAGS[m.role];
-    if (tag === undefined) throw new Error(`chat: unknown role '${String(m.role)}' (expected system, user or assistant)`);
+    if (tag === undefined) {
+      throw new Error(`chat: role '${String(m.role)}' has no place in OA's format (system, user, assistant); use the model's own template`);
+    }
     out += tag + m.content + o.eos;
   }
   return o.addGenerationPrompt ? out + ASSISTANT : out;

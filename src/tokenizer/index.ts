@@ -5,11 +5,15 @@ import { dirname, join } from "node:path";
 import { Tokenizer } from "tokenizers";
 import { fsyncDir, writeFileAtomic } from "../util/atomic-file.js";
 import { bytesToUnicode } from "./bpe-trainer.js";
-import { ASSISTANT, PROMPTER, SYSTEM, chatTemplateJinja } from "./chat-template.js";
+import { ASSISTANT, PROMPTER, SYSTEM, type ChatMessage } from "./chat-template.js";
+import { ChatTemplateError, endOfTurnToken, hasOwnTemplate, resolveChatTemplate, type ChatTemplate, type TemplateTokens } from "./template.js";
 
 /** OA's five chat tokens, in the order we add them (OA took a Python set's order, which varies per process). */
 export const QA_SPECIAL_TOKENS = ["<|prompter|>", "<|assistant|>", "<|system|>", "<|prefix_begin|>", "<|prefix_end|>"] as const;
 export { ASSISTANT, PROMPTER, SYSTEM, ROLE_TAGS, renderChat, chatTemplateJinja, type ChatMessage, type ChatRole } from "./chat-template.js";
+export {
+  ChatTemplateError, maskFromSpans, renderWithSpans, resolveChatTemplate, type ChatTemplate, type RenderedConversation,
+} from "./template.js";
 
 export interface FamilyTokens {
   pad: string;
@@ -32,6 +36,12 @@ export interface LoadTokenizerOptions {
   /** A key of FAMILY_TOKENS. Default: matched in modelName as OA does, else the folder's tokenizer_config.json. */
   family?: string;
   modelName?: string;
+  /**
+   * Add OA's five chat tokens (default: unless the folder's tokenizer_config.json has a chat template
+   * of its own). In a model's own template the tokenizer stays as it is, and the family tokens come
+   * from its tokenizer_config.json first.
+   */
+  oaTokens?: boolean;
 }
 
 /** tokenizer.json inside a folder, or the file itself. */
@@ -49,18 +59,48 @@ function familyTokens(file: string, o: LoadTokenizerOptions): { family: string; 
     if (!tokens) throw new Error(`tokenizer family '${o.family}' is unknown; known: ${Object.keys(FAMILY_TOKENS).join(", ")}`);
     return { family: o.family, tokens };
   }
+  const fromConfig = () => tokenizerConfigTokens(file);
+  if (o.oaTokens === false) {
+    const own = fromConfig();
+    if (own) return own;
+  }
   if (o.modelName) {
     const matches = Object.keys(FAMILY_TOKENS).filter((k) => o.modelName!.toLowerCase().includes(k.toLowerCase()));
     if (matches.length === 1) return { family: matches[0]!, tokens: FAMILY_TOKENS[matches[0]!]! };
   }
-  const configFile = join(dirname(file), "tokenizer_config.json");
-  if (existsSync(configFile)) {
-    const cfg = JSON.parse(readFileSync(configFile, "utf8")) as Record<string, unknown>;
-    const str = (v: unknown) => (typeof v === "string" ? v : v && typeof v === "object" && typeof (v as { content?: unknown }).content === "string" ? (v as { content: string }).content : undefined);
-    const eos = str(cfg.eos_token);
-    if (eos) return { family: "tokenizer_config", tokens: { eos, pad: str(cfg.pad_token) ?? eos, sep: str(cfg.sep_token) ?? eos } };
-  }
+  const own = fromConfig();
+  if (own) return own;
   throw new Error(`tokenizer ${file}: cannot tell the model family for pad/eos tokens; set tokenizer_family (one of ${Object.keys(FAMILY_TOKENS).join(", ")})`);
+}
+
+/** A special-token entry of tokenizer_config.json: a string or an {content, ...} object. */
+function tokenString(v: unknown): string | undefined {
+  if (typeof v === "string") return v;
+  const content = v && typeof v === "object" ? (v as { content?: unknown }).content : undefined;
+  return typeof content === "string" ? content : undefined;
+}
+
+function tokenizerConfigTokens(file: string): { family: string; tokens: FamilyTokens } | undefined {
+  const configFile = join(dirname(file), "tokenizer_config.json");
+  if (!existsSync(configFile)) return undefined;
+  const cfg = JSON.parse(readFileSync(configFile, "utf8")) as Record<string, unknown>;
+  const eos = tokenString(cfg.eos_token);
+  if (!eos) return undefined;
+  const tokens = { eos, pad: tokenString(cfg.pad_token) ?? eos, sep: tokenString(cfg.sep_token) ?? eos };
+  return { family: "tokenizer_config", tokens };
+}
+
+/** generation_config.json's eos_token_id (a number or a list) beside the tokenizer, if any. */
+function generationEosIds(dir: string): number[] {
+  const path = join(dir, "generation_config.json");
+  if (!existsSync(path)) return [];
+  try {
+    const v = (JSON.parse(readFileSync(path, "utf8")) as { eos_token_id?: unknown }).eos_token_id;
+    const ids = Array.isArray(v) ? v : [v];
+    return ids.filter((x): x is number => Number.isInteger(x));
+  } catch {
+    return [];
+  }
 }
 
 export class ChatTokenizer {
@@ -69,6 +109,14 @@ export class ChatTokenizer {
   readonly prompterId: number;
   readonly assistantId: number;
   readonly systemId: number;
+  /** The folder the tokenizer was loaded from (its tokenizer_config.json, generation_config.json). */
+  readonly dir: string;
+  /** Every added/special token's text, longest first (where a chat template's turn markers are found). */
+  readonly specialTokens: string[];
+  /** Ids that end a reply: eos, generation_config.json's eos ids, and the chat template's end of turn. */
+  readonly stopIds: Set<number>;
+  /** The chat format prompts and training texts are rendered in (OA's unless useTemplate says otherwise). */
+  template: ChatTemplate;
   /** Tokens this load added to the file's vocabulary (so the model's embedding must grow). */
   readonly added: string[];
 
@@ -80,8 +128,12 @@ export class ChatTokenizer {
     byteLevel: { specialIds: Set<number> } | undefined,
     /** The token the tokenizer's own encoding puts first (LLaMA's <s>); undefined for BLOOM and GPT-NeoX. */
     readonly bos: string | undefined,
+    file: string, specialTokens: string[],
+    private readonly carried: { config: Record<string, unknown>; map: Record<string, unknown> } = { config: {}, map: {} },
   ) {
     this.added = added;
+    this.dir = dirname(file);
+    this.specialTokens = [...new Set(specialTokens)].sort((a, b) => b.length - a.length);
     this.tokenBytes = byteLevel ? byteLevelBytes(tok, byteLevel.specialIds) : undefined;
     const id = (t: string) => {
       const i = tok.tokenToId(t);
@@ -90,10 +142,28 @@ export class ChatTokenizer {
     };
     this.eosId = id(special.eos);
     this.padId = id(special.pad);
-    this.prompterId = id(PROMPTER);
-    this.assistantId = id(ASSISTANT);
-    this.systemId = id(SYSTEM);
+    // Absent OA tokens (a run in the model's own template) are -1: no token id matches them.
+    const optional = (t: string) => tok.tokenToId(t) ?? -1;
+    this.prompterId = optional(PROMPTER);
+    this.assistantId = optional(ASSISTANT);
+    this.systemId = optional(SYSTEM);
+    this.baseStopIds = [this.eosId, ...generationEosIds(this.dir)];
+    this.stopIds = new Set(this.baseStopIds);
+    // The folder's own template when it has one (what it was trained in), else OA's; one that
+    // @huggingface/jinja cannot read leaves OA's in place until a command asks for it by name.
+    this.template = resolveChatTemplate("oa", this.templateSource());
+    try {
+      this.useTemplate("auto");
+    } catch (err) {
+      if (!(err instanceof ChatTemplateError)) throw err;
+      this.templateProblem = err.message;
+    }
   }
+
+  private readonly baseStopIds: number[];
+
+  /** Why the folder's own chat template was not taken at load (it could not be read), if it was not. */
+  templateProblem: string | undefined;
 
   /** Loads tokenizer.json (a file or a model folder) and adds the family's and OA's special tokens when absent. */
   static load(path: string, o: LoadTokenizerOptions = {}): ChatTokenizer {
@@ -107,9 +177,13 @@ export class ChatTokenizer {
     // Truncation/padding saved in a tokenizer.json are session leftovers; the collator decides both.
     tok.disableTruncation();
     tok.disablePadding();
+    const carried = carriedSettings(dirname(file));
+    // A folder in its own chat template (trained in it, or a model's) gets no OA tokens unless asked.
+    o = { ...o, oaTokens: o.oaTokens ?? !hasOwnTemplate(carried.config.chat_template) };
     const { family, tokens } = familyTokens(file, o);
     const added: string[] = [];
-    for (const t of [tokens.pad, tokens.eos, tokens.sep, ...QA_SPECIAL_TOKENS]) {
+    const wanted = [tokens.pad, tokens.eos, tokens.sep, ...(o.oaTokens === false ? [] : QA_SPECIAL_TOKENS)];
+    for (const t of wanted) {
       if (t && tok.tokenToId(t) == null && !added.includes(t)) {
         tok.addSpecialTokens([t]);
         added.push(t);
@@ -123,13 +197,52 @@ export class ChatTokenizer {
       for (const t of added) specialIds.add(tok.tokenToId(t)!);
       byteLevel = { specialIds };
     }
-    const loaded = new ChatTokenizer(tok, family, tokens, added, byteLevel, leadingSpecialToken(json.post_processor));
-    loaded.carried = carriedSettings(dirname(file));
-    return loaded;
+    const addedTexts = [...(json.added_tokens ?? []).map((t) => t.content ?? ""), ...added].filter(Boolean);
+    return new ChatTokenizer(tok, family, tokens, added, byteLevel, leadingSpecialToken(json.post_processor), file, addedTexts, carried);
   }
 
-  /** The user's own tokenizer_config.json / special_tokens_map.json, written back on save (keys oasft does not own). */
-  private carried: { config: Record<string, unknown>; map: Record<string, unknown> } = { config: {}, map: {} };
+  /** What a `chat_template` setting resolves against: this folder's template and special tokens. */
+  templateSource(): Parameters<typeof resolveChatTemplate>[1] {
+    const c = this.carried.config;
+    const tokens: TemplateTokens = { eos_token: this.special.eos };
+    const bos = tokenString(c.bos_token) ?? this.bos;
+    if (bos) tokens.bos_token = bos;
+    tokens.pad_token = this.special.pad;
+    const unk = tokenString(c.unk_token);
+    if (unk) tokens.unk_token = unk;
+    const configFile = join(this.dir, "tokenizer_config.json");
+    return { modelTemplate: c.chat_template, configFile, tokens, oaWithBos: this.bos !== undefined };
+  }
+
+  /**
+   * Renders prompts and training text in this chat template from now on ("oa", "model", "auto" or a
+   * .jinja path; `key` names the setting in errors); its end-of-turn token also stops generation.
+   */
+  useTemplate(setting: string, key?: string): ChatTemplate {
+    this.template = resolveChatTemplate(setting, this.templateSource(), key);
+    this.stopIds.clear();
+    for (const id of this.baseStopIds) this.stopIds.add(id);
+    const end = endOfTurnToken(this.template, this.specialTokens);
+    const id = end !== undefined ? this.tok.tokenToId(end) : undefined;
+    if (id !== undefined && id !== null) this.stopIds.add(id);
+    return this.template;
+  }
+
+  /** Token ids of a conversation's prompt for the next reply, in the current chat template. */
+  async encodeChatPrompt(messages: readonly ChatMessage[]): Promise<number[]> {
+    const text = this.template.render(messages, true);
+    return this.template.addSpecialTokens ? this.encode(text) : this.encodePlain(text);
+  }
+
+  /** Token ids and their code-point offsets, for training texts rendered in a Jinja template. */
+  async encodeBatchWithOffsets(texts: string[], addSpecialTokens: boolean): Promise<Array<{ ids: number[]; offsets: Array<[number, number]> }>> {
+    const out: Array<{ ids: number[]; offsets: Array<[number, number]> }> = [];
+    for (let i = 0; i < texts.length; i += 512) {
+      const encs = await this.tok.encodeBatch(texts.slice(i, i + 512), { addSpecialTokens });
+      for (const e of encs) out.push({ ids: e.getIds(), offsets: e.getOffsets() as Array<[number, number]> });
+    }
+    return out;
+  }
 
   get eos(): string {
     return this.special.eos;
@@ -195,17 +308,31 @@ export class ChatTokenizer {
     writeFileAtomic(join(dir, "special_tokens_map.json"), [JSON.stringify(map, null, 2) + "\n"]);
     const config = {
       tokenizer_class: "PreTrainedTokenizerFast", clean_up_tokenization_spaces: false, model_max_length: 1e30,
-      ...theirs, ...owned, chat_template: chatTemplateJinja(bos !== undefined),
+      ...theirs, ...owned, chat_template: this.template.source,
     };
     writeFileAtomic(join(dir, "tokenizer_config.json"), [JSON.stringify(config, null, 2) + "\n"]);
+    this.saveStopIds(dir);
     fsyncDir(dir);
+  }
+
+  /**
+   * Every stop id into the folder's generation_config.json (written by the model's save) as its
+   * eos_token_id list, as chat models list theirs, so transformers and vLLM stop where oasft does.
+   */
+  private saveStopIds(dir: string): void {
+    const path = join(dir, "generation_config.json");
+    if (!existsSync(path) || this.stopIds.size < 2) return;
+    const generation = JSON.parse(readFileSync(path, "utf8")) as { eos_token_id?: unknown };
+    const first = Number.isInteger(generation.eos_token_id) ? [generation.eos_token_id as number] : [];
+    generation.eos_token_id = [...new Set([...first, ...this.stopIds])];
+    writeFileAtomic(path, [JSON.stringify(generation, null, 2) + "\n"]);
   }
 }
 
 
 interface TokenizerJson {
   decoder?: { type?: string } | null;
-  added_tokens?: Array<{ id: number; special?: boolean }>;
+  added_tokens?: Array<{ id: number; special?: boolean; content?: string }>;
   post_processor?: PostProcessor | null;
 }
 interface PostProcessor {

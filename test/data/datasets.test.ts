@@ -193,7 +193,7 @@ describe("the card's other datasets", () => {
     const [d] = await load(one("messages", { input_file_path: "chats.jsonl", val_split: 0 }), 1, dir);
     assert.equal(d!.train[0]!.systemMessage, "Be brief.");
     writeFileSync(join(dir, "bad.jsonl"), `${JSON.stringify({ messages: [{ role: "user", content: "Q" }, { role: "bot", content: "A" }] })}\n`);
-    await assert.rejects(load(one("messages", { input_file_path: "bad.jsonl" }), 1, dir), /bad\.jsonl:1: messages\[1\]\.role: expected "system", "user" or "assistant", got "bot"/);
+    await assert.rejects(load(one("messages", { input_file_path: "bad.jsonl" }), 1, dir), /bad\.jsonl:1: messages\[1\]\.role: expected "system", "user", "assistant" or "tool", got "bot"/);
   });
 });
 

@@ -1,22 +1,23 @@
-// `oasft chat --model DIR`: a terminal chat in the OA format with streamed replies.
+// `oasft chat --model DIR`: a terminal chat in the model's chat format (OA's, or its own template),
+// with streamed replies.
 import { createInterface } from "node:readline/promises";
 import { writeFileAtomic } from "../../util/atomic-file.js";
 import { resolveModelDir } from "../../models/index.js";
 import { Engine, type GenerationHandle } from "../../generate/engine.js";
-import { chatMessages, formatPrompt } from "../../sft/format.js";
-import { renderChat } from "../../tokenizer/index.js";
+import { chatMessages } from "../../sft/format.js";
 import { intFlag, parseFlags, required, UsageError } from "../args.js";
 import { CHAT_REPETITION_PENALTY, checkSampling } from "../../generate/sampling.js";
 import type { Command } from "../main.js";
 import { DEVICE_FLAGS, DEVICE_USAGE, placement } from "../placement.js";
-import { ADAPTER_USAGE, loadForInference } from "../model-flags.js";
+import { ADAPTER_USAGE, MODEL_FLAGS, loadForInference } from "../model-flags.js";
 
 const USAGE = `usage: oasft chat --model DIR [--system TEXT] [--max-new-tokens 256] [--context 2048]
                   [--temperature 0] [--top-p 1] [--top-k 0] [--repetition-penalty 1.2] [--seed N]
                   ${ADAPTER_USAGE} ${DEVICE_USAGE}
 
-  Commands while chatting: /reset (forget the conversation), /save FILE (the conversation as one
-  OA-format JSONL line), /help, /exit; //text sends a message that starts with "/", and any other
+  Prompts are rendered in the model folder's chat template (OA's when it has none); --chat-template
+  picks another. Commands while chatting: /reset (forget the conversation), /save FILE (the
+  conversation as one JSONL line: its messages and rendered text), /help, /exit; //text sends a message that starts with "/", and any other
   /command is refused (never sent). Older turns are dropped when the prompt would exceed --context tokens.`;
 
 import type { Turn } from "../../sft/format.js";
@@ -26,7 +27,7 @@ export const command: Command = {
     const { values } = parseFlags(argv, {
       model: { type: "string" }, system: { type: "string" }, "max-new-tokens": { type: "string" }, context: { type: "string" },
       temperature: { type: "string" }, "top-p": { type: "string" }, "top-k": { type: "string" }, "repetition-penalty": { type: "string" }, seed: { type: "string" },
-      adapter: { type: "string" }, ...DEVICE_FLAGS,
+      ...MODEL_FLAGS, ...DEVICE_FLAGS,
     }, USAGE);
     const dir = resolveModelDir(required(values, "model", USAGE), "--model");
     const { device, dtype } = placement(values);
@@ -86,7 +87,7 @@ export const command: Command = {
           const file = command.file;
           if (!file) { console.log("usage: /save FILE"); prompt(); continue; }
           const messages = chatMessages(history, system);
-          const text = renderChat(messages, { eos: tokenizer.eos });
+          const text = tokenizer.template.render(messages, false);
           try {
             writeFileAtomic(file, [JSON.stringify({ messages, text }) + "\n"]);
             console.log(`(saved to ${file})`);
@@ -101,10 +102,10 @@ export const command: Command = {
         if (command.kind !== "message") continue;
         history.push({ role: "prompter", text: command.text });
         // Drop the oldest exchanges until the prompt leaves room for the reply.
-        let ids = await tokenizer.encode(formatPrompt(history, tokenizer.eos, system));
+        let ids = await tokenizer.encodeChatPrompt(chatMessages(history, system));
         while (ids.length + maxNew > context && history.length > 1) {
           history = history.slice(2);
-          ids = await tokenizer.encode(formatPrompt(history, tokenizer.eos, system));
+          ids = await tokenizer.encodeChatPrompt(chatMessages(history, system));
         }
         reply = engine.submit({ promptIds: ids, params, onToken: (e) => process.stdout.write(e.text) });
         const r = await reply.result;

@@ -57,7 +57,8 @@ async function preview(data: SftData, cfg: SFTConfig, n: number, ids: boolean, s
   const [on, off] = tty ? ["\x1b[32m", "\x1b[0m"] : ["⟦", "⟧"];
   for (const d of data.datasets) {
     const pool = split === "train" ? d.train : d.val;
-    console.log(`=== ${d.name} (${split}: ${pool.length} samples; ${tty ? "green" : "⟦…⟧"} = trained targets)`);
+    const format = `chat template ${data.tokenizer.template.name}`;
+    console.log(`=== ${d.name} (${split}: ${pool.length} samples; ${format}; ${tty ? "green" : "⟦…⟧"} = trained targets)`);
     for (let i = 0; i < Math.min(n, pool.length); i++) {
       const s = splitSample(data, cfg, d, i, split);
       if (ids) {

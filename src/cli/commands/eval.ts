@@ -12,7 +12,7 @@ import { writeFileAtomic } from "../../util/atomic-file.js";
 import { intFlag, parseFlags, required, UsageError } from "../args.js";
 import type { Command } from "../main.js";
 import { DEVICE_FLAGS, DEVICE_USAGE, placement } from "../placement.js";
-import { ADAPTER_USAGE, loadForInference } from "../model-flags.js";
+import { ADAPTER_USAGE, MODEL_FLAGS, loadForInference } from "../model-flags.js";
 
 const USAGE = `usage:
   oasft eval --model DIR --tasks mmlu,bbh,humaneval --out DIR [--protocol lm-eval|instruct-eval] [--limit N]
@@ -32,7 +32,8 @@ const USAGE = `usage:
   --limit N takes the first N items of each subset, as lm-eval's --limit does: of each MMLU subject
   (57 of them: --limit 5 is 285 questions), of each BBH task (27), and of HumanEval (one set).
   --only NAME,... keeps the named MMLU subjects / BBH tasks.
-  --chat wraps every prompt as <|prompter|>…</s><|assistant|> for chat models.
+  --chat asks every prompt as a user turn in the model's chat template (its own, else OA's
+  <|prompter|>…</s><|assistant|>; --chat-template picks another), for chat models.
   Writes OUT/results.json, OUT/<task>.jsonl (every item) and OUT/table.md (the card's layout).`;
 
 const DEFAULT_DATA = resolve(fileURLToPath(import.meta.url), "../../../../../../shared/data");
@@ -73,7 +74,7 @@ export const command: Command = {
       k: { type: "string" }, "bbh-max-new-tokens": { type: "string" }, "humaneval-max-new-tokens": { type: "string" },
       "mmlu-shots": { type: "string" }, timeout: { type: "string" }, "max-batch": { type: "string" }, only: { type: "string" },
       source: { type: "string" },
-      adapter: { type: "string" }, "unsafe-no-sandbox": { type: "boolean" }, ...DEVICE_FLAGS,
+      ...MODEL_FLAGS, "unsafe-no-sandbox": { type: "boolean" }, ...DEVICE_FLAGS,
     }, USAGE);
     const dir = resolveModelDir(required(values, "model", USAGE), "--model");
     const out = required(values, "out", USAGE);

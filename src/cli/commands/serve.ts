@@ -3,13 +3,15 @@ import { resolveModelDir } from "../../models/index.js";
 import { buildServer } from "../../serve/server.js";
 import { intFlag, parseFlags, required } from "../args.js";
 import { DEVICE_FLAGS, DEVICE_USAGE, placement } from "../placement.js";
-import { ADAPTER_USAGE, loadForInference } from "../model-flags.js";
+import { ADAPTER_USAGE, MODEL_FLAGS, loadForInference } from "../model-flags.js";
 import type { Command } from "../main.js";
 
 const USAGE = `usage: oasft serve --model DIR [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-batch 16] [--max-queue 64]
                    [--max-tokens 2048] [--max-input-tokens N] [--max-batch-tokens N] [--tokenizer-family bloom]
                    [--served-model-name NAME,...] ${ADAPTER_USAGE} ${DEVICE_USAGE}
 
+  Chat completions are rendered in the model folder's chat template (OA's when it has none), or the
+  one --chat-template names; its end-of-turn token and generation_config.json's eos ids end replies.
   OpenAI:  POST /v1/chat/completions (logprobs, top_logprobs, stream_options.include_usage),
            POST /v1/completions (echo, logprobs), GET /v1/models. A request's "model" must be the
            folder's name, the --model argument or a --served-model-name (else 404, as OpenAI and vLLM).
@@ -21,7 +23,7 @@ export const command: Command = {
   async run(argv) {
     const { values } = parseFlags(argv, {
       model: { type: "string" }, host: { type: "string" }, port: { type: "string" }, "api-key": { type: "string" }, "max-batch": { type: "string" },
-      "max-queue": { type: "string" }, "max-tokens": { type: "string" }, "tokenizer-family": { type: "string" }, adapter: { type: "string" }, "max-input-tokens": { type: "string" },
+      "max-queue": { type: "string" }, "max-tokens": { type: "string" }, "tokenizer-family": { type: "string" }, ...MODEL_FLAGS, "max-input-tokens": { type: "string" },
       "max-batch-tokens": { type: "string" }, "served-model-name": { type: "string" }, ...DEVICE_FLAGS,
     }, USAGE);
     const dir = resolveModelDir(required(values, "model", USAGE), "--model");
