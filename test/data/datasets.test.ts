@@ -195,6 +195,43 @@ describe("the card's other datasets", () => {
     writeFileSync(join(dir, "bad.jsonl"), `${JSON.stringify({ messages: [{ role: "user", content: "Q" }, { role: "bot", content: "A" }] })}\n`);
     await assert.rejects(load(one("messages", { input_file_path: "bad.jsonl" }), 1, dir), /bad\.jsonl:1: messages\[1\]\.role: expected "system", "user", "assistant" or "tool", got "bot"/);
   });
+
+  test("user files: messages with tool turns, alpaca (JSON and gzipped JSONL), and bad records named by file, line and field", async () => {
+    const dir = tmp();
+    const withTool = [
+      { role: "user", content: "Weather in Rome?" }, { role: "assistant", content: "Checking." },
+      { role: "tool", content: "{\"temp\": 21}" }, { role: "assistant", content: "21 °C." },
+    ];
+    writeFileSync(join(dir, "tool.jsonl"), JSON.stringify({ messages: withTool }) + "\n");
+    const [m] = await load(one("messages", { input_file_path: "tool.jsonl", val_split: 0 }), 1, dir);
+    // Kept whole for a model's own template; OA's format cannot hold it and says which message.
+    assert.deepEqual(m!.train[0]!.chat, withTool);
+    assert.match(m!.train[0]!.oaProblem!, /messages\[2\] is a tool message/);
+
+    writeFileSync(join(dir, "alpaca.json"), JSON.stringify([
+      { instruction: "Add the numbers.", input: "2 and 3", output: "5" },
+      { instruction: "Name a colour.", input: "", output: "Blue.", system: "Be brief." },
+    ]));
+    writeFileSync(join(dir, "alpaca2.jsonl.gz"), gzipSync(JSON.stringify({ instruction: "Say hi.", output: "Hi!" }) + "\n"));
+    const [a] = await load(one("alpaca", { input_file_path: ["alpaca.json", "alpaca2.jsonl.gz"], val_split: 0 }), 1, dir);
+    const byReply = new Map(a!.train.map((c) => [c.messages[1]!.text, c]));
+    assert.equal(byReply.get("5")!.messages[0]!.text, "Add the numbers.\n\n2 and 3");
+    assert.equal(byReply.get("Blue.")!.messages[0]!.text, "Name a colour.");
+    assert.equal(byReply.get("Blue.")!.systemMessage, "Be brief.");
+    assert.equal(byReply.get("Hi!")!.messages[0]!.text, "Say hi.");
+
+    const bad = async (name: string, file: string, body: string, pattern: RegExp) => {
+      writeFileSync(join(dir, file), body);
+      await assert.rejects(load(one(name, { input_file_path: file }), 1, dir), pattern);
+    };
+    const user = { role: "user", content: "Q" };
+    await bad("messages", "ends-on-user.jsonl", `${JSON.stringify({ messages: [user, { role: "assistant", content: "A" }] })}\n${JSON.stringify({ messages: [user] })}\n`,
+      /ends-on-user\.jsonl:2: messages: the conversation ends on a user message, not an assistant reply/);
+    await bad("messages", "not-string.jsonl", `${JSON.stringify({ messages: [user, { role: "assistant", content: ["A"] }] })}\n`,
+      /not-string\.jsonl:1: messages\[1\]\.content: expected a string/);
+    await bad("alpaca", "no-output.jsonl", `${JSON.stringify({ instruction: "Q" })}\n`, /no-output\.jsonl:1: field 'output' is missing/);
+    await bad("alpaca", "number.jsonl", `${JSON.stringify({ instruction: 3, output: "A" })}\n`, /number\.jsonl:1: field 'instruction': expected a string, got 3/);
+  });
 });
 
 describe("the mix", () => {
