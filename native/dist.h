@@ -37,6 +37,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace oasft::dist {
@@ -80,6 +81,34 @@ inline void waitFor(const c10::intrusive_ptr<c10d::Work>& work, const char* what
   }
 }
 
+inline void createGroup(State& s, int rank, int world, const std::string& backend);
+
+// Every rank announces itself in the store, then waits until all `world` have, within `timeout`
+// (polled, so the deadline is the caller's, not one per library layer). A rank that never came is
+// named, with where the others waited and for how long.
+inline void joinAll(c10d::Store& store, int rank, int world, const std::string& where, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const std::string me = "rank " + std::to_string(rank);
+  try {
+    store.set("oasft/joined/" + std::to_string(rank), std::vector<uint8_t>{1});
+    for (int64_t n = store.add("oasft/joined", 1); n < world; n = store.add("oasft/joined", 0)) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        std::string missing;
+        for (int r = 0; r < world; r++) {
+          if (!store.check({"oasft/joined/" + std::to_string(r)})) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+        }
+        throw std::runtime_error(me + ": rank(s) " + missing + " of " + std::to_string(world) + " did not join the rendezvous at " +
+                                 where + " within " + std::to_string(timeout.count() / 1000) +
+                                 " s (dist_timeout); were they started, with the same MASTER_ADDR, MASTER_PORT and WORLD_SIZE?");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  } catch (const std::runtime_error& e) {
+    if (std::string(e.what()).rfind(me, 0) == 0) throw;
+    throw std::runtime_error(me + ": lost the rendezvous at " + where + " while the ranks joined (did rank 0 exit?): " + e.what());
+  }
+}
+
 // Rank 0 serves the store; every rank (rank 0 too) is a client of it. The store waits for all
 // `world` ranks within `timeout`, so a rank that cannot reach the master fails instead of hanging.
 inline void init(int rank, int world, const std::string& addr, int port, const std::string& backend, int64_t timeoutMs) {
@@ -90,7 +119,9 @@ inline void init(int rank, int world, const std::string& addr, int port, const s
   o.port = static_cast<std::uint16_t>(port);
   o.isServer = rank == 0;
   o.numWorkers = static_cast<std::size_t>(world);
-  o.waitWorkers = true;
+  // The store's own wait for its workers is not used: joinAll below waits within the same timeout and
+  // can say which ranks never came.
+  o.waitWorkers = false;
   o.timeout = s.timeout;
   try {
     s.store = c10::make_intrusive<c10d::TCPStore>(addr, o);
@@ -105,6 +136,19 @@ inline void init(int rank, int world, const std::string& addr, int port, const s
                              std::to_string(timeoutMs / 1000) + " s (is rank 0 running there, and are all " +
                              std::to_string(world) + " ranks started?): " + why);
   }
+  joinAll(*s.store, rank, world, addr + ":" + std::to_string(port), s.timeout);
+  try {
+    createGroup(s, rank, world, backend);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("rank " + std::to_string(rank) + ": the " + backend + " group of " + std::to_string(world) +
+                             " ranks (rendezvous at " + addr + ":" + std::to_string(port) + ") could not form: " + e.what());
+  }
+  s.backend = backend;
+  s.rank = rank;
+  s.world = world;
+}
+
+inline void createGroup(State& s, int rank, int world, const std::string& backend) {
   if (backend == "gloo") {
 #if defined(OASFT_HAS_GLOO)
     auto options = c10d::ProcessGroupGloo::Options::create(s.timeout);
@@ -124,9 +168,6 @@ inline void init(int rank, int world, const std::string& addr, int port, const s
   } else {
     throw std::runtime_error("unknown backend '" + backend + "' (expected gloo or nccl)");
   }
-  s.backend = backend;
-  s.rank = rank;
-  s.world = world;
 }
 
 inline void destroy() {

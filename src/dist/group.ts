@@ -63,7 +63,12 @@ function need<T>(fn: T | undefined): T {
  */
 export function initProcessGroup(env: DistEnv, backend: "gloo" | "nccl", timeoutS: number, device = "cpu"): ProcessGroup {
   const n = torch.native;
-  need(n.distInit)(env.rank, env.worldSize, env.masterAddr, env.masterPort, backend, Math.round(timeoutS * 1000));
+  try {
+    need(n.distInit)(env.rank, env.worldSize, env.masterAddr, env.masterPort, backend, Math.round(timeoutS * 1000));
+  } catch (err) {
+    // The addon's message names the rank, the rendezvous address and the timeout; drop the op name.
+    throw new Error((err as Error).message.replace(/^distInit: /, ""));
+  }
   const allReduce = need(n.distAllReduce);
   const allGather = need(n.distAllGather);
   const broadcast = need(n.distBroadcast);

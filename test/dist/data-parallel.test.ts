@@ -268,6 +268,10 @@ describe("a dead rank and bad setups", () => {
     const lonely = await oasft(runArgs(tmp(), ["--dist_timeout", "3"]), rankEnv(1, 2, await freePort()));
     assert.notEqual(lonely.code, 0);
     assert.match(lonely.err, /rank 1 could not rendezvous at 127\.0\.0\.1:\d+ within 3 s/);
+    // Rank 0 alone: rank 1 never comes, and rank 0 names it.
+    const alone = await oasft(runArgs(tmp(), ["--dist_timeout", "3"]), rankEnv(0, 2, await freePort()));
+    assert.notEqual(alone.code, 0);
+    assert.match(alone.err, /rank 0: rank\(s\) 1 of 2 did not join the rendezvous at 127\.0\.0\.1:\d+ within 3 s \(dist_timeout\)/);
     // The same job, but rank 1 was given another learning rate.
     const port2 = await freePort();
     const out = tmp();
