@@ -62,9 +62,23 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     const e = err as Error;
     console.error(`oasft ${name}: ${e.message}`);
-    // Exit 2 for a bad command line (as shells and parsers do), 1 for a failure while running.
-    if (err instanceof UsageError || e.message.startsWith("unknown command")) return 2;
     if (process.env.OASFT_DEBUG) console.error(e.stack);
-    return 1;
+    return exitCode(err);
   }
+}
+
+/** Exit codes, one per kind of failure (documented in the README). */
+export const EXIT = { runtime: 1, usage: 2, input: 3 } as const;
+
+// Errors about what the user gave: a config, a data file, a model or checkpoint folder, a template.
+// Matched by name, so that this file loads no module that loads libtorch.
+const INPUT_ERRORS = new Set([
+  "ConfigError", "DataError", "ChatTemplateError", "CheckpointError", "LoraError", "SafetensorsError", "UnknownNameError",
+]);
+
+/** 2 for a bad command line (as shells and parsers do), 3 for bad input (config, data, model files), 1 otherwise. */
+export function exitCode(err: unknown): number {
+  const e = err as Error;
+  if (err instanceof UsageError || e?.message?.startsWith("unknown command")) return EXIT.usage;
+  return INPUT_ERRORS.has(e?.name) ? EXIT.input : EXIT.runtime;
 }

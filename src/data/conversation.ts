@@ -1,4 +1,5 @@
 // The data model every loader produces and the SFT formatter consumes (OA's DatasetEntrySft).
+import { DataError } from "./io.js";
 
 export type Role = "prompter" | "assistant";
 
@@ -47,9 +48,9 @@ export function fromPairs(texts: string[], extra: Partial<Utterance> = {}): Conv
 
 /** Checks the invariants the formatter relies on; `where` names the record in the error. */
 export function checkConversation(c: Conversation, where: string): void {
-  if (c.messages.length < 2) throw new Error(`${where}: a conversation needs a prompt and a reply, got ${c.messages.length} message(s)`);
+  if (c.messages.length < 2) throw new DataError(`${where}`, `a conversation needs a prompt and a reply, got ${c.messages.length} message(s)`);
   c.messages.forEach((m, i) => {
     const expected: Role = i % 2 === 0 ? "prompter" : "assistant";
-    if (m.role !== expected) throw new Error(`${where}: message ${i} has role '${m.role}', expected '${expected}' (roles must alternate, prompter first)`);
+    if (m.role !== expected) throw new DataError(`${where}`, `message ${i} has role '${m.role}', expected '${expected}' (roles must alternate, prompter first)`);
   });
 }

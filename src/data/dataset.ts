@@ -1,4 +1,5 @@
 // What a dataset loader is, and the helpers loaders share (options, input files, drop counters).
+import { DataError } from "./io.js";
 import { existsSync, statSync, readdirSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import type { Conversation } from "./conversation.js";
@@ -52,7 +53,7 @@ export class DropCounter {
 export function optString(o: DatasetOptions, key: string, dataset: string): string | undefined {
   const v = o[key];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== "string") throw new Error(`dataset ${dataset}: option '${key}' must be a string, got ${JSON.stringify(v)}`);
+  if (typeof v !== "string") throw new DataError(`dataset ${dataset}`, `option '${key}' must be a string, got ${JSON.stringify(v)}`);
   return v;
 }
 
@@ -62,7 +63,7 @@ export function optNumber(o: DatasetOptions, key: string, dataset: string, { min
   const n = typeof v === "string" && v.trim() !== "" ? Number(v) : v;
   if (typeof n !== "number" || !Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
     const what = integer ? "an integer" : "a number";
-    throw new Error(`dataset ${dataset}: option '${key}' must be ${what} in [${min}, ${max}], got ${JSON.stringify(v)}`);
+    throw new DataError(`dataset ${dataset}`, `option '${key}' must be ${what} in [${min}, ${max}], got ${JSON.stringify(v)}`);
   }
   return n;
 }
@@ -73,14 +74,14 @@ export function optPaths(o: DatasetOptions, key: string, dataset: string): strin
   if (v === undefined || v === null) return undefined;
   if (typeof v === "string") return [v];
   if (Array.isArray(v) && v.every((x) => typeof x === "string")) return v as string[];
-  throw new Error(`dataset ${dataset}: option '${key}' must be a path or a list of paths, got ${JSON.stringify(v)}`);
+  throw new DataError(`dataset ${dataset}`, `option '${key}' must be a path or a list of paths, got ${JSON.stringify(v)}`);
 }
 
 /** A path as the user wrote it (relative to the working folder), else relative to cache_dir (as OA). */
 export function resolveInputPath(path: string, ctx: LoaderContext): string {
   const candidates = isAbsolute(path) ? [path] : [resolve(path), join(ctx.cacheDir, path)];
   const found = candidates.find((p) => existsSync(p));
-  if (!found) throw new Error(`dataset ${ctx.name}: input_file_path '${path}' not found (looked at ${candidates.join(" and ")})`);
+  if (!found) throw new DataError(`dataset ${ctx.name}`, `input_file_path '${path}' not found (looked at ${candidates.join(" and ")})`);
   return found;
 }
 
@@ -109,16 +110,16 @@ export async function inputFiles(o: DatasetOptions, ctx: LoaderContext, hub: Hub
     for (const p of paths.map((x) => resolveInputPath(x, ctx))) {
       if (statSync(p).isDirectory()) {
         const inDir = filesIn(p, DATA_FILE).filter((f) => !split || split.test(f.slice(p.length)));
-        if (!inDir.length) throw new Error(`dataset ${ctx.name}: no ${split ? `${split} ` : ""}data file (.jsonl, .json, .parquet) in ${p}`);
+        if (!inDir.length) throw new DataError(`dataset ${ctx.name}`, `no ${split ? `${split} ` : ""}data file (.jsonl, .json, .parquet) in ${p}`);
         files.push(...inDir);
       } else files.push(p);
     }
     return files;
   }
-  if (!hub) throw new Error(`dataset ${ctx.name}: set input_file_path (this dataset has no hub source)`);
+  if (!hub) throw new DataError(`dataset ${ctx.name}`, `set input_file_path (this dataset has no hub source)`);
   const files = await hubDatasetFiles(hub);
   const inRepo = (f: string) => f.slice(f.indexOf("/snapshots/") + 11);
   const picked = split ? files.filter((f) => split.test(inRepo(f))) : files;
-  if (!picked.length) throw new Error(`dataset ${ctx.name}: no ${split} file among ${hub.repo}'s files`);
+  if (!picked.length) throw new DataError(`dataset ${ctx.name}`, `no ${split} file among ${hub.repo}'s files`);
   return picked;
 }

@@ -2,6 +2,7 @@
 // `huggingface_hub`:  $HF_HUB_CACHE/datasets--ORG--NAME/{refs/main, snapshots/<commit>/<files>}.
 // A file already in the cache is used as is (no network); otherwise it is downloaded with
 // @huggingface/hub, unless HF_HUB_OFFLINE=1.
+import { DataError } from "./io.js";
 import { readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { cachedSnapshot as cachedRepoSnapshot, hubCacheDir, repoFolder as datasetRepoFolder } from "../util/hub-cache.js";
@@ -53,9 +54,9 @@ export async function hubDatasetFiles(ds: HubDataset, cacheDir = hubCacheDir()):
       if (f.type === "file" && ds.files.test(f.path)) paths.push(f.path);
     }
   } catch (err) {
-    throw new Error(`dataset ${ds.repo}: not in the hub cache (${where}) and listing it on the hub failed (${(err as Error).message}); set input_file_path to a local copy`);
+    throw new DataError(`dataset ${ds.repo}`, `not in the hub cache (${where}) and listing it on the hub failed (${(err as Error).message}); set input_file_path to a local copy`);
   }
-  if (!paths.length) throw new Error(`dataset ${ds.repo}: no file on the hub matches ${ds.files}`);
+  if (!paths.length) throw new DataError(`dataset ${ds.repo}`, `no file on the hub matches ${ds.files}`);
   const out: string[] = [];
   for (const path of paths.sort()) {
     process.stderr.write(`downloading ${ds.repo}/${path}\n`);

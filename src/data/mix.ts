@@ -1,5 +1,6 @@
 // The dataset mix of a config: each `datasets:` entry loaded, split into train/validation, capped, as
 // OA's get_dataset does, plus `max_train_set` (the card uses it; upstream OA silently ignored it).
+import { DataError } from "./io.js";
 import type { Conversation } from "./conversation.js";
 import type { DatasetOptions, FormatVersion, LoadedDataset } from "./dataset.js";
 import { optNumber } from "./dataset.js";
@@ -22,15 +23,15 @@ export interface DatasetEntry {
 
 /** OA's entry syntax: a bare name, or a one-key map {name: {options}} (options may be empty/null). */
 export function parseDatasetEntries(list: unknown, where: string): DatasetEntry[] {
-  if (!Array.isArray(list)) throw new Error(`${where}: 'datasets' must be a list of names or {name: {options}}`);
+  if (!Array.isArray(list)) throw new DataError(`${where}`, `'datasets' must be a list of names or {name: {options}}`);
   return list.map((e, i) => {
     if (typeof e === "string") return { name: e, options: {} };
     if (e && typeof e === "object" && !Array.isArray(e) && Object.keys(e).length === 1) {
       const [name, opts] = Object.entries(e)[0]!;
-      if (opts !== null && (typeof opts !== "object" || Array.isArray(opts))) throw new Error(`${where}: datasets[${i}] (${name}): options must be a map, got ${JSON.stringify(opts)}`);
+      if (opts !== null && (typeof opts !== "object" || Array.isArray(opts))) throw new DataError(`${where}`, `datasets[${i}] (${name}): options must be a map, got ${JSON.stringify(opts)}`);
       return { name, options: (opts ?? {}) as DatasetOptions };
     }
-    throw new Error(`${where}: datasets[${i}]: expected a name or {name: {options}}, got ${JSON.stringify(e)}`);
+    throw new DataError(`${where}`, `datasets[${i}]: expected a name or {name: {options}}, got ${JSON.stringify(e)}`);
   });
 }
 
@@ -87,7 +88,7 @@ export async function loadDatasetMix(entries: DatasetEntry[], o: MixOptions): Pr
     const loader = datasetLoader(entry.name);
     const allowed = { ...loader.options, ...MIX_OPTIONS };
     for (const key of Object.keys(entry.options)) {
-      if (!(key in allowed)) throw new Error(`dataset ${entry.name}: unknown option '${key}'. Known options: ${Object.keys(allowed).sort().join(", ")}`);
+      if (!(key in allowed)) throw new DataError(`dataset ${entry.name}`, `unknown option '${key}'. Known options: ${Object.keys(allowed).sort().join(", ")}`);
     }
     const n = (seen.get(entry.name) ?? 0) + 1;
     seen.set(entry.name, n);

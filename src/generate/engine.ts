@@ -210,6 +210,11 @@ export class Engine {
   }
 
   /** The longest prompt a request may have. */
+  /** Longest prompt + generation a request may have (Infinity when neither option nor model bounds it). */
+  get maxTotalTokens(): number {
+    return this.o.maxTotalTokens ?? this.model.config.maxPositions ?? Infinity;
+  }
+
   get maxInputTokens(): number {
     return this.o.maxInputTokens ?? this.o.maxTotalTokens ?? this.model.config.maxPositions ?? Infinity;
   }
@@ -408,7 +413,7 @@ export class Engine {
     row.history.push(pick.id);
     // eos, generation_config.json's other eos ids, and the chat template's end of turn all end a reply.
     const eos = this.tokenizer.stopIds.has(pick.id);
-    const special = eos;
+    const special = eos || this.tokenizer.isSpecial(pick.id);
     if (!eos) {
       row.generated.push(pick.id);
       row.logprobs.push(pick.logprob);

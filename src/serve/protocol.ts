@@ -69,7 +69,10 @@ export function tgiSampling(o: Json, limits: Limits): SamplingParams {
   const params = (o.parameters ?? {}) as Json;
   if (typeof params !== "object" || Array.isArray(params)) throw new ApiError(400, "'parameters' must be an object", "parameters");
   const doSample = bool(params, "do_sample") ?? false;
-  const p: SamplingParams = { maxNewTokens: num(params, "max_new_tokens", { min: 0, max: limits.maxTokens, integer: true }) ?? 20, doSample };
+  // TGI answers 422 to a request it cannot validate, and refuses a budget of no tokens.
+  const maxNewTokens = num(params, "max_new_tokens", { min: 0, max: limits.maxTokens, integer: true }) ?? 20;
+  if (maxNewTokens === 0) throw new ApiError(422, "Input validation error: `max_new_tokens` must be strictly greater than 0", "max_new_tokens");
+  const p: SamplingParams = { maxNewTokens, doSample };
   const temperature = num(params, "temperature", { min: 0, max: 100 });
   if (temperature !== undefined) p.temperature = temperature;
   const topK = num(params, "top_k", { min: 0, integer: true });
@@ -85,6 +88,17 @@ export function tgiSampling(o: Json, limits: Limits): SamplingParams {
   const stop = stops(params, "stop");
   if (stop) p.stop = stop;
   return p;
+}
+
+/** TGI's top_n_tokens: 0-5 alternatives per generated token (TGI's default --max-top-n-tokens is 5). */
+export function tgiTopN(o: Json): number {
+  const params = (o.parameters ?? {}) as Json;
+  const v = params.top_n_tokens;
+  if (v === undefined || v === null) return 0;
+  if (!(typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 5)) {
+    throw new ApiError(422, "Input validation error: `top_n_tokens` must be an integer in [0, 5]", "top_n_tokens");
+  }
+  return v;
 }
 
 export interface ChatMessage {

@@ -9,7 +9,7 @@ import { Engine, QueueFullError, type EngineOptions, type TokenEvent } from "../
 import type { SamplingParams } from "../generate/sampling.js";
 import { ChatTemplateError, type ChatTokenizer } from "../tokenizer/index.js";
 import { prefillYielding } from "../generate/prefill.js";
-import { ApiError, asBody, chatMessages, openaiSampling, tgiSampling, type ChatMessage } from "./protocol.js";
+import { ApiError, asBody, chatMessages, openaiSampling, tgiSampling, tgiTopN, type ChatMessage } from "./protocol.js";
 import { chatPage } from "./page.js";
 
 export interface ServerOptions {
@@ -130,8 +130,11 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
   // ----- the page and service routes -------------------------------------------------------------
   app.get("/", async (_req, reply) => reply.type("text/html; charset=utf-8").send(page));
   app.get("/health", async () => ({ status: "ok" }));
+  // TGI's budget per request: the model's context (or --max-input-tokens + --max-tokens without one).
+  const maxTotal = Number.isFinite(engine.maxTotalTokens) ? engine.maxTotalTokens : engine.maxInputTokens + limits.maxTokens;
   app.get("/info", async () => ({
-    model_id: o.modelId, model_dtype: o.model.dtype, model_device_type: o.model.device, max_total_tokens: null,
+    model_id: o.modelId, model_dtype: o.model.dtype, model_device_type: o.model.device, max_total_tokens: maxTotal,
+    max_input_tokens: Math.min(engine.maxInputTokens, maxTotal - 1), max_top_n_tokens: 5,
     max_new_tokens: limits.maxTokens, max_batch_size: o.maxBatch ?? 16, max_concurrent_requests: (o.maxBatch ?? 16) + (o.maxQueue ?? 64),
     version: "oasft", router: "oasft", vocab_size: o.model.config.vocabSize,
   }));
@@ -264,6 +267,7 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
   const tgiGenerate = async (req: FastifyRequest, reply: FastifyReply) => {
     const body = asBody(req.body);
     const params = tgiSampling(body, limits);
+    const topN = tgiTopN(body);
     const prompt = await tgiPrompt(body);
     const r = await generate(reply, prompt.ids, params);
     const parameters = (body.parameters ?? {}) as Record<string, unknown>;
@@ -274,17 +278,35 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
       const lp = await completionLogprobs(o.model, tok, prompt.ids, [], 0, prompt.ids);
       prefillTokens = prompt.ids.map((id, i) => ({ id, text: lp.tokens[i]!, logprob: lp.token_logprobs[i] ?? null }));
     }
-    const tokens = await Promise.all(r.tokens.map(async (id, i) => ({ id, text: await tok.decode([id], false), logprob: r.logprobs[i], special: false })));
+    const tgiToken = async (id: number, logprob: number) => ({ id, text: await tok.decode([id], false), logprob, special: tok.isSpecial(id) });
+    const tokens = await Promise.all(r.tokens.map((id, i) => tgiToken(id, r.logprobs[i]!)));
+    // top_n_tokens: the n most likely tokens at each generated position, as TGI lists them.
+    const topTokens = topN > 0
+      ? await Promise.all((await scoredTokens(o.model, [...prompt.ids, ...r.tokens], prompt.ids.length, topN)).map((row) =>
+        Promise.all(row.top.map(([id, logprob]) => tgiToken(id, logprob)))))
+      : undefined;
     return {
-      generated_text: (full ? prompt.text : "") + r.text,
+      generated_text: (full ? prompt.text : "") + (await tgiText(r, params)),
       ...(parameters.details === true ? {
-        details: { finish_reason: tgiFinish(r), generated_tokens: r.tokens.length, seed: params.seed ?? null, prefill: prefillTokens, tokens },
+        details: {
+          finish_reason: tgiFinish(r), generated_tokens: r.tokens.length, seed: params.seed ?? null, prefill: prefillTokens, tokens,
+          ...(topTokens ? { top_tokens: topTokens } : {}),
+        },
       } : {}),
     };
+  };
+  // TGI keeps the stop sequence that ended a generation in its text (OpenAI's API drops it).
+  const tgiText = async (r: { text: string; tokens: number[]; stopSequence: boolean }, params: SamplingParams) => {
+    if (!r.stopSequence) return r.text;
+    const decoded = await tok.decode(r.tokens, false);
+    const rest = decoded.startsWith(r.text) ? decoded.slice(r.text.length) : "";
+    const matched = (params.stop ?? []).filter((x) => rest.startsWith(x)).sort((a, b) => b.length - a.length)[0];
+    return r.text + (matched ?? "");
   };
   const tgiStream = async (req: FastifyRequest, reply: FastifyReply) => {
     const body = asBody(req.body);
     const params = tgiSampling(body, limits);
+    if (tgiTopN(body) > 0) throw new ApiError(422, "Input validation error: `top_n_tokens` is not available with streaming here", "top_n_tokens");
     const prompt = await tgiPrompt(body);
     // As TGI: one event per token, the last one carrying generated_text and details. Each event is
     // held back until the next token arrives, so the last can be completed; text the engine held
@@ -303,8 +325,10 @@ export function buildServer(o: ServerOptions): { app: FastifyInstance; engine: E
     try {
       const r = await result;
       const details = { finish_reason: tgiFinish(r), generated_tokens: r.tokens.length, seed: params.seed ?? null };
-      if (pending) sse(reply, { ...pending, generated_text: r.text, details });
-      else sse(reply, { index: 0, token: null, generated_text: r.text, details });
+      const text = await tgiText(r, params);
+      if (pending) pending.token.text += text.slice(r.text.length); // the stop sequence, kept as TGI keeps it
+      if (pending) sse(reply, { ...pending, generated_text: text, details });
+      else sse(reply, { index: 0, token: null, generated_text: text, details });
     } catch (err) {
       sse(reply, { error: (err as Error).message, error_type: "generation" });
     }

@@ -54,13 +54,13 @@ function configPath(p: string, cfg: SFTConfig): string {
 
 export function loadConfigTokenizer(cfg: SFTConfig): ChatTokenizer {
   const source = cfg.tokenizer_name ?? cfg.model_name;
-  if (!source) throw new Error("no tokenizer: set tokenizer_name (a tokenizer.json or folder) or model_name (a model folder with tokenizer.json)");
+  if (!source) throw new ConfigError("no tokenizer: set tokenizer_name (a tokenizer.json or folder) or model_name (a model folder with tokenizer.json)");
   // The tokenizer usually comes with the model: a missing model is named as the model, not as a tokenizer.
   const key = cfg.tokenizer_name ? "tokenizer_name" : "model_name";
   const path = configPath(source, cfg);
   const found = existsSync(path) ? path : cachedSnapshot(source, "model");
   if (!found) {
-    throw new Error(`${key} ${source}: not found (a local folder or file, or a hub name ORG/NAME in the Hugging Face cache ${hubCacheDir()})`);
+    throw new ConfigError(`${key} ${source}: not found (a local folder or file, or a hub name ORG/NAME in the Hugging Face cache ${hubCacheDir()})`);
   }
   // In the model's own chat template the tokenizer stays as it is: no OA tokens, no embedding growth.
   return ChatTokenizer.load(found, {
@@ -112,7 +112,7 @@ function checkTemplateKeys(cfg: SFTConfig, t: ChatTemplate): void {
 
 export async function prepareSftData(cfg: SFTConfig, tokenizer = loadConfigTokenizer(cfg)): Promise<SftData> {
   const entries = parseDatasetEntries([...cfg.datasets, ...cfg.datasets_extra], "config › datasets");
-  if (!entries.length) throw new Error("the config has no datasets: add a block with a `datasets:` list (e.g. --configs defaults shared-sample)");
+  if (!entries.length) throw new ConfigError("the config has no datasets: add a block with a `datasets:` list (e.g. --configs defaults shared-sample)");
   let template: ChatTemplate;
   try {
     template = tokenizer.useTemplate(cfg.chat_template);
@@ -156,7 +156,7 @@ export function lintMessage(lint: LintReport[]): string {
 /** A sample cut to the training length (a random window or the head), with the system prefix. */
 export function trainingSample(s: FullSample, cfg: SFTConfig, prefixIds: number[], rng: Rng, split: "train" | "val" = "train"): EncodedSample {
   const maxLength = (split === "val" ? cfg.val_max_length ?? cfg.max_length : cfg.max_length) - prefixIds.length;
-  if (maxLength < 1) throw new Error(`max_length ${cfg.max_length} leaves no room after the ${prefixIds.length}-token system prefix`);
+  if (maxLength < 1) throw new ConfigError(`max_length ${cfg.max_length} leaves no room after the ${prefixIds.length}-token system prefix`);
   return withPrefix(truncateSample(s.ids, s.mask, { maxLength, randomOffsetProbability: cfg.random_offset_probability }, rng), prefixIds);
 }
 

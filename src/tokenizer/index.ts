@@ -162,6 +162,13 @@ export class ChatTokenizer {
 
   private readonly baseStopIds: number[];
 
+  private specialIds = new Set<number>();
+
+  /** Whether an id is a special token (the tokenizer's own, and the ones this load added). */
+  isSpecial(id: number): boolean {
+    return this.specialIds.has(id);
+  }
+
   /** Why the folder's own chat template was not taken at load (it could not be read), if it was not. */
   templateProblem: string | undefined;
 
@@ -192,13 +199,13 @@ export class ChatTokenizer {
     // Byte-level tokenizers can be decoded incrementally without the library (streaming).
     let byteLevel: { specialIds: Set<number> } | undefined;
     const json = JSON.parse(readFileSync(file, "utf8")) as TokenizerJson;
-    if (json.decoder?.type === "ByteLevel") {
-      const specialIds = new Set((json.added_tokens ?? []).filter((t) => t.special).map((t) => t.id));
-      for (const t of added) specialIds.add(tok.tokenToId(t)!);
-      byteLevel = { specialIds };
-    }
+    const specialIds = new Set((json.added_tokens ?? []).filter((t) => t.special).map((t) => t.id));
+    for (const t of added) specialIds.add(tok.tokenToId(t)!);
+    if (json.decoder?.type === "ByteLevel") byteLevel = { specialIds };
     const addedTexts = [...(json.added_tokens ?? []).map((t) => t.content ?? ""), ...added].filter(Boolean);
-    return new ChatTokenizer(tok, family, tokens, added, byteLevel, leadingSpecialToken(json.post_processor), file, addedTexts, carried);
+    const loaded = new ChatTokenizer(tok, family, tokens, added, byteLevel, leadingSpecialToken(json.post_processor), file, addedTexts, carried);
+    loaded.specialIds = specialIds;
+    return loaded;
   }
 
   /** What a `chat_template` setting resolves against: this folder's template and special tokens. */

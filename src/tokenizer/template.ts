@@ -38,7 +38,9 @@ export interface TemplateTokens {
 }
 
 /** A template error that names the template (and the message, where there is one). */
-export class ChatTemplateError extends Error {}
+export class ChatTemplateError extends Error {
+  override name = "ChatTemplateError";
+}
 
 /** OA's format (renderChat): `withBos` says whether its saved Jinja copy must write the BOS itself. */
 export function oaTemplate(eos: string, withBos: boolean): ChatTemplate {

@@ -16,7 +16,7 @@ import {
   type LoraConfig,
 } from "../models/index.js";
 import { indexWeights } from "../models/checkpoint.js";
-import type { SFTConfig } from "../sft/config.js";
+import { ConfigError, type SFTConfig } from "../sft/config.js";
 import { roundUp } from "../sft/collate.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import type { ProcessGroup } from "../dist/group.js";
@@ -76,15 +76,15 @@ export function startingModel(
 function baseModel(cfg: SFTConfig, tok: ChatTokenizer, device: string): { model: CausalLM; grew: boolean } {
   const vocab = roundUp(tok.vocabSize, 16);
   let name = cfg.model_name;
-  if (!name) throw new Error("model_name is not set: give a model folder (HF layout) or a config.json for a new model");
+  if (!name) throw new ConfigError("model_name is not set: give a model folder (HF layout) or a config.json for a new model");
   let model: CausalLM;
   name = resolveModelDir(name, "model_name");
   if (!existsSync(name))
-    throw new Error(
+    throw new ConfigError(
       `model_name ${name}: not found (expected a model folder, a config.json, or a hub name in the Hugging Face cache)`,
     );
   if (statSync(name).isFile()) {
-    if (extname(name) !== ".json") throw new Error(`model_name ${name}: expected a model folder or a config.json`);
+    if (extname(name) !== ".json") throw new ConfigError(`model_name ${name}: expected a model folder or a config.json`);
     const json = JSON.parse(readFileSync(name, "utf8")) as Record<string, unknown>;
     const ids = { bos_token_id: tok.eosId, eos_token_id: tok.eosId, pad_token_id: tok.padId };
     model = createCausalLM(
@@ -93,11 +93,11 @@ function baseModel(cfg: SFTConfig, tok: ChatTokenizer, device: string): { model:
       name,
     );
   } else {
-    if (!existsSync(join(name, "config.json"))) throw new Error(`model_name ${name}: no config.json in the folder`);
+    if (!existsSync(join(name, "config.json"))) throw new ConfigError(`model_name ${name}: no config.json in the folder`);
     try {
       indexWeights(name);
     } catch (err) {
-      throw new Error(
+      throw new ConfigError(
         `model_name ${name}: no weights (${(err as Error).message}); to start from scratch, give the config.json file itself`,
       );
     }

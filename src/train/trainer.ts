@@ -10,7 +10,7 @@ import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import * as torch from "../torch/index.js";
 import { saveAdapter, saveCausalLM, type CausalLM, type LoraConfig } from "../models/index.js";
-import type { SFTConfig } from "../sft/config.js";
+import { ConfigError, type SFTConfig } from "../sft/config.js";
 import { lintMessage, loadConfigTokenizer, prepareSftData, type SftData } from "../sft/data.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
@@ -70,7 +70,7 @@ function setupRun(
   for (const n of settings.notes) print(`note: ${n}`);
   const stage = distributed ? settings.zeroStage : 0;
   if (stage === 3 && cfg.peft_model)
-    throw new Error("zero_stage 3 with peft_model: LoRA's frozen base is not sharded; use zero_stage 0, 1 or 2");
+    throw new ConfigError("zero_stage 3 with peft_model: LoRA's frozen base is not sharded; use zero_stage 0, 1 or 2");
   const checkpointing = cfg.gradient_checkpointing || stage === 3;
   if (stage === 3 && !cfg.gradient_checkpointing) {
     print(
@@ -128,7 +128,7 @@ function takeOver(outputDir: string, overwrite: boolean, print: (l: string) => v
     return;
   }
   if (earlier.length && !overwrite) {
-    throw new Error(
+    throw new ConfigError(
       `output_dir ${outputDir} already holds a run (${earlier.slice(0, 4).join(", ")}${earlier.length > 4 ? ", ..." : ""}); ` +
         "pass --resume_from_checkpoint latest to continue it, --overwrite_output_dir to replace it, or another --output_dir",
     );
@@ -142,10 +142,10 @@ async function setupData(run: RunSetup): Promise<{ tokenizer: ChatTokenizer; dat
   const { cfg, resumeDir } = run;
   const tokenizer = resumeDir ? loadConfigTokenizer({ ...cfg, tokenizer_name: resumeDir }) : loadConfigTokenizer(cfg);
   const data = await prepareSftData(cfg, tokenizer);
-  if (data.lint.length) throw new Error(lintMessage(data.lint));
+  if (data.lint.length) throw new ConfigError(lintMessage(data.lint));
   if (!data.datasets.some((d) => d.train.length)) {
     const names = data.datasets.map((d) => `${d.name} (0 train samples)`).join(", ") || "none configured";
-    throw new Error(`nothing to train on: ${names}; see \`oasft data stats\` for what each rule dropped`);
+    throw new ConfigError(`nothing to train on: ${names}; see \`oasft data stats\` for what each rule dropped`);
   }
   return { tokenizer, data };
 }
@@ -321,7 +321,7 @@ function joinJob(env: DistEnv | null, cfg: SFTConfig, device: string): ProcessGr
   if (differ.length) {
     group.destroy();
     const who = differ.length > 1 ? `ranks ${differ.join(", ")} differ` : `rank ${differ[0]} differs`;
-    throw new Error(
+    throw new ConfigError(
       `rank ${group.rank}: the ranks were started with different configs (${who} from rank 0); ` +
         "start every rank with the same arguments",
     );

@@ -70,10 +70,10 @@ test("bad command lines fail with exit 2 and name the flag or the command", () =
   assert.equal(typo.code, 2);
   assert.match(typo.err, /unknown command 'inot'. Did you mean: info, init\?/);
   const badModel = oasft("parity", "--model", join(work, "missing"), "--inputs", join(GOLDEN, GOLDEN_MODELS[0], "tensors.safetensors"), "--out", join(work, "x.safetensors"));
-  assert.equal(badModel.code, 1);
+  assert.equal(badModel.code, 3);
   assert.match(badModel.err, /missing: not a folder/);
   const badBench = oasft("bench", "train", "--model-config", join(work, "none.json"));
-  assert.equal(badBench.code, 1);
+  assert.equal(badBench.code, 3);
   assert.match(badBench.err, /none\.json: missing/);
 });
 
@@ -120,15 +120,15 @@ test("oasst data export writes one sample per line; preview marks the trained te
   assert.match(p.out, /<\|prompter\|>[^⟦]*<\|endoftext\|><\|assistant\|>⟦[^⟧]+<\|endoftext\|>⟧/);
 });
 
-test("oasft data: a typo in a dataset name or config key is a clear error and exit 1/2", () => {
+test("oasft data: a typo in a dataset name or config key is a clear error and exit 3 (bad config)", () => {
   const dir = mkdtempSync(join(tmpdir(), "oasft-cfgdir-"));
   mkdirSync(join(dir, "configs"));
   writeFileSync(join(dir, "configs/x.yaml"), "mine:\n  datasets:\n    - dolly15:\n        input_file_path: dolly/databricks-dolly-15k.jsonl\n");
   const r = spawnSync(process.execPath, [CLI, "data", "stats", "--configs", "tiny-tokenizer", "mine", "--cache_dir", join(SHARED, "data")], { encoding: "utf8", cwd: dir });
-  assert.equal(r.status, 1);
+  assert.equal(r.status, 3);
   assert.match(r.stderr, /unknown dataset 'dolly15'\. Did you mean: dolly15k\?/);
   const k = oasft("data", "stats", ...DATA_ARGS, "--max_lenght", "5");
-  assert.equal(k.code, 1);
+  assert.equal(k.code, 3);
   assert.match(k.err, /--max_lenght: unknown key 'max_lenght'\. Did you mean: max_length/);
 });
 
@@ -173,7 +173,7 @@ test("a hub name resolves from the Hugging Face cache layout (no network); one t
   const { messages } = JSON.parse(readFileSync(saved, "utf8")) as { messages: Array<{ role: string; content: string }> };
   assert.deepEqual(messages.filter((m) => m.role === "user").map((m) => m.content), ["Hi", "/slash"]);
   const card = spawnSync(process.execPath, [CLI, "train", "--configs", "defaults", "bloom-zh-3b", "datasets", "--num_train_epochs", "2"], { encoding: "utf8", env });
-  assert.equal(card.status, 1);
+  assert.equal(card.status, 3);
   assert.match(card.stderr, /model_name ckip-joint\/bloom-3b-zh: not found \(a local folder or file, or a hub name ORG\/NAME in the Hugging Face cache /);
 });
 

@@ -54,7 +54,7 @@ describe("HumanEval", () => {
     assert.deepEqual(JSON.parse(r.stdout), { "pass@1": 0.5, "pass@2": 1 });
     writeFileSync(file, `{"task_id": "HumanEval/0"}\n`);
     const bad = spawnSync(process.execPath, [CLI, "eval", "humaneval", "--samples", file], { encoding: "utf8" });
-    assert.equal(bad.status, 1);
+    assert.equal(bad.status, 3);
     assert.match(bad.stderr, /samples\.jsonl:1: missing field 'completion'/);
   });
 });
@@ -127,7 +127,7 @@ describe("runs", () => {
     writeFileSync(bad, "q,a,b,c,d,E\n");
     assert.throws(() => readMmluCsv(bad), /x_test\.csv: record 1: expected 6 fields/);
     const r = spawnSync(process.execPath, [CLI, "eval", "--model", dir, "--tasks", "mmlu,gsm9k", "--out", tmp()], { encoding: "utf8" });
-    assert.equal(r.status, 1);
+    assert.equal(r.status, 3);
     assert.match(r.stderr, /unknown task 'gsm9k'.*Known: bbh, humaneval, mmlu/);
   });
 });

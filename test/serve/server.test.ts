@@ -164,6 +164,40 @@ describe("TGI API", () => {
     assert.equal((await fetch(`${base}/health`)).status, 200);
   });
 
+  test("TGI's details: top_n_tokens, stop sequences kept in the text, special tokens flagged, /info's budgets, 422s", async () => {
+    const inputs = "<|prompter|>Hi</s><|assistant|>";
+    const r = await json(await post("/generate", { inputs, parameters: { max_new_tokens: 6, details: true, top_n_tokens: 3 } }));
+    const { tokens, top_tokens: top } = r.details as { tokens: Array<{ id: number; logprob: number }>; top_tokens: Array<Array<{ id: number; logprob: number; special: boolean }>> };
+    assert.equal(top.length, tokens.length);
+    tokens.forEach((t, i) => {
+      // Greedy: each chosen token is the first of its position's top tokens, with the same log-probability.
+      assert.equal(top[i]!.length, 3);
+      assert.equal(top[i]![0]!.id, t.id);
+      assert.ok(Math.abs(top[i]![0]!.logprob - t.logprob) < 1e-4);
+      assert.ok(top[i]![0]!.logprob >= top[i]![1]!.logprob && top[i]![1]!.logprob >= top[i]![2]!.logprob);
+    });
+    // A stop sequence ends the text it completes, and stays in it (OpenAI's API drops it; TGI keeps it).
+    const text = r.generated_text as string;
+    const k = [...Array(Math.max(0, text.length - 2)).keys()].find((i) => text.indexOf(text.slice(i, i + 2)) === i && i > 0);
+    if (k !== undefined) {
+      const stop = text.slice(k, k + 2);
+      const stopped = await json(await post("/generate", { inputs, parameters: { max_new_tokens: 6, stop: [stop], details: true } }));
+      assert.equal(stopped.details.finish_reason, "stop_sequence");
+      assert.equal(stopped.generated_text, text.slice(0, k + 2));
+      const events = (await sseEvents(await post("/generate_stream", { inputs, parameters: { max_new_tokens: 6, stop: [stop] } }))).map((e) => JSON.parse(e));
+      assert.equal(events.at(-1).generated_text, text.slice(0, k + 2));
+      assert.equal(events.map((e) => e.token.text).join(""), text.slice(0, k + 2));
+    }
+    // Special tokens are the tokenizer's special ones (TGI flags them in details and top_tokens).
+    assert.ok(tokenizer.isSpecial(tokenizer.eosId) && tokenizer.isSpecial(tokenizer.prompterId));
+    assert.ok(!tokenizer.isSpecial((await tokenizer.encodePlain("Hi"))[0]!));
+    const info = await json(await fetch(`${base}/info`));
+    assert.ok(Number.isInteger(info.max_total_tokens) && info.max_input_tokens < info.max_total_tokens);
+    for (const parameters of [{ max_new_tokens: 0 }, { max_new_tokens: 2, top_n_tokens: 6 }]) {
+      assert.equal((await post("/generate", { inputs, parameters })).status, 422, JSON.stringify(parameters));
+    }
+  });
+
   test("sampling with a seed repeats; different seeds differ", async () => {
     const body = (seed: number) => ({ inputs: "Once upon", parameters: { max_new_tokens: 16, do_sample: true, temperature: 1.5, top_k: 50, top_p: 0.95, typical_p: 0.9, repetition_penalty: 1.2, seed } });
     const a = await json(await post("/generate", body(7)));

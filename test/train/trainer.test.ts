@@ -175,13 +175,13 @@ describe("oasft train as a command", () => {
     writeFileSync(join(dir, "config.json"), readFileSync(MODEL));
     const common = ["train", "--configs", "defaults", "shared-sample", "tiny-tokenizer", "--cache_dir", join(SHARED, "data"), "--output_dir", join(dir, "out")];
     const noWeights = oasft(...common, "--model_name", dir);
-    assert.equal(noWeights.status, 1);
+    assert.equal(noWeights.status, 3);
     assert.match(noWeights.stderr, /model_name .*: no weights .*give the config\.json file itself/);
     const missing = oasft(...common, "--model_name", MODEL, "--datasets", "[{dolly15k: {input_file_path: nowhere.jsonl}}]");
-    assert.equal(missing.status, 1);
+    assert.equal(missing.status, 3);
     assert.match(missing.stderr, /dataset dolly15k: input_file_path 'nowhere\.jsonl' not found/);
     const typo = oasft(...common, "--model_name", MODEL, "--learning_rat", "1e-4");
-    assert.equal(typo.status, 1);
+    assert.equal(typo.status, 3);
     assert.match(typo.stderr, /--learning_rat: unknown key 'learning_rat'\. Did you mean: learning_rate/);
   });
 });
