@@ -81,7 +81,10 @@ export function optPaths(o: DatasetOptions, key: string, dataset: string): strin
 export function resolveInputPath(path: string, ctx: LoaderContext): string {
   const candidates = isAbsolute(path) ? [path] : [resolve(path), join(ctx.cacheDir, path)];
   const found = candidates.find((p) => existsSync(p));
-  if (!found) throw new DataError(`dataset ${ctx.name}`, `input_file_path '${path}' not found (looked at ${candidates.join(" and ")})`);
+  if (!found) {
+    const noCache = isAbsolute(path) || existsSync(ctx.cacheDir) ? "" : `; cache_dir ${resolve(ctx.cacheDir)} does not exist`;
+    throw new DataError(`dataset ${ctx.name}`, `input_file_path '${path}' not found (looked at ${candidates.join(" and ")}${noCache})`);
+  }
   return found;
 }
 

@@ -8,6 +8,8 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
 import { editDistance } from "../util/registry.js";
+import { MIX_OPTIONS, parseDatasetEntries, type DatasetEntry } from "../data/mix.js";
+import { datasetLoader } from "../data/registry.js";
 
 type KeyType = "number" | "integer" | "string" | "boolean" | "list" | "map";
 
@@ -305,11 +307,54 @@ export function composeConfig(names: string[], flags: string[] = [], blocks = re
     }
     set(key, value, `--${key}`, `--${key}`);
   }
+  errors.push(...nestedProblems(config, origin));
   if (errors.length) throw new ConfigError(errors.length === 1 ? errors[0]! : `${errors.length} problems in the config:\n  ${errors.join("\n  ")}`);
   const notes = Object.entries(SPECS)
     .filter(([k, spec]) => spec.unsupported && JSON.stringify(config[k]) !== JSON.stringify(spec.default))
     .map(([k, spec]) => `${k} = ${JSON.stringify(config[k])} is ignored by oasft: ${spec.unsupported} (set in ${origin[k]})`);
   return { config: config as SFTConfig, origin, notes };
+}
+
+/** The keys of a peft_config block (PEFT's LoraConfig fields oasft reads). */
+export const PEFT_CONFIG_KEYS = ["r", "lora_alpha", "lora_dropout", "target_modules", "bias", "modules_to_save", "task_type", "peft_type"];
+
+/**
+ * Problems one level down, found with the top level's, so that one run shows every typo: unknown
+ * peft_config keys, unknown dataset names and every unknown option of every dataset entry.
+ */
+function nestedProblems(config: Record<string, unknown>, origin: Record<string, string>): string[] {
+  const problems: string[] = [];
+  const peft = config.peft_config as Record<string, unknown> | null;
+  const badPeft = Object.keys(peft ?? {}).filter((k) => !PEFT_CONFIG_KEYS.includes(k));
+  if (badPeft.length) {
+    const known = PEFT_CONFIG_KEYS.filter((k) => k !== "peft_type").join(", ");
+    problems.push(`peft_config (${origin.peft_config}): unknown key(s) ${badPeft.join(", ")}; expected ${known}`);
+  }
+  for (const key of ["datasets", "datasets_extra"] as const) {
+    let entries: DatasetEntry[];
+    try {
+      entries = parseDatasetEntries(config[key], key);
+    } catch (err) {
+      problems.push((err as Error).message);
+      continue;
+    }
+    for (const entry of entries) {
+      let loader;
+      try {
+        loader = datasetLoader(entry.name);
+      } catch (err) {
+        problems.push(`${key} (${origin[key]}): ${(err as Error).message}`);
+        continue;
+      }
+      const allowed = { ...loader.options, ...MIX_OPTIONS };
+      const unknown = Object.keys(entry.options).filter((k) => !(k in allowed));
+      if (unknown.length) {
+        const known = Object.keys(allowed).sort().join(", ");
+        problems.push(`dataset ${entry.name} (${origin[key]}): unknown option(s) ${unknown.join(", ")}. Known options: ${known}`);
+      }
+    }
+  }
+  return problems;
 }
 
 /**

@@ -60,7 +60,12 @@ export function loadConfigTokenizer(cfg: SFTConfig): ChatTokenizer {
   const path = configPath(source, cfg);
   const found = existsSync(path) ? path : cachedSnapshot(source, "model");
   if (!found) {
-    throw new ConfigError(`${key} ${source}: not found (a local folder or file, or a hub name ORG/NAME in the Hugging Face cache ${hubCacheDir()})`);
+    const looked = isAbsolute(source) ? [source] : [resolve(source), resolve(cfg.cache_dir, source)];
+    const noCache = existsSync(cfg.cache_dir) ? "" : `; cache_dir ${resolve(cfg.cache_dir)} does not exist`;
+    throw new ConfigError(
+      `${key} ${source}: not found (looked at ${looked.join(" and ")}${noCache}; ` +
+        `nor a hub name ORG/NAME in the Hugging Face cache ${hubCacheDir()})`,
+    );
   }
   // In the model's own chat template the tokenizer stays as it is: no OA tokens, no embedding growth.
   return ChatTokenizer.load(found, {

@@ -1,10 +1,10 @@
 // The LoRA settings of a run: OA's peft_config block, checked key by key, with PEFT's defaults and
 // the architecture's default target modules.
 import type { CausalLM, LoraConfig } from "../models/index.js";
-import type { SFTConfig } from "../sft/config.js";
+import { PEFT_CONFIG_KEYS, type SFTConfig } from "../sft/config.js";
 
 const DEFAULTS = { r: 16, lora_alpha: 32, lora_dropout: 0.05, bias: "none", modules_to_save: null } as const;
-const KEYS = new Set(["r", "lora_alpha", "lora_dropout", "target_modules", "bias", "modules_to_save", "task_type", "peft_type"]);
+const KEYS = new Set(PEFT_CONFIG_KEYS);
 
 export function loraSettings(cfg: SFTConfig, model: CausalLM): LoraConfig {
   const given = cfg.peft_config ?? {};

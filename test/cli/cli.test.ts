@@ -130,6 +130,18 @@ test("oasft data: a typo in a dataset name or config key is a clear error and ex
   const k = oasft("data", "stats", ...DATA_ARGS, "--max_lenght", "5");
   assert.equal(k.code, 3);
   assert.match(k.err, /--max_lenght: unknown key 'max_lenght'\. Did you mean: max_length/);
+  // Nested keys are checked with the top level: every unknown one, in one run.
+  writeFileSync(join(dir, "configs/y.yaml"), "nested:\n  peft_config:\n    r: 8\n    bogus_a: 1\n    bogus_b: 2\n" +
+    "  datasets:\n    - dolly15k:\n        wrongopt: 3\n        other_wrong: 4\n");
+  const n = spawnSync(process.execPath, [CLI, "data", "stats", "--configs", "tiny-tokenizer", "nested", "--learning_rat", "1"], { encoding: "utf8", cwd: dir });
+  assert.equal(n.status, 3);
+  assert.match(n.stderr, /3 problems in the config/);
+  assert.match(n.stderr, /peft_config \(block nested .*\): unknown key\(s\) bogus_a, bogus_b/);
+  assert.match(n.stderr, /dataset dolly15k \(block nested .*\): unknown option\(s\) wrongopt, other_wrong/);
+  // A cache_dir that does not exist is named, with the paths looked at.
+  const c = spawnSync(process.execPath, [CLI, "data", "stats", "--configs", "defaults", "shared-sample", "tiny-tokenizer", "--cache_dir", join(dir, "nope")], { encoding: "utf8", cwd: dir });
+  assert.equal(c.status, 3);
+  assert.match(c.stderr, /tokenizer_name tokenizers\/oasst-tiny-bpe: not found \(looked at .* and .*nope\/tokenizers\/oasst-tiny-bpe; cache_dir .*nope does not exist/);
 });
 
 test("oasft tokenizer train writes a tokenizer the data commands load", () => {
@@ -174,7 +186,7 @@ test("a hub name resolves from the Hugging Face cache layout (no network); one t
   assert.deepEqual(messages.filter((m) => m.role === "user").map((m) => m.content), ["Hi", "/slash"]);
   const card = spawnSync(process.execPath, [CLI, "train", "--configs", "defaults", "bloom-zh-3b", "datasets", "--num_train_epochs", "2"], { encoding: "utf8", env });
   assert.equal(card.status, 3);
-  assert.match(card.stderr, /model_name ckip-joint\/bloom-3b-zh: not found \(a local folder or file, or a hub name ORG\/NAME in the Hugging Face cache /);
+  assert.match(card.stderr, /model_name ckip-joint\/bloom-3b-zh: not found \(looked at .*; nor a hub name ORG\/NAME in the Hugging Face cache /);
 });
 
 test("oasft --version, and npx oasft inside the repository", () => {
