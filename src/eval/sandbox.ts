@@ -1,7 +1,7 @@
 // Running HumanEval completions so that nothing escapes and no verdict can be forged.
 //
 // Two processes per check, each in its own bubblewrap sandbox (PID, mount, network, IPC, UTS, user
-// and cgroup namespaces; the root file system read-only; private tmpfs for /tmp, /var/tmp, /dev/shm
+// and cgroup namespaces; only the interpreter's files, read-only; private tmpfs for /tmp, /var/tmp, /dev/shm
 // with a size cap; no network at all; run as `nobody` when we are root):
 //   - the program (prompt + completion, untrusted) is read from stdin, executed, and then answers
 //     calls of its entry point over a pipe, one JSON line per call: arguments in, result out;
@@ -13,7 +13,7 @@
 // When a sandbox's first process ends (or the time is up), the kernel ends every process of its PID
 // namespace: nothing survives, however it forked. No file is written anywhere the program could see.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, lstatSync, readlinkSync } from "node:fs";
 import { cpus } from "node:os";
 import type { Readable, Writable } from "node:stream";
 
@@ -148,14 +148,44 @@ except BaseException as e:
 report("passed")
 `;
 
-// bubblewrap's view of the machine: everything read-only, fresh /tmp, /var/tmp, /dev/shm (64 MiB
-// each), minimal /dev and /proc, every namespace new (so no network), killed with its parent.
+// bubblewrap's view of the machine: only what the interpreter needs, read-only (systemFiles); fresh
+// /tmp, /var/tmp, /dev/shm (64 MiB each), minimal /dev and /proc, every namespace new (so no network,
+// and no abstract UNIX sockets of the host), killed with its parent.
 const TMPFS_BYTES = String(64 << 20);
-const BWRAP = [
-  "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-  "--size", TMPFS_BYTES, "--tmpfs", "/tmp", "--size", TMPFS_BYTES, "--tmpfs", "/var/tmp", "--size", TMPFS_BYTES, "--tmpfs", "/dev/shm",
-  "--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--cap-drop", "ALL",
-];
+const SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin";
+let bwrapArgs: string[] | undefined;
+function bwrap(): string[] {
+  bwrapArgs ??= [
+    "--unshare-all", "--die-with-parent", "--new-session", ...systemFiles(), "--dev", "/dev", "--proc", "/proc",
+    "--size", TMPFS_BYTES, "--tmpfs", "/tmp", "--size", TMPFS_BYTES, "--tmpfs", "/var/tmp", "--size", TMPFS_BYTES, "--tmpfs", "/dev/shm",
+    "--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--cap-drop", "ALL",
+  ];
+  return bwrapArgs;
+}
+
+/**
+ * The files a Python program needs, and nothing else of the host: /usr (with /usr/local and the
+ * merged-/usr links), the dynamic linker's configuration, and Python's own prefix where it lies
+ * elsewhere. Not /run or /var (path-named UNIX sockets: D-Bus, databases), /home, /root, /opt, the
+ * project or the data folders (the problems file with every canonical solution and test).
+ */
+function systemFiles(): string[] {
+  const args: string[] = [];
+  for (const p of ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]) {
+    if (!existsSync(p)) continue;
+    if (lstatSync(p).isSymbolicLink()) args.push("--symlink", readlinkSync(p), p);
+    else args.push("--ro-bind", p, p);
+  }
+  for (const f of ["/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime"]) {
+    if (existsSync(f)) args.push("--ro-bind", f, f);
+  }
+  const r = spawnSync("python3", ["-I", "-c", "import sys; print(sys.prefix); print(sys.base_prefix); print(sys.exec_prefix)"], {
+    encoding: "utf8", env: { PATH: SANDBOX_PATH },
+  });
+  const prefixes = r.status === 0 ? r.stdout.split("\n").filter(Boolean) : [];
+  for (const p of new Set(prefixes)) if (!p.startsWith("/usr/") && p !== "/usr" && existsSync(p)) args.push("--ro-bind", p, p);
+  return args;
+}
 const NOBODY = 65534;
 const asRoot = () => typeof process.getuid === "function" && process.getuid() === 0;
 
@@ -165,7 +195,7 @@ export function sandboxProblem(): string | undefined {
   if (probe !== undefined) return probe || undefined;
   if (!existsSync("/usr/bin/bwrap")) probe = "bubblewrap is not installed (apt-get install bubblewrap)";
   else {
-    const r = spawnSync("/usr/bin/bwrap", [...BWRAP, "python3", "-c", "pass"], { encoding: "utf8", ...(asRoot() ? { uid: NOBODY, gid: NOBODY } : {}) });
+    const r = spawnSync("/usr/bin/bwrap", [...bwrap(), "python3", "-c", "pass"], { encoding: "utf8", ...(asRoot() ? { uid: NOBODY, gid: NOBODY } : {}) });
     probe = r.status === 0 ? "" : `bubblewrap cannot create namespaces here (${(r.stderr || r.error?.message || `exit ${r.status}`).trim()}); user namespaces may be disabled`;
   }
   return probe || undefined;
@@ -173,10 +203,10 @@ export function sandboxProblem(): string | undefined {
 
 function sandboxed(code: string, args: string[], fds: number, o: SandboxOptions): ChildProcess {
   const python = ["python3", "-I", "-c", code, ...args];
-  const [cmd, ...rest] = o.unsafeNoSandbox ? python : ["/usr/bin/bwrap", ...BWRAP, ...python];
+  const [cmd, ...rest] = o.unsafeNoSandbox ? python : ["/usr/bin/bwrap", ...bwrap(), ...python];
   const stdio = ["pipe", "ignore", "ignore", ...Array.from({ length: fds }, () => "pipe" as const)];
   return spawn(cmd!, rest, {
-    stdio: stdio as Array<"pipe" | "ignore">, detached: true, env: { PATH: "/usr/local/bin:/usr/bin:/bin", LANG: "C.UTF-8" },
+    stdio: stdio as Array<"pipe" | "ignore">, detached: true, env: { PATH: SANDBOX_PATH, LANG: "C.UTF-8" },
     ...(asRoot() ? { uid: NOBODY, gid: NOBODY } : {}),
   });
 }

@@ -59,6 +59,33 @@ test("hostile completions: time, forks, memory, files, network, survivors, forge
   assert.ok(seconds < 50, `the run ended (${seconds.toFixed(0)} s)`);
 });
 
+test("the host's files are not there: no UNIX socket of the host, no answer key, no home, /run or project", { skip }, async () => {
+  const outside = mkdtempSync(join(REPO, "dist", "outside-"));
+  chmodSync(outside, 0o777);
+  const sock = join(outside, "host.sock");
+  let connections = 0;
+  const server = createServer((c) => { connections++; c.destroy(); });
+  await new Promise<void>((r) => server.listen(sock, () => r()));
+  chmodSync(sock, 0o777); // world-writable, as D-Bus's and many databases' sockets under /run are
+  const answerKey = join(SHARED, "data/humaneval/HumanEval.jsonl.gz");
+  const seen = JSON.stringify(["/run", "/var/run", "/var/lib", "/home", "/root", REPO, SHARED]);
+  const [unix, key, paths, good] = await runChecks([
+    job(`import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect(${JSON.stringify(sock)})\ns.send(b"x")\nreturn True`),
+    job(`import gzip\nreturn len(gzip.open(${JSON.stringify(answerKey)}).read()) > 0`),
+    job(`import os\nreturn str([p for p in ${seen} if os.path.exists(p)])`, "\"[]\""),
+    checkJob(problems[2]!, problems[2]!.canonical_solution),
+  ], { workers: 2 });
+  server.close();
+  rmSync(outside, { recursive: true, force: true });
+  assert.equal(unix!.passed, false, unix!.result);
+  assert.match(unix!.result, /FileNotFoundError|No such file/);
+  assert.equal(connections, 0, "no connection reached the host's socket");
+  assert.equal(key!.passed, false, key!.result);
+  assert.match(key!.result, /FileNotFoundError|No such file/);
+  assert.equal(paths!.passed, true, paths!.result);
+  assert.equal(good!.passed, true, good!.result);
+});
+
 test("checks cannot see each other: /tmp and /dev/shm are private to each run", { skip }, async () => {
   const write = job("open('/tmp/marker', 'w').write('x')\nopen('/dev/shm/marker', 'w').write('x')\nreturn True");
   const read = job("import os\nreturn os.path.exists('/tmp/marker') or os.path.exists('/dev/shm/marker')", "False");
