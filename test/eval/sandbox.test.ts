@@ -41,9 +41,12 @@ test("hostile completions: time, forks, memory, files, network, survivors, forge
     ["an object whose == always says yes", job("class Yes:\n    def __eq__(self, o):\n        return True\nreturn Yes()", "12345")],
     ["floods its answer channel", job("import os\nos.write(4, b'x' * (40 << 20))\nreturn True")],
     ["kills every process it can see", job("import os, signal\nos.kill(-1, signal.SIGKILL)\nreturn True")],
+    // 8 children of 700 MiB each took ~5 GB of the host when each process had its own budget.
+    ["children that each take memory", job("import os, time\nfor _ in range(8):\n    if os.fork() == 0:\n        b = bytearray(700 << 20)\n        time.sleep(5)\n        os._exit(0)\nreturn True")],
   ];
   const t0 = performance.now();
-  const results = await runChecks([...hostile.map(([, j]) => j), good, good], { timeoutS: 3, workers: 4 });
+  // A generous limit: on a busy machine (CI) the memory job must still reach its MemoryError first.
+  const results = await runChecks([...hostile.map(([, j]) => j), good, good], { timeoutS: 6, workers: 4 });
   const seconds = (performance.now() - t0) / 1000;
   server.close();
   rmSync(outside, { recursive: true, force: true });
@@ -52,6 +55,7 @@ test("hostile completions: time, forks, memory, files, network, survivors, forge
   assert.match(results[2]!.result, /MemoryError/);
   assert.match(results[3]!.result, /Read-only file system|Permission denied|No such file or directory/);
   assert.match(results[8]!.result, /cannot pass a Yes across the sandbox/);
+  assert.match(results[hostile.length - 1]!.result, /BlockingIOError|Resource temporarily unavailable/, "no child: the check's memory is its one process's");
   assert.ok(results.slice(-2).every((r) => r.passed), "good programs checked beside them pass");
   assert.ok(!existsSync(join(outside, "escaped.txt")), "nothing written outside");
   assert.equal(connections, 0, "no connection reached this machine");
