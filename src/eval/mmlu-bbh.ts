@@ -141,11 +141,23 @@ export function bbhCotPrompt(cot: { description: string; shots: string[] }, item
   return `${cot.description}\n\n${cot.shots.map((s) => `${s}\n\n`).join("")}Q: ${item.input}\nA: Let's think step by step.\n`;
 }
 export const BBH_COT_STOP = ["</s>", "Q", "\n\n"];
-/** lm-eval's get-answer filter: (?<=the answer is )(.*)(?=.), first match, else "[invalid]". */
+/**
+ * lm-eval's get-answer filter: (?<=the answer is )(.*)(?=.), first match, else "[invalid]", in
+ * Python's semantics: `.` is anything but "\n" (JavaScript's also stops at \r, U+2028 and U+2029).
+ */
 export function bbhCotAnswer(generation: string): string {
-  const m = /(?<=the answer is )(.*)(?=.)/.exec(generation);
+  const m = /(?<=the answer is )([^\n]*)(?=[^\n])/u.exec(generation);
   // lm-eval's RegexFilter strips the match.
-  return m ? m[1]!.trim() : "[invalid]";
+  return m ? pyStrip(m[1]!) : "[invalid]";
+}
+
+// Python's str.isspace() characters (JavaScript's trim also strips U+FEFF and not U+001C-U+001F or U+0085).
+const PY_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000";
+const PY_STRIP = new RegExp(`^[${PY_SPACE}]+|[${PY_SPACE}]+$`, "gu");
+
+/** Python's str.strip(): what the harnesses apply to generations. */
+export function pyStrip(s: string): string {
+  return s.replace(PY_STRIP, "");
 }
 
 /** instruct-eval: the first 3 test items as direct-answer shots; evaluation on the rest. */

@@ -10,7 +10,7 @@ import type { SamplingParams } from "../generate/sampling.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
 import { Registry } from "../util/registry.js";
-import { BBH_COT_STOP, MMLU_GROUPS, bbhCotAnswer, bbhCotPrompt, bbhInstructEvalPrompt, mmluInstructEvalPrompt, mmluLmEvalPrompt } from "./mmlu-bbh.js";
+import { BBH_COT_STOP, MMLU_GROUPS, bbhCotAnswer, bbhCotPrompt, pyStrip, bbhInstructEvalPrompt, mmluInstructEvalPrompt, mmluLmEvalPrompt } from "./mmlu-bbh.js";
 import { HUMANEVAL_STOP, INSTRUCT_EVAL_PREFIX, checkJob, cutAtStop, instructEvalCompletion, runChecks, scoreHumanEval } from "./humaneval.js";
 import type { EvalSource } from "./sources.js";
 
@@ -160,7 +160,7 @@ async function mmlu(ctx: Ctx): Promise<TaskResult> {
       }
       // instruct-eval's max_output_length=2.
       const gens = await generateAll(ctx, prompts, { maxNewTokens: 2 }, `mmlu ${subject}`);
-      preds = gens.map((g) => g.trim());
+      preds = gens.map((g) => pyStrip(g));
       test.forEach((t, i) => rows.push({ subject, answer: t.answer, prompt: prompts[i], generation: gens[i] }));
     }
     const correct = test.filter((t, i) => (ctx.protocol === "lm-eval" ? preds[i] === t.answer : preds[i]!.startsWith(t.answer))).length;
@@ -212,7 +212,7 @@ async function bbh(ctx: Ctx): Promise<TaskResult> {
     }
     let correct = 0;
     evalItems.forEach((it, i) => {
-      const pred = ctx.protocol === "lm-eval" ? bbhCotAnswer(gens[i]!) : gens[i]!.trim();
+      const pred = ctx.protocol === "lm-eval" ? bbhCotAnswer(gens[i]!) : pyStrip(gens[i]!);
       const ok = ctx.protocol === "lm-eval" ? pred === it.target : pred.startsWith(it.target);
       if (ok) correct++;
       rows.push({ task, target: it.target, pred, correct: ok, generation: gens[i] });

@@ -113,13 +113,16 @@ export class TextStream {
 
   private emit(): { delta: string; stopAt?: number } {
     const text = this.text;
+    // The earliest stop string in the text wins (lm-eval's and OpenAI's rule), not the first listed.
+    let at = -1;
     for (const s of this.stops) {
-      const at = s ? text.indexOf(s) : -1;
-      if (at >= 0) {
-        const delta = text.slice(this.emitted, at);
-        this.emitted = at;
-        return { delta, stopAt: at };
-      }
+      const i = s ? text.indexOf(s) : -1;
+      if (i >= 0 && (at < 0 || i < at)) at = i;
+    }
+    if (at >= 0) {
+      const delta = text.slice(this.emitted, at);
+      this.emitted = at;
+      return { delta, stopAt: at };
     }
     // Hold back a trailing replacement character (an incomplete UTF-8 sequence) and any suffix that
     // could still grow into a stop string.

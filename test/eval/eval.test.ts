@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { checkJob, cutAtStop, instructEvalCompletion, passAtK, readHumanEval, runChecks, scoreHumanEval } from "../../src/eval/humaneval.js";
+import { TextStream } from "../../src/generate/engine.js";
 import { bbhCotAnswer, bbhCotPrompt, bbhInstructEvalPrompt, mmluInstructEvalPrompt, mmluLmEvalPrompt, readBbhCotPrompt, readBbhTask, readMmluCsv } from "../../src/eval/mmlu-bbh.js";
 import { runEval } from "../../src/eval/run.js";
 import { hubSource, localSource } from "../../src/eval/sources.js";
@@ -75,7 +76,7 @@ describe("prompt templates, byte for byte", () => {
     assert.equal(dev.length, 5);
   });
 
-  test("BBH: lm-eval's CoT prompt and answer filter, instruct-eval's direct prompt", () => {
+  test("BBH: lm-eval's CoT prompt and answer filter, instruct-eval's direct prompt; stop strings cut at the earliest", async () => {
     const cot = readBbhCotPrompt(join(DATA, "bbh/cot-prompts/boolean_expressions.txt"));
     const items = readBbhTask(join(DATA, "bbh/bbh/boolean_expressions.json"));
     const p = bbhCotPrompt(cot, items[0]!);
@@ -84,6 +85,24 @@ describe("prompt templates, byte for byte", () => {
     assert.equal(cot.shots.length, 3);
     assert.equal(bbhCotAnswer("Z = False. So the answer is False."), "False");
     assert.equal(bbhCotAnswer("no conclusion"), "[invalid]");
+    // Python's semantics (lm-eval's): `.` stops only at "\n", strip() is str.isspace's set.
+    assert.equal(bbhCotAnswer("So the answer is yes\r."), "yes");
+    assert.equal(bbhCotAnswer("So the answer is yes\u2028."), "yes");
+    assert.equal(bbhCotAnswer("So the answer is \ufeffyes."), "\ufeffyes");
+    assert.equal(bbhCotAnswer("So the answer is (A)\x1c."), "(A)");
+    // Stop strings cut at the earliest one in the text, whatever their order in the list (lm-eval's until).
+    const tok = ChatTokenizer.load(join(SHARED, "data/tokenizers/oasst-tiny-bpe"), { family: "pythia" });
+    // The token that completes "yes" also brings "s": the listed-first "s" starts later in the text.
+    const stream = new TextStream(tok, ["s", "yes"]);
+    let text = "";
+    let stopAt: number | undefined;
+    for (const id of await tok.encodePlain("A: yes\n\nQ: next")) {
+      const r = await stream.push(id);
+      text += r.delta;
+      if (r.stopAt !== undefined) { stopAt = r.stopAt; break; }
+    }
+    assert.equal(stopAt, 3);
+    assert.equal(text, "A: ");
     assert.equal(bbhInstructEvalPrompt(items.slice(0, 3), items[3]!),
       "not ( True ) and ( True ) is\nAnswer: False\n\nTrue and not not ( not False ) is\nAnswer: True\n\nnot True or False or ( False ) is\nAnswer: False\n\nFalse or not ( True ) and False is\nAnswer:");
     // sports_understanding's file has a space after "step by step." where lm-eval v4 has a newline.
