@@ -116,8 +116,11 @@ async function logLikelihoods(ctx: Ctx, contexts: string[], continuations: strin
   return out;
 }
 
-/** The model's max length as lm-eval's HF model sees it: its context, else 2,048 (BLOOM's tokenizer limit). */
-const maxLength = (ctx: Ctx) => ctx.model.config.maxPositions ?? 2048;
+/**
+ * The model's max length as lm-eval's HF model sees it: its config's context, else the tokenizer's
+ * model_max_length (unless it is transformers' "no limit" value), else 2,048.
+ */
+const maxLength = (ctx: Ctx) => ctx.model.config.maxPositions ?? ctx.tokenizer.modelMaxLength ?? 2048;
 
 /** The last `keep` tokens (lm-eval cuts contexts from the left). */
 function leftTruncate(ids: number[], keep: number): number[] {
@@ -235,12 +238,13 @@ async function humaneval(ctx: Ctx): Promise<TaskResult> {
   const problems = (await ctx.source.humaneval()).slice(0, ctx.limit ?? Infinity);
   const instruct = ctx.protocol === "instruct-eval";
   // The harnesses' own settings unless the user set them: lm-eval allows 1,024 new tokens; instruct-eval
-  // samples at temperature 0.1 with top-k 50 even for n = 1.
+  // samples at temperature 0.1 with top-k 50 (top-p 1.0) even for n = 1.
   const h = ctx.humaneval ?? { samples: 1, ks: [1], timeoutS: 3 };
   const maxNewTokens = h.maxNewTokens ?? (instruct ? 512 : 1024);
   const temperature = h.temperature ?? (instruct ? 0.1 : 0);
   const topK = h.topK ?? (instruct ? 50 : undefined);
-  const topP = h.topP ?? 0.95;
+  // instruct-eval leaves top-p at the library's 1.0; lm-eval's sampled HumanEval variants use 0.95.
+  const topP = h.topP ?? (instruct ? 1 : 0.95);
   const prompts = problems.flatMap((p) => Array.from({ length: h.samples }, () => (instruct ? INSTRUCT_EVAL_PREFIX : "") + p.prompt));
   const params: SamplingParams = temperature > 0
     ? { maxNewTokens, doSample: true, temperature, topP, ...(topK ? { topK } : {}), seed: 1234 }

@@ -208,6 +208,12 @@ export class ChatTokenizer {
     return loaded;
   }
 
+  /** tokenizer_config.json's model_max_length, unless absent or transformers' "no limit" (about 1e30). */
+  get modelMaxLength(): number | undefined {
+    const v = this.carried.config.model_max_length;
+    return typeof v === "number" && Number.isInteger(v) && v > 0 && v < 1e29 ? v : undefined;
+  }
+
   /** What a `chat_template` setting resolves against: this folder's template and special tokens. */
   templateSource(): Parameters<typeof resolveChatTemplate>[1] {
     const c = this.carried.config;

@@ -235,8 +235,10 @@ describe("harness fidelity", () => {
       const expected = protocol === "lm-eval" ? mmluLmEvalPrompt("anatomy", dev, tests[0]!) : mmluInstructEvalPrompt("anatomy", dev, tests[0]!);
       assert.equal(row.prompt, expected, protocol);
       if (protocol === "instruct-eval") assert.ok((await tokenizer.encodePlain(row.generation!)).length <= 2, "2 new tokens at most");
-      const he = results.find((r) => r.task === "humaneval")!.details as { temperature: number; top_k: number | null; max_new_tokens: number };
+      const he = results.find((r) => r.task === "humaneval")!.details as { temperature: number; top_p: number | null; top_k: number | null; max_new_tokens: number };
       assert.deepEqual([he.temperature, he.top_k, he.max_new_tokens], protocol === "lm-eval" ? [0, null, 1024] : [0.1, 50, 512]);
+      // instruct-eval samples with the library's top-p of 1.0; greedy lm-eval has none.
+      assert.equal(he.top_p, protocol === "lm-eval" ? null : 1);
     }
     model.dispose();
   });

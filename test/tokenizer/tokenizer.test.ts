@@ -97,3 +97,10 @@ test("saving a user's Hugging Face tokenizer keeps its settings (bos, unk, model
   ChatTokenizer.load(dir, { family: "pythia" }).save(again);
   assert.deepEqual(JSON.parse(readFileSync(join(again, "tokenizer_config.json"), "utf8")), config);
 });
+
+test("model_max_length as lm-eval reads it: the tokenizer's own, none for transformers' 'no limit' value", () => {
+  const gpt2 = ChatTokenizer.load(join(SHARED, "data/tokenizers/gpt2-hf"), { family: "pythia" });
+  assert.equal(gpt2.modelMaxLength, 1024);
+  const tiny = ChatTokenizer.load(join(SHARED, "data/tokenizers/oasst-tiny-bpe"), { family: "pythia" }); // 1e30: no limit
+  assert.equal(tiny.modelMaxLength, undefined);
+});

@@ -16,7 +16,7 @@ import { ADAPTER_USAGE, MODEL_FLAGS, loadForInference } from "../model-flags.js"
 
 const USAGE = `usage:
   oasft eval --model DIR --tasks mmlu,bbh,humaneval --out DIR [--protocol lm-eval|instruct-eval] [--limit N]
-             [--chat] [--data-dir ../shared/data] [--n 1] [--temperature 0] [--top-p 0.95] [--k 1]
+             [--chat] [--data-dir ../shared/data] [--n 1] [--temperature 0] [--top-p 0.95|1] [--k 1]
              [--bbh-max-new-tokens 1024] [--humaneval-max-new-tokens N] [--mmlu-shots 5|0] [--timeout 3] [--max-batch 8]
              [--only NAME,...] [--source files|hub]
              ${ADAPTER_USAGE} ${DEVICE_USAGE}
