@@ -188,7 +188,8 @@ async function mmlu(ctx: Ctx): Promise<TaskResult> {
       groups: Object.fromEntries(Object.entries(MMLU_GROUPS).map(([g, names]) => [g, acc(names.filter((n) => per[n]))])),
       subjects: Object.fromEntries(Object.entries(per).map(([n, v]) => [n, v.correct / v.total])),
       questions: all.reduce((a, n) => a + per[n]!.total, 0),
-      shots: 5,
+      // What the prompts held: lm-eval's chosen count; instruct-eval's at most 5 (fewer past 2,048 tokens).
+      shots: ctx.protocol === "lm-eval" ? ctx.mmluShots ?? 5 : 5,
     },
   };
 }

@@ -240,6 +240,16 @@ describe("harness fidelity", () => {
       // instruct-eval samples with the library's top-p of 1.0; greedy lm-eval has none.
       assert.equal(he.top_p, protocol === "lm-eval" ? null : 1);
     }
+    // A 0-shot run says so in results.json; shots outside the dev split's 5, or under instruct-eval, are usage errors.
+    const zeroOut = tmp();
+    const [zero] = await runEval(["mmlu"], { model, tokenizer, protocol: "lm-eval", source: localSource(DATA), limit: 1, out: zeroOut, progress: false, only: ["anatomy"], mmluShots: 0 });
+    assert.equal((zero!.details as { shots: number }).shots, 0);
+    assert.equal((JSON.parse(readFileSync(join(zeroOut, "mmlu.jsonl"), "utf8").trim()) as { prompt: string }).prompt, mmluLmEvalPrompt("anatomy", [], tests[0]!));
+    for (const flags of [["--mmlu-shots", "7"], ["--mmlu-shots", "0", "--protocol", "instruct-eval"]]) {
+      const r = spawnSync(process.execPath, [CLI, "eval", "--model", dir, "--tasks", "mmlu", "--out", tmp(), ...flags], { encoding: "utf8" });
+      assert.equal(r.status, 2, flags.join(" "));
+      assert.match(r.stderr, /--mmlu-shots/);
+    }
     model.dispose();
   });
 });

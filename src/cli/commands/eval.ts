@@ -17,7 +17,7 @@ import { ADAPTER_USAGE, MODEL_FLAGS, loadForInference } from "../model-flags.js"
 const USAGE = `usage:
   oasft eval --model DIR --tasks mmlu,bbh,humaneval --out DIR [--protocol lm-eval|instruct-eval] [--limit N]
              [--chat] [--data-dir ../shared/data] [--n 1] [--temperature 0] [--top-p 0.95|1] [--k 1]
-             [--bbh-max-new-tokens 1024] [--humaneval-max-new-tokens N] [--mmlu-shots 5|0] [--timeout 3] [--max-batch 8]
+             [--bbh-max-new-tokens 1024] [--humaneval-max-new-tokens N] [--mmlu-shots 0-5] [--timeout 3] [--max-batch 8]
              [--only NAME,...] [--source files|hub]
              ${ADAPTER_USAGE} ${DEVICE_USAGE}
   oasft eval humaneval --samples FILE.jsonl [--k 1,10,100] [--problems HumanEval.jsonl.gz] [--timeout 3] [--out results.jsonl]
@@ -80,6 +80,11 @@ export const command: Command = {
     const out = required(values, "out", USAGE);
     const protocol = ((values.protocol as string | undefined) ?? "lm-eval") as Protocol;
     if (protocol !== "lm-eval" && protocol !== "instruct-eval") throw new UsageError(`--protocol: expected lm-eval or instruct-eval, got '${protocol}'`);
+    // MMLU's dev split has 5 questions per subject; instruct-eval always starts from all 5 (fewer past 2,048 tokens).
+    const mmluShots = values["mmlu-shots"] !== undefined ? intFlag(values, "mmlu-shots", 5, 0, 5) : undefined;
+    if (mmluShots !== undefined && protocol === "instruct-eval") {
+      throw new UsageError("--mmlu-shots: instruct-eval's MMLU is 5-shot (fewer past 2,048 tokens); the flag is lm-eval's");
+    }
     const tasks = required(values, "tasks", USAGE).split(",").map((t) => t.trim()).filter(Boolean);
     const dataDir = (values["data-dir"] as string | undefined) ?? DEFAULT_DATA;
     const sourceName = (values.source as string | undefined) ?? "files";
@@ -103,7 +108,7 @@ export const command: Command = {
           ...(values["top-p"] !== undefined ? { topP: Number(values["top-p"]) } : {}),
           ...(values["humaneval-max-new-tokens"] !== undefined ? { maxNewTokens: intFlag(values, "humaneval-max-new-tokens", 1) } : {}),
         },
-        ...(values["mmlu-shots"] !== undefined ? { mmluShots: intFlag(values, "mmlu-shots", 0, 0) } : {}),
+        ...(mmluShots !== undefined ? { mmluShots } : {}),
         bbhMaxNewTokens: intFlag(values, "bbh-max-new-tokens", 1024), maxBatch: intFlag(values, "max-batch", 8),
       });
       console.log(evalTable(results, protocol, dir));
