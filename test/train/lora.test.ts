@@ -181,6 +181,8 @@ describe("LoRA in the trainer", () => {
   });
 
   test("a peft_config key that does not exist is named", async () => {
-    await assert.rejects(run(tmp(), ["--max_steps", "1", "--peft_config", "{r: 8, lora_alhpa: 16}"]), /peft_config › lora_alhpa: unknown key/);
+    // Named when the settings are composed, before any model or data is read.
+    await assert.rejects(async () => run(tmp(), ["--max_steps", "1", "--peft_config", "{r: 8, lora_alhpa: 16}"]),
+      /peft_config \(--peft_config\): unknown key\(s\) lora_alhpa; expected r, lora_alpha/);
   });
 });
