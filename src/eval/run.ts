@@ -48,6 +48,17 @@ export interface TaskResult {
   details: Record<string, unknown>;
 }
 
+/**
+ * What the model was given for one prompt, as each row records it: the harness's prompt after chat
+ * wrapping and left truncation, decoded from the very token ids fed (special tokens shown).
+ */
+export interface ModelInput {
+  input: string;
+  input_tokens: number;
+  /** Tokens cut from the left to fit the model's length (lm-eval's rule); 0 when none. */
+  truncated_tokens: number;
+}
+
 interface Ctx extends EvalOptions {
   engine: Engine;
   /** A prompt's token ids: as plain text, or (chat models) as a user turn in the model's chat template. */
@@ -56,21 +67,31 @@ interface Ctx extends EvalOptions {
   writeJsonl: (name: string, rows: unknown[]) => void;
 }
 
-/** Greedy or sampled generations for many prompts, batched by the engine. */
-async function generateAll(ctx: Ctx, prompts: string[], params: SamplingParams, label: string): Promise<string[]> {
+/** A prompt's token ids as the model gets them (chat-wrapped, the last `keep` kept), and their record. */
+async function modelInput(ctx: Ctx, prompt: string, keep: number): Promise<{ ids: number[]; seen: ModelInput }> {
+  const full = await ctx.encodePrompt(prompt);
+  const ids = leftTruncate(full, keep);
+  const input = await ctx.tokenizer.decode(ids);
+  return { ids, seen: { input, input_tokens: ids.length, truncated_tokens: full.length - ids.length } };
+}
+
+/** Greedy or sampled generations for many prompts, batched by the engine, with what the model saw. */
+async function generateAll(
+  ctx: Ctx, prompts: string[], params: SamplingParams, label: string,
+): Promise<{ gens: string[]; seen: ModelInput[] }> {
   const bar = ctx.bar(prompts.length, label);
   // lm-eval keeps the last max_length − max_gen_toks tokens of a context (HF's generate_until).
   const keep = ctx.protocol === "lm-eval" ? maxLength(ctx) - params.maxNewTokens : Infinity;
-  const ids = await Promise.all(prompts.map(async (p) => leftTruncate(await ctx.encodePrompt(p), keep)));
+  const inputs = await Promise.all(prompts.map((p) => modelInput(ctx, p, keep)));
   // Sampled requests each get their own seed, so a run repeats exactly.
-  const out = await Promise.all(ids.map(async (promptIds, i) => {
+  const gens = await Promise.all(inputs.map(async ({ ids: promptIds }, i) => {
     const seeded = params.doSample ? { ...params, seed: (params.seed ?? 0) + i } : params;
     const r = await ctx.engine.submit({ promptIds, params: seeded }).result;
     bar.tick();
     return r.text;
   }));
   bar.done();
-  return out;
+  return { gens, seen: inputs.map((x) => x.seen) };
 }
 
 /**
@@ -78,18 +99,23 @@ async function generateAll(ctx: Ctx, prompts: string[], params: SamplingParams, 
  * token prefix shared with the previous context (the few-shot header), as lm-eval scores
  * enc(context) + enc(continuation).
  */
-async function logLikelihoods(ctx: Ctx, contexts: string[], continuations: string[], onItem?: () => void): Promise<number[][]> {
+async function logLikelihoods(
+  ctx: Ctx, contexts: string[], continuations: string[],
+): Promise<{ scores: number[][]; seen: ModelInput[] }> {
   const { model, tokenizer } = ctx;
   // Continuations are pieces of text, not documents: no BOS in front of " A" (LLaMA's tokenizer adds one).
   const contIds = await Promise.all(continuations.map((c) => tokenizer.encodePlain(c)));
   const cache = model.newCache({ batch: 1, capacity: 512 });
   let cached: number[] = [];
   const out: number[][] = [];
+  const seen: ModelInput[] = [];
   try {
     // lm-eval scores (context + continuation)[-(max_length + 1):]: long contexts lose their head.
     const longest = Math.max(...contIds.map((c) => c.length));
     for (const context of contexts) {
-      const ids = leftTruncate(await ctx.encodePrompt(context), maxLength(ctx) + 1 - longest);
+      const given = await modelInput(ctx, context, maxLength(ctx) + 1 - longest);
+      const ids = given.ids;
+      seen.push(given.seen);
       let lcp = 0;
       while (lcp < cached.length && lcp < ids.length - 1 && cached[lcp] === ids[lcp]) lcp++;
       cache.truncate(lcp);
@@ -108,12 +134,11 @@ async function logLikelihoods(ctx: Ctx, contexts: string[], continuations: strin
       }));
       cached = ids;
       out.push(scores);
-      onItem?.();
     }
   } finally {
     cache.dispose();
   }
-  return out;
+  return { scores: out, seen };
 }
 
 /**
@@ -149,9 +174,11 @@ async function mmlu(ctx: Ctx): Promise<TaskResult> {
     let preds: string[];
     if (ctx.protocol === "lm-eval") {
       const contexts = test.map((t) => mmluLmEvalPrompt(subject, dev.slice(0, ctx.mmluShots ?? 5), t));
-      const ll = await logLikelihoods(ctx, contexts, [" A", " B", " C", " D"]);
+      const { scores: ll, seen } = await logLikelihoods(ctx, contexts, [" A", " B", " C", " D"]);
       preds = ll.map((s) => "ABCD"[s.indexOf(Math.max(...s))]!);
-      test.forEach((t, i) => rows.push({ subject, answer: t.answer, pred: preds[i], loglikelihoods: ll[i], prompt: contexts[i] }));
+      test.forEach((t, i) => rows.push({
+        subject, answer: t.answer, pred: preds[i], loglikelihoods: ll[i], prompt: contexts[i], ...seen[i],
+      }));
     } else {
       // instruct-eval: fewer shots when the prompt exceeds 2,048 tokens; correct iff the reply starts with the letter.
       const prompts: string[] = [];
@@ -162,9 +189,9 @@ async function mmlu(ctx: Ctx): Promise<TaskResult> {
         prompts.push(p);
       }
       // instruct-eval's max_output_length=2.
-      const gens = await generateAll(ctx, prompts, { maxNewTokens: 2 }, `mmlu ${subject}`);
+      const { gens, seen } = await generateAll(ctx, prompts, { maxNewTokens: 2 }, `mmlu ${subject}`);
       preds = gens.map((g) => pyStrip(g));
-      test.forEach((t, i) => rows.push({ subject, answer: t.answer, prompt: prompts[i], generation: gens[i] }));
+      test.forEach((t, i) => rows.push({ subject, answer: t.answer, prompt: prompts[i], ...seen[i], generation: gens[i] }));
     }
     const correct = test.filter((t, i) => (ctx.protocol === "lm-eval" ? preds[i] === t.answer : preds[i]!.startsWith(t.answer))).length;
     per[subject] = { correct, total: test.length };
@@ -204,22 +231,24 @@ async function bbh(ctx: Ctx): Promise<TaskResult> {
     let prompts: string[];
     let evalItems: typeof items;
     let gens: string[];
+    let seen: ModelInput[];
     if (ctx.protocol === "lm-eval") {
       const cot = ctx.source.bbhCot(task);
       evalItems = items.slice(0, ctx.limit ?? Infinity);
       prompts = evalItems.map((it) => bbhCotPrompt(cot, it));
-      gens = await generateAll(ctx, prompts, { maxNewTokens: ctx.bbhMaxNewTokens ?? 1024, stop: BBH_COT_STOP }, `bbh ${task}`);
+      const params = { maxNewTokens: ctx.bbhMaxNewTokens ?? 1024, stop: BBH_COT_STOP };
+      ({ gens, seen } = await generateAll(ctx, prompts, params, `bbh ${task}`));
     } else {
       evalItems = items.slice(3).slice(0, ctx.limit ?? Infinity);
       prompts = evalItems.map((it) => bbhInstructEvalPrompt(items.slice(0, 3), it));
-      gens = await generateAll(ctx, prompts, { maxNewTokens: 32 }, `bbh ${task}`);
+      ({ gens, seen } = await generateAll(ctx, prompts, { maxNewTokens: 32 }, `bbh ${task}`));
     }
     let correct = 0;
     evalItems.forEach((it, i) => {
       const pred = ctx.protocol === "lm-eval" ? bbhCotAnswer(gens[i]!) : pyStrip(gens[i]!);
       const ok = ctx.protocol === "lm-eval" ? pred === it.target : pred.startsWith(it.target);
       if (ok) correct++;
-      rows.push({ task, target: it.target, pred, correct: ok, generation: gens[i] });
+      rows.push({ task, target: it.target, pred, correct: ok, prompt: prompts[i], ...seen[i], generation: gens[i] });
     });
     per[task] = { correct, total: evalItems.length };
     torch.releaseFreeMemory();
@@ -251,13 +280,16 @@ async function humaneval(ctx: Ctx): Promise<TaskResult> {
     ? { maxNewTokens, doSample: true, temperature, topP, ...(topK ? { topK } : {}), seed: 1234 }
     : { maxNewTokens };
   if (!instruct) params.stop = HUMANEVAL_STOP;
-  const gens = await generateAll(ctx, prompts, params, "humaneval generate");
+  const { gens, seen } = await generateAll(ctx, prompts, params, "humaneval generate");
   const completions = gens.map((g) => (instruct ? instructEvalCompletion(g) : cutAtStop(g, HUMANEVAL_STOP)));
   const bar = ctx.bar(completions.length, "humaneval execute");
   const jobs = completions.map((c, i) => checkJob(problems[Math.floor(i / h.samples)]!, c));
   const results = await runChecks(jobs, { timeoutS: h.timeoutS, ...(h.unsafeNoSandbox ? { unsafeNoSandbox: true } : {}) }, () => bar.tick());
   bar.done();
-  const rows = completions.map((completion, i) => ({ task_id: problems[Math.floor(i / h.samples)]!.task_id, completion, passed: results[i]!.passed, result: results[i]!.result }));
+  const rows = completions.map((completion, i) => ({
+    task_id: problems[Math.floor(i / h.samples)]!.task_id, prompt: prompts[i], ...seen[i], generation: gens[i],
+    completion, passed: results[i]!.passed, result: results[i]!.result,
+  }));
   ctx.writeJsonl("humaneval", rows);
   const score = scoreHumanEval(rows, h.ks);
   const k = Math.max(...Object.keys(score.passAtK).map((x) => Number(x.slice(5))));

@@ -6,7 +6,7 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { checkJob, cutAtStop, instructEvalCompletion, passAtK, readHumanEval, runChecks, scoreHumanEval } from "../../src/eval/humaneval.js";
+import { INSTRUCT_EVAL_PREFIX, checkJob, cutAtStop, instructEvalCompletion, passAtK, readHumanEval, runChecks, scoreHumanEval } from "../../src/eval/humaneval.js";
 import { TextStream } from "../../src/generate/engine.js";
 import { bbhCotAnswer, bbhCotPrompt, bbhInstructEvalPrompt, mmluInstructEvalPrompt, mmluLmEvalPrompt, readBbhCotPrompt, readBbhTask, readMmluCsv } from "../../src/eval/mmlu-bbh.js";
 import { runEval } from "../../src/eval/run.js";
@@ -18,6 +18,8 @@ import { CLI, GOLDEN, GOLDEN_MODELS, SHARED } from "../helpers.js";
 const DATA = join(SHARED, "data");
 const problems = readHumanEval(join(DATA, "humaneval/HumanEval.jsonl.gz"));
 const tmp = () => mkdtempSync(join(tmpdir(), "oasft-eval-"));
+
+type Row = { prompt: string; input: string; input_tokens: number; truncated_tokens: number };
 
 describe("HumanEval", () => {
   test("the 164 canonical solutions pass; a wrong completion fails", async () => {
@@ -231,20 +233,49 @@ describe("harness fidelity", () => {
     for (const protocol of ["lm-eval", "instruct-eval"] as const) {
       const out = tmp();
       const results = await runEval(["mmlu", "humaneval"], { model, tokenizer, protocol, source: localSource(DATA), limit: 1, out, progress: false, only: ["anatomy"] });
-      const row = JSON.parse(readFileSync(join(out, "mmlu.jsonl"), "utf8").trim()) as { prompt: string; generation?: string };
+      const row = JSON.parse(readFileSync(join(out, "mmlu.jsonl"), "utf8").trim()) as Row & { generation?: string };
       const expected = protocol === "lm-eval" ? mmluLmEvalPrompt("anatomy", dev, tests[0]!) : mmluInstructEvalPrompt("anatomy", dev, tests[0]!);
       assert.equal(row.prompt, expected, protocol);
+      // Without chat wrapping or truncation, the model saw the prompt itself (byte-level BPE decodes it back).
+      assert.deepEqual([row.input, row.truncated_tokens], [expected, 0], protocol);
+      const he = JSON.parse(readFileSync(join(out, "humaneval.jsonl"), "utf8").trim()) as Row;
+      const hePrompt = (protocol === "instruct-eval" ? INSTRUCT_EVAL_PREFIX : "") + problems[0]!.prompt;
+      assert.deepEqual([he.prompt, he.input, he.truncated_tokens], [hePrompt, hePrompt, 0], protocol);
       if (protocol === "instruct-eval") assert.ok((await tokenizer.encodePlain(row.generation!)).length <= 2, "2 new tokens at most");
-      const he = results.find((r) => r.task === "humaneval")!.details as { temperature: number; top_p: number | null; top_k: number | null; max_new_tokens: number };
-      assert.deepEqual([he.temperature, he.top_k, he.max_new_tokens], protocol === "lm-eval" ? [0, null, 1024] : [0.1, 50, 512]);
+      const heSettings = results.find((r) => r.task === "humaneval")!.details as { temperature: number; top_p: number | null; top_k: number | null; max_new_tokens: number };
+      assert.deepEqual([heSettings.temperature, heSettings.top_k, heSettings.max_new_tokens], protocol === "lm-eval" ? [0, null, 1024] : [0.1, 50, 512]);
       // instruct-eval samples with the library's top-p of 1.0; greedy lm-eval has none.
-      assert.equal(he.top_p, protocol === "lm-eval" ? null : 1);
+      assert.equal(heSettings.top_p, protocol === "lm-eval" ? null : 1);
     }
     // A 0-shot run says so in results.json; shots outside the dev split's 5, or under instruct-eval, are usage errors.
     const zeroOut = tmp();
     const [zero] = await runEval(["mmlu"], { model, tokenizer, protocol: "lm-eval", source: localSource(DATA), limit: 1, out: zeroOut, progress: false, only: ["anatomy"], mmluShots: 0 });
     assert.equal((zero!.details as { shots: number }).shots, 0);
     assert.equal((JSON.parse(readFileSync(join(zeroOut, "mmlu.jsonl"), "utf8").trim()) as { prompt: string }).prompt, mmluLmEvalPrompt("anatomy", [], tests[0]!));
+    // Chat-wrapped and cut to the model's length: rows hold what the model saw, not the harness's text.
+    const cfgFile = join(dir, "tokenizer_config.json");
+    writeFileSync(cfgFile, JSON.stringify({ ...JSON.parse(readFileSync(cfgFile, "utf8")), model_max_length: 64 }));
+    const short = ChatTokenizer.load(dir);
+    const chatOut = tmp();
+    const common = { model, tokenizer: short, protocol: "lm-eval" as const, source: localSource(DATA), limit: 1, progress: false, chat: true };
+    await runEval(["mmlu"], { ...common, out: chatOut, only: ["anatomy"] });
+    await runEval(["bbh"], { ...common, out: chatOut, only: ["boolean_expressions"], bbhMaxNewTokens: 16 });
+    const cot = readBbhCotPrompt(join(DATA, "bbh/cot-prompts/boolean_expressions.txt"));
+    const bbhItem = readBbhTask(join(DATA, "bbh/bbh/boolean_expressions.json"))[0]!;
+    // lm-eval scores (context + continuation)[-(64 + 1):]: the context keeps 65 − the longest continuation.
+    const longest = Math.max(...(await Promise.all([" A", " B", " C", " D"].map((c) => short.encodePlain(c)))).map((x) => x.length));
+    const cases = [
+      { file: "mmlu.jsonl", prompt: mmluLmEvalPrompt("anatomy", dev, tests[0]!), keep: 65 - longest },
+      { file: "bbh.jsonl", prompt: bbhCotPrompt(cot, bbhItem), keep: 64 - 16 }, // max length − max new tokens
+    ];
+    for (const c of cases) {
+      const r = JSON.parse(readFileSync(join(chatOut, c.file), "utf8").trim().split("\n")[0]!) as Row;
+      assert.equal(r.prompt, c.prompt, c.file);
+      const wrapped = `<|prompter|>${c.prompt}<|endoftext|><|assistant|>`; // the OA turn, by hand
+      assert.equal(r.input_tokens, c.keep, c.file);
+      assert.equal(r.input_tokens + r.truncated_tokens, (await short.encode(wrapped)).length, c.file);
+      assert.ok(r.input.length < wrapped.length && wrapped.endsWith(r.input), `${c.file}: ${JSON.stringify(r.input)}`);
+    }
     for (const flags of [["--mmlu-shots", "7"], ["--mmlu-shots", "0", "--protocol", "instruct-eval"]]) {
       const r = spawnSync(process.execPath, [CLI, "eval", "--model", dir, "--tasks", "mmlu", "--out", tmp(), ...flags], { encoding: "utf8" });
       assert.equal(r.status, 2, flags.join(" "));
