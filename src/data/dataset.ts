@@ -34,11 +34,29 @@ export interface LoadedDataset {
   files: string[];
 }
 
+/**
+ * Replies to one context, ranked best first (preference data: reward models, DPO). Each candidate is
+ * the whole conversation, the context followed by that reply, so every chat format renders it as SFT does.
+ */
+export interface RankedGroup {
+  candidates: Conversation[];
+  /** Where the group came from ("file:line", a message id), for errors found after loading. */
+  where: string;
+}
+
+export interface LoadedRanked {
+  groups: RankedGroup[];
+  dropped: Record<string, number>;
+  files: string[];
+}
+
 export interface DatasetLoader {
   description: string;
   /** The loader-specific option keys and what each means (the mix's own keys are always allowed). */
   options: Record<string, string>;
   load(options: DatasetOptions, ctx: LoaderContext): Promise<LoadedDataset>;
+  /** Ranked replies (stages rm and dpo); datasets without rankings have none. */
+  loadRanked?(options: DatasetOptions, ctx: LoaderContext): Promise<LoadedRanked>;
 }
 
 export class DropCounter {

@@ -59,7 +59,7 @@ export interface MixOptions {
  * Splits like torch's random_split with fractions [1 − v, v]: floor sizes, the remainder handed out
  * round-robin from the first subset; a random permutation assigns the items.
  */
-function randomSplit<T>(items: T[], valSplit: number, rng: Rng): [T[], T[]] {
+export function randomSplit<T>(items: T[], valSplit: number, rng: Rng): [T[], T[]] {
   const n = items.length;
   const sizes = [Math.floor(n * (1 - valSplit)), Math.floor(n * valSplit)];
   for (let r = n - sizes[0]! - sizes[1]!, i = 0; r > 0; r--, i++) sizes[i % 2]!++;

@@ -7,6 +7,7 @@ import { dolly15k, gsm8k, joke, webgpt } from "./datasets/qa.js";
 import { alpaca, messages, vicuna } from "./datasets/chat.js";
 import { translation } from "./datasets/translation.js";
 import { oasftDemo } from "./datasets/builtin.js";
+import { preferencePairs } from "./datasets/preference.js";
 
 export const datasets = new Registry<DatasetLoader>("dataset");
 datasets.register("oasst_export", oasstExport);
@@ -19,6 +20,7 @@ datasets.register("sharegpt", vicuna);
 datasets.register("messages", messages);
 datasets.register("alpaca", alpaca);
 datasets.register("oasft_demo", oasftDemo);
+datasets.register("preference_pairs", preferencePairs);
 // The card's three translation sets by name; any other pair with templates works too.
 for (const name of ["wmt2019_zh-en", "ted_trans_en-ja", "ted_trans_zh-ja"]) datasets.register(name, translation);
 

@@ -185,6 +185,13 @@ export interface TrainStepOptions {
   lossChunkRows?: number;
   /** Called around each block's forward and recompute (ZeRO-3's gather and free); needs gradientCheckpointing. */
   blockHooks?: BlockHooks;
+  /**
+   * Another objective on the final hidden states (a reward head, DPO): given them as a leaf that
+   * requires grad, it runs its own backward (into that leaf's grad and any parameters it uses, scaled
+   * by gradScale) and returns its loss; then the trunk's backward runs as for the LM loss. Labels are
+   * not required.
+   */
+  head?: (x: torch.Tensor, gradScale: number) => number;
 }
 
 /**
@@ -321,6 +328,16 @@ export abstract class CausalLM extends Module {
     return out;
   }
 
+  /** The final norm's output [b, s, h] (the LM head's input, a reward head's too). */
+  finalHidden(input: CausalLMInput): torch.Tensor {
+    return this.trunk(input).x;
+  }
+
+  /** The LM head's logits of final hidden states (with the family's soft-capping). */
+  headLogits(x: torch.Tensor): torch.Tensor {
+    return softcapped(torch.linear(x, this.lmHeadWeight), this.finalLogitSoftcap);
+  }
+
   /** Everything before the LM head: the final norm's output [b, s, h], with the graph when grad is on. */
   private trunk(input: CausalLMInput): {
     x: torch.Tensor; ctx: ForwardContext; hiddenStates: torch.Tensor[]; attentions: torch.Tensor[];
@@ -353,13 +370,20 @@ export abstract class CausalLM extends Module {
    * in the same order, so the same loss and gradients as without.
    */
   trainStep(input: CausalLMInput, o: TrainStepOptions = {}): { loss: number } {
-    if (!input.labels) throw new Error("trainStep needs labels");
+    if (!input.labels && !o.head) throw new Error("trainStep needs labels");
     if (input.cache) throw new Error("trainStep does not take a KV cache");
     const scale = o.gradScale ?? 1;
     const chunked = o.chunkedLoss ?? true;
     // The head and the loss on the final hidden states `x`: in chunks (one chunk's logits alive at a
     // time), then the trunk's backward from d(loss)/dx; or, unchunked, as one graph.
     const headAndLoss = (x: torch.Tensor): number => {
+      if (o.head) {
+        const detached = x.detach();
+        detached.requiresGrad = true;
+        const value = o.head(detached, scale);
+        if (detached.grad && x.requiresGrad) torch.backward([x], [detached.grad]);
+        return value;
+      }
       if (!chunked) {
         const loss = causalLmLoss(softcapped(torch.linear(x, this.lmHeadWeight), this.finalLogitSoftcap), input.labels!);
         torch.backward([scale === 1 ? loss : loss.mul(scale)]);

@@ -6,12 +6,11 @@ import * as torch from "../torch/index.js";
 import type { CausalLM, LoraConfig } from "../models/index.js";
 import type { SFTConfig } from "../sft/config.js";
 import type { Batch } from "../sft/collate.js";
-import type { SftData } from "../sft/data.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import type { ProcessGroup } from "../dist/group.js";
-import { epochBatches, tensorsOf, trainedIn } from "./batches.js";
-import { evaluate } from "./evaluate.js";
+import { trainedIn } from "./batches.js";
 import type { DynamicLossScaler } from "./loss-scaler.js";
+import type { Objective } from "./objective.js";
 import type { LogRecord, ProgressBar, StepRecord } from "./report.js";
 import { lrAt, type ScheduleOptions } from "./schedule.js";
 import type { TrainSettings } from "./settings.js";
@@ -40,7 +39,8 @@ export interface RunSetup {
 /** Everything the loop reads and advances; built by trainer.ts's setup phases. */
 export interface RunContext extends RunSetup {
   tokenizer: ChatTokenizer;
-  data: SftData;
+  /** What is optimised (SFT, DPO): its batches, step and evaluation. */
+  objective: Objective;
   model: CausalLM;
   lora: LoraConfig | undefined;
   /** Parameter names in optimizer order (checkpoints). */
@@ -63,7 +63,7 @@ export interface RunReport {
   bar: ProgressBar | undefined;
   /** performance.now() at the run's (virtual) start: resumed runs count their earlier time. */
   t0: number;
-  window: { loss: number; steps: number; tokens: number; trained: number; t: number };
+  window: { loss: number; steps: number; tokens: number; trained: number; t: number; metrics: Record<string, number> };
 }
 
 export interface RunResult {
@@ -80,7 +80,7 @@ export async function trainLoop(ctx: RunContext): Promise<void> {
     if (state.microBatch >= ctx.batches.length) {
       state.epoch++;
       state.microBatch = 0;
-      ctx.batches = epochBatches(ctx.data, ctx.cfg, ctx.settings.microBatchSize, state.epoch);
+      ctx.batches = ctx.objective.batches(state.epoch);
       continue;
     }
     const chunk = ctx.batches.slice(state.microBatch, state.microBatch + ctx.perStep);
@@ -115,9 +115,9 @@ interface StepOutcome {
 /** One optimizer step over `chunk` (this step's micro-batches of every rank); advances the state. */
 function optimizerStep(ctx: RunContext, chunk: Batch[]): StepOutcome {
   const { optimizer, scaler, state, settings } = ctx;
-  const trainedPer = chunk.map(trainedIn);
-  const trainedTotal = trainedPer.reduce((a, b) => a + b, 0);
-  const stepLoss = forwardBackward(ctx, chunk, trainedPer, trainedTotal);
+  const trainedTotal = chunk.reduce((n, b) => n + trainedIn(b), 0);
+  const unitsPer = chunk.map((b) => (trainedIn(b) ? ctx.objective.units(b) : 0));
+  const { loss: stepLoss, metrics } = forwardBackward(ctx, chunk, unitsPer);
   state.microBatch += chunk.length;
   optimizer.reduceGradients();
   let skipped = false;
@@ -155,43 +155,49 @@ function optimizerStep(ctx: RunContext, chunk: Batch[]): StepOutcome {
   w.steps++;
   w.tokens += tokens;
   w.trained += trainedTotal;
+  for (const [k, v] of Object.entries(metrics)) w.metrics[k] = (w.metrics[k] ?? 0) + v;
   return { gradNorm, skipped };
 }
 
 /**
- * Forward and backward of this rank's micro-batches, each weighted by its share of the step's trained
- * tokens; returns the step's loss over all ranks. The loss scale is read before the step (a skipped
- * step changes it only afterwards).
+ * Forward and backward of this rank's micro-batches, each weighted by its share of the step's units
+ * (trained tokens for SFT, pairs for DPO); returns the step's loss and metrics over all ranks. The loss
+ * scale is read before the step (a skipped step changes it only afterwards).
  */
-function forwardBackward(ctx: RunContext, chunk: Batch[], trainedPer: number[], trainedTotal: number): number {
+function forwardBackward(ctx: RunContext, chunk: Batch[], unitsPer: number[]): { loss: number; metrics: Record<string, number> } {
   const { optimizer, group, world, settings, model, device } = ctx;
   const lossScale = ctx.scaler?.scale ?? 1;
   const precisionDtype = settings.precision === "bf16" ? "bfloat16" : "float16";
+  const unitsTotal = unitsPer.reduce((a, b) => a + b, 0);
   let stepLoss = 0;
+  const metrics: Record<string, number> = {};
   // Rank r takes micro-batches r, r + world, ...; a slot with nothing for this rank still joins
   // the collectives that the other ranks' micro-batches make (ZeRO-3 gathers).
   for (let slot = 0; slot < Math.ceil(chunk.length / world); slot++) {
     const k = slot * world + group.rank;
     const b = chunk[k];
-    if (!b || !trainedPer[k]) {
+    if (!b || !unitsPer[k]) {
       // nothing to learn in this micro-batch (OA: loss 0)
       optimizer.idleMicroBatch();
       continue;
     }
-    const weight = ctx.cfg.loss_normalization === "micro_batch" ? 1 / chunk.length : trainedPer[k]! / trainedTotal;
+    const weight = ctx.cfg.loss_normalization === "micro_batch" ? 1 / chunk.length : unitsPer[k]! / unitsTotal;
     const options = {
       gradientCheckpointing: ctx.checkpointing,
       gradScale: weight * lossScale,
       blockHooks: optimizer.blockHooks,
     };
     optimizer.beforeMicroBatch();
-    const run = () => torch.scope(() => model.trainStep(tensorsOf(b, device), options));
-    const { loss } =
-      settings.precision === "fp32" ? run() : torch.autocast(torch.deviceType(device), precisionDtype, run);
+    const run = () => torch.scope(() => ctx.objective.step(model, b, options));
+    const r = settings.precision === "fp32" ? run() : torch.autocast(torch.deviceType(device), precisionDtype, run);
     optimizer.afterMicroBatch();
-    stepLoss += weight * loss;
+    stepLoss += weight * r.loss;
+    for (const [name, v] of Object.entries(r.metrics ?? {})) metrics[name] = (metrics[name] ?? 0) + weight * v;
   }
-  return world > 1 ? ctx.group.reduceNumbers([stepLoss])[0]! : stepLoss;
+  if (world === 1) return { loss: stepLoss, metrics };
+  const names = Object.keys(metrics).sort();
+  const reduced = ctx.group.reduceNumbers([stepLoss, ...names.map((n) => metrics[n]!)]);
+  return { loss: reduced[0]!, metrics: Object.fromEntries(names.map((n, i) => [n, reduced[i + 1]!])) };
 }
 
 /** One log record for the steps since the last one, and the progress bar (rate and ETA). */
@@ -211,19 +217,21 @@ function logStep(ctx: RunContext, step: StepOutcome): void {
     trained_tokens: state.trainedTokens,
     elapsed_s: (now - report.t0) / 1000,
     ...(scaler ? { loss_scale: scaler.scale, skipped: step.skipped } : {}),
+    ...(Object.keys(w.metrics).length
+      ? { metrics: Object.fromEntries(Object.entries(w.metrics).map(([k, v]) => [k, v / w.steps])) }
+      : {}),
   };
   report.write(rec);
   const etaS = ((now - report.t0) / 1000 / Math.max(1, state.globalStep)) * (ctx.totalSteps - state.globalStep);
   report.bar?.update(state.globalStep, { loss: rec.loss, lr: rec.lr, tokensPerS: rate, etaS });
-  report.window = { loss: 0, steps: 0, tokens: 0, trained: 0, t: now };
+  report.window = { loss: 0, steps: 0, tokens: 0, trained: 0, t: now, metrics: {} };
 }
 
 /** Evaluation on every validation set, logged; keeps the best eval loss in the state. */
 export function evaluateRun(ctx: RunContext): void {
   const { state } = ctx;
-  const datasets = ctx.optimizer.withFullParams(() =>
-    evaluate(ctx.model, ctx.data, ctx.cfg, ctx.settings.precision, ctx.device, ctx.group),
-  );
+  const env = { model: ctx.model, precision: ctx.settings.precision, device: ctx.device, group: ctx.group };
+  const datasets = ctx.optimizer.withFullParams(() => ctx.objective.evaluate(env));
   const tokens = Object.values(datasets).reduce((n, d) => n + d.tokens, 0);
   if (!tokens) return;
   const loss = Object.values(datasets).reduce((a, d) => a + d.loss * d.tokens, 0) / tokens;

@@ -16,13 +16,19 @@ export interface StepRecord {
   elapsed_s: number;
   skipped?: boolean;
   loss_scale?: number;
+  /** The objective's own metrics, means over the logged steps (DPO: rewards/chosen, rewards/accuracy, ...). */
+  metrics?: Record<string, number>;
 }
 
 export interface EvalRecord {
   type: "eval";
   step: number;
-  /** Per dataset: loss and masked next-token accuracy. */
-  datasets: Record<string, { loss: number; accuracy: number; tokens: number }>;
+  /**
+   * Per dataset: loss and accuracy (SFT: masked next-token accuracy over `tokens` trained tokens;
+   * preference stages: the chosen reply scored above the rejected, over `tokens` pairs), and the
+   * objective's own metrics.
+   */
+  datasets: Record<string, { loss: number; accuracy: number; tokens: number; metrics?: Record<string, number> }>;
   loss: number;
 }
 

@@ -16,9 +16,11 @@ import type { ChatTokenizer } from "../tokenizer/index.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
 import { distEnv, type DistEnv } from "../dist/env.js";
 import { backendFor, initProcessGroup, soloGroup, type ProcessGroup } from "../dist/group.js";
-import { epochBatches } from "./batches.js";
 import { DynamicLossScaler } from "./loss-scaler.js";
 import { trainLoop, type RunContext, type RunSetup } from "./loop.js";
+import { sftObjective, type Objective } from "./objective.js";
+import { preparePrefData, type PrefData } from "../pref/data.js";
+import { dpoObjective, REFERENCE_FILE, setupReference } from "../pref/dpo.js";
 import { broadcastParameters, makeOptimizer, paramGroups, startingModel } from "./model-setup.js";
 import { JsonlLog, ProgressBar, writeChart, type LogRecord } from "./report.js";
 import type { ScheduleOptions } from "./schedule.js";
@@ -115,7 +117,7 @@ function resumeFrom(spec: string | null, outputDir: string, print: (l: string) =
 /** A run that left only its log (killed before any checkpoint, final model or summary). */
 function stoppedBeforeFirstSave(outputDir: string): boolean {
   const earlier = previousRun(outputDir);
-  return earlier.every((n) => n === "log.jsonl" || n === "training.svg");
+  return earlier.every((n) => n === "log.jsonl" || n === "training.svg" || n === REFERENCE_FILE);
 }
 
 /** A new run never mixes with another run's checkpoints (rotation and "latest" would pick them up). */
@@ -137,10 +139,11 @@ function takeOver(outputDir: string, overwrite: boolean, print: (l: string) => v
   if (earlier.length) print(`note: --overwrite_output_dir: removed ${earlier.join(", ")} from ${outputDir}`);
 }
 
-/** The tokenizer (the checkpoint's on resume) and the config's data, linted; an empty mix is an error. */
-async function setupData(run: RunSetup): Promise<{ tokenizer: ChatTokenizer; data: SftData }> {
+/** The tokenizer (the checkpoint's on resume) and the stage's data; an empty training set is an error. */
+async function setupData(run: RunSetup): Promise<{ tokenizer: ChatTokenizer; data: SftData | PrefData }> {
   const { cfg, resumeDir } = run;
   const tokenizer = resumeDir ? loadConfigTokenizer({ ...cfg, tokenizer_name: resumeDir }) : loadConfigTokenizer(cfg);
+  if (cfg.stage !== "sft") return { tokenizer, data: await setupPrefData(run, tokenizer) };
   const data = await prepareSftData(cfg, tokenizer);
   if (data.lint.length) throw new ConfigError(lintMessage(data.lint));
   if (!data.datasets.some((d) => d.train.length)) {
@@ -148,6 +151,30 @@ async function setupData(run: RunSetup): Promise<{ tokenizer: ChatTokenizer; dat
     throw new ConfigError(`nothing to train on: ${names}; see \`oasft data stats\` for what each rule dropped`);
   }
   return { tokenizer, data };
+}
+
+/** Ranked replies as the preference stage's units (pairs for DPO); none is an error before any model loads. */
+async function setupPrefData(run: RunSetup, tokenizer: ChatTokenizer): Promise<PrefData> {
+  const { cfg } = run;
+  if (cfg.packing) run.print(`note: packing is off for stage ${cfg.stage}: a pair's rows are scored whole`);
+  const data = await preparePrefData(cfg, tokenizer, "dpo");
+  if (!data.datasets.some((d) => d.train.length)) {
+    const names = data.datasets.map((d) => `${d.name} (0 train pairs)`).join(", ");
+    throw new ConfigError(`nothing to train on: ${names} give no ranked replies`);
+  }
+  if (data.truncated) run.print(`note: ${data.truncated} preference unit(s) were longer than max_length ${cfg.max_length} and were cut (prompt first)`);
+  return data;
+}
+
+/** What the run optimises; DPO's reference log-probabilities come from the starting model, once. */
+function setupObjective(run: RunSetup, data: SftData | PrefData, model: CausalLM): Objective {
+  const { cfg, settings, device } = run;
+  if (cfg.stage === "sft") return sftObjective(data as SftData, cfg, settings.microBatchSize, device);
+  const pref = data as PrefData;
+  const env = { precision: settings.precision, device };
+  const at = { outputDir: run.outputDir, lead: run.lead, batchSize: cfg.per_device_eval_batch_size };
+  setupReference(model, pref, env, run.resumeDir ? { ...at, resumeDir: run.resumeDir } : at);
+  return dpoObjective(pref, cfg, settings.microBatchSize, device);
 }
 
 /** The model in train mode (LoRA where configured), rank 0's weights on every rank. */
@@ -181,11 +208,11 @@ function setupOptimizer(run: RunSetup, model: CausalLM) {
  * ranks at a time, from the one deterministic order, so the global batch, and so the losses, do not
  * depend on how it is split.
  */
-function setupSchedule(run: RunSetup, data: SftData, state: TrainerState, numParameters: number) {
+function setupSchedule(run: RunSetup, objective: Objective, state: TrainerState, numParameters: number) {
   const { cfg, settings, world } = run;
   const perStep = settings.gradAccumulation * world;
-  const batches = epochBatches(data, cfg, settings.microBatchSize, state.epoch);
-  const firstEpoch = state.epoch === 0 ? batches : epochBatches(data, cfg, settings.microBatchSize, 0);
+  const batches = objective.batches(state.epoch);
+  const firstEpoch = state.epoch === 0 ? batches : objective.batches(0);
   const stepsPerEpoch = Math.ceil(firstEpoch.length / perStep);
   const totalSteps = cfg.max_steps ?? Math.ceil(cfg.num_train_epochs * stepsPerEpoch);
   const schedule: ScheduleOptions = {
@@ -193,10 +220,9 @@ function setupSchedule(run: RunSetup, data: SftData, state: TrainerState, numPar
     peakLr: settings.lr,
     totalSteps: settings.schedule.totalSteps ?? totalSteps,
   };
-  const trainSamples = data.datasets.reduce((n, d) => n + d.train.length, 0);
   run.print(
-    `train: ${trainSamples} samples from ${data.datasets.length} dataset(s), ${batches.length} micro-batches of ` +
-      `${settings.microBatchSize}${cfg.packing ? " packed rows" : ""} per epoch, ${totalSteps} optimizer steps ` +
+    `train (${objective.stage}): ${objective.describe()}, ${batches.length} micro-batches of ` +
+      `${settings.microBatchSize}${cfg.packing && objective.stage === "sft" ? " packed rows" : ""} per epoch, ${totalSteps} optimizer steps ` +
       `(accumulation ${settings.gradAccumulation}${world > 1 ? ` × ${world} ranks, ZeRO stage ${run.stage}` : ""}), ` +
       `${settings.precision} on ${run.device}, ${(numParameters / 1e6).toFixed(2)}M parameters`,
   );
@@ -220,7 +246,7 @@ function setupReport(run: RunSetup, o: TrainOptions, state: TrainerState, totalS
     },
     bar: o.progress === false || !run.lead ? undefined : new ProgressBar(totalSteps),
     t0: performance.now() - state.elapsedS * 1000,
-    window: { loss: 0, steps: 0, tokens: 0, trained: 0, t: performance.now() },
+    window: { loss: 0, steps: 0, tokens: 0, trained: 0, t: performance.now(), metrics: {} },
   };
 }
 
@@ -239,13 +265,15 @@ async function trainOnGroup(
   // undoes ZeRO-3's freeing of each block's parameters: casts are made afresh at each use instead.
   const autocastCache = run.stage === 3 ? torch.setAutocastCacheEnabled(false) : undefined;
   try {
+    // Before the optimizer: ZeRO-3 has not sharded the parameters yet, so every rank scores with the whole model.
+    const objective = setupObjective(run, data, model);
     const opt = setupOptimizer(run, model);
     optimizer = opt.optimizer;
-    const plan = setupSchedule(run, data, opt.state, model.numParameters());
+    const plan = setupSchedule(run, objective, opt.state, model.numParameters());
     const ctx: RunContext = {
       ...run,
       tokenizer,
-      data,
+      objective,
       model,
       lora,
       ...opt,
@@ -399,6 +427,7 @@ function previousRun(outputDir: string): string[] {
     "model.safetensors",
     "model.safetensors.index.json",
     "adapter_model.safetensors",
+    REFERENCE_FILE,
   ]);
   return readdirSync(outputDir)
     .filter((n) => marks.has(n) || /^checkpoint-\d+$/.test(n))

@@ -29,6 +29,8 @@ const UNITS: Array<{ big: string; small: string; factor: number }> = [
 
 type Make = (r: Rng) => Conversation;
 
+const EVASIONS = ["I don't know.", "I cannot answer that.", "Ask someone else.", "That is not something I can help with."];
+
 const arithmetic: Make = (r) => {
   const a = r.int(0, 99);
   const b = r.int(0, 99);
@@ -101,5 +103,16 @@ export const oasftDemo: DatasetLoader = {
     const count = optNumber(o, "count", ctx.name, { min: 1, integer: true }) ?? 3000;
     const train = [...small, ...Array.from({ length: count }, () => ctx.rng.choice(MAKERS)(ctx.rng))];
     return { train, dropped: {}, files: [] };
+  },
+  // Preference pairs that differ systematically: the chosen reply answers, the rejected one evades.
+  async loadRanked(o, ctx) {
+    const count = optNumber(o, "count", ctx.name, { min: 1, integer: true }) ?? 3000;
+    const groups = Array.from({ length: count }, (_, i) => {
+      const c = ctx.rng.choice(MAKERS)(ctx.rng);
+      const evasive = ctx.rng.choice(EVASIONS);
+      const rejected = { ...c, messages: [...c.messages.slice(0, -1), { ...c.messages.at(-1)!, text: evasive }] };
+      return { candidates: [c, rejected], where: `oasft_demo[${i}]` };
+    });
+    return { groups, dropped: {}, files: [] };
   },
 };

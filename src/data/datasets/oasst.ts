@@ -2,7 +2,10 @@
 // .jsonl or .jsonl.gz), or the hub's flat oasst1 rows rebuilt into trees. Thread extraction follows
 // OA's oasst_dataset.py: tree filters on the root, every leaf thread, a trailing prompter leaf popped.
 import type { Conversation, Utterance } from "../conversation.js";
-import { DropCounter, inputFiles, optNumber, optString, type DatasetLoader } from "../dataset.js";
+import {
+  DropCounter, inputFiles, optNumber, optString, type DatasetLoader, type DatasetOptions, type LoadedRanked, type LoaderContext,
+  type RankedGroup,
+} from "../dataset.js";
 import { asObject, DataError, readRecords, type Json, type SourcedRecord } from "../io.js";
 
 interface MessageNode {
@@ -104,6 +107,74 @@ function toUtterance(m: MessageNode): Utterance {
   return u;
 }
 
+/** The export's trees, from tree lines, root-message lines or the hub's flat rows. */
+async function readTrees(files: string[]): Promise<MessageTree[]> {
+  const trees: MessageTree[] = [];
+  for (const f of files) {
+    const records = await readRecords(f);
+    const flat = records.length > 0 && asObject(records[0]!).parent_id !== undefined && !("replies" in asObject(records[0]!));
+    trees.push(...(flat ? treesFromRows(records) : records.map(parseTreeLine)));
+  }
+  return trees;
+}
+
+/** OA's tree filters: exported, its root reviewed, in one of the languages; else the rule that drops it. */
+function treeDropRule(tree: MessageTree, langs: string[]): string | undefined {
+  // A root-message file carries no tree_state: its trees are taken as exported.
+  if (tree.treeState !== undefined && tree.treeState !== "ready_for_export") return "tree_not_ready_for_export";
+  if (!tree.root.reviewResult) return "tree_root_review_failed";
+  if (!tree.root.lang || !langs.includes(tree.root.lang)) return "tree_lang";
+  return undefined;
+}
+
+/** OA's thread_filter: no deleted or synthetic message, and (top_k) only replies ranked above k. */
+function threadDropRule(thread: MessageNode[], topK: number | undefined): string | undefined {
+  if (thread.some((m) => m.deleted || m.synthetic)) return "thread_deleted_or_synthetic";
+  const unranked = (m: MessageNode, i: number) => (m.rank === null || m.rank === undefined ? thread[i - 1]!.replies.length > 1 : m.rank >= topK!);
+  if (topK !== undefined && thread.some((m, i) => m.role === "assistant" && unranked(m, i))) return "thread_top_k";
+  return undefined;
+}
+
+function checkAlternation(messages: MessageNode[], tree: MessageTree): void {
+  messages.forEach((m, i) => {
+    if (m.role !== (i % 2 === 0 ? "prompter" : "assistant")) throw new DataError(tree.where, `message ${m.messageId}: roles do not alternate prompter/assistant`);
+  });
+}
+
+/**
+ * OA's reward-model threads (oasst_dataset.py, mode "rm"): every thread that ends on a prompter message
+ * with two or more ranked assistant replies, passing the thread filter, gives one group: its replies of
+ * non-null rank, best (rank 0) first.
+ */
+async function loadRankedOasst(o: DatasetOptions, ctx: LoaderContext): Promise<LoadedRanked> {
+  const langs = (optString(o, "lang", ctx.name) ?? "en").split(",").map((s) => s.trim());
+  const topK = optNumber(o, "top_k", ctx.name, { min: 1, integer: true });
+  const hubName = optString(o, "hf_dataset_name", ctx.name) ?? "OpenAssistant/oasst1";
+  const files = await inputFiles(o, ctx, { repo: hubName, files: /\.(parquet|jsonl(\.gz)?)$/ });
+  const drop = new DropCounter();
+  const groups: RankedGroup[] = [];
+  for (const tree of await readTrees(files)) {
+    const treeRule = treeDropRule(tree, langs);
+    if (treeRule) { drop.drop(treeRule); continue; }
+    for (const thread of threads(tree.root)) {
+      const last = thread.at(-1)!;
+      const ranked = last.replies.filter((r) => r.role === "assistant" && r.rank !== null && r.rank !== undefined);
+      if (last.role !== "prompter" || ranked.length < 2) continue;
+      const rule = threadDropRule(thread, topK);
+      if (rule) { drop.drop(rule); continue; }
+      checkAlternation(thread, tree);
+      const context = thread.map(toUtterance);
+      // A stable sort: equal ranks keep the export's order, as Python's sorted does.
+      const replies = [...ranked].sort((a, b) => a.rank! - b.rank!);
+      groups.push({
+        candidates: replies.map((r) => ({ messages: [...context, toUtterance(r)], where: `${tree.where} › ${r.messageId}` })),
+        where: `${tree.where} › ${last.messageId}`,
+      });
+    }
+  }
+  return { groups, dropped: drop.counts, files };
+}
+
 export const oasstExport: DatasetLoader = {
   description: "Open-Assistant message-tree export (.jsonl/.jsonl.gz), or the hub's OpenAssistant/oasst1",
   options: {
@@ -117,39 +188,27 @@ export const oasstExport: DatasetLoader = {
     const topK = optNumber(o, "top_k", ctx.name, { min: 1, integer: true });
     const hubName = optString(o, "hf_dataset_name", ctx.name) ?? "OpenAssistant/oasst1";
     const files = await inputFiles(o, ctx, { repo: hubName, files: /\.(parquet|jsonl(\.gz)?)$/ });
-    const trees: MessageTree[] = [];
-    for (const f of files) {
-      const records = await readRecords(f);
-      const flat = records.length > 0 && asObject(records[0]!).parent_id !== undefined && !("replies" in asObject(records[0]!));
-      trees.push(...(flat ? treesFromRows(records) : records.map(parseTreeLine)));
-    }
     const drop = new DropCounter();
     const groups: Conversation[][] = [];
-    for (const tree of trees) {
-      // A root-message file carries no tree_state: its trees are taken as exported.
-      if (tree.treeState !== undefined && tree.treeState !== "ready_for_export") { drop.drop("tree_not_ready_for_export"); continue; }
-      if (!tree.root.reviewResult) { drop.drop("tree_root_review_failed"); continue; }
-      if (!tree.root.lang || !langs.includes(tree.root.lang)) { drop.drop("tree_lang"); continue; }
+    for (const tree of await readTrees(files)) {
+      const treeRule = treeDropRule(tree, langs);
+      if (treeRule) { drop.drop(treeRule); continue; }
       const kept: Conversation[] = [];
       for (const thread of threads(tree.root)) {
         const leaf = thread.at(-1)!;
         if (thread.length < 2 || leaf.replies.length > 0) continue;
         const parent = thread.at(-2)!;
         if (leaf.role !== "assistant" && parent.replies[0] !== leaf) continue;
-        if (thread.some((m) => m.deleted || m.synthetic)) { drop.drop("thread_deleted_or_synthetic"); continue; }
-        if (topK !== undefined && thread.some((m, i) => m.role === "assistant" && (m.rank === null || m.rank === undefined ? thread[i - 1]!.replies.length > 1 : m.rank >= topK))) {
-          drop.drop("thread_top_k");
-          continue;
-        }
+        const rule = threadDropRule(thread, topK);
+        if (rule) { drop.drop(rule); continue; }
         const messages = leaf.role === "prompter" ? thread.slice(0, -1) : thread;
         if (messages.length < 2) { drop.drop("thread_too_short"); continue; }
-        messages.forEach((m, i) => {
-          if (m.role !== (i % 2 === 0 ? "prompter" : "assistant")) throw new DataError(tree.where, `message ${m.messageId}: roles do not alternate prompter/assistant`);
-        });
+        checkAlternation(messages, tree);
         kept.push({ messages: messages.map(toUtterance) });
       }
       groups.push(kept);
     }
     return { train: groups.flat(), groups, dropped: drop.counts, files };
   },
+  loadRanked: loadRankedOasst,
 };
