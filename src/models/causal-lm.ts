@@ -6,7 +6,7 @@
 // Shapes: b batch, s new tokens, S = past + s (keys, the cache included), h hidden, v vocab.
 import * as torch from "../torch/index.js";
 import { CheckpointedBlocks, type BlockHooks } from "../nn/checkpoint.js";
-import { Module, Norm } from "../nn/index.js";
+import { Linear, Module, Norm } from "../nn/index.js";
 import type { GgufLayout } from "./gguf-layout.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -326,6 +326,31 @@ export abstract class CausalLM extends Module {
     if (input.outputHiddenStates) out.hiddenStates = hiddenStates;
     if (input.outputAttentions) out.attentions = attentions;
     return out;
+  }
+
+  #score: Linear | undefined;
+
+  /**
+   * A reward model's scalar head, made on first use: HF's *ForSequenceClassification `score` (num_labels
+   * 1, no bias, N(0, 0.02) as HF initialises it), a parameter of this model like any other.
+   */
+  scoreHead(): Linear {
+    this.#score ??= this.child("score", new Linear(this.config.hiddenSize, 1, { bias: false, dtype: this.dtype, device: this.device }));
+    return this.#score;
+  }
+
+  get hasScoreHead(): boolean {
+    return this.#score !== undefined;
+  }
+
+  /**
+   * Rewards [b] of sequences: the score head on the final hidden state of each row's last token that is
+   * not padding (as HF's sequence classification picks it from input_ids != pad_token_id).
+   */
+  rewards(x: torch.Tensor, lastIndex: number[]): torch.Tensor {
+    const index = torch.tensor(lastIndex.map((t, r) => r * x.size(1) + t), { dtype: "int64", device: x.device });
+    const last = x.reshape([x.size(0) * x.size(1), x.size(2)]).indexSelect(0, index);
+    return this.scoreHead().forward(last).view([x.size(0)]);
   }
 
   /** The final norm's output [b, s, h] (the LM head's input, a reward head's too). */

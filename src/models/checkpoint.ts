@@ -63,6 +63,8 @@ export interface LoadWeightsOptions {
   ignorable?: (name: string) => boolean;
   /** Other spellings of a parameter name to look for, e.g. without the "transformer." prefix. */
   aliases?: (name: string) => string[];
+  /** Parameters the checkpoint may lack (a reward model folder has no LM head); they are left as they are. */
+  optional?: (name: string) => boolean;
 }
 
 /** The name a parameter has in a checkpoint: its own, else the first alias the checkpoint holds. */
@@ -74,15 +76,17 @@ export function storedName(name: string, index: ReadonlyMap<string, unknown>, al
  * Copies every parameter of `model` from the checkpoint in `dir`, one tensor at a time (cast to the
  * parameter's dtype and device). Missing, unexpected and wrongly shaped tensors are errors naming the file and tensor.
  */
-export function loadWeights(model: Module, dir: string, o: LoadWeightsOptions = {}): void {
+export function loadWeights(model: Module, dir: string, o: LoadWeightsOptions = {}): string[] {
   const index = indexWeights(dir);
   const used = new Set<string>();
   const missing: string[] = [];
+  const skipped: string[] = [];
   torch.noGrad(() => {
     for (const [name, param] of model.namedParameters()) {
       const key = storedName(name, index, o.aliases);
       if (!key) {
-        missing.push(name);
+        if (o.optional?.(name)) skipped.push(name);
+        else missing.push(name);
         continue;
       }
       used.add(key);
@@ -107,6 +111,7 @@ export function loadWeights(model: Module, dir: string, o: LoadWeightsOptions = 
   if (unexpected.length) {
     throw new CheckpointError(`${index.get(unexpected[0]!)!.file}: unexpected tensor${unexpected.length > 1 ? "s" : ""} ${unexpected.slice(0, 8).join(", ")} (not in this model's architecture)`);
   }
+  return skipped;
 }
 
 /** HF's default max_shard_size, "5GB" (decimal, as transformers' convert_file_size_to_int reads it). */
@@ -117,9 +122,11 @@ export const DEFAULT_MAX_SHARD_BYTES = 5e9;
  * model.safetensors.index.json when they exceed `maxShardBytes` (as HF's save_pretrained). Each
  * tensor streams from its own memory to the file, so host memory does not grow while saving.
  */
-export function saveWeights(model: Module, dir: string, maxShardBytes = DEFAULT_MAX_SHARD_BYTES): void {
+export function saveWeights(
+  model: Module, dir: string, maxShardBytes = DEFAULT_MAX_SHARD_BYTES, keep: (name: string) => boolean = () => true,
+): void {
   mkdirSync(dir, { recursive: true });
-  const params = model.namedParameters();
+  const params = model.namedParameters().filter(([n]) => keep(n));
   const shards: Array<Array<[string, torch.Tensor]>> = [[]];
   let size = 0;
   for (const [name, t] of params) {

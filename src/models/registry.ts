@@ -67,14 +67,23 @@ export function createCausalLM(json: Record<string, unknown>, o: ModelOptions = 
  * Loads a Hugging Face model folder (config.json + safetensors) onto `o.device` in `o.dtype`, one
  * tensor at a time: host memory holds at most one stored tensor beside the model.
  */
-export function loadCausalLM(nameOrDir: string, o: Omit<ModelOptions, "init"> = {}): CausalLM {
+export function loadCausalLM(nameOrDir: string, o: Omit<ModelOptions, "init"> & { scoreHead?: boolean } = {}): CausalLM {
   const dir = resolveModelDir(nameOrDir);
   const json = readModelConfig(dir);
   const file = join(dir, "config.json");
   const arch = architectureOf(json, file);
-  const model = arch.create(json, file, { ...o, init: "empty" });
+  const { scoreHead, ...options } = o;
+  const model = arch.create(json, file, { ...options, init: "empty" });
   try {
-    loadWeights(model, dir, { aliases: arch.aliases, ignorable: (n) => arch.ignorable(n, model) });
+    // A reward model: its score head loads with it (a causal LM's folder has none: it keeps HF's random
+    // init), and a folder in HF's sequence-classification layout has no LM head (an untied one is then
+    // zero; rewards never use it).
+    const score = scoreHead ? model.scoreHead().weight : undefined;
+    const head = model.config.tieWordEmbeddings ? undefined : model.lmHeadWeight;
+    const named = new Map(model.namedParameters());
+    const optional = (n: string) => score !== undefined && (named.get(n) === head || named.get(n) === score);
+    const skipped = loadWeights(model, dir, { aliases: arch.aliases, ignorable: (n) => arch.ignorable(n, model), optional });
+    if (head && skipped.some((n) => named.get(n) === head)) torch.noGrad(() => head.zero_());
   } catch (err) {
     model.dispose();
     throw err;
@@ -111,6 +120,25 @@ export function saveCausalLM(model: CausalLM, dir: string, o: SaveOptions = {}):
 }
 
 /**
+ * Saves a reward model in HF's sequence-classification layout (what AutoModelForSequenceClassification
+ * loads): `<Family>ForSequenceClassification` with one label, the trunk's tensors and `score.weight`,
+ * no LM head; pad_token_id set, as HF needs it to find each row's last token.
+ */
+export function saveRewardModel(model: CausalLM, dir: string, padTokenId: number): void {
+  mkdirSync(dir, { recursive: true });
+  const base = model.configJson();
+  const arch = String((base.architectures as string[] | undefined)?.[0] ?? "").replace(/For\w+$/, "");
+  const json = {
+    ...base, architectures: [`${arch}ForSequenceClassification`], id2label: { 0: "LABEL_0" }, label2id: { LABEL_0: 0 },
+    pad_token_id: padTokenId, torch_dtype: model.dtype,
+  };
+  writeFileAtomic(join(dir, "config.json"), [JSON.stringify(json, null, 2) + "\n"]);
+  const head = model.config.tieWordEmbeddings ? undefined : model.lmHeadWeight;
+  const skip = new Set(model.namedParameters().filter(([, t]) => t === head).map(([n]) => n));
+  saveWeights(model, dir, undefined, (n) => !skip.has(n));
+}
+
+/**
  * A copy of `model` with `vocabSize` token rows (OA resizes to the tokenizer's length rounded up to
  * 16): existing rows are kept, new embedding (and untied head) rows get HF's normal init. The old
  * model is disposed.
@@ -119,6 +147,7 @@ export function resizeTokenEmbeddings(model: CausalLM, vocabSize: number): Causa
   if (vocabSize === model.config.vocabSize) return model;
   const json = { ...model.configJson(), vocab_size: vocabSize };
   const resized = createCausalLM(json, { dtype: model.dtype, device: model.device });
+  if (model.hasScoreHead) resized.scoreHead();
   const old = new Map(model.namedParameters());
   torch.noGrad(() => {
     for (const [name, p] of resized.namedParameters()) {

@@ -99,7 +99,8 @@ export const CONFIG_KEYS = {
   sort_by_length: { type: "boolean", default: false, unsupported: "length-sorted sampling is not implemented", doc: "(OA custom sampler) sort by length" },
   per_digit_tokens: { type: "boolean", default: false, unsupported: "OA's version sets a wrong attribute and has no effect", doc: "split numbers into digits" },
   // --- what is optimised: SFT, or learning from ranked replies (src/pref) ---
-  stage: { type: "string", default: "sft", choices: ["sft", "dpo"], doc: "sft (the LM loss on assistant tokens) or dpo (Direct Preference Optimization on ranked replies: oasst_export's rankings, preference_pairs files)" },
+  stage: { type: "string", default: "sft", choices: ["sft", "rm", "dpo"], doc: "sft (the LM loss on assistant tokens), rm (a reward model: OA's ranking loss over ranked replies) or dpo (Direct Preference Optimization); rm and dpo read oasst_export's rankings, preference_pairs files" },
+  score_l2_reg: { type: "number", range: { min: 0 }, default: 0.001, doc: "stage rm: OA's L2 penalty on the rewards, ½·λ·(r_i² + r_j²) per pair" },
   beta: { type: "number", range: { gt: 0 }, default: 0.1, doc: "DPO's β: how far the policy may move from the reference" },
   dpo_loss: { type: "string", default: "sigmoid", choices: ["sigmoid", "ipo"], doc: "DPO's loss: sigmoid (the paper's) or ipo (on per-token mean log-probabilities, as TRL)" },
   rpo_alpha: { type: "number", range: { min: 0 }, default: null, nullable: true, doc: "weight of an added SFT loss on the chosen replies (TRL's RPO); null for none" },
@@ -117,7 +118,7 @@ export const CONFIG_KEYS = {
   residual_dropout: { type: "number", range: { min: 0, max: 1 }, default: 0.0, unsupported: "residual dropout (OA patches NeoX/LLaMA/Falcon only)", doc: "(OA) residual dropout" },
   residual_dropout_lima: { type: "boolean", default: false, unsupported: "LIMA dropout", doc: "(OA) LIMA-style dropout" },
   use_flash_attention: { type: "boolean", default: false, unsupported: "flash attention (OA patches NeoX/LLaMA/Falcon only)", doc: "(OA) flash attention" },
-  is_reward_model: { type: "boolean", default: false, unsupported: "reward models", doc: "(OA) RM training" },
+  is_reward_model: { type: "boolean", default: false, unsupported: "set stage: rm", doc: "(OA) RM training" },
   deepspeed: { type: "boolean", default: false, doc: "read deepspeed_config (precision, clipping, accumulation, AdamW, WarmupDecayLR), as OA's --deepspeed" },
   deepspeed_config: { type: "string", default: "configs/zero_config.json", doc: "DeepSpeed JSON (fp16/bf16, clipping, scheduler) read by the trainer" },
   peft_model: { type: "boolean", default: false, doc: "train LoRA adapters on the frozen model; saves PEFT's adapter files" },

@@ -36,9 +36,12 @@ export function startingModel(
   resumeDir: string | undefined,
   print: (l: string) => void,
 ): { model: CausalLM; lora?: LoraConfig } {
-  if (resumeDir && !cfg.peft_model) return { model: loadCausalLM(resumeDir, { dtype: "float32", device }) };
+  const scoreHead = cfg.stage === "rm";
+  if (resumeDir && !cfg.peft_model) return { model: loadCausalLM(resumeDir, { dtype: "float32", device, scoreHead }) };
   const base = baseModel(cfg, tok, device);
   const model = base.model;
+  // A reward model starts from the model's trunk (an RM folder's own head, or a new one).
+  if (scoreHead) model.scoreHead();
   if (!cfg.peft_model) return { model };
   try {
     if (resumeDir) return { model, lora: loadAdapter(model, resumeDir) };
@@ -101,7 +104,7 @@ function baseModel(cfg: SFTConfig, tok: ChatTokenizer, device: string): { model:
         `model_name ${name}: no weights (${(err as Error).message}); to start from scratch, give the config.json file itself`,
       );
     }
-    model = loadCausalLM(name, { dtype: "float32", device });
+    model = loadCausalLM(name, { dtype: "float32", device, scoreHead: cfg.stage === "rm" });
   }
   const grew = vocab > model.config.vocabSize;
   return { model: grew ? resizeTokenEmbeddings(model, vocab) : model, grew };

@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import * as torch from "../torch/index.js";
-import { saveAdapter, saveCausalLM, type CausalLM, type LoraConfig } from "../models/index.js";
+import { saveAdapter, saveCausalLM, saveRewardModel, type CausalLM, type LoraConfig } from "../models/index.js";
 import { ConfigError, type SFTConfig } from "../sft/config.js";
 import { lintMessage, loadConfigTokenizer, prepareSftData, type SftData } from "../sft/data.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
@@ -21,6 +21,7 @@ import { trainLoop, type RunContext, type RunSetup } from "./loop.js";
 import { sftObjective, type Objective } from "./objective.js";
 import { preparePrefData, type PrefData } from "../pref/data.js";
 import { dpoObjective, REFERENCE_FILE, setupReference } from "../pref/dpo.js";
+import { rmObjective } from "../pref/rm.js";
 import { broadcastParameters, makeOptimizer, paramGroups, startingModel } from "./model-setup.js";
 import { JsonlLog, ProgressBar, writeChart, type LogRecord } from "./report.js";
 import type { ScheduleOptions } from "./schedule.js";
@@ -157,9 +158,12 @@ async function setupData(run: RunSetup): Promise<{ tokenizer: ChatTokenizer; dat
 async function setupPrefData(run: RunSetup, tokenizer: ChatTokenizer): Promise<PrefData> {
   const { cfg } = run;
   if (cfg.packing) run.print(`note: packing is off for stage ${cfg.stage}: a pair's rows are scored whole`);
-  const data = await preparePrefData(cfg, tokenizer, "dpo");
+  if (cfg.stage === "rm" && cfg.peft_model) {
+    throw new ConfigError("stage rm with peft_model: the reward head would not be saved with the adapter; train the reward model in full");
+  }
+  const data = await preparePrefData(cfg, tokenizer, cfg.stage === "rm" ? "rm" : "dpo");
   if (!data.datasets.some((d) => d.train.length)) {
-    const names = data.datasets.map((d) => `${d.name} (0 train pairs)`).join(", ");
+    const names = data.datasets.map((d) => `${d.name} (0 train ${cfg.stage === "rm" ? "groups" : "pairs"})`).join(", ");
     throw new ConfigError(`nothing to train on: ${names} give no ranked replies`);
   }
   if (data.truncated) run.print(`note: ${data.truncated} preference unit(s) were longer than max_length ${cfg.max_length} and were cut (prompt first)`);
@@ -171,6 +175,7 @@ function setupObjective(run: RunSetup, data: SftData | PrefData, model: CausalLM
   const { cfg, settings, device } = run;
   if (cfg.stage === "sft") return sftObjective(data as SftData, cfg, settings.microBatchSize, device);
   const pref = data as PrefData;
+  if (cfg.stage === "rm") return rmObjective(pref, cfg, settings.microBatchSize, device);
   const env = { precision: settings.precision, device };
   const at = { outputDir: run.outputDir, lead: run.lead, batchSize: cfg.per_device_eval_batch_size };
   setupReference(model, pref, env, run.resumeDir ? { ...at, resumeDir: run.resumeDir } : at);
@@ -300,6 +305,7 @@ function finish(ctx: RunContext): TrainSummary {
     optimizer.withFullParams(() => {
       if (!lead) return;
       if (ctx.lora) saveAdapter(ctx.model, ctx.lora, outputDir, ctx.cfg.model_name);
+      else if (ctx.objective.stage === "rm") saveRewardModel(ctx.model, outputDir, ctx.tokenizer.padId);
       else saveCausalLM(ctx.model, outputDir);
       ctx.tokenizer.save(outputDir);
     });

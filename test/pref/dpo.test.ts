@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
@@ -138,6 +139,28 @@ describe("DPO training", () => {
     await run(resumed, ["--max_steps", "2", "--save_steps", "2"]);
     await run(resumed, ["--max_steps", "4", "--save_steps", "2", "--resume_from_checkpoint", "latest"]);
     assert.deepEqual(losses(resumed), losses(whole));
+  });
+
+  test("2 ranks under ZeRO-3 give the per-step losses and reward metrics of 1 process", async () => {
+    const port = await new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, "127.0.0.1", () => {
+        const p = (srv.address() as { port: number }).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    const cli = (out: string, extra: string[]) => {
+      const r = spawnSync(process.execPath, [CLI, "train", "--configs", "defaults", "tiny-tokenizer", ...args(out, ["--max_steps", "3", "--per_device_train_batch_size", "2", ...extra])], { encoding: "utf8" });
+      assert.equal(r.status, 0, r.stderr);
+      return log(out).filter((x) => x.type === "train");
+    };
+    const one = cli(tmp(), ["--gradient_accumulation_steps", "2"]);
+    const two = cli(tmp(), ["--zero_stage", "3", "--nproc_per_node", "2", "--master_port", String(port)]);
+    assert.equal(two.length, 3);
+    one.forEach((r, i) => {
+      assert.ok(Math.abs((r.loss as number) - (two[i]!.loss as number)) < 1e-5, `step ${i + 1}: ${r.loss} vs ${two[i]!.loss}`);
+      const [a, b] = [r.metrics as Record<string, number>, two[i]!.metrics as Record<string, number>];
+      for (const k of Object.keys(a)) assert.ok(Math.abs(a[k]! - b[k]!) < 1e-5, `step ${i + 1} ${k}`);
+    });
   });
 
   test("held-out reward accuracy rises well above chance on pairs that differ systematically", async () => {

@@ -1,0 +1,112 @@
+// Reward models against independent expectations: OA's ranking loss computed by hand, HF's
+// sequence-classification layout, accumulation and resume invariants, and accuracy that rises.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import * as torch from "../../src/torch/index.js";
+import { loadCausalLM, saveCausalLM, saveRewardModel } from "../../src/models/index.js";
+import { rankingLoss } from "../../src/pref/rm.js";
+import { composeConfig } from "../../src/sft/config.js";
+import { train } from "../../src/train/trainer.js";
+import { CLI, GOLDEN, GOLDEN_MODELS, SHARED } from "../helpers.js";
+
+const DATA = join(SHARED, "data");
+const tmp = () => mkdtempSync(join(tmpdir(), "oasft-rm-"));
+
+describe("the ranking loss", () => {
+  test("OA's RMLoss by hand: all ordered pairs per group, the L2 term, the mean over groups", () => {
+    const loss = (r: number[], sizes: number[], l2: number) => torch.scope(() => rankingLoss(torch.tensor(r, { dtype: "float32" }), sizes, l2));
+    // Rewards 2 > 1 > 0: pairs with d = 1, 2, 1; mean of log(1 + e^−d) = 0.25115046202647273
+    assert.ok(Math.abs(loss([2, 1, 0], [3], 0).loss.item() - 0.25115046202647273) < 1e-6);
+    // + 0.001 · ½ (r_i² + r_j²) per pair: 0.2528171286931394
+    const one = loss([2, 1, 0], [3], 0.001);
+    assert.ok(Math.abs(one.loss.item() - 0.2528171286931394) < 1e-6);
+    assert.equal(one.accuracy, 1);
+    // A second group ranked the wrong way (0 < 1): log(1 + e) + 0.0005; the batch loss is the mean of the two.
+    const two = loss([2, 1, 0, 0, 1], [3, 2], 0.001);
+    assert.ok(Math.abs(two.loss.item() - 0.783289408105681) < 1e-6);
+    assert.equal(two.accuracy, 0.5);
+  });
+});
+
+describe("reward model training", () => {
+  const base = (() => {
+    const dir = join(tmp(), "base");
+    const init = [CLI, "init", "--config", join(GOLDEN, GOLDEN_MODELS[0]!, "config.json"), "--tokenizer", join(DATA, "tokenizers/oasst-tiny-bpe"), "--out", dir];
+    const made = spawnSync(process.execPath, init, { encoding: "utf8" });
+    assert.equal(made.status, 0, made.stderr);
+    return dir;
+  })();
+  const args = (out: string, extra: string[] = []) => [
+    "--cache_dir", DATA, "--model_name", base, "--output_dir", out, "--dtype", "fp32", "--stage", "rm",
+    "--datasets", "[{oasft_demo: {count: 160, val_split: 0.1}}]", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
+    "--learning_rate", "1e-3", "--warmup_steps", "1", "--lr_scheduler_type", "constant", "--eval_steps", "1000", "--logging_steps", "1", "--max_length", "96", ...extra,
+  ];
+  const run = (out: string, extra: string[] = []) =>
+    train(composeConfig(["defaults", "tiny-tokenizer"], args(out, extra)).config, { progress: false, print: () => {} });
+  const log = (out: string) => readFileSync(join(out, "log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+  const losses = (out: string) => log(out).filter((r) => r.type === "train").map((r) => r.loss as number);
+
+  test("2 × 2 accumulation = one batch of 4; resumed = uninterrupted; held-out pair accuracy rises well above chance", async () => {
+    const whole = tmp();
+    await run(whole, ["--max_steps", "40", "--save_steps", "20", "--eval_steps", "40"]);
+    const split = tmp();
+    await run(split, ["--max_steps", "6", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2"]);
+    losses(split).forEach((l, i) => assert.ok(Math.abs(l - losses(whole)[i]!) < 1e-5, `step ${i + 1}: ${l} vs ${losses(whole)[i]}`));
+    const resumed = tmp();
+    await run(resumed, ["--max_steps", "20", "--save_steps", "20", "--eval_steps", "40"]);
+    await run(resumed, ["--max_steps", "40", "--save_steps", "20", "--eval_steps", "40", "--resume_from_checkpoint", "latest"]);
+    assert.deepEqual(losses(resumed), losses(whole));
+    const ev = log(whole).find((r) => r.type === "eval")!;
+    const d = (ev.datasets as Record<string, { accuracy: number }>).oasft_demo!;
+    assert.ok(d.accuracy >= 0.9, JSON.stringify(d));
+    // The result is a sequence-classification folder.
+    const config = JSON.parse(readFileSync(join(whole, "config.json"), "utf8")) as Record<string, unknown>;
+    assert.deepEqual(config.architectures, ["BloomForSequenceClassification"]);
+  });
+
+  test("saved in HF's sequence-classification layout: no LM head, score.weight [1, h], one label, pad_token_id; it loads back", () => {
+    // The untied golden BLOOM: its lm_head.weight must not be written.
+    const m = loadCausalLM(join(GOLDEN, GOLDEN_MODELS[1]!));
+    const lmNames = new Set(m.namedParameters().map(([n]) => n));
+    assert.ok(lmNames.has("lm_head.weight"));
+    const head = m.scoreHead().weight;
+    const dir = join(tmp(), "rm");
+    saveRewardModel(m, dir, 3);
+    const header = torch.readSafetensorsHeader(join(dir, "model.safetensors"));
+    const names = new Set(header.entries.keys());
+    const expected = new Set([...lmNames].filter((n) => n !== "lm_head.weight").concat("score.weight"));
+    assert.deepEqual([...names].sort(), [...expected].sort());
+    assert.deepEqual(header.entries.get("score.weight")!.shape, [1, m.config.hiddenSize]);
+    const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
+    assert.deepEqual(config.architectures, ["BloomForSequenceClassification"]);
+    assert.deepEqual(config.id2label, { 0: "LABEL_0" });
+    assert.equal(config.pad_token_id, 3);
+    // Loaded back, the rewards are the same; as a plain causal LM the folder is refused (it has no head to generate with).
+    const x = torch.tensor([[5, 17, 42, 99, 7], [8, 9, 10, 3, 3]], { dtype: "int64" });
+    const rewards = (model: typeof m) => torch.noGrad(() => model.eval().rewards(model.finalHidden({ inputIds: x }), [4, 2]).toNumbers());
+    const back = loadCausalLM(dir, { scoreHead: true });
+    assert.ok(maxDiff(rewards(back), rewards(m)) < 1e-6);
+    assert.ok(maxDiff(back.scoreHead().weight.toNumbers(), head.toNumbers()) === 0);
+    assert.throws(() => loadCausalLM(dir), /missing tensor lm_head\.weight|unexpected tensor score\.weight/);
+    back.dispose();
+    // A checkpoint (the causal-LM layout plus score.weight) resumes with its head.
+    const ckpt = join(tmp(), "ckpt");
+    saveCausalLM(m, ckpt);
+    const again = loadCausalLM(ckpt, { scoreHead: true });
+    assert.ok(maxDiff(rewards(again), rewards(m)) < 1e-6);
+    again.dispose();
+    m.dispose();
+  });
+
+  test("bad settings are named: stage rm with LoRA", async () => {
+    await assert.rejects(run(tmp(), ["--max_steps", "1", "--peft_model"]), /stage rm with peft_model/);
+  });
+});
+
+function maxDiff(a: number[], b: number[]): number {
+  return Math.max(...a.map((v, i) => Math.abs(v - b[i]!)));
+}
