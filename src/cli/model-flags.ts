@@ -4,7 +4,7 @@
 import { UsageError } from "./args.js";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { loadCausalLM, loadWithAdapter, resolveModelDir, type CausalLM } from "../models/index.js";
+import { isRewardModelDir, loadCausalLM, loadWithAdapter, resolveModelDir, type CausalLM } from "../models/index.js";
 import { ChatTemplateError, ChatTokenizer } from "../tokenizer/index.js";
 import type { DType } from "../torch/index.js";
 
@@ -40,6 +40,6 @@ export function loadForInference(
   }
   const model = adapter
     ? loadWithAdapter(resolveModelDir(dir, "--model"), adapter, { device: o.device, dtype: o.dtype, merge: true })
-    : loadCausalLM(dir, { device: o.device, dtype: o.dtype });
+    : loadCausalLM(dir, { device: o.device, dtype: o.dtype, scoreHead: isRewardModelDir(resolveModelDir(dir, "--model")) });
   return { model, tokenizer, tokenizerDir };
 }

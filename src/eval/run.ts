@@ -13,6 +13,7 @@ import { Registry } from "../util/registry.js";
 import { BBH_COT_STOP, MMLU_GROUPS, bbhCotAnswer, bbhCotPrompt, pyStrip, bbhInstructEvalPrompt, mmluInstructEvalPrompt, mmluLmEvalPrompt } from "./mmlu-bbh.js";
 import { HUMANEVAL_STOP, INSTRUCT_EVAL_PREFIX, checkJob, cutAtStop, instructEvalCompletion, runChecks, scoreHumanEval } from "./humaneval.js";
 import type { EvalSource } from "./sources.js";
+import { evaluateRewardModel } from "./rm.js";
 
 export type Protocol = "lm-eval" | "instruct-eval";
 
@@ -33,6 +34,8 @@ export interface EvalOptions {
     samples: number; ks: number[]; timeoutS: number; temperature?: number; topP?: number; topK?: number; maxNewTokens?: number; unsafeNoSandbox?: boolean;
   };
   bbhMaxNewTokens?: number;
+  /** `rm`: the ranked replies scored (an oasst export or a preference_pairs file). */
+  rmData?: string;
   /** lm-eval MMLU shots: 5 (mmlu_flan-style few-shot, the default here) or 0 (lm-eval's plain `mmlu` task). */
   mmluShots?: number;
   maxBatch?: number;
@@ -300,7 +303,21 @@ async function humaneval(ctx: Ctx): Promise<TaskResult> {
   };
 }
 
+async function rm(ctx: Ctx): Promise<TaskResult> {
+  if (!ctx.rmData) throw new Error("--tasks rm: no ranked replies to score (--rm-data FILE)");
+  const r = await evaluateRewardModel({
+    model: ctx.model, tokenizer: ctx.tokenizer, file: ctx.rmData, device: ctx.model.device,
+    ...(ctx.limit !== undefined ? { limit: ctx.limit } : {}),
+  });
+  ctx.writeJsonl("rm", r.rows);
+  return {
+    task: "rm", protocol: ctx.protocol, score: r.accuracy,
+    metric: `pairwise accuracy over ${r.pairs} ranked pairs in ${r.groups} groups`, details: { pairs: r.pairs, groups: r.groups, data: ctx.rmData },
+  };
+}
+
 export const evalTasks = new Registry<(ctx: Ctx) => Promise<TaskResult>>("task");
+evalTasks.register("rm", rm);
 evalTasks.register("mmlu", mmlu);
 evalTasks.register("bbh", bbh);
 evalTasks.register("humaneval", humaneval);
@@ -348,6 +365,10 @@ export function evalTable(results: TaskResult[], protocol: Protocol, model = "th
   const get = (t: string) => results.find((r) => r.task === t);
   const cell = (t: string) => (get(t) ? (100 * get(t)!.score).toFixed(1) : "–");
   const he = get("humaneval");
+  const rmResult = get("rm");
+  if (rmResult && results.length === 1) {
+    return `| reward model | pairwise accuracy |\n|---|---:|\n| ${model} | ${(100 * rmResult.score).toFixed(1)} |\n\n${rmResult.metric}.\n`;
+  }
   const about = protocol === "instruct-eval"
     ? " (declare-lab/instruct-eval: MMLU 5-shot and BBH 3-shot direct, generative startswith)"
     : " (lm-evaluation-harness: MMLU log-likelihood, BBH 3-shot CoT exact match)";

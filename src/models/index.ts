@@ -15,7 +15,7 @@ export {
 } from "./causal-lm.js";
 export {
   checkpointNames, createCausalLM, knownModelTypes, loadCausalLM, registerArchitecture, resizeTokenEmbeddings, resolveModelDir, saveCausalLM,
-  saveRewardModel,
+  saveRewardModel, isRewardModelDir,
   type Architecture, type SaveOptions,
 } from "./registry.js";
 export { CheckpointError, indexWeights, loadWeights, readJsonFile, readModelConfig, saveWeights } from "./checkpoint.js";

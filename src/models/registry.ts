@@ -58,6 +58,12 @@ export function resolveModelDir(nameOrPath: string, what = "model"): string {
   return nameOrPath; // a path that does not exist: the loader names it
 }
 
+/** A folder in HF's sequence-classification layout (a reward model): config.json's architectures say so. */
+export function isRewardModelDir(dir: string): boolean {
+  const arch = (readModelConfig(dir).architectures as unknown[] | undefined)?.[0];
+  return typeof arch === "string" && arch.endsWith("ForSequenceClassification");
+}
+
 /** A new model from a config.json object; `init: "normal"` is HF's random init. */
 export function createCausalLM(json: Record<string, unknown>, o: ModelOptions = {}, file = "config.json"): CausalLM {
   return architectureOf(json, file).create(json, file, o);

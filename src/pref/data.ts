@@ -99,6 +99,11 @@ async function encodeGroups(
   });
 }
 
+/** Ranked groups as reward-model units in the tokenizer's chat template, cut to `cfg.max_length`. */
+export async function encodeRanked(groups: RankedGroup[], tok: ChatTokenizer, cfg: SFTConfig, label: string): Promise<PrefUnit[]> {
+  return encodeGroups(groups.map((g) => ({ ...g, candidates: g.candidates.slice(0, cfg.max_replies) })), tok, cfg, label, { truncated: 0 });
+}
+
 /** DPO's pairs of a group: every (better, worse) pair among its first max_replies replies. */
 function pairsOf(unit: PrefUnit): PrefUnit[] {
   const out: PrefUnit[] = [];

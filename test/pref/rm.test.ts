@@ -2,7 +2,7 @@
 // sequence-classification layout, accumulation and resume invariants, and accuracy that rises.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
@@ -66,6 +66,25 @@ describe("reward model training", () => {
     // The result is a sequence-classification folder.
     const config = JSON.parse(readFileSync(join(whole, "config.json"), "utf8")) as Record<string, unknown>;
     assert.deepEqual(config.architectures, ["BloomForSequenceClassification"]);
+    // oasft eval --tasks rm scores it on a preference file of the same kind: answers above evasions.
+    const pairs = join(tmp(), "pairs.jsonl");
+    const lines = [
+      ["What is the capital of France?", "The capital of France is Paris.", "I don't know."],
+      ["What is 12 + 30?", "12 + 30 = 42.", "Ask someone else."],
+      ["What is the capital of Japan?", "The capital of Japan is Tokyo.", "I cannot answer that."],
+      ["What is 7 × 6?", "7 × 6 = 42.", "That is not something I can help with."],
+    ].map(([prompt, chosen, rejected]) => JSON.stringify({ prompt, chosen, rejected }));
+    writeFileSync(pairs, lines.join("\n") + "\n");
+    const evalOut = tmp();
+    const r = spawnSync(process.execPath, [CLI, "eval", "--model", whole, "--tasks", "rm", "--rm-data", pairs, "--out", evalOut], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    const result = (JSON.parse(readFileSync(join(evalOut, "results.json"), "utf8")) as { results: Array<{ score: number; details: { pairs: number } }> }).results[0]!;
+    assert.equal(result.details.pairs, 4);
+    assert.ok(result.score >= 0.75, JSON.stringify(result));
+    assert.equal(readFileSync(join(evalOut, "rm.jsonl"), "utf8").trim().split("\n").length, 4);
+    const notRm = spawnSync(process.execPath, [CLI, "eval", "--model", base, "--tasks", "rm", "--rm-data", pairs, "--out", tmp()], { encoding: "utf8" });
+    assert.notEqual(notRm.status, 0);
+    assert.match(notRm.stderr, /--tasks rm needs a reward model/);
   });
 
   test("saved in HF's sequence-classification layout: no LM head, score.weight [1, h], one label, pad_token_id; it loads back", () => {

@@ -7,6 +7,7 @@ import { resolveModelDir } from "../../models/index.js";
 import { evalTable, runEval, type Protocol } from "../../eval/run.js";
 import { checkJob, readHumanEval, runChecks, scoreHumanEval } from "../../eval/humaneval.js";
 import { hubSource, localSource } from "../../eval/sources.js";
+import { defaultRmData } from "../../eval/rm.js";
 import { asObject, readJsonl, stringField } from "../../data/io.js";
 import { writeFileAtomic } from "../../util/atomic-file.js";
 import { intFlag, parseFlags, required, UsageError } from "../args.js";
@@ -20,6 +21,7 @@ const USAGE = `usage:
              [--bbh-max-new-tokens 1024] [--humaneval-max-new-tokens N] [--mmlu-shots 0-5] [--timeout 3] [--max-batch 8]
              [--only NAME,...] [--source files|hub]
              ${ADAPTER_USAGE} ${DEVICE_USAGE}
+  oasft eval --model RM_DIR --tasks rm --out DIR [--rm-data FILE] [--limit N]
   oasft eval humaneval --samples FILE.jsonl [--k 1,10,100] [--problems HumanEval.jsonl.gz] [--timeout 3] [--out results.jsonl]
 
   HumanEval programs run in bubblewrap sandboxes (apt-get install bubblewrap): no network, a read-only
@@ -32,6 +34,9 @@ const USAGE = `usage:
   --limit N takes the first N items of each subset, as lm-eval's --limit does: of each MMLU subject
   (57 of them: --limit 5 is 285 questions), of each BBH task (27), and of HumanEval (one set).
   --only NAME,... keeps the named MMLU subjects / BBH tasks.
+  --tasks rm scores a reward model (oasft train --stage rm): the fraction of ranked pairs whose rewards
+  are in the annotators' order, on an oasst export (default --data-dir's oasst/en_100_tree.jsonl) or a
+  preference_pairs file (--rm-data).
   --chat asks every prompt as a user turn in the model's chat template (its own, else OA's
   <|prompter|>…</s><|assistant|>; --chat-template picks another), for chat models.
   Writes OUT/results.json, OUT/<task>.jsonl (every item) and OUT/table.md (the card's layout).`;
@@ -73,7 +78,7 @@ export const command: Command = {
       chat: { type: "boolean" }, "data-dir": { type: "string" }, n: { type: "string" }, temperature: { type: "string" }, "top-p": { type: "string" },
       k: { type: "string" }, "bbh-max-new-tokens": { type: "string" }, "humaneval-max-new-tokens": { type: "string" },
       "mmlu-shots": { type: "string" }, timeout: { type: "string" }, "max-batch": { type: "string" }, only: { type: "string" },
-      source: { type: "string" },
+      source: { type: "string" }, "rm-data": { type: "string" },
       ...MODEL_FLAGS, "unsafe-no-sandbox": { type: "boolean" }, ...DEVICE_FLAGS,
     }, USAGE);
     const dir = resolveModelDir(required(values, "model", USAGE), "--model");
@@ -110,6 +115,7 @@ export const command: Command = {
         },
         ...(mmluShots !== undefined ? { mmluShots } : {}),
         bbhMaxNewTokens: intFlag(values, "bbh-max-new-tokens", 1024), maxBatch: intFlag(values, "max-batch", 8),
+        rmData: (values["rm-data"] as string | undefined) ?? defaultRmData(dataDir),
       });
       console.log(evalTable(results, protocol, dir));
       console.error(`eval done in ${((performance.now() - start) / 1000).toFixed(0)} s → ${out}/results.json`);
