@@ -85,6 +85,17 @@ describe("reward model training", () => {
     const notRm = spawnSync(process.execPath, [CLI, "eval", "--model", base, "--tasks", "rm", "--rm-data", pairs, "--out", tmp()], { encoding: "utf8" });
     assert.notEqual(notRm.status, 0);
     assert.match(notRm.stderr, /--tasks rm needs a reward model/);
+    // Best-of-n in chat: the reply shown is the one with the highest reward.
+    const chat = spawnSync(process.execPath, [CLI, "chat", "--model", base, "--reward-model", whole, "--best-of", "3", "--temperature", "1", "--seed", "5", "--max-new-tokens", "8"], { encoding: "utf8", input: "What is 2 + 2?\n/exit\n" });
+    assert.equal(chat.status, 0, chat.stderr);
+    const m = /\(best of 3: reward (-?[\d.]+); all: ([-\d., ]+)\)/.exec(chat.stdout);
+    assert.ok(m, chat.stdout);
+    assert.equal(Number(m[1]), Math.max(...m[2]!.split(", ").map(Number)));
+    for (const flags of [["--best-of", "3", "--temperature", "1"], ["--best-of", "3", "--reward-model", whole]]) {
+      const bad = spawnSync(process.execPath, [CLI, "chat", "--model", base, ...flags], { encoding: "utf8", input: "" });
+      assert.equal(bad.status, 2, flags.join(" "));
+      assert.match(bad.stderr, /--best-of needs/);
+    }
   });
 
   test("saved in HF's sequence-classification layout: no LM head, score.weight [1, h], one label, pad_token_id; it loads back", () => {

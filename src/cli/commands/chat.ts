@@ -10,10 +10,16 @@ import { CHAT_REPETITION_PENALTY, checkSampling } from "../../generate/sampling.
 import type { Command } from "../main.js";
 import { DEVICE_FLAGS, DEVICE_USAGE, placement } from "../placement.js";
 import { ADAPTER_USAGE, MODEL_FLAGS, loadForInference } from "../model-flags.js";
+import { RewardScorer } from "../../pref/score.js";
+import type { SamplingParams } from "../../generate/sampling.js";
+import type { ChatTurn } from "../../data/conversation.js";
 
 const USAGE = `usage: oasft chat --model DIR [--system TEXT] [--max-new-tokens 256] [--context 2048]
                   [--temperature 0] [--top-p 1] [--top-k 0] [--repetition-penalty 1.2] [--seed N]
-                  ${ADAPTER_USAGE} ${DEVICE_USAGE}
+                  [--reward-model RM_DIR --best-of N] ${ADAPTER_USAGE} ${DEVICE_USAGE}
+
+  --best-of N samples N replies (set --temperature > 0) and shows the one the reward model
+  (oasft train --stage rm) scores highest, with every reply's reward.
 
   Prompts are rendered in the model folder's chat template (OA's when it has none); --chat-template
   picks another. Commands while chatting: /reset (forget the conversation), /save FILE (the
@@ -27,12 +33,17 @@ export const command: Command = {
     const { values } = parseFlags(argv, {
       model: { type: "string" }, system: { type: "string" }, "max-new-tokens": { type: "string" }, context: { type: "string" },
       temperature: { type: "string" }, "top-p": { type: "string" }, "top-k": { type: "string" }, "repetition-penalty": { type: "string" }, seed: { type: "string" },
+      "reward-model": { type: "string" }, "best-of": { type: "string" },
       ...MODEL_FLAGS, ...DEVICE_FLAGS,
     }, USAGE);
     const dir = resolveModelDir(required(values, "model", USAGE), "--model");
     const { device, dtype } = placement(values);
     const { model, tokenizer } = loadForInference(values, dir, { device, dtype });
-    const engine = new Engine(model, tokenizer, { maxBatch: 1 });
+    const bestOf = intFlag(values, "best-of", 1);
+    if (bestOf > 1 && !values["reward-model"]) throw new UsageError("--best-of needs --reward-model DIR (what scores the replies)");
+    if (bestOf > 1 && !(Number(values.temperature ?? 0) > 0)) throw new UsageError("--best-of needs --temperature > 0 (greedy replies are all the same)");
+    const scorer = bestOf > 1 ? RewardScorer.load(resolveModelDir(values["reward-model"] as string, "--reward-model"), { device }) : undefined;
+    const engine = new Engine(model, tokenizer, { maxBatch: bestOf });
     const system = values.system as string | undefined;
     const maxNew = intFlag(values, "max-new-tokens", 256);
     const context = intFlag(values, "context", 2048);
@@ -107,6 +118,12 @@ export const command: Command = {
           history = history.slice(2);
           ids = await tokenizer.encodeChatPrompt(chatMessages(history, system));
         }
+        if (scorer) {
+          const text = await bestReply(engine, scorer, ids, params, chatMessages(history, system), bestOf);
+          history.push({ role: "assistant", text });
+          prompt();
+          continue;
+        }
         reply = engine.submit({ promptIds: ids, params, onToken: (e) => process.stdout.write(e.text) });
         const r = await reply.result;
         reply = undefined;
@@ -118,10 +135,26 @@ export const command: Command = {
       process.off("SIGINT", onInterrupt);
       rl.close();
       model.dispose();
+      scorer?.dispose();
     }
     return exitCode;
   },
 };
+
+/** N sampled replies (seeds seed, seed + 1, ...), the reward model's choice printed with every reward. */
+async function bestReply(
+  engine: Engine, scorer: RewardScorer, ids: number[], params: SamplingParams, context: ChatTurn[], n: number,
+): Promise<string> {
+  const seed = params.seed ?? Math.floor(Math.random() * 2 ** 31);
+  const texts = await Promise.all(
+    Array.from({ length: n }, (_, i) => engine.submit({ promptIds: ids, params: { ...params, seed: seed + i } }).result.then((r) => r.text)),
+  );
+  const rewards = await scorer.score(context, texts);
+  const best = rewards.indexOf(Math.max(...rewards));
+  console.log(texts[best]);
+  console.log(`(best of ${n}: reward ${rewards[best]!.toFixed(3)}; all: ${rewards.map((r) => r.toFixed(3)).join(", ")})`);
+  return texts[best]!;
+}
 
 const CHAT_HELP = [
   "/reset      forget the conversation",

@@ -1,0 +1,38 @@
+// A reward model as a scorer of chats (best-of-n sampling): each candidate conversation rendered in the
+// reward model's own chat template, scored on its last token, as the model was trained.
+import { chatConversation } from "../data/datasets/chat.js";
+import type { ChatTurn } from "../data/conversation.js";
+import { isRewardModelDir, loadCausalLM, type CausalLM } from "../models/index.js";
+import { composeConfig } from "../sft/config.js";
+import { ChatTokenizer } from "../tokenizer/index.js";
+import type { DType } from "../torch/index.js";
+import { encodeRanked } from "./data.js";
+import { groupBatch, scoreBatch } from "./rm.js";
+
+export class RewardScorer {
+  private constructor(readonly model: CausalLM, readonly tokenizer: ChatTokenizer) {}
+
+  /** A reward model folder (oasft train --stage rm, or any *ForSequenceClassification with one label). */
+  static load(dir: string, o: { device: string; dtype?: DType }): RewardScorer {
+    if (!isRewardModelDir(dir)) {
+      throw new Error(`--reward-model ${dir}: not a reward model (config.json's architectures is not *ForSequenceClassification)`);
+    }
+    const model = loadCausalLM(dir, { device: o.device, dtype: o.dtype ?? "float32", scoreHead: true }).eval();
+    return new RewardScorer(model, ChatTokenizer.load(dir));
+  }
+
+  /** The reward of each reply to the chat so far (turns ending on the user's message). */
+  async score(context: ChatTurn[], replies: string[]): Promise<number[]> {
+    const groups = replies.map((text, i) => ({
+      candidates: [chatConversation([...context, { role: "assistant", content: text }], `reply ${i}`, "reply")],
+      where: `reply ${i}`,
+    }));
+    const cfg = { ...composeConfig([], []).config, max_length: this.model.config.maxPositions ?? this.tokenizer.modelMaxLength ?? 2048 };
+    const units = await encodeRanked(groups, this.tokenizer, cfg, "best-of-n");
+    return units.map((u) => scoreBatch(this.model, groupBatch([u], this.tokenizer.padId), { precision: "fp32", device: this.model.device })[0]!);
+  }
+
+  dispose(): void {
+    this.model.dispose();
+  }
+}
