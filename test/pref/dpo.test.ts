@@ -3,7 +3,7 @@
 // Python script, and the bad input of TRL's file shapes.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -213,5 +213,9 @@ describe("DPO training", () => {
     const resumed = tmp();
     await run(resumed, ["--max_steps", "1", "--save_steps", "1"]);
     await assert.rejects(run(resumed, ["--max_steps", "2", "--resume_from_checkpoint", "latest", "--datasets", "[{oasft_demo: {count: 60, val_split: 0.1}}]"]), /reference_logps\.json was computed on other data/);
+    rmSync(join(resumed, "reference_logps.json"));
+    await assert.rejects(run(resumed, ["--max_steps", "2", "--resume_from_checkpoint", "latest"]), /resuming needs the reference log-probabilities .*reference_logps\.json/);
+    // A file with no usable pair (everything held out) fails before any model is loaded.
+    await assert.rejects(run(tmp(), ["--max_steps", "1", "--datasets", "[{oasft_demo: {count: 3, val_split: 1}}]"]), /nothing to train on: oasft_demo \(0 train pairs\)/);
   });
 });
