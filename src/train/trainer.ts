@@ -3,8 +3,10 @@
 //   or packed) → forward/backward (bf16 autocast, or fp16 with loss scaling; optional gradient
 //   checkpointing) accumulated over gradient_accumulation_steps → clip → AdamW → schedule
 // with evaluation per dataset, atomic checkpoints, exact resume, a JSONL log and a chart.
-// The run is built in named phases (setupRun → setupData → setupModel → setupOptimizer → setupSchedule)
-// into one RunContext, then trainLoop (loop.ts) and finish.
+// The same run trains a reward model or DPO (stage: rm | dpo) on ranked replies: setupData reads them
+// and setupObjective plugs the stage's loss into the loop (src/pref), which has no branch per stage.
+// The run is built in named phases (setupRun → setupData → setupModel → setupObjective → setupOptimizer
+// → setupSchedule) into one RunContext, then trainLoop (loop.ts) and finish.
 import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
