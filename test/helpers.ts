@@ -1,4 +1,5 @@
 // Shared test helpers: where ../shared is, golden folders, and tensor comparisons.
+import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -12,6 +13,18 @@ export const SHARED = resolve(REPO, "../shared");
 export const GOLDEN = join(SHARED, "golden");
 export const GOLDEN_MODELS = ["tiny_v256_h64_l2_nh4", "small_v300_h96_l3_nh6_untied"] as const;
 export const CLI = join(REPO, "bin/oasft.js");
+
+/**
+ * `oasft init` of a golden model's config with the shared tiny BPE tokenizer (its vocabulary, so no
+ * rows grow when training starts) into `dir`; returns `dir`.
+ */
+export function initTinyModel(dir: string, golden: (typeof GOLDEN_MODELS)[number] = GOLDEN_MODELS[0], extra: string[] = []): string {
+  const tokenizer = join(SHARED, "data/tokenizers/oasst-tiny-bpe");
+  const args = [CLI, "init", "--config", join(GOLDEN, golden, "config.json"), "--tokenizer", tokenizer, "--out", dir, ...extra];
+  const made = spawnSync(process.execPath, args, { encoding: "utf8" });
+  assert.equal(made.status, 0, made.stderr);
+  return dir;
+}
 
 /** max |a − b| over all elements (float64 on the host). */
 export function maxAbsDiff(a: torch.Tensor, b: torch.Tensor): number {

@@ -40,6 +40,8 @@ export function loadForInference(
   }
   const model = adapter
     ? loadWithAdapter(resolveModelDir(dir, "--model"), adapter, { device: o.device, dtype: o.dtype, merge: true })
-    : loadCausalLM(dir, { device: o.device, dtype: o.dtype, scoreHead: isRewardModelDir(resolveModelDir(dir, "--model")) });
+    : loadCausalLM(dir, {
+      device: o.device, dtype: o.dtype, scoreHead: isRewardModelDir(resolveModelDir(dir, "--model")),
+    });
   return { model, tokenizer, tokenizerDir };
 }

@@ -75,7 +75,10 @@ function trainTestSplit<T>(items: T[], valSplit: number, rng: Rng): [T[], T[]] {
   return [items.filter((_, i) => !test.has(i)), perm.slice(0, nTest).map((i) => items[i]!)];
 }
 
-function cap(items: Conversation[], max: number | undefined, rng: Rng, rule: string, dropped: Record<string, number>): Conversation[] {
+/** At most `max` of `items` (a random subset, without replacement); the rest counted under `rule`. */
+export function capItems<T>(
+  items: T[], max: number | undefined, rng: Rng, rule: string, dropped: Record<string, number>,
+): T[] {
   if (max === undefined || items.length <= max) return items;
   dropped[rule] = (dropped[rule] ?? 0) + items.length - max;
   return rng.sampleIndices(items.length, max).map((i) => items[i]!);
@@ -108,8 +111,8 @@ export async function loadDatasetMix(entries: DatasetEntry[], o: MixOptions): Pr
       } else [train, val] = trainTestSplit(train, valSplit, splitRng);
     }
     const dropped = { ...loaded.dropped };
-    val = cap(val, opt("max_val_set", { min: 0, integer: true }), splitRng, "max_val_set", dropped);
-    train = cap(train, opt("max_train_set", { min: 0, integer: true }), splitRng, "max_train_set", dropped);
+    val = capItems(val, opt("max_val_set", { min: 0, integer: true }), splitRng, "max_val_set", dropped);
+    train = capItems(train, opt("max_train_set", { min: 0, integer: true }), splitRng, "max_train_set", dropped);
     if (o.evalSize !== undefined && val.length > o.evalSize) {
       dropped.eval_size = val.length - o.evalSize;
       val = val.slice(0, o.evalSize);

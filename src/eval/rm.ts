@@ -6,9 +6,8 @@ import { oasstExport } from "../data/datasets/oasst.js";
 import { preferencePairs } from "../data/datasets/preference.js";
 import { readRecords, asObject } from "../data/io.js";
 import { Rng } from "../data/rng.js";
-import { encodeRanked } from "../pref/data.js";
-import { groupBatch, scoreBatch } from "../pref/rm.js";
-import { composeConfig } from "../sft/config.js";
+import { encodeForScoring } from "../pref/data.js";
+import { groupBatch, rightPairs, scoreBatch } from "../pref/rm.js";
 import type { CausalLM } from "../models/index.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 
@@ -26,20 +25,23 @@ export interface RmEvalOptions {
 async function rankedGroups(file: string) {
   const first = (await readRecords(file))[0];
   const o = first ? asObject(first) : {};
-  const oasst = "message_tree_id" in o || "message_id" in o || "prompt" in o && typeof o.prompt === "object" && !Array.isArray(o.prompt);
+  const treeLine = "prompt" in o && typeof o.prompt === "object" && !Array.isArray(o.prompt);
+  const oasst = "message_tree_id" in o || "message_id" in o || treeLine;
   const loader = oasst ? oasstExport : preferencePairs;
-  const ctx = { name: oasst ? "oasst_export" : "preference_pairs", cacheDir: ".", rng: new Rng(0, "rm-eval"), formatVersion: "head" as const };
+  const name = oasst ? "oasst_export" : "preference_pairs";
+  const ctx = { name, cacheDir: ".", rng: new Rng(0, "rm-eval"), formatVersion: "head" as const };
   return (await loader.loadRanked!({ input_file_path: file }, ctx)).groups;
 }
 
 export async function evaluateRewardModel(o: RmEvalOptions) {
   if (!o.model.hasScoreHead) {
-    throw new Error("--tasks rm needs a reward model: a folder in the sequence-classification layout (oasft train --stage rm)");
+    throw new Error(
+      "--tasks rm needs a reward model: a folder in the sequence-classification layout (oasft train --stage rm)",
+    );
   }
   const groups = (await rankedGroups(o.file)).slice(0, o.limit ?? Infinity);
   // Rendered as the reward model was trained: the folder's chat template, its max length.
-  const cfg = { ...composeConfig([], []).config, max_length: o.model.config.maxPositions ?? o.tokenizer.modelMaxLength ?? 2048 };
-  const units = await encodeRanked(groups, o.tokenizer, cfg, o.file);
+  const units = await encodeForScoring(groups, o.model, o.tokenizer, o.file);
   const rows: Array<{ where: string; rewards: number[]; right: number; pairs: number }> = [];
   // One group per batch by default: replies differ widely in length, and padding a batch to its
   // longest reply costs more than it saves.
@@ -51,9 +53,7 @@ export async function evaluateRewardModel(o: RmEvalOptions) {
     for (const u of chunk) {
       const r = rewards.slice(at, at + u.candidates.length);
       at += u.candidates.length;
-      let right = 0;
-      for (let a = 0; a < r.length; a++) for (let b = a + 1; b < r.length; b++) if (r[a]! > r[b]!) right++;
-      rows.push({ where: u.where, rewards: r, right, pairs: (r.length * (r.length - 1)) / 2 });
+      rows.push({ where: u.where, rewards: r, ...rightPairs(r, [r.length]) });
     }
   }
   const right = rows.reduce((n, r) => n + r.right, 0);

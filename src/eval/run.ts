@@ -194,7 +194,9 @@ async function mmlu(ctx: Ctx): Promise<TaskResult> {
       // instruct-eval's max_output_length=2.
       const { gens, seen } = await generateAll(ctx, prompts, { maxNewTokens: 2 }, `mmlu ${subject}`);
       preds = gens.map((g) => pyStrip(g));
-      test.forEach((t, i) => rows.push({ subject, answer: t.answer, prompt: prompts[i], ...seen[i], generation: gens[i] }));
+      test.forEach((t, i) => {
+        rows.push({ subject, answer: t.answer, prompt: prompts[i], ...seen[i], generation: gens[i] });
+      });
     }
     const correct = test.filter((t, i) => (ctx.protocol === "lm-eval" ? preds[i] === t.answer : preds[i]!.startsWith(t.answer))).length;
     per[subject] = { correct, total: test.length };
@@ -312,7 +314,8 @@ async function rm(ctx: Ctx): Promise<TaskResult> {
   ctx.writeJsonl("rm", r.rows);
   return {
     task: "rm", protocol: ctx.protocol, score: r.accuracy,
-    metric: `pairwise accuracy over ${r.pairs} ranked pairs in ${r.groups} groups`, details: { pairs: r.pairs, groups: r.groups, data: ctx.rmData },
+    metric: `pairwise accuracy over ${r.pairs} ranked pairs in ${r.groups} groups`,
+    details: { pairs: r.pairs, groups: r.groups, data: ctx.rmData },
   };
 }
 
@@ -367,7 +370,8 @@ export function evalTable(results: TaskResult[], protocol: Protocol, model = "th
   const he = get("humaneval");
   const rmResult = get("rm");
   if (rmResult && results.length === 1) {
-    return `| reward model | pairwise accuracy |\n|---|---:|\n| ${model} | ${(100 * rmResult.score).toFixed(1)} |\n\n${rmResult.metric}.\n`;
+    const row = `| ${model} | ${(100 * rmResult.score).toFixed(1)} |`;
+    return `| reward model | pairwise accuracy |\n|---|---:|\n${row}\n\n${rmResult.metric}.\n`;
   }
   const about = protocol === "instruct-eval"
     ? " (declare-lab/instruct-eval: MMLU 5-shot and BBH 3-shot direct, generative startswith)"

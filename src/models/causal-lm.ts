@@ -335,7 +335,8 @@ export abstract class CausalLM extends Module {
    * 1, no bias, N(0, 0.02) as HF initialises it), a parameter of this model like any other.
    */
   scoreHead(): Linear {
-    this.#score ??= this.child("score", new Linear(this.config.hiddenSize, 1, { bias: false, dtype: this.dtype, device: this.device }));
+    const make = () => new Linear(this.config.hiddenSize, 1, { bias: false, dtype: this.dtype, device: this.device });
+    this.#score ??= this.child("score", make());
     return this.#score;
   }
 

@@ -73,7 +73,9 @@ export function createCausalLM(json: Record<string, unknown>, o: ModelOptions = 
  * Loads a Hugging Face model folder (config.json + safetensors) onto `o.device` in `o.dtype`, one
  * tensor at a time: host memory holds at most one stored tensor beside the model.
  */
-export function loadCausalLM(nameOrDir: string, o: Omit<ModelOptions, "init"> & { scoreHead?: boolean } = {}): CausalLM {
+export function loadCausalLM(
+  nameOrDir: string, o: Omit<ModelOptions, "init"> & { scoreHead?: boolean } = {},
+): CausalLM {
   const dir = resolveModelDir(nameOrDir);
   const json = readModelConfig(dir);
   const file = join(dir, "config.json");
@@ -88,7 +90,8 @@ export function loadCausalLM(nameOrDir: string, o: Omit<ModelOptions, "init"> & 
     const head = model.config.tieWordEmbeddings ? undefined : model.lmHeadWeight;
     const named = new Map(model.namedParameters());
     const optional = (n: string) => score !== undefined && (named.get(n) === head || named.get(n) === score);
-    const skipped = loadWeights(model, dir, { aliases: arch.aliases, ignorable: (n) => arch.ignorable(n, model), optional });
+    const ignorable = (n: string) => arch.ignorable(n, model);
+    const skipped = loadWeights(model, dir, { aliases: arch.aliases, ignorable, optional });
     if (head && skipped.some((n) => named.get(n) === head)) torch.noGrad(() => head.zero_());
   } catch (err) {
     model.dispose();

@@ -3,12 +3,13 @@
 // template SFT trains in, the last reply's tokens marked as the only trained ones, cut as TRL cuts
 // pairs (the prompt loses its head first, the replies are kept), then grouped for the stage: DPO
 // trains on pairs (every better/worse pair of a group), a reward model on whole groups.
-import { randomSplit, parseDatasetEntries, type DatasetEntry } from "../data/mix.js";
+import { capItems, epochIndices, randomSplit, parseDatasetEntries, type DatasetEntry } from "../data/mix.js";
 import { datasetLoader } from "../data/registry.js";
 import { optNumber, type RankedGroup } from "../data/dataset.js";
 import { DataError } from "../data/io.js";
 import { Rng } from "../data/rng.js";
-import { ConfigError, type SFTConfig } from "../sft/config.js";
+import { composeConfig, ConfigError, type SFTConfig } from "../sft/config.js";
+import type { CausalLM } from "../models/index.js";
 import { encodeConversations } from "../sft/data.js";
 import type { EncodedSample } from "../sft/encode.js";
 import { ChatTemplateError, type ChatTokenizer } from "../tokenizer/index.js";
@@ -39,6 +40,21 @@ export interface PrefData {
 }
 
 export type PrefStage = "rm" | "dpo";
+
+/**
+ * The micro-batches of one epoch, deterministic for (seed, epoch): the datasets' training units in the
+ * epoch's order (fraction/size subsets as SFT's), `size` units per micro-batch, built by `batch`.
+ */
+export function unitBatches<B>(
+  data: PrefData, seed: number, size: number, epoch: number, batch: (units: PrefUnit[]) => B,
+): B[] {
+  const order = epochIndices(data.datasets, epoch, seed);
+  const out: B[] = [];
+  for (let i = 0; i < order.length; i += size) {
+    out.push(batch(order.slice(i, i + size).map(([d, k]) => data.datasets[d]!.train[k]!)));
+  }
+  return out;
+}
 
 /** The mask's last run of trained positions: the last reply (earlier assistant turns are context). */
 function lastReplyOnly(mask: boolean[]): { mask: boolean[]; promptLength: number } {
@@ -93,15 +109,26 @@ async function encodeGroups(
     const { samples, cut } = truncateUnit(parts, cfg.max_length, maxPrompt);
     if (cut) counts.truncated++;
     samples.forEach((s, i) => {
-      if (!s.labelMask.some(Boolean)) throw new DataError(g.where, `candidate ${i}: no reply token survives (empty reply, or max_length ${cfg.max_length} too small)`);
+      if (!s.labelMask.some(Boolean)) {
+        const why = `no reply token survives (empty reply, or max_length ${cfg.max_length} too small)`;
+        throw new DataError(g.where, `candidate ${i}: ${why}`);
+      }
     });
     return { candidates: samples, where: g.where };
   });
 }
 
-/** Ranked groups as reward-model units in the tokenizer's chat template, cut to `cfg.max_length`. */
-export async function encodeRanked(groups: RankedGroup[], tok: ChatTokenizer, cfg: SFTConfig, label: string): Promise<PrefUnit[]> {
-  return encodeGroups(groups.map((g) => ({ ...g, candidates: g.candidates.slice(0, cfg.max_replies) })), tok, cfg, label, { truncated: 0 });
+/**
+ * Ranked groups as units for scoring with a trained reward model: in its tokenizer's chat template, with
+ * the default settings, cut to the model's length (its positions, else the tokenizer's, else 2,048).
+ */
+export async function encodeForScoring(
+  groups: RankedGroup[], model: CausalLM, tok: ChatTokenizer, label: string,
+): Promise<PrefUnit[]> {
+  const maxLength = model.config.maxPositions ?? tok.modelMaxLength ?? 2048;
+  const cfg = { ...composeConfig([], []).config, max_length: maxLength };
+  const kept = groups.map((g) => ({ ...g, candidates: g.candidates.slice(0, cfg.max_replies) }));
+  return encodeGroups(kept, tok, cfg, label, { truncated: 0 });
 }
 
 /** DPO's pairs of a group: every (better, worse) pair among its first max_replies replies. */
@@ -109,7 +136,8 @@ function pairsOf(unit: PrefUnit): PrefUnit[] {
   const out: PrefUnit[] = [];
   for (let i = 0; i < unit.candidates.length; i++) {
     for (let j = i + 1; j < unit.candidates.length; j++) {
-      out.push({ candidates: [unit.candidates[i]!, unit.candidates[j]!], where: `${unit.where} (replies ${i} > ${j})` });
+      const where = `${unit.where} (replies ${i} > ${j})`;
+      out.push({ candidates: [unit.candidates[i]!, unit.candidates[j]!], where });
     }
   }
   return out;
@@ -118,7 +146,10 @@ function pairsOf(unit: PrefUnit): PrefUnit[] {
 async function loadEntry(entry: DatasetEntry, cfg: SFTConfig, label: string) {
   const loader = datasetLoader(entry.name);
   if (!loader.loadRanked) {
-    throw new ConfigError(`dataset ${entry.name} has no ranked replies for stage ${cfg.stage}; use oasst_export, preference_pairs or oasft_demo`);
+    throw new ConfigError(
+      `dataset ${entry.name} has no ranked replies for stage ${cfg.stage}; ` +
+        "use oasst_export, preference_pairs or oasft_demo",
+    );
   }
   const name = entry.name.toLowerCase();
   return loader.loadRanked(entry.options, {
@@ -127,7 +158,9 @@ async function loadEntry(entry: DatasetEntry, cfg: SFTConfig, label: string) {
 }
 
 /** The config's preference datasets, split by group, encoded, grouped for the stage. */
-export async function preparePrefData(cfg: SFTConfig, tokenizer: ChatTokenizer, stage: PrefStage): Promise<PrefData> {
+export async function preparePrefData(
+  cfg: SFTConfig, tokenizer: ChatTokenizer, stage: PrefStage,
+): Promise<PrefData> {
   const entries = parseDatasetEntries([...cfg.datasets, ...cfg.datasets_extra], "config › datasets");
   if (!entries.length) throw new ConfigError("the config has no datasets");
   tokenizer.useTemplate(cfg.chat_template);
@@ -138,21 +171,16 @@ export async function preparePrefData(cfg: SFTConfig, tokenizer: ChatTokenizer, 
     const n = (seen.get(entry.name) ?? 0) + 1;
     seen.set(entry.name, n);
     const label = n === 1 ? entry.name : `${entry.name}#${n}`;
-    const opt = (k: string, b: { min?: number; max?: number; integer?: boolean }) => optNumber(entry.options, k, entry.name, b);
+    const opt = (k: string, b: { min?: number; max?: number; integer?: boolean }) =>
+      optNumber(entry.options, k, entry.name, b);
     const loaded = await loadEntry(entry, cfg, label);
     const dropped = { ...loaded.dropped };
     const groups = loaded.groups.map((g) => ({ ...g, candidates: g.candidates.slice(0, cfg.max_replies) }));
     const splitRng = new Rng(cfg.rng_seed, `${label}/split`);
     const valSplit = opt("val_split", { min: 0, max: 1 }) ?? 0.2;
     let [train, val] = valSplit > 0 ? randomSplit(groups, valSplit, splitRng) : [groups, []];
-    const cap = (xs: RankedGroup[], key: string) => {
-      const max = opt(key, { min: 0, integer: true });
-      if (max === undefined || xs.length <= max) return xs;
-      dropped[key] = xs.length - max;
-      return splitRng.sampleIndices(xs.length, max).map((i) => xs[i]!);
-    };
-    val = cap(val, "max_val_set");
-    train = cap(train, "max_train_set");
+    val = capItems(val, opt("max_val_set", { min: 0, integer: true }), splitRng, "max_val_set", dropped);
+    train = capItems(train, opt("max_train_set", { min: 0, integer: true }), splitRng, "max_train_set", dropped);
     if (cfg.eval_size !== null && val.length > cfg.eval_size) {
       dropped.eval_size = val.length - cfg.eval_size;
       val = val.slice(0, cfg.eval_size);

@@ -1,6 +1,7 @@
 // DPO (Rafailov et al. 2023) as TRL's DPOTrainer defines it, with reference log-probabilities computed
 // once before training (TRL's precompute_ref_log_probs: no second model in memory):
-//   sigmoid: −log σ(β·((π_c − ρ_c) − (π_r − ρ_r)))      ipo: (h − 1/(2β))², h on per-token mean log-probs
+//   sigmoid: −log σ(β·((π_c − ρ_c) − (π_r − ρ_r)))
+//   ipo: (h − 1/(2β))², h the same difference on per-token mean log-probs
 //   rpo_alpha: + α · the chosen replies' mean token NLL
 // π, ρ: summed log-probabilities of a reply's tokens under the policy and the reference. Rows of a
 // micro-batch are [chosen₀, rejected₀, chosen₁, rejected₁, ...].
@@ -9,14 +10,14 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as torch from "../torch/index.js";
 import type { CausalLM, TrainStepOptions } from "../models/index.js";
-import { epochIndices } from "../data/mix.js";
 import { ConfigError, type SFTConfig } from "../sft/config.js";
 import { padBatch, type Batch } from "../sft/collate.js";
 import { tensorsOf } from "../train/batches.js";
 import type { EvalEnv, MicroBatchResult, Objective } from "../train/objective.js";
 import type { EvalRecord } from "../train/report.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
-import type { PrefData, PrefUnit } from "./data.js";
+import { unitBatches, type PrefData, type PrefUnit } from "./data.js";
+import { inPrecision } from "../train/settings.js";
 
 export interface DpoOptions {
   beta: number;
@@ -77,7 +78,8 @@ export function dpoLoss(pairs: PairLogps[], o: DpoOptions): DpoResult {
   if (o.rpoAlpha) loss += (o.rpoAlpha * -pairs.reduce((s, p) => s + p.policy[0], 0)) / chosenTokens;
   const n = pairs.length;
   const metrics = {
-    "rewards/chosen": m.chosen / n, "rewards/rejected": m.rejected / n, "rewards/accuracy": m.accuracy / n, "rewards/margin": m.margin / n,
+    "rewards/chosen": m.chosen / n, "rewards/rejected": m.rejected / n,
+    "rewards/accuracy": m.accuracy / n, "rewards/margin": m.margin / n,
   };
   return { loss, grads, metrics };
 }
@@ -119,17 +121,26 @@ function pairsOf(b: Batch & { refs: number[] }, policy: number[]): PairLogps[] {
   }));
 }
 
-/** The DPO loss and metrics of a batch of pairs under `model` as it is (no graph): evaluation, checks. */
-export function dpoBatchLoss(model: CausalLM, b: Batch & { refs: number[] }, o: DpoOptions, env: Omit<EvalEnv, "model" | "group">): DpoResult {
+type Placement = Omit<EvalEnv, "model" | "group">;
+
+/** Each row's summed reply log-probability under `model` as it is (no graph), in the run's precision. */
+function policyLogps(model: CausalLM, b: Batch, env: Placement): number[] {
   return torch.scope(() => {
     const t = tensorsOf(b, env.device);
-    const policy = withPrecision(env, () => rowLogps(model, torch.noGrad(() => model.finalHidden(t)), t.labels));
-    return dpoLoss(pairsOf(b, policy), o);
+    const logps = () => rowLogps(model, torch.noGrad(() => model.finalHidden(t)), t.labels);
+    return inPrecision(env.precision, env.device, logps);
   });
 }
 
+/** The DPO loss and metrics of a batch of pairs under `model` as it is (no graph): evaluation, checks. */
+export function dpoBatchLoss(model: CausalLM, b: Batch & { refs: number[] }, o: DpoOptions, env: Placement): DpoResult {
+  return dpoLoss(pairsOf(b, policyLogps(model, b, env)), o);
+}
+
 /** Forward and backward of one micro-batch of pairs: the loss from a first pass, then each row's gradient. */
-function dpoStep(model: CausalLM, b: Batch & { refs: number[] }, o: DpoOptions, device: string, options: TrainStepOptions): MicroBatchResult {
+function dpoStep(
+  model: CausalLM, b: Batch & { refs: number[] }, o: DpoOptions, device: string, options: TrainStepOptions,
+): MicroBatchResult {
   const t = tensorsOf(b, device);
   let result: DpoResult | undefined;
   model.trainStep({ inputIds: t.inputIds, attentionMask: t.attentionMask }, {
@@ -147,17 +158,13 @@ function dpoStep(model: CausalLM, b: Batch & { refs: number[] }, o: DpoOptions, 
 }
 
 /** Every unit's rows' summed log-probabilities under `model` as it is now (the reference). */
-export function referenceLogps(model: CausalLM, data: PrefData, env: Omit<EvalEnv, "model" | "group">, batchSize: number): void {
+export function referenceLogps(model: CausalLM, data: PrefData, env: Placement, batchSize: number): void {
   model.eval();
   for (const d of data.datasets) {
     for (const units of [d.train, d.val]) {
       for (let i = 0; i < units.length; i += batchSize) {
         const chunk = units.slice(i, i + batchSize);
-        const logps = torch.scope(() => {
-          const b = unitBatch(chunk, data.tokenizer.padId);
-          const t = tensorsOf(b, env.device);
-          return withPrecision(env, () => rowLogps(model, torch.noGrad(() => model.finalHidden(t)), t.labels));
-        });
+        const logps = policyLogps(model, unitBatch(chunk, data.tokenizer.padId), env);
         chunk.forEach((u, k) => (u.ref = logps.slice(2 * k, 2 * k + 2)));
       }
     }
@@ -165,15 +172,12 @@ export function referenceLogps(model: CausalLM, data: PrefData, env: Omit<EvalEn
   model.train();
 }
 
-function withPrecision<T>(env: Omit<EvalEnv, "model" | "group">, fn: () => T): T {
-  if (env.precision === "fp32") return fn();
-  return torch.autocast(torch.deviceType(env.device), env.precision === "bf16" ? "bfloat16" : "float16", fn);
-}
-
 /** A fingerprint of the training units' tokens: stored reference log-probs must belong to this data. */
 function dataHash(data: PrefData): string {
   const h = createHash("sha256");
-  for (const d of data.datasets) for (const u of [...d.train, ...d.val]) for (const c of u.candidates) h.update(Int32Array.from(c.inputIds));
+  for (const d of data.datasets) {
+    for (const u of [...d.train, ...d.val]) for (const c of u.candidates) h.update(Int32Array.from(c.inputIds));
+  }
   return h.digest("hex").slice(0, 16);
 }
 
@@ -184,14 +188,22 @@ export const REFERENCE_FILE = "reference_logps.json";
  * folder (a new run), or read back from it (a resumed run, whose model is no longer the reference).
  */
 export function setupReference(
-  model: CausalLM, data: PrefData, env: Omit<EvalEnv, "model" | "group">, o: { outputDir: string; resumeDir?: string; lead: boolean; batchSize: number },
+  model: CausalLM, data: PrefData, env: Placement,
+  o: { outputDir: string; resumeDir?: string; lead: boolean; batchSize: number },
 ): void {
   const file = join(o.outputDir, REFERENCE_FILE);
   const hash = dataHash(data);
   if (o.resumeDir) {
-    if (!existsSync(file)) throw new ConfigError(`stage dpo: resuming needs the reference log-probabilities ${file}, written when the run started; it is missing`);
-    const saved = JSON.parse(readFileSync(file, "utf8")) as { data: string; datasets: Record<string, { train: number[][]; val: number[][] }> };
-    if (saved.data !== hash) throw new ConfigError(`stage dpo: ${file} was computed on other data (the datasets or their settings changed since the run started)`);
+    if (!existsSync(file)) {
+      const why = "written when the run started; it is missing";
+      throw new ConfigError(`stage dpo: resuming needs the reference log-probabilities ${file}, ${why}`);
+    }
+    type Saved = { data: string; datasets: Record<string, { train: number[][]; val: number[][] }> };
+    const saved = JSON.parse(readFileSync(file, "utf8")) as Saved;
+    if (saved.data !== hash) {
+      const why = "the datasets or their settings changed since the run started";
+      throw new ConfigError(`stage dpo: ${file} was computed on other data (${why})`);
+    }
     for (const d of data.datasets) {
       const s = saved.datasets[d.name];
       d.train.forEach((u, i) => (u.ref = s?.train[i]));
@@ -201,7 +213,8 @@ export function setupReference(
   }
   referenceLogps(model, data, env, o.batchSize);
   if (!o.lead) return;
-  const datasets = Object.fromEntries(data.datasets.map((d) => [d.name, { train: d.train.map((u) => u.ref), val: d.val.map((u) => u.ref) }]));
+  const refs = (units: PrefUnit[]) => units.map((u) => u.ref);
+  const datasets = Object.fromEntries(data.datasets.map((d) => [d.name, { train: refs(d.train), val: refs(d.val) }]));
   mkdirSync(o.outputDir, { recursive: true });
   writeFileAtomic(file, [JSON.stringify({ data: hash, datasets }) + "\n"]);
 }
@@ -212,20 +225,14 @@ export function dpoObjective(data: PrefData, cfg: SFTConfig, microBatchSize: num
   const pad = data.tokenizer.padId;
   return {
     stage: "dpo",
-    batches: (epoch) => {
-      const order = epochIndices(data.datasets, epoch, cfg.rng_seed);
-      const out: Batch[] = [];
-      for (let i = 0; i < order.length; i += microBatchSize) {
-        out.push(unitBatch(order.slice(i, i + microBatchSize).map(([d, k]) => data.datasets[d]!.train[k]!), pad));
-      }
-      return out;
-    },
+    batches: (epoch) => unitBatches(data, cfg.rng_seed, microBatchSize, epoch, (units) => unitBatch(units, pad)),
     units: (b) => b.inputIds.length / 2,
     step: (model, b, options) => dpoStep(model, b as Batch & { refs: number[] }, o, device, options),
     evaluate: (env) => evaluateDpo(env, data, o, cfg.per_device_eval_batch_size),
     describe: () => {
       const n = data.datasets.reduce((k, d) => k + d.train.length, 0);
-      return `${n} preference pairs from ${data.datasets.length} dataset(s)${data.truncated ? ` (${data.truncated} cut to max_length)` : ""}`;
+      const cut = data.truncated ? ` (${data.truncated} cut to max_length)` : "";
+      return `${n} preference pairs from ${data.datasets.length} dataset(s)${cut}`;
     },
   };
 }

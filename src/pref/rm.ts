@@ -4,13 +4,13 @@
 // then the mean over the groups. Rows of a micro-batch are its groups' candidates, best first.
 import * as torch from "../torch/index.js";
 import type { CausalLM, TrainStepOptions } from "../models/index.js";
-import { epochIndices } from "../data/mix.js";
 import type { SFTConfig } from "../sft/config.js";
 import { padBatch, type Batch } from "../sft/collate.js";
 import { tensorsOf } from "../train/batches.js";
 import type { EvalEnv, MicroBatchResult, Objective } from "../train/objective.js";
 import type { EvalRecord } from "../train/report.js";
-import type { PrefData, PrefUnit } from "./data.js";
+import { unitBatches, type PrefData, type PrefUnit } from "./data.js";
+import { inPrecision } from "../train/settings.js";
 
 type GroupBatch = Batch & { sizes: number[] };
 
@@ -40,8 +40,16 @@ function groupPairs(sizes: number[]): { better: number[]; worse: number[]; weigh
   return out;
 }
 
+/** Rewards [rows] of groups (best first): the ordered pairs they put in the ranking's order, of all pairs. */
+export function rightPairs(rewards: number[], sizes: number[]): { right: number; pairs: number } {
+  const p = groupPairs(sizes);
+  return { right: p.better.filter((x, k) => rewards[x]! > rewards[p.worse[k]!]!).length, pairs: p.better.length };
+}
+
 /** OA's RMLoss of rewards [rows] (a tensor, so that it back-propagates) and the pair accuracy. */
-export function rankingLoss(rewards: torch.Tensor, sizes: number[], l2: number): { loss: torch.Tensor; accuracy: number } {
+export function rankingLoss(
+  rewards: torch.Tensor, sizes: number[], l2: number,
+): { loss: torch.Tensor; accuracy: number } {
   const p = groupPairs(sizes);
   const dev = rewards.device;
   const r = rewards.to("float32");
@@ -57,7 +65,9 @@ export function rankingLoss(rewards: torch.Tensor, sizes: number[], l2: number):
   return { loss, accuracy: right.reduce((a, v, i) => a + (v ? p.weight[i]! : 0), 0) };
 }
 
-function rmStep(model: CausalLM, b: GroupBatch, l2: number, device: string, options: TrainStepOptions): MicroBatchResult {
+function rmStep(
+  model: CausalLM, b: GroupBatch, l2: number, device: string, options: TrainStepOptions,
+): MicroBatchResult {
   const t = tensorsOf(b, device);
   let accuracy = 0;
   const { loss } = model.trainStep({ inputIds: t.inputIds, attentionMask: t.attentionMask }, {
@@ -76,9 +86,8 @@ function rmStep(model: CausalLM, b: GroupBatch, l2: number, device: string, opti
 export function scoreBatch(model: CausalLM, b: Batch, env: Omit<EvalEnv, "model" | "group">): number[] {
   return torch.noGrad(() => torch.scope(() => {
     const t = tensorsOf(b, env.device);
-    const run = () => model.rewards(model.finalHidden(t), lastTokens(b)).to("float32").toNumbers();
-    if (env.precision === "fp32") return run();
-    return torch.autocast(torch.deviceType(env.device), env.precision === "bf16" ? "bfloat16" : "float16", run);
+    const rewards = () => model.rewards(model.finalHidden(t), lastTokens(b)).to("float32").toNumbers();
+    return inPrecision(env.precision, env.device, rewards);
   }));
 }
 
@@ -87,25 +96,19 @@ export function rmObjective(data: PrefData, cfg: SFTConfig, microBatchSize: numb
   const pad = data.tokenizer.padId;
   return {
     stage: "rm",
-    batches: (epoch) => {
-      const order = epochIndices(data.datasets, epoch, cfg.rng_seed);
-      const out: Batch[] = [];
-      for (let i = 0; i < order.length; i += microBatchSize) {
-        out.push(groupBatch(order.slice(i, i + microBatchSize).map(([d, k]) => data.datasets[d]!.train[k]!), pad));
-      }
-      return out;
-    },
+    batches: (epoch) => unitBatches(data, cfg.rng_seed, microBatchSize, epoch, (units) => groupBatch(units, pad)),
     units: (b) => (b as GroupBatch).sizes.length,
     step: (model, b, options) => rmStep(model, b as GroupBatch, cfg.score_l2_reg, device, options),
     evaluate: (env) => evaluateRm(env, data, cfg),
     describe: () => {
       const groups = data.datasets.reduce((k, d) => k + d.train.length, 0);
-      return `${groups} ranked groups from ${data.datasets.length} dataset(s)${data.truncated ? ` (${data.truncated} cut to max_length)` : ""}`;
+      const cut = data.truncated ? ` (${data.truncated} cut to max_length)` : "";
+      return `${groups} ranked groups from ${data.datasets.length} dataset(s)${cut}`;
     },
   };
 }
 
-/** Per validation set: OA's loss over its groups, and the fraction of all ranked pairs the rewards order rightly. */
+/** Per validation set: OA's loss over its groups, and the fraction of all ranked pairs in the right order. */
 function evaluateRm(env: EvalEnv, data: PrefData, cfg: SFTConfig): EvalRecord["datasets"] {
   const out: EvalRecord["datasets"] = {};
   const size = cfg.per_device_eval_batch_size;
@@ -116,14 +119,15 @@ function evaluateRm(env: EvalEnv, data: PrefData, cfg: SFTConfig): EvalRecord["d
     for (let i = env.group.rank * size; i < d.val.length; i += size * env.group.worldSize) {
       const b = groupBatch(d.val.slice(i, i + size), data.tokenizer.padId);
       const r = scoreBatch(env.model, b, env);
-      const loss = torch.scope(() => rankingLoss(torch.tensor(r, { dtype: "float32" }), b.sizes, cfg.score_l2_reg).loss.item());
-      const p = groupPairs(b.sizes);
-      const right = p.better.filter((x, k) => r[x]! > r[p.worse[k]!]!).length;
-      sums = [sums[0]! + loss * b.sizes.length, sums[1]! + b.sizes.length, sums[2]! + right, sums[3]! + p.better.length];
+      const loss = torch.scope(() =>
+        rankingLoss(torch.tensor(r, { dtype: "float32" }), b.sizes, cfg.score_l2_reg).loss.item());
+      const { right, pairs } = rightPairs(r, b.sizes);
+      sums = [sums[0]! + loss * b.sizes.length, sums[1]! + b.sizes.length, sums[2]! + right, sums[3]! + pairs];
     }
     if (env.group.worldSize > 1) sums = env.group.reduceNumbers(sums);
     if (!sums[1]) continue;
-    out[d.name] = { loss: sums[0]! / sums[1]!, accuracy: sums[2]! / sums[3]!, tokens: sums[1]!, metrics: { pairs: sums[3]! } };
+    const [lossSum, groups, right, pairs] = sums as [number, number, number, number];
+    out[d.name] = { loss: lossSum / groups, accuracy: right / pairs, tokens: groups, metrics: { pairs } };
   }
   env.model.train();
   return out;

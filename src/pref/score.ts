@@ -3,10 +3,9 @@
 import { chatConversation } from "../data/datasets/chat.js";
 import type { ChatTurn } from "../data/conversation.js";
 import { isRewardModelDir, loadCausalLM, type CausalLM } from "../models/index.js";
-import { composeConfig } from "../sft/config.js";
 import { ChatTokenizer } from "../tokenizer/index.js";
 import type { DType } from "../torch/index.js";
-import { encodeRanked } from "./data.js";
+import { encodeForScoring } from "./data.js";
 import { groupBatch, scoreBatch } from "./rm.js";
 
 export class RewardScorer {
@@ -15,7 +14,8 @@ export class RewardScorer {
   /** A reward model folder (oasft train --stage rm, or any *ForSequenceClassification with one label). */
   static load(dir: string, o: { device: string; dtype?: DType }): RewardScorer {
     if (!isRewardModelDir(dir)) {
-      throw new Error(`--reward-model ${dir}: not a reward model (config.json's architectures is not *ForSequenceClassification)`);
+      const why = "config.json's architectures is not *ForSequenceClassification";
+      throw new Error(`--reward-model ${dir}: not a reward model (${why})`);
     }
     const model = loadCausalLM(dir, { device: o.device, dtype: o.dtype ?? "float32", scoreHead: true }).eval();
     return new RewardScorer(model, ChatTokenizer.load(dir));
@@ -27,9 +27,9 @@ export class RewardScorer {
       candidates: [chatConversation([...context, { role: "assistant", content: text }], `reply ${i}`, "reply")],
       where: `reply ${i}`,
     }));
-    const cfg = { ...composeConfig([], []).config, max_length: this.model.config.maxPositions ?? this.tokenizer.modelMaxLength ?? 2048 };
-    const units = await encodeRanked(groups, this.tokenizer, cfg, "best-of-n");
-    return units.map((u) => scoreBatch(this.model, groupBatch([u], this.tokenizer.padId), { precision: "fp32", device: this.model.device })[0]!);
+    const units = await encodeForScoring(groups, this.model, this.tokenizer, "best-of-n");
+    const place = { precision: "fp32" as const, device: this.model.device };
+    return units.map((u) => scoreBatch(this.model, groupBatch([u], this.tokenizer.padId), place)[0]!);
   }
 
   dispose(): void {

@@ -99,13 +99,34 @@ export const CONFIG_KEYS = {
   sort_by_length: { type: "boolean", default: false, unsupported: "length-sorted sampling is not implemented", doc: "(OA custom sampler) sort by length" },
   per_digit_tokens: { type: "boolean", default: false, unsupported: "OA's version sets a wrong attribute and has no effect", doc: "split numbers into digits" },
   // --- what is optimised: SFT, or learning from ranked replies (src/pref) ---
-  stage: { type: "string", default: "sft", choices: ["sft", "rm", "dpo"], doc: "sft (the LM loss on assistant tokens), rm (a reward model: OA's ranking loss over ranked replies) or dpo (Direct Preference Optimization); rm and dpo read oasst_export's rankings, preference_pairs files" },
-  score_l2_reg: { type: "number", range: { min: 0 }, default: 0.001, doc: "stage rm: OA's L2 penalty on the rewards, ½·λ·(r_i² + r_j²) per pair" },
-  beta: { type: "number", range: { gt: 0 }, default: 0.1, doc: "DPO's β: how far the policy may move from the reference" },
-  dpo_loss: { type: "string", default: "sigmoid", choices: ["sigmoid", "ipo"], doc: "DPO's loss: sigmoid (the paper's) or ipo (on per-token mean log-probabilities, as TRL)" },
-  rpo_alpha: { type: "number", range: { min: 0 }, default: null, nullable: true, doc: "weight of an added SFT loss on the chosen replies (TRL's RPO); null for none" },
-  max_replies: { type: "integer", range: { min: 2 }, default: 5, doc: "ranked replies kept per oasst group, best first (OA's max_replies); DPO trains on every better/worse pair among them" },
-  max_prompt_length: { type: "integer", range: { min: 1 }, default: null, nullable: true, doc: "preference stages: a pair longer than max_length keeps this many prompt tokens (its last), then the replies are cut (default max_length / 2)" },
+  stage: {
+    type: "string", default: "sft", choices: ["sft", "rm", "dpo"],
+    doc: "sft (the LM loss on assistant tokens), rm (a reward model: OA's ranking loss over ranked replies) or dpo (Direct Preference Optimization); rm and dpo read oasst_export's rankings, preference_pairs files",
+  },
+  score_l2_reg: {
+    type: "number", range: { min: 0 }, default: 0.001,
+    doc: "stage rm: OA's L2 penalty on the rewards, ½·λ·(r_i² + r_j²) per pair",
+  },
+  beta: {
+    type: "number", range: { gt: 0 }, default: 0.1,
+    doc: "DPO's β: how far the policy may move from the reference",
+  },
+  dpo_loss: {
+    type: "string", default: "sigmoid", choices: ["sigmoid", "ipo"],
+    doc: "DPO's loss: sigmoid (the paper's) or ipo (on per-token mean log-probabilities, as TRL)",
+  },
+  rpo_alpha: {
+    type: "number", range: { min: 0 }, default: null, nullable: true,
+    doc: "weight of an added SFT loss on the chosen replies (TRL's RPO); null for none",
+  },
+  max_replies: {
+    type: "integer", range: { min: 2 }, default: 5,
+    doc: "ranked replies kept per oasst group, best first (OA's max_replies); DPO trains on every better/worse pair among them",
+  },
+  max_prompt_length: {
+    type: "integer", range: { min: 1 }, default: null, nullable: true,
+    doc: "preference stages: a pair longer than max_length keeps this many prompt tokens (its last), then the replies are cut (default max_length / 2)",
+  },
   // --- model patches and features oasft does not implement ---
   int8_training: { type: "boolean", default: false, unsupported: "8-bit weights", doc: "(OA) int8 PEFT training" },
   quantization: { type: "boolean", default: false, unsupported: "bitsandbytes 8-bit AdamW", doc: "(OA) 8-bit optimizer" },

@@ -8,7 +8,7 @@ import { splitSample, type SftData } from "../sft/data.js";
 import { soloGroup, type ProcessGroup } from "../dist/group.js";
 import { tensorsOf } from "./batches.js";
 import type { EvalRecord } from "./report.js";
-import type { TrainSettings } from "./settings.js";
+import { inPrecision, type TrainSettings } from "./settings.js";
 
 /** Per validation set: mean loss over trained tokens and next-token accuracy on them (OA's metrics). */
 export function evaluate(
@@ -34,10 +34,7 @@ export function evaluate(
         torch.scope(() => {
           const b = tensorsOf(padBatch(samples.slice(i, i + batchSize), data.tokenizer.padId, 1), device);
           const run = () => model.forward({ inputIds: b.inputIds, attentionMask: b.attentionMask }).logits;
-          const logits =
-            precision === "fp32"
-              ? run()
-              : torch.autocast(torch.deviceType(device), precision === "bf16" ? "bfloat16" : "float16", run);
+          const logits = inPrecision(precision, device, run);
           const [rows, s, v] = logits.shape as [number, number, number];
           const target = torch
             .cat([b.labels.narrow(1, 1, s - 1), torch.full([rows, 1], -100, { dtype: "int64", device })], 1)

@@ -13,7 +13,7 @@ import type { DynamicLossScaler } from "./loss-scaler.js";
 import type { Objective } from "./objective.js";
 import type { LogRecord, ProgressBar, StepRecord } from "./report.js";
 import { lrAt, type ScheduleOptions } from "./schedule.js";
-import type { TrainSettings } from "./settings.js";
+import { inPrecision, type TrainSettings } from "./settings.js";
 import { checkpointDirs, pruneCheckpoints, saveCheckpoint, type TrainerState } from "./state.js";
 import type { TrainOptimizer } from "./zero.js";
 
@@ -164,10 +164,11 @@ function optimizerStep(ctx: RunContext, chunk: Batch[]): StepOutcome {
  * (trained tokens for SFT, pairs for DPO); returns the step's loss and metrics over all ranks. The loss
  * scale is read before the step (a skipped step changes it only afterwards).
  */
-function forwardBackward(ctx: RunContext, chunk: Batch[], unitsPer: number[]): { loss: number; metrics: Record<string, number> } {
+function forwardBackward(
+  ctx: RunContext, chunk: Batch[], unitsPer: number[],
+): { loss: number; metrics: Record<string, number> } {
   const { optimizer, group, world, settings, model, device } = ctx;
   const lossScale = ctx.scaler?.scale ?? 1;
-  const precisionDtype = settings.precision === "bf16" ? "bfloat16" : "float16";
   const unitsTotal = unitsPer.reduce((a, b) => a + b, 0);
   let stepLoss = 0;
   const metrics: Record<string, number> = {};
@@ -189,7 +190,7 @@ function forwardBackward(ctx: RunContext, chunk: Batch[], unitsPer: number[]): {
     };
     optimizer.beforeMicroBatch();
     const run = () => torch.scope(() => ctx.objective.step(model, b, options));
-    const r = settings.precision === "fp32" ? run() : torch.autocast(torch.deviceType(device), precisionDtype, run);
+    const r = inPrecision(settings.precision, device, run);
     optimizer.afterMicroBatch();
     stepLoss += weight * r.loss;
     for (const [name, v] of Object.entries(r.metrics ?? {})) metrics[name] = (metrics[name] ?? 0) + weight * v;

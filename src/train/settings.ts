@@ -4,12 +4,19 @@
 // process (ZeRO sharding, offload) is reported, never silently dropped.
 import { existsSync, readFileSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
+import * as torch from "../torch/index.js";
 import type { SFTConfig } from "../sft/config.js";
 import { BUILTIN_CONFIG_DIR } from "../sft/config.js";
 import type { LossScalerOptions } from "./loss-scaler.js";
 import type { ScheduleKind } from "./schedule.js";
 
 export type Precision = "fp32" | "bf16" | "fp16";
+
+/** Runs `fn` in the run's precision: as it is for fp32, else under bf16/fp16 autocast on `device`. */
+export function inPrecision<T>(precision: Precision, device: string, fn: () => T): T {
+  if (precision === "fp32") return fn();
+  return torch.autocast(torch.deviceType(device), precision === "bf16" ? "bfloat16" : "float16", fn);
+}
 
 export interface TrainSettings {
   precision: Precision;

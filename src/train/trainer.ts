@@ -161,14 +161,19 @@ async function setupPrefData(run: RunSetup, tokenizer: ChatTokenizer): Promise<P
   const { cfg } = run;
   if (cfg.packing) run.print(`note: packing is off for stage ${cfg.stage}: a pair's rows are scored whole`);
   if (cfg.stage === "rm" && cfg.peft_model) {
-    throw new ConfigError("stage rm with peft_model: the reward head would not be saved with the adapter; train the reward model in full");
+    throw new ConfigError(
+      "stage rm with peft_model: the reward head would not be saved with the adapter; train the reward model in full",
+    );
   }
   const data = await preparePrefData(cfg, tokenizer, cfg.stage === "rm" ? "rm" : "dpo");
   if (!data.datasets.some((d) => d.train.length)) {
     const names = data.datasets.map((d) => `${d.name} (0 train ${cfg.stage === "rm" ? "groups" : "pairs"})`).join(", ");
     throw new ConfigError(`nothing to train on: ${names} give no ranked replies`);
   }
-  if (data.truncated) run.print(`note: ${data.truncated} preference unit(s) were longer than max_length ${cfg.max_length} and were cut (prompt first)`);
+  if (data.truncated) {
+    const what = `${data.truncated} preference unit(s) were longer than max_length ${cfg.max_length}`;
+    run.print(`note: ${what} and were cut (prompt first)`);
+  }
   return data;
 }
 
@@ -229,7 +234,8 @@ function setupSchedule(run: RunSetup, objective: Objective, state: TrainerState,
   };
   run.print(
     `train (${objective.stage}): ${objective.describe()}, ${batches.length} micro-batches of ` +
-      `${settings.microBatchSize}${cfg.packing && objective.stage === "sft" ? " packed rows" : ""} per epoch, ${totalSteps} optimizer steps ` +
+      `${settings.microBatchSize}${cfg.packing && objective.stage === "sft" ? " packed rows" : ""} per epoch, ` +
+      `${totalSteps} optimizer steps ` +
       `(accumulation ${settings.gradAccumulation}${world > 1 ? ` × ${world} ranks, ZeRO stage ${run.stage}` : ""}), ` +
       `${settings.precision} on ${run.device}, ${(numParameters / 1e6).toFixed(2)}M parameters`,
   );

@@ -18,7 +18,7 @@ import { preparePrefData } from "../../src/pref/data.js";
 import { composeConfig } from "../../src/sft/config.js";
 import { loadConfigTokenizer } from "../../src/sft/data.js";
 import { train } from "../../src/train/trainer.js";
-import { CLI, GOLDEN, GOLDEN_MODELS, SHARED } from "../helpers.js";
+import { CLI, SHARED, initTinyModel } from "../helpers.js";
 
 const DATA = join(SHARED, "data");
 const tmp = () => mkdtempSync(join(tmpdir(), "oasft-dpo-"));
@@ -108,13 +108,7 @@ print(json.dumps(out))
 
 describe("DPO training", () => {
   // A tiny BLOOM with the test tokenizer's vocabulary (so no rows are grown: the float64 copy fits the data).
-  const base = (() => {
-    const dir = join(tmp(), "base");
-    const init = [CLI, "init", "--config", join(GOLDEN, GOLDEN_MODELS[0]!, "config.json"), "--tokenizer", join(DATA, "tokenizers/oasst-tiny-bpe"), "--out", dir];
-    const made = spawnSync(process.execPath, init, { encoding: "utf8" });
-    assert.equal(made.status, 0, made.stderr);
-    return dir;
-  })();
+  const base = initTinyModel(join(tmp(), "base"));
   const args = (out: string, extra: string[] = []) => [
     "--cache_dir", DATA, "--model_name", base, "--output_dir", out, "--dtype", "fp32", "--stage", "dpo",
     "--datasets", "[{oasft_demo: {count: 120, val_split: 0.1}}]", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",

@@ -11,7 +11,7 @@ import { loadCausalLM, saveCausalLM, saveRewardModel } from "../../src/models/in
 import { rankingLoss } from "../../src/pref/rm.js";
 import { composeConfig } from "../../src/sft/config.js";
 import { train } from "../../src/train/trainer.js";
-import { CLI, GOLDEN, GOLDEN_MODELS, SHARED } from "../helpers.js";
+import { CLI, GOLDEN, GOLDEN_MODELS, SHARED, initTinyModel } from "../helpers.js";
 
 const DATA = join(SHARED, "data");
 const tmp = () => mkdtempSync(join(tmpdir(), "oasft-rm-"));
@@ -33,13 +33,7 @@ describe("the ranking loss", () => {
 });
 
 describe("reward model training", () => {
-  const base = (() => {
-    const dir = join(tmp(), "base");
-    const init = [CLI, "init", "--config", join(GOLDEN, GOLDEN_MODELS[0]!, "config.json"), "--tokenizer", join(DATA, "tokenizers/oasst-tiny-bpe"), "--out", dir];
-    const made = spawnSync(process.execPath, init, { encoding: "utf8" });
-    assert.equal(made.status, 0, made.stderr);
-    return dir;
-  })();
+  const base = initTinyModel(join(tmp(), "base"));
   const args = (out: string, extra: string[] = []) => [
     "--cache_dir", DATA, "--model_name", base, "--output_dir", out, "--dtype", "fp32", "--stage", "rm",
     "--datasets", "[{oasft_demo: {count: 160, val_split: 0.1}}]", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",

@@ -40,9 +40,14 @@ export const command: Command = {
     const { device, dtype } = placement(values);
     const { model, tokenizer } = loadForInference(values, dir, { device, dtype });
     const bestOf = intFlag(values, "best-of", 1);
-    if (bestOf > 1 && !values["reward-model"]) throw new UsageError("--best-of needs --reward-model DIR (what scores the replies)");
-    if (bestOf > 1 && !(Number(values.temperature ?? 0) > 0)) throw new UsageError("--best-of needs --temperature > 0 (greedy replies are all the same)");
-    const scorer = bestOf > 1 ? RewardScorer.load(resolveModelDir(values["reward-model"] as string, "--reward-model"), { device }) : undefined;
+    if (bestOf > 1 && !values["reward-model"]) {
+      throw new UsageError("--best-of needs --reward-model DIR (what scores the replies)");
+    }
+    if (bestOf > 1 && !(Number(values.temperature ?? 0) > 0)) {
+      throw new UsageError("--best-of needs --temperature > 0 (greedy replies are all the same)");
+    }
+    const rmDir = bestOf > 1 ? resolveModelDir(values["reward-model"] as string, "--reward-model") : undefined;
+    const scorer = rmDir ? RewardScorer.load(rmDir, { device }) : undefined;
     const engine = new Engine(model, tokenizer, { maxBatch: bestOf });
     const system = values.system as string | undefined;
     const maxNew = intFlag(values, "max-new-tokens", 256);
@@ -146,13 +151,13 @@ async function bestReply(
   engine: Engine, scorer: RewardScorer, ids: number[], params: SamplingParams, context: ChatTurn[], n: number,
 ): Promise<string> {
   const seed = params.seed ?? Math.floor(Math.random() * 2 ** 31);
-  const texts = await Promise.all(
-    Array.from({ length: n }, (_, i) => engine.submit({ promptIds: ids, params: { ...params, seed: seed + i } }).result.then((r) => r.text)),
-  );
+  const sample = (i: number) => engine.submit({ promptIds: ids, params: { ...params, seed: seed + i } }).result;
+  const texts = await Promise.all(Array.from({ length: n }, (_, i) => sample(i).then((r) => r.text)));
   const rewards = await scorer.score(context, texts);
   const best = rewards.indexOf(Math.max(...rewards));
   console.log(texts[best]);
-  console.log(`(best of ${n}: reward ${rewards[best]!.toFixed(3)}; all: ${rewards.map((r) => r.toFixed(3)).join(", ")})`);
+  const all = rewards.map((r) => r.toFixed(3)).join(", ");
+  console.log(`(best of ${n}: reward ${rewards[best]!.toFixed(3)}; all: ${all})`);
   return texts[best]!;
 }
 

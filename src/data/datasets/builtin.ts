@@ -29,7 +29,9 @@ const UNITS: Array<{ big: string; small: string; factor: number }> = [
 
 type Make = (r: Rng) => Conversation;
 
-const EVASIONS = ["I don't know.", "I cannot answer that.", "Ask someone else.", "That is not something I can help with."];
+const EVASIONS = [
+  "I don't know.", "I cannot answer that.", "Ask someone else.", "That is not something I can help with.",
+];
 
 const arithmetic: Make = (r) => {
   const a = r.int(0, 99);

@@ -90,16 +90,23 @@ function asOaConversation(chat: ChatTurn[], c: Conversation): string | undefined
 export function parseMessagesRecord(r: SourcedRecord, field = "messages"): Conversation {
   const list = asObject(r)[field];
   if (!Array.isArray(list)) throw new DataError(r.where, `field '${field}' must be a list of {role, content}`);
-  const chat: ChatTurn[] = list.map((m, i) => {
+  return chatConversation(chatTurns(list, r.where, field), r.where, field);
+}
+
+/** A list of {role, content} messages as chat turns; `field` and the index named on error. */
+export function chatTurns(list: unknown[], where: string, field: string): ChatTurn[] {
+  return list.map((m, i) => {
     const role = (m as { role?: unknown })?.role;
     const content = (m as { content?: unknown })?.content;
     if (typeof role !== "string" || !(role in CHAT_ROLES)) {
-      throw new DataError(r.where, `${field}[${i}].role: expected "system", "user", "assistant" or "tool", got ${JSON.stringify(role)}`);
+      const expected = `expected "system", "user", "assistant" or "tool", got ${JSON.stringify(role)}`;
+      throw new DataError(where, `${field}[${i}].role: ${expected}`);
     }
-    if (typeof content !== "string") throw new DataError(r.where, `${field}[${i}].content: expected a string, got ${JSON.stringify(content)}`);
+    if (typeof content !== "string") {
+      throw new DataError(where, `${field}[${i}].content: expected a string, got ${JSON.stringify(content)}`);
+    }
     return { role: CHAT_ROLES[role]!, content };
   });
-  return chatConversation(chat, r.where, field);
 }
 
 /** A checked chat as a conversation: it must end with an assistant reply (there is nothing else to train on). */

@@ -3,8 +3,8 @@
 // OA's oasst_dataset.py: tree filters on the root, every leaf thread, a trailing prompter leaf popped.
 import type { Conversation, Utterance } from "../conversation.js";
 import {
-  DropCounter, inputFiles, optNumber, optString, type DatasetLoader, type DatasetOptions, type LoadedRanked, type LoaderContext,
-  type RankedGroup,
+  DropCounter, inputFiles, optNumber, optString,
+  type DatasetLoader, type DatasetOptions, type LoadedRanked, type LoaderContext, type RankedGroup,
 } from "../dataset.js";
 import { asObject, DataError, readRecords, type Json, type SourcedRecord } from "../io.js";
 
@@ -112,7 +112,8 @@ async function readTrees(files: string[]): Promise<MessageTree[]> {
   const trees: MessageTree[] = [];
   for (const f of files) {
     const records = await readRecords(f);
-    const flat = records.length > 0 && asObject(records[0]!).parent_id !== undefined && !("replies" in asObject(records[0]!));
+    const head = records.length > 0 ? asObject(records[0]!) : undefined;
+    const flat = head !== undefined && head.parent_id !== undefined && !("replies" in head);
     trees.push(...(flat ? treesFromRows(records) : records.map(parseTreeLine)));
   }
   return trees;
@@ -130,14 +131,17 @@ function treeDropRule(tree: MessageTree, langs: string[]): string | undefined {
 /** OA's thread_filter: no deleted or synthetic message, and (top_k) only replies ranked above k. */
 function threadDropRule(thread: MessageNode[], topK: number | undefined): string | undefined {
   if (thread.some((m) => m.deleted || m.synthetic)) return "thread_deleted_or_synthetic";
-  const unranked = (m: MessageNode, i: number) => (m.rank === null || m.rank === undefined ? thread[i - 1]!.replies.length > 1 : m.rank >= topK!);
+  const unranked = (m: MessageNode, i: number) =>
+    (m.rank === null || m.rank === undefined ? thread[i - 1]!.replies.length > 1 : m.rank >= topK!);
   if (topK !== undefined && thread.some((m, i) => m.role === "assistant" && unranked(m, i))) return "thread_top_k";
   return undefined;
 }
 
 function checkAlternation(messages: MessageNode[], tree: MessageTree): void {
   messages.forEach((m, i) => {
-    if (m.role !== (i % 2 === 0 ? "prompter" : "assistant")) throw new DataError(tree.where, `message ${m.messageId}: roles do not alternate prompter/assistant`);
+    if (m.role !== (i % 2 === 0 ? "prompter" : "assistant")) {
+      throw new DataError(tree.where, `message ${m.messageId}: roles do not alternate prompter/assistant`);
+    }
   });
 }
 
@@ -167,7 +171,9 @@ async function loadRankedOasst(o: DatasetOptions, ctx: LoaderContext): Promise<L
       // A stable sort: equal ranks keep the export's order, as Python's sorted does.
       const replies = [...ranked].sort((a, b) => a.rank! - b.rank!);
       groups.push({
-        candidates: replies.map((r) => ({ messages: [...context, toUtterance(r)], where: `${tree.where} › ${r.messageId}` })),
+        candidates: replies.map((r) => ({
+          messages: [...context, toUtterance(r)], where: `${tree.where} › ${r.messageId}`,
+        })),
         where: `${tree.where} › ${last.messageId}`,
       });
     }
