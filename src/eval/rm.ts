@@ -19,6 +19,9 @@ export interface RmEvalOptions {
   limit?: number;
   batchSize?: number;
   device: string;
+  /** Called with the number of groups once they are read, then after each scored group (progress). */
+  onStart?: (groups: number) => void;
+  onGroup?: () => void;
 }
 
 /** The ranked groups of a file, read by the loader its first record calls for. */
@@ -40,6 +43,7 @@ export async function evaluateRewardModel(o: RmEvalOptions) {
     );
   }
   const groups = (await rankedGroups(o.file)).slice(0, o.limit ?? Infinity);
+  o.onStart?.(groups.length);
   // Rendered as the reward model was trained: the folder's chat template, its max length.
   const units = await encodeForScoring(groups, o.model, o.tokenizer, o.file);
   const rows: Array<{ where: string; rewards: number[]; right: number; pairs: number }> = [];
@@ -54,6 +58,7 @@ export async function evaluateRewardModel(o: RmEvalOptions) {
       const r = rewards.slice(at, at + u.candidates.length);
       at += u.candidates.length;
       rows.push({ where: u.where, rewards: r, ...rightPairs(r, [r.length]) });
+      o.onGroup?.();
     }
   }
   const right = rows.reduce((n, r) => n + r.right, 0);

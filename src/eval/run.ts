@@ -307,10 +307,13 @@ async function humaneval(ctx: Ctx): Promise<TaskResult> {
 
 async function rm(ctx: Ctx): Promise<TaskResult> {
   if (!ctx.rmData) throw new Error("--tasks rm: no ranked replies to score (--rm-data FILE)");
+  let bar: ReturnType<Ctx["bar"]> | undefined;
   const r = await evaluateRewardModel({
     model: ctx.model, tokenizer: ctx.tokenizer, file: ctx.rmData, device: ctx.model.device,
     ...(ctx.limit !== undefined ? { limit: ctx.limit } : {}),
+    onStart: (n) => (bar = ctx.bar(n, "rm groups")), onGroup: () => bar?.tick(),
   });
+  bar?.done();
   ctx.writeJsonl("rm", r.rows);
   return {
     task: "rm", protocol: ctx.protocol, score: r.accuracy,

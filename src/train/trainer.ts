@@ -185,7 +185,11 @@ function setupObjective(run: RunSetup, data: SftData | PrefData, model: CausalLM
   if (cfg.stage === "rm") return rmObjective(pref, cfg, settings.microBatchSize, device);
   const env = { precision: settings.precision, device };
   const at = { outputDir: run.outputDir, lead: run.lead, batchSize: cfg.per_device_eval_batch_size };
+  const t0 = performance.now();
+  const units = pref.datasets.reduce((n, d) => n + d.train.length + d.val.length, 0);
+  if (!run.resumeDir) run.print(`reference log-probabilities of the starting model: ${units} pairs...`);
   setupReference(model, pref, env, run.resumeDir ? { ...at, resumeDir: run.resumeDir } : at);
+  if (!run.resumeDir) run.print(`reference log-probabilities: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   return dpoObjective(pref, cfg, settings.microBatchSize, device);
 }
 
