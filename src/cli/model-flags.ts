@@ -4,7 +4,9 @@
 import { UsageError } from "./args.js";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { isRewardModelDir, loadCausalLM, loadWithAdapter, resolveModelDir, type CausalLM } from "../models/index.js";
+import {
+  ADAPTER_CONFIG, isRewardModelDir, loadCausalLM, loadWithAdapter, readAdapterConfig, resolveModelDir, type CausalLM,
+} from "../models/index.js";
 import { ChatTemplateError, ChatTokenizer } from "../tokenizer/index.js";
 import type { DType } from "../torch/index.js";
 
@@ -13,9 +15,15 @@ export const ADAPTER_USAGE = "[--adapter DIR] [--chat-template auto|oa|model|FIL
 export const MODEL_FLAGS = { adapter: { type: "string" }, "chat-template": { type: "string" } } as const;
 
 export function loadForInference(
-  values: Record<string, unknown>, dir: string, o: { device: string; dtype: DType; tokenizerFamily?: string },
+  values: Record<string, unknown>, modelDir: string, o: { device: string; dtype: DType; tokenizerFamily?: string },
 ): { model: CausalLM; tokenizer: ChatTokenizer; tokenizerDir: string } {
-  const adapter = typeof values.adapter === "string" ? values.adapter : undefined;
+  let dir = modelDir;
+  let adapter = typeof values.adapter === "string" ? values.adapter : undefined;
+  // --model ADAPTER_DIR: a PEFT adapter folder on the base its adapter_config.json names (as AutoPeftModel).
+  if (!adapter && isAdapterOnly(dir)) {
+    adapter = dir;
+    dir = adapterBase(dir);
+  }
   // The model folder first: a missing one is the user's --model, not a tokenizer problem.
   if (!adapter) {
     const resolved = resolveModelDir(dir, "--model");
@@ -44,4 +52,18 @@ export function loadForInference(
       device: o.device, dtype: o.dtype, scoreHead: isRewardModelDir(resolveModelDir(dir, "--model")),
     });
   return { model, tokenizer, tokenizerDir };
+}
+
+/** A folder with a PEFT adapter and no model of its own. */
+function isAdapterOnly(dir: string): boolean {
+  return existsSync(join(dir, ADAPTER_CONFIG)) && !existsSync(join(dir, "config.json"));
+}
+
+function adapterBase(dir: string): string {
+  const base = readAdapterConfig(dir).base_model_name_or_path;
+  if (!base) {
+    const why = "base_model_name_or_path is not set";
+    throw new UsageError(`--model ${dir}: an adapter folder whose ${ADAPTER_CONFIG} names no base (${why}); give --model BASE --adapter ${dir}`);
+  }
+  return base;
 }

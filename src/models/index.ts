@@ -21,6 +21,7 @@ export {
 export { CheckpointError, indexWeights, loadWeights, readJsonFile, readModelConfig, saveWeights } from "./checkpoint.js";
 export { ConfigError } from "./config-json.js";
 export {
-  ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraError, adapterConfigJson, applyLora, isAdapterParam, loadAdapter, loadWithAdapter, mergeLora,
+  ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraError, adapterConfigJson, applyLora, isAdapterParam, loadAdapter, loadRewardModel,
+  loadWithAdapter, mergeLora,
   readAdapterConfig, saveAdapter, tokenRowModules, type LoraConfig,
 } from "./lora.js";

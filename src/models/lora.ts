@@ -10,7 +10,7 @@ import { Embedding, Linear, type Module } from "../nn/index.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
 import type { CausalLM, ModelOptions } from "./causal-lm.js";
 import { readJsonFile } from "./checkpoint.js";
-import { loadCausalLM, resizeTokenEmbeddings } from "./registry.js";
+import { isRewardModelDir, loadCausalLM, resizeTokenEmbeddings, resolveModelDir } from "./registry.js";
 
 export interface LoraConfig {
   r: number;
@@ -21,6 +21,11 @@ export interface LoraConfig {
   bias: "none";
   /** Modules trained in full and saved with the adapter (e.g. an embedding grown for new tokens). */
   modules_to_save: string[] | null;
+  /**
+   * PEFT's task: CAUSAL_LM (the default), or SEQ_CLS for a reward model, whose score head trains in full
+   * and is saved with the adapter as PEFT saves a classifier ("base_model.model.score.weight").
+   */
+  task_type?: "CAUSAL_LM" | "SEQ_CLS";
 }
 
 export const ADAPTER_CONFIG = "adapter_config.json";
@@ -52,6 +57,8 @@ const matches = (path: string, target: string) => path === target || path.endsWi
  * `where` names the config in errors. Returns the adapted module paths.
  */
 export function applyLora(model: CausalLM, cfg: LoraConfig, where = "peft_config"): string[] {
+  // A sequence classifier's head exists before its adapters: PEFT keeps it in modules_to_save.
+  if (cfg.task_type === "SEQ_CLS") model.scoreHead();
   if (!Number.isInteger(cfg.r) || cfg.r < 1) throw new LoraError(`${where} › r: expected an integer ≥ 1, got ${cfg.r}`);
   if (!(cfg.lora_alpha > 0)) throw new LoraError(`${where} › lora_alpha: expected a number > 0, got ${cfg.lora_alpha}`);
   if (!(cfg.lora_dropout >= 0 && cfg.lora_dropout < 1)) throw new LoraError(`${where} › lora_dropout: expected a number in [0, 1), got ${cfg.lora_dropout}`);
@@ -89,13 +96,13 @@ export function adapterTensors(model: CausalLM): Array<[string, torch.Tensor]> {
   return model.namedParameters().filter(([, t]) => t.requiresGrad).map(([n, t]) => [PREFIX + n, t]);
 }
 
-/** adapter_config.json as PEFT writes it for a LoRA CAUSAL_LM adapter. */
+/** adapter_config.json as PEFT writes it for a LoRA adapter (CAUSAL_LM, or SEQ_CLS for a reward model). */
 export function adapterConfigJson(cfg: LoraConfig, baseModel: string | null, targets: string[]): Record<string, unknown> {
   return {
     alpha_pattern: {}, auto_mapping: null, base_model_name_or_path: baseModel, bias: cfg.bias, fan_in_fan_out: false,
     inference_mode: true, init_lora_weights: true, layers_pattern: null, layers_to_transform: null,
     lora_alpha: cfg.lora_alpha, lora_dropout: cfg.lora_dropout, modules_to_save: cfg.modules_to_save, peft_type: "LORA",
-    r: cfg.r, rank_pattern: {}, revision: null, target_modules: targets, task_type: "CAUSAL_LM", use_dora: false, use_rslora: false,
+    r: cfg.r, rank_pattern: {}, revision: null, target_modules: targets, task_type: cfg.task_type ?? "CAUSAL_LM", use_dora: false, use_rslora: false,
   };
 }
 
@@ -110,7 +117,7 @@ export function saveAdapter(model: CausalLM, cfg: LoraConfig, dir: string, baseM
   writeFileAtomic(join(dir, ADAPTER_CONFIG), [JSON.stringify(json, null, 2) + "\n"]);
 }
 
-/** Reads a PEFT adapter folder's config (LoRA for causal LMs only), naming the file and key on errors. */
+/** Reads a PEFT adapter folder's config (LoRA for causal LMs and reward models), naming the file and key on errors. */
 export function readAdapterConfig(dir: string): LoraConfig & { base_model_name_or_path: string | null } {
   const file = join(dir, ADAPTER_CONFIG);
   if (!existsSync(file)) throw new LoraError(`${dir}: no ${ADAPTER_CONFIG} (expected a PEFT LoRA adapter folder)`);
@@ -120,9 +127,17 @@ export function readAdapterConfig(dir: string): LoraConfig & { base_model_name_o
   if (j.fan_in_fan_out === true) throw new LoraError(`${file} › fan_in_fan_out: true is for GPT-2's Conv1D layers, which these models do not have`);
   const targets = typeof j.target_modules === "string" ? [j.target_modules] : j.target_modules;
   if (!Array.isArray(targets) || !targets.every((t) => typeof t === "string")) throw new LoraError(`${file} › target_modules: expected a list of module names`);
+  const task = j.task_type ?? "CAUSAL_LM";
+  if (task !== "CAUSAL_LM" && task !== "SEQ_CLS") {
+    throw new LoraError(`${file} › task_type: expected CAUSAL_LM or SEQ_CLS (a reward model), got ${JSON.stringify(task)}`);
+  }
+  // PEFT adds the classifier heads ("classifier", "score") to a SEQ_CLS adapter's modules_to_save whether
+  // or not the file lists them; these models name theirs "score".
+  const listed = (j.modules_to_save ?? null) as string[] | null;
+  const toSave = task === "SEQ_CLS" ? [...new Set([...(listed ?? []).filter((m) => m !== "classifier"), "score"])] : listed;
   return {
     r: Number(j.r), lora_alpha: Number(j.lora_alpha), lora_dropout: Number(j.lora_dropout ?? 0), target_modules: targets as string[],
-    bias: (j.bias ?? "none") as "none", modules_to_save: (j.modules_to_save ?? null) as string[] | null,
+    bias: (j.bias ?? "none") as "none", modules_to_save: toSave, task_type: task,
     base_model_name_or_path: (j.base_model_name_or_path ?? null) as string | null,
   };
 }
@@ -193,4 +208,26 @@ export function loadWithAdapter(base: string, adapterDir: string, o: Omit<ModelO
     model.dispose();
     throw err;
   }
+}
+
+/**
+ * A reward model for scoring: a *ForSequenceClassification folder, or a SEQ_CLS LoRA adapter folder
+ * (oasft train --stage rm --peft_model) merged into the base its adapter_config.json names.
+ */
+export function loadRewardModel(dir: string, o: Omit<ModelOptions, "init">, what = "--reward-model"): CausalLM {
+  if (existsSync(join(dir, ADAPTER_CONFIG))) {
+    const cfg = readAdapterConfig(dir);
+    const file = join(dir, ADAPTER_CONFIG);
+    if (cfg.task_type !== "SEQ_CLS") {
+      throw new LoraError(`${what} ${dir}: a ${cfg.task_type} adapter, not a reward model (${file} › task_type is not SEQ_CLS)`);
+    }
+    if (!cfg.base_model_name_or_path) throw new LoraError(`${file} › base_model_name_or_path: not set; the base model is unknown`);
+    const base = resolveModelDir(cfg.base_model_name_or_path, `${file} › base_model_name_or_path`);
+    return loadWithAdapter(base, dir, { ...o, merge: true });
+  }
+  if (!isRewardModelDir(dir)) {
+    const why = "config.json's architectures is not *ForSequenceClassification, and it is no SEQ_CLS adapter";
+    throw new LoraError(`${what} ${dir}: not a reward model (${why})`);
+  }
+  return loadCausalLM(dir, { ...o, scoreHead: true });
 }

@@ -2,7 +2,7 @@
 // reward model's own chat template, scored on its last token, as the model was trained.
 import { chatConversation } from "../data/datasets/chat.js";
 import type { ChatTurn } from "../data/conversation.js";
-import { isRewardModelDir, loadCausalLM, type CausalLM } from "../models/index.js";
+import { loadRewardModel, type CausalLM } from "../models/index.js";
 import { ChatTokenizer } from "../tokenizer/index.js";
 import type { DType } from "../torch/index.js";
 import { encodeForScoring } from "./data.js";
@@ -11,13 +11,12 @@ import { groupBatch, scoreBatch } from "./rm.js";
 export class RewardScorer {
   private constructor(readonly model: CausalLM, readonly tokenizer: ChatTokenizer) {}
 
-  /** A reward model folder (oasft train --stage rm, or any *ForSequenceClassification with one label). */
+  /**
+   * A reward model folder (oasft train --stage rm, or any *ForSequenceClassification with one label), or
+   * a reward model's LoRA adapter folder (task_type SEQ_CLS) on its base.
+   */
   static load(dir: string, o: { device: string; dtype?: DType }): RewardScorer {
-    if (!isRewardModelDir(dir)) {
-      const why = "config.json's architectures is not *ForSequenceClassification";
-      throw new Error(`--reward-model ${dir}: not a reward model (${why})`);
-    }
-    const model = loadCausalLM(dir, { device: o.device, dtype: o.dtype ?? "float32", scoreHead: true }).eval();
+    const model = loadRewardModel(dir, { device: o.device, dtype: o.dtype ?? "float32" }).eval();
     return new RewardScorer(model, ChatTokenizer.load(dir));
   }
 

@@ -24,11 +24,17 @@ export function loraSettings(cfg: SFTConfig, model: CausalLM): LoraConfig {
     if (!Array.isArray(arr) || !arr.every((x) => typeof x === "string" && x)) throw new Error(`${where} › ${key}: expected a list of module names`);
     return arr as string[];
   };
-  if (given.task_type !== undefined && given.task_type !== "CAUSAL_LM") throw new Error(`${where} › task_type: only CAUSAL_LM, got ${JSON.stringify(given.task_type)}`);
+  // A reward model is PEFT's SEQ_CLS task: its score head trains in full and is saved with the adapter.
+  const task = cfg.stage === "rm" ? "SEQ_CLS" : "CAUSAL_LM";
+  if (given.task_type !== undefined && given.task_type !== task) {
+    throw new Error(`${where} › task_type: stage ${cfg.stage} trains ${task} adapters, got ${JSON.stringify(given.task_type)}`);
+  }
+  const toSave = list("modules_to_save");
   // Values are checked against their ranges (and bias against "none") where they are used: applyLora.
   return {
     r: num("r"), lora_alpha: num("lora_alpha"), lora_dropout: num("lora_dropout"),
     target_modules: list("target_modules") ?? model.defaultLoraTargets, bias: (given.bias ?? DEFAULTS.bias) as "none",
-    modules_to_save: list("modules_to_save"),
+    modules_to_save: task === "SEQ_CLS" ? [...new Set([...(toSave ?? []), "score"])] : toSave,
+    task_type: task,
   };
 }

@@ -160,11 +160,6 @@ async function setupData(run: RunSetup): Promise<{ tokenizer: ChatTokenizer; dat
 async function setupPrefData(run: RunSetup, tokenizer: ChatTokenizer): Promise<PrefData> {
   const { cfg } = run;
   if (cfg.packing) run.print(`note: packing is off for stage ${cfg.stage}: a pair's rows are scored whole`);
-  if (cfg.stage === "rm" && cfg.peft_model) {
-    throw new ConfigError(
-      "stage rm with peft_model: the reward head would not be saved with the adapter; train the reward model in full",
-    );
-  }
   const data = await preparePrefData(cfg, tokenizer, cfg.stage === "rm" ? "rm" : "dpo");
   if (!data.datasets.some((d) => d.train.length)) {
     const names = data.datasets.map((d) => `${d.name} (0 train ${cfg.stage === "rm" ? "groups" : "pairs"})`).join(", ");

@@ -126,8 +126,44 @@ describe("reward model training", () => {
     m.dispose();
   });
 
-  test("bad settings are named: stage rm with LoRA", async () => {
-    await assert.rejects(run(tmp(), ["--max_steps", "1", "--peft_model"]), /stage rm with peft_model/);
+  test("LoRA reward models: PEFT's SEQ_CLS adapter with the score head; resumed = uninterrupted; it scores", async () => {
+    const lora = ["--peft_model", "--learning_rate", "1e-2"];
+    const whole = tmp();
+    await run(whole, [...lora, "--max_steps", "30", "--save_steps", "15", "--eval_steps", "30"]);
+    const resumed = tmp();
+    await run(resumed, [...lora, "--max_steps", "15", "--save_steps", "15", "--eval_steps", "30"]);
+    await run(resumed, [...lora, "--max_steps", "30", "--save_steps", "15", "--eval_steps", "30", "--resume_from_checkpoint", "latest"]);
+    // The head is restored from the adapter on resume: the losses continue exactly.
+    assert.deepEqual(losses(resumed), losses(whole));
+    const ev = log(whole).find((r) => r.type === "eval")!;
+    assert.ok((ev.datasets as Record<string, { accuracy: number }>).oasft_demo!.accuracy >= 0.8, JSON.stringify(ev));
+    // PEFT's layout: task_type SEQ_CLS, the score head in modules_to_save, saved under PEFT's key, no base weight.
+    const config = JSON.parse(readFileSync(join(whole, "adapter_config.json"), "utf8")) as Record<string, unknown>;
+    assert.equal(config.task_type, "SEQ_CLS");
+    assert.deepEqual(config.modules_to_save, ["score"]);
+    const header = torch.readSafetensorsHeader(join(whole, "adapter_model.safetensors"));
+    const names = [...header.entries.keys()];
+    assert.deepEqual(header.entries.get("base_model.model.score.weight")?.shape, [1, 64]);
+    assert.ok(names.every((n) => n === "base_model.model.score.weight" || /\.lora_[AB]\.weight$/.test(n)), names.join());
+    // The adapter folder scores as a reward model: as --model (its base from adapter_config.json), as
+    // --model BASE --adapter DIR, and in chat's best-of-n.
+    const pairs = join(tmp(), "pairs.jsonl");
+    writeFileSync(pairs, [["What is 12 + 30?", "12 + 30 = 42.", "Ask someone else."], ["Name a colour.", "Blue.", "I cannot answer that."]]
+      .map(([prompt, chosen, rejected]) => JSON.stringify({ prompt, chosen, rejected })).join("\n") + "\n");
+    const score = (flags: string[]) => {
+      const out = tmp();
+      const r = spawnSync(process.execPath, [CLI, "eval", ...flags, "--tasks", "rm", "--rm-data", pairs, "--out", out], { encoding: "utf8" });
+      assert.equal(r.status, 0, r.stderr);
+      return readFileSync(join(out, "rm.jsonl"), "utf8");
+    };
+    assert.equal(score(["--model", whole]), score(["--model", base, "--adapter", whole]));
+    const chat = spawnSync(process.execPath, [CLI, "chat", "--model", base, "--reward-model", whole, "--best-of", "2", "--temperature", "1", "--max-new-tokens", "4"], { encoding: "utf8", input: "Hi?\n/exit\n" });
+    assert.equal(chat.status, 0, chat.stderr);
+    assert.match(chat.stdout, /\(best of 2: reward/);
+    // A causal LM is not a reward model.
+    const plain = spawnSync(process.execPath, [CLI, "chat", "--model", base, "--reward-model", base, "--best-of", "2", "--temperature", "1"], { encoding: "utf8", input: "" });
+    assert.notEqual(plain.status, 0);
+    assert.match(plain.stderr, /--reward-model .*: not a reward model/);
   });
 });
 
