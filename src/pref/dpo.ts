@@ -189,20 +189,25 @@ export const REFERENCE_FILE = "reference_logps.json";
  */
 export function setupReference(
   model: CausalLM, data: PrefData, env: Placement,
-  o: { outputDir: string; resumeDir?: string; lead: boolean; batchSize: number },
+  o: { outputDir: string; resumeDir?: string; lead: boolean; batchSize: number; refModel?: string | null },
 ): void {
   const file = join(o.outputDir, REFERENCE_FILE);
   const hash = dataHash(data);
+  const reference = o.refModel ?? null;
   if (o.resumeDir) {
     if (!existsSync(file)) {
       const why = "written when the run started; it is missing";
       throw new ConfigError(`stage dpo: resuming needs the reference log-probabilities ${file}, ${why}`);
     }
-    type Saved = { data: string; datasets: Record<string, { train: number[][]; val: number[][] }> };
+    type Saved = { data: string; reference?: string | null; datasets: Record<string, { train: number[][]; val: number[][] }> };
     const saved = JSON.parse(readFileSync(file, "utf8")) as Saved;
     if (saved.data !== hash) {
       const why = "the datasets or their settings changed since the run started";
       throw new ConfigError(`stage dpo: ${file} was computed on other data (${why})`);
+    }
+    if ((saved.reference ?? null) !== reference) {
+      const was = saved.reference ? `ref_model ${saved.reference}` : "the starting model";
+      throw new ConfigError(`stage dpo: ${file} was computed with ${was}; ref_model is now ${reference ?? "not set"}`);
     }
     for (const d of data.datasets) {
       const s = saved.datasets[d.name];
@@ -216,7 +221,7 @@ export function setupReference(
   const refs = (units: PrefUnit[]) => units.map((u) => u.ref);
   const datasets = Object.fromEntries(data.datasets.map((d) => [d.name, { train: refs(d.train), val: refs(d.val) }]));
   mkdirSync(o.outputDir, { recursive: true });
-  writeFileAtomic(file, [JSON.stringify({ data: hash, datasets }) + "\n"]);
+  writeFileAtomic(file, [JSON.stringify({ data: hash, reference, datasets }) + "\n"]);
 }
 
 /** DPO as the run's objective: micro-batches of pairs, each weighted by its pairs. */

@@ -115,6 +115,10 @@ export const CONFIG_KEYS = {
     type: "string", default: "sigmoid", choices: ["sigmoid", "ipo"],
     doc: "DPO's loss: sigmoid (the paper's) or ipo (on per-token mean log-probabilities, as TRL)",
   },
+  ref_model: {
+    type: "string", default: null, nullable: true,
+    doc: "stage dpo: the reference model's folder (same tokenizer); default: the starting model (with LoRA: the base, adapters off)",
+  },
   rpo_alpha: {
     type: "number", range: { min: 0 }, default: null, nullable: true,
     doc: "weight of an added SFT loss on the chosen replies (TRL's RPO); null for none",

@@ -11,7 +11,10 @@ import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import * as torch from "../torch/index.js";
-import { saveAdapter, saveCausalLM, saveRewardModel, type CausalLM, type LoraConfig } from "../models/index.js";
+import {
+  isRewardModelDir, loadCausalLM, resolveModelDir, saveAdapter, saveCausalLM, saveRewardModel, type CausalLM,
+  type LoraConfig,
+} from "../models/index.js";
 import { ConfigError, type SFTConfig } from "../sft/config.js";
 import { lintMessage, loadConfigTokenizer, prepareSftData, type SftData } from "../sft/data.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
@@ -172,20 +175,51 @@ async function setupPrefData(run: RunSetup, tokenizer: ChatTokenizer): Promise<P
   return data;
 }
 
-/** What the run optimises; DPO's reference log-probabilities come from the starting model, once. */
+/**
+ * What the run optimises. DPO's reference log-probabilities are computed once, from ref_model or the
+ * starting model (with LoRA: the base, since new adapters start as the identity).
+ */
 function setupObjective(run: RunSetup, data: SftData | PrefData, model: CausalLM): Objective {
   const { cfg, settings, device } = run;
+  if (cfg.ref_model !== null && cfg.stage !== "dpo") throw new ConfigError(`ref_model is for stage dpo (stage is ${cfg.stage})`);
   if (cfg.stage === "sft") return sftObjective(data as SftData, cfg, settings.microBatchSize, device);
   const pref = data as PrefData;
   if (cfg.stage === "rm") return rmObjective(pref, cfg, settings.microBatchSize, device);
   const env = { precision: settings.precision, device };
-  const at = { outputDir: run.outputDir, lead: run.lead, batchSize: cfg.per_device_eval_batch_size };
-  const t0 = performance.now();
-  const units = pref.datasets.reduce((n, d) => n + d.train.length + d.val.length, 0);
-  if (!run.resumeDir) run.print(`reference log-probabilities of the starting model: ${units} pairs...`);
-  setupReference(model, pref, env, run.resumeDir ? { ...at, resumeDir: run.resumeDir } : at);
-  if (!run.resumeDir) run.print(`reference log-probabilities: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  const at = { outputDir: run.outputDir, lead: run.lead, batchSize: cfg.per_device_eval_batch_size, refModel: cfg.ref_model };
+  if (run.resumeDir) {
+    setupReference(model, pref, env, { ...at, resumeDir: run.resumeDir });
+  } else {
+    const t0 = performance.now();
+    const units = pref.datasets.reduce((n, d) => n + d.train.length + d.val.length, 0);
+    run.print(`reference log-probabilities of ${cfg.ref_model ?? "the starting model"}: ${units} pairs...`);
+    const reference = cfg.ref_model ? referenceModel(cfg.ref_model, model, device) : model;
+    try {
+      setupReference(reference, pref, env, at);
+    } finally {
+      if (reference !== model) reference.dispose();
+    }
+    run.print(`reference log-probabilities: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  }
   return dpoObjective(pref, cfg, settings.microBatchSize, device);
+}
+
+/** ref_model, loaded for the reference pass only; it must read the policy's tokens as the policy does. */
+function referenceModel(name: string, policy: CausalLM, device: string): CausalLM {
+  const dir = resolveModelDir(name, "ref_model");
+  if (!existsSync(join(dir, "config.json"))) {
+    throw new ConfigError(`ref_model ${name}: not a model folder (no config.json); expected a Hugging Face model folder`);
+  }
+  if (isRewardModelDir(dir)) throw new ConfigError(`ref_model ${name}: a reward model; the reference is a causal LM`);
+  const ref = loadCausalLM(dir, { dtype: "float32", device });
+  if (ref.config.vocabSize !== policy.config.vocabSize) {
+    ref.dispose();
+    throw new ConfigError(
+      `ref_model ${name}: ${ref.config.vocabSize} token rows, the policy has ${policy.config.vocabSize}; ` +
+        "the reference must share the policy's tokenizer",
+    );
+  }
+  return ref;
 }
 
 /** The model in train mode (LoRA where configured), rank 0's weights on every rank. */

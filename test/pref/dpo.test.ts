@@ -165,6 +165,25 @@ describe("DPO training", () => {
     assert.ok(d.accuracy >= 0.9 && d.loss < Math.LN2 - 0.2, JSON.stringify(d));
   });
 
+  test("ref_model: the reference log-probabilities are those of the model it names", async () => {
+    const other = initTinyModel(join(tmp(), "other"), undefined, ["--seed", "7"]);
+    const refs = (out: string) => (JSON.parse(readFileSync(join(out, "reference_logps.json"), "utf8")) as { datasets: unknown }).datasets;
+    const named = tmp();
+    await run(named, ["--max_steps", "1", "--ref_model", other]);
+    const alone = tmp();
+    await run(alone, ["--max_steps", "1", "--model_name", other]);
+    // A policy scored against another model: the same numbers as that model scoring itself, and step 1 is no longer ln 2.
+    assert.deepEqual(refs(named), refs(alone));
+    assert.ok(Math.abs(losses(named)[0]! - Math.LN2) > 0.01, `step 1 loss ${losses(named)[0]}`);
+    assert.ok(Math.abs(losses(alone)[0]! - Math.LN2) < 1e-6);
+    // Resuming with another reference than the stored one is refused; a missing or wrong folder is named.
+    const resumed = tmp();
+    await run(resumed, ["--max_steps", "1", "--save_steps", "1", "--ref_model", other]);
+    await assert.rejects(run(resumed, ["--max_steps", "2", "--resume_from_checkpoint", "latest"]), /was computed with ref_model .*; ref_model is now not set/);
+    await assert.rejects(run(tmp(), ["--max_steps", "1", "--ref_model", join(other, "nope")]), /ref_model .*nope: not a model folder/);
+    await assert.rejects(run(tmp(), ["--max_steps", "1", "--stage", "sft", "--ref_model", other, "--datasets", "[{oasft_demo: {count: 8}}]"]), /ref_model is for stage dpo/);
+  });
+
   test("gradients equal finite differences of the loss (float64)", async () => {
     const cfg = config(tmp(), ["--datasets", "[{oasft_demo: {count: 4, val_split: 0}}]"]);
     const tokenizer = loadConfigTokenizer(cfg);
