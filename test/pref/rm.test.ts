@@ -9,6 +9,10 @@ import { describe, test } from "node:test";
 import * as torch from "../../src/torch/index.js";
 import { loadCausalLM, saveCausalLM, saveRewardModel } from "../../src/models/index.js";
 import { rankingLoss } from "../../src/pref/rm.js";
+import { RewardScorer } from "../../src/pref/score.js";
+import { buildServer } from "../../src/serve/server.js";
+import { ChatTokenizer } from "../../src/tokenizer/index.js";
+import type { ChatTurn } from "../../src/data/conversation.js";
 import { composeConfig } from "../../src/sft/config.js";
 import { train } from "../../src/train/trainer.js";
 import { CLI, GOLDEN, GOLDEN_MODELS, SHARED, initTinyModel } from "../helpers.js";
@@ -85,6 +89,25 @@ describe("reward model training", () => {
     const m = /\(best of 3: reward (-?[\d.]+); all: ([-\d., ]+)\)/.exec(chat.stdout);
     assert.ok(m, chat.stdout);
     assert.equal(Number(m[1]), Math.max(...m[2]!.split(", ").map(Number)));
+    // Best-of-n through the server: chat completions ranked by the reward model.
+    const scorer = RewardScorer.load(whole, { device: "cpu" });
+    const policy = loadCausalLM(base);
+    const { app } = buildServer({ model: policy, tokenizer: ChatTokenizer.load(base), modelId: "p", scorer });
+    try {
+      const messages = [{ role: "user", content: "What is 2 + 2?" }];
+      const res = await app.inject({ method: "POST", url: "/v1/chat/completions", payload: { messages, temperature: 1, seed: 5, max_tokens: 8, best_of: 3 } });
+      assert.equal(res.statusCode, 200, res.body);
+      const body = res.json() as { choices: Array<{ message: { content: string } }>; best_of: { scored_by: string; scores: number[]; chosen: number } };
+      assert.equal(body.best_of.scored_by, "reward_model");
+      assert.equal(body.best_of.chosen, body.best_of.scores.indexOf(Math.max(...body.best_of.scores)));
+      // The chosen reply, scored on its own, has the reward the server ranked it by.
+      const [alone] = await scorer.score(messages as ChatTurn[], [body.choices[0]!.message.content]);
+      assert.ok(Math.abs(alone! - body.best_of.scores[body.best_of.chosen]!) < 1e-5);
+    } finally {
+      await app.close();
+      policy.dispose();
+      scorer.dispose();
+    }
     for (const flags of [["--best-of", "3", "--temperature", "1"], ["--best-of", "3", "--reward-model", whole]]) {
       const bad = spawnSync(process.execPath, [CLI, "chat", "--model", base, ...flags], { encoding: "utf8", input: "" });
       assert.equal(bad.status, 2, flags.join(" "));

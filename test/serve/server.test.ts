@@ -208,6 +208,46 @@ describe("TGI API", () => {
   });
 });
 
+describe("best_of", () => {
+  test("chat and completions: N seeded candidates, the best by mean token log-probability, equal to that seed alone", async () => {
+    const messages = [{ role: "user", content: "Tell me something" }];
+    const res = await post("/v1/chat/completions", { messages, temperature: 1, seed: 11, max_tokens: 8, best_of: 3 });
+    assert.equal(res.status, 200);
+    const body = await json(res);
+    const { scores, chosen, scored_by: by, n } = body.best_of;
+    assert.equal(by, "mean_logprob");
+    assert.equal(n, 3);
+    assert.equal(scores.length, 3);
+    assert.equal(chosen, scores.indexOf(Math.max(...scores)));
+    // Candidate i is the request with seed 11 + i: asked alone, it is the same reply, and the mean of
+    // its token log-probabilities (reported by logprobs) is the score best_of ranked it by.
+    for (let i = 0; i < 3; i++) {
+      const alone = await json(await post("/v1/chat/completions", { messages, temperature: 1, seed: 11 + i, max_tokens: 8, logprobs: true }));
+      const lps = alone.choices[0].logprobs.content.map((t: { logprob: number }) => t.logprob);
+      const mean = lps.reduce((a: number, b: number) => a + b, 0) / lps.length;
+      assert.ok(Math.abs(mean - scores[i]) < 1e-4, `candidate ${i}: ${mean} vs ${scores[i]}`);
+      if (i === chosen) assert.equal(body.choices[0].message.content, alone.choices[0].message.content);
+    }
+    const completion = await json(await post("/v1/completions", { prompt: ["Once", "Twice"], temperature: 1, seed: 2, max_tokens: 6, best_of: 2 }));
+    assert.equal(completion.choices.length, 2);
+    for (const [field, extra, status] of [["best_of", { temperature: 0 }, 400], ["best_of", { stream: true, temperature: 1 }, 400]] as const) {
+      const bad = await post("/v1/chat/completions", { messages, max_tokens: 4, best_of: 2, ...extra });
+      assert.equal(bad.status, status);
+      assert.equal((await json(bad)).error.param, field);
+    }
+    assert.equal((await post("/v1/completions", { prompt: "x", best_of: 17, temperature: 1 })).status, 400);
+  });
+
+  test("TGI: best_of_sequences beside the best; it needs do_sample (422)", async () => {
+    const body = await json(await post("/generate", { inputs: "Hello", parameters: { do_sample: true, seed: 4, max_new_tokens: 5, best_of: 3, details: true } }));
+    assert.equal(body.details.best_of_sequences.length, 2);
+    const seeds = [body.details.seed, ...body.details.best_of_sequences.map((s: { seed: number }) => s.seed)].sort();
+    assert.deepEqual(seeds, [4, 5, 6]);
+    const greedy = await post("/generate", { inputs: "Hello", parameters: { max_new_tokens: 5, best_of: 2 } });
+    assert.equal(greedy.status, 422);
+  });
+});
+
 describe("bad requests and limits", () => {
   test("400 with the field named; malformed JSON; oversized bodies; max_tokens beyond the limit", async () => {
     const bad = async (path: string, body: unknown, status: number, re: RegExp) => {
