@@ -5,7 +5,7 @@ import type { CausalLM } from "../models/index.js";
 import type { SFTConfig } from "../sft/config.js";
 import { padBatch } from "../sft/collate.js";
 import { splitSample, type SftData } from "../sft/data.js";
-import { soloGroup, type ProcessGroup } from "../dist/group.js";
+import { soloGroup, type ProcessGroup } from "../parallel/group.js";
 import { tensorsOf } from "./batches.js";
 import type { EvalRecord } from "./report.js";
 import { inPrecision, type TrainSettings } from "./settings.js";

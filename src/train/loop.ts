@@ -7,7 +7,7 @@ import type { CausalLM, LoraConfig } from "../models/index.js";
 import type { SFTConfig } from "../sft/config.js";
 import type { Batch } from "../sft/collate.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
-import type { ProcessGroup } from "../dist/group.js";
+import type { ProcessGroup } from "../parallel/group.js";
 import { trainedIn } from "./batches.js";
 import type { DynamicLossScaler } from "./loss-scaler.js";
 import type { Objective } from "./objective.js";

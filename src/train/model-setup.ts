@@ -19,7 +19,7 @@ import { indexWeights } from "../models/checkpoint.js";
 import { ConfigError, type SFTConfig } from "../sft/config.js";
 import { roundUp } from "../sft/collate.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
-import type { ProcessGroup } from "../dist/group.js";
+import type { ProcessGroup } from "../parallel/group.js";
 import { loraSettings } from "./lora-settings.js";
 import type { TrainSettings } from "./settings.js";
 import { ReplicatedOptimizer, ShardedOptimizer, type TrainOptimizer } from "./zero.js";

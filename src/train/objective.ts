@@ -6,7 +6,7 @@ import type { CausalLM, TrainStepOptions } from "../models/index.js";
 import type { SFTConfig } from "../sft/config.js";
 import type { Batch } from "../sft/collate.js";
 import type { SftData } from "../sft/data.js";
-import type { ProcessGroup } from "../dist/group.js";
+import type { ProcessGroup } from "../parallel/group.js";
 import { epochBatches, tensorsOf, trainedIn } from "./batches.js";
 import { evaluate } from "./evaluate.js";
 import type { EvalRecord } from "./report.js";

@@ -9,7 +9,7 @@ import * as torch from "../torch/index.js";
 import { readJsonFile, saveAdapter, saveCausalLM, type CausalLM, type LoraConfig } from "../models/index.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import { fsyncDir, writeFileAtomic } from "../util/atomic-file.js";
-import { soloGroup, type ProcessGroup } from "../dist/group.js";
+import { soloGroup, type ProcessGroup } from "../parallel/group.js";
 import type { AdamW } from "./adamw.js";
 import type { LossScalerState } from "./loss-scaler.js";
 

@@ -22,7 +22,7 @@ import { existsSync } from "node:fs";
 import * as torch from "../torch/index.js";
 import type { CausalLM } from "../models/index.js";
 import type { BlockHooks } from "../nn/checkpoint.js";
-import type { ProcessGroup } from "../dist/group.js";
+import type { ProcessGroup } from "../parallel/group.js";
 import { AdamW, adamwUpdate, type ParamGroup } from "./adamw.js";
 import { clipGradNorm, globalGradNorm, scaleGrads } from "./grad.js";
 import { hasWholeOptimizerState, loadWholeOptimizer, type SaveCheckpointArgs } from "./state.js";

@@ -1,7 +1,7 @@
 // `oasft train --configs defaults bloom-zh-3b datasets [--key value ...]`: the card's SFT run.
 import { composeConfig, configKeysHelp, splitConfigArgs } from "../../sft/config.js";
-import { distEnv } from "../../dist/env.js";
-import { bindToLauncher, launch, launchOptions, splitLaunchArgs } from "../../dist/launch.js";
+import { distEnv } from "../../parallel/env.js";
+import { bindToLauncher, launch, launchOptions, splitLaunchArgs } from "../../parallel/launch.js";
 import { train } from "../../train/trainer.js";
 import { UsageError } from "../args.js";
 import type { Command } from "../main.js";

@@ -10,8 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import * as torch from "../../src/torch/index.js";
-import { distEnv } from "../../src/dist/env.js";
-import { launchOptions, splitLaunchArgs } from "../../src/dist/launch.js";
+import { distEnv } from "../../src/parallel/env.js";
+import { launchOptions, splitLaunchArgs } from "../../src/parallel/launch.js";
 import { CLI, REPO, SHARED, maxAbsDiff } from "../helpers.js";
 
 const tmp = () => mkdtempSync(join(tmpdir(), "oasft-dist-"));
