@@ -16,13 +16,15 @@ import { parseArgs } from "node:util";
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const shared = resolve(repo, "../shared/bench");
-const { values } = parseArgs({ options: {
-  repeats: { type: "string", default: "3" },
-  configs: { type: "string", default: "bloom-23m,bloom-160m" },
-  python: { type: "string", default: "/usr/bin/python3" },
-  "seq-len": { type: "string", default: "256" },
-  "batch-size": { type: "string", default: "4" },
-} });
+const { values } = parseArgs({
+  options: {
+    repeats: { type: "string", default: "3" },
+    configs: { type: "string", default: "bloom-23m,bloom-160m" },
+    python: { type: "string", default: "/usr/bin/python3" },
+    "seq-len": { type: "string", default: "256" },
+    "batch-size": { type: "string", default: "4" },
+  },
+});
 const repeats = Number(values.repeats);
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -33,7 +35,8 @@ function run(cmd, args) {
 
 function cell(task, config, extra) {
   const cfg = join(shared, "configs", `${config}.json`);
-  const ours = [], peer = [];
+  const ours = [],
+    peer = [];
   for (let i = 0; i < repeats; i++) {
     ours.push(run(process.execPath, [join(repo, "bin/oasft.js"), "bench", task, "--model-config", cfg, ...extra]));
     peer.push(run(values.python, [join(shared, "peer_torch_bloom.py"), task, "--config", cfg, ...extra]));
@@ -48,7 +51,11 @@ for (const config of values.configs.split(",")) {
   const shape = ["--seq-len", values["seq-len"], "--batch-size", values["batch-size"]];
   for (const bf16 of [false, true]) {
     const r = cell("train", config, bf16 ? [...shape, "--bf16"] : shape);
-    rows.push({ what: `train ${bf16 ? "bf16" : "fp32"} (b${values["batch-size"]}×${values["seq-len"]})`, config, ...r });
+    rows.push({
+      what: `train ${bf16 ? "bf16" : "fp32"} (b${values["batch-size"]}×${values["seq-len"]})`,
+      config,
+      ...r,
+    });
     console.error(JSON.stringify(rows.at(-1)));
   }
   const g = cell("generate", config, ["--batch-size", "1", "--prompt-len", "32", "--new-tokens", "64"]);
@@ -61,5 +68,7 @@ console.log(`machine: ${cpus().length}× ${cpus()[0]?.model ?? "cpu"}, medians o
 console.log("| config | work | oasft tok/s | peer tok/s | speed ratio | oasft peak MB | peer peak MB | memory ratio |");
 console.log("|---|---|---:|---:|---:|---:|---:|---:|");
 for (const r of rows) {
-  console.log(`| ${r.config} | ${r.what} | ${f(r.ours)} | ${f(r.peer)} | **${f(r.ours / r.peer, 2)}x** | ${f(r.oursRss)} | ${f(r.peerRss)} | ${f(r.oursRss / r.peerRss, 2)}x |`);
+  console.log(
+    `| ${r.config} | ${r.what} | ${f(r.ours)} | ${f(r.peer)} | **${f(r.ours / r.peer, 2)}x** | ${f(r.oursRss)} | ${f(r.peerRss)} | ${f(r.oursRss / r.peerRss, 2)}x |`,
+  );
 }

@@ -12,13 +12,15 @@ import { parseArgs } from "node:util";
 import { readFileSync } from "node:fs";
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const { values } = parseArgs({ options: {
-  "model-config": { type: "string", default: resolve(repo, "../shared/bench/configs/bloom-23m.json") },
-  pairs: { type: "string", default: "4" },
-  steps: { type: "string", default: "6" },
-  "max-length": { type: "string", default: "256" },
-  mode: { type: "string" },
-} });
+const { values } = parseArgs({
+  options: {
+    "model-config": { type: "string", default: resolve(repo, "../shared/bench/configs/bloom-23m.json") },
+    pairs: { type: "string", default: "4" },
+    steps: { type: "string", default: "6" },
+    "max-length": { type: "string", default: "256" },
+    mode: { type: "string" },
+  },
+});
 const dist = (p) => import(join(repo, "dist/src", p));
 
 async function measure(mode) {
@@ -30,10 +32,19 @@ async function measure(mode) {
   const { dpoObjective, unitBatch } = await dist("pref/dpo.js");
   const { tensorsOf } = await dist("train/batches.js");
   const data = resolve(repo, "../shared/data");
-  const cfg = composeConfig(["defaults", "tiny-tokenizer"], [
-    "--cache_dir", data, "--stage", "dpo", "--max_length", values["max-length"],
-    "--datasets", "[{oasst_export: {input_file_path: oasst/en_100_tree.jsonl, val_split: 0}}]",
-  ]).config;
+  const cfg = composeConfig(
+    ["defaults", "tiny-tokenizer"],
+    [
+      "--cache_dir",
+      data,
+      "--stage",
+      "dpo",
+      "--max_length",
+      values["max-length"],
+      "--datasets",
+      "[{oasst_export: {input_file_path: oasst/en_100_tree.jsonl, val_split: 0}}]",
+    ],
+  ).config;
   const tokenizer = loadConfigTokenizer(cfg);
   const pref = await preparePrefData(cfg, tokenizer, "dpo");
   const json = JSON.parse(readFileSync(values["model-config"], "utf8"));
@@ -50,24 +61,60 @@ async function measure(mode) {
     if (mode === "dpo") objective.step(model, b, {});
     else torch.scope(() => model.trainStep(tensorsOf(b, "cpu"), {}));
     for (const p of model.parameters()) p.grad?.zero_();
-    if (s > 0) { times.push((performance.now() - t0) / 1000); tokens += b.tokens; } // the first step warms up
+    if (s > 0) {
+      times.push((performance.now() - t0) / 1000);
+      tokens += b.tokens;
+    } // the first step warms up
   }
   const median = [...times].sort((a, b) => a - b)[Math.floor(times.length / 2)];
   const mean = times.reduce((a, b) => a + b, 0) / times.length;
-  return { mode, step_s: median, tokens_per_s: tokens / times.length / mean, peak_rss_mb: process.resourceUsage().maxRSS / 1024 };
+  return {
+    mode,
+    step_s: median,
+    tokens_per_s: tokens / times.length / mean,
+    peak_rss_mb: process.resourceUsage().maxRSS / 1024,
+  };
 }
 
 if (values.mode) {
   console.log(JSON.stringify(await measure(values.mode)));
 } else {
-  const run = (mode) => JSON.parse(execFileSync(process.execPath, [fileURLToPath(import.meta.url), "--mode", mode,
-    "--model-config", values["model-config"], "--pairs", values.pairs, "--steps", values.steps, "--max-length", values["max-length"]],
-  { encoding: "utf8" }).trim().split("\n").at(-1));
+  const run = (mode) =>
+    JSON.parse(
+      execFileSync(
+        process.execPath,
+        [
+          fileURLToPath(import.meta.url),
+          "--mode",
+          mode,
+          "--model-config",
+          values["model-config"],
+          "--pairs",
+          values.pairs,
+          "--steps",
+          values.steps,
+          "--max-length",
+          values["max-length"],
+        ],
+        { encoding: "utf8" },
+      )
+        .trim()
+        .split("\n")
+        .at(-1),
+    );
   const sft = run("sft");
   const dpo = run("dpo");
-  console.log(`| ${values["model-config"].split("/").pop()}, ${values.pairs} oasst pairs (${2 * Number(values.pairs)} rows) ≤ ${values["max-length"]} tokens | SFT step | DPO step | ratio |`);
+  console.log(
+    `| ${values["model-config"].split("/").pop()}, ${values.pairs} oasst pairs (${2 * Number(values.pairs)} rows) ≤ ${values["max-length"]} tokens | SFT step | DPO step | ratio |`,
+  );
   console.log("|---|---:|---:|---:|");
-  console.log(`| step time (s, median) | ${sft.step_s.toFixed(3)} | ${dpo.step_s.toFixed(3)} | ${(dpo.step_s / sft.step_s).toFixed(2)}x |`);
-  console.log(`| tokens/s | ${sft.tokens_per_s.toFixed(0)} | ${dpo.tokens_per_s.toFixed(0)} | ${(dpo.tokens_per_s / sft.tokens_per_s).toFixed(2)}x |`);
-  console.log(`| peak RSS (MB) | ${sft.peak_rss_mb.toFixed(0)} | ${dpo.peak_rss_mb.toFixed(0)} | ${(dpo.peak_rss_mb / sft.peak_rss_mb).toFixed(2)}x |`);
+  console.log(
+    `| step time (s, median) | ${sft.step_s.toFixed(3)} | ${dpo.step_s.toFixed(3)} | ${(dpo.step_s / sft.step_s).toFixed(2)}x |`,
+  );
+  console.log(
+    `| tokens/s | ${sft.tokens_per_s.toFixed(0)} | ${dpo.tokens_per_s.toFixed(0)} | ${(dpo.tokens_per_s / sft.tokens_per_s).toFixed(2)}x |`,
+  );
+  console.log(
+    `| peak RSS (MB) | ${sft.peak_rss_mb.toFixed(0)} | ${dpo.peak_rss_mb.toFixed(0)} | ${(dpo.peak_rss_mb / sft.peak_rss_mb).toFixed(2)}x |`,
+  );
 }

@@ -17,12 +17,14 @@ import { parseArgs } from "node:util";
 import { getLlama, LlamaLogLevel, TokenBias } from "node-llama-cpp";
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const { values } = parseArgs({ options: {
-  config: { type: "string", default: resolve(repo, "../shared/bench/configs/bloom-160m.json") },
-  repeats: { type: "string", default: "3" },
-  "prompt-len": { type: "string", default: "32" },
-  "new-tokens": { type: "string", default: "64" },
-} });
+const { values } = parseArgs({
+  options: {
+    config: { type: "string", default: resolve(repo, "../shared/bench/configs/bloom-160m.json") },
+    repeats: { type: "string", default: "3" },
+    "prompt-len": { type: "string", default: "32" },
+    "new-tokens": { type: "string", default: "64" },
+  },
+});
 const repeats = Number(values.repeats);
 const promptLen = Number(values["prompt-len"]);
 const newTokens = Number(values["new-tokens"]);
@@ -35,10 +37,20 @@ const threads = torch.getNumThreads();
 
 const work = mkdtempSync(join(tmpdir(), "oasft-bench-gguf-"));
 try {
-  const cli = (...args) => execFileSync(process.execPath, [join(repo, "bin/oasft.js"), ...args], { stdio: ["ignore", "ignore", "inherit"] });
+  const cli = (...args) =>
+    execFileSync(process.execPath, [join(repo, "bin/oasft.js"), ...args], { stdio: ["ignore", "ignore", "inherit"] });
   const dir = join(work, "model");
-  cli("init", "--config", values.config, "--tokenizer", resolve(repo, "../shared/data/tokenizers/oasst-tiny-bpe"), "--out", dir);
-  for (const type of ["f32", "q8_0"]) cli("export", "gguf", "--model", dir, "--out", join(work, `${type}.gguf`), "--type", type);
+  cli(
+    "init",
+    "--config",
+    values.config,
+    "--tokenizer",
+    resolve(repo, "../shared/data/tokenizers/oasst-tiny-bpe"),
+    "--out",
+    dir,
+  );
+  for (const type of ["f32", "q8_0"])
+    cli("export", "gguf", "--model", dir, "--out", join(work, `${type}.gguf`), "--type", type);
 
   const model = loadCausalLM(dir).eval();
   torch.manualSeed(0);
@@ -79,12 +91,27 @@ try {
     times.q8_0.push(await llamaRun(engines.q8_0));
   }
   const rate = (xs) => newTokens / median(xs);
-  const base = { task: "generate", batch_size: 1, prompt_len: promptLen, new_tokens: newTokens, threads, config: values.config };
+  const base = {
+    task: "generate",
+    batch_size: 1,
+    prompt_len: promptLen,
+    new_tokens: newTokens,
+    threads,
+    config: values.config,
+  };
   console.log(JSON.stringify({ ...base, impl: "oasft", weights: "fp32", tokens_per_s: rate(times.oasft) }));
   console.log(JSON.stringify({ ...base, impl: "llama.cpp", weights: "f32", tokens_per_s: rate(times.f32) }));
   console.log(JSON.stringify({ ...base, impl: "llama.cpp", weights: "q8_0", tokens_per_s: rate(times.q8_0) }));
-  console.log(JSON.stringify({ ratio_oasft_fp32_vs_llama_f32: rate(times.oasft) / rate(times.f32), ratio_oasft_fp32_vs_llama_q8_0: rate(times.oasft) / rate(times.q8_0) }));
-  for (const { ctx, lm } of Object.values(engines)) { await ctx.dispose(); await lm.dispose(); }
+  console.log(
+    JSON.stringify({
+      ratio_oasft_fp32_vs_llama_f32: rate(times.oasft) / rate(times.f32),
+      ratio_oasft_fp32_vs_llama_q8_0: rate(times.oasft) / rate(times.q8_0),
+    }),
+  );
+  for (const { ctx, lm } of Object.values(engines)) {
+    await ctx.dispose();
+    await lm.dispose();
+  }
   await llama.dispose();
   model.dispose();
   prompt.dispose();

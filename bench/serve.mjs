@@ -15,22 +15,45 @@ import { parseArgs } from "node:util";
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const shared = resolve(repo, "../shared");
 const cli = join(repo, "bin/oasft.js");
-const { values } = parseArgs({ options: {
-  streams: { type: "string", default: "1,4,8,16" },
-  "new-tokens": { type: "string", default: "64" },
-  "model-config": { type: "string", default: join(shared, "bench/configs/bloom-23m.json") },
-} });
+const { values } = parseArgs({
+  options: {
+    streams: { type: "string", default: "1,4,8,16" },
+    "new-tokens": { type: "string", default: "64" },
+    "model-config": { type: "string", default: join(shared, "bench/configs/bloom-23m.json") },
+  },
+});
 const model = join(mkdtempSync(join(tmpdir(), "oasft-bench-serve-")), "model");
-execFileSync(process.execPath, [cli, "init", "--config", values["model-config"], "--tokenizer", join(shared, "data/tokenizers/oasst-tiny-bpe"), "--out", model], { stdio: "ignore" });
+execFileSync(
+  process.execPath,
+  [
+    cli,
+    "init",
+    "--config",
+    values["model-config"],
+    "--tokenizer",
+    join(shared, "data/tokenizers/oasst-tiny-bpe"),
+    "--out",
+    model,
+  ],
+  { stdio: "ignore" },
+);
 const port = 18000 + Math.floor(Math.random() * 1000);
-const server = spawn(process.execPath, [cli, "serve", "--model", model, "--port", String(port), "--max-batch", "32"], { stdio: ["ignore", "pipe", "inherit"] });
+const server = spawn(process.execPath, [cli, "serve", "--model", model, "--port", String(port), "--max-batch", "32"], {
+  stdio: ["ignore", "pipe", "inherit"],
+});
 await new Promise((r) => server.stdout.once("data", r));
 const url = `http://127.0.0.1:${port}`;
 const newTokens = Number(values["new-tokens"]);
 
 async function stream(i) {
-  const res = await fetch(`${url}/generate_stream`, { method: "POST", headers: { "content-type": "application/json" },
-    body: JSON.stringify({ inputs: `<|prompter|>Tell me a story about the number ${i}.<|endoftext|><|assistant|>`, parameters: { max_new_tokens: newTokens } }) });
+  const res = await fetch(`${url}/generate_stream`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      inputs: `<|prompter|>Tell me a story about the number ${i}.<|endoftext|><|assistant|>`,
+      parameters: { max_new_tokens: newTokens },
+    }),
+  });
   const text = await res.text();
   return text.split("\n\n").filter(Boolean).length - 1;
 }
@@ -47,4 +70,6 @@ for (const n of values.streams.split(",").map(Number)) {
   rows.push(`| ${n} | ${rate.toFixed(0)} | ${(rate / n).toFixed(0)} | **${(rate / single).toFixed(2)}x** |`);
 }
 server.kill("SIGTERM");
-console.log(`| concurrent streams | aggregate tok/s | per stream tok/s | vs 1 stream |\n|---:|---:|---:|---:|\n${rows.join("\n")}`);
+console.log(
+  `| concurrent streams | aggregate tok/s | per stream tok/s | vs 1 stream |\n|---:|---:|---:|---:|\n${rows.join("\n")}`,
+);

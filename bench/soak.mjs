@@ -13,14 +13,31 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const { values } = parseArgs({ options: {
-  model: { type: "string", default: join(repo, "runs/demo") },
-  minutes: { type: "string", default: "2" },
-  concurrency: { type: "string", default: "8" },
-  port: { type: "string", default: "18181" },
-} });
+const { values } = parseArgs({
+  options: {
+    model: { type: "string", default: join(repo, "runs/demo") },
+    minutes: { type: "string", default: "2" },
+    concurrency: { type: "string", default: "8" },
+    port: { type: "string", default: "18181" },
+  },
+});
 const url = `http://127.0.0.1:${values.port}`;
-const server = spawn(process.execPath, [join(repo, "bin/oasft.js"), "serve", "--model", values.model, "--port", values.port, "--max-input-tokens", "1024", "--max-tokens", "128"], { stdio: ["ignore", "pipe", "inherit"] });
+const server = spawn(
+  process.execPath,
+  [
+    join(repo, "bin/oasft.js"),
+    "serve",
+    "--model",
+    values.model,
+    "--port",
+    values.port,
+    "--max-input-tokens",
+    "1024",
+    "--max-tokens",
+    "128",
+  ],
+  { stdio: ["ignore", "pipe", "inherit"] },
+);
 await new Promise((r) => server.stdout.once("data", r)); // "oasft serve: ... on http://..."
 
 const rssMb = () => {
@@ -30,8 +47,19 @@ const rssMb = () => {
     return NaN;
   }
 };
-const post = (path, body, signal) => fetch(`${url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: typeof body === "string" ? body : JSON.stringify(body), signal });
-const chat = (content, max, stream = false) => ({ messages: [{ role: "user", content }], max_tokens: max, temperature: 0, stream });
+const post = (path, body, signal) =>
+  fetch(`${url}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+    signal,
+  });
+const chat = (content, max, stream = false) => ({
+  messages: [{ role: "user", content }],
+  max_tokens: max,
+  temperature: 0,
+  stream,
+});
 const KINDS = {
   short: () => post("/v1/chat/completions", chat("What is the capital of Italy?", 16)),
   long: () => post("/v1/chat/completions", chat("Tell me about Rome. ".repeat(40), 64)),
@@ -44,7 +72,13 @@ const KINDS = {
     ac.abort();
     return { status: 499, text: async () => "" };
   },
-  logprobs: () => post("/v1/completions", { prompt: Array.from({ length: 16 }, (_, i) => `Question ${i}: the answer is`), max_tokens: 0, echo: true, logprobs: 1 }),
+  logprobs: () =>
+    post("/v1/completions", {
+      prompt: Array.from({ length: 16 }, (_, i) => `Question ${i}: the answer is`),
+      max_tokens: 0,
+      echo: true,
+      logprobs: 1,
+    }),
   too_long: () => post("/v1/chat/completions", chat("word ".repeat(3000), 8)),
   malformed: () => post("/v1/chat/completions", "{ not json"),
 };
@@ -54,7 +88,10 @@ const pool = names.flatMap((n) => Array(weights[n]).fill(n));
 const stats = Object.fromEntries(names.map((n) => [n, { ms: [], status: {} }]));
 const rss = [];
 const end = Date.now() + Number(values.minutes) * 60_000;
-const sampler = setInterval(() => rss.push([Math.round((Date.now() - (end - Number(values.minutes) * 60_000)) / 1000), rssMb()]), 5000);
+const sampler = setInterval(
+  () => rss.push([Math.round((Date.now() - (end - Number(values.minutes) * 60_000)) / 1000), rssMb()]),
+  5000,
+);
 
 async function worker(seed) {
   let i = seed;
@@ -80,13 +117,20 @@ clearInterval(sampler);
 const metrics = await (await fetch(`${url}/metrics`)).text();
 server.kill("SIGTERM");
 
-const pct = (xs, p) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))].toFixed(0) : "-");
+const pct = (xs, p) =>
+  xs.length ? [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))].toFixed(0) : "-";
 console.log(`soak: ${values.minutes} min, ${values.concurrency} clients, ${values.model}\n`);
 console.log("| kind | requests | p50 ms | p95 ms | p99 ms | statuses |");
 console.log("|---|---:|---:|---:|---:|---|");
 for (const n of names) {
   const s = stats[n];
-  console.log(`| ${n} | ${s.ms.length} | ${pct(s.ms, 0.5)} | ${pct(s.ms, 0.95)} | ${pct(s.ms, 0.99)} | ${Object.entries(s.status).map(([k, v]) => `${k}×${v}`).join(" ")} |`);
+  console.log(
+    `| ${n} | ${s.ms.length} | ${pct(s.ms, 0.5)} | ${pct(s.ms, 0.95)} | ${pct(s.ms, 0.99)} | ${Object.entries(s.status)
+      .map(([k, v]) => `${k}×${v}`)
+      .join(" ")} |`,
+  );
 }
 console.log(`\nserver RSS (s: MB): ${rss.map(([t, m]) => `${t}: ${m.toFixed(0)}`).join(", ")}`);
-console.log(`queue depth at the end: ${/^oasft_queue_depth (\d+)$/m.exec(metrics)?.[1]}, running: ${/^oasft_running (\d+)$/m.exec(metrics)?.[1]}`);
+console.log(
+  `queue depth at the end: ${/^oasft_queue_depth (\d+)$/m.exec(metrics)?.[1]}, running: ${/^oasft_running (\d+)$/m.exec(metrics)?.[1]}`,
+);

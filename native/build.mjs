@@ -16,7 +16,10 @@ function fail(lines) {
 }
 
 function isDebianLike() {
-  return existsSync("/etc/debian_version") || /ID(_LIKE)?=.*(debian|ubuntu)/.test(existsSync("/etc/os-release") ? readFileSync("/etc/os-release", "utf8") : "");
+  return (
+    existsSync("/etc/debian_version") ||
+    /ID(_LIKE)?=.*(debian|ubuntu)/.test(existsSync("/etc/os-release") ? readFileSync("/etc/os-release", "utf8") : "")
+  );
 }
 
 function aptInstall(packages) {
@@ -24,7 +27,9 @@ function aptInstall(packages) {
   if (!isDebianLike() || !isRoot) {
     fail([
       `missing: ${packages.join(", ")}`,
-      isDebianLike() ? "run as root:" : "on Debian/Ubuntu run as root (elsewhere: point LIBTORCH at a libtorch folder, or pip install torch):",
+      isDebianLike()
+        ? "run as root:"
+        : "on Debian/Ubuntu run as root (elsewhere: point LIBTORCH at a libtorch folder, or pip install torch):",
       "  apt-get update && apt-get install -y " + packages.join(" "),
       "then run `npm install` again.",
     ]);
@@ -39,11 +44,12 @@ let lib = findLibtorch();
 if (!lib) {
   aptInstall(APT_PACKAGES);
   lib = findLibtorch();
-  if (!lib) fail(["apt-get finished but libtorch is still not found under /usr/lib/*/libtorch.so and /usr/include/torch"]);
+  if (!lib)
+    fail(["apt-get finished but libtorch is still not found under /usr/lib/*/libtorch.so and /usr/include/torch"]);
 }
 
 let blas = blasFor(lib);
-if (blas.kind === "reference" || blas.kind === "unknown" && lib.source === "system") {
+if (blas.kind === "reference" || (blas.kind === "unknown" && lib.source === "system")) {
   aptInstall(["libopenblas0-openmp"]);
   blas = blasFor(lib);
   if (blas.kind !== "openblas") {
@@ -58,7 +64,10 @@ if (blas.kind === "reference" || blas.kind === "unknown" && lib.source === "syst
 if (lib.source === "system" && !existsSync("/usr/include/gloo/config.h")) {
   const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
   if (isDebianLike() && isRoot) aptInstall(["libgloo-dev"]);
-  else console.error("oasft: libgloo-dev is not installed: building without multi-process training (apt-get install libgloo-dev, then npm rebuild)");
+  else
+    console.error(
+      "oasft: libgloo-dev is not installed: building without multi-process training (apt-get install libgloo-dev, then npm rebuild)",
+    );
 }
 console.error(`oasft: libtorch from ${lib.source} (${lib.libDir}), BLAS: ${blas.kind}${lib.hasCuda ? ", CUDA" : ""}`);
 
@@ -69,8 +78,14 @@ let gyp = spawnSync("node-gyp", ["rebuild", "--jobs", "max"], { stdio: "inherit"
 // libtorch 2.x rejects them, the addon is built again without them (the composite paths then run) and
 // says so, rather than leaving the user with no addon.
 if (!gyp.error && gyp.status !== 0 && torchVersion(lib)[0] >= 2 && process.env.OASFT_NO_FAST !== "1") {
-  console.error("oasft: the fast paths (native/fast.h) or NCCL did not build against this libtorch; building without them");
-  gyp = spawnSync("node-gyp", ["rebuild", "--jobs", "max"], { stdio: "inherit", shell: false, env: { ...process.env, OASFT_NO_FAST: "1" } });
+  console.error(
+    "oasft: the fast paths (native/fast.h) or NCCL did not build against this libtorch; building without them",
+  );
+  gyp = spawnSync("node-gyp", ["rebuild", "--jobs", "max"], {
+    stdio: "inherit",
+    shell: false,
+    env: { ...process.env, OASFT_NO_FAST: "1" },
+  });
 }
 if (gyp.error || gyp.status !== 0) {
   fail([

@@ -17,7 +17,8 @@ import { join } from "node:path";
 function layoutAt(root, source) {
   const libDir = join(root, "lib");
   const inc = join(root, "include");
-  if (!existsSync(join(libDir, "libtorch.so")) || !existsSync(join(inc, "torch/csrc/api/include/torch/torch.h"))) return null;
+  if (!existsSync(join(libDir, "libtorch.so")) || !existsSync(join(inc, "torch/csrc/api/include/torch/torch.h")))
+    return null;
   const hasCuda = existsSync(join(libDir, "libtorch_cuda.so"));
   const includeDirs = [inc, join(inc, "torch/csrc/api/include")];
   // A pip torch's NCCL headers live in the nvidia-nccl package beside it (site-packages/nvidia/nccl).
@@ -34,8 +35,11 @@ function layoutAt(root, source) {
  */
 function cudaIncludeDir(root) {
   const candidates = [
-    process.env.CUDA_HOME && join(process.env.CUDA_HOME, "include"), "/usr/local/cuda/include",
-    join(root, "../nvidia/cuda_runtime/include"), join(root, "../nvidia/cu13/include"), join(root, "../nvidia/cu12/include"),
+    process.env.CUDA_HOME && join(process.env.CUDA_HOME, "include"),
+    "/usr/local/cuda/include",
+    join(root, "../nvidia/cuda_runtime/include"),
+    join(root, "../nvidia/cu13/include"),
+    join(root, "../nvidia/cu12/include"),
   ];
   return candidates.find((d) => d && existsSync(join(d, "cuda_runtime_api.h"))) ?? null;
 }
@@ -56,12 +60,16 @@ function pipTorch() {
   for (const py of ["python3", "python"]) {
     try {
       const dir = execFileSync(py, ["-c", "import os, torch; print(os.path.dirname(torch.__file__))"], {
-        encoding: "utf8", stdio: ["ignore", "pipe", "ignore"], timeout: 60_000,
+        encoding: "utf8",
+        stdio: ["ignore", "pipe", "ignore"],
+        timeout: 60_000,
       }).trim();
       // Debian's python3-torch has no headers in its package folder; it is the system case below.
       const found = dir && layoutAt(dir, `pip torch (${py})`);
       if (found) return found;
-    } catch { /* no python or no torch: try the next */ }
+    } catch {
+      /* no python or no torch: try the next */
+    }
   }
   return null;
 }
@@ -70,10 +78,21 @@ function systemTorch() {
   if (!existsSync("/usr/include/torch/csrc/api/include/torch/torch.h")) return null;
   for (const base of ["/usr/lib", "/usr/lib64"]) {
     if (!existsSync(base)) continue;
-    const dirs = [base, ...readdirSync(base).filter((d) => d.endsWith("-linux-gnu")).map((d) => join(base, d))];
+    const dirs = [
+      base,
+      ...readdirSync(base)
+        .filter((d) => d.endsWith("-linux-gnu"))
+        .map((d) => join(base, d)),
+    ];
     for (const libDir of dirs) {
       if (existsSync(join(libDir, "libtorch.so"))) {
-        return { source: "system", root: "/usr", libDir, includeDirs: ["/usr/include", "/usr/include/torch/csrc/api/include"], hasCuda: existsSync(join(libDir, "libtorch_cuda.so")) };
+        return {
+          source: "system",
+          root: "/usr",
+          libDir,
+          includeDirs: ["/usr/include", "/usr/include/torch/csrc/api/include"],
+          hasCuda: existsSync(join(libDir, "libtorch_cuda.so")),
+        };
       }
     }
   }
@@ -85,7 +104,10 @@ export function findLibtorch() {
   const env = process.env.LIBTORCH;
   if (env) {
     const found = layoutAt(env, "$LIBTORCH");
-    if (!found) throw new Error(`LIBTORCH=${env} is not a libtorch folder: expected ${env}/lib/libtorch.so and ${env}/include/torch/csrc/api/include/torch/torch.h`);
+    if (!found)
+      throw new Error(
+        `LIBTORCH=${env} is not a libtorch folder: expected ${env}/lib/libtorch.so and ${env}/include/torch/csrc/api/include/torch/torch.h`,
+      );
     return found;
   }
   return pipTorch() ?? systemTorch();
@@ -110,7 +132,10 @@ export function blasFor(lib) {
 /** Whether libc10 was built with the C++11 std::string ABI (pip wheels before 2.7 were not). */
 export function usesCxx11Abi(lib) {
   try {
-    const syms = execFileSync("nm", ["-D", "--defined-only", join(lib.libDir, "libc10.so")], { encoding: "utf8", maxBuffer: 256 << 20 });
+    const syms = execFileSync("nm", ["-D", "--defined-only", join(lib.libDir, "libc10.so")], {
+      encoding: "utf8",
+      maxBuffer: 256 << 20,
+    });
     return syms.includes("__cxx11");
   } catch {
     return true;
@@ -136,7 +161,10 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const lib = findLibtorch();
   const what = process.argv[2];
   if (!lib) {
-    if (what) { console.error("libtorch not found: run `npm install` (it installs or explains)"); process.exit(1); }
+    if (what) {
+      console.error("libtorch not found: run `npm install` (it installs or explains)");
+      process.exit(1);
+    }
     console.log("libtorch: not found");
     process.exit(1);
   }
@@ -146,10 +174,18 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const gloo = [lib.libDir, "/usr/lib"].some((d) => existsSync(join(d, "libgloo.so")));
   if (lib.source === "system" && gloo) libs.push("-lgloo");
   switch (what) {
-    case "include": console.log(lib.includeDirs.join("\n")); break;
-    case "libdir": console.log(lib.libDir); break;
-    case "libs": console.log([`-L${lib.libDir}`, `-Wl,-rpath,${lib.libDir}`, ...libs, ...openmpFlags(lib)].join("\n")); break;
-    case "openmp": console.log(openmpFlags(lib).join("\n")); break;
+    case "include":
+      console.log(lib.includeDirs.join("\n"));
+      break;
+    case "libdir":
+      console.log(lib.libDir);
+      break;
+    case "libs":
+      console.log([`-L${lib.libDir}`, `-Wl,-rpath,${lib.libDir}`, ...libs, ...openmpFlags(lib)].join("\n"));
+      break;
+    case "openmp":
+      console.log(openmpFlags(lib).join("\n"));
+      break;
     // OASFT_WITH_NCCL: a CUDA libtorch with NCCL's header found (native/dist.h then builds ProcessGroupNCCL).
     // OASFT_WITH_CUDA_HEADERS: CUDA's runtime headers found (native/fast.h then reads the allocator's statistics).
     // OASFT_NO_FAST: native/build.mjs retried without native/fast.h's paths (and NCCL) after they failed to build.
@@ -164,8 +200,13 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       break;
     }
     // libtorch 2.12 and later require C++20 of code that includes ATen; 1.13 builds as C++17.
-    case "std": console.log(torchVersion(lib)[0] >= 2 ? "-std=c++20" : "-std=c++17"); break;
-    case "cxxabi": console.log(usesCxx11Abi(lib) ? 1 : 0); break;
-    default: console.log(JSON.stringify({ ...lib, blas: blasFor(lib), cxx11Abi: usesCxx11Abi(lib) }, null, 2));
+    case "std":
+      console.log(torchVersion(lib)[0] >= 2 ? "-std=c++20" : "-std=c++17");
+      break;
+    case "cxxabi":
+      console.log(usesCxx11Abi(lib) ? 1 : 0);
+      break;
+    default:
+      console.log(JSON.stringify({ ...lib, blas: blasFor(lib), cxx11Abi: usesCxx11Abi(lib) }, null, 2));
   }
 }

@@ -18,9 +18,23 @@ export const CLI = join(REPO, "bin/oasft.js");
  * `oasft init` of a golden model's config with the shared tiny BPE tokenizer (its vocabulary, so no
  * rows grow when training starts) into `dir`; returns `dir`.
  */
-export function initTinyModel(dir: string, golden: (typeof GOLDEN_MODELS)[number] = GOLDEN_MODELS[0], extra: string[] = []): string {
+export function initTinyModel(
+  dir: string,
+  golden: (typeof GOLDEN_MODELS)[number] = GOLDEN_MODELS[0],
+  extra: string[] = [],
+): string {
   const tokenizer = join(SHARED, "data/tokenizers/oasst-tiny-bpe");
-  const args = [CLI, "init", "--config", join(GOLDEN, golden, "config.json"), "--tokenizer", tokenizer, "--out", dir, ...extra];
+  const args = [
+    CLI,
+    "init",
+    "--config",
+    join(GOLDEN, golden, "config.json"),
+    "--tokenizer",
+    tokenizer,
+    "--out",
+    dir,
+    ...extra,
+  ];
   const made = spawnSync(process.execPath, args, { encoding: "utf8" });
   assert.equal(made.status, 0, made.stderr);
   return dir;
@@ -58,8 +72,11 @@ export function loadGolden(model: string, file: string): Map<string, torch.Tenso
  * and within `looseAtol` elsewhere (there g/(|g|+eps) amplifies float32 noise).
  */
 export function assertGradsAndAdamw(
-  params: Array<[string, torch.Tensor]>, grads: Map<string, torch.Tensor>, after: Map<string, torch.Tensor>,
-  step: () => void, looseAtol: number,
+  params: Array<[string, torch.Tensor]>,
+  grads: Map<string, torch.Tensor>,
+  after: Map<string, torch.Tensor>,
+  step: () => void,
+  looseAtol: number,
 ): void {
   assert.equal(params.length, grads.size, "one gradient per stored parameter");
   torch.scope(() => {

@@ -11,9 +11,18 @@ export class UsageError extends Error {
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
 
-export function parseFlags<O extends Options>(argv: string[], options: O, usage: string): { values: Record<string, string | boolean | undefined>; positionals: string[] } {
+export function parseFlags<O extends Options>(
+  argv: string[],
+  options: O,
+  usage: string,
+): { values: Record<string, string | boolean | undefined>; positionals: string[] } {
   try {
-    const parsed = parseArgs({ args: argv, options: { ...options, help: { type: "boolean", short: "h" } }, strict: true, allowPositionals: true });
+    const parsed = parseArgs({
+      args: argv,
+      options: { ...options, help: { type: "boolean", short: "h" } },
+      strict: true,
+      allowPositionals: true,
+    });
     const values = parsed.values as Record<string, string | boolean | undefined>;
     const positionals = parsed.positionals;
     if (values.help) {
@@ -32,7 +41,9 @@ function withSuggestion(message: string, flags: string[]): string {
   const m = /Unknown option '--([^']+)'/.exec(message);
   if (!m) return message;
   const typed = m[1]!;
-  const close = flags.filter((f) => editDistance(f, typed) <= Math.max(2, Math.floor(typed.length / 4)) || f.startsWith(typed));
+  const close = flags.filter(
+    (f) => editDistance(f, typed) <= Math.max(2, Math.floor(typed.length / 4)) || f.startsWith(typed),
+  );
   return `unknown flag --${typed}${close.length ? `. Did you mean: ${close.map((f) => `--${f}`).join(", ")}?` : ""}`;
 }
 
@@ -42,7 +53,13 @@ export function required(values: Record<string, unknown>, flag: string, usage: s
   return v;
 }
 
-export function intFlag(values: Record<string, unknown>, flag: string, fallback: number, min = 1, max = Number.MAX_SAFE_INTEGER): number {
+export function intFlag(
+  values: Record<string, unknown>,
+  flag: string,
+  fallback: number,
+  min = 1,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
   const v = values[flag];
   if (v === undefined) return fallback;
   const n = Number(v);
@@ -52,4 +69,3 @@ export function intFlag(values: Record<string, unknown>, flag: string, fallback:
   }
   return n;
 }
-

@@ -5,7 +5,13 @@ import { UsageError } from "./args.js";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import {
-  ADAPTER_CONFIG, isRewardModelDir, loadCausalLM, loadWithAdapter, readAdapterConfig, resolveModelDir, type CausalLM,
+  ADAPTER_CONFIG,
+  isRewardModelDir,
+  loadCausalLM,
+  loadWithAdapter,
+  readAdapterConfig,
+  resolveModelDir,
+  type CausalLM,
 } from "../models/index.js";
 import { ChatTemplateError, ChatTokenizer } from "../tokenizer/index.js";
 import type { DType } from "../torch/index.js";
@@ -15,7 +21,9 @@ export const ADAPTER_USAGE = "[--adapter DIR] [--chat-template auto|oa|model|FIL
 export const MODEL_FLAGS = { adapter: { type: "string" }, "chat-template": { type: "string" } } as const;
 
 export function loadForInference(
-  values: Record<string, unknown>, modelDir: string, o: { device: string; dtype: DType; tokenizerFamily?: string },
+  values: Record<string, unknown>,
+  modelDir: string,
+  o: { device: string; dtype: DType; tokenizerFamily?: string },
 ): { model: CausalLM; tokenizer: ChatTokenizer; tokenizerDir: string } {
   let dir = modelDir;
   let adapter = typeof values.adapter === "string" ? values.adapter : undefined;
@@ -49,8 +57,10 @@ export function loadForInference(
   const model = adapter
     ? loadWithAdapter(resolveModelDir(dir, "--model"), adapter, { device: o.device, dtype: o.dtype, merge: true })
     : loadCausalLM(dir, {
-      device: o.device, dtype: o.dtype, scoreHead: isRewardModelDir(resolveModelDir(dir, "--model")),
-    });
+        device: o.device,
+        dtype: o.dtype,
+        scoreHead: isRewardModelDir(resolveModelDir(dir, "--model")),
+      });
   return { model, tokenizer, tokenizerDir };
 }
 
@@ -63,7 +73,9 @@ function adapterBase(dir: string): string {
   const base = readAdapterConfig(dir).base_model_name_or_path;
   if (!base) {
     const why = "base_model_name_or_path is not set";
-    throw new UsageError(`--model ${dir}: an adapter folder whose ${ADAPTER_CONFIG} names no base (${why}); give --model BASE --adapter ${dir}`);
+    throw new UsageError(
+      `--model ${dir}: an adapter folder whose ${ADAPTER_CONFIG} names no base (${why}); give --model BASE --adapter ${dir}`,
+    );
   }
   return base;
 }

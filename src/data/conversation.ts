@@ -43,14 +43,25 @@ export interface Conversation {
 
 /** [q, a, q, a, ...] as a conversation (OA's format_pairs for tuples and lists of strings). */
 export function fromPairs(texts: string[], extra: Partial<Utterance> = {}): Conversation {
-  return { messages: texts.map((text, i) => ({ text, role: i % 2 === 0 ? "prompter" : "assistant", ...(i % 2 === 1 ? extra : {}) })) };
+  return {
+    messages: texts.map((text, i) => ({
+      text,
+      role: i % 2 === 0 ? "prompter" : "assistant",
+      ...(i % 2 === 1 ? extra : {}),
+    })),
+  };
 }
 
 /** Checks the invariants the formatter relies on; `where` names the record in the error. */
 export function checkConversation(c: Conversation, where: string): void {
-  if (c.messages.length < 2) throw new DataError(`${where}`, `a conversation needs a prompt and a reply, got ${c.messages.length} message(s)`);
+  if (c.messages.length < 2)
+    throw new DataError(`${where}`, `a conversation needs a prompt and a reply, got ${c.messages.length} message(s)`);
   c.messages.forEach((m, i) => {
     const expected: Role = i % 2 === 0 ? "prompter" : "assistant";
-    if (m.role !== expected) throw new DataError(`${where}`, `message ${i} has role '${m.role}', expected '${expected}' (roles must alternate, prompter first)`);
+    if (m.role !== expected)
+      throw new DataError(
+        `${where}`,
+        `message ${i} has role '${m.role}', expected '${expected}' (roles must alternate, prompter first)`,
+      );
   });
 }

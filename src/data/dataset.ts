@@ -71,17 +71,26 @@ export class DropCounter {
 export function optString(o: DatasetOptions, key: string, dataset: string): string | undefined {
   const v = o[key];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== "string") throw new DataError(`dataset ${dataset}`, `option '${key}' must be a string, got ${JSON.stringify(v)}`);
+  if (typeof v !== "string")
+    throw new DataError(`dataset ${dataset}`, `option '${key}' must be a string, got ${JSON.stringify(v)}`);
   return v;
 }
 
-export function optNumber(o: DatasetOptions, key: string, dataset: string, { min = -Infinity, max = Infinity, integer = false } = {}): number | undefined {
+export function optNumber(
+  o: DatasetOptions,
+  key: string,
+  dataset: string,
+  { min = -Infinity, max = Infinity, integer = false } = {},
+): number | undefined {
   const v = o[key];
   if (v === undefined || v === null) return undefined;
   const n = typeof v === "string" && v.trim() !== "" ? Number(v) : v;
   if (typeof n !== "number" || !Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
     const what = integer ? "an integer" : "a number";
-    throw new DataError(`dataset ${dataset}`, `option '${key}' must be ${what} in [${min}, ${max}], got ${JSON.stringify(v)}`);
+    throw new DataError(
+      `dataset ${dataset}`,
+      `option '${key}' must be ${what} in [${min}, ${max}], got ${JSON.stringify(v)}`,
+    );
   }
   return n;
 }
@@ -92,7 +101,10 @@ export function optPaths(o: DatasetOptions, key: string, dataset: string): strin
   if (v === undefined || v === null) return undefined;
   if (typeof v === "string") return [v];
   if (Array.isArray(v) && v.every((x) => typeof x === "string")) return v as string[];
-  throw new DataError(`dataset ${dataset}`, `option '${key}' must be a path or a list of paths, got ${JSON.stringify(v)}`);
+  throw new DataError(
+    `dataset ${dataset}`,
+    `option '${key}' must be a path or a list of paths, got ${JSON.stringify(v)}`,
+  );
 }
 
 /** A path as the user wrote it (relative to the working folder), else relative to cache_dir (as OA). */
@@ -100,8 +112,12 @@ export function resolveInputPath(path: string, ctx: LoaderContext): string {
   const candidates = isAbsolute(path) ? [path] : [resolve(path), join(ctx.cacheDir, path)];
   const found = candidates.find((p) => existsSync(p));
   if (!found) {
-    const noCache = isAbsolute(path) || existsSync(ctx.cacheDir) ? "" : `; cache_dir ${resolve(ctx.cacheDir)} does not exist`;
-    throw new DataError(`dataset ${ctx.name}`, `input_file_path '${path}' not found (looked at ${candidates.join(" and ")}${noCache})`);
+    const noCache =
+      isAbsolute(path) || existsSync(ctx.cacheDir) ? "" : `; cache_dir ${resolve(ctx.cacheDir)} does not exist`;
+    throw new DataError(
+      `dataset ${ctx.name}`,
+      `input_file_path '${path}' not found (looked at ${candidates.join(" and ")}${noCache})`,
+    );
   }
   return found;
 }
@@ -124,14 +140,23 @@ const DATA_FILE = /\.(jsonl|json|parquet)(\.gz)?$/;
  * the hub dataset from the local cache, downloading it when allowed. `split` picks train/test files
  * inside a folder or a hub snapshot by name.
  */
-export async function inputFiles(o: DatasetOptions, ctx: LoaderContext, hub: HubDataset | undefined, split?: RegExp): Promise<string[]> {
+export async function inputFiles(
+  o: DatasetOptions,
+  ctx: LoaderContext,
+  hub: HubDataset | undefined,
+  split?: RegExp,
+): Promise<string[]> {
   const paths = optPaths(o, "input_file_path", ctx.name);
   if (paths) {
     const files: string[] = [];
     for (const p of paths.map((x) => resolveInputPath(x, ctx))) {
       if (statSync(p).isDirectory()) {
         const inDir = filesIn(p, DATA_FILE).filter((f) => !split || split.test(f.slice(p.length)));
-        if (!inDir.length) throw new DataError(`dataset ${ctx.name}`, `no ${split ? `${split} ` : ""}data file (.jsonl, .json, .parquet) in ${p}`);
+        if (!inDir.length)
+          throw new DataError(
+            `dataset ${ctx.name}`,
+            `no ${split ? `${split} ` : ""}data file (.jsonl, .json, .parquet) in ${p}`,
+          );
         files.push(...inDir);
       } else files.push(p);
     }

@@ -5,7 +5,11 @@
 import { DataError } from "./io.js";
 import { readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
-import { cachedSnapshot as cachedRepoSnapshot, hubCacheDir, repoFolder as datasetRepoFolder } from "../util/hub-cache.js";
+import {
+  cachedSnapshot as cachedRepoSnapshot,
+  hubCacheDir,
+  repoFolder as datasetRepoFolder,
+} from "../util/hub-cache.js";
 
 export interface HubDataset {
   /** "ORG/NAME" on the hub. */
@@ -39,12 +43,16 @@ export function cachedSnapshot(ds: HubDataset, cacheDir = hubCacheDir()): string
 export async function hubDatasetFiles(ds: HubDataset, cacheDir = hubCacheDir()): Promise<string[]> {
   const snapshot = cachedSnapshot(ds, cacheDir);
   if (snapshot) {
-    const files = listFilesUnder(snapshot).filter((f) => ds.files.test(relative(snapshot, f))).sort();
+    const files = listFilesUnder(snapshot)
+      .filter((f) => ds.files.test(relative(snapshot, f)))
+      .sort();
     if (files.length) return files;
   }
   const where = join(cacheDir, repoFolder(ds.repo), "snapshots");
   if (process.env.HF_HUB_OFFLINE === "1" || process.env.HF_DATASETS_OFFLINE === "1") {
-    throw new Error(`dataset ${ds.repo} (files ${ds.files}) is not in the hub cache (${where}) and HF_HUB_OFFLINE=1; download it, or set input_file_path`);
+    throw new Error(
+      `dataset ${ds.repo} (files ${ds.files}) is not in the hub cache (${where}) and HF_HUB_OFFLINE=1; download it, or set input_file_path`,
+    );
   }
   const hub = await import("@huggingface/hub");
   const repo = { type: "dataset" as const, name: ds.repo };
@@ -54,7 +62,10 @@ export async function hubDatasetFiles(ds: HubDataset, cacheDir = hubCacheDir()):
       if (f.type === "file" && ds.files.test(f.path)) paths.push(f.path);
     }
   } catch (err) {
-    throw new DataError(`dataset ${ds.repo}`, `not in the hub cache (${where}) and listing it on the hub failed (${(err as Error).message}); set input_file_path to a local copy`);
+    throw new DataError(
+      `dataset ${ds.repo}`,
+      `not in the hub cache (${where}) and listing it on the hub failed (${(err as Error).message}); set input_file_path to a local copy`,
+    );
   }
   if (!paths.length) throw new DataError(`dataset ${ds.repo}`, `no file on the hub matches ${ds.files}`);
   const out: string[] = [];

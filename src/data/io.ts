@@ -66,15 +66,17 @@ function firstInvalidUtf8(bytes: Uint8Array): number {
 
 export function readJsonl(path: string): SourcedRecord[] {
   const out: SourcedRecord[] = [];
-  readText(path).split("\n").forEach((line, i) => {
-    if (!line.trim()) return;
-    const where = `${path}:${i + 1}`;
-    try {
-      out.push({ value: JSON.parse(line), where });
-    } catch (err) {
-      throw new DataError(where, `not valid JSON (${(err as Error).message})`);
-    }
-  });
+  readText(path)
+    .split("\n")
+    .forEach((line, i) => {
+      if (!line.trim()) return;
+      const where = `${path}:${i + 1}`;
+      try {
+        out.push({ value: JSON.parse(line), where });
+      } catch (err) {
+        throw new DataError(where, `not valid JSON (${(err as Error).message})`);
+      }
+    });
   return out;
 }
 
@@ -91,7 +93,11 @@ export function readJsonArray(path: string): SourcedRecord[] {
 
 export async function readParquet(path: string): Promise<SourcedRecord[]> {
   const bytes = readFileSync(path);
-  const file = { byteLength: bytes.byteLength, slice: (s: number, e?: number) => bytes.buffer.slice(bytes.byteOffset + s, bytes.byteOffset + (e ?? bytes.byteLength)) };
+  const file = {
+    byteLength: bytes.byteLength,
+    slice: (s: number, e?: number) =>
+      bytes.buffer.slice(bytes.byteOffset + s, bytes.byteOffset + (e ?? bytes.byteLength)),
+  };
   let rows: Array<Record<string, unknown>>;
   try {
     rows = await parquetReadObjects({ file, rowFormat: "object" });
@@ -143,7 +149,8 @@ export async function readAllRecords(files: string[]): Promise<SourcedRecord[]> 
 export type Json = Record<string, unknown>;
 
 export function asObject(r: SourcedRecord): Json {
-  if (!r.value || typeof r.value !== "object" || Array.isArray(r.value)) throw new DataError(r.where, "expected a JSON object");
+  if (!r.value || typeof r.value !== "object" || Array.isArray(r.value))
+    throw new DataError(r.where, "expected a JSON object");
   return r.value as Json;
 }
 

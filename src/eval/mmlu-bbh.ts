@@ -24,22 +24,43 @@ export function parseCsv(text: string, file: string): string[][] {
   for (let i = 0; i < text.length; i++) {
     const ch = text[i]!;
     if (quoted) {
-      if (ch === '"' && text[i + 1] === '"') { field += '"'; i++; }
-      else if (ch === '"') quoted = false;
-      else { if (ch === "\n") line++; field += ch; }
-    } else if (ch === '"' && field === "") { quoted = true; quoteLine = line; }
-    else if (ch === ",") { row.push(field); field = ""; }
-    else if (ch === "\n") { row.push(field); rows.push(row); row = []; field = ""; line++; }
-    else if (ch !== "\r") field += ch;
+      if (ch === '"' && text[i + 1] === '"') {
+        field += '"';
+        i++;
+      } else if (ch === '"') quoted = false;
+      else {
+        if (ch === "\n") line++;
+        field += ch;
+      }
+    } else if (ch === '"' && field === "") {
+      quoted = true;
+      quoteLine = line;
+    } else if (ch === ",") {
+      row.push(field);
+      field = "";
+    } else if (ch === "\n") {
+      row.push(field);
+      rows.push(row);
+      row = [];
+      field = "";
+      line++;
+    } else if (ch !== "\r") field += ch;
   }
   if (quoted) throw new DataError(`${file}:${quoteLine}`, "unterminated quoted field");
-  if (field !== "" || row.length) { row.push(field); rows.push(row); }
+  if (field !== "" || row.length) {
+    row.push(field);
+    rows.push(row);
+  }
   return rows;
 }
 
 export function readMmluCsv(file: string): MmluItem[] {
   return parseCsv(readFileSync(file, "utf8"), file).map((r, i) => {
-    if (r.length !== 6 || !["A", "B", "C", "D"].includes(r[5]!)) throw new DataError(`${file}: record ${i + 1}`, `expected 6 fields question,A,B,C,D,answer with answer A-D, got ${r.length} fields`);
+    if (r.length !== 6 || !["A", "B", "C", "D"].includes(r[5]!))
+      throw new DataError(
+        `${file}: record ${i + 1}`,
+        `expected 6 fields question,A,B,C,D,answer with answer A-D, got ${r.length} fields`,
+      );
     return { question: r[0]!, choices: [r[1]!, r[2]!, r[3]!, r[4]!], answer: r[5] as MmluItem["answer"] };
   });
 }
@@ -47,33 +68,80 @@ export function readMmluCsv(file: string): MmluItem[] {
 /** The 57 subjects of the hendrycks data folder (dev/<s>_dev.csv, test/<s>_test.csv). */
 export function mmluSubjects(dataDir: string): string[] {
   const dir = join(dataDir, "test");
-  if (!existsSync(dir)) throw new Error(`mmlu: ${dir} not found (expected the hendrycks layout data/{dev,test}/<subject>_{dev,test}.csv)`);
-  return readdirSync(dir).filter((f) => f.endsWith("_test.csv")).map((f) => basename(f, "_test.csv")).sort();
+  if (!existsSync(dir))
+    throw new Error(`mmlu: ${dir} not found (expected the hendrycks layout data/{dev,test}/<subject>_{dev,test}.csv)`);
+  return readdirSync(dir)
+    .filter((f) => f.endsWith("_test.csv"))
+    .map((f) => basename(f, "_test.csv"))
+    .sort();
 }
 
 /** lm-eval's MMLU groups (hendrycks' categories). */
 export const MMLU_GROUPS: Record<string, string[]> = {
   stem: [
-    "abstract_algebra", "anatomy", "astronomy", "college_biology", "college_chemistry",
-    "college_computer_science", "college_mathematics", "college_physics", "computer_security",
-    "conceptual_physics", "electrical_engineering", "elementary_mathematics", "high_school_biology",
-    "high_school_chemistry", "high_school_computer_science", "high_school_mathematics", "high_school_physics",
-    "high_school_statistics", "machine_learning",
+    "abstract_algebra",
+    "anatomy",
+    "astronomy",
+    "college_biology",
+    "college_chemistry",
+    "college_computer_science",
+    "college_mathematics",
+    "college_physics",
+    "computer_security",
+    "conceptual_physics",
+    "electrical_engineering",
+    "elementary_mathematics",
+    "high_school_biology",
+    "high_school_chemistry",
+    "high_school_computer_science",
+    "high_school_mathematics",
+    "high_school_physics",
+    "high_school_statistics",
+    "machine_learning",
   ],
   humanities: [
-    "formal_logic", "high_school_european_history", "high_school_us_history", "high_school_world_history",
-    "international_law", "jurisprudence", "logical_fallacies", "moral_disputes", "moral_scenarios",
-    "philosophy", "prehistory", "professional_law", "world_religions",
+    "formal_logic",
+    "high_school_european_history",
+    "high_school_us_history",
+    "high_school_world_history",
+    "international_law",
+    "jurisprudence",
+    "logical_fallacies",
+    "moral_disputes",
+    "moral_scenarios",
+    "philosophy",
+    "prehistory",
+    "professional_law",
+    "world_religions",
   ],
   social_sciences: [
-    "econometrics", "high_school_geography", "high_school_government_and_politics",
-    "high_school_macroeconomics", "high_school_microeconomics", "high_school_psychology", "human_sexuality",
-    "professional_psychology", "public_relations", "security_studies", "sociology", "us_foreign_policy",
+    "econometrics",
+    "high_school_geography",
+    "high_school_government_and_politics",
+    "high_school_macroeconomics",
+    "high_school_microeconomics",
+    "high_school_psychology",
+    "human_sexuality",
+    "professional_psychology",
+    "public_relations",
+    "security_studies",
+    "sociology",
+    "us_foreign_policy",
   ],
   other: [
-    "business_ethics", "clinical_knowledge", "college_medicine", "global_facts", "human_aging", "management",
-    "marketing", "medical_genetics", "miscellaneous", "nutrition", "professional_accounting",
-    "professional_medicine", "virology",
+    "business_ethics",
+    "clinical_knowledge",
+    "college_medicine",
+    "global_facts",
+    "human_aging",
+    "management",
+    "marketing",
+    "medical_genetics",
+    "miscellaneous",
+    "nutrition",
+    "professional_accounting",
+    "professional_medicine",
+    "virology",
   ],
 };
 
@@ -81,13 +149,34 @@ const LETTERS = ["A", "B", "C", "D"] as const;
 
 /** lm-eval: description + k shots (first_n of dev) joined by "\n\n" + the question; the choices are " A".." D". */
 export function mmluLmEvalPrompt(subject: string, dev: MmluItem[], item: MmluItem, k = 5): string {
-  const text = (d: MmluItem) => `${d.question.trim()}\nA. ${d.choices[0]}\nB. ${d.choices[1]}\nC. ${d.choices[2]}\nD. ${d.choices[3]}\nAnswer:`;
+  const text = (d: MmluItem) =>
+    `${d.question.trim()}\nA. ${d.choices[0]}\nB. ${d.choices[1]}\nC. ${d.choices[2]}\nD. ${d.choices[3]}\nAnswer:`;
   const description = `The following are multiple choice questions (with answers) about ${subject.replaceAll("_", " ")}.\n\n`;
   return description + [...dev.slice(0, k).map((d) => `${text(d)} ${d.answer}`), text(item)].join("\n\n");
 }
 
 /** pandas ≥ 2 reads these CSV cells as NaN, which instruct-eval then prints as "nan" (its real prompts). */
-const PANDAS_NA = new Set(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]);
+const PANDAS_NA = new Set([
+  "",
+  "#N/A",
+  "#N/A N/A",
+  "#NA",
+  "-1.#IND",
+  "-1.#QNAN",
+  "-NaN",
+  "-nan",
+  "1.#IND",
+  "1.#QNAN",
+  "<NA>",
+  "N/A",
+  "NA",
+  "NULL",
+  "NaN",
+  "None",
+  "n/a",
+  "nan",
+  "null",
+]);
 const asPandas = (cell: string) => (PANDAS_NA.has(cell) ? "nan" : cell);
 
 /** instruct-eval (hendrycks' format_subject adds a space per word: "about  abstract algebra"). */
@@ -95,8 +184,18 @@ export function mmluInstructEvalPrompt(subject: string, dev: MmluItem[], item: M
   const example = (d: MmluItem, withAnswer: boolean) =>
     `${asPandas(d.question)}${d.choices.map((c, i) => `\n${LETTERS[i]}. ${asPandas(c)}`).join("")}\nAnswer:${withAnswer ? ` ${d.answer}\n\n` : ""}`;
   // "about {}".format(format_subject(s)) where format_subject returns " abstract algebra".
-  const header = `The following are multiple choice questions (with answers) about ${subject.split("_").map((w) => ` ${w}`).join("")}.\n\n`;
-  return header + dev.slice(0, k).map((d) => example(d, true)).join("") + example(item, false);
+  const header = `The following are multiple choice questions (with answers) about ${subject
+    .split("_")
+    .map((w) => ` ${w}`)
+    .join("")}.\n\n`;
+  return (
+    header +
+    dev
+      .slice(0, k)
+      .map((d) => example(d, true))
+      .join("") +
+    example(item, false)
+  );
 }
 
 // ----- BBH ------------------------------------------------------------------------------------------
@@ -114,10 +213,11 @@ export function readBbhTask(file: string): BbhItem[] {
     throw new DataError(file, `not valid JSON (${(err as Error).message})`);
   }
   const examples = (json as { examples?: unknown }).examples;
-  if (!Array.isArray(examples)) throw new DataError(file, "expected {\"examples\": [{input, target}]}");
+  if (!Array.isArray(examples)) throw new DataError(file, 'expected {"examples": [{input, target}]}');
   return examples.map((e, i) => {
     const o = e as { input?: unknown; target?: unknown };
-    if (typeof o.input !== "string" || typeof o.target !== "string") throw new DataError(`${file}: examples[${i}]`, "expected {input: string, target: string}");
+    if (typeof o.input !== "string" || typeof o.target !== "string")
+      throw new DataError(`${file}: examples[${i}]`, "expected {input: string, target: string}");
     return { input: o.input, target: o.target };
   });
 }
@@ -152,7 +252,8 @@ export function bbhCotAnswer(generation: string): string {
 }
 
 // Python's str.isspace() characters (JavaScript's trim also strips U+FEFF and not U+001C-U+001F or U+0085).
-const PY_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000";
+const PY_SPACE =
+  "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000";
 const PY_STRIP = new RegExp(`^[${PY_SPACE}]+|[${PY_SPACE}]+$`, "gu");
 
 /** Python's str.strip(): what the harnesses apply to generations. */

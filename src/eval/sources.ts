@@ -31,8 +31,15 @@ export function localSource(dataDir: string): EvalSource {
       };
     },
     async bbh() {
-      if (!existsSync(join(bbhDir, "bbh"))) throw new Error(`bbh: ${join(bbhDir, "bbh")} not found (expected bbh/<task>.json and cot-prompts/<task>.txt)`);
-      return { tasks: readdirSync(join(bbhDir, "bbh")).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -5)).sort(), items: (t) => readBbhTask(join(bbhDir, "bbh", `${t}.json`)) };
+      if (!existsSync(join(bbhDir, "bbh")))
+        throw new Error(`bbh: ${join(bbhDir, "bbh")} not found (expected bbh/<task>.json and cot-prompts/<task>.txt)`);
+      return {
+        tasks: readdirSync(join(bbhDir, "bbh"))
+          .filter((f) => f.endsWith(".json"))
+          .map((f) => f.slice(0, -5))
+          .sort(),
+        items: (t) => readBbhTask(join(bbhDir, "bbh", `${t}.json`)),
+      };
     },
     bbhCot: (task) => readBbhCotPrompt(join(bbhDir, "cot-prompts", `${task}.txt`)),
     async humaneval() {
@@ -45,15 +52,23 @@ export function localSource(dataDir: string): EvalSource {
 
 /** The hub layouts; lm-eval's BBH exemplars still come from `cotDir` (original cot-prompts files). */
 export function hubSource(cotDir: string, cacheDir?: string): EvalSource {
-  const files = (repo: string, pattern: RegExp) => hubDatasetFiles({ repo, files: pattern }, ...(cacheDir ? [cacheDir] : []));
+  const files = (repo: string, pattern: RegExp) =>
+    hubDatasetFiles({ repo, files: pattern }, ...(cacheDir ? [cacheDir] : []));
   const letters = ["A", "B", "C", "D"] as const;
   const mmluItem = (r: SourcedRecord): MmluItem & { subject: string } => {
     const o = asObject(r);
     const choices = o.choices;
     const answer = o.answer;
-    if (!Array.isArray(choices) || choices.length !== 4 || !choices.every((c) => typeof c === "string")) throw new DataError(r.where, "field 'choices' must be a list of 4 strings");
-    if (typeof answer !== "number" || !(answer >= 0 && answer <= 3)) throw new DataError(r.where, "field 'answer' must be 0-3");
-    return { subject: stringField(o, "subject", r.where), question: stringField(o, "question", r.where), choices: choices as MmluItem["choices"], answer: letters[answer]! };
+    if (!Array.isArray(choices) || choices.length !== 4 || !choices.every((c) => typeof c === "string"))
+      throw new DataError(r.where, "field 'choices' must be a list of 4 strings");
+    if (typeof answer !== "number" || !(answer >= 0 && answer <= 3))
+      throw new DataError(r.where, "field 'answer' must be 0-3");
+    return {
+      subject: stringField(o, "subject", r.where),
+      question: stringField(o, "question", r.where),
+      choices: choices as MmluItem["choices"],
+      answer: letters[answer]!,
+    };
   };
   return {
     describe: `the Hugging Face hub layouts${cacheDir ? ` in ${cacheDir}` : ""}`,
@@ -79,16 +94,21 @@ export function hubSource(cotDir: string, cacheDir?: string): EvalSource {
       }
       const items = new Map<string, BbhItem[]>();
       for (const [task, fs] of byTask) {
-        items.set(task, (await readAllRecords(fs)).map((r) => {
-          const o = asObject(r);
-          return { input: stringField(o, "input", r.where), target: stringField(o, "target", r.where) };
-        }));
+        items.set(
+          task,
+          (await readAllRecords(fs)).map((r) => {
+            const o = asObject(r);
+            return { input: stringField(o, "input", r.where), target: stringField(o, "target", r.where) };
+          }),
+        );
       }
       return { tasks: [...items.keys()].sort(), items: (t) => items.get(t) ?? [] };
     },
     bbhCot: (task) => readBbhCotPrompt(join(cotDir, `${task}.txt`)),
     async humaneval() {
-      return (await readAllRecords(await files("openai/openai_humaneval", /^openai_humaneval\/test-.*\.parquet$/))).map(humanEvalProblem);
+      return (await readAllRecords(await files("openai/openai_humaneval", /^openai_humaneval\/test-.*\.parquet$/))).map(
+        humanEvalProblem,
+      );
     },
   };
 }

@@ -19,7 +19,21 @@ export const GGML_TYPES = {
 } as const;
 export type GgmlType = keyof typeof GGML_TYPES;
 
-const VALUE_TYPE = { u8: 0, i8: 1, u16: 2, i16: 3, u32: 4, i32: 5, f32: 6, bool: 7, str: 8, arr: 9, u64: 10, i64: 11, f64: 12 } as const;
+const VALUE_TYPE = {
+  u8: 0,
+  i8: 1,
+  u16: 2,
+  i16: 3,
+  u32: 4,
+  i32: 5,
+  f32: 6,
+  bool: 7,
+  str: 8,
+  arr: 9,
+  u64: 10,
+  i64: 11,
+  f64: 12,
+} as const;
 
 export interface GgufTensorEntry {
   name: string;
@@ -34,7 +48,8 @@ export interface GgufTensorEntry {
 export function tensorBytes(shape: number[], type: GgmlType): number {
   const t = GGML_TYPES[type];
   const inner = shape.at(-1) ?? 1;
-  if (inner % t.blockSize !== 0) throw new Error(`${type} needs rows of a multiple of ${t.blockSize} values, got ${inner}`);
+  if (inner % t.blockSize !== 0)
+    throw new Error(`${type} needs rows of a multiple of ${t.blockSize} values, got ${inner}`);
   return (shape.reduce((a, b) => a * b, 1) / t.blockSize) * t.blockBytes;
 }
 
@@ -45,12 +60,34 @@ class Bytes {
     this.parts.push(b);
     this.length += b.length;
   }
-  u32(v: number) { const b = Buffer.alloc(4); b.writeUInt32LE(v); this.push(b); }
-  i32(v: number) { const b = Buffer.alloc(4); b.writeInt32LE(v); this.push(b); }
-  u64(v: number) { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); this.push(b); }
-  f32(v: number) { const b = Buffer.alloc(4); b.writeFloatLE(v); this.push(b); }
-  str(s: string) { const b = Buffer.from(s, "utf8"); this.u64(b.length); this.push(b); }
-  concat(): Buffer { return Buffer.concat(this.parts); }
+  u32(v: number) {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(v);
+    this.push(b);
+  }
+  i32(v: number) {
+    const b = Buffer.alloc(4);
+    b.writeInt32LE(v);
+    this.push(b);
+  }
+  u64(v: number) {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(v));
+    this.push(b);
+  }
+  f32(v: number) {
+    const b = Buffer.alloc(4);
+    b.writeFloatLE(v);
+    this.push(b);
+  }
+  str(s: string) {
+    const b = Buffer.from(s, "utf8");
+    this.u64(b.length);
+    this.push(b);
+  }
+  concat(): Buffer {
+    return Buffer.concat(this.parts);
+  }
 }
 
 function writeValue(out: Bytes, key: string, v: GgufValue): void {
@@ -59,14 +96,44 @@ function writeValue(out: Bytes, key: string, v: GgufValue): void {
     return n;
   };
   switch (v.type) {
-    case "u32": out.u32(VALUE_TYPE.u32); out.u32(checkU32(v.value)); break;
-    case "i32": out.u32(VALUE_TYPE.i32); out.i32(v.value); break;
-    case "f32": out.u32(VALUE_TYPE.f32); out.f32(v.value); break;
-    case "bool": out.u32(VALUE_TYPE.bool); out.push(Buffer.from([v.value ? 1 : 0])); break;
-    case "str": out.u32(VALUE_TYPE.str); out.str(v.value); break;
-    case "arr-str": out.u32(VALUE_TYPE.arr); out.u32(VALUE_TYPE.str); out.u64(v.value.length); for (const s of v.value) out.str(s); break;
-    case "arr-i32": out.u32(VALUE_TYPE.arr); out.u32(VALUE_TYPE.i32); out.u64(v.value.length); for (const n of v.value) out.i32(n); break;
-    case "arr-f32": out.u32(VALUE_TYPE.arr); out.u32(VALUE_TYPE.f32); out.u64(v.value.length); for (const n of v.value) out.f32(n); break;
+    case "u32":
+      out.u32(VALUE_TYPE.u32);
+      out.u32(checkU32(v.value));
+      break;
+    case "i32":
+      out.u32(VALUE_TYPE.i32);
+      out.i32(v.value);
+      break;
+    case "f32":
+      out.u32(VALUE_TYPE.f32);
+      out.f32(v.value);
+      break;
+    case "bool":
+      out.u32(VALUE_TYPE.bool);
+      out.push(Buffer.from([v.value ? 1 : 0]));
+      break;
+    case "str":
+      out.u32(VALUE_TYPE.str);
+      out.str(v.value);
+      break;
+    case "arr-str":
+      out.u32(VALUE_TYPE.arr);
+      out.u32(VALUE_TYPE.str);
+      out.u64(v.value.length);
+      for (const s of v.value) out.str(s);
+      break;
+    case "arr-i32":
+      out.u32(VALUE_TYPE.arr);
+      out.u32(VALUE_TYPE.i32);
+      out.u64(v.value.length);
+      for (const n of v.value) out.i32(n);
+      break;
+    case "arr-f32":
+      out.u32(VALUE_TYPE.arr);
+      out.u32(VALUE_TYPE.f32);
+      out.u64(v.value.length);
+      for (const n of v.value) out.f32(n);
+      break;
   }
 }
 
@@ -83,7 +150,10 @@ const pad = (n: number) => (GGUF_ALIGNMENT - (n % GGUF_ALIGNMENT)) % GGUF_ALIGNM
  * temporary file: `path` is either complete or untouched.
  */
 export function writeGguf(
-  path: string, metadata: Array<[string, GgufValue]>, tensors: GgufTensorEntry[], onTensor?: (done: number, total: number) => void,
+  path: string,
+  metadata: Array<[string, GgufValue]>,
+  tensors: GgufTensorEntry[],
+  onTensor?: (done: number, total: number) => void,
 ): void {
   checkOutputFolder(path);
   const dir = dirname(path);
@@ -123,7 +193,8 @@ export function writeGguf(
     write(Buffer.alloc(pad(header.length)));
     tensors.forEach((t, i) => {
       const bytes = t.data();
-      if (bytes.length !== sizes[i]) throw new Error(`${t.name}: ${bytes.length} bytes encoded, ${sizes[i]} expected for [${t.shape}] ${t.type}`);
+      if (bytes.length !== sizes[i])
+        throw new Error(`${t.name}: ${bytes.length} bytes encoded, ${sizes[i]} expected for [${t.shape}] ${t.type}`);
       write(bytes);
       write(Buffer.alloc(pad(bytes.length)));
       onTensor?.(i + 1, tensors.length);
@@ -132,7 +203,11 @@ export function writeGguf(
     closeSync(fd);
     renameSync(tmp, path);
   } catch (err) {
-    try { closeSync(fd); } catch { /* already closed */ }
+    try {
+      closeSync(fd);
+    } catch {
+      /* already closed */
+    }
     rmSync(tmp, { force: true });
     throw err;
   }
@@ -161,12 +236,12 @@ export function f32ToF16Bits(v: number): number {
     const rem = mant & ((1 << shift) - 1);
     const half = 1 << (shift - 1);
     let m = mant >>> shift;
-    if (rem > half || (rem === half && (m & 1))) m++;
+    if (rem > half || (rem === half && m & 1)) m++;
     return sign | m;
   }
   let m = mant >>> 13;
   const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (m & 1))) m++;
+  if (rem > 0x1000 || (rem === 0x1000 && m & 1)) m++;
   return sign | ((e << 10) + m); // a carry out of m bumps the exponent, as it should
 }
 

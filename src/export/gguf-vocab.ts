@@ -31,8 +31,11 @@ function preTokenizerName(pre: Json | null | undefined, file: string): string {
   const byteLevel = parts.find((p) => p.type === "ByteLevel");
   const splits = parts.filter((p) => p.type === "Split");
   if (parts.length === 1 && byteLevel && byteLevel.use_regex !== false) return "gpt-2";
-  if (parts.length === 2 && byteLevel && byteLevel.use_regex === false && splits[0]?.pattern?.Regex === BLOOM_SPLIT) return "bloom";
-  throw new Error(`${file}: llama.cpp has no pre-tokenizer matching ${JSON.stringify(pre)} (known here: GPT-2's ByteLevel regex, BLOOM's split)`);
+  if (parts.length === 2 && byteLevel && byteLevel.use_regex === false && splits[0]?.pattern?.Regex === BLOOM_SPLIT)
+    return "bloom";
+  throw new Error(
+    `${file}: llama.cpp has no pre-tokenizer matching ${JSON.stringify(pre)} (known here: GPT-2's ByteLevel regex, BLOOM's split)`,
+  );
 }
 
 /**
@@ -46,7 +49,10 @@ export function ggufTokenizer(dir: string, vocabSize: number): Array<[string, Gg
   const tcfg = readJson(join(dir, "tokenizer_config.json")) ?? {};
   const config = readJson(join(dir, "config.json")) ?? {};
   const model = tok.model as Json;
-  if (model?.type !== "BPE") throw new Error(`${file}: a ${model?.type} tokenizer; GGUF export supports BPE tokenizers (byte-level, or with byte fallback)`);
+  if (model?.type !== "BPE")
+    throw new Error(
+      `${file}: a ${model?.type} tokenizer; GGUF export supports BPE tokenizers (byte-level, or with byte fallback)`,
+    );
   const added = (tok.added_tokens ?? []) as Array<{ id: number; content: string; special: boolean }>;
   const vocab = model.vocab as Record<string, number>;
   const spm = model.byte_fallback === true;
@@ -54,16 +60,22 @@ export function ggufTokenizer(dir: string, vocabSize: number): Array<[string, Gg
   const tokens: string[] = Array.from({ length: vocabSize }, (_, i) => `[PAD${i}]`);
   const types: number[] = new Array(vocabSize).fill(TOKEN_TYPE.unused);
   for (const [text, id] of Object.entries(vocab)) {
-    if (id >= vocabSize) throw new Error(`${file}: token ${JSON.stringify(text)} has id ${id}, past the model's ${vocabSize} embeddings`);
+    if (id >= vocabSize)
+      throw new Error(`${file}: token ${JSON.stringify(text)} has id ${id}, past the model's ${vocabSize} embeddings`);
     tokens[id] = text;
     types[id] = spm && /^<0x[0-9A-F]{2}>$/.test(text) ? TOKEN_TYPE.byte : TOKEN_TYPE.normal;
   }
   for (const a of added) {
-    if (a.id >= vocabSize) throw new Error(`${file}: added token ${JSON.stringify(a.content)} has id ${a.id}, past the model's ${vocabSize} embeddings`);
+    if (a.id >= vocabSize)
+      throw new Error(
+        `${file}: added token ${JSON.stringify(a.content)} has id ${a.id}, past the model's ${vocabSize} embeddings`,
+      );
     tokens[a.id] = a.content;
     types[a.id] = a.special ? TOKEN_TYPE.control : TOKEN_TYPE.userDefined;
   }
-  const merges = ((model.merges ?? []) as Array<string | [string, string]>).map((m) => (Array.isArray(m) ? m.join(" ") : m));
+  const merges = ((model.merges ?? []) as Array<string | [string, string]>).map((m) =>
+    Array.isArray(m) ? m.join(" ") : m,
+  );
 
   const keys: Array<[string, GgufValue]> = [];
   if (spm) {
@@ -93,21 +105,33 @@ export function ggufTokenizer(dir: string, vocabSize: number): Array<[string, Gg
   const idOf = (kind: string): number | undefined => {
     const entry = tcfg[`${kind}_token`];
     const content = typeof entry === "string" ? entry : typeof entry?.content === "string" ? entry.content : undefined;
-    const fromTokenizer = content === undefined ? undefined : added.find((a) => a.content === content)?.id ?? vocab[content];
+    const fromTokenizer =
+      content === undefined ? undefined : (added.find((a) => a.content === content)?.id ?? vocab[content]);
     const fromConfig = config[`${kind}_token_id`];
     return fromTokenizer ?? (typeof fromConfig === "number" ? fromConfig : undefined);
   };
-  const names = { bos: "bos_token_id", eos: "eos_token_id", unk: "unknown_token_id", sep: "seperator_token_id", pad: "padding_token_id" };
+  const names = {
+    bos: "bos_token_id",
+    eos: "eos_token_id",
+    unk: "unknown_token_id",
+    sep: "seperator_token_id",
+    pad: "padding_token_id",
+  };
   for (const [kind, key] of Object.entries(names)) {
     const id = idOf(kind);
     if (id !== undefined) keys.push([`tokenizer.ggml.${key}`, { type: "u32", value: id }]);
   }
   // Whether a BOS is prepended: tokenizer_config's flag, else what the post-processor does.
   const post = JSON.stringify(tok.post_processor ?? null);
-  const addBos = typeof tcfg.add_bos_token === "boolean" ? tcfg.add_bos_token : /"TemplateProcessing"/.test(post) && /"single":\[\{"SpecialToken"/.test(post);
+  const addBos =
+    typeof tcfg.add_bos_token === "boolean"
+      ? tcfg.add_bos_token
+      : /"TemplateProcessing"/.test(post) && /"single":\[\{"SpecialToken"/.test(post);
   keys.push(["tokenizer.ggml.add_bos_token", { type: "bool", value: addBos }]);
-  if (typeof tcfg.add_eos_token === "boolean") keys.push(["tokenizer.ggml.add_eos_token", { type: "bool", value: tcfg.add_eos_token }]);
-  if (typeof tcfg.chat_template === "string") keys.push(["tokenizer.chat_template", { type: "str", value: tcfg.chat_template }]);
+  if (typeof tcfg.add_eos_token === "boolean")
+    keys.push(["tokenizer.ggml.add_eos_token", { type: "bool", value: tcfg.add_eos_token }]);
+  if (typeof tcfg.chat_template === "string")
+    keys.push(["tokenizer.chat_template", { type: "str", value: tcfg.chat_template }]);
   // The chat template's end of turn (<|im_end|>, <|eot_id|>): the special token among
   // generation_config.json's eos ids that is not the eos, as llama.cpp's end-of-turn key.
   const eos = idOf("eos");

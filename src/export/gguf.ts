@@ -38,12 +38,14 @@ function tensorType(name: string, shape: number[], type: GgufFileType): GgmlType
 }
 
 function encode(t: torch.Tensor, type: GgmlType): Uint8Array {
-  return torch.noGrad(() => torch.scope(() => {
-    if (type === "f16") return t.to("float16").contiguous().toDevice("cpu").toBytes();
-    const host = t.to("float32").contiguous().toDevice("cpu");
-    if (type === "f32") return host.toBytes();
-    return quantizeQ8_0(host.toArray() as Float32Array);
-  }));
+  return torch.noGrad(() =>
+    torch.scope(() => {
+      if (type === "f16") return t.to("float16").contiguous().toDevice("cpu").toBytes();
+      const host = t.to("float32").contiguous().toDevice("cpu");
+      if (type === "f32") return host.toBytes();
+      return quantizeQ8_0(host.toArray() as Float32Array);
+    }),
+  );
 }
 
 /** Writes `model` (its tokenizer in `tokenizerDir`) to `out` as GGUF v3. */
@@ -58,7 +60,9 @@ export function exportGguf(model: CausalLM, tokenizerDir: string, out: string, o
     const type = tensorType(spec.name, p.shape, o.type);
     if (type !== o.type && type === "f16") fallbacks.push(spec.name);
     return {
-      name: spec.name, shape: p.shape, type,
+      name: spec.name,
+      shape: p.shape,
+      type,
       data: () => torch.scope(() => encode(spec.transform ? spec.transform(p) : p, type)),
     };
   });

@@ -83,7 +83,10 @@ export class TextStream {
   private settled = "";
   private emitted = 0;
   text = "";
-  constructor(private readonly tok: ChatTokenizer, private readonly stops: string[]) {}
+  constructor(
+    private readonly tok: ChatTokenizer,
+    private readonly stops: string[],
+  ) {}
 
   private readonly utf8 = new TextDecoder("utf-8");
 
@@ -130,7 +133,10 @@ export class TextStream {
     if (text.endsWith("\uFFFD")) safe = text.length - 1;
     for (const s of this.stops) {
       for (let k = Math.min(s.length - 1, safe); k > 0; k--) {
-        if (text.slice(safe - k, safe) === s.slice(0, k)) { safe -= k; break; }
+        if (text.slice(safe - k, safe) === s.slice(0, k)) {
+          safe -= k;
+          break;
+        }
       }
     }
     safe = Math.max(safe, this.emitted);
@@ -181,10 +187,14 @@ function pickAll(logits: torch.Tensor, rows: Row[]): Array<{ id: number; logprob
       const best = lp.argmax(-1, true); // [b, 1]
       const ids = best.toNumbers();
       const lps = lp.gather(1, best).toNumbers();
-      rows.forEach((r, i) => { if (plain(r)) out[i] = { id: ids[i]!, logprob: lps[i]! }; });
+      rows.forEach((r, i) => {
+        if (plain(r)) out[i] = { id: ids[i]!, logprob: lps[i]! };
+      });
     });
   }
-  rows.forEach((r, i) => { if (!plain(r)) out[i] = nextToken(logits.select(0, i), r.history, r.req.params, r.rng); });
+  rows.forEach((r, i) => {
+    if (!plain(r)) out[i] = nextToken(logits.select(0, i), r.history, r.req.params, r.rng);
+  });
   return out;
 }
 
@@ -197,7 +207,11 @@ export class Engine {
   private mask: number[][] = [];
   private running = false;
   readonly stats: EngineStats = {
-    requests: 0, generatedTokens: 0, promptTokens: 0, running: 0, queued: 0,
+    requests: 0,
+    generatedTokens: 0,
+    promptTokens: 0,
+    running: 0,
+    queued: 0,
     latency: { buckets: LATENCY_BUCKETS, counts: LATENCY_BUCKETS.map(() => 0), sum: 0, count: 0 },
   };
   /**
@@ -206,7 +220,11 @@ export class Engine {
    */
   readonly events = new EventEmitter();
 
-  constructor(readonly model: CausalLM, readonly tokenizer: ChatTokenizer, private readonly o: EngineOptions = {}) {
+  constructor(
+    readonly model: CausalLM,
+    readonly tokenizer: ChatTokenizer,
+    private readonly o: EngineOptions = {},
+  ) {
     this.maxBatch = o.maxBatch ?? 16;
     this.maxQueue = o.maxQueue ?? 64;
     model.eval();
@@ -227,14 +245,20 @@ export class Engine {
     checkSampling(req.params);
     if (!req.promptIds.length) throw new RangeError("prompt: expected at least one token");
     if (req.promptIds.length > this.maxInputTokens) {
-      throw new RangeError(`the prompt has ${req.promptIds.length} tokens; this server takes at most ${this.maxInputTokens} (--max-input-tokens)`);
+      throw new RangeError(
+        `the prompt has ${req.promptIds.length} tokens; this server takes at most ${this.maxInputTokens} (--max-input-tokens)`,
+      );
     }
     const limit = this.o.maxTotalTokens ?? this.model.config.maxPositions;
     if (limit && req.promptIds.length + req.params.maxNewTokens > limit) {
-      throw new RangeError(`prompt + max_new_tokens = ${req.promptIds.length + req.params.maxNewTokens} exceeds the limit of ${limit} tokens`);
+      throw new RangeError(
+        `prompt + max_new_tokens = ${req.promptIds.length + req.params.maxNewTokens} exceeds the limit of ${limit} tokens`,
+      );
     }
     if (this.o.maxBatchTokens && req.promptIds.length + req.params.maxNewTokens > this.o.maxBatchTokens) {
-      throw new RangeError(`prompt + max_new_tokens = ${req.promptIds.length + req.params.maxNewTokens} exceeds --max-batch-tokens ${this.o.maxBatchTokens}`);
+      throw new RangeError(
+        `prompt + max_new_tokens = ${req.promptIds.length + req.params.maxNewTokens} exceeds --max-batch-tokens ${this.o.maxBatchTokens}`,
+      );
     }
   }
 
@@ -256,9 +280,18 @@ export class Engine {
     let row!: Row;
     const result = new Promise<GenerationResult>((resolve, reject) => {
       row = {
-        req, history: [...req.promptIds], generated: [], logprobs: [], stream: new TextStream(this.tokenizer, req.params.stop ?? []),
-        rng: req.params.doSample ? new Rng(req.params.seed ?? Math.floor(Math.random() * 2 ** 31), "sampling") : undefined,
-        cancelled: false, started: performance.now(), resolve, reject,
+        req,
+        history: [...req.promptIds],
+        generated: [],
+        logprobs: [],
+        stream: new TextStream(this.tokenizer, req.params.stop ?? []),
+        rng: req.params.doSample
+          ? new Rng(req.params.seed ?? Math.floor(Math.random() * 2 ** 31), "sampling")
+          : undefined,
+        cancelled: false,
+        started: performance.now(),
+        resolve,
+        reject,
       };
     });
     this.queue.push(row);
@@ -272,7 +305,12 @@ export class Engine {
       this.running = true;
       setImmediate(() => void this.loop());
     }
-    return { result, cancel: () => { row.cancelled = true; } };
+    return {
+      result,
+      cancel: () => {
+        row.cancelled = true;
+      },
+    };
   }
 
   /** The decode loop: runs while there is work, yielding to the event loop between tokens. */
@@ -335,7 +373,8 @@ export class Engine {
       const next = this.queue[0]!;
       const need = next.req.promptIds.length + next.req.params.maxNewTokens;
       // Admission keeps the batch under its token budget; a lone request always fits (checked at submit).
-      if (this.o.maxBatchTokens && tokens + need > this.o.maxBatchTokens && this.rows.length + joining.length > 0) break;
+      if (this.o.maxBatchTokens && tokens + need > this.o.maxBatchTokens && this.rows.length + joining.length > 0)
+        break;
       const row = this.queue.shift()!;
       if (row.cancelled) this.finish(row, "cancelled");
       else if (row.req.params.maxNewTokens === 0) this.finish(row, "length");
@@ -347,7 +386,10 @@ export class Engine {
     this.stats.queued = this.queue.length;
     if (!joining.length) return;
     const width = Math.max(...joining.map((r) => r.history.length));
-    const masks = joining.map((r) => [...new Array<number>(width - r.history.length).fill(0), ...r.history.map(() => 1)]);
+    const masks = joining.map((r) => [
+      ...new Array<number>(width - r.history.length).fill(0),
+      ...r.history.map(() => 1),
+    ]);
     const own = this.model.newCache({ batch: joining.length, capacity: width + 16 });
     let picks: Array<{ id: number; logprob: number }>;
     try {
@@ -379,9 +421,17 @@ export class Engine {
    * The joining prompts through their new cache a chunk at a time, yielding to the event loop
    * between chunks (prefillYielding): a long prompt does not freeze /health, streams or disconnects.
    */
-  private async prefillJoining(joining: Row[], width: number, masks: number[][], cache: KVCache): Promise<Array<{ id: number; logprob: number }>> {
+  private async prefillJoining(
+    joining: Row[],
+    width: number,
+    masks: number[][],
+    cache: KVCache,
+  ): Promise<Array<{ id: number; logprob: number }>> {
     const device = this.model.device;
-    const rows = joining.map((r) => [...new Array<number>(width - r.history.length).fill(this.tokenizer.padId), ...r.history]);
+    const rows = joining.map((r) => [
+      ...new Array<number>(width - r.history.length).fill(this.tokenizer.padId),
+      ...r.history,
+    ]);
     const ids = torch.tensor(rows, { dtype: "int64", device }).keep();
     const padded = joining.some((r) => r.history.length < width);
     const mask = padded ? torch.tensor(masks, { dtype: "int64", device }).keep() : undefined;
@@ -399,14 +449,21 @@ export class Engine {
   private async step(): Promise<void> {
     const b = this.rows.length;
     this.o.fault?.("step", b);
-    const picks = torch.noGrad(() => torch.scope(() => {
-      const feed = torch.tensor(this.rows.map((r) => [r.history.at(-1)!]), { dtype: "int64", device: this.model.device });
-      this.mask = this.mask.map((m) => [...m, 1]);
-      const padded = this.mask.some((m) => m.includes(0));
-      const mask = padded ? torch.tensor(this.mask, { dtype: "int64", device: this.model.device }) : undefined;
-      const logits = this.model.forward({ inputIds: feed, attentionMask: mask, cache: this.cache, logits: "last" }).logits.select(1, 0); // [b, V]
-      return pickAll(logits, this.rows);
-    }));
+    const picks = torch.noGrad(() =>
+      torch.scope(() => {
+        const feed = torch.tensor(
+          this.rows.map((r) => [r.history.at(-1)!]),
+          { dtype: "int64", device: this.model.device },
+        );
+        this.mask = this.mask.map((m) => [...m, 1]);
+        const padded = this.mask.some((m) => m.includes(0));
+        const mask = padded ? torch.tensor(this.mask, { dtype: "int64", device: this.model.device }) : undefined;
+        const logits = this.model
+          .forward({ inputIds: feed, attentionMask: mask, cache: this.cache, logits: "last" })
+          .logits.select(1, 0); // [b, V]
+        return pickAll(logits, this.rows);
+      }),
+    );
     for (let i = 0; i < b; i++) await this.accept(this.rows[i]!, picks[i]!);
     this.retire();
   }
@@ -462,11 +519,17 @@ export class Engine {
     }
     const seconds = (performance.now() - row.started) / 1000;
     const h = this.stats.latency;
-    h.buckets.forEach((b, i) => { if (seconds <= b) h.counts[i]!++; });
+    h.buckets.forEach((b, i) => {
+      if (seconds <= b) h.counts[i]!++;
+    });
     h.sum += seconds;
     h.count++;
     row.resolve({
-      text, tokens: row.generated, logprobs: row.logprobs, finishReason: reason === "eos" ? "stop" : reason, stopSequence: reason === "stop",
+      text,
+      tokens: row.generated,
+      logprobs: row.logprobs,
+      finishReason: reason === "eos" ? "stop" : reason,
+      stopSequence: reason === "stop",
       promptTokens: row.req.promptIds.length,
     });
     this.events.emit("finished", reason);

@@ -25,33 +25,46 @@ export function generateGreedy(model: CausalLM, o: GreedyOptions): torch.Tensor 
   const wasTraining = model.training;
   model.eval();
   const b = o.inputIds.size(0);
-  const cache = o.useCache === false ? undefined : model.newCache({ batch: b, capacity: o.inputIds.size(1) + o.maxNewTokens });
+  const cache =
+    o.useCache === false ? undefined : model.newCache({ batch: b, capacity: o.inputIds.size(1) + o.maxNewTokens });
   try {
-    return torch.noGrad(() => torch.scope(() => {
-      let tokens = o.inputIds;
-      // A mask without padding changes nothing: drop it, which skips the masked_fill in every layer.
-      let mask = o.attentionMask && o.attentionMask.eq(0).any().item() ? o.attentionMask : undefined;
-      const finished = new Array<boolean>(b).fill(false);
-      for (let step = 0; step < o.maxNewTokens; step++) {
-        const next = torch.scope(() => {
-          // With the cache: the prompt in chunks (bounded memory), then one token per step.
-          const last = cache && step === 0
-            ? prefill(model, { inputIds: tokens, attentionMask: mask, cache })
-            : model.forward({ inputIds: cache ? tokens.narrow(1, tokens.size(1) - 1, 1) : tokens, attentionMask: mask, cache, logits: "last" }).logits.select(1, 0); // [b, v]
-          o.onStepLogits?.(last, step);
-          let next = last.argmax(-1, true); // [b, 1]
-          if (o.eosTokenId !== undefined) next = applyFinished(next, finished, o.padTokenId ?? o.eosTokenId);
-          return next;
-        });
-        tokens = torch.cat([tokens, next], 1);
-        if (mask) mask = torch.cat([mask, torch.ones([b, 1], { dtype: "int64", device: mask.device })], 1);
-        if (o.eosTokenId !== undefined) {
-          next.toNumbers().forEach((id, row) => { if (id === o.eosTokenId) finished[row] = true; });
-          if (finished.every(Boolean)) break;
+    return torch.noGrad(() =>
+      torch.scope(() => {
+        let tokens = o.inputIds;
+        // A mask without padding changes nothing: drop it, which skips the masked_fill in every layer.
+        let mask = o.attentionMask && o.attentionMask.eq(0).any().item() ? o.attentionMask : undefined;
+        const finished = new Array<boolean>(b).fill(false);
+        for (let step = 0; step < o.maxNewTokens; step++) {
+          const next = torch.scope(() => {
+            // With the cache: the prompt in chunks (bounded memory), then one token per step.
+            const last =
+              cache && step === 0
+                ? prefill(model, { inputIds: tokens, attentionMask: mask, cache })
+                : model
+                    .forward({
+                      inputIds: cache ? tokens.narrow(1, tokens.size(1) - 1, 1) : tokens,
+                      attentionMask: mask,
+                      cache,
+                      logits: "last",
+                    })
+                    .logits.select(1, 0); // [b, v]
+            o.onStepLogits?.(last, step);
+            let next = last.argmax(-1, true); // [b, 1]
+            if (o.eosTokenId !== undefined) next = applyFinished(next, finished, o.padTokenId ?? o.eosTokenId);
+            return next;
+          });
+          tokens = torch.cat([tokens, next], 1);
+          if (mask) mask = torch.cat([mask, torch.ones([b, 1], { dtype: "int64", device: mask.device })], 1);
+          if (o.eosTokenId !== undefined) {
+            next.toNumbers().forEach((id, row) => {
+              if (id === o.eosTokenId) finished[row] = true;
+            });
+            if (finished.every(Boolean)) break;
+          }
         }
-      }
-      return tokens === o.inputIds ? tokens.clone() : tokens;
-    }));
+        return tokens === o.inputIds ? tokens.clone() : tokens;
+      }),
+    );
   } finally {
     cache?.dispose();
     model.train(wasTraining);

@@ -40,7 +40,8 @@ export function* prefillSteps(model: CausalLM, o: PrefillOptions): Generator<voi
       const logits = torch.scope(() => {
         const out = model.forward({
           inputIds: start === 0 && s === P ? o.inputIds : o.inputIds.narrow(1, start, s),
-          attentionMask: o.attentionMask && (start + s === P ? o.attentionMask : o.attentionMask.narrow(1, 0, past + start + s)),
+          attentionMask:
+            o.attentionMask && (start + s === P ? o.attentionMask : o.attentionMask.narrow(1, 0, past + start + s)),
           cache: o.cache,
           logits: o.onChunkLogits ? "all" : "last",
         }).logits;

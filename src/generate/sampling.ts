@@ -21,13 +21,17 @@ export interface SamplingParams {
 
 /** Validates sampling parameters; the message names the offending field. */
 export function checkSampling(p: SamplingParams): void {
-  const bad = (field: string, want: string, got: unknown) => new RangeError(`${field}: expected ${want}, got ${typeof got === "number" ? String(got) : JSON.stringify(got)}`);
-  if (!Number.isInteger(p.maxNewTokens) || p.maxNewTokens < 0) throw bad("max_new_tokens", "an integer ≥ 0", p.maxNewTokens);
+  const bad = (field: string, want: string, got: unknown) =>
+    new RangeError(`${field}: expected ${want}, got ${typeof got === "number" ? String(got) : JSON.stringify(got)}`);
+  if (!Number.isInteger(p.maxNewTokens) || p.maxNewTokens < 0)
+    throw bad("max_new_tokens", "an integer ≥ 0", p.maxNewTokens);
   if (p.temperature !== undefined && !(p.temperature >= 0)) throw bad("temperature", "a number ≥ 0", p.temperature);
   if (p.topK !== undefined && !(Number.isInteger(p.topK) && p.topK >= 0)) throw bad("top_k", "an integer ≥ 0", p.topK);
   if (p.topP !== undefined && !(p.topP >= 0 && p.topP <= 1)) throw bad("top_p", "a number in [0, 1]", p.topP);
-  if (p.typicalP !== undefined && !(p.typicalP > 0 && p.typicalP <= 1)) throw bad("typical_p", "a number in (0, 1]", p.typicalP);
-  if (p.repetitionPenalty !== undefined && !(p.repetitionPenalty > 0)) throw bad("repetition_penalty", "a number > 0", p.repetitionPenalty);
+  if (p.typicalP !== undefined && !(p.typicalP > 0 && p.typicalP <= 1))
+    throw bad("typical_p", "a number in (0, 1]", p.typicalP);
+  if (p.repetitionPenalty !== undefined && !(p.repetitionPenalty > 0))
+    throw bad("repetition_penalty", "a number > 0", p.repetitionPenalty);
 }
 
 /**
@@ -35,14 +39,20 @@ export function checkSampling(p: SamplingParams): void {
  * overflow float32 and the draw picks an arbitrary token), or top_p 0 (only the best token is left).
  * OpenAI's convention: temperature 0 means greedy.
  */
-export const isGreedy = (p: SamplingParams) => !p.doSample || (p.temperature !== undefined && p.temperature < 1e-5) || p.topP === 0;
+export const isGreedy = (p: SamplingParams) =>
+  !p.doSample || (p.temperature !== undefined && p.temperature < 1e-5) || p.topP === 0;
 
 /**
  * The next token for one sequence. `logits` is its last-position row [V] (float); `history` holds
  * the prompt and generated ids (for the repetition penalty). Returns the id and its log-probability
  * under the model (before any processing).
  */
-export function nextToken(logits: torch.Tensor, history: number[], p: SamplingParams, rng: Rng | undefined): { id: number; logprob: number } {
+export function nextToken(
+  logits: torch.Tensor,
+  history: number[],
+  p: SamplingParams,
+  rng: Rng | undefined,
+): { id: number; logprob: number } {
   return torch.scope(() => {
     let scores = logits.to("float32");
     const logprobs = scores.logSoftmax(-1);

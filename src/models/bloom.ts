@@ -7,7 +7,13 @@
 import * as torch from "../torch/index.js";
 import { Embedding, LayerNorm, Linear, Module, ModuleList, hiddenBias, useSdpa, type LayerInit } from "../nn/index.js";
 import {
-  CausalLM, type BlockOutput, type ForwardContext, type KVCache, type ModelConfig, type ModelOptions, type NewCacheOptions,
+  CausalLM,
+  type BlockOutput,
+  type ForwardContext,
+  type KVCache,
+  type ModelConfig,
+  type ModelOptions,
+  type NewCacheOptions,
 } from "./causal-lm.js";
 import { ConfigError, readBool, readInt, readNumber, readOptionalInt } from "./config-json.js";
 import { LayeredKVCache } from "./kv-cache.js";
@@ -88,7 +94,10 @@ export function alibiSlopes(nHeads: number): torch.Tensor {
   return torch.scope(() => {
     const p = 2 ** Math.floor(Math.log2(nHeads));
     const powered = (base: number, from: number, count: number, step: number) =>
-      torch.tensor([base]).reshape([]).pow(torch.arange(from, from + count * step, step, { dtype: "int32" }));
+      torch
+        .tensor([base])
+        .reshape([])
+        .pow(torch.arange(from, from + count * step, step, { dtype: "int32" }));
     const slopes = powered(2 ** -(2 ** -(Math.log2(p) - 3)), 1, p, 1);
     if (p === nHeads) return slopes;
     const extra = powered(2 ** -(2 ** -(Math.log2(2 * p) - 3)), 1, Math.min(p, nHeads - p), 2);
@@ -125,7 +134,10 @@ interface BloomBias {
  * (growth, row selection, row concatenation) is LayeredKVCache's.
  */
 export class BloomCache extends LayeredKVCache {
-  constructor(private readonly nHead: number, initialCapacity = 64) {
+  constructor(
+    private readonly nHead: number,
+    initialCapacity = 64,
+  ) {
     super(2, 1, initialCapacity);
   }
   protected rowEntries(rows: number[]): number[] {
@@ -145,7 +157,10 @@ class BloomAttention extends Module {
   private readonly nHead: number;
   private readonly headDim: number;
 
-  constructor(private readonly cfg: BloomConfig, o: LayerInit) {
+  constructor(
+    private readonly cfg: BloomConfig,
+    o: LayerInit,
+  ) {
     super();
     const h = cfg.hidden_size;
     this.nHead = cfg.n_head;
@@ -155,14 +170,22 @@ class BloomAttention extends Module {
   }
 
   forward(
-    x: torch.Tensor, residual: torch.Tensor, bias: BloomBias, mask: torch.Tensor | undefined,
-    cache: { cache: BloomCache; layer: number } | undefined, wantProbs: boolean,
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    bias: BloomBias,
+    mask: torch.Tensor | undefined,
+    cache: { cache: BloomCache; layer: number } | undefined,
+    wantProbs: boolean,
   ): { out: torch.Tensor; probs?: torch.Tensor } {
     const [b, s, h] = x.shape as [number, number, number];
     const nh = this.nHead;
     const d = this.headDim;
     // The fused projection is per-head interleaved: [b, s, n_h, 3, d], not [all q | all k | all v].
-    const [fq, fk, fv] = this.query_key_value.forward(x).view([b, s, nh, 3, d]).unbind(3) as [torch.Tensor, torch.Tensor, torch.Tensor];
+    const [fq, fk, fv] = this.query_key_value.forward(x).view([b, s, nh, 3, d]).unbind(3) as [
+      torch.Tensor,
+      torch.Tensor,
+      torch.Tensor,
+    ];
     if (bias.sdpa && !wantProbs) return { out: this.project(this.fused(fq, fk, fv, bias.sdpa, cache), residual) };
     const alibi = bias.alibi;
     const q = fq.transpose(1, 2).reshape([b * nh, s, d]);
@@ -182,7 +205,12 @@ class BloomAttention extends Module {
     if (probs.dtype !== inputDtype) probs = probs.to(inputDtype);
     if (this.training && this.cfg.attention_dropout > 0) probs = torch.dropout(probs, this.cfg.attention_dropout, true);
 
-    const context = probs.view([b * nh, s, S]).bmm(v).view([b, nh, s, d]).permute([0, 2, 1, 3]).reshape([b, s, h]);
+    const context = probs
+      .view([b * nh, s, S])
+      .bmm(v)
+      .view([b, nh, s, d])
+      .permute([0, 2, 1, 3])
+      .reshape([b, s, h]);
     return { out: this.project(context, residual), probs: wantProbs ? probs : undefined };
   }
 
@@ -192,14 +220,22 @@ class BloomAttention extends Module {
    * path above is its reference (GPU tier).
    */
   private fused(
-    fq: torch.Tensor, fk: torch.Tensor, fv: torch.Tensor, bias: torch.Tensor, cache: { cache: BloomCache; layer: number } | undefined,
+    fq: torch.Tensor,
+    fk: torch.Tensor,
+    fv: torch.Tensor,
+    bias: torch.Tensor,
+    cache: { cache: BloomCache; layer: number } | undefined,
   ): torch.Tensor {
     const [b, s, nh, d] = fq.shape as [number, number, number, number];
     let k = fk.transpose(1, 2); // [b, n_h, s, d]
     let v = fv.transpose(1, 2);
     if (cache) {
       // The cache keeps BLOOM's layout (keys [b·n_h, d, S]); the fused op reads keys as [b, n_h, S, d].
-      const stored = cache.cache.append(cache.layer, fk.permute([0, 2, 3, 1]).reshape([b * nh, d, s]), v.reshape([b * nh, s, d]));
+      const stored = cache.cache.append(
+        cache.layer,
+        fk.permute([0, 2, 3, 1]).reshape([b * nh, d, s]),
+        v.reshape([b * nh, s, d]),
+      );
       const S = stored.values.size(1);
       k = stored.keys.view([b, nh, d, S]).transpose(2, 3).contiguous();
       v = stored.values.view([b, nh, S, d]);
@@ -219,7 +255,10 @@ class BloomAttention extends Module {
 class BloomMLP extends Module {
   readonly dense_h_to_4h: Linear;
   readonly dense_4h_to_h: Linear;
-  constructor(private readonly cfg: BloomConfig, o: LayerInit) {
+  constructor(
+    private readonly cfg: BloomConfig,
+    o: LayerInit,
+  ) {
     super();
     const h = cfg.hidden_size;
     this.dense_h_to_4h = this.child("dense_h_to_4h", new Linear(h, 4 * h, o));
@@ -239,7 +278,10 @@ class BloomBlock extends Module {
   readonly self_attention: BloomAttention;
   readonly post_attention_layernorm: LayerNorm;
   readonly mlp: BloomMLP;
-  constructor(private readonly cfg: BloomConfig, o: LayerInit) {
+  constructor(
+    private readonly cfg: BloomConfig,
+    o: LayerInit,
+  ) {
     super();
     const h = cfg.hidden_size;
     this.input_layernorm = this.child("input_layernorm", new LayerNorm(h, cfg.layer_norm_epsilon, o));
@@ -248,8 +290,11 @@ class BloomBlock extends Module {
     this.mlp = this.child("mlp", new BloomMLP(cfg, o));
   }
   forward(
-    x: torch.Tensor, bias: BloomBias, mask: torch.Tensor | undefined,
-    cache: { cache: BloomCache; layer: number } | undefined, wantProbs: boolean,
+    x: torch.Tensor,
+    bias: BloomBias,
+    mask: torch.Tensor | undefined,
+    cache: { cache: BloomCache; layer: number } | undefined,
+    wantProbs: boolean,
   ): { out: torch.Tensor; probs?: torch.Tensor } {
     // With apply_residual_connection_post_layernorm the residual is the LayerNorm output instead.
     const postLn = this.cfg.apply_residual_connection_post_layernorm;
@@ -272,7 +317,10 @@ class BloomModel extends Module {
     super();
     const h = cfg.hidden_size;
     this.word_embeddings = this.child("word_embeddings", new Embedding(cfg.vocab_size, h, o));
-    this.word_embeddings_layernorm = this.child("word_embeddings_layernorm", new LayerNorm(h, cfg.layer_norm_epsilon, o));
+    this.word_embeddings_layernorm = this.child(
+      "word_embeddings_layernorm",
+      new LayerNorm(h, cfg.layer_norm_epsilon, o),
+    );
     this.h = this.child("h", new ModuleList(Array.from({ length: cfg.n_layer }, () => new BloomBlock(cfg, o))));
     this.ln_f = this.child("ln_f", new LayerNorm(h, cfg.layer_norm_epsilon, o));
   }
@@ -286,15 +334,30 @@ export class BloomForCausalLM extends CausalLM {
   /** ALiBi slopes [n_head] (float32), on the model's device. */
   readonly alibiSlopes: torch.Tensor;
 
-  constructor(readonly bloomConfig: BloomConfig, options: ModelOptions = {}) {
+  constructor(
+    readonly bloomConfig: BloomConfig,
+    options: ModelOptions = {},
+  ) {
     super(options);
     const c = bloomConfig;
     this.config = {
-      modelType: "bloom", vocabSize: c.vocab_size, hiddenSize: c.hidden_size, numLayers: c.n_layer, numHeads: c.n_head,
-      bosTokenId: c.bos_token_id, eosTokenId: c.eos_token_id, padTokenId: c.pad_token_id,
-      maxPositions: null, tieWordEmbeddings: c.tie_word_embeddings,
+      modelType: "bloom",
+      vocabSize: c.vocab_size,
+      hiddenSize: c.hidden_size,
+      numLayers: c.n_layer,
+      numHeads: c.n_head,
+      bosTokenId: c.bos_token_id,
+      eosTokenId: c.eos_token_id,
+      padTokenId: c.pad_token_id,
+      maxPositions: null,
+      tieWordEmbeddings: c.tie_word_embeddings,
     };
-    const o: LayerInit = { dtype: this.dtype, device: this.device, init: options.init ?? "normal", std: c.initializer_range };
+    const o: LayerInit = {
+      dtype: this.dtype,
+      device: this.device,
+      init: options.init ?? "normal",
+      std: c.initializer_range,
+    };
     this.transformer = this.child("transformer", new BloomModel(c, o));
     this.lm_head = c.tie_word_embeddings
       ? undefined
@@ -326,7 +389,9 @@ export class BloomForCausalLM extends CausalLM {
   override ggufLayout(): GgufLayout {
     const c = this.bloomConfig;
     if (c.apply_residual_connection_post_layernorm) {
-      throw new Error("llama.cpp's BLOOM has no apply_residual_connection_post_layernorm; this model cannot be exported to GGUF");
+      throw new Error(
+        "llama.cpp's BLOOM has no apply_residual_connection_post_layernorm; this model cannot be exported to GGUF",
+      );
     }
     const h = c.hidden_size;
     const qkv = (t: torch.Tensor) => regroupFusedQkv(t, c.n_head);
@@ -348,7 +413,10 @@ export class BloomForCausalLM extends CausalLM {
     tensors.push(...weightAndBias("output_norm", "transformer.ln_f"));
     // llama.cpp's converter writes the output projection even when tied (a copy of the embeddings):
     // older llama.cpp, ollama and LM Studio builds refuse a BLOOM file without it.
-    tensors.push({ name: "output.weight", from: this.lm_head ? "lm_head.weight" : "transformer.word_embeddings.weight" });
+    tensors.push({
+      name: "output.weight",
+      from: this.lm_head ? "lm_head.weight" : "transformer.word_embeddings.weight",
+    });
     return {
       arch: "bloom",
       metadata: [
@@ -383,7 +451,12 @@ export class BloomForCausalLM extends CausalLM {
   }
 
   protected runBlock(
-    i: number, x: torch.Tensor, ctx: ForwardContext, bias: unknown, cache: KVCache | undefined, wantProbs: boolean,
+    i: number,
+    x: torch.Tensor,
+    ctx: ForwardContext,
+    bias: unknown,
+    cache: KVCache | undefined,
+    wantProbs: boolean,
   ): BlockOutput {
     const c = cache && { cache: cache as BloomCache, layer: i };
     return this.blocks[i]!.forward(x, bias as BloomBias, ctx.hidden, c, wantProbs);

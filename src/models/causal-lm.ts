@@ -136,7 +136,11 @@ export function positionsFromMask(mask: torch.Tensor): torch.Tensor {
  * A single new token (s = 1) needs only the padding part. Made on `device`.
  */
 export function hiddenKeys(
-  mask: torch.Tensor | undefined, s: number, past: number, device: string, segmentIds?: torch.Tensor,
+  mask: torch.Tensor | undefined,
+  s: number,
+  past: number,
+  device: string,
+  segmentIds?: torch.Tensor,
 ): torch.Tensor | undefined {
   const S = past + s;
   const padding = mask?.eq(0).unsqueeze(1).unsqueeze(1); // [b, 1, 1, S]
@@ -213,7 +217,11 @@ function chunkRows(vocab: number, device: string): number {
  * are skipped entirely.
  */
 export function chunkedLmLoss(
-  h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, scale = 1, rows = chunkRows(weight.size(0), h.device),
+  h: torch.Tensor,
+  weight: torch.Tensor,
+  labels: torch.Tensor,
+  scale = 1,
+  rows = chunkRows(weight.size(0), h.device),
   softcap: number | null = null,
 ): number {
   const [b, s, hd] = h.shape as [number, number, number];
@@ -229,12 +237,18 @@ export function chunkedLmLoss(
     for (let start = 0; start < b * s; start += rows) {
       const n = Math.min(rows, b * s - start);
       if (!trained.slice(start, start + n).some(Boolean)) continue;
-      sums.push(torch.scope(() => {
-        const logits = softcapped(torch.linear(flat.narrow(0, start, n), weight), softcap);
-        const loss = torch.crossEntropy(logits.dtype === "float32" ? logits : logits.to("float32"), targets.narrow(0, start, n), { reduction: "sum" });
-        torch.backward([loss.mul(scale / count)]);
-        return loss.detach().to("float64");
-      }));
+      sums.push(
+        torch.scope(() => {
+          const logits = softcapped(torch.linear(flat.narrow(0, start, n), weight), softcap);
+          const loss = torch.crossEntropy(
+            logits.dtype === "float32" ? logits : logits.to("float32"),
+            targets.narrow(0, start, n),
+            { reduction: "sum" },
+          );
+          torch.backward([loss.mul(scale / count)]);
+          return loss.detach().to("float64");
+        }),
+      );
     }
     return torch.stack(sums).sum().item() / count;
   });
@@ -283,13 +297,22 @@ export abstract class CausalLM extends Module {
   /** Per-forward tensors the blocks share beyond the context (ALiBi bias, rotary tables, ...). */
   protected abstract prepare(ctx: ForwardContext, dtype: torch.DType): unknown;
   /** Block `i` on x [b, s, h]; appends to `cache` when given. */
-  protected abstract runBlock(i: number, x: torch.Tensor, ctx: ForwardContext, shared: unknown, cache: KVCache | undefined, wantProbs: boolean): BlockOutput;
+  protected abstract runBlock(
+    i: number,
+    x: torch.Tensor,
+    ctx: ForwardContext,
+    shared: unknown,
+    cache: KVCache | undefined,
+    wantProbs: boolean,
+  ): BlockOutput;
   /** The final norm before the LM head. */
   protected abstract finalNorm(x: torch.Tensor): torch.Tensor;
 
   /** This architecture in llama.cpp's terms (GGUF export); architectures llama.cpp lacks say so. */
   ggufLayout(): GgufLayout {
-    throw new Error(`llama.cpp has no architecture for model_type ${this.config.modelType}; GGUF export is not possible`);
+    throw new Error(
+      `llama.cpp has no architecture for model_type ${this.config.modelType}; GGUF export is not possible`,
+    );
   }
 
   // ----- generic ------------------------------------------------------------------------------------
@@ -304,14 +327,21 @@ export abstract class CausalLM extends Module {
     const [b, s] = inputIds.shape as [number, number];
     const past = cache?.length ?? 0;
     const S = past + s;
-    for (const [name, t] of [["attentionMask", attentionMask], ["positionIds", input.positionIds], ["segmentIds", input.segmentIds]] as const) {
+    for (const [name, t] of [
+      ["attentionMask", attentionMask],
+      ["positionIds", input.positionIds],
+      ["segmentIds", input.segmentIds],
+    ] as const) {
       if (t && (t.ndim !== 2 || t.size(0) !== b || t.size(1) !== S)) {
         throw new Error(`${name} must be [${b}, ${S}] (batch, past + new tokens), got [${t.shape}]`);
       }
     }
     const keyMask = attentionMask ?? torch.ones([b, S], { dtype: "int64", device: this.device });
     return {
-      b, s, past, keyMask,
+      b,
+      s,
+      past,
+      keyMask,
       positionIds: input.positionIds ?? positionsFromMask(keyMask),
       hidden: hiddenKeys(attentionMask, s, past, this.device, input.segmentIds),
       causal: !attentionMask && !input.segmentIds && past === 0,
@@ -349,9 +379,14 @@ export abstract class CausalLM extends Module {
    * not padding (as HF's sequence classification picks it from input_ids != pad_token_id).
    */
   rewards(x: torch.Tensor, lastIndex: number[]): torch.Tensor {
-    const index = torch.tensor(lastIndex.map((t, r) => r * x.size(1) + t), { dtype: "int64", device: x.device });
+    const index = torch.tensor(
+      lastIndex.map((t, r) => r * x.size(1) + t),
+      { dtype: "int64", device: x.device },
+    );
     const last = x.reshape([x.size(0) * x.size(1), x.size(2)]).indexSelect(0, index);
-    return this.scoreHead().forward(last).view([x.size(0)]);
+    return this.scoreHead()
+      .forward(last)
+      .view([x.size(0)]);
   }
 
   /** The final norm's output [b, s, h] (the LM head's input, a reward head's too). */
@@ -366,7 +401,10 @@ export abstract class CausalLM extends Module {
 
   /** Everything before the LM head: the final norm's output [b, s, h], with the graph when grad is on. */
   private trunk(input: CausalLMInput): {
-    x: torch.Tensor; ctx: ForwardContext; hiddenStates: torch.Tensor[]; attentions: torch.Tensor[];
+    x: torch.Tensor;
+    ctx: ForwardContext;
+    hiddenStates: torch.Tensor[];
+    attentions: torch.Tensor[];
   } {
     const ctx = this.context(input);
     const { cache } = input;
@@ -411,13 +449,23 @@ export abstract class CausalLM extends Module {
         return value;
       }
       if (!chunked) {
-        const loss = causalLmLoss(softcapped(torch.linear(x, this.lmHeadWeight), this.finalLogitSoftcap), input.labels!);
+        const loss = causalLmLoss(
+          softcapped(torch.linear(x, this.lmHeadWeight), this.finalLogitSoftcap),
+          input.labels!,
+        );
         torch.backward([scale === 1 ? loss : loss.mul(scale)]);
         return loss.item();
       }
       const detached = x.detach();
       detached.requiresGrad = true;
-      const value = chunkedLmLoss(detached, this.lmHeadWeight, input.labels!, scale, o.lossChunkRows, this.finalLogitSoftcap);
+      const value = chunkedLmLoss(
+        detached,
+        this.lmHeadWeight,
+        input.labels!,
+        scale,
+        o.lossChunkRows,
+        this.finalLogitSoftcap,
+      );
       if (detached.grad && x.requiresGrad) torch.backward([x], [detached.grad]);
       return value;
     };
@@ -427,7 +475,9 @@ export abstract class CausalLM extends Module {
       const ctx = this.context(input);
       const x0 = torch.noGrad(() => this.embed(input.inputIds));
       const shared = this.prepare(ctx, x0.dtype);
-      const blocks = this.blocks.map((_, i) => (x: torch.Tensor) => this.runBlock(i, x, ctx, shared, undefined, false).out);
+      const blocks = this.blocks.map(
+        (_, i) => (x: torch.Tensor) => this.runBlock(i, x, ctx, shared, undefined, false).out,
+      );
       const seq = new CheckpointedBlocks(this.device, this.training, o.blockHooks);
       const xL = seq.forward(x0, blocks);
       const last = xL.detach();

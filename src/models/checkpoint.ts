@@ -21,13 +21,15 @@ export function readJsonFile(path: string, what: string): Record<string, unknown
   } catch (err) {
     throw new CheckpointError(`${path}: not valid JSON (${(err as Error).message})`);
   }
-  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new CheckpointError(`${path}: expected a JSON object`);
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed))
+    throw new CheckpointError(`${path}: expected a JSON object`);
   return parsed as Record<string, unknown>;
 }
 
 /** Reads <dir>/config.json, with a clear error when the folder is not a model folder. */
 export function readModelConfig(dir: string): Record<string, unknown> {
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new CheckpointError(`${dir}: not a folder (expected a Hugging Face model folder with config.json)`);
+  if (!existsSync(dir) || !statSync(dir).isDirectory())
+    throw new CheckpointError(`${dir}: not a folder (expected a Hugging Face model folder with config.json)`);
   return readJsonFile(join(dir, "config.json"), "a Hugging Face model folder needs config.json");
 }
 
@@ -41,14 +43,18 @@ export function indexWeights(dir: string): Map<string, { file: string; entry: to
   } else if (existsSync(indexPath)) {
     const index = readJsonFile(indexPath, "sharded checkpoint index");
     const map = index.weight_map;
-    if (!map || typeof map !== "object") throw new CheckpointError(`${indexPath} › weight_map: missing or not an object`);
+    if (!map || typeof map !== "object")
+      throw new CheckpointError(`${indexPath} › weight_map: missing or not an object`);
     files = [...new Set(Object.values(map as Record<string, string>))].map((f) => join(dir, f));
-    for (const f of files) if (!existsSync(f)) throw new CheckpointError(`${indexPath}: lists shard ${f}, which is missing`);
+    for (const f of files)
+      if (!existsSync(f)) throw new CheckpointError(`${indexPath}: lists shard ${f}, which is missing`);
   } else {
     const present = existsSync(dir) ? readdirSync(dir).join(", ") : "";
     throw new CheckpointError(
       `${dir}: no weights (expected model.safetensors or model.safetensors.index.json; found: ${present || "nothing"})` +
-        (present.includes("pytorch_model.bin") ? ". pytorch_model.bin (pickle) is not read: convert it to safetensors first" : ""),
+        (present.includes("pytorch_model.bin")
+          ? ". pytorch_model.bin (pickle) is not read: convert it to safetensors first"
+          : ""),
     );
   }
   const out = new Map<string, { file: string; entry: torch.SafetensorsEntry }>();
@@ -68,7 +74,11 @@ export interface LoadWeightsOptions {
 }
 
 /** The name a parameter has in a checkpoint: its own, else the first alias the checkpoint holds. */
-export function storedName(name: string, index: ReadonlyMap<string, unknown>, aliases?: (name: string) => string[]): string | undefined {
+export function storedName(
+  name: string,
+  index: ReadonlyMap<string, unknown>,
+  aliases?: (name: string) => string[],
+): string | undefined {
   return [name, ...(aliases?.(name) ?? [])].find((k) => index.has(k));
 }
 
@@ -93,7 +103,9 @@ export function loadWeights(model: Module, dir: string, o: LoadWeightsOptions = 
       const { file, entry } = index.get(key)!;
       const want = param.shape;
       if (entry.shape.length !== want.length || entry.shape.some((d, i) => d !== want[i])) {
-        throw new CheckpointError(`${file} › ${key}: shape [${entry.shape}] does not match the model's [${want}] (is config.json the model's own?)`);
+        throw new CheckpointError(
+          `${file} › ${key}: shape [${entry.shape}] does not match the model's [${want}] (is config.json the model's own?)`,
+        );
       }
       // A CPU parameter of the stored dtype is filled straight from the file; otherwise one stored
       // tensor at a time is read on the host, then cast and copied to the parameter's device.
@@ -105,11 +117,15 @@ export function loadWeights(model: Module, dir: string, o: LoadWeightsOptions = 
   });
   if (missing.length) {
     const file = [...new Set([...index.values()].map((v) => v.file))].join(", ");
-    throw new CheckpointError(`${file}: missing tensor${missing.length > 1 ? "s" : ""} ${missing.slice(0, 8).join(", ")}${missing.length > 8 ? ` and ${missing.length - 8} more` : ""}`);
+    throw new CheckpointError(
+      `${file}: missing tensor${missing.length > 1 ? "s" : ""} ${missing.slice(0, 8).join(", ")}${missing.length > 8 ? ` and ${missing.length - 8} more` : ""}`,
+    );
   }
   const unexpected = [...index.keys()].filter((k) => !used.has(k) && !o.ignorable?.(k));
   if (unexpected.length) {
-    throw new CheckpointError(`${index.get(unexpected[0]!)!.file}: unexpected tensor${unexpected.length > 1 ? "s" : ""} ${unexpected.slice(0, 8).join(", ")} (not in this model's architecture)`);
+    throw new CheckpointError(
+      `${index.get(unexpected[0]!)!.file}: unexpected tensor${unexpected.length > 1 ? "s" : ""} ${unexpected.slice(0, 8).join(", ")} (not in this model's architecture)`,
+    );
   }
   return skipped;
 }
@@ -123,7 +139,10 @@ export const DEFAULT_MAX_SHARD_BYTES = 5e9;
  * tensor streams from its own memory to the file, so host memory does not grow while saving.
  */
 export function saveWeights(
-  model: Module, dir: string, maxShardBytes = DEFAULT_MAX_SHARD_BYTES, keep: (name: string) => boolean = () => true,
+  model: Module,
+  dir: string,
+  maxShardBytes = DEFAULT_MAX_SHARD_BYTES,
+  keep: (name: string) => boolean = () => true,
 ): void {
   mkdirSync(dir, { recursive: true });
   const params = model.namedParameters().filter(([n]) => keep(n));
@@ -162,7 +181,10 @@ export function saveWeights(
 /** Removes weight files of an earlier save into the same folder (a single file wins over shards when loading). */
 function removeStaleWeights(dir: string, keep: Set<string>): void {
   for (const name of readdirSync(dir)) {
-    const weights = name === "model.safetensors" || name === "model.safetensors.index.json" || /^model-\d+-of-\d+\.safetensors$/.test(name);
+    const weights =
+      name === "model.safetensors" ||
+      name === "model.safetensors.index.json" ||
+      /^model-\d+-of-\d+\.safetensors$/.test(name);
     if (weights && !keep.has(name)) rmSync(join(dir, name), { force: true });
   }
 }

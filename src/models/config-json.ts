@@ -1,7 +1,11 @@
 // Reading HF config.json values with errors that name the file and the key.
 
 export class ConfigError extends Error {
-  constructor(readonly file: string, readonly key: string, what: string) {
+  constructor(
+    readonly file: string,
+    readonly key: string,
+    what: string,
+  ) {
     super(`${file} › ${key}: ${what}`);
     this.name = "ConfigError";
   }
@@ -10,7 +14,8 @@ export class ConfigError extends Error {
 export function readNumber(json: Record<string, unknown>, file: string, key: string, fallback: number): number {
   const v = json[key];
   if (v === undefined) return fallback;
-  if (typeof v !== "number" || !Number.isFinite(v)) throw new ConfigError(file, key, `expected a number, got ${JSON.stringify(v)}`);
+  if (typeof v !== "number" || !Number.isFinite(v))
+    throw new ConfigError(file, key, `expected a number, got ${JSON.stringify(v)}`);
   return v;
 }
 
@@ -20,7 +25,12 @@ export function readInt(json: Record<string, unknown>, file: string, key: string
   return v;
 }
 
-export function readOptionalInt(json: Record<string, unknown>, file: string, key: string, fallback: number | null): number | null {
+export function readOptionalInt(
+  json: Record<string, unknown>,
+  file: string,
+  key: string,
+  fallback: number | null,
+): number | null {
   if (json[key] === null) return null;
   return json[key] === undefined ? fallback : readInt(json, file, key, 0);
 }
@@ -45,27 +55,43 @@ export type RopeScalingConfig =
 export function readRopeScaling(json: Record<string, unknown>, file: string): RopeScalingConfig | null {
   const v = json.rope_scaling;
   if (v === undefined || v === null) return null;
-  if (typeof v !== "object" || Array.isArray(v)) throw new ConfigError(file, "rope_scaling", `expected null or {"rope_type", "factor", ...}, got ${JSON.stringify(v)}`);
+  if (typeof v !== "object" || Array.isArray(v))
+    throw new ConfigError(
+      file,
+      "rope_scaling",
+      `expected null or {"rope_type", "factor", ...}, got ${JSON.stringify(v)}`,
+    );
   const o = v as Record<string, unknown>;
   const type = o.rope_type ?? o.type;
   const key = o.rope_type !== undefined ? "rope_scaling.rope_type" : "rope_scaling.type";
   if (type === "default") return null;
   if (type !== "linear" && type !== "dynamic" && type !== "llama3") {
-    throw new ConfigError(file, key, `expected "linear", "dynamic" or "llama3", got ${JSON.stringify(type)} (not implemented)`);
+    throw new ConfigError(
+      file,
+      key,
+      `expected "linear", "dynamic" or "llama3", got ${JSON.stringify(type)} (not implemented)`,
+    );
   }
   const positive = (name: string, min: number, what: string): number => {
     const x = o[name];
-    if (typeof x !== "number" || !Number.isFinite(x) || x <= min) throw new ConfigError(file, `rope_scaling.${name}`, `expected ${what}, got ${JSON.stringify(x)}`);
+    if (typeof x !== "number" || !Number.isFinite(x) || x <= min)
+      throw new ConfigError(file, `rope_scaling.${name}`, `expected ${what}, got ${JSON.stringify(x)}`);
     return x;
   };
   if (type !== "llama3") return { type, factor: positive("factor", 1, "a number > 1") };
   const cfg = {
-    type, factor: positive("factor", 0, "a number > 0"), lowFreqFactor: positive("low_freq_factor", 0, "a number > 0"),
+    type,
+    factor: positive("factor", 0, "a number > 0"),
+    lowFreqFactor: positive("low_freq_factor", 0, "a number > 0"),
     highFreqFactor: positive("high_freq_factor", 0, "a number > 0"),
     originalMaxPositions: positive("original_max_position_embeddings", 0, "a positive integer"),
   } as const;
   if (cfg.highFreqFactor <= cfg.lowFreqFactor) {
-    throw new ConfigError(file, "rope_scaling.high_freq_factor", `must exceed low_freq_factor (${cfg.lowFreqFactor}), got ${cfg.highFreqFactor}`);
+    throw new ConfigError(
+      file,
+      "rope_scaling.high_freq_factor",
+      `must exceed low_freq_factor (${cfg.lowFreqFactor}), got ${cfg.highFreqFactor}`,
+    );
   }
   return cfg;
 }

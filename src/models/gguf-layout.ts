@@ -35,8 +35,16 @@ export interface GgufLayout {
 }
 
 /** A layer's weight and bias, named "<gguf>.weight"/".bias" from "<hf>.weight"/".bias", both reordered by `transform`. */
-export function weightAndBias(gguf: string, hf: string, transform?: (t: torch.Tensor) => torch.Tensor): GgufTensorSpec[] {
-  return ["weight", "bias"].map((w) => ({ name: `${gguf}.${w}`, from: `${hf}.${w}`, ...(transform ? { transform } : {}) }));
+export function weightAndBias(
+  gguf: string,
+  hf: string,
+  transform?: (t: torch.Tensor) => torch.Tensor,
+): GgufTensorSpec[] {
+  return ["weight", "bias"].map((w) => ({
+    name: `${gguf}.${w}`,
+    from: `${hf}.${w}`,
+    ...(transform ? { transform } : {}),
+  }));
 }
 
 export const u32 = (value: number): GgufValue => ({ type: "u32", value });
@@ -53,7 +61,11 @@ export function regroupFusedQkv(t: torch.Tensor, nHead: number): torch.Tensor {
   const rows = t.size(0);
   const d = rows / (3 * nHead);
   const rest = t.shape.slice(1);
-  return t.reshape([nHead, 3, d, ...rest]).transpose(0, 1).contiguous().reshape(t.shape);
+  return t
+    .reshape([nHead, 3, d, ...rest])
+    .transpose(0, 1)
+    .contiguous()
+    .reshape(t.shape);
 }
 
 /**
@@ -64,7 +76,11 @@ export function regroupFusedQkv(t: torch.Tensor, nHead: number): torch.Tensor {
 export function interleaveRotaryHalves(t: torch.Tensor, heads: number): torch.Tensor {
   const rows = t.size(0);
   const rest = t.shape.slice(1);
-  return t.reshape([heads, 2, rows / heads / 2, ...rest]).transpose(1, 2).contiguous().reshape(t.shape);
+  return t
+    .reshape([heads, 2, rows / heads / 2, ...rest])
+    .transpose(1, 2)
+    .contiguous()
+    .reshape(t.shape);
 }
 
 /** llama.cpp's rope scaling keys: linear scaling has them; dynamic NTK scaling has no GGUF form. */
@@ -72,8 +88,14 @@ export function ropeScalingKeys(arch: string, scaling: RopeScalingConfig | null)
   if (!scaling) return [];
   // llama3: no keys; the per-frequency factors go in the rope_freqs tensor (llama3RopeFactors).
   if (scaling.type === "llama3") return [];
-  if (scaling.type !== "linear") throw new Error(`rope_scaling type ${scaling.type}: llama.cpp has no such scaling; this model cannot be exported to GGUF`);
-  return [[`${arch}.rope.scaling.type`, str("linear")], [`${arch}.rope.scaling.factor`, f32(scaling.factor)]];
+  if (scaling.type !== "linear")
+    throw new Error(
+      `rope_scaling type ${scaling.type}: llama.cpp has no such scaling; this model cannot be exported to GGUF`,
+    );
+  return [
+    [`${arch}.rope.scaling.type`, str("linear")],
+    [`${arch}.rope.scaling.factor`, f32(scaling.factor)],
+  ];
 }
 
 /**
@@ -81,7 +103,11 @@ export function ropeScalingKeys(arch: string, scaling: RopeScalingConfig | null)
  * frequency that llama.cpp divides the frequency by: 1 for short wavelengths, `factor` for long ones,
  * and the interpolated band's 1 / ((1 − s)/factor + s) between, the same bands as src/nn/rotary.ts.
  */
-export function llama3RopeFactors(headDim: number, theta: number, s: Extract<RopeScalingConfig, { type: "llama3" }>): torch.Tensor {
+export function llama3RopeFactors(
+  headDim: number,
+  theta: number,
+  s: Extract<RopeScalingConfig, { type: "llama3" }>,
+): torch.Tensor {
   const low = s.originalMaxPositions / s.lowFreqFactor;
   const high = s.originalMaxPositions / s.highFreqFactor;
   const factors = Array.from({ length: headDim / 2 }, (_, j) => {

@@ -8,14 +8,46 @@
 // r rotary dims (r = ⌊d · rotary_pct⌋), i intermediate, v vocab.
 import * as torch from "../torch/index.js";
 import {
-  Embedding, LayerNorm, Linear, Module, ModuleList, RotaryEmbedding, applyRotary, attention, type LayerInit, type RotaryTables,
+  Embedding,
+  LayerNorm,
+  Linear,
+  Module,
+  ModuleList,
+  RotaryEmbedding,
+  applyRotary,
+  attention,
+  type LayerInit,
+  type RotaryTables,
 } from "../nn/index.js";
 import {
-  CausalLM, type BlockOutput, type ForwardContext, type KVCache, type ModelConfig, type ModelOptions, type NewCacheOptions,
+  CausalLM,
+  type BlockOutput,
+  type ForwardContext,
+  type KVCache,
+  type ModelConfig,
+  type ModelOptions,
+  type NewCacheOptions,
 } from "./causal-lm.js";
-import { ConfigError, readBool, readInt, readNumber, readOptionalInt, readRopeScaling, type RopeScalingConfig } from "./config-json.js";
+import {
+  ConfigError,
+  readBool,
+  readInt,
+  readNumber,
+  readOptionalInt,
+  readRopeScaling,
+  type RopeScalingConfig,
+} from "./config-json.js";
 import { HeadsKVCache } from "./kv-cache.js";
-import { bool, f32, regroupFusedQkv, ropeScalingKeys, u32, weightAndBias, type GgufLayout, type GgufTensorSpec } from "./gguf-layout.js";
+import {
+  bool,
+  f32,
+  regroupFusedQkv,
+  ropeScalingKeys,
+  u32,
+  weightAndBias,
+  type GgufLayout,
+  type GgufTensorSpec,
+} from "./gguf-layout.js";
 import { registerArchitecture } from "./registry.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -47,7 +79,12 @@ export interface GPTNeoXConfig {
 }
 
 /** HF's ACT2FN names this file implements: "gelu" is exact (erf); the others are the tanh form. */
-const GELU_KINDS: Record<string, "none" | "tanh"> = { gelu: "none", gelu_new: "tanh", gelu_fast: "tanh", gelu_pytorch_tanh: "tanh" };
+const GELU_KINDS: Record<string, "none" | "tanh"> = {
+  gelu: "none",
+  gelu_new: "tanh",
+  gelu_fast: "tanh",
+  gelu_pytorch_tanh: "tanh",
+};
 
 export function gptNeoXConfigFromJson(json: Record<string, unknown>, file = "config.json"): GPTNeoXConfig {
   const hidden = readInt(json, file, "hidden_size", 6144);
@@ -74,18 +111,36 @@ export function gptNeoXConfigFromJson(json: Record<string, unknown>, file = "con
     pad_token_id: readOptionalInt(json, file, "pad_token_id", null),
     raw: { ...json },
   };
-  for (const key of ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"] as const) {
+  for (const key of [
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+  ] as const) {
     if (cfg[key] < 1) throw new ConfigError(file, key, `must be a positive integer, got ${cfg[key]}`);
   }
   if (cfg.hidden_size % cfg.num_attention_heads !== 0) {
-    throw new ConfigError(file, "hidden_size", `${cfg.hidden_size} is not divisible by num_attention_heads=${cfg.num_attention_heads}`);
+    throw new ConfigError(
+      file,
+      "hidden_size",
+      `${cfg.hidden_size} is not divisible by num_attention_heads=${cfg.num_attention_heads}`,
+    );
   }
   const rot = Math.trunc((cfg.hidden_size / cfg.num_attention_heads) * cfg.rotary_pct);
   if (cfg.rotary_pct <= 0 || cfg.rotary_pct > 1 || rot % 2 !== 0 || rot === 0) {
-    throw new ConfigError(file, "rotary_pct", `${cfg.rotary_pct} gives ${rot} rotary dims per head; expected an even number ≥ 2`);
+    throw new ConfigError(
+      file,
+      "rotary_pct",
+      `${cfg.rotary_pct} gives ${rot} rotary dims per head; expected an even number ≥ 2`,
+    );
   }
   if (!(cfg.hidden_act in GELU_KINDS)) {
-    throw new ConfigError(file, "hidden_act", `'${cfg.hidden_act}' is not supported; expected one of ${Object.keys(GELU_KINDS).join(", ")}`);
+    throw new ConfigError(
+      file,
+      "hidden_act",
+      `'${cfg.hidden_act}' is not supported; expected one of ${Object.keys(GELU_KINDS).join(", ")}`,
+    );
   }
   return cfg;
 }
@@ -104,7 +159,10 @@ class GPTNeoXAttention extends Module {
   private readonly n: number;
   private readonly d: number;
 
-  constructor(private readonly cfg: GPTNeoXConfig, o: LayerInit) {
+  constructor(
+    private readonly cfg: GPTNeoXConfig,
+    o: LayerInit,
+  ) {
     super();
     const h = cfg.hidden_size;
     this.n = cfg.num_attention_heads;
@@ -113,18 +171,33 @@ class GPTNeoXAttention extends Module {
     this.dense = this.child("dense", new Linear(h, h, o));
   }
 
-  forward(x: torch.Tensor, ctx: ForwardContext, rope: RotaryTables, cache: { cache: HeadsKVCache; layer: number } | undefined, wantProbs: boolean): BlockOutput {
+  forward(
+    x: torch.Tensor,
+    ctx: ForwardContext,
+    rope: RotaryTables,
+    cache: { cache: HeadsKVCache; layer: number } | undefined,
+    wantProbs: boolean,
+  ): BlockOutput {
     const [b, s] = x.shape as [number, number];
     const { n, d } = this;
     // Per-head interleaved, as BLOOM: [b, s, n, 3·d] → q, k, v [b, n, s, d].
-    const [fq, fk, fv] = this.query_key_value.forward(x).view([b, s, n, 3, d]).unbind(3) as [torch.Tensor, torch.Tensor, torch.Tensor];
+    const [fq, fk, fv] = this.query_key_value.forward(x).view([b, s, n, 3, d]).unbind(3) as [
+      torch.Tensor,
+      torch.Tensor,
+      torch.Tensor,
+    ];
     const q = applyRotary(fq.transpose(1, 2), rope.cos, rope.sin);
     let k = applyRotary(fk.transpose(1, 2), rope.cos, rope.sin);
     let v = fv.transpose(1, 2);
     // The cache stores keys after rotary: a past key keeps the rotation of its own position.
     if (cache) ({ keys: k, values: v } = cache.cache.append(cache.layer, k, v));
     const { context, probs } = attention(q, k, v, {
-      hidden: ctx.hidden, causal: ctx.causal, scale: 1 / Math.sqrt(d), dropout: this.cfg.attention_dropout, training: this.training, wantProbs,
+      hidden: ctx.hidden,
+      causal: ctx.causal,
+      scale: 1 / Math.sqrt(d),
+      dropout: this.cfg.attention_dropout,
+      training: this.training,
+      wantProbs,
     });
     return { out: this.dense.forward(context), ...(probs ? { probs } : {}) };
   }
@@ -150,7 +223,10 @@ class GPTNeoXLayer extends Module {
   readonly post_attention_layernorm: LayerNorm;
   readonly attention: GPTNeoXAttention;
   readonly mlp: GPTNeoXMLP;
-  constructor(private readonly cfg: GPTNeoXConfig, o: LayerInit) {
+  constructor(
+    private readonly cfg: GPTNeoXConfig,
+    o: LayerInit,
+  ) {
     super();
     const h = cfg.hidden_size;
     this.input_layernorm = this.child("input_layernorm", new LayerNorm(h, cfg.layer_norm_eps, o));
@@ -158,7 +234,13 @@ class GPTNeoXLayer extends Module {
     this.attention = this.child("attention", new GPTNeoXAttention(cfg, o));
     this.mlp = this.child("mlp", new GPTNeoXMLP(cfg, o));
   }
-  forward(x: torch.Tensor, ctx: ForwardContext, rope: RotaryTables, cache: { cache: HeadsKVCache; layer: number } | undefined, wantProbs: boolean): BlockOutput {
+  forward(
+    x: torch.Tensor,
+    ctx: ForwardContext,
+    rope: RotaryTables,
+    cache: { cache: HeadsKVCache; layer: number } | undefined,
+    wantProbs: boolean,
+  ): BlockOutput {
     const p = this.cfg.hidden_dropout;
     const drop = (t: torch.Tensor) => (this.training && p > 0 ? torch.dropout(t, p, true) : t);
     const attn = this.attention.forward(this.input_layernorm.forward(x), ctx, rope, cache, wantProbs);
@@ -166,7 +248,9 @@ class GPTNeoXLayer extends Module {
     let out: torch.Tensor;
     if (this.cfg.use_parallel_residual) {
       // x + attn(ln1(x)) + mlp(ln2(x)): both norms read the block input (HF sums mlp + attn + x).
-      out = drop(this.mlp.forward(this.post_attention_layernorm.forward(x))).add(a).add(x);
+      out = drop(this.mlp.forward(this.post_attention_layernorm.forward(x)))
+        .add(a)
+        .add(x);
     } else {
       const mid = a.add(x);
       out = drop(this.mlp.forward(this.post_attention_layernorm.forward(mid))).add(mid);
@@ -185,7 +269,10 @@ class GPTNeoXModel extends Module {
   constructor(cfg: GPTNeoXConfig, o: LayerInit) {
     super();
     this.embed_in = this.child("embed_in", new Embedding(cfg.vocab_size, cfg.hidden_size, o));
-    this.layers = this.child("layers", new ModuleList(Array.from({ length: cfg.num_hidden_layers }, () => new GPTNeoXLayer(cfg, o))));
+    this.layers = this.child(
+      "layers",
+      new ModuleList(Array.from({ length: cfg.num_hidden_layers }, () => new GPTNeoXLayer(cfg, o))),
+    );
     this.final_layer_norm = this.child("final_layer_norm", new LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, o));
   }
 }
@@ -197,19 +284,41 @@ export class GPTNeoXForCausalLM extends CausalLM {
   readonly embed_out: Linear | undefined;
   private readonly rotary: RotaryEmbedding;
 
-  constructor(readonly neoxConfig: GPTNeoXConfig, options: ModelOptions = {}) {
+  constructor(
+    readonly neoxConfig: GPTNeoXConfig,
+    options: ModelOptions = {},
+  ) {
     super(options);
     const c = neoxConfig;
     this.config = {
-      modelType: "gpt_neox", vocabSize: c.vocab_size, hiddenSize: c.hidden_size, numLayers: c.num_hidden_layers,
-      numHeads: c.num_attention_heads, bosTokenId: c.bos_token_id, eosTokenId: c.eos_token_id, padTokenId: c.pad_token_id,
-      maxPositions: c.max_position_embeddings, tieWordEmbeddings: c.tie_word_embeddings,
+      modelType: "gpt_neox",
+      vocabSize: c.vocab_size,
+      hiddenSize: c.hidden_size,
+      numLayers: c.num_hidden_layers,
+      numHeads: c.num_attention_heads,
+      bosTokenId: c.bos_token_id,
+      eosTokenId: c.eos_token_id,
+      padTokenId: c.pad_token_id,
+      maxPositions: c.max_position_embeddings,
+      tieWordEmbeddings: c.tie_word_embeddings,
     };
-    const o: LayerInit = { dtype: this.dtype, device: this.device, init: options.init ?? "normal", std: c.initializer_range };
+    const o: LayerInit = {
+      dtype: this.dtype,
+      device: this.device,
+      init: options.init ?? "normal",
+      std: c.initializer_range,
+    };
     this.gpt_neox = this.child("gpt_neox", new GPTNeoXModel(c, o));
-    this.embed_out = c.tie_word_embeddings ? undefined : this.child("embed_out", new Linear(c.hidden_size, c.vocab_size, { ...o, bias: false }));
+    this.embed_out = c.tie_word_embeddings
+      ? undefined
+      : this.child("embed_out", new Linear(c.hidden_size, c.vocab_size, { ...o, bias: false }));
     const d = c.hidden_size / c.num_attention_heads;
-    this.rotary = new RotaryEmbedding(Math.trunc(d * c.rotary_pct), c.rotary_emb_base, c.rope_scaling, c.max_position_embeddings);
+    this.rotary = new RotaryEmbedding(
+      Math.trunc(d * c.rotary_pct),
+      c.rotary_emb_base,
+      c.rope_scaling,
+      c.max_position_embeddings,
+    );
   }
 
   get blocks(): readonly GPTNeoXLayer[] {
@@ -253,10 +362,10 @@ export class GPTNeoXForCausalLM extends CausalLM {
       );
     }
     // llama.cpp's GPT-NeoX always reads output.weight: a tied model writes its embedding there too.
-    tensors.push(
-      ...weightAndBias("output_norm", "gpt_neox.final_layer_norm"),
-      { name: "output.weight", from: this.embed_out ? "embed_out.weight" : "gpt_neox.embed_in.weight" },
-    );
+    tensors.push(...weightAndBias("output_norm", "gpt_neox.final_layer_norm"), {
+      name: "output.weight",
+      from: this.embed_out ? "embed_out.weight" : "gpt_neox.embed_in.weight",
+    });
     const d = c.hidden_size / c.num_attention_heads;
     return {
       arch: "gptneox",
@@ -285,8 +394,21 @@ export class GPTNeoXForCausalLM extends CausalLM {
     return this.rotary.tables(positions, ctx.past + ctx.s);
   }
 
-  protected runBlock(i: number, x: torch.Tensor, ctx: ForwardContext, shared: unknown, cache: KVCache | undefined, wantProbs: boolean): BlockOutput {
-    return this.blocks[i]!.forward(x, ctx, shared as RotaryTables, cache && { cache: cache as HeadsKVCache, layer: i }, wantProbs);
+  protected runBlock(
+    i: number,
+    x: torch.Tensor,
+    ctx: ForwardContext,
+    shared: unknown,
+    cache: KVCache | undefined,
+    wantProbs: boolean,
+  ): BlockOutput {
+    return this.blocks[i]!.forward(
+      x,
+      ctx,
+      shared as RotaryTables,
+      cache && { cache: cache as HeadsKVCache, layer: i },
+      wantProbs,
+    );
   }
 
   protected finalNorm(x: torch.Tensor): torch.Tensor {
@@ -302,5 +424,6 @@ registerArchitecture("gpt_neox", {
   aliases: () => [],
   // Buffers older checkpoints carry (the rotary frequencies and causal-mask tables): recomputed here.
   ignorable: (name, m) =>
-    /\.attention\.(rotary_emb\.inv_freq|bias|masked_bias)$/.test(name) || (name === "embed_out.weight" && m.config.tieWordEmbeddings),
+    /\.attention\.(rotary_emb\.inv_freq|bias|masked_bias)$/.test(name) ||
+    (name === "embed_out.weight" && m.config.tieWordEmbeddings),
 });

@@ -10,18 +10,54 @@ import "./qwen2.js";
 import "./qwen3.js";
 
 export {
-  CausalLM, causalLmLoss, hiddenKeys, positionsFromMask,
-  type CausalLMInput, type CausalLMOutput, type KVCache, type ModelConfig, type ModelOptions, type NewCacheOptions, type TrainStepOptions,
+  CausalLM,
+  causalLmLoss,
+  hiddenKeys,
+  positionsFromMask,
+  type CausalLMInput,
+  type CausalLMOutput,
+  type KVCache,
+  type ModelConfig,
+  type ModelOptions,
+  type NewCacheOptions,
+  type TrainStepOptions,
 } from "./causal-lm.js";
 export {
-  checkpointNames, createCausalLM, knownModelTypes, loadCausalLM, registerArchitecture, resizeTokenEmbeddings, resolveModelDir, saveCausalLM,
-  saveRewardModel, isRewardModelDir,
-  type Architecture, type SaveOptions,
+  checkpointNames,
+  createCausalLM,
+  knownModelTypes,
+  loadCausalLM,
+  registerArchitecture,
+  resizeTokenEmbeddings,
+  resolveModelDir,
+  saveCausalLM,
+  saveRewardModel,
+  isRewardModelDir,
+  type Architecture,
+  type SaveOptions,
 } from "./registry.js";
-export { CheckpointError, indexWeights, loadWeights, readJsonFile, readModelConfig, saveWeights } from "./checkpoint.js";
+export {
+  CheckpointError,
+  indexWeights,
+  loadWeights,
+  readJsonFile,
+  readModelConfig,
+  saveWeights,
+} from "./checkpoint.js";
 export { ConfigError } from "./config-json.js";
 export {
-  ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraError, adapterConfigJson, applyLora, isAdapterParam, loadAdapter, loadRewardModel,
-  loadWithAdapter, mergeLora,
-  readAdapterConfig, saveAdapter, tokenRowModules, type LoraConfig,
+  ADAPTER_CONFIG,
+  ADAPTER_WEIGHTS,
+  LoraError,
+  adapterConfigJson,
+  applyLora,
+  isAdapterParam,
+  loadAdapter,
+  loadRewardModel,
+  loadWithAdapter,
+  mergeLora,
+  readAdapterConfig,
+  saveAdapter,
+  tokenRowModules,
+  type LoraConfig,
 } from "./lora.js";

@@ -22,7 +22,11 @@ export abstract class LayeredKVCache implements KVCache {
    * @param keyTime the time dimension of the key buffers
    * @param valueTime the time dimension of the value buffers
    */
-  constructor(private readonly keyTime: number, private readonly valueTime: number, private readonly initialCapacity = 64) {}
+  constructor(
+    private readonly keyTime: number,
+    private readonly valueTime: number,
+    private readonly initialCapacity = 64,
+  ) {}
 
   /** The dim-0 entries that batch rows `rows` own, in order. */
   protected abstract rowEntries(rows: number[]): number[];
@@ -37,12 +41,18 @@ export abstract class LayeredKVCache implements KVCache {
     if (!current || current.size(this.keyTime) < need || current.size(0) !== k.size(0)) this.grow(layer, k, v, need);
     this.keys[layer]!.narrow(this.keyTime, this.length, s).copy_(k);
     this.values[layer]!.narrow(this.valueTime, this.length, s).copy_(v);
-    return { keys: this.keys[layer]!.narrow(this.keyTime, 0, need), values: this.values[layer]!.narrow(this.valueTime, 0, need) };
+    return {
+      keys: this.keys[layer]!.narrow(this.keyTime, 0, need),
+      values: this.values[layer]!.narrow(this.valueTime, 0, need),
+    };
   }
 
   /** Layer `layer`'s stored keys and values (views of the first `length` positions, in this cache's layout). */
   read(layer: number): { keys: torch.Tensor; values: torch.Tensor } {
-    return { keys: this.keys[layer]!.narrow(this.keyTime, 0, this.length), values: this.values[layer]!.narrow(this.valueTime, 0, this.length) };
+    return {
+      keys: this.keys[layer]!.narrow(this.keyTime, 0, this.length),
+      values: this.values[layer]!.narrow(this.valueTime, 0, this.length),
+    };
   }
 
   /** Called once per forward, after every layer appended its s new positions. */
@@ -76,7 +86,8 @@ export abstract class LayeredKVCache implements KVCache {
     torch.scope(() => {
       const idx = torch.tensor(this.rowEntries(rows), { dtype: "int64", device: this.keys[0]?.device ?? "cpu" });
       const n = this.length - trimLeft;
-      const pick = (t: torch.Tensor, time: number) => t.narrow(time, trimLeft, n).indexSelect(0, idx).contiguous().keep();
+      const pick = (t: torch.Tensor, time: number) =>
+        t.narrow(time, trimLeft, n).indexSelect(0, idx).contiguous().keep();
       for (let l = 0; l < this.keys.length; l++) {
         const k = pick(this.keys[l]!, this.keyTime);
         const v = pick(this.values[l]!, this.valueTime);
@@ -105,8 +116,15 @@ export abstract class LayeredKVCache implements KVCache {
       shape[0] = rowsMine + theirs.size(0);
       shape[time] = length + 16;
       const out = torch.zeros(shape, { dtype: theirs.dtype, device: theirs.device }).keep();
-      if (mine && this.length) out.narrow(0, 0, rowsMine).narrow(time, padSelf, this.length).copy_(mine.narrow(time, 0, this.length));
-      out.narrow(0, rowsMine, theirs.size(0)).narrow(time, padOther, other.length).copy_(theirs.narrow(time, 0, other.length));
+      if (mine && this.length)
+        out
+          .narrow(0, 0, rowsMine)
+          .narrow(time, padSelf, this.length)
+          .copy_(mine.narrow(time, 0, this.length));
+      out
+        .narrow(0, rowsMine, theirs.size(0))
+        .narrow(time, padOther, other.length)
+        .copy_(theirs.narrow(time, 0, other.length));
       return out;
     };
     torch.scope(() => {

@@ -9,15 +9,47 @@
 // d head dim (h = n·d), i intermediate, v vocab.
 import * as torch from "../torch/index.js";
 import {
-  Embedding, Linear, Module, ModuleList, RMSNorm, RotaryEmbedding, applyRotary, attention, windowedMasks, type LayerMask, type LayerInit,
+  Embedding,
+  Linear,
+  Module,
+  ModuleList,
+  RMSNorm,
+  RotaryEmbedding,
+  applyRotary,
+  attention,
+  windowedMasks,
+  type LayerMask,
+  type LayerInit,
   type RotaryTables,
 } from "../nn/index.js";
 import {
-  CausalLM, type BlockOutput, type ForwardContext, type KVCache, type ModelConfig, type ModelOptions, type NewCacheOptions,
+  CausalLM,
+  type BlockOutput,
+  type ForwardContext,
+  type KVCache,
+  type ModelConfig,
+  type ModelOptions,
+  type NewCacheOptions,
 } from "./causal-lm.js";
-import { ConfigError, readBool, readInt, readNumber, readOptionalInt, readRopeScaling, type RopeScalingConfig } from "./config-json.js";
+import {
+  ConfigError,
+  readBool,
+  readInt,
+  readNumber,
+  readOptionalInt,
+  readRopeScaling,
+  type RopeScalingConfig,
+} from "./config-json.js";
 import { HeadsKVCache } from "./kv-cache.js";
-import { f32, interleaveRotaryHalves, llama3RopeFactors, ropeScalingKeys, u32, type GgufLayout, type GgufTensorSpec } from "./gguf-layout.js";
+import {
+  f32,
+  interleaveRotaryHalves,
+  llama3RopeFactors,
+  ropeScalingKeys,
+  u32,
+  type GgufLayout,
+  type GgufTensorSpec,
+} from "./gguf-layout.js";
 import { registerArchitecture } from "./registry.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -80,22 +112,39 @@ export function llamaConfigFromJson(json: Record<string, unknown>, file = "confi
     pad_token_id: readOptionalInt(json, file, "pad_token_id", null),
     raw: { ...json },
   };
-  const positive = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads"] as const;
-  for (const key of positive) if (cfg[key] < 1) throw new ConfigError(file, key, `must be a positive integer, got ${cfg[key]}`);
+  const positive = [
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+  ] as const;
+  for (const key of positive)
+    if (cfg[key] < 1) throw new ConfigError(file, key, `must be a positive integer, got ${cfg[key]}`);
   if (cfg.head_dim === 0) {
     if (cfg.hidden_size % cfg.num_attention_heads !== 0) {
-      throw new ConfigError(file, "hidden_size", `${cfg.hidden_size} is not divisible by num_attention_heads=${cfg.num_attention_heads}`);
+      throw new ConfigError(
+        file,
+        "hidden_size",
+        `${cfg.hidden_size} is not divisible by num_attention_heads=${cfg.num_attention_heads}`,
+      );
     }
     cfg.head_dim = cfg.hidden_size / cfg.num_attention_heads;
   }
   if (cfg.num_attention_heads % cfg.num_key_value_heads !== 0) {
-    throw new ConfigError(file, "num_key_value_heads", `num_attention_heads=${cfg.num_attention_heads} is not divisible by num_key_value_heads=${cfg.num_key_value_heads}`);
+    throw new ConfigError(
+      file,
+      "num_key_value_heads",
+      `num_attention_heads=${cfg.num_attention_heads} is not divisible by num_key_value_heads=${cfg.num_key_value_heads}`,
+    );
   }
   if (cfg.head_dim % 2 !== 0) {
     const key = json.head_dim === undefined ? "hidden_size" : "head_dim";
     throw new ConfigError(file, key, `head dim ${cfg.head_dim} must be even for rotary embeddings`);
   }
-  if (cfg.hidden_act !== "silu") throw new ConfigError(file, "hidden_act", `'${cfg.hidden_act}' is not supported; LLaMA's MLP is SwiGLU ("silu")`);
+  if (cfg.hidden_act !== "silu")
+    throw new ConfigError(file, "hidden_act", `'${cfg.hidden_act}' is not supported; LLaMA's MLP is SwiGLU ("silu")`);
   return cfg;
 }
 
@@ -134,8 +183,12 @@ export interface LlamaVariant {
 
 export function llamaVariant(c: LlamaConfig): LlamaVariant {
   return {
-    architecture: "LlamaForCausalLM", qkvBias: c.attention_bias, oBias: c.attention_bias, qkNorm: false,
-    windows: new Array<number | null>(c.num_hidden_layers).fill(null), gguf: "llama",
+    architecture: "LlamaForCausalLM",
+    qkvBias: c.attention_bias,
+    oBias: c.attention_bias,
+    qkNorm: false,
+    windows: new Array<number | null>(c.num_hidden_layers).fill(null),
+    gguf: "llama",
   };
 }
 
@@ -153,7 +206,11 @@ class LlamaAttention extends Module {
   private readonly g: number;
   private readonly d: number;
 
-  constructor(private readonly cfg: LlamaConfig, v: LlamaVariant, o: LayerInit) {
+  constructor(
+    private readonly cfg: LlamaConfig,
+    v: LlamaVariant,
+    o: LayerInit,
+  ) {
     super();
     const h = cfg.hidden_size;
     this.n = cfg.num_attention_heads;
@@ -168,7 +225,13 @@ class LlamaAttention extends Module {
     this.k_norm = v.qkNorm ? this.child("k_norm", new RMSNorm(this.d, cfg.rms_norm_eps, o)) : undefined;
   }
 
-  forward(x: torch.Tensor, mask: LayerMask, rope: RotaryTables, cache: { cache: HeadsKVCache; layer: number } | undefined, wantProbs: boolean): BlockOutput {
+  forward(
+    x: torch.Tensor,
+    mask: LayerMask,
+    rope: RotaryTables,
+    cache: { cache: HeadsKVCache; layer: number } | undefined,
+    wantProbs: boolean,
+  ): BlockOutput {
     const [b, s] = x.shape as [number, number];
     const { n, g, d } = this;
     // Head-major projections [b, s, heads, d] (Qwen3: each head RMS-normed) → [b, heads, s, d], then rotary.
@@ -182,12 +245,16 @@ class LlamaAttention extends Module {
     // The cache holds the g kv heads after rotary, before they are repeated for the query heads.
     if (cache) ({ keys: k, values: v } = cache.cache.append(cache.layer, k, v));
     const { context, probs } = attention(q, k, v, {
-      hidden: mask.hidden, causal: mask.causal, scale: 1 / Math.sqrt(d), dropout: this.cfg.attention_dropout, training: this.training, wantProbs,
+      hidden: mask.hidden,
+      causal: mask.causal,
+      scale: 1 / Math.sqrt(d),
+      dropout: this.cfg.attention_dropout,
+      training: this.training,
+      wantProbs,
     });
     return { out: this.o_proj.forward(context), ...(probs ? { probs } : {}) };
   }
 }
-
 
 class LlamaMLP extends Module {
   readonly gate_proj: Linear;
@@ -216,9 +283,18 @@ class LlamaDecoderLayer extends Module {
     this.self_attn = this.child("self_attn", new LlamaAttention(cfg, v, o));
     this.mlp = this.child("mlp", new LlamaMLP(cfg, o));
     this.input_layernorm = this.child("input_layernorm", new RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, o));
-    this.post_attention_layernorm = this.child("post_attention_layernorm", new RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, o));
+    this.post_attention_layernorm = this.child(
+      "post_attention_layernorm",
+      new RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, o),
+    );
   }
-  forward(x: torch.Tensor, mask: LayerMask, rope: RotaryTables, cache: { cache: HeadsKVCache; layer: number } | undefined, wantProbs: boolean): BlockOutput {
+  forward(
+    x: torch.Tensor,
+    mask: LayerMask,
+    rope: RotaryTables,
+    cache: { cache: HeadsKVCache; layer: number } | undefined,
+    wantProbs: boolean,
+  ): BlockOutput {
     const attn = this.self_attn.forward(this.input_layernorm.forward(x), mask, rope, cache, wantProbs);
     const mid = x.add(attn.out);
     const out = mid.add(this.mlp.forward(this.post_attention_layernorm.forward(mid)));
@@ -241,7 +317,10 @@ class LlamaModel extends Module {
   constructor(cfg: LlamaConfig, v: LlamaVariant, o: LayerInit) {
     super();
     this.embed_tokens = this.child("embed_tokens", new Embedding(cfg.vocab_size, cfg.hidden_size, o));
-    this.layers = this.child("layers", new ModuleList(Array.from({ length: cfg.num_hidden_layers }, () => new LlamaDecoderLayer(cfg, v, o))));
+    this.layers = this.child(
+      "layers",
+      new ModuleList(Array.from({ length: cfg.num_hidden_layers }, () => new LlamaDecoderLayer(cfg, v, o))),
+    );
     this.norm = this.child("norm", new RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, o));
     // HF zeroes the padding_idx row at init; a fresh model matches that (a loaded one keeps its file's row).
     if (cfg.pad_token_id !== null && cfg.pad_token_id < cfg.vocab_size && o.init === "normal") {
@@ -257,17 +336,35 @@ export class LlamaForCausalLM extends CausalLM {
   readonly lm_head: Linear | undefined;
   private readonly rotary: RotaryEmbedding;
 
-  constructor(readonly llamaConfig: LlamaConfig, options: ModelOptions = {}, readonly variant: LlamaVariant = llamaVariant(llamaConfig)) {
+  constructor(
+    readonly llamaConfig: LlamaConfig,
+    options: ModelOptions = {},
+    readonly variant: LlamaVariant = llamaVariant(llamaConfig),
+  ) {
     super(options);
     const c = llamaConfig;
     this.config = {
-      modelType: c.model_type, vocabSize: c.vocab_size, hiddenSize: c.hidden_size, numLayers: c.num_hidden_layers,
-      numHeads: c.num_attention_heads, bosTokenId: c.bos_token_id, eosTokenId: c.eos_token_id, padTokenId: c.pad_token_id,
-      maxPositions: c.max_position_embeddings, tieWordEmbeddings: c.tie_word_embeddings,
+      modelType: c.model_type,
+      vocabSize: c.vocab_size,
+      hiddenSize: c.hidden_size,
+      numLayers: c.num_hidden_layers,
+      numHeads: c.num_attention_heads,
+      bosTokenId: c.bos_token_id,
+      eosTokenId: c.eos_token_id,
+      padTokenId: c.pad_token_id,
+      maxPositions: c.max_position_embeddings,
+      tieWordEmbeddings: c.tie_word_embeddings,
     };
-    const o: LayerInit = { dtype: this.dtype, device: this.device, init: options.init ?? "normal", std: c.initializer_range };
+    const o: LayerInit = {
+      dtype: this.dtype,
+      device: this.device,
+      init: options.init ?? "normal",
+      std: c.initializer_range,
+    };
     this.model = this.child("model", new LlamaModel(c, variant, o));
-    this.lm_head = c.tie_word_embeddings ? undefined : this.child("lm_head", new Linear(c.hidden_size, c.vocab_size, { ...o, bias: false }));
+    this.lm_head = c.tie_word_embeddings
+      ? undefined
+      : this.child("lm_head", new Linear(c.hidden_size, c.vocab_size, { ...o, bias: false }));
     this.rotary = new RotaryEmbedding(c.head_dim, c.rope_theta, c.rope_scaling, c.max_position_embeddings);
   }
 
@@ -313,14 +410,23 @@ export class LlamaForCausalLM extends CausalLM {
     for (let i = 0; i < c.num_hidden_layers; i++) {
       const at = `model.layers.${i}`;
       add(`blk.${i}.attn_norm.weight`, `${at}.input_layernorm.weight`);
-      for (const [gg, hf, t] of [["attn_q", "q_proj", q], ["attn_k", "k_proj", k], ["attn_v", "v_proj", undefined], ["attn_output", "o_proj", undefined]] as const) {
+      for (const [gg, hf, t] of [
+        ["attn_q", "q_proj", q],
+        ["attn_k", "k_proj", k],
+        ["attn_v", "v_proj", undefined],
+        ["attn_output", "o_proj", undefined],
+      ] as const) {
         add(`blk.${i}.${gg}.weight`, `${at}.self_attn.${hf}.weight`, t);
         add(`blk.${i}.${gg}.bias`, `${at}.self_attn.${hf}.bias`, t); // a bias row follows its weight row
       }
       add(`blk.${i}.attn_q_norm.weight`, `${at}.self_attn.q_norm.weight`);
       add(`blk.${i}.attn_k_norm.weight`, `${at}.self_attn.k_norm.weight`);
       add(`blk.${i}.ffn_norm.weight`, `${at}.post_attention_layernorm.weight`);
-      for (const [gg, hf] of [["ffn_gate", "gate_proj"], ["ffn_up", "up_proj"], ["ffn_down", "down_proj"]] as const) {
+      for (const [gg, hf] of [
+        ["ffn_gate", "gate_proj"],
+        ["ffn_up", "up_proj"],
+        ["ffn_down", "down_proj"],
+      ] as const) {
         add(`blk.${i}.${gg}.weight`, `${at}.mlp.${hf}.weight`);
         add(`blk.${i}.${gg}.bias`, `${at}.mlp.${hf}.bias`);
       }
@@ -330,7 +436,11 @@ export class LlamaForCausalLM extends CausalLM {
     if (this.lm_head) tensors.push({ name: "output.weight", from: "lm_head.weight" });
     const scaling = c.rope_scaling;
     if (scaling?.type === "llama3") {
-      tensors.push({ name: "rope_freqs.weight", from: "rope_freqs", value: () => llama3RopeFactors(c.head_dim, c.rope_theta, scaling) });
+      tensors.push({
+        name: "rope_freqs.weight",
+        from: "rope_freqs",
+        value: () => llama3RopeFactors(c.head_dim, c.rope_theta, scaling),
+      });
     }
     const d = c.head_dim;
     const explicitHeadDim = d * c.num_attention_heads !== c.hidden_size;
@@ -343,7 +453,12 @@ export class LlamaForCausalLM extends CausalLM {
         [`${arch}.feed_forward_length`, u32(c.intermediate_size)],
         [`${arch}.attention.head_count`, u32(c.num_attention_heads)],
         [`${arch}.attention.head_count_kv`, u32(c.num_key_value_heads)],
-        ...(explicitHeadDim ? [[`${arch}.attention.key_length`, u32(d)], [`${arch}.attention.value_length`, u32(d)]] as Array<[string, ReturnType<typeof u32>]> : []),
+        ...(explicitHeadDim
+          ? ([
+              [`${arch}.attention.key_length`, u32(d)],
+              [`${arch}.attention.value_length`, u32(d)],
+            ] as Array<[string, ReturnType<typeof u32>]>)
+          : []),
         [`${arch}.rope.freq_base`, f32(c.rope_theta)],
         [`${arch}.rope.dimension_count`, u32(d)],
         ...ropeScalingKeys(arch, c.rope_scaling),
@@ -364,7 +479,14 @@ export class LlamaForCausalLM extends CausalLM {
     return { rope, masks: windowedMasks(ctx, this.variant.windows, this.device) };
   }
 
-  protected runBlock(i: number, x: torch.Tensor, ctx: ForwardContext, shared: unknown, cache: KVCache | undefined, wantProbs: boolean): BlockOutput {
+  protected runBlock(
+    i: number,
+    x: torch.Tensor,
+    ctx: ForwardContext,
+    shared: unknown,
+    cache: KVCache | undefined,
+    wantProbs: boolean,
+  ): BlockOutput {
     const { rope, masks } = shared as LlamaShared;
     const mask = masks.get(this.variant.windows[i] ?? null)!;
     return this.blocks[i]!.forward(x, mask, rope, cache && { cache: cache as HeadsKVCache, layer: i }, wantProbs);
@@ -382,5 +504,6 @@ registerArchitecture("llama", {
   create: (json, file, o) => new LlamaForCausalLM(llamaConfigFromJson(json, file), o),
   aliases: () => [],
   // The rotary frequencies were a persistent buffer in mid-2023 checkpoints: recomputed here.
-  ignorable: (name, m) => /\.self_attn\.rotary_emb\.inv_freq$/.test(name) || (name === "lm_head.weight" && m.config.tieWordEmbeddings),
+  ignorable: (name, m) =>
+    /\.self_attn\.rotary_emb\.inv_freq$/.test(name) || (name === "lm_head.weight" && m.config.tieWordEmbeddings),
 });

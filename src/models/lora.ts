@@ -61,13 +61,17 @@ export function applyLora(model: CausalLM, cfg: LoraConfig, where = "peft_config
   if (cfg.task_type === "SEQ_CLS") model.scoreHead();
   if (!Number.isInteger(cfg.r) || cfg.r < 1) throw new LoraError(`${where} › r: expected an integer ≥ 1, got ${cfg.r}`);
   if (!(cfg.lora_alpha > 0)) throw new LoraError(`${where} › lora_alpha: expected a number > 0, got ${cfg.lora_alpha}`);
-  if (!(cfg.lora_dropout >= 0 && cfg.lora_dropout < 1)) throw new LoraError(`${where} › lora_dropout: expected a number in [0, 1), got ${cfg.lora_dropout}`);
-  if (cfg.bias !== "none") throw new LoraError(`${where} › bias: only "none" is supported, got ${JSON.stringify(cfg.bias)}`);
+  if (!(cfg.lora_dropout >= 0 && cfg.lora_dropout < 1))
+    throw new LoraError(`${where} › lora_dropout: expected a number in [0, 1), got ${cfg.lora_dropout}`);
+  if (cfg.bias !== "none")
+    throw new LoraError(`${where} › bias: only "none" is supported, got ${JSON.stringify(cfg.bias)}`);
   const all = linears(model);
   for (const t of cfg.target_modules) {
     if (!all.some(([p]) => matches(p, t))) {
       const names = [...new Set(all.map(([p]) => p.split(".").at(-1)!))].join(", ");
-      throw new LoraError(`${where} › target_modules: '${t}' matches no linear layer of this ${model.config.modelType} model (its layers: ${names})`);
+      throw new LoraError(
+        `${where} › target_modules: '${t}' matches no linear layer of this ${model.config.modelType} model (its layers: ${names})`,
+      );
     }
   }
   const adapted: string[] = [];
@@ -93,16 +97,39 @@ export const isAdapterParam = (name: string) => /\.lora_[AB]\.weight$/.test(name
 
 /** The trainable tensors under PEFT's names (adapters, then modules_to_save). */
 export function adapterTensors(model: CausalLM): Array<[string, torch.Tensor]> {
-  return model.namedParameters().filter(([, t]) => t.requiresGrad).map(([n, t]) => [PREFIX + n, t]);
+  return model
+    .namedParameters()
+    .filter(([, t]) => t.requiresGrad)
+    .map(([n, t]) => [PREFIX + n, t]);
 }
 
 /** adapter_config.json as PEFT writes it for a LoRA adapter (CAUSAL_LM, or SEQ_CLS for a reward model). */
-export function adapterConfigJson(cfg: LoraConfig, baseModel: string | null, targets: string[]): Record<string, unknown> {
+export function adapterConfigJson(
+  cfg: LoraConfig,
+  baseModel: string | null,
+  targets: string[],
+): Record<string, unknown> {
   return {
-    alpha_pattern: {}, auto_mapping: null, base_model_name_or_path: baseModel, bias: cfg.bias, fan_in_fan_out: false,
-    inference_mode: true, init_lora_weights: true, layers_pattern: null, layers_to_transform: null,
-    lora_alpha: cfg.lora_alpha, lora_dropout: cfg.lora_dropout, modules_to_save: cfg.modules_to_save, peft_type: "LORA",
-    r: cfg.r, rank_pattern: {}, revision: null, target_modules: targets, task_type: cfg.task_type ?? "CAUSAL_LM", use_dora: false, use_rslora: false,
+    alpha_pattern: {},
+    auto_mapping: null,
+    base_model_name_or_path: baseModel,
+    bias: cfg.bias,
+    fan_in_fan_out: false,
+    inference_mode: true,
+    init_lora_weights: true,
+    layers_pattern: null,
+    layers_to_transform: null,
+    lora_alpha: cfg.lora_alpha,
+    lora_dropout: cfg.lora_dropout,
+    modules_to_save: cfg.modules_to_save,
+    peft_type: "LORA",
+    r: cfg.r,
+    rank_pattern: {},
+    revision: null,
+    target_modules: targets,
+    task_type: cfg.task_type ?? "CAUSAL_LM",
+    use_dora: false,
+    use_rslora: false,
   };
 }
 
@@ -122,22 +149,34 @@ export function readAdapterConfig(dir: string): LoraConfig & { base_model_name_o
   const file = join(dir, ADAPTER_CONFIG);
   if (!existsSync(file)) throw new LoraError(`${dir}: no ${ADAPTER_CONFIG} (expected a PEFT LoRA adapter folder)`);
   const j = readJsonFile(file, "PEFT adapter config");
-  if (j.peft_type !== "LORA") throw new LoraError(`${file} › peft_type: only "LORA" adapters are supported, got ${JSON.stringify(j.peft_type)}`);
-  if (j.use_dora === true || j.use_rslora === true) throw new LoraError(`${file}: DoRA and rsLoRA adapters are not supported`);
-  if (j.fan_in_fan_out === true) throw new LoraError(`${file} › fan_in_fan_out: true is for GPT-2's Conv1D layers, which these models do not have`);
+  if (j.peft_type !== "LORA")
+    throw new LoraError(`${file} › peft_type: only "LORA" adapters are supported, got ${JSON.stringify(j.peft_type)}`);
+  if (j.use_dora === true || j.use_rslora === true)
+    throw new LoraError(`${file}: DoRA and rsLoRA adapters are not supported`);
+  if (j.fan_in_fan_out === true)
+    throw new LoraError(`${file} › fan_in_fan_out: true is for GPT-2's Conv1D layers, which these models do not have`);
   const targets = typeof j.target_modules === "string" ? [j.target_modules] : j.target_modules;
-  if (!Array.isArray(targets) || !targets.every((t) => typeof t === "string")) throw new LoraError(`${file} › target_modules: expected a list of module names`);
+  if (!Array.isArray(targets) || !targets.every((t) => typeof t === "string"))
+    throw new LoraError(`${file} › target_modules: expected a list of module names`);
   const task = j.task_type ?? "CAUSAL_LM";
   if (task !== "CAUSAL_LM" && task !== "SEQ_CLS") {
-    throw new LoraError(`${file} › task_type: expected CAUSAL_LM or SEQ_CLS (a reward model), got ${JSON.stringify(task)}`);
+    throw new LoraError(
+      `${file} › task_type: expected CAUSAL_LM or SEQ_CLS (a reward model), got ${JSON.stringify(task)}`,
+    );
   }
   // PEFT adds the classifier heads ("classifier", "score") to a SEQ_CLS adapter's modules_to_save whether
   // or not the file lists them; these models name theirs "score".
   const listed = (j.modules_to_save ?? null) as string[] | null;
-  const toSave = task === "SEQ_CLS" ? [...new Set([...(listed ?? []).filter((m) => m !== "classifier"), "score"])] : listed;
+  const toSave =
+    task === "SEQ_CLS" ? [...new Set([...(listed ?? []).filter((m) => m !== "classifier"), "score"])] : listed;
   return {
-    r: Number(j.r), lora_alpha: Number(j.lora_alpha), lora_dropout: Number(j.lora_dropout ?? 0), target_modules: targets as string[],
-    bias: (j.bias ?? "none") as "none", modules_to_save: toSave, task_type: task,
+    r: Number(j.r),
+    lora_alpha: Number(j.lora_alpha),
+    lora_dropout: Number(j.lora_dropout ?? 0),
+    target_modules: targets as string[],
+    bias: (j.bias ?? "none") as "none",
+    modules_to_save: toSave,
+    task_type: task,
     base_model_name_or_path: (j.base_model_name_or_path ?? null) as string | null,
   };
 }
@@ -155,17 +194,22 @@ export function loadAdapter(model: CausalLM, dir: string): LoraConfig {
   try {
     const mine = new Map(adapterTensors(model));
     // PEFT before 0.7 kept the adapter name in some keys ("...lora_A.default.weight"): accept both.
-    const stored = new Map([...tensors].map(([k, t]) => [k.replace(/\.(lora_[AB])\.default\.weight$/, ".$1.weight"), t]));
+    const stored = new Map(
+      [...tensors].map(([k, t]) => [k.replace(/\.(lora_[AB])\.default\.weight$/, ".$1.weight"), t]),
+    );
     for (const [name, t] of mine) {
       const src = stored.get(name);
       if (!src) throw new LoraError(`${file}: missing ${name}`);
       if (src.shape.join() !== t.shape.join()) {
-        throw new LoraError(`${file} › ${name}: shape [${src.shape}] does not fit this base model's [${t.shape}] (an adapter for another model?)`);
+        throw new LoraError(
+          `${file} › ${name}: shape [${src.shape}] does not fit this base model's [${t.shape}] (an adapter for another model?)`,
+        );
       }
       torch.noGrad(() => t.copy_(src));
     }
     const extra = [...stored.keys()].filter((k) => !mine.has(k));
-    if (extra.length) throw new LoraError(`${file}: ${extra[0]} is not a module of this base model (an adapter for another model?)`);
+    if (extra.length)
+      throw new LoraError(`${file}: ${extra[0]} is not a module of this base model (an adapter for another model?)`);
   } finally {
     for (const t of tensors.values()) t.dispose();
   }
@@ -185,7 +229,8 @@ export function mergeLora(model: CausalLM): void {
 export function tokenRowModules(model: CausalLM): string[] {
   const out: string[] = [];
   for (const { name, tensor, owner } of model.parameterOwners()) {
-    if (owner instanceof Embedding || (tensor === model.lmHeadWeight && owner instanceof Linear)) out.push(name.replace(/\.weight$/, ""));
+    if (owner instanceof Embedding || (tensor === model.lmHeadWeight && owner instanceof Linear))
+      out.push(name.replace(/\.weight$/, ""));
   }
   return [...new Set(out)];
 }
@@ -195,11 +240,18 @@ export function tokenRowModules(model: CausalLM): string[] {
  * the adapter saved grown token rows (modules_to_save), then the adapter loads. `merge` folds the
  * adapters into the weights (what serving wants); otherwise they stay separate.
  */
-export function loadWithAdapter(base: string, adapterDir: string, o: Omit<ModelOptions, "init"> & { merge?: boolean } = {}): CausalLM {
+export function loadWithAdapter(
+  base: string,
+  adapterDir: string,
+  o: Omit<ModelOptions, "init"> & { merge?: boolean } = {},
+): CausalLM {
   let model = loadCausalLM(base, o);
   try {
     const header = torch.readSafetensorsHeader(join(adapterDir, ADAPTER_WEIGHTS));
-    const rows = Math.max(0, ...tokenRowModules(model).map((m) => header.entries.get(`${PREFIX}${m}.weight`)?.shape[0] ?? 0));
+    const rows = Math.max(
+      0,
+      ...tokenRowModules(model).map((m) => header.entries.get(`${PREFIX}${m}.weight`)?.shape[0] ?? 0),
+    );
     if (rows > model.config.vocabSize) model = resizeTokenEmbeddings(model, rows);
     loadAdapter(model, adapterDir);
     if (o.merge) mergeLora(model);
@@ -219,9 +271,12 @@ export function loadRewardModel(dir: string, o: Omit<ModelOptions, "init">, what
     const cfg = readAdapterConfig(dir);
     const file = join(dir, ADAPTER_CONFIG);
     if (cfg.task_type !== "SEQ_CLS") {
-      throw new LoraError(`${what} ${dir}: a ${cfg.task_type} adapter, not a reward model (${file} › task_type is not SEQ_CLS)`);
+      throw new LoraError(
+        `${what} ${dir}: a ${cfg.task_type} adapter, not a reward model (${file} › task_type is not SEQ_CLS)`,
+      );
     }
-    if (!cfg.base_model_name_or_path) throw new LoraError(`${file} › base_model_name_or_path: not set; the base model is unknown`);
+    if (!cfg.base_model_name_or_path)
+      throw new LoraError(`${file} › base_model_name_or_path: not set; the base model is unknown`);
     const base = resolveModelDir(cfg.base_model_name_or_path, `${file} › base_model_name_or_path`);
     return loadWithAdapter(base, dir, { ...o, merge: true });
   }

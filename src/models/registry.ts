@@ -33,7 +33,8 @@ export function knownModelTypes(): string[] {
 
 function architectureOf(json: Record<string, unknown>, file: string): Architecture {
   const type = json.model_type;
-  if (typeof type !== "string") throw new ConfigError(file, "model_type", `missing; expected one of: ${knownModelTypes().join(", ")}`);
+  if (typeof type !== "string")
+    throw new ConfigError(file, "model_type", `missing; expected one of: ${knownModelTypes().join(", ")}`);
   try {
     return architectures.get(type);
   } catch (err) {
@@ -52,8 +53,10 @@ export function resolveModelDir(nameOrPath: string, what = "model"): string {
   if (/^[\w.-]+\/[\w.-]+$/.test(repo) && !repo.startsWith(".")) {
     const snapshot = cachedSnapshot(repo, "model", revision ?? "main");
     if (snapshot) return snapshot;
-    throw new Error(`${what} ${nameOrPath}: not a local folder, and not in the Hugging Face cache ` +
-      `(${join(hubCacheDir(), repoFolder(repo, "model"))}); download it first (huggingface-cli download ${repo}) or give a local path`);
+    throw new Error(
+      `${what} ${nameOrPath}: not a local folder, and not in the Hugging Face cache ` +
+        `(${join(hubCacheDir(), repoFolder(repo, "model"))}); download it first (huggingface-cli download ${repo}) or give a local path`,
+    );
   }
   return nameOrPath; // a path that does not exist: the loader names it
 }
@@ -74,7 +77,8 @@ export function createCausalLM(json: Record<string, unknown>, o: ModelOptions = 
  * tensor at a time: host memory holds at most one stored tensor beside the model.
  */
 export function loadCausalLM(
-  nameOrDir: string, o: Omit<ModelOptions, "init"> & { scoreHead?: boolean } = {},
+  nameOrDir: string,
+  o: Omit<ModelOptions, "init"> & { scoreHead?: boolean } = {},
 ): CausalLM {
   const dir = resolveModelDir(nameOrDir);
   const json = readModelConfig(dir);
@@ -119,7 +123,12 @@ export function saveCausalLM(model: CausalLM, dir: string, o: SaveOptions = {}):
   const json = { ...model.configJson(), torch_dtype: model.dtype };
   writeFileAtomic(join(dir, "config.json"), [JSON.stringify(json, null, 2) + "\n"]);
   const c = model.config;
-  const generation = { _from_model_config: true, bos_token_id: c.bosTokenId, eos_token_id: c.eosTokenId, pad_token_id: c.padTokenId };
+  const generation = {
+    _from_model_config: true,
+    bos_token_id: c.bosTokenId,
+    eos_token_id: c.eosTokenId,
+    pad_token_id: c.padTokenId,
+  };
   writeFileAtomic(join(dir, "generation_config.json"), [JSON.stringify(generation, null, 2) + "\n"]);
   saveWeights(model, dir, o.maxShardBytes);
   if (o.tokenizerFile) {
@@ -138,12 +147,21 @@ export function saveRewardModel(model: CausalLM, dir: string, padTokenId: number
   const base = model.configJson();
   const arch = String((base.architectures as string[] | undefined)?.[0] ?? "").replace(/For\w+$/, "");
   const json = {
-    ...base, architectures: [`${arch}ForSequenceClassification`], id2label: { 0: "LABEL_0" }, label2id: { LABEL_0: 0 },
-    pad_token_id: padTokenId, torch_dtype: model.dtype,
+    ...base,
+    architectures: [`${arch}ForSequenceClassification`],
+    id2label: { 0: "LABEL_0" },
+    label2id: { LABEL_0: 0 },
+    pad_token_id: padTokenId,
+    torch_dtype: model.dtype,
   };
   writeFileAtomic(join(dir, "config.json"), [JSON.stringify(json, null, 2) + "\n"]);
   const head = model.config.tieWordEmbeddings ? undefined : model.lmHeadWeight;
-  const skip = new Set(model.namedParameters().filter(([, t]) => t === head).map(([n]) => n));
+  const skip = new Set(
+    model
+      .namedParameters()
+      .filter(([, t]) => t === head)
+      .map(([n]) => n),
+  );
   saveWeights(model, dir, undefined, (n) => !skip.has(n));
 }
 

@@ -19,7 +19,9 @@ function parseImpl(value: string, where: string): AttentionImpl {
     throw new Error(`${where}=${value}: expected auto, sdpa or composite`);
   }
   if (value === "sdpa" && !torch.features.sdpa) {
-    throw new Error(`${where}=sdpa: this libtorch (${torch.version()}) has no scaled_dot_product_attention (2.1 or later)`);
+    throw new Error(
+      `${where}=sdpa: this libtorch (${torch.version()}) has no scaled_dot_product_attention (2.1 or later)`,
+    );
   }
   return value;
 }
@@ -56,13 +58,22 @@ export interface AttentionOptions {
 }
 
 /** q [b, n, s, d], k/v [b, g, S, d] → context [b, s, n·d] (heads concatenated) and the probabilities. */
-export function attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: AttentionOptions): { context: torch.Tensor; probs?: torch.Tensor } {
+export function attention(
+  q: torch.Tensor,
+  k: torch.Tensor,
+  v: torch.Tensor,
+  o: AttentionOptions,
+): { context: torch.Tensor; probs?: torch.Tensor } {
   const [b, n, s, d] = q.shape as [number, number, number, number];
   const g = k.size(1);
   const S = k.size(2);
   if (g !== n) {
     // Query head h reads kv head ⌊h / (n/g)⌋: each kv head repeated n/g times in place.
-    const rep = (t: torch.Tensor) => t.unsqueeze(2).expand([b, g, n / g, S, d]).reshape([b, n, S, d]);
+    const rep = (t: torch.Tensor) =>
+      t
+        .unsqueeze(2)
+        .expand([b, g, n / g, S, d])
+        .reshape([b, n, S, d]);
     k = rep(k);
     v = rep(v);
   }
@@ -80,7 +91,10 @@ export function attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: 
   let probs = scores.softmax(-1, "float32");
   if (probs.dtype !== inputDtype) probs = probs.to(inputDtype);
   const used = o.training && o.dropout ? torch.dropout(probs, o.dropout, true) : probs;
-  const context = used.matmul(v).transpose(1, 2).reshape([b, s, n * d]);
+  const context = used
+    .matmul(v)
+    .transpose(1, 2)
+    .reshape([b, s, n * d]);
   return { context, ...(o.wantProbs ? { probs } : {}) };
 }
 
@@ -109,11 +123,19 @@ export function hiddenBias(dtype: torch.DType): number {
  * steps too, whose mask is otherwise padding only.
  */
 export function withSlidingWindow(
-  hidden: torch.Tensor | undefined, s: number, past: number, window: number, device: string,
+  hidden: torch.Tensor | undefined,
+  s: number,
+  past: number,
+  window: number,
+  device: string,
 ): torch.Tensor {
   const S = past + s;
   // key j hidden from query i when j ≤ past + i − window, i.e. tril with diagonal past − window.
-  const outside = torch.ones([s, S], { dtype: "bool", device }).tril(past - window).unsqueeze(0).unsqueeze(0);
+  const outside = torch
+    .ones([s, S], { dtype: "bool", device })
+    .tril(past - window)
+    .unsqueeze(0)
+    .unsqueeze(0);
   return hidden ? hidden.logicalOr(outside) : outside;
 }
 
@@ -128,11 +150,14 @@ export interface LayerMask {
  * forward's own mask under null, and one windowed mask per distinct window, each made once.
  */
 export function windowedMasks(
-  base: LayerMask & { s: number; past: number }, windows: ReadonlyArray<number | null>, device: string,
+  base: LayerMask & { s: number; past: number },
+  windows: ReadonlyArray<number | null>,
+  device: string,
 ): Map<number | null, LayerMask> {
   const masks = new Map<number | null, LayerMask>([[null, { hidden: base.hidden, causal: base.causal }]]);
   for (const w of windows) {
-    if (w !== null && !masks.has(w)) masks.set(w, { hidden: withSlidingWindow(base.hidden, base.s, base.past, w, device), causal: false });
+    if (w !== null && !masks.has(w))
+      masks.set(w, { hidden: withSlidingWindow(base.hidden, base.s, base.past, w, device), causal: false });
   }
   return masks;
 }

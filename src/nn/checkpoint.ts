@@ -28,7 +28,11 @@ export class CheckpointedBlocks {
    * @param device the device whose generator the blocks draw from
    * @param saveRng keep RNG states (needed when a block is random, i.e. dropout in training mode)
    */
-  constructor(private readonly device: string, private readonly saveRng: boolean, private readonly hooks?: BlockHooks) {}
+  constructor(
+    private readonly device: string,
+    private readonly saveRng: boolean,
+    private readonly hooks?: BlockHooks,
+  ) {}
 
   /** Runs the blocks in order without a graph and returns the last output (owned by the caller's scope). */
   forward(x: torch.Tensor, blocks: Array<(x: torch.Tensor) => torch.Tensor>): torch.Tensor {

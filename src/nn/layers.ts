@@ -43,7 +43,11 @@ export class Linear extends Module {
   readonly weight: torch.Tensor;
   readonly bias: torch.Tensor | undefined;
   private lora: { A: Linear; B: Linear; scaling: number; dropout: number } | undefined;
-  constructor(readonly inFeatures: number, readonly outFeatures: number, o: LayerOptions & { bias?: boolean } = {}) {
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    o: LayerOptions & { bias?: boolean } = {},
+  ) {
     super();
     this.weight = this.param("weight", weight([outFeatures, inFeatures], o));
     this.bias = o.bias === false ? undefined : this.param("bias", torch.zeros([outFeatures], o));
@@ -74,10 +78,12 @@ export class Linear extends Module {
   mergeLora(): void {
     const l = this.lora;
     if (!l) return;
-    torch.noGrad(() => torch.scope(() => {
-      const delta = l.B.weight.to("float32").matmul(l.A.weight.to("float32")).mul(l.scaling);
-      this.weight.add_(delta.to(this.weight.dtype));
-    }));
+    torch.noGrad(() =>
+      torch.scope(() => {
+        const delta = l.B.weight.to("float32").matmul(l.A.weight.to("float32")).mul(l.scaling);
+        this.weight.add_(delta.to(this.weight.dtype));
+      }),
+    );
     this.removeChild("lora_A");
     this.removeChild("lora_B");
     this.lora = undefined;
@@ -103,7 +109,11 @@ export abstract class Norm extends Module {}
 export class LayerNorm extends Norm {
   readonly weight: torch.Tensor;
   readonly bias: torch.Tensor;
-  constructor(readonly dim: number, readonly eps: number, o: ModuleOptions = {}) {
+  constructor(
+    readonly dim: number,
+    readonly eps: number,
+    o: ModuleOptions = {},
+  ) {
     super();
     this.weight = this.param("weight", torch.ones([dim], o));
     this.bias = this.param("bias", torch.zeros([dim], o));
@@ -119,7 +129,11 @@ export class LayerNorm extends Norm {
  */
 export class RMSNorm extends Norm {
   readonly weight: torch.Tensor;
-  constructor(readonly dim: number, readonly eps: number, o: ModuleOptions = {}) {
+  constructor(
+    readonly dim: number,
+    readonly eps: number,
+    o: ModuleOptions = {},
+  ) {
     super();
     this.weight = this.param("weight", torch.ones([dim], o));
   }
@@ -135,7 +149,11 @@ export class RMSNorm extends Norm {
  */
 export class OffsetRMSNorm extends Norm {
   readonly weight: torch.Tensor;
-  constructor(readonly dim: number, readonly eps: number, o: ModuleOptions = {}) {
+  constructor(
+    readonly dim: number,
+    readonly eps: number,
+    o: ModuleOptions = {},
+  ) {
     super();
     this.weight = this.param("weight", torch.zeros([dim], o));
   }
@@ -154,7 +172,11 @@ function rmsNormalized(x: torch.Tensor, eps: number): torch.Tensor {
 
 export class Embedding extends Module {
   readonly weight: torch.Tensor;
-  constructor(readonly num: number, readonly dim: number, o: LayerOptions = {}) {
+  constructor(
+    readonly num: number,
+    readonly dim: number,
+    o: LayerOptions = {},
+  ) {
     super();
     this.weight = this.param("weight", weight([num, dim], o));
   }

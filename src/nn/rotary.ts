@@ -21,7 +21,12 @@ export class RotaryEmbedding {
    * @param base  the frequency base (rope_theta / rotary_emb_base)
    * @param maxPositions  max_position_embeddings, where dynamic scaling starts
    */
-  constructor(readonly dims: number, readonly base: number, readonly scaling: RopeScaling | null, readonly maxPositions: number) {}
+  constructor(
+    readonly dims: number,
+    readonly base: number,
+    readonly scaling: RopeScaling | null,
+    readonly maxPositions: number,
+  ) {}
 
   /**
    * 1 / base^(2j/r), j < r/2, in float32 as HF. Dynamic NTK scaling raises the base once the
@@ -34,7 +39,9 @@ export class RotaryEmbedding {
       base = base * ((f * seqLen) / this.maxPositions - (f - 1)) ** (this.dims / (this.dims - 2));
     }
     const exponents = torch.arange(0, this.dims, 2, { device }).to("float32").div(this.dims);
-    const inv = torch.ones([this.dims / 2], { device }).div(torch.full([this.dims / 2], base, { device }).pow(exponents));
+    const inv = torch
+      .ones([this.dims / 2], { device })
+      .div(torch.full([this.dims / 2], base, { device }).pow(exponents));
     return this.scaling?.type === "llama3" ? llama3Frequencies(inv, this.scaling) : inv;
   }
 
@@ -62,7 +69,10 @@ function llama3Frequencies(inv: torch.Tensor, s: Extract<RopeScaling, { type: "l
   const reciprocal = (t: torch.Tensor) => torch.ones(t.shape, { device: t.device }).div(t); // torch's scalar / tensor
   const wavelen = reciprocal(inv).mul(2 * Math.PI);
   const kept = torch.where(wavelen.gt(lowWavelen), inv.div(s.factor), inv);
-  const smooth = reciprocal(wavelen).mul(s.originalMaxPositions).sub(s.lowFreqFactor).div(s.highFreqFactor - s.lowFreqFactor);
+  const smooth = reciprocal(wavelen)
+    .mul(s.originalMaxPositions)
+    .sub(s.lowFreqFactor)
+    .div(s.highFreqFactor - s.lowFreqFactor);
   const smoothed = smooth.neg().add(1).mul(kept).div(s.factor).add(smooth.mul(kept));
   const medium = wavelen.lt(highWavelen).logicalNot().logicalAnd(wavelen.gt(lowWavelen).logicalNot());
   return torch.where(medium, smoothed, kept);

@@ -47,11 +47,14 @@ export function distEnv(env: NodeJS.ProcessEnv = process.env): DistEnv | null {
   const rank = int(vars, "RANK", 0);
   if (rank >= worldSize) throw new Error(`RANK=${rank} is not below WORLD_SIZE=${worldSize}`);
   const localRank = vars.LOCAL_RANK === undefined ? 0 : int(vars, "LOCAL_RANK", 0);
-  const localWorldSize = vars.LOCAL_WORLD_SIZE === undefined || vars.LOCAL_WORLD_SIZE === "" ? 1 : int(vars, "LOCAL_WORLD_SIZE", 1);
-  if (localRank >= localWorldSize) throw new Error(`LOCAL_RANK=${localRank} is not below LOCAL_WORLD_SIZE=${localWorldSize}`);
+  const localWorldSize =
+    vars.LOCAL_WORLD_SIZE === undefined || vars.LOCAL_WORLD_SIZE === "" ? 1 : int(vars, "LOCAL_WORLD_SIZE", 1);
+  if (localRank >= localWorldSize)
+    throw new Error(`LOCAL_RANK=${localRank} is not below LOCAL_WORLD_SIZE=${localWorldSize}`);
   const masterAddr = vars.MASTER_ADDR;
   if (!masterAddr) {
-    const hint = source === "slurm" ? "set it to the first node's address in the sbatch script" : "the rendezvous host, rank 0's";
+    const hint =
+      source === "slurm" ? "set it to the first node's address in the sbatch script" : "the rendezvous host, rank 0's";
     throw new Error(`MASTER_ADDR is not set (${hint})`);
   }
   const masterPort = vars.MASTER_PORT === undefined ? 29500 : int(vars, "MASTER_PORT", 1);

@@ -51,7 +51,7 @@ function need<T>(fn: T | undefined): T {
   if (!fn) {
     throw new Error(
       "this oasft addon was built without c10d collectives: on Debian install libgloo-dev " +
-      "(apt-get install libgloo-dev), then run `npm rebuild` in the oasft folder",
+        "(apt-get install libgloo-dev), then run `npm rebuild` in the oasft folder",
     );
   }
   return fn;
@@ -61,7 +61,12 @@ function need<T>(fn: T | undefined): T {
  * Joins the job described by `env`: rendezvous at MASTER_ADDR:MASTER_PORT, then a Gloo or NCCL group.
  * `device` is where reduceNumbers and gatherNumbers stage host numbers (NCCL reduces only CUDA tensors).
  */
-export function initProcessGroup(env: DistEnv, backend: "gloo" | "nccl", timeoutS: number, device = "cpu"): ProcessGroup {
+export function initProcessGroup(
+  env: DistEnv,
+  backend: "gloo" | "nccl",
+  timeoutS: number,
+  device = "cpu",
+): ProcessGroup {
   const n = torch.native;
   try {
     need(n.distInit)(env.rank, env.worldSize, env.masterAddr, env.masterPort, backend, Math.round(timeoutS * 1000));
@@ -87,15 +92,26 @@ export function initProcessGroup(env: DistEnv, backend: "gloo" | "nccl", timeout
     allReduce: (t, op = "sum") => allReduce(t.handle, op),
     allGather(t) {
       const outs = Array.from({ length: world }, () => torch.empty(t.shape, { dtype: t.dtype, device: t.device }));
-      allGather(outs.map((o) => o.handle), t.contiguous().handle);
+      allGather(
+        outs.map((o) => o.handle),
+        t.contiguous().handle,
+      );
       return outs;
     },
     reduceScatter(flat) {
       const len = flat.numel / world;
-      if (!Number.isInteger(len)) throw new Error(`reduceScatter: ${flat.numel} elements do not split over ${world} ranks`);
+      if (!Number.isInteger(len))
+        throw new Error(`reduceScatter: ${flat.numel} elements do not split over ${world} ranks`);
       if (backend === "nccl" && n.distReduceScatter) {
         const out = torch.empty([len], { dtype: flat.dtype, device: flat.device });
-        n.distReduceScatter(out.handle, flat.contiguous().view([world, len]).unbind(0).map((c) => c.handle));
+        n.distReduceScatter(
+          out.handle,
+          flat
+            .contiguous()
+            .view([world, len])
+            .unbind(0)
+            .map((c) => c.handle),
+        );
         return out;
       }
       // Gloo (libtorch 1.13) has no reduce_scatter: an all-reduce, of which this rank keeps its slice.

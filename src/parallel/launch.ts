@@ -22,7 +22,10 @@ export interface LaunchOptions {
 /** The launcher flags, taken out of a train command line (`--flag value` or `--flag=value`). */
 export const LAUNCH_FLAGS = ["nproc_per_node", "nnodes", "node_rank", "master_addr", "master_port"] as const;
 
-export function splitLaunchArgs(argv: string[]): { launch: Partial<Record<(typeof LAUNCH_FLAGS)[number], string>>; rest: string[] } {
+export function splitLaunchArgs(argv: string[]): {
+  launch: Partial<Record<(typeof LAUNCH_FLAGS)[number], string>>;
+  rest: string[];
+} {
   const launch: Partial<Record<(typeof LAUNCH_FLAGS)[number], string>> = {};
   const rest: string[] = [];
   for (let i = 0; i < argv.length; i++) {
@@ -59,7 +62,8 @@ export function launchOptions(launch: ReturnType<typeof splitLaunchArgs>["launch
     masterPort: int("master_port", 29500, 1, 65535),
     command,
   };
-  if (nnodes > 1 && launch.master_addr === undefined) throw new Error("--nnodes > 1 needs --master_addr (node 0's address, reachable from every node)");
+  if (nnodes > 1 && launch.master_addr === undefined)
+    throw new Error("--nnodes > 1 needs --master_addr (node 0's address, reachable from every node)");
   return o;
 }
 
@@ -72,15 +76,22 @@ export function launch(o: LaunchOptions): Promise<number> {
     const rank = o.nodeRank * o.nprocPerNode + local;
     const env = {
       ...process.env,
-      RANK: String(rank), WORLD_SIZE: String(world), LOCAL_RANK: String(local), LOCAL_WORLD_SIZE: String(o.nprocPerNode),
-      GROUP_RANK: String(o.nodeRank), MASTER_ADDR: o.masterAddr, MASTER_PORT: String(o.masterPort),
+      RANK: String(rank),
+      WORLD_SIZE: String(world),
+      LOCAL_RANK: String(local),
+      LOCAL_WORLD_SIZE: String(o.nprocPerNode),
+      GROUP_RANK: String(o.nodeRank),
+      MASTER_ADDR: o.masterAddr,
+      MASTER_PORT: String(o.masterPort),
       // The rank ties its life to this process (bindToLauncher): a launcher killed outright takes it along.
       OASFT_LAUNCHER_PID: String(process.pid),
     };
     const child = spawn(process.execPath, o.command, { env, stdio: "inherit" });
     ranks.push({ rank, child, done: false });
   }
-  print(`launched ${ranks.map((r) => `rank ${r.rank} (pid ${r.child.pid})`).join(", ")} of ${world}, rendezvous at ${o.masterAddr}:${o.masterPort}`);
+  print(
+    `launched ${ranks.map((r) => `rank ${r.rank} (pid ${r.child.pid})`).join(", ")} of ${world}, rendezvous at ${o.masterAddr}:${o.masterPort}`,
+  );
 
   return new Promise((resolve) => {
     let failure: { rank: number; code: number } | undefined;
@@ -88,12 +99,19 @@ export function launch(o: LaunchOptions): Promise<number> {
     const running = () => ranks.filter((r) => !r.done);
     const stopOthers = () => {
       for (const r of running()) r.child.kill("SIGTERM");
-      killTimer = setTimeout(() => { for (const r of running()) r.child.kill("SIGKILL"); }, (o.graceS ?? 3) * 1000);
+      killTimer = setTimeout(
+        () => {
+          for (const r of running()) r.child.kill("SIGKILL");
+        },
+        (o.graceS ?? 3) * 1000,
+      );
       killTimer.unref();
     };
     // Preemption (SIGTERM to the launcher) goes to every rank: each saves its part of one checkpoint.
     // Ctrl-C reaches the ranks from the terminal itself; the launcher only waits for them.
-    const onTerm = () => { for (const r of running()) r.child.kill("SIGTERM"); };
+    const onTerm = () => {
+      for (const r of running()) r.child.kill("SIGTERM");
+    };
     const onInt = () => {};
     process.on("SIGTERM", onTerm);
     process.on("SIGINT", onInt);

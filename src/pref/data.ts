@@ -46,7 +46,11 @@ export type PrefStage = "rm" | "dpo";
  * epoch's order (fraction/size subsets as SFT's), `size` units per micro-batch, built by `batch`.
  */
 export function unitBatches<B>(
-  data: PrefData, seed: number, size: number, epoch: number, batch: (units: PrefUnit[]) => B,
+  data: PrefData,
+  seed: number,
+  size: number,
+  epoch: number,
+  batch: (units: PrefUnit[]) => B,
 ): B[] {
   const order = epochIndices(data.datasets, epoch, seed);
   const out: B[] = [];
@@ -71,7 +75,9 @@ function lastReplyOnly(mask: boolean[]): { mask: boolean[]; promptLength: number
  * then each reply keeps what fits after it. Returns the samples and whether anything was cut.
  */
 function truncateUnit(
-  parts: Array<{ ids: number[]; mask: boolean[]; promptLength: number }>, maxLength: number, maxPrompt: number,
+  parts: Array<{ ids: number[]; mask: boolean[]; promptLength: number }>,
+  maxLength: number,
+  maxPrompt: number,
 ): { samples: EncodedSample[]; cut: boolean } {
   const longest = Math.max(...parts.map((p) => p.ids.length - p.promptLength));
   const cut = parts.some((p) => p.promptLength + longest > maxLength);
@@ -88,7 +94,11 @@ function truncateUnit(
 
 /** Encodes groups in the run's chat template; every candidate must keep a trained reply token. */
 async function encodeGroups(
-  groups: RankedGroup[], tok: ChatTokenizer, cfg: SFTConfig, label: string, counts: { truncated: number },
+  groups: RankedGroup[],
+  tok: ChatTokenizer,
+  cfg: SFTConfig,
+  label: string,
+  counts: { truncated: number },
 ): Promise<PrefUnit[]> {
   const flat = groups.flatMap((g) => g.candidates);
   const rng = new Rng(cfg.rng_seed, `${label}/format`);
@@ -123,7 +133,10 @@ async function encodeGroups(
  * the default settings, cut to the model's length (its positions, else the tokenizer's, else 2,048).
  */
 export async function encodeForScoring(
-  groups: RankedGroup[], model: CausalLM, tok: ChatTokenizer, label: string,
+  groups: RankedGroup[],
+  model: CausalLM,
+  tok: ChatTokenizer,
+  label: string,
 ): Promise<PrefUnit[]> {
   const maxLength = model.config.maxPositions ?? tok.modelMaxLength ?? 2048;
   const cfg = { ...composeConfig([], []).config, max_length: maxLength };
@@ -153,14 +166,15 @@ async function loadEntry(entry: DatasetEntry, cfg: SFTConfig, label: string) {
   }
   const name = entry.name.toLowerCase();
   return loader.loadRanked(entry.options, {
-    name, cacheDir: cfg.cache_dir, rng: new Rng(cfg.rng_seed, `${label}/load`), formatVersion: cfg.format_version,
+    name,
+    cacheDir: cfg.cache_dir,
+    rng: new Rng(cfg.rng_seed, `${label}/load`),
+    formatVersion: cfg.format_version,
   });
 }
 
 /** The config's preference datasets, split by group, encoded, grouped for the stage. */
-export async function preparePrefData(
-  cfg: SFTConfig, tokenizer: ChatTokenizer, stage: PrefStage,
-): Promise<PrefData> {
+export async function preparePrefData(cfg: SFTConfig, tokenizer: ChatTokenizer, stage: PrefStage): Promise<PrefData> {
   const entries = parseDatasetEntries([...cfg.datasets, ...cfg.datasets_extra], "config › datasets");
   if (!entries.length) throw new ConfigError("the config has no datasets");
   tokenizer.useTemplate(cfg.chat_template);
@@ -192,8 +206,13 @@ export async function preparePrefData(
     const fraction = opt("fraction", { min: Number.MIN_VALUE, max: 1 });
     const size = opt("size", { min: 1, integer: true });
     datasets.push({
-      name: label, train: await units(train, "train"), val: await units(val, "val"), dropped, files: loaded.files,
-      ...(fraction !== undefined ? { fraction } : {}), ...(size !== undefined ? { size } : {}),
+      name: label,
+      train: await units(train, "train"),
+      val: await units(val, "val"),
+      dropped,
+      files: loaded.files,
+      ...(fraction !== undefined ? { fraction } : {}),
+      ...(size !== undefined ? { size } : {}),
     });
   }
   return { tokenizer, datasets, truncated: counts.truncated };

@@ -78,8 +78,10 @@ export function dpoLoss(pairs: PairLogps[], o: DpoOptions): DpoResult {
   if (o.rpoAlpha) loss += (o.rpoAlpha * -pairs.reduce((s, p) => s + p.policy[0], 0)) / chosenTokens;
   const n = pairs.length;
   const metrics = {
-    "rewards/chosen": m.chosen / n, "rewards/rejected": m.rejected / n,
-    "rewards/accuracy": m.accuracy / n, "rewards/margin": m.margin / n,
+    "rewards/chosen": m.chosen / n,
+    "rewards/rejected": m.rejected / n,
+    "rewards/accuracy": m.accuracy / n,
+    "rewards/margin": m.margin / n,
   };
   return { loss, grads, metrics };
 }
@@ -108,7 +110,10 @@ function rowTokens(b: Batch): number[] {
 
 /** A batch of units: every candidate a row, right-padded as OA pads; the units' reference log-probs. */
 export function unitBatch(units: PrefUnit[], padId: number): Batch & { refs: number[] } {
-  const b = padBatch(units.flatMap((u) => u.candidates), padId);
+  const b = padBatch(
+    units.flatMap((u) => u.candidates),
+    padId,
+  );
   return { ...b, refs: units.flatMap((u) => u.ref ?? []) };
 }
 
@@ -127,7 +132,12 @@ type Placement = Omit<EvalEnv, "model" | "group">;
 function policyLogps(model: CausalLM, b: Batch, env: Placement): number[] {
   return torch.scope(() => {
     const t = tensorsOf(b, env.device);
-    const logps = () => rowLogps(model, torch.noGrad(() => model.finalHidden(t)), t.labels);
+    const logps = () =>
+      rowLogps(
+        model,
+        torch.noGrad(() => model.finalHidden(t)),
+        t.labels,
+      );
     return inPrecision(env.precision, env.device, logps);
   });
 }
@@ -139,21 +149,28 @@ export function dpoBatchLoss(model: CausalLM, b: Batch & { refs: number[] }, o: 
 
 /** Forward and backward of one micro-batch of pairs: the loss from a first pass, then each row's gradient. */
 function dpoStep(
-  model: CausalLM, b: Batch & { refs: number[] }, o: DpoOptions, device: string, options: TrainStepOptions,
+  model: CausalLM,
+  b: Batch & { refs: number[] },
+  o: DpoOptions,
+  device: string,
+  options: TrainStepOptions,
 ): MicroBatchResult {
   const t = tensorsOf(b, device);
   let result: DpoResult | undefined;
-  model.trainStep({ inputIds: t.inputIds, attentionMask: t.attentionMask }, {
-    ...options,
-    head: (x, scale) => {
-      result = dpoLoss(pairsOf(b, rowLogps(model, x, t.labels)), o);
-      // d loss / d θ = Σ_r (d loss / d π_r) · d π_r / d θ, and π_r = −NLL_r: one row's graph at a time.
-      result.grads.forEach((g, r) => {
-        if (g) torch.scope(() => torch.backward([rowNll(model, x, t.labels, r).mul(-g * scale)]));
-      });
-      return result.loss;
+  model.trainStep(
+    { inputIds: t.inputIds, attentionMask: t.attentionMask },
+    {
+      ...options,
+      head: (x, scale) => {
+        result = dpoLoss(pairsOf(b, rowLogps(model, x, t.labels)), o);
+        // d loss / d θ = Σ_r (d loss / d π_r) · d π_r / d θ, and π_r = −NLL_r: one row's graph at a time.
+        result.grads.forEach((g, r) => {
+          if (g) torch.scope(() => torch.backward([rowNll(model, x, t.labels, r).mul(-g * scale)]));
+        });
+        return result.loss;
+      },
     },
-  });
+  );
   return { loss: result!.loss, metrics: result!.metrics };
 }
 
@@ -188,7 +205,9 @@ export const REFERENCE_FILE = "reference_logps.json";
  * folder (a new run), or read back from it (a resumed run, whose model is no longer the reference).
  */
 export function setupReference(
-  model: CausalLM, data: PrefData, env: Placement,
+  model: CausalLM,
+  data: PrefData,
+  env: Placement,
   o: { outputDir: string; resumeDir?: string; lead: boolean; batchSize: number; refModel?: string | null },
 ): void {
   const file = join(o.outputDir, REFERENCE_FILE);
@@ -199,7 +218,11 @@ export function setupReference(
       const why = "written when the run started; it is missing";
       throw new ConfigError(`stage dpo: resuming needs the reference log-probabilities ${file}, ${why}`);
     }
-    type Saved = { data: string; reference?: string | null; datasets: Record<string, { train: number[][]; val: number[][] }> };
+    type Saved = {
+      data: string;
+      reference?: string | null;
+      datasets: Record<string, { train: number[][]; val: number[][] }>;
+    };
     const saved = JSON.parse(readFileSync(file, "utf8")) as Saved;
     if (saved.data !== hash) {
       const why = "the datasets or their settings changed since the run started";

@@ -16,7 +16,13 @@ type GroupBatch = Batch & { sizes: number[] };
 
 /** A batch of groups: every candidate a row, right-padded; the group sizes in order. */
 export function groupBatch(units: PrefUnit[], padId: number): GroupBatch {
-  return { ...padBatch(units.flatMap((u) => u.candidates), padId), sizes: units.map((u) => u.candidates.length) };
+  return {
+    ...padBatch(
+      units.flatMap((u) => u.candidates),
+      padId,
+    ),
+    sizes: units.map((u) => u.candidates.length),
+  };
 }
 
 /** Each row's last real token (right padding: the attention mask's last 1). */
@@ -48,7 +54,9 @@ export function rightPairs(rewards: number[], sizes: number[]): { right: number;
 
 /** OA's RMLoss of rewards [rows] (a tensor, so that it back-propagates) and the pair accuracy. */
 export function rankingLoss(
-  rewards: torch.Tensor, sizes: number[], l2: number,
+  rewards: torch.Tensor,
+  sizes: number[],
+  l2: number,
 ): { loss: torch.Tensor; accuracy: number } {
   const p = groupPairs(sizes);
   const dev = rewards.device;
@@ -58,37 +66,52 @@ export function rankingLoss(
   const d = better.sub(worse);
   // −log σ(d) = max(−d, 0) + log(1 + e^−|d|), stable for any d.
   const nll = d.neg().relu().add(d.abs().neg().exp().add(1).log());
-  const reg = better.mul(better).add(worse.mul(worse)).mul(0.5 * l2);
-  const loss = nll.add(reg).mul(torch.tensor(p.weight, { dtype: "float32", device: dev })).sum();
+  const reg = better
+    .mul(better)
+    .add(worse.mul(worse))
+    .mul(0.5 * l2);
+  const loss = nll
+    .add(reg)
+    .mul(torch.tensor(p.weight, { dtype: "float32", device: dev }))
+    .sum();
   // Accuracy weighted as the loss is: per group the fraction of its pairs ordered as the ranking.
   const right = d.gt(0).toNumbers();
   return { loss, accuracy: right.reduce((a, v, i) => a + (v ? p.weight[i]! : 0), 0) };
 }
 
 function rmStep(
-  model: CausalLM, b: GroupBatch, l2: number, device: string, options: TrainStepOptions,
+  model: CausalLM,
+  b: GroupBatch,
+  l2: number,
+  device: string,
+  options: TrainStepOptions,
 ): MicroBatchResult {
   const t = tensorsOf(b, device);
   let accuracy = 0;
-  const { loss } = model.trainStep({ inputIds: t.inputIds, attentionMask: t.attentionMask }, {
-    ...options,
-    head: (x, scale) => {
-      const r = rankingLoss(model.rewards(x, lastTokens(b)), b.sizes, l2);
-      accuracy = r.accuracy;
-      torch.backward([r.loss.mul(scale)]);
-      return r.loss.item();
+  const { loss } = model.trainStep(
+    { inputIds: t.inputIds, attentionMask: t.attentionMask },
+    {
+      ...options,
+      head: (x, scale) => {
+        const r = rankingLoss(model.rewards(x, lastTokens(b)), b.sizes, l2);
+        accuracy = r.accuracy;
+        torch.backward([r.loss.mul(scale)]);
+        return r.loss.item();
+      },
     },
-  });
+  );
   return { loss, metrics: { "rewards/accuracy": accuracy } };
 }
 
 /** Rewards of a batch's rows under the model as it is (no graph). */
 export function scoreBatch(model: CausalLM, b: Batch, env: Omit<EvalEnv, "model" | "group">): number[] {
-  return torch.noGrad(() => torch.scope(() => {
-    const t = tensorsOf(b, env.device);
-    const rewards = () => model.rewards(model.finalHidden(t), lastTokens(b)).to("float32").toNumbers();
-    return inPrecision(env.precision, env.device, rewards);
-  }));
+  return torch.noGrad(() =>
+    torch.scope(() => {
+      const t = tensorsOf(b, env.device);
+      const rewards = () => model.rewards(model.finalHidden(t), lastTokens(b)).to("float32").toNumbers();
+      return inPrecision(env.precision, env.device, rewards);
+    }),
+  );
 }
 
 /** The reward model as the run's objective: micro-batches of ranked groups, each weighted by its groups. */
@@ -120,7 +143,8 @@ function evaluateRm(env: EvalEnv, data: PrefData, cfg: SFTConfig): EvalRecord["d
       const b = groupBatch(d.val.slice(i, i + size), data.tokenizer.padId);
       const r = scoreBatch(env.model, b, env);
       const loss = torch.scope(() =>
-        rankingLoss(torch.tensor(r, { dtype: "float32" }), b.sizes, cfg.score_l2_reg).loss.item());
+        rankingLoss(torch.tensor(r, { dtype: "float32" }), b.sizes, cfg.score_l2_reg).loss.item(),
+      );
       const { right, pairs } = rightPairs(r, b.sizes);
       sums = [sums[0]! + loss * b.sizes.length, sums[1]! + b.sizes.length, sums[2]! + right, sums[3]! + pairs];
     }

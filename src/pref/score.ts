@@ -9,7 +9,10 @@ import { encodeForScoring } from "./data.js";
 import { groupBatch, scoreBatch } from "./rm.js";
 
 export class RewardScorer {
-  private constructor(readonly model: CausalLM, readonly tokenizer: ChatTokenizer) {}
+  private constructor(
+    readonly model: CausalLM,
+    readonly tokenizer: ChatTokenizer,
+  ) {}
 
   /**
    * A reward model folder (oasft train --stage rm, or any *ForSequenceClassification with one label), or

@@ -3,7 +3,12 @@
 import type { SamplingParams } from "../generate/sampling.js";
 
 export class ApiError extends Error {
-  constructor(readonly status: number, message: string, readonly param?: string, readonly type = "invalid_request_error") {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly param?: string,
+    readonly type = "invalid_request_error",
+  ) {
     super(message);
   }
 }
@@ -11,7 +16,8 @@ export class ApiError extends Error {
 type Json = Record<string, unknown>;
 
 export function asBody(body: unknown): Json {
-  if (!body || typeof body !== "object" || Array.isArray(body)) throw new ApiError(400, "the request body must be a JSON object");
+  if (!body || typeof body !== "object" || Array.isArray(body))
+    throw new ApiError(400, "the request body must be a JSON object");
   return body as Json;
 }
 
@@ -19,7 +25,11 @@ function num(o: Json, field: string, { min = -Infinity, max = Infinity, integer 
   const v = o[field];
   if (v === undefined || v === null) return undefined;
   if (typeof v !== "number" || !Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v))) {
-    throw new ApiError(400, `'${field}' must be ${integer ? "an integer" : "a number"} in [${min}, ${max}], got ${JSON.stringify(v)}`, field);
+    throw new ApiError(
+      400,
+      `'${field}' must be ${integer ? "an integer" : "a number"} in [${min}, ${max}], got ${JSON.stringify(v)}`,
+      field,
+    );
   }
   return v;
 }
@@ -46,7 +56,10 @@ export interface Limits {
 
 /** OpenAI sampling fields → SamplingParams (temperature 0 or absent top-level sampling = greedy, as OpenAI's default temperature 1 samples). */
 export function openaiSampling(o: Json, limits: Limits, defaultMax: number): SamplingParams {
-  const maxNewTokens = num(o, "max_tokens", { min: 0, max: limits.maxTokens, integer: true }) ?? num(o, "max_completion_tokens", { min: 0, max: limits.maxTokens, integer: true }) ?? defaultMax;
+  const maxNewTokens =
+    num(o, "max_tokens", { min: 0, max: limits.maxTokens, integer: true }) ??
+    num(o, "max_completion_tokens", { min: 0, max: limits.maxTokens, integer: true }) ??
+    defaultMax;
   const temperature = num(o, "temperature", { min: 0, max: 2 }) ?? 1;
   const n = num(o, "n", { min: 1, max: 1, integer: true });
   void n;
@@ -67,11 +80,17 @@ export function openaiSampling(o: Json, limits: Limits, defaultMax: number): Sam
 /** TGI's `parameters` → SamplingParams (do_sample defaults to false, as TGI). */
 export function tgiSampling(o: Json, limits: Limits): SamplingParams {
   const params = (o.parameters ?? {}) as Json;
-  if (typeof params !== "object" || Array.isArray(params)) throw new ApiError(400, "'parameters' must be an object", "parameters");
+  if (typeof params !== "object" || Array.isArray(params))
+    throw new ApiError(400, "'parameters' must be an object", "parameters");
   const doSample = bool(params, "do_sample") ?? false;
   // TGI answers 422 to a request it cannot validate, and refuses a budget of no tokens.
   const maxNewTokens = num(params, "max_new_tokens", { min: 0, max: limits.maxTokens, integer: true }) ?? 20;
-  if (maxNewTokens === 0) throw new ApiError(422, "Input validation error: `max_new_tokens` must be strictly greater than 0", "max_new_tokens");
+  if (maxNewTokens === 0)
+    throw new ApiError(
+      422,
+      "Input validation error: `max_new_tokens` must be strictly greater than 0",
+      "max_new_tokens",
+    );
   const p: SamplingParams = { maxNewTokens, doSample };
   const temperature = num(params, "temperature", { min: 0, max: 100 });
   if (temperature !== undefined) p.temperature = temperature;
@@ -113,25 +132,39 @@ export interface ChatMessage {
  */
 export function chatMessages(o: Json, oaRules = true): ChatMessage[] {
   const list = o.messages;
-  if (!Array.isArray(list) || !list.length) throw new ApiError(400, "'messages' must be a non-empty list of {role, content}", "messages");
+  if (!Array.isArray(list) || !list.length)
+    throw new ApiError(400, "'messages' must be a non-empty list of {role, content}", "messages");
   const roles = oaRules ? ["system", "user", "assistant"] : ["system", "user", "assistant", "tool"];
   const out = list.map((m, i) => {
     const role = (m as Json)?.role;
     let content = (m as Json)?.content;
     // The content-parts form: [{type: "text", text}].
-    if (Array.isArray(content)) content = content.map((part) => (part as Json)?.type === "text" ? (part as Json).text : undefined).join("");
+    if (Array.isArray(content))
+      content = content.map((part) => ((part as Json)?.type === "text" ? (part as Json).text : undefined)).join("");
     if (typeof role !== "string" || !roles.includes(role)) {
-      throw new ApiError(400, `messages[${i}].role must be ${roles.map((r) => `"${r}"`).join(", ")}, got ${JSON.stringify(role)}`, `messages[${i}].role`);
+      throw new ApiError(
+        400,
+        `messages[${i}].role must be ${roles.map((r) => `"${r}"`).join(", ")}, got ${JSON.stringify(role)}`,
+        `messages[${i}].role`,
+      );
     }
-    if (typeof content !== "string") throw new ApiError(400, `messages[${i}].content must be a string`, `messages[${i}].content`);
-    if (oaRules && role === "system" && i !== 0) throw new ApiError(400, `messages[${i}]: a system message must come first`, `messages[${i}].role`);
+    if (typeof content !== "string")
+      throw new ApiError(400, `messages[${i}].content must be a string`, `messages[${i}].content`);
+    if (oaRules && role === "system" && i !== 0)
+      throw new ApiError(400, `messages[${i}]: a system message must come first`, `messages[${i}].role`);
     return { role, content } as ChatMessage;
   });
   if (!oaRules) return out;
   const turns = out.filter((m) => m.role !== "system");
   turns.forEach((m, i) => {
-    if (m.role !== (i % 2 === 0 ? "user" : "assistant")) throw new ApiError(400, `messages: turns must alternate user/assistant, starting with user (turn ${i} is ${m.role})`, "messages");
+    if (m.role !== (i % 2 === 0 ? "user" : "assistant"))
+      throw new ApiError(
+        400,
+        `messages: turns must alternate user/assistant, starting with user (turn ${i} is ${m.role})`,
+        "messages",
+      );
   });
-  if (!turns.length || turns.at(-1)!.role !== "user") throw new ApiError(400, "messages: the last message must be from the user", "messages");
+  if (!turns.length || turns.at(-1)!.role !== "user")
+    throw new ApiError(400, "messages: the last message must be from the user", "messages");
   return out;
 }

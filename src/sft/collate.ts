@@ -30,7 +30,12 @@ export function padBatch(samples: EncodedSample[], padId: number, multiple = 16)
   const pad = <T>(xs: T[], v: T) => [...xs, ...new Array<T>(width - xs.length).fill(v)];
   return {
     inputIds: samples.map((s) => pad(s.inputIds, padId)),
-    attentionMask: samples.map((s) => pad(s.inputIds.map(() => 1), 0)),
+    attentionMask: samples.map((s) =>
+      pad(
+        s.inputIds.map(() => 1),
+        0,
+      ),
+    ),
     labels: samples.map((s) => pad(sampleLabels(s), -100)),
     tokens: samples.reduce((n, s) => n + s.inputIds.length, 0),
   };
@@ -88,7 +93,10 @@ export function packBatch(rows: EncodedSample[][], padId: number, multiple = 16)
     row.forEach((s, k) => {
       ids.push(...s.inputIds);
       labels.push(...sampleLabels(s));
-      for (let t = 0; t < s.inputIds.length; t++) { seg.push(k + 1); pos.push(t); }
+      for (let t = 0; t < s.inputIds.length; t++) {
+        seg.push(k + 1);
+        pos.push(t);
+      }
     });
     batch.tokens += ids.length;
     const fill = width - ids.length;
@@ -105,7 +113,12 @@ export function packBatch(rows: EncodedSample[][], padId: number, multiple = 16)
  * The share of batch slots that hold real tokens, for samples taken `batchSize` at a time in the
  * given order with OA's padding, and when packed into max_length rows (`batchSize` rows a batch).
  */
-export function usefulTokenFraction(lengths: number[], batchSize: number, maxLength: number, multiple = 16): { padded: number; packed: number; rowsPadded: number; rowsPacked: number } {
+export function usefulTokenFraction(
+  lengths: number[],
+  batchSize: number,
+  maxLength: number,
+  multiple = 16,
+): { padded: number; packed: number; rowsPadded: number; rowsPacked: number } {
   const real = lengths.reduce((a, b) => a + b, 0);
   let paddedSlots = 0;
   for (let i = 0; i < lengths.length; i += batchSize) {
@@ -118,5 +131,10 @@ export function usefulTokenFraction(lengths: number[], batchSize: number, maxLen
     const chunk = bins.slice(i, i + batchSize);
     packedSlots += chunk.length * roundUp(Math.max(...chunk), multiple);
   }
-  return { padded: real / Math.max(1, paddedSlots), packed: real / Math.max(1, packedSlots), rowsPadded: lengths.length, rowsPacked: bins.length };
+  return {
+    padded: real / Math.max(1, paddedSlots),
+    packed: real / Math.max(1, packedSlots),
+    rowsPadded: lengths.length,
+    rowsPacked: bins.length,
+  };
 }

@@ -6,12 +6,24 @@ import type { Conversation } from "../data/conversation.js";
 import { loadDatasetMix, parseDatasetEntries } from "../data/mix.js";
 import { Rng } from "../data/rng.js";
 import {
-  ChatTemplateError, ChatTokenizer, maskFromSpans, renderWithSpans, SYSTEM, type ChatTemplate,
+  ChatTemplateError,
+  ChatTokenizer,
+  maskFromSpans,
+  renderWithSpans,
+  SYSTEM,
+  type ChatTemplate,
 } from "../tokenizer/index.js";
 import { DataError } from "../data/io.js";
 import { cachedSnapshot, hubCacheDir } from "../util/hub-cache.js";
 import { ConfigError, type SFTConfig } from "./config.js";
-import { labelMaskFor, lintSample, truncateSample, withPrefix, type EncodedSample, type LintProblem } from "./encode.js";
+import {
+  labelMaskFor,
+  lintSample,
+  truncateSample,
+  withPrefix,
+  type EncodedSample,
+  type LintProblem,
+} from "./encode.js";
 import { conversationMessages, formatConversation } from "./format.js";
 
 /** A whole formatted sample: ids and label mask before truncation. */
@@ -54,7 +66,10 @@ function configPath(p: string, cfg: SFTConfig): string {
 
 export function loadConfigTokenizer(cfg: SFTConfig): ChatTokenizer {
   const source = cfg.tokenizer_name ?? cfg.model_name;
-  if (!source) throw new ConfigError("no tokenizer: set tokenizer_name (a tokenizer.json or folder) or model_name (a model folder with tokenizer.json)");
+  if (!source)
+    throw new ConfigError(
+      "no tokenizer: set tokenizer_name (a tokenizer.json or folder) or model_name (a model folder with tokenizer.json)",
+    );
   // The tokenizer usually comes with the model: a missing model is named as the model, not as a tokenizer.
   const key = cfg.tokenizer_name ? "tokenizer_name" : "model_name";
   const path = configPath(source, cfg);
@@ -69,24 +84,43 @@ export function loadConfigTokenizer(cfg: SFTConfig): ChatTokenizer {
   }
   // In the model's own chat template the tokenizer stays as it is: no OA tokens, no embedding growth.
   return ChatTokenizer.load(found, {
-    family: cfg.tokenizer_family ?? undefined, modelName: cfg.model_name ?? undefined, oaTokens: cfg.chat_template === "oa",
+    family: cfg.tokenizer_family ?? undefined,
+    modelName: cfg.model_name ?? undefined,
+    oaTokens: cfg.chat_template === "oa",
   });
 }
 
 /** Formats and tokenises conversations; `rng` draws system-tag choices. */
-export async function encodeConversations(convs: Conversation[], tok: ChatTokenizer, cfg: SFTConfig, rng: Rng, where = "conversation"): Promise<FullSample[]> {
+export async function encodeConversations(
+  convs: Conversation[],
+  tok: ChatTokenizer,
+  cfg: SFTConfig,
+  rng: Rng,
+  where = "conversation",
+): Promise<FullSample[]> {
   if (!tok.template.oa) return encodeInTemplate(convs, tok, cfg, where);
   const texts = convs.map((c, i) => {
     if (c.oaProblem) {
-      throw new DataError(c.where ?? `${where}[${i}]`, `${c.oaProblem}: OA's format cannot hold it (set chat_template: model, or a .jinja file)`);
+      throw new DataError(
+        c.where ?? `${where}[${i}]`,
+        `${c.oaProblem}: OA's format cannot hold it (set chat_template: model, or a .jinja file)`,
+      );
     }
     return formatConversation(c, {
-      eos: tok.eos, formatVersion: cfg.format_version, useSystemTag: cfg.use_system_tag,
-      systemPropertyDropout: cfg.system_property_dropout, systemAddLength: cfg.system_add_length, rng,
+      eos: tok.eos,
+      formatVersion: cfg.format_version,
+      useSystemTag: cfg.use_system_tag,
+      systemPropertyDropout: cfg.system_property_dropout,
+      systemAddLength: cfg.system_add_length,
+      rng,
     }).join("");
   });
   const ids = await tok.encodeBatch(texts);
-  const maskOptions = { formatVersion: cfg.format_version, labelMasking: cfg.label_masking, trainOnPreamble: cfg.train_on_preamble };
+  const maskOptions = {
+    formatVersion: cfg.format_version,
+    labelMasking: cfg.label_masking,
+    trainOnPreamble: cfg.train_on_preamble,
+  };
   return ids.map((x) => ({ ids: x, mask: labelMaskFor(x, tok, maskOptions) }));
 }
 
@@ -95,13 +129,25 @@ export async function encodeConversations(convs: Conversation[], tok: ChatTokeni
  * and the special token ending its turn), tokenized once with offsets, and the tokens inside the
  * spans trained. With label_masking off every token is trained.
  */
-async function encodeInTemplate(convs: Conversation[], tok: ChatTokenizer, cfg: SFTConfig, where: string): Promise<FullSample[]> {
+async function encodeInTemplate(
+  convs: Conversation[],
+  tok: ChatTokenizer,
+  cfg: SFTConfig,
+  where: string,
+): Promise<FullSample[]> {
   const t = tok.template;
-  const rendered = convs.map((c, i) => renderWithSpans(t, conversationMessages(c), tok.specialTokens, c.where ?? `${where}[${i}]`));
-  const encoded = await tok.encodeBatchWithOffsets(rendered.map((r) => r.text), t.addSpecialTokens);
+  const rendered = convs.map((c, i) =>
+    renderWithSpans(t, conversationMessages(c), tok.specialTokens, c.where ?? `${where}[${i}]`),
+  );
+  const encoded = await tok.encodeBatchWithOffsets(
+    rendered.map((r) => r.text),
+    t.addSpecialTokens,
+  );
   return encoded.map((e, i) => ({
     ids: e.ids,
-    mask: cfg.label_masking ? maskFromSpans(rendered[i]!.text, rendered[i]!.spans, e.offsets) : e.ids.map((_, j) => j < e.ids.length - 1),
+    mask: cfg.label_masking
+      ? maskFromSpans(rendered[i]!.text, rendered[i]!.spans, e.offsets)
+      : e.ids.map((_, j) => j < e.ids.length - 1),
   }));
 }
 
@@ -110,14 +156,19 @@ function checkTemplateKeys(cfg: SFTConfig, t: ChatTemplate): void {
   if (t.oa) return;
   for (const key of ["use_system_tag", "use_system_prefix"] as const) {
     if (cfg[key]) {
-      throw new ConfigError(`${key}: OA's format only; chat_template ${t.name} has none (put a system message in the data instead)`);
+      throw new ConfigError(
+        `${key}: OA's format only; chat_template ${t.name} has none (put a system message in the data instead)`,
+      );
     }
   }
 }
 
 export async function prepareSftData(cfg: SFTConfig, tokenizer = loadConfigTokenizer(cfg)): Promise<SftData> {
   const entries = parseDatasetEntries([...cfg.datasets, ...cfg.datasets_extra], "config › datasets");
-  if (!entries.length) throw new ConfigError("the config has no datasets: add a block with a `datasets:` list (e.g. --configs defaults shared-sample)");
+  if (!entries.length)
+    throw new ConfigError(
+      "the config has no datasets: add a block with a `datasets:` list (e.g. --configs defaults shared-sample)",
+    );
   let template: ChatTemplate;
   try {
     template = tokenizer.useTemplate(cfg.chat_template);
@@ -126,22 +177,54 @@ export async function prepareSftData(cfg: SFTConfig, tokenizer = loadConfigToken
     throw err;
   }
   checkTemplateKeys(cfg, template);
-  const mix = await loadDatasetMix(entries, { seed: cfg.rng_seed, cacheDir: cfg.cache_dir, formatVersion: cfg.format_version, evalSize: cfg.eval_size ?? undefined });
+  const mix = await loadDatasetMix(entries, {
+    seed: cfg.rng_seed,
+    cacheDir: cfg.cache_dir,
+    formatVersion: cfg.format_version,
+    evalSize: cfg.eval_size ?? undefined,
+  });
   const datasets: SftDataset[] = [];
   const lint: LintReport[] = [];
   for (const d of mix) {
-    const train = await encodeConversations(d.train, tokenizer, cfg, new Rng(cfg.rng_seed, `${d.name}/format/train`), `${d.name} train`);
-    const val = await encodeConversations(d.val, tokenizer, cfg, new Rng(cfg.rng_seed, `${d.name}/format/val`), `${d.name} val`);
-    for (const [split, samples] of [["train", train], ["val", val]] as const) {
+    const train = await encodeConversations(
+      d.train,
+      tokenizer,
+      cfg,
+      new Rng(cfg.rng_seed, `${d.name}/format/train`),
+      `${d.name} train`,
+    );
+    const val = await encodeConversations(
+      d.val,
+      tokenizer,
+      cfg,
+      new Rng(cfg.rng_seed, `${d.name}/format/val`),
+      `${d.name} val`,
+    );
+    for (const [split, samples] of [
+      ["train", train],
+      ["val", val],
+    ] as const) {
       samples.forEach((s, index) => {
-        const problems = template.oa ? lintSample(s.ids, s.mask, tokenizer, cfg.format_version) : lintTemplateSample(s.mask);
+        const problems = template.oa
+          ? lintSample(s.ids, s.mask, tokenizer, cfg.format_version)
+          : lintTemplateSample(s.mask);
         if (problems.length) lint.push({ dataset: d.name, split, index, problems });
       });
     }
-    datasets.push({ name: d.name, train, val, dropped: d.dropped, files: d.files, ...(d.fraction !== undefined ? { fraction: d.fraction } : {}), ...(d.size !== undefined ? { size: d.size } : {}) });
+    datasets.push({
+      name: d.name,
+      train,
+      val,
+      dropped: d.dropped,
+      files: d.files,
+      ...(d.fraction !== undefined ? { fraction: d.fraction } : {}),
+      ...(d.size !== undefined ? { size: d.size } : {}),
+    });
   }
   const prefixIds = cfg.use_system_prefix
-    ? (await tokenizer.tok.encode(`${SYSTEM}${cfg.system_prefix}${tokenizer.eos}`, null, { addSpecialTokens: false })).getIds()
+    ? (
+        await tokenizer.tok.encode(`${SYSTEM}${cfg.system_prefix}${tokenizer.eos}`, null, { addSpecialTokens: false })
+      ).getIds()
     : [];
   return { tokenizer, datasets, prefixIds, lint };
 }
@@ -154,15 +237,29 @@ function lintTemplateSample(mask: boolean[]): LintProblem[] {
 
 /** Lint problems as one error message (the first few, then a count). */
 export function lintMessage(lint: LintReport[]): string {
-  const lines = lint.slice(0, 10).map((r) => `  ${r.dataset} ${r.split}[${r.index}]: ${r.problems.map((p) => p.message).join("; ")}`);
+  const lines = lint
+    .slice(0, 10)
+    .map((r) => `  ${r.dataset} ${r.split}[${r.index}]: ${r.problems.map((p) => p.message).join("; ")}`);
   return `data lint failed for ${lint.length} sample(s):\n${lines.join("\n")}${lint.length > 10 ? `\n  ... and ${lint.length - 10} more` : ""}`;
 }
 
 /** A sample cut to the training length (a random window or the head), with the system prefix. */
-export function trainingSample(s: FullSample, cfg: SFTConfig, prefixIds: number[], rng: Rng, split: "train" | "val" = "train"): EncodedSample {
-  const maxLength = (split === "val" ? cfg.val_max_length ?? cfg.max_length : cfg.max_length) - prefixIds.length;
-  if (maxLength < 1) throw new ConfigError(`max_length ${cfg.max_length} leaves no room after the ${prefixIds.length}-token system prefix`);
-  return withPrefix(truncateSample(s.ids, s.mask, { maxLength, randomOffsetProbability: cfg.random_offset_probability }, rng), prefixIds);
+export function trainingSample(
+  s: FullSample,
+  cfg: SFTConfig,
+  prefixIds: number[],
+  rng: Rng,
+  split: "train" | "val" = "train",
+): EncodedSample {
+  const maxLength = (split === "val" ? (cfg.val_max_length ?? cfg.max_length) : cfg.max_length) - prefixIds.length;
+  if (maxLength < 1)
+    throw new ConfigError(
+      `max_length ${cfg.max_length} leaves no room after the ${prefixIds.length}-token system prefix`,
+    );
+  return withPrefix(
+    truncateSample(s.ids, s.mask, { maxLength, randomOffsetProbability: cfg.random_offset_probability }, rng),
+    prefixIds,
+  );
 }
 
 /**
@@ -170,10 +267,23 @@ export function trainingSample(s: FullSample, cfg: SFTConfig, prefixIds: number[
  * `epoch` (a fresh draw per sample and epoch, independent of the order), a validation sample cut to
  * its head, as evaluation cuts it. The one rule for the trainer and `oasft data`.
  */
-export function splitSample(data: SftData, cfg: SFTConfig, d: SftDataset, i: number, split: "train" | "val", epoch = 0): EncodedSample {
+export function splitSample(
+  data: SftData,
+  cfg: SFTConfig,
+  d: SftDataset,
+  i: number,
+  split: "train" | "val",
+  epoch = 0,
+): EncodedSample {
   if (split === "val") {
     // Evaluation cuts to the head (no random window), so that numbers compare across steps.
-    return trainingSample(d.val[i]!, { ...cfg, random_offset_probability: 0 }, data.prefixIds, new Rng(cfg.rng_seed, `${d.name}/eval`), "val");
+    return trainingSample(
+      d.val[i]!,
+      { ...cfg, random_offset_probability: 0 },
+      data.prefixIds,
+      new Rng(cfg.rng_seed, `${d.name}/eval`),
+      "val",
+    );
   }
   return trainingSample(d.train[i]!, cfg, data.prefixIds, new Rng(cfg.rng_seed, `${d.name}/window/${epoch}/${i}`));
 }

@@ -71,7 +71,10 @@ export function truncateSample(ids: number[], mask: boolean[], o: TruncateOption
 /** Prepends OA's global system prefix (use_system_prefix): its tokens are never trained. */
 export function withPrefix(sample: EncodedSample, prefixIds: number[]): EncodedSample {
   if (!prefixIds.length) return sample;
-  return { inputIds: [...prefixIds, ...sample.inputIds], labelMask: [...prefixIds.map(() => false), ...sample.labelMask] };
+  return {
+    inputIds: [...prefixIds, ...sample.inputIds],
+    labelMask: [...prefixIds.map(() => false), ...sample.labelMask],
+  };
 }
 
 export interface LintProblem {
@@ -86,14 +89,22 @@ export interface LintProblem {
 export function lintSample(ids: number[], mask: boolean[], tok: ChatTokenizer, version: FormatVersion): LintProblem[] {
   const problems: LintProblem[] = [];
   const trained = mask.slice(0, -1).some(Boolean);
-  if (!ids.includes(tok.assistantId)) problems.push({ rule: "no_assistant_token", message: "no <|assistant|> token: the tokenizer does not map it to one special id" });
-  if (!trained) problems.push({ rule: "no_trained_token", message: "no token is trained (no assistant text survives formatting)" });
+  if (!ids.includes(tok.assistantId))
+    problems.push({
+      rule: "no_assistant_token",
+      message: "no <|assistant|> token: the tokenizer does not map it to one special id",
+    });
+  if (!trained)
+    problems.push({ rule: "no_trained_token", message: "no token is trained (no assistant text survives formatting)" });
   const idx = messageIndices(ids, tok, version);
   const systemFirst = version === "may2023" && ids[0] === tok.systemId;
   const isAssistant = (i: number) => (systemFirst ? i > 0 && i % 2 === 0 : i >= 0 && i % 2 === 1);
   for (let t = 1; t < ids.length; t++) {
     if (ids[t] === tok.eosId && isAssistant(idx[t]!) && !mask[t - 1]) {
-      problems.push({ rule: "eos_not_trained", message: `the eos at token ${t}, closing an assistant reply, is not a trained target` });
+      problems.push({
+        rule: "eos_not_trained",
+        message: `the eos at token ${t}, closing an assistant reply, is not a trained target`,
+      });
       break;
     }
   }

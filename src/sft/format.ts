@@ -32,11 +32,15 @@ function renderTag(props: Property[], eos: string): string {
 /** OA's Utterance.system_tag for a reply: shuffled properties, context last, each dropped with p. */
 export function systemTag(reply: Utterance, o: FormatOptions): string {
   const props: Property[] = [];
-  for (const k of ["lang", "quality", "humor", "creativity"] as const) if (reply[k] !== undefined) props.push([k, reply[k]!]);
+  for (const k of ["lang", "quality", "humor", "creativity"] as const)
+    if (reply[k] !== undefined) props.push([k, reply[k]!]);
   if (o.systemAddLength) props.push(["length", Math.floor((reply.text.match(/\w+/gu)?.length ?? 0) / 5) + 1]);
   o.rng.shuffle(props);
   if (reply.context) props.push(["context", reply.context]);
-  return renderTag(props.filter(() => o.rng.next() >= o.systemPropertyDropout), o.eos);
+  return renderTag(
+    props.filter(() => o.rng.next() >= o.systemPropertyDropout),
+    o.eos,
+  );
 }
 
 /** May-2023: every entry field kept with probability 0.5 (random() > 0.5), shuffled, at the very start. */
@@ -54,7 +58,8 @@ export function formatConversation(c: Conversation, o: FormatOptions): string[] 
       out.push(renderChat([{ role: "assistant", content: m.text }], { eos: o.eos }));
       return;
     }
-    const system = i === 0 && c.systemMessage !== undefined ? [{ role: "system" as const, content: c.systemMessage }] : [];
+    const system =
+      i === 0 && c.systemMessage !== undefined ? [{ role: "system" as const, content: c.systemMessage }] : [];
     let s = renderChat([...system, { role: "user", content: m.text }], { eos: o.eos });
     if (i === 0 && lead) s = lead + s;
     const reply = c.messages[i + 1];
@@ -68,7 +73,10 @@ export function formatConversation(c: Conversation, o: FormatOptions): string[] 
 export function conversationMessages(c: Conversation): ChatMessage[] {
   if (c.chat) return c.chat;
   const system = c.systemMessage !== undefined ? [{ role: "system" as const, content: c.systemMessage }] : [];
-  return [...system, ...c.messages.map((m): ChatMessage => ({ role: m.role === "prompter" ? "user" : "assistant", content: m.text }))];
+  return [
+    ...system,
+    ...c.messages.map((m): ChatMessage => ({ role: m.role === "prompter" ? "user" : "assistant", content: m.text })),
+  ];
 }
 
 export type Turn = { role: "prompter" | "assistant"; text: string };

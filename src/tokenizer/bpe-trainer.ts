@@ -137,7 +137,10 @@ export function trainByteLevelBpe(texts: Iterable<string>, o: BpeTrainOptions): 
   // 3. Merge the most frequent pair until the vocabulary is full.
   const minFrequency = o.minFrequency ?? 2;
   const target = o.vocabSize - o.specialTokens.length;
-  if (target < 256) throw new Error(`--vocab-size ${o.vocabSize} is too small: the byte alphabet alone needs 256 + ${o.specialTokens.length} special tokens`);
+  if (target < 256)
+    throw new Error(
+      `--vocab-size ${o.vocabSize} is too small: the byte alphabet alone needs 256 + ${o.specialTokens.length} special tokens`,
+    );
   const merges: Array<[string, string]> = [];
   while (symbols.length < target) {
     const top = heap.pop();
@@ -154,12 +157,19 @@ export function trainByteLevelBpe(texts: Iterable<string>, o: BpeTrainOptions): 
     for (const wi of where.get(key) ?? []) {
       const w = words[wi]!;
       let has = false;
-      for (let i = 0; i + 1 < w.length; i++) if (w[i] === a && w[i + 1] === b) { has = true; break; }
+      for (let i = 0; i + 1 < w.length; i++)
+        if (w[i] === a && w[i + 1] === b) {
+          has = true;
+          break;
+        }
       if (!has) continue;
       addPairs(wi, -1, touched);
       const next: number[] = [];
       for (let i = 0; i < w.length; i++) {
-        if (i + 1 < w.length && w[i] === a && w[i + 1] === b) { next.push(merged); i++; } else next.push(w[i]!);
+        if (i + 1 < w.length && w[i] === a && w[i + 1] === b) {
+          next.push(merged);
+          i++;
+        } else next.push(w[i]!);
       }
       words[wi] = next;
       addPairs(wi, 1, touched);
@@ -184,12 +194,30 @@ export function trainByteLevelBpe(texts: Iterable<string>, o: BpeTrainOptions): 
     version: "1.0",
     truncation: null,
     padding: null,
-    added_tokens: o.specialTokens.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    added_tokens: o.specialTokens.map((content, id) => ({
+      id,
+      content,
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    })),
     normalizer: null,
     pre_tokenizer: byteLevel,
     post_processor: { ...byteLevel, trim_offsets: false },
     decoder: byteLevel,
-    model: { type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, vocab, merges: merges.map(([x, y]) => `${x} ${y}`) },
+    model: {
+      type: "BPE",
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      vocab,
+      merges: merges.map(([x, y]) => `${x} ${y}`),
+    },
   };
 }
 

@@ -33,7 +33,9 @@ export function renderChat(messages: readonly ChatMessage[], o: RenderOptions): 
   for (const m of messages) {
     const tag = ROLE_TAGS[m.role];
     if (tag === undefined) {
-      throw new Error(`chat: role '${String(m.role)}' has no place in OA's format (system, user, assistant); use the model's own template`);
+      throw new Error(
+        `chat: role '${String(m.role)}' has no place in OA's format (system, user, assistant); use the model's own template`,
+      );
     }
     out += tag + m.content + o.eos;
   }
@@ -46,7 +48,10 @@ export function renderChat(messages: readonly ChatMessage[], o: RenderOptions): 
  */
 export function chatTemplateJinja(withBos: boolean): string {
   const branches = (Object.entries(ROLE_TAGS) as Array<[ChatRole, string]>)
-    .map(([role, tag], i) => `{% ${i === 0 ? "if" : "elif"} message['role'] == '${role}' %}{{ '${tag}' + message['content'] + eos_token }}`)
+    .map(
+      ([role, tag], i) =>
+        `{% ${i === 0 ? "if" : "elif"} message['role'] == '${role}' %}{{ '${tag}' + message['content'] + eos_token }}`,
+    )
     .join("");
   return (
     (withBos ? "{{ bos_token }}" : "") +

@@ -6,13 +6,40 @@ import { Tokenizer } from "tokenizers";
 import { fsyncDir, writeFileAtomic } from "../util/atomic-file.js";
 import { bytesToUnicode } from "./bpe-trainer.js";
 import { ASSISTANT, PROMPTER, SYSTEM, type ChatMessage } from "./chat-template.js";
-import { ChatTemplateError, endOfTurnToken, hasOwnTemplate, resolveChatTemplate, type ChatTemplate, type TemplateTokens } from "./template.js";
+import {
+  ChatTemplateError,
+  endOfTurnToken,
+  hasOwnTemplate,
+  resolveChatTemplate,
+  type ChatTemplate,
+  type TemplateTokens,
+} from "./template.js";
 
 /** OA's five chat tokens, in the order we add them (OA took a Python set's order, which varies per process). */
-export const QA_SPECIAL_TOKENS = ["<|prompter|>", "<|assistant|>", "<|system|>", "<|prefix_begin|>", "<|prefix_end|>"] as const;
-export { ASSISTANT, PROMPTER, SYSTEM, ROLE_TAGS, renderChat, chatTemplateJinja, type ChatMessage, type ChatRole } from "./chat-template.js";
+export const QA_SPECIAL_TOKENS = [
+  "<|prompter|>",
+  "<|assistant|>",
+  "<|system|>",
+  "<|prefix_begin|>",
+  "<|prefix_end|>",
+] as const;
 export {
-  ChatTemplateError, maskFromSpans, renderWithSpans, resolveChatTemplate, type ChatTemplate, type RenderedConversation,
+  ASSISTANT,
+  PROMPTER,
+  SYSTEM,
+  ROLE_TAGS,
+  renderChat,
+  chatTemplateJinja,
+  type ChatMessage,
+  type ChatRole,
+} from "./chat-template.js";
+export {
+  ChatTemplateError,
+  maskFromSpans,
+  renderWithSpans,
+  resolveChatTemplate,
+  type ChatTemplate,
+  type RenderedConversation,
 } from "./template.js";
 
 export interface FamilyTokens {
@@ -56,7 +83,8 @@ export function tokenizerFile(path: string): string {
 function familyTokens(file: string, o: LoadTokenizerOptions): { family: string; tokens: FamilyTokens } {
   if (o.family) {
     const tokens = FAMILY_TOKENS[o.family];
-    if (!tokens) throw new Error(`tokenizer family '${o.family}' is unknown; known: ${Object.keys(FAMILY_TOKENS).join(", ")}`);
+    if (!tokens)
+      throw new Error(`tokenizer family '${o.family}' is unknown; known: ${Object.keys(FAMILY_TOKENS).join(", ")}`);
     return { family: o.family, tokens };
   }
   const fromConfig = () => tokenizerConfigTokens(file);
@@ -70,7 +98,9 @@ function familyTokens(file: string, o: LoadTokenizerOptions): { family: string; 
   }
   const own = fromConfig();
   if (own) return own;
-  throw new Error(`tokenizer ${file}: cannot tell the model family for pad/eos tokens; set tokenizer_family (one of ${Object.keys(FAMILY_TOKENS).join(", ")})`);
+  throw new Error(
+    `tokenizer ${file}: cannot tell the model family for pad/eos tokens; set tokenizer_family (one of ${Object.keys(FAMILY_TOKENS).join(", ")})`,
+  );
 }
 
 /** A special-token entry of tokenizer_config.json: a string or an {content, ...} object. */
@@ -124,12 +154,19 @@ export class ChatTokenizer {
   readonly tokenBytes: ((id: number) => Uint8Array) | undefined;
 
   private constructor(
-    readonly tok: Tokenizer, readonly family: string, readonly special: FamilyTokens, added: string[],
+    readonly tok: Tokenizer,
+    readonly family: string,
+    readonly special: FamilyTokens,
+    added: string[],
     byteLevel: { specialIds: Set<number> } | undefined,
     /** The token the tokenizer's own encoding puts first (LLaMA's <s>); undefined for BLOOM and GPT-NeoX. */
     readonly bos: string | undefined,
-    file: string, specialTokens: string[],
-    private readonly carried: { config: Record<string, unknown>; map: Record<string, unknown> } = { config: {}, map: {} },
+    file: string,
+    specialTokens: string[],
+    private readonly carried: { config: Record<string, unknown>; map: Record<string, unknown> } = {
+      config: {},
+      map: {},
+    },
   ) {
     this.added = added;
     this.dir = dirname(file);
@@ -203,7 +240,17 @@ export class ChatTokenizer {
     for (const t of added) specialIds.add(tok.tokenToId(t)!);
     if (json.decoder?.type === "ByteLevel") byteLevel = { specialIds };
     const addedTexts = [...(json.added_tokens ?? []).map((t) => t.content ?? ""), ...added].filter(Boolean);
-    const loaded = new ChatTokenizer(tok, family, tokens, added, byteLevel, leadingSpecialToken(json.post_processor), file, addedTexts, carried);
+    const loaded = new ChatTokenizer(
+      tok,
+      family,
+      tokens,
+      added,
+      byteLevel,
+      leadingSpecialToken(json.post_processor),
+      file,
+      addedTexts,
+      carried,
+    );
     loaded.specialIds = specialIds;
     return loaded;
   }
@@ -248,7 +295,10 @@ export class ChatTokenizer {
   }
 
   /** Token ids and their code-point offsets, for training texts rendered in a Jinja template. */
-  async encodeBatchWithOffsets(texts: string[], addSpecialTokens: boolean): Promise<Array<{ ids: number[]; offsets: Array<[number, number]> }>> {
+  async encodeBatchWithOffsets(
+    texts: string[],
+    addSpecialTokens: boolean,
+  ): Promise<Array<{ ids: number[]; offsets: Array<[number, number]> }>> {
     const out: Array<{ ids: number[]; offsets: Array<[number, number]> }> = [];
     for (let i = 0; i < texts.length; i += 512) {
       const encs = await this.tok.encodeBatch(texts.slice(i, i + 512), { addSpecialTokens });
@@ -285,7 +335,6 @@ export class ChatTokenizer {
     return (await this.tok.encode(text, null, { addSpecialTokens: false })).getIds();
   }
 
-
   decode(ids: number[], skipSpecialTokens = false): Promise<string> {
     return this.tok.decode(ids, skipSpecialTokens);
   }
@@ -314,14 +363,21 @@ export class ChatTokenizer {
     const { config: theirs, map: theirMap } = this.carried;
     const additional = [...new Set([...asStrings(theirMap.additional_special_tokens), ...QA_SPECIAL_TOKENS])];
     const owned = {
-      ...(bos ? { bos_token: bos } : {}), eos_token: this.special.eos, pad_token: this.special.pad, sep_token: this.special.sep || undefined,
+      ...(bos ? { bos_token: bos } : {}),
+      eos_token: this.special.eos,
+      pad_token: this.special.pad,
+      sep_token: this.special.sep || undefined,
       additional_special_tokens: additional,
     };
     const map = { ...theirMap, ...owned };
     writeFileAtomic(join(dir, "special_tokens_map.json"), [JSON.stringify(map, null, 2) + "\n"]);
     const config = {
-      tokenizer_class: "PreTrainedTokenizerFast", clean_up_tokenization_spaces: false, model_max_length: 1e30,
-      ...theirs, ...owned, chat_template: this.template.source,
+      tokenizer_class: "PreTrainedTokenizerFast",
+      clean_up_tokenization_spaces: false,
+      model_max_length: 1e30,
+      ...theirs,
+      ...owned,
+      chat_template: this.template.source,
     };
     writeFileAtomic(join(dir, "tokenizer_config.json"), [JSON.stringify(config, null, 2) + "\n"]);
     this.saveStopIds(dir);
@@ -341,7 +397,6 @@ export class ChatTokenizer {
     writeFileAtomic(path, [JSON.stringify(generation, null, 2) + "\n"]);
   }
 }
-
 
 interface TokenizerJson {
   decoder?: { type?: string } | null;
@@ -383,7 +438,9 @@ function byteLevelBytes(tok: Tokenizer, special: Set<number>): (id: number) => U
     else {
       const chars = [...token];
       // Added (non-byte-level) tokens are plain text: they are not spelled in the byte alphabet.
-      bytes = chars.every((c) => unicodeToByte.has(c)) ? Uint8Array.from(chars, (c) => unicodeToByte.get(c)!) : new TextEncoder().encode(token);
+      bytes = chars.every((c) => unicodeToByte.has(c))
+        ? Uint8Array.from(chars, (c) => unicodeToByte.get(c)!)
+        : new TextEncoder().encode(token);
     }
     cache.set(id, bytes);
     return bytes;
@@ -408,5 +465,7 @@ function carriedSettings(dir: string): { config: Record<string, unknown>; map: R
 /** Special-token entries as strings (HF writes them as strings or as {content, ...} objects). */
 function asStrings(v: unknown): string[] {
   if (!Array.isArray(v)) return [];
-  return v.map((x) => (typeof x === "string" ? x : (x as { content?: unknown })?.content)).filter((x): x is string => typeof x === "string");
+  return v
+    .map((x) => (typeof x === "string" ? x : (x as { content?: unknown })?.content))
+    .filter((x): x is string => typeof x === "string");
 }

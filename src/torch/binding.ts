@@ -164,19 +164,54 @@ export interface NativeBinding {
   embedding(weight: H, indices: H): H;
   layerNorm(x: H, normalizedShape: number[], weight: H | undefined, bias: H | undefined, eps: number): H;
   dropout(x: H, p: number, train: boolean): H;
-  crossEntropy(logits: H, target: H, ignoreIndex: number, reduction: "mean" | "sum" | "none", labelSmoothing?: number): H;
+  crossEntropy(
+    logits: H,
+    target: H,
+    ignoreIndex: number,
+    reduction: "mean" | "sum" | "none",
+    labelSmoothing?: number,
+  ): H;
   // fused optimizer step
-  adamwStep_(param: H, grad: H, expAvg: H, expAvgSq: H, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
+  adamwStep_(
+    param: H,
+    grad: H,
+    expAvg: H,
+    expAvgSq: H,
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    weightDecay: number,
+    step: number,
+  ): void;
   // fast paths (native/fast.h): present only where the linked libtorch has them (features())
   features(): { sdpa: boolean; fusedAdamw: boolean; cudaAllocatorStats: boolean };
   sdpa?(q: H, k: H, v: H, mask: H | undefined, dropout: number, isCausal: boolean, scale: number): H;
-  fusedAdamw_?(params: H[], grads: H[], expAvgs: H[], expAvgSqs: H[], lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
+  fusedAdamw_?(
+    params: H[],
+    grads: H[],
+    expAvgs: H[],
+    expAvgSqs: H[],
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    weightDecay: number,
+    step: number,
+  ): void;
   cudaMemory?(device: number): [number, number, number];
   cudaResetPeakMemory?(device: number): void;
   cudaEmptyCache?(): void;
   // collectives (native/dist.h): present only when the addon was built with them (distAvailable)
   distAvailable(): boolean;
-  distInit?(rank: number, world: number, masterAddr: string, masterPort: number, backend: "gloo" | "nccl", timeoutMs: number): void;
+  distInit?(
+    rank: number,
+    world: number,
+    masterAddr: string,
+    masterPort: number,
+    backend: "gloo" | "nccl",
+    timeoutMs: number,
+  ): void;
   distDestroy?(): void;
   distAllReduce?(t: H, op: "sum" | "max" | "min"): void;
   distAllGather?(outputs: H[], input: H): void;
@@ -214,7 +249,14 @@ export function loadedBlas(): { kind: "openblas" | "mkl" | "reference" | "unknow
   } catch {
     return { kind: "unknown", path: "" };
   }
-  const paths = [...new Set(maps.split("\n").map((l) => l.split(/\s+/)[5] ?? "").filter((p) => /blas|mkl/i.test(p)))];
+  const paths = [
+    ...new Set(
+      maps
+        .split("\n")
+        .map((l) => l.split(/\s+/)[5] ?? "")
+        .filter((p) => /blas|mkl/i.test(p)),
+    ),
+  ];
   const openblas = paths.find((p) => /openblas/i.test(p));
   if (openblas) return { kind: "openblas", path: openblas };
   const mkl = paths.find((p) => /mkl/i.test(p));

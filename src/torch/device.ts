@@ -22,11 +22,15 @@ export function resolveDevice(spec: string, flag = "--device"): string {
   if (!m) throw new DeviceError(`${flag} ${spec}: expected auto, cpu, cuda or cuda:N`);
   const count = native.cudaIsAvailable() ? native.cudaDeviceCount() : 0;
   if (count === 0) {
-    throw new DeviceError(`${flag} ${spec}: no CUDA device (this libtorch ${native.version()} sees none); use --device cpu`);
+    throw new DeviceError(
+      `${flag} ${spec}: no CUDA device (this libtorch ${native.version()} sees none); use --device cpu`,
+    );
   }
   if (m[1] !== undefined && Number(m[1]) >= count) {
     const have = Array.from({ length: count }, (_, i) => `cuda:${i}`).join(", ");
-    throw new DeviceError(`${flag} ${spec}: there ${count === 1 ? "is 1 CUDA device" : `are ${count} CUDA devices`} (${have})`);
+    throw new DeviceError(
+      `${flag} ${spec}: there ${count === 1 ? "is 1 CUDA device" : `are ${count} CUDA devices`} (${have})`,
+    );
   }
   return s;
 }

@@ -3,7 +3,14 @@ export * from "./ops.js";
 export { Tensor, DisposedError, type CreateOptions } from "./tensor.js";
 export { scope, noGrad, isGradEnabled, autocast, autocastDtype, setAutocastCacheEnabled, disposeAll } from "./scope.js";
 export { type DType, DTYPE_CODE, BYTES_PER_ELEMENT, FLOAT_MIN, isFloating, parseDType } from "./dtype.js";
-export { loadSafetensors, loadSafetensorsEntry, readSafetensorsHeader, saveSafetensors, type SafetensorsEntry, type SafetensorsHeader } from "./safetensors.js";
+export {
+  loadSafetensors,
+  loadSafetensorsEntry,
+  readSafetensorsHeader,
+  saveSafetensors,
+  type SafetensorsEntry,
+  type SafetensorsHeader,
+} from "./safetensors.js";
 export { features, loadedBlas, native, type Handle } from "./binding.js";
 export { resolveDevice, deviceType, parseComputeDType, DeviceError } from "./device.js";
 export { defaultThreads } from "./threads.js";

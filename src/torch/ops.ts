@@ -45,11 +45,17 @@ function toTypedArray(flat: ArrayLike<number> | BigInt64Array, dtype: DType): Ar
   const tag = <T extends ArrayBufferView>(a: T, d: DType) => Object.assign(a, { dtype: d });
   if (flat instanceof BigInt64Array) return tag(flat, "int64");
   switch (dtype) {
-    case "int64": return tag(BigInt64Array.from(Array.from(flat, (v) => BigInt(Math.trunc(v)))), "int64");
-    case "int32": return tag(Int32Array.from(flat), "int32");
-    case "float64": return tag(Float64Array.from(flat), "float64");
-    case "bool": case "uint8": return tag(Uint8Array.from(flat), dtype);
-    default: return tag(Float32Array.from(flat), "float32");  // float16/bfloat16 are cast from float32
+    case "int64":
+      return tag(BigInt64Array.from(Array.from(flat, (v) => BigInt(Math.trunc(v)))), "int64");
+    case "int32":
+      return tag(Int32Array.from(flat), "int32");
+    case "float64":
+      return tag(Float64Array.from(flat), "float64");
+    case "bool":
+    case "uint8":
+      return tag(Uint8Array.from(flat), dtype);
+    default:
+      return tag(Float32Array.from(flat), "float32"); // float16/bfloat16 are cast from float32
   }
 }
 
@@ -73,26 +79,52 @@ export const randint = (low: number, high: number, shape: number[], o?: CreateOp
   new Tensor(native.randint(low, high, shape, dt(o, "int64"), dev(o)));
 export const randperm = (n: number, o?: CreateOptions) => new Tensor(native.randperm(n, dt(o, "int64"), dev(o)));
 
-export const cat = (ts: Tensor[], dim = 0) => new Tensor(native.cat(ts.map((t) => t.handle), dim));
-export const stack = (ts: Tensor[], dim = 0) => new Tensor(native.stack(ts.map((t) => t.handle), dim));
+export const cat = (ts: Tensor[], dim = 0) =>
+  new Tensor(
+    native.cat(
+      ts.map((t) => t.handle),
+      dim,
+    ),
+  );
+export const stack = (ts: Tensor[], dim = 0) =>
+  new Tensor(
+    native.stack(
+      ts.map((t) => t.handle),
+      dim,
+    ),
+  );
 export const where = (cond: Tensor, a: Tensor, b: Tensor) => new Tensor(native.where(cond.handle, a.handle, b.handle));
 
 /** Backpropagates several outputs at once (each with its seed gradient), as torch.autograd.backward. */
 export function backward(outputs: Tensor[], grads?: Tensor[], retainGraph?: boolean): void {
-  native.backward(outputs.map((t) => t.handle), grads?.map((g) => g.handle), retainGraph);
+  native.backward(
+    outputs.map((t) => t.handle),
+    grads?.map((g) => g.handle),
+    retainGraph,
+  );
 }
 
 // ----- functional layers (the nn.functional of oasft) --------------------------------------------
-export const linear = (x: Tensor, weight: Tensor, bias?: Tensor) => new Tensor(native.linear(x.handle, weight.handle, bias?.handle));
+export const linear = (x: Tensor, weight: Tensor, bias?: Tensor) =>
+  new Tensor(native.linear(x.handle, weight.handle, bias?.handle));
 export const embedding = (weight: Tensor, ids: Tensor) => new Tensor(native.embedding(weight.handle, ids.handle));
-export const layerNorm = (x: Tensor, shape: number[], weight: Tensor | undefined, bias: Tensor | undefined, eps: number) =>
-  new Tensor(native.layerNorm(x.handle, shape, weight?.handle, bias?.handle, eps));
+export const layerNorm = (
+  x: Tensor,
+  shape: number[],
+  weight: Tensor | undefined,
+  bias: Tensor | undefined,
+  eps: number,
+) => new Tensor(native.layerNorm(x.handle, shape, weight?.handle, bias?.handle, eps));
 export const dropout = (x: Tensor, p: number, train: boolean) => new Tensor(native.dropout(x.handle, p, train));
 /** Cross entropy over logits [N, V] and class ids [N]; ids equal to ignoreIndex are left out of the mean. */
 export function crossEntropy(
   logits: Tensor,
   target: Tensor,
-  { ignoreIndex = -100, reduction = "mean", labelSmoothing = 0 }: { ignoreIndex?: number; reduction?: "mean" | "sum" | "none"; labelSmoothing?: number } = {},
+  {
+    ignoreIndex = -100,
+    reduction = "mean",
+    labelSmoothing = 0,
+  }: { ignoreIndex?: number; reduction?: "mean" | "sum" | "none"; labelSmoothing?: number } = {},
 ): Tensor {
   return new Tensor(native.crossEntropy(logits.handle, target.handle, ignoreIndex, reduction, labelSmoothing));
 }
@@ -103,10 +135,15 @@ export function crossEntropy(
  * the composite reference and decides when this runs.
  */
 export function sdpa(
-  q: Tensor, k: Tensor, v: Tensor, o: { mask?: Tensor; dropout?: number; causal?: boolean; scale: number },
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  o: { mask?: Tensor; dropout?: number; causal?: boolean; scale: number },
 ): Tensor {
   if (!native.sdpa) throw new Error(`sdpa: this libtorch (${native.version()}) has no scaled_dot_product_attention`);
-  return new Tensor(native.sdpa(q.handle, k.handle, v.handle, o.mask?.handle, o.dropout ?? 0, o.causal ?? false, o.scale));
+  return new Tensor(
+    native.sdpa(q.handle, k.handle, v.handle, o.mask?.handle, o.dropout ?? 0, o.causal ?? false, o.scale),
+  );
 }
 
 // ----- optimizer kernels (the composite reference is src/train/adamw.ts) ----------------------------
@@ -129,7 +166,18 @@ export function adamwStep_(p: Tensor, g: Tensor, m: Tensor, v: Tensor, h: AdamWH
 export function fusedAdamw_(p: Tensor[], g: Tensor[], m: Tensor[], v: Tensor[], h: AdamWHyper): void {
   if (!native.fusedAdamw_) throw new Error(`fusedAdamw_: this libtorch (${native.version()}) has no fused AdamW`);
   const handles = (ts: Tensor[]) => ts.map((t) => t.handle);
-  native.fusedAdamw_(handles(p), handles(g), handles(m), handles(v), h.lr, h.beta1, h.beta2, h.eps, h.weightDecay, h.step);
+  native.fusedAdamw_(
+    handles(p),
+    handles(g),
+    handles(m),
+    handles(v),
+    h.lr,
+    h.beta1,
+    h.beta2,
+    h.eps,
+    h.weightDecay,
+    h.step,
+  );
 }
 
 /** param.data = value: the parameter takes value's storage and shape, keeping its autograd identity. */

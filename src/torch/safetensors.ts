@@ -8,10 +8,21 @@ import { BYTES_PER_ELEMENT, DTYPE_CODE, type DType } from "./dtype.js";
 import { Tensor } from "./tensor.js";
 
 const FORMAT_TO_DTYPE: Record<string, DType> = {
-  F64: "float64", F32: "float32", F16: "float16", BF16: "bfloat16",
-  I64: "int64", I32: "int32", I16: "int16", I8: "int8", U8: "uint8", BOOL: "bool",
+  F64: "float64",
+  F32: "float32",
+  F16: "float16",
+  BF16: "bfloat16",
+  I64: "int64",
+  I32: "int32",
+  I16: "int16",
+  I8: "int8",
+  U8: "uint8",
+  BOOL: "bool",
 };
-const DTYPE_TO_FORMAT = Object.fromEntries(Object.entries(FORMAT_TO_DTYPE).map(([f, d]) => [d, f])) as Record<DType, string>;
+const DTYPE_TO_FORMAT = Object.fromEntries(Object.entries(FORMAT_TO_DTYPE).map(([f, d]) => [d, f])) as Record<
+  DType,
+  string
+>;
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 
 export interface SafetensorsEntry {
@@ -48,9 +59,11 @@ function readExactly(fd: number, length: number, position: number): Buffer {
 
 function parseHeader(path: string, fd: number): SafetensorsHeader {
   const fileSize = fstatSync(fd).size;
-  if (fileSize < 8) throw new SafetensorsError(path, `file is ${fileSize} bytes, shorter than the 8-byte header length`);
+  if (fileSize < 8)
+    throw new SafetensorsError(path, `file is ${fileSize} bytes, shorter than the 8-byte header length`);
   const n = Number(readExactly(fd, 8, 0).readBigUInt64LE(0));
-  if (n > MAX_HEADER_BYTES || 8 + n > fileSize) throw new SafetensorsError(path, `header length ${n} does not fit a ${fileSize}-byte file`);
+  if (n > MAX_HEADER_BYTES || 8 + n > fileSize)
+    throw new SafetensorsError(path, `header length ${n} does not fit a ${fileSize}-byte file`);
   let json: Record<string, unknown>;
   try {
     json = JSON.parse(readExactly(fd, n, 8).toString("utf8")) as Record<string, unknown>;
@@ -73,14 +86,23 @@ function parseHeader(path: string, fd: number): SafetensorsHeader {
       throw new SafetensorsError(path, `tensor '${name}': shape must be a list of non-negative integers`);
     }
     const offs = info.data_offsets;
-    if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isInteger(o) && o >= 0) || offs[1] < offs[0]) {
+    if (
+      !Array.isArray(offs) ||
+      offs.length !== 2 ||
+      !offs.every((o) => Number.isInteger(o) && o >= 0) ||
+      offs[1] < offs[0]
+    ) {
       throw new SafetensorsError(path, `tensor '${name}': data_offsets must be [begin, end]`);
     }
     const byteLength = (shape as number[]).reduce((a, b) => a * b, 1) * BYTES_PER_ELEMENT[dtype];
     if (offs[1] - offs[0] !== byteLength) {
-      throw new SafetensorsError(path, `tensor '${name}': ${offs[1] - offs[0]} data bytes for shape [${shape}] ${info.dtype} (expected ${byteLength})`);
+      throw new SafetensorsError(
+        path,
+        `tensor '${name}': ${offs[1] - offs[0]} data bytes for shape [${shape}] ${info.dtype} (expected ${byteLength})`,
+      );
     }
-    if (dataStart + offs[1] > fileSize) throw new SafetensorsError(path, `tensor '${name}': data ends past the end of the file (truncated?)`);
+    if (dataStart + offs[1] > fileSize)
+      throw new SafetensorsError(path, `tensor '${name}': data ends past the end of the file (truncated?)`);
     entries.set(name, { dtype, shape: shape as number[], offset: dataStart + offs[0], byteLength });
   }
   // As the reference reader: tensors tile the data region, with no overlap and nothing after the last
@@ -92,7 +114,10 @@ function parseHeader(path: string, fd: number): SafetensorsHeader {
     end = e.offset + e.byteLength;
   }
   if (end !== fileSize) {
-    throw new SafetensorsError(path, `${fileSize - end} bytes after the last tensor${sorted.length ? ` ('${sorted.at(-1)![0]}')` : ""} (the header covers ${end} of ${fileSize} bytes)`);
+    throw new SafetensorsError(
+      path,
+      `${fileSize - end} bytes after the last tensor${sorted.length ? ` ('${sorted.at(-1)![0]}')` : ""} (the header covers ${end} of ${fileSize} bytes)`,
+    );
   }
   return { path, entries, metadata };
 }
@@ -120,7 +145,10 @@ function readEntry(path: string, fd: number, name: string, e: SafetensorsEntry):
  * Loads tensors (all, or those `select` accepts) as CPU tensors of their stored dtype.
  * The caller owns the returned tensors (they join the current scope, if any).
  */
-export function loadSafetensors(path: string, select?: (name: string, entry: SafetensorsEntry) => boolean): { header: SafetensorsHeader; tensors: Map<string, Tensor> } {
+export function loadSafetensors(
+  path: string,
+  select?: (name: string, entry: SafetensorsEntry) => boolean,
+): { header: SafetensorsHeader; tensors: Map<string, Tensor> } {
   const fd = openFile(path);
   try {
     const header = parseHeader(path, fd);
@@ -142,7 +170,13 @@ export function loadSafetensors(path: string, select?: (name: string, entry: Saf
 export function loadSafetensorsEntry(path: string, entry: SafetensorsEntry, name = "tensor", into?: Tensor): Tensor {
   const fd = openFile(path);
   try {
-    if (into && into.device === "cpu" && into.dtype === entry.dtype && into.numel * BYTES_PER_ELEMENT[into.dtype] === entry.byteLength && into.isContiguous()) {
+    if (
+      into &&
+      into.device === "cpu" &&
+      into.dtype === entry.dtype &&
+      into.numel * BYTES_PER_ELEMENT[into.dtype] === entry.byteLength &&
+      into.isContiguous()
+    ) {
       try {
         native.readIntoFromFd(fd, entry.offset, into.handle);
       } catch (err) {
@@ -169,7 +203,11 @@ function openFile(path: string): number {
  * tensor's bytes streamed by the addon straight from its memory (CUDA tensors through small host
  * chunks), so a save never holds a second copy of the model in host memory.
  */
-export function saveSafetensors(path: string, tensors: Iterable<[string, Tensor]>, metadata: Record<string, string> = {}): void {
+export function saveSafetensors(
+  path: string,
+  tensors: Iterable<[string, Tensor]>,
+  metadata: Record<string, string> = {},
+): void {
   const list = [...tensors];
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length) header.__metadata__ = metadata;

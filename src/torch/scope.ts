@@ -101,4 +101,3 @@ export function disposeAll(value: unknown): void {
   collectTensors(value, found);
   for (const t of found) t.dispose();
 }
-

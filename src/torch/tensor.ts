@@ -82,40 +82,70 @@ export class Tensor {
   }
 
   // ----- metadata ---------------------------------------------------------------------------
-  get shape(): number[] { return native.shape(this.handle); }
-  get dtype(): DType { return dtypeFromCode(native.dtype(this.handle)); }
-  get device(): string { return native.device(this.handle); }
-  get numel(): number { return native.numel(this.handle); }
-  get ndim(): number { return this.shape.length; }
+  get shape(): number[] {
+    return native.shape(this.handle);
+  }
+  get dtype(): DType {
+    return dtypeFromCode(native.dtype(this.handle));
+  }
+  get device(): string {
+    return native.device(this.handle);
+  }
+  get numel(): number {
+    return native.numel(this.handle);
+  }
+  get ndim(): number {
+    return this.shape.length;
+  }
   size(dim: number): number {
     const shape = this.shape;
     return shape[dim < 0 ? shape.length + dim : dim]!;
   }
-  get requiresGrad(): boolean { return native.requiresGrad(this.handle); }
-  set requiresGrad(flag: boolean) { native.setRequiresGrad(this.handle, flag); }
+  get requiresGrad(): boolean {
+    return native.requiresGrad(this.handle);
+  }
+  set requiresGrad(flag: boolean) {
+    native.setRequiresGrad(this.handle, flag);
+  }
   /** The accumulated gradient, as a new tensor owner (in the current scope), or undefined. */
   get grad(): Tensor | undefined {
     const g = native.grad(this.handle);
     return g === undefined ? undefined : new Tensor(g);
   }
-  set grad(g: Tensor | undefined) { native.setGrad(this.handle, g === undefined ? null : g.handle); }
+  set grad(g: Tensor | undefined) {
+    native.setGrad(this.handle, g === undefined ? null : g.handle);
+  }
   /** A CPU sync point: copies one element to JS. */
-  item(): number { return native.item(this.handle); }
-  isContiguous(): boolean { return native.isContiguous(this.handle); }
+  item(): number {
+    return native.item(this.handle);
+  }
+  isContiguous(): boolean {
+    return native.isContiguous(this.handle);
+  }
 
   /** Copies the data to JS as a typed array of the tensor's dtype (16-bit floats as raw Uint16 bits). */
-  toArray(): Float32Array | Float64Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint16Array | Uint8Array {
+  toArray():
+    Float32Array | Float64Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint16Array | Uint8Array {
     const buf = native.toBytes(this.handle);
     const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
     switch (this.dtype) {
-      case "float32": return new Float32Array(ab);
-      case "float64": return new Float64Array(ab);
-      case "int64": return new BigInt64Array(ab);
-      case "int32": return new Int32Array(ab);
-      case "int16": return new Int16Array(ab);
-      case "int8": return new Int8Array(ab);
-      case "float16": case "bfloat16": return new Uint16Array(ab);
-      default: return new Uint8Array(ab);
+      case "float32":
+        return new Float32Array(ab);
+      case "float64":
+        return new Float64Array(ab);
+      case "int64":
+        return new BigInt64Array(ab);
+      case "int32":
+        return new Int32Array(ab);
+      case "int16":
+        return new Int16Array(ab);
+      case "int8":
+        return new Int8Array(ab);
+      case "float16":
+      case "bfloat16":
+        return new Uint16Array(ab);
+      default:
+        return new Uint8Array(ab);
     }
   }
   /** The data as plain JS numbers (float tensors are read as float32/float64, int64 as numbers). */
@@ -126,72 +156,193 @@ export class Tensor {
     return Array.from(arr as ArrayLike<number | bigint>, Number);
   }
   /** The raw bytes (contiguous, CPU). */
-  toBytes(): Buffer { return native.toBytes(this.handle); }
+  toBytes(): Buffer {
+    return native.toBytes(this.handle);
+  }
 
   // ----- conversion ---------------------------------------------------------------------------
-  to(dtype: DType): Tensor { return new Tensor(native.to(this.handle, DTYPE_CODE[dtype])); }
+  to(dtype: DType): Tensor {
+    return new Tensor(native.to(this.handle, DTYPE_CODE[dtype]));
+  }
   /** A copy on `device` (this tensor when it is already there is not reused: always a new owner). */
-  toDevice(device: string, nonBlocking = false): Tensor { return new Tensor(native.toDevice(this.handle, device, nonBlocking)); }
+  toDevice(device: string, nonBlocking = false): Tensor {
+    return new Tensor(native.toDevice(this.handle, device, nonBlocking));
+  }
   /** A copy in page-locked host memory (CUDA builds only): host-to-device copies from it can run asynchronously. */
-  pinMemory(): Tensor { return new Tensor(native.pinMemory(this.handle)); }
-  clone(): Tensor { return new Tensor(native.clone(this.handle)); }
-  detach(): Tensor { return new Tensor(native.detach(this.handle)); }
-  contiguous(): Tensor { return new Tensor(native.contiguous(this.handle)); }
+  pinMemory(): Tensor {
+    return new Tensor(native.pinMemory(this.handle));
+  }
+  clone(): Tensor {
+    return new Tensor(native.clone(this.handle));
+  }
+  detach(): Tensor {
+    return new Tensor(native.detach(this.handle));
+  }
+  contiguous(): Tensor {
+    return new Tensor(native.contiguous(this.handle));
+  }
 
   // ----- in-place (return this) ---------------------------------------------------------------
-  copy_(src: Tensor): this { native.copy_(this.handle, src.handle); return this; }
-  zero_(): this { native.zero_(this.handle); return this; }
-  fill_(value: number | boolean): this { native.fill_(this.handle, value); return this; }
-  normal_(mean = 0, std = 1): this { native.normal_(this.handle, mean, std); return this; }
-  uniform_(low = 0, high = 1): this { native.uniform_(this.handle, low, high); return this; }
-  add_(other: Operand, alpha?: number): this { native.add_(this.handle, raw(other), alpha); return this; }
-  mul_(other: Operand): this { native.mul_(this.handle, raw(other)); return this; }
-  div_(other: Operand): this { native.div_(this.handle, raw(other)); return this; }
-  addcmul_(a: Tensor, b: Tensor, value = 1): this { native.addcmul_(this.handle, a.handle, b.handle, value); return this; }
-  addcdiv_(a: Tensor, b: Tensor, value = 1): this { native.addcdiv_(this.handle, a.handle, b.handle, value); return this; }
-  lerp_(end: Tensor, weight: number): this { native.lerp_(this.handle, end.handle, weight); return this; }
-  clampMax_(max: number): this { native.clampMax_(this.handle, max); return this; }
-  maskedFill_(mask: Tensor, value: number | boolean): this { native.maskedFill_(this.handle, mask.handle, value); return this; }
+  copy_(src: Tensor): this {
+    native.copy_(this.handle, src.handle);
+    return this;
+  }
+  zero_(): this {
+    native.zero_(this.handle);
+    return this;
+  }
+  fill_(value: number | boolean): this {
+    native.fill_(this.handle, value);
+    return this;
+  }
+  normal_(mean = 0, std = 1): this {
+    native.normal_(this.handle, mean, std);
+    return this;
+  }
+  uniform_(low = 0, high = 1): this {
+    native.uniform_(this.handle, low, high);
+    return this;
+  }
+  add_(other: Operand, alpha?: number): this {
+    native.add_(this.handle, raw(other), alpha);
+    return this;
+  }
+  mul_(other: Operand): this {
+    native.mul_(this.handle, raw(other));
+    return this;
+  }
+  div_(other: Operand): this {
+    native.div_(this.handle, raw(other));
+    return this;
+  }
+  addcmul_(a: Tensor, b: Tensor, value = 1): this {
+    native.addcmul_(this.handle, a.handle, b.handle, value);
+    return this;
+  }
+  addcdiv_(a: Tensor, b: Tensor, value = 1): this {
+    native.addcdiv_(this.handle, a.handle, b.handle, value);
+    return this;
+  }
+  lerp_(end: Tensor, weight: number): this {
+    native.lerp_(this.handle, end.handle, weight);
+    return this;
+  }
+  clampMax_(max: number): this {
+    native.clampMax_(this.handle, max);
+    return this;
+  }
+  maskedFill_(mask: Tensor, value: number | boolean): this {
+    native.maskedFill_(this.handle, mask.handle, value);
+    return this;
+  }
   indexCopy_(dim: number, index: Tensor, source: Tensor): this {
     native.indexCopy_(this.handle, dim, index.handle, source.handle);
     return this;
   }
 
   // ----- elementwise --------------------------------------------------------------------------
-  add(other: Operand, alpha?: number): Tensor { return new Tensor(native.add(this.handle, raw(other), alpha)); }
-  sub(other: Operand, alpha?: number): Tensor { return new Tensor(native.sub(this.handle, raw(other), alpha)); }
-  mul(other: Operand): Tensor { return new Tensor(native.mul(this.handle, raw(other))); }
-  div(other: Operand): Tensor { return new Tensor(native.div(this.handle, raw(other))); }
-  pow(other: Operand): Tensor { return new Tensor(native.pow(this.handle, raw(other))); }
-  eq(other: Operand): Tensor { return new Tensor(native.eq(this.handle, raw(other))); }
-  ne(other: Operand): Tensor { return new Tensor(native.ne(this.handle, raw(other))); }
-  lt(other: Operand): Tensor { return new Tensor(native.lt(this.handle, raw(other))); }
-  le(other: Operand): Tensor { return new Tensor(native.le(this.handle, raw(other))); }
-  gt(other: Operand): Tensor { return new Tensor(native.gt(this.handle, raw(other))); }
-  ge(other: Operand): Tensor { return new Tensor(native.ge(this.handle, raw(other))); }
-  remainder(other: Operand): Tensor { return new Tensor(native.remainder(this.handle, raw(other))); }
-  maximum(other: Tensor): Tensor { return new Tensor(native.maximum(this.handle, other.handle)); }
-  minimum(other: Tensor): Tensor { return new Tensor(native.minimum(this.handle, other.handle)); }
-  logicalAnd(other: Tensor): Tensor { return new Tensor(native.logicalAnd(this.handle, other.handle)); }
-  logicalOr(other: Tensor): Tensor { return new Tensor(native.logicalOr(this.handle, other.handle)); }
-  logicalNot(): Tensor { return new Tensor(native.logicalNot(this.handle)); }
-  maskedFill(mask: Tensor, value: number | boolean): Tensor { return new Tensor(native.maskedFill(this.handle, mask.handle, value)); }
-  clamp(min: number | null, max: number | null = null): Tensor { return new Tensor(native.clamp(this.handle, min, max)); }
-  neg(): Tensor { return new Tensor(native.neg(this.handle)); }
-  exp(): Tensor { return new Tensor(native.exp(this.handle)); }
-  log(): Tensor { return new Tensor(native.log(this.handle)); }
-  tanh(): Tensor { return new Tensor(native.tanh(this.handle)); }
-  sqrt(): Tensor { return new Tensor(native.sqrt(this.handle)); }
-  rsqrt(): Tensor { return new Tensor(native.rsqrt(this.handle)); }
-  abs(): Tensor { return new Tensor(native.abs(this.handle)); }
-  sigmoid(): Tensor { return new Tensor(native.sigmoid(this.handle)); }
-  relu(): Tensor { return new Tensor(native.relu(this.handle)); }
-  silu(): Tensor { return new Tensor(native.silu(this.handle)); }
-  sin(): Tensor { return new Tensor(native.sin(this.handle)); }
-  cos(): Tensor { return new Tensor(native.cos(this.handle)); }
-  isfinite(): Tensor { return new Tensor(native.isfinite(this.handle)); }
-  isnan(): Tensor { return new Tensor(native.isnan(this.handle)); }
-  gelu(approximate: "none" | "tanh" = "none"): Tensor { return new Tensor(native.gelu(this.handle, approximate)); }
+  add(other: Operand, alpha?: number): Tensor {
+    return new Tensor(native.add(this.handle, raw(other), alpha));
+  }
+  sub(other: Operand, alpha?: number): Tensor {
+    return new Tensor(native.sub(this.handle, raw(other), alpha));
+  }
+  mul(other: Operand): Tensor {
+    return new Tensor(native.mul(this.handle, raw(other)));
+  }
+  div(other: Operand): Tensor {
+    return new Tensor(native.div(this.handle, raw(other)));
+  }
+  pow(other: Operand): Tensor {
+    return new Tensor(native.pow(this.handle, raw(other)));
+  }
+  eq(other: Operand): Tensor {
+    return new Tensor(native.eq(this.handle, raw(other)));
+  }
+  ne(other: Operand): Tensor {
+    return new Tensor(native.ne(this.handle, raw(other)));
+  }
+  lt(other: Operand): Tensor {
+    return new Tensor(native.lt(this.handle, raw(other)));
+  }
+  le(other: Operand): Tensor {
+    return new Tensor(native.le(this.handle, raw(other)));
+  }
+  gt(other: Operand): Tensor {
+    return new Tensor(native.gt(this.handle, raw(other)));
+  }
+  ge(other: Operand): Tensor {
+    return new Tensor(native.ge(this.handle, raw(other)));
+  }
+  remainder(other: Operand): Tensor {
+    return new Tensor(native.remainder(this.handle, raw(other)));
+  }
+  maximum(other: Tensor): Tensor {
+    return new Tensor(native.maximum(this.handle, other.handle));
+  }
+  minimum(other: Tensor): Tensor {
+    return new Tensor(native.minimum(this.handle, other.handle));
+  }
+  logicalAnd(other: Tensor): Tensor {
+    return new Tensor(native.logicalAnd(this.handle, other.handle));
+  }
+  logicalOr(other: Tensor): Tensor {
+    return new Tensor(native.logicalOr(this.handle, other.handle));
+  }
+  logicalNot(): Tensor {
+    return new Tensor(native.logicalNot(this.handle));
+  }
+  maskedFill(mask: Tensor, value: number | boolean): Tensor {
+    return new Tensor(native.maskedFill(this.handle, mask.handle, value));
+  }
+  clamp(min: number | null, max: number | null = null): Tensor {
+    return new Tensor(native.clamp(this.handle, min, max));
+  }
+  neg(): Tensor {
+    return new Tensor(native.neg(this.handle));
+  }
+  exp(): Tensor {
+    return new Tensor(native.exp(this.handle));
+  }
+  log(): Tensor {
+    return new Tensor(native.log(this.handle));
+  }
+  tanh(): Tensor {
+    return new Tensor(native.tanh(this.handle));
+  }
+  sqrt(): Tensor {
+    return new Tensor(native.sqrt(this.handle));
+  }
+  rsqrt(): Tensor {
+    return new Tensor(native.rsqrt(this.handle));
+  }
+  abs(): Tensor {
+    return new Tensor(native.abs(this.handle));
+  }
+  sigmoid(): Tensor {
+    return new Tensor(native.sigmoid(this.handle));
+  }
+  relu(): Tensor {
+    return new Tensor(native.relu(this.handle));
+  }
+  silu(): Tensor {
+    return new Tensor(native.silu(this.handle));
+  }
+  sin(): Tensor {
+    return new Tensor(native.sin(this.handle));
+  }
+  cos(): Tensor {
+    return new Tensor(native.cos(this.handle));
+  }
+  isfinite(): Tensor {
+    return new Tensor(native.isfinite(this.handle));
+  }
+  isnan(): Tensor {
+    return new Tensor(native.isnan(this.handle));
+  }
+  gelu(approximate: "none" | "tanh" = "none"): Tensor {
+    return new Tensor(native.gelu(this.handle, approximate));
+  }
 
   // ----- reductions ---------------------------------------------------------------------------
   sum(dims: number[] | null = null, keepdim = false, dtype?: DType): Tensor {
@@ -200,16 +351,36 @@ export class Tensor {
   mean(dims: number[] | null = null, keepdim = false, dtype?: DType): Tensor {
     return new Tensor(native.mean(this.handle, dims, keepdim, dtype && DTYPE_CODE[dtype]));
   }
-  amax(dims: number[], keepdim = false): Tensor { return new Tensor(native.amax(this.handle, dims, keepdim)); }
-  amin(dims: number[], keepdim = false): Tensor { return new Tensor(native.amin(this.handle, dims, keepdim)); }
-  max(): Tensor { return new Tensor(native.max(this.handle)); }
-  min(): Tensor { return new Tensor(native.min(this.handle)); }
-  argmax(dim: number, keepdim = false): Tensor { return new Tensor(native.argmax(this.handle, dim, keepdim)); }
-  any(): Tensor { return new Tensor(native.any(this.handle)); }
-  all(): Tensor { return new Tensor(native.all(this.handle)); }
-  norm(p = 2): Tensor { return new Tensor(native.norm(this.handle, p)); }
-  cumsum(dim: number, dtype?: DType): Tensor { return new Tensor(native.cumsum(this.handle, dim, dtype && DTYPE_CODE[dtype])); }
-  softmax(dim: number, dtype?: DType): Tensor { return new Tensor(native.softmax(this.handle, dim, dtype && DTYPE_CODE[dtype])); }
+  amax(dims: number[], keepdim = false): Tensor {
+    return new Tensor(native.amax(this.handle, dims, keepdim));
+  }
+  amin(dims: number[], keepdim = false): Tensor {
+    return new Tensor(native.amin(this.handle, dims, keepdim));
+  }
+  max(): Tensor {
+    return new Tensor(native.max(this.handle));
+  }
+  min(): Tensor {
+    return new Tensor(native.min(this.handle));
+  }
+  argmax(dim: number, keepdim = false): Tensor {
+    return new Tensor(native.argmax(this.handle, dim, keepdim));
+  }
+  any(): Tensor {
+    return new Tensor(native.any(this.handle));
+  }
+  all(): Tensor {
+    return new Tensor(native.all(this.handle));
+  }
+  norm(p = 2): Tensor {
+    return new Tensor(native.norm(this.handle, p));
+  }
+  cumsum(dim: number, dtype?: DType): Tensor {
+    return new Tensor(native.cumsum(this.handle, dim, dtype && DTYPE_CODE[dtype]));
+  }
+  softmax(dim: number, dtype?: DType): Tensor {
+    return new Tensor(native.softmax(this.handle, dim, dtype && DTYPE_CODE[dtype]));
+  }
   logSoftmax(dim: number, dtype?: DType): Tensor {
     return new Tensor(native.logSoftmax(this.handle, dim, dtype && DTYPE_CODE[dtype]));
   }
@@ -221,29 +392,67 @@ export class Tensor {
     const [v, i] = native.sort(this.handle, dim, descending);
     return { values: new Tensor(v), indices: new Tensor(i) };
   }
-  multinomial(n: number, replacement = false): Tensor { return new Tensor(native.multinomial(this.handle, n, replacement)); }
+  multinomial(n: number, replacement = false): Tensor {
+    return new Tensor(native.multinomial(this.handle, n, replacement));
+  }
 
   // ----- shapes and indexing ------------------------------------------------------------------
-  reshape(shape: number[]): Tensor { return new Tensor(native.reshape(this.handle, shape)); }
-  view(shape: number[]): Tensor { return new Tensor(native.view(this.handle, shape)); }
-  transpose(d0: number, d1: number): Tensor { return new Tensor(native.transpose(this.handle, d0, d1)); }
-  permute(dims: number[]): Tensor { return new Tensor(native.permute(this.handle, dims)); }
-  unsqueeze(dim: number): Tensor { return new Tensor(native.unsqueeze(this.handle, dim)); }
-  squeeze(dim: number): Tensor { return new Tensor(native.squeeze(this.handle, dim)); }
-  expand(shape: number[]): Tensor { return new Tensor(native.expand(this.handle, shape)); }
-  narrow(dim: number, start: number, length: number): Tensor { return new Tensor(native.narrow(this.handle, dim, start, length)); }
-  select(dim: number, index: number): Tensor { return new Tensor(native.select(this.handle, dim, index)); }
-  indexSelect(dim: number, index: Tensor): Tensor { return new Tensor(native.indexSelect(this.handle, dim, index.handle)); }
-  gather(dim: number, index: Tensor): Tensor { return new Tensor(native.gather(this.handle, dim, index.handle)); }
-  triu(k = 0): Tensor { return new Tensor(native.triu(this.handle, k)); }
-  tril(k = 0): Tensor { return new Tensor(native.tril(this.handle, k)); }
-  flatten(start = 0, end = -1): Tensor { return new Tensor(native.flatten(this.handle, start, end)); }
-  repeat(repeats: number[]): Tensor { return new Tensor(native.repeat(this.handle, repeats)); }
-  unbind(dim = 0): Tensor[] { return native.unbind(this.handle, dim).map((h) => new Tensor(h)); }
+  reshape(shape: number[]): Tensor {
+    return new Tensor(native.reshape(this.handle, shape));
+  }
+  view(shape: number[]): Tensor {
+    return new Tensor(native.view(this.handle, shape));
+  }
+  transpose(d0: number, d1: number): Tensor {
+    return new Tensor(native.transpose(this.handle, d0, d1));
+  }
+  permute(dims: number[]): Tensor {
+    return new Tensor(native.permute(this.handle, dims));
+  }
+  unsqueeze(dim: number): Tensor {
+    return new Tensor(native.unsqueeze(this.handle, dim));
+  }
+  squeeze(dim: number): Tensor {
+    return new Tensor(native.squeeze(this.handle, dim));
+  }
+  expand(shape: number[]): Tensor {
+    return new Tensor(native.expand(this.handle, shape));
+  }
+  narrow(dim: number, start: number, length: number): Tensor {
+    return new Tensor(native.narrow(this.handle, dim, start, length));
+  }
+  select(dim: number, index: number): Tensor {
+    return new Tensor(native.select(this.handle, dim, index));
+  }
+  indexSelect(dim: number, index: Tensor): Tensor {
+    return new Tensor(native.indexSelect(this.handle, dim, index.handle));
+  }
+  gather(dim: number, index: Tensor): Tensor {
+    return new Tensor(native.gather(this.handle, dim, index.handle));
+  }
+  triu(k = 0): Tensor {
+    return new Tensor(native.triu(this.handle, k));
+  }
+  tril(k = 0): Tensor {
+    return new Tensor(native.tril(this.handle, k));
+  }
+  flatten(start = 0, end = -1): Tensor {
+    return new Tensor(native.flatten(this.handle, start, end));
+  }
+  repeat(repeats: number[]): Tensor {
+    return new Tensor(native.repeat(this.handle, repeats));
+  }
+  unbind(dim = 0): Tensor[] {
+    return native.unbind(this.handle, dim).map((h) => new Tensor(h));
+  }
 
   // ----- linear algebra -----------------------------------------------------------------------
-  matmul(other: Tensor): Tensor { return new Tensor(native.matmul(this.handle, other.handle)); }
-  bmm(other: Tensor): Tensor { return new Tensor(native.bmm(this.handle, other.handle)); }
+  matmul(other: Tensor): Tensor {
+    return new Tensor(native.matmul(this.handle, other.handle));
+  }
+  bmm(other: Tensor): Tensor {
+    return new Tensor(native.bmm(this.handle, other.handle));
+  }
   /** this·beta + alpha·(b1 @ b2), batched. */
   baddbmm(b1: Tensor, b2: Tensor, beta = 1, alpha = 1): Tensor {
     return new Tensor(native.baddbmm(this.handle, b1.handle, b2.handle, beta, alpha));
@@ -256,6 +465,8 @@ export class Tensor {
   }
 
   toString(): string {
-    return this.isDisposed ? "Tensor(disposed)" : `Tensor(shape=[${this.shape}], dtype=${this.dtype}, device=${this.device})`;
+    return this.isDisposed
+      ? "Tensor(disposed)"
+      : `Tensor(shape=[${this.shape}], dtype=${this.dtype}, device=${this.device})`;
   }
 }

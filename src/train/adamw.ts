@@ -44,7 +44,10 @@ export class AdamW {
     this.eps = o.eps ?? 1e-8;
     this.weightDecay = o.weightDecay ?? 0.01;
     this.fused = o.fused ?? true;
-    this.groups = params.length > 0 && params[0] instanceof torch.Tensor ? [{ params: params as torch.Tensor[] }] : (params as ParamGroup[]);
+    this.groups =
+      params.length > 0 && params[0] instanceof torch.Tensor
+        ? [{ params: params as torch.Tensor[] }]
+        : (params as ParamGroup[]);
   }
 
   /**
@@ -55,7 +58,13 @@ export class AdamW {
   step(): void {
     torch.noGrad(() => {
       for (const group of this.groups) {
-        const o = { lr: this.lr, betas: this.betas, eps: this.eps, weightDecay: group.weightDecay ?? this.weightDecay, fused: this.fused };
+        const o = {
+          lr: this.lr,
+          betas: this.betas,
+          eps: this.eps,
+          weightDecay: group.weightDecay ?? this.weightDecay,
+          fused: this.fused,
+        };
         const batches = new Map<string, FusedBatch>();
         torch.scope(() => {
           // One scope for the group: the gradients' owners must outlive the batched calls below.
@@ -120,7 +129,8 @@ export class AdamW {
     for (const { index, step, expAvg, expAvgSq } of list) {
       const p = params[index];
       if (!p) throw new Error(`optimizer state for parameter ${index}, but the optimizer has ${params.length}`);
-      if (expAvg.shape.join() !== p.shape.join()) throw new Error(`optimizer state ${index}: shape [${expAvg.shape}] ≠ parameter [${p.shape}]`);
+      if (expAvg.shape.join() !== p.shape.join())
+        throw new Error(`optimizer state ${index}: shape [${expAvg.shape}] ≠ parameter [${p.shape}]`);
       const own = (t: torch.Tensor) => torch.noGrad(() => t.to(p.dtype).toDevice(p.device).clone().keep());
       this.state.set(p, { step, expAvg: own(expAvg), expAvgSq: own(expAvgSq) });
     }
@@ -145,7 +155,9 @@ interface FusedBatch {
 
 /** Whether libtorch's fused CUDA kernel takes this parameter (float32 on CUDA, where the addon has it). */
 function fusedCuda(p: torch.Tensor, g: torch.Tensor, fused = true): boolean {
-  return fused && torch.features.fusedAdamw && p.device.startsWith("cuda") && p.dtype === "float32" && g.dtype === "float32";
+  return (
+    fused && torch.features.fusedAdamw && p.device.startsWith("cuda") && p.dtype === "float32" && g.dtype === "float32"
+  );
 }
 
 /**
@@ -154,7 +166,11 @@ function fusedCuda(p: torch.Tensor, g: torch.Tensor, fused = true): boolean {
  * its reference and the path for everything else. ZeRO's sharded optimizer calls it on flat shards.
  */
 export function adamwUpdate(
-  p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: number,
+  p: torch.Tensor,
+  g: torch.Tensor,
+  m: torch.Tensor,
+  v: torch.Tensor,
+  step: number,
   o: { lr: number; betas: [number, number]; eps: number; weightDecay: number; fused?: boolean },
 ): void {
   const [beta1, beta2] = o.betas;
@@ -175,6 +191,9 @@ export function adamwUpdate(
   });
 }
 
-function hyper(o: { lr: number; betas: [number, number]; eps: number; weightDecay: number }, step: number): torch.AdamWHyper {
+function hyper(
+  o: { lr: number; betas: [number, number]; eps: number; weightDecay: number },
+  step: number,
+): torch.AdamWHyper {
   return { lr: o.lr, beta1: o.betas[0], beta2: o.betas[1], eps: o.eps, weightDecay: o.weightDecay, step };
 }

@@ -4,19 +4,23 @@ import * as torch from "../torch/index.js";
 
 /** √(Σ‖g‖²) over every parameter that has a gradient, in float64 on the host. */
 export function globalGradNorm(params: torch.Tensor[]): number {
-  return torch.noGrad(() => torch.scope(() => {
-    // One host sync: the per-tensor norms are stacked and reduced on the device.
-    const norms = params.flatMap((p) => (p.grad ? [p.grad.to("float32").norm(2)] : []));
-    return norms.length ? torch.stack(norms).norm(2).item() : 0;
-  }));
+  return torch.noGrad(() =>
+    torch.scope(() => {
+      // One host sync: the per-tensor norms are stacked and reduced on the device.
+      const norms = params.flatMap((p) => (p.grad ? [p.grad.to("float32").norm(2)] : []));
+      return norms.length ? torch.stack(norms).norm(2).item() : 0;
+    }),
+  );
 }
 
 /** Multiplies every gradient by `factor` in place. */
 export function scaleGrads(params: torch.Tensor[], factor: number): void {
   if (factor === 1) return;
-  torch.noGrad(() => torch.scope(() => {
-    for (const p of params) p.grad?.mul_(factor);
-  }));
+  torch.noGrad(() =>
+    torch.scope(() => {
+      for (const p of params) p.grad?.mul_(factor);
+    }),
+  );
 }
 
 /**

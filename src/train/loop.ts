@@ -165,7 +165,9 @@ function optimizerStep(ctx: RunContext, chunk: Batch[]): StepOutcome {
  * scale is read before the step (a skipped step changes it only afterwards).
  */
 function forwardBackward(
-  ctx: RunContext, chunk: Batch[], unitsPer: number[],
+  ctx: RunContext,
+  chunk: Batch[],
+  unitsPer: number[],
 ): { loss: number; metrics: Record<string, number> } {
   const { optimizer, group, world, settings, model, device } = ctx;
   const lossScale = ctx.scaler?.scale ?? 1;

@@ -10,30 +10,40 @@ export function loraSettings(cfg: SFTConfig, model: CausalLM): LoraConfig {
   const given = cfg.peft_config ?? {};
   const where = "peft_config";
   for (const key of Object.keys(given)) {
-    if (!KEYS.has(key)) throw new Error(`${where} › ${key}: unknown key; expected ${[...KEYS].filter((k) => k !== "peft_type").join(", ")}`);
+    if (!KEYS.has(key))
+      throw new Error(
+        `${where} › ${key}: unknown key; expected ${[...KEYS].filter((k) => k !== "peft_type").join(", ")}`,
+      );
   }
   const num = (key: "r" | "lora_alpha" | "lora_dropout") => {
     const v = given[key] ?? DEFAULTS[key];
-    if (typeof v !== "number" || !Number.isFinite(v)) throw new Error(`${where} › ${key}: expected a number, got ${JSON.stringify(v)}`);
+    if (typeof v !== "number" || !Number.isFinite(v))
+      throw new Error(`${where} › ${key}: expected a number, got ${JSON.stringify(v)}`);
     return v;
   };
   const list = (key: "target_modules" | "modules_to_save") => {
     const v = given[key];
     if (v === undefined || v === null) return null;
     const arr = typeof v === "string" ? [v] : v;
-    if (!Array.isArray(arr) || !arr.every((x) => typeof x === "string" && x)) throw new Error(`${where} › ${key}: expected a list of module names`);
+    if (!Array.isArray(arr) || !arr.every((x) => typeof x === "string" && x))
+      throw new Error(`${where} › ${key}: expected a list of module names`);
     return arr as string[];
   };
   // A reward model is PEFT's SEQ_CLS task: its score head trains in full and is saved with the adapter.
   const task = cfg.stage === "rm" ? "SEQ_CLS" : "CAUSAL_LM";
   if (given.task_type !== undefined && given.task_type !== task) {
-    throw new Error(`${where} › task_type: stage ${cfg.stage} trains ${task} adapters, got ${JSON.stringify(given.task_type)}`);
+    throw new Error(
+      `${where} › task_type: stage ${cfg.stage} trains ${task} adapters, got ${JSON.stringify(given.task_type)}`,
+    );
   }
   const toSave = list("modules_to_save");
   // Values are checked against their ranges (and bias against "none") where they are used: applyLora.
   return {
-    r: num("r"), lora_alpha: num("lora_alpha"), lora_dropout: num("lora_dropout"),
-    target_modules: list("target_modules") ?? model.defaultLoraTargets, bias: (given.bias ?? DEFAULTS.bias) as "none",
+    r: num("r"),
+    lora_alpha: num("lora_alpha"),
+    lora_dropout: num("lora_dropout"),
+    target_modules: list("target_modules") ?? model.defaultLoraTargets,
+    bias: (given.bias ?? DEFAULTS.bias) as "none",
     modules_to_save: task === "SEQ_CLS" ? [...new Set([...(toSave ?? []), "score"])] : toSave,
     task_type: task,
   };

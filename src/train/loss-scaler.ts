@@ -58,7 +58,12 @@ export class DynamicLossScaler {
   }
 
   state(): LossScalerState {
-    return { scale: this.scale, cleanSteps: this.cleanSteps, hysteresisLeft: this.hysteresisLeft, skippedSteps: this.skippedSteps };
+    return {
+      scale: this.scale,
+      cleanSteps: this.cleanSteps,
+      hysteresisLeft: this.hysteresisLeft,
+      skippedSteps: this.skippedSteps,
+    };
   }
 
   load(s: LossScalerState): void {
@@ -68,7 +73,9 @@ export class DynamicLossScaler {
 
 export class LossScaleError extends Error {
   constructor(scale: number) {
-    super(`the gradients overflow even at the minimum loss scale (${scale}): the loss or the weights are no longer finite`);
+    super(
+      `the gradients overflow even at the minimum loss scale (${scale}): the loss or the weights are no longer finite`,
+    );
     this.name = "LossScaleError";
   }
 }

@@ -79,7 +79,8 @@ export function startingModel(
 function baseModel(cfg: SFTConfig, tok: ChatTokenizer, device: string): { model: CausalLM; grew: boolean } {
   const vocab = roundUp(tok.vocabSize, 16);
   let name = cfg.model_name;
-  if (!name) throw new ConfigError("model_name is not set: give a model folder (HF layout) or a config.json for a new model");
+  if (!name)
+    throw new ConfigError("model_name is not set: give a model folder (HF layout) or a config.json for a new model");
   let model: CausalLM;
   name = resolveModelDir(name, "model_name");
   if (!existsSync(name))
@@ -87,7 +88,8 @@ function baseModel(cfg: SFTConfig, tok: ChatTokenizer, device: string): { model:
       `model_name ${name}: not found (expected a model folder, a config.json, or a hub name in the Hugging Face cache)`,
     );
   if (statSync(name).isFile()) {
-    if (extname(name) !== ".json") throw new ConfigError(`model_name ${name}: expected a model folder or a config.json`);
+    if (extname(name) !== ".json")
+      throw new ConfigError(`model_name ${name}: expected a model folder or a config.json`);
     const json = JSON.parse(readFileSync(name, "utf8")) as Record<string, unknown>;
     const ids = { bos_token_id: tok.eosId, eos_token_id: tok.eosId, pad_token_id: tok.padId };
     model = createCausalLM(
@@ -96,7 +98,8 @@ function baseModel(cfg: SFTConfig, tok: ChatTokenizer, device: string): { model:
       name,
     );
   } else {
-    if (!existsSync(join(name, "config.json"))) throw new ConfigError(`model_name ${name}: no config.json in the folder`);
+    if (!existsSync(join(name, "config.json")))
+      throw new ConfigError(`model_name ${name}: no config.json in the folder`);
     try {
       indexWeights(name);
     } catch (err) {

@@ -54,7 +54,10 @@ const fmtTime = (s: number) => {
 /** A one-line bar on a terminal (redrawn in place), a plain line per update otherwise (CI logs). */
 export class ProgressBar {
   private readonly tty: boolean;
-  constructor(readonly total: number, private readonly stream: NodeJS.WriteStream = process.stderr) {
+  constructor(
+    readonly total: number,
+    private readonly stream: NodeJS.WriteStream = process.stderr,
+  ) {
     this.tty = Boolean(stream.isTTY);
   }
 
@@ -83,12 +86,20 @@ export function trainingChartSvg(records: LogRecord[], title: string): string {
   const H = 250;
   const pad = { l: 64, r: 16, t: 28, b: 34 };
   const maxStep = Math.max(1, ...train.map((r) => r.step), ...evals.map((r) => r.step));
-  const panel = (y0: number, label: string, series: Array<{ pts: Array<[number, number]>; color: string; name: string }>, fromZero = false) => {
+  const panel = (
+    y0: number,
+    label: string,
+    series: Array<{ pts: Array<[number, number]>; color: string; name: string }>,
+    fromZero = false,
+  ) => {
     const all = series.flatMap((s) => s.pts.map((p) => p[1]));
     if (!all.length) return "";
     let lo = fromZero ? 0 : Math.min(...all);
     let hi = Math.max(...all);
-    if (hi === lo) { hi += Math.abs(hi) * 0.05 + 1e-12; lo -= Math.abs(lo) * 0.05 + 1e-12; }
+    if (hi === lo) {
+      hi += Math.abs(hi) * 0.05 + 1e-12;
+      lo -= Math.abs(lo) * 0.05 + 1e-12;
+    }
     const x = (s: number) => pad.l + ((W - pad.l - pad.r) * s) / maxStep;
     const y = (v: number) => y0 + pad.t + (H - pad.t - pad.b) * (1 - (v - lo) / (hi - lo));
     const ticks = [0, 0.5, 1].map((f) => lo + (hi - lo) * f);
@@ -96,16 +107,26 @@ export function trainingChartSvg(records: LogRecord[], title: string): string {
       `<text x="${pad.l}" y="${y0 + 18}" font-size="13" font-weight="bold">${label}</text>`,
       `<line x1="${pad.l}" y1="${y0 + H - pad.b}" x2="${W - pad.r}" y2="${y0 + H - pad.b}" stroke="#888"/>`,
       `<line x1="${pad.l}" y1="${y0 + pad.t}" x2="${pad.l}" y2="${y0 + H - pad.b}" stroke="#888"/>`,
-      ...ticks.map((v) => `<text x="${pad.l - 6}" y="${y(v) + 4}" font-size="10" text-anchor="end">${Math.abs(v) < 1e-2 && v !== 0 ? v.toExponential(1) : v.toFixed(3)}</text>`),
-      ...[0, 0.5, 1].map((f) => `<text x="${x(maxStep * f)}" y="${y0 + H - pad.b + 14}" font-size="10" text-anchor="middle">${Math.round(maxStep * f)}</text>`),
+      ...ticks.map(
+        (v) =>
+          `<text x="${pad.l - 6}" y="${y(v) + 4}" font-size="10" text-anchor="end">${Math.abs(v) < 1e-2 && v !== 0 ? v.toExponential(1) : v.toFixed(3)}</text>`,
+      ),
+      ...[0, 0.5, 1].map(
+        (f) =>
+          `<text x="${x(maxStep * f)}" y="${y0 + H - pad.b + 14}" font-size="10" text-anchor="middle">${Math.round(maxStep * f)}</text>`,
+      ),
       `<text x="${W / 2}" y="${y0 + H - 4}" font-size="10" text-anchor="middle">optimizer step</text>`,
     ];
     series.forEach((s, i) => {
       if (!s.pts.length) return;
       const d = s.pts.map(([a, b], k) => `${k ? "L" : "M"}${x(a).toFixed(1)},${y(b).toFixed(1)}`).join(" ");
       out.push(`<path d="${d}" fill="none" stroke="${s.color}" stroke-width="1.6"/>`);
-      if (s.pts.length < 40) for (const [a, b] of s.pts) out.push(`<circle cx="${x(a).toFixed(1)}" cy="${y(b).toFixed(1)}" r="2.5" fill="${s.color}"/>`);
-      out.push(`<text x="${W - pad.r - 4}" y="${y0 + 18 + 14 * i}" font-size="11" text-anchor="end" fill="${s.color}">${s.name}</text>`);
+      if (s.pts.length < 40)
+        for (const [a, b] of s.pts)
+          out.push(`<circle cx="${x(a).toFixed(1)}" cy="${y(b).toFixed(1)}" r="2.5" fill="${s.color}"/>`);
+      out.push(
+        `<text x="${W - pad.r - 4}" y="${y0 + 18 + 14 * i}" font-size="11" text-anchor="end" fill="${s.color}">${s.name}</text>`,
+      );
     });
     return out.join("\n");
   };

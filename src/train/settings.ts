@@ -29,7 +29,13 @@ export interface TrainSettings {
   maxGradNorm: number;
   gradAccumulation: number;
   microBatchSize: number;
-  schedule: { kind: ScheduleKind; warmupSteps: number; warmupType?: "log" | "linear"; minLr?: number; totalSteps?: number };
+  schedule: {
+    kind: ScheduleKind;
+    warmupSteps: number;
+    warmupType?: "log" | "linear";
+    minLr?: number;
+    totalSteps?: number;
+  };
   /** ZeRO stage across ranks (0 = plain data parallel). */
   zeroStage: 0 | 1 | 2 | 3;
   notes: string[];
@@ -49,7 +55,8 @@ function dsPath(p: string): string {
 function auto(v: unknown, fallback: number, where: string): number {
   if (v === undefined || v === "auto") return fallback;
   const n = typeof v === "string" ? Number(v) : v;
-  if (typeof n !== "number" || !Number.isFinite(n)) throw new Error(`${where}: expected a number or "auto", got ${JSON.stringify(v)}`);
+  if (typeof n !== "number" || !Number.isFinite(n))
+    throw new Error(`${where}: expected a number or "auto", got ${JSON.stringify(v)}`);
   return n;
 }
 
@@ -62,7 +69,8 @@ const enabled = (block: unknown, fallback: boolean) => {
 export function resolveTrainSettings(cfg: SFTConfig, device: string, distributed = false): TrainSettings {
   const notes: string[] = [];
   const dtype = cfg.dtype;
-  let precision: Precision = dtype === "bf16" || dtype === "bfloat16" ? "bf16" : dtype === "fp16" || dtype === "float16" ? "fp16" : "fp32";
+  let precision: Precision =
+    dtype === "bf16" || dtype === "bfloat16" ? "bf16" : dtype === "fp16" || dtype === "float16" ? "fp16" : "fp32";
   const s: TrainSettings = {
     precision,
     lr: cfg.learning_rate,
@@ -95,17 +103,29 @@ export function resolveTrainSettings(cfg: SFTConfig, device: string, distributed
       hysteresis: auto(f.hysteresis, 2, `${file} › fp16.hysteresis`),
       minScale: auto(f.min_loss_scale, 1, `${file} › fp16.min_loss_scale`),
     };
-    if (f.loss_scale !== undefined && f.loss_scale !== 0 && f.loss_scale !== "auto") notes.push(`${file}: a static fp16 loss_scale (${f.loss_scale}) is treated as dynamic scaling starting at 2^${s.lossScaling.initialScalePower}`);
+    if (f.loss_scale !== undefined && f.loss_scale !== 0 && f.loss_scale !== "auto")
+      notes.push(
+        `${file}: a static fp16 loss_scale (${f.loss_scale}) is treated as dynamic scaling starting at 2^${s.lossScaling.initialScalePower}`,
+      );
     const opt = (ds.optimizer ?? {}) as Json;
-    if (opt.type !== undefined && String(opt.type).toLowerCase() !== "adamw") throw new Error(`${file}: optimizer.type ${JSON.stringify(opt.type)} is not supported (AdamW only)`);
+    if (opt.type !== undefined && String(opt.type).toLowerCase() !== "adamw")
+      throw new Error(`${file}: optimizer.type ${JSON.stringify(opt.type)} is not supported (AdamW only)`);
     const p = (opt.params ?? {}) as Json;
     s.lr = auto(p.lr, s.lr, `${file} › optimizer.params.lr`);
     if (Array.isArray(p.betas)) s.betas = [Number(p.betas[0]), Number(p.betas[1])];
     s.eps = auto(p.eps, s.eps, `${file} › optimizer.params.eps`);
     s.weightDecay = auto(p.weight_decay, s.weightDecay, `${file} › optimizer.params.weight_decay`);
     s.maxGradNorm = auto(ds.gradient_clipping, s.maxGradNorm, `${file} › gradient_clipping`);
-    s.gradAccumulation = auto(ds.gradient_accumulation_steps, s.gradAccumulation, `${file} › gradient_accumulation_steps`);
-    s.microBatchSize = auto(ds.train_micro_batch_size_per_gpu, s.microBatchSize, `${file} › train_micro_batch_size_per_gpu`);
+    s.gradAccumulation = auto(
+      ds.gradient_accumulation_steps,
+      s.gradAccumulation,
+      `${file} › gradient_accumulation_steps`,
+    );
+    s.microBatchSize = auto(
+      ds.train_micro_batch_size_per_gpu,
+      s.microBatchSize,
+      `${file} › train_micro_batch_size_per_gpu`,
+    );
     const sched = (ds.scheduler ?? {}) as Json;
     if (sched.type === "WarmupDecayLR" || sched.type === "WarmupLR") {
       const sp = (sched.params ?? {}) as Json;
@@ -115,24 +135,39 @@ export function resolveTrainSettings(cfg: SFTConfig, device: string, distributed
         warmupSteps: auto(sp.warmup_num_steps, s.schedule.warmupSteps, `${file} › scheduler.params.warmup_num_steps`),
         warmupType: sp.warmup_type === "linear" ? "linear" : "log",
         minLr: auto(sp.warmup_min_lr, 0, `${file} › scheduler.params.warmup_min_lr`),
-        ...(sp.total_num_steps !== undefined && sp.total_num_steps !== "auto" ? { totalSteps: auto(sp.total_num_steps, 0, `${file} › scheduler.params.total_num_steps`) } : {}),
+        ...(sp.total_num_steps !== undefined && sp.total_num_steps !== "auto"
+          ? { totalSteps: auto(sp.total_num_steps, 0, `${file} › scheduler.params.total_num_steps`) }
+          : {}),
       };
-      if (sched.type === "WarmupLR" && sp.warmup_type !== "linear") notes.push(`${file}: WarmupLR's log warmup is applied as linear warmup (oasft's constant schedule)`);
-    } else if (sched.type !== undefined) throw new Error(`${file}: scheduler.type ${JSON.stringify(sched.type)} is not supported (WarmupDecayLR, WarmupLR)`);
+      if (sched.type === "WarmupLR" && sp.warmup_type !== "linear")
+        notes.push(`${file}: WarmupLR's log warmup is applied as linear warmup (oasft's constant schedule)`);
+    } else if (sched.type !== undefined)
+      throw new Error(
+        `${file}: scheduler.type ${JSON.stringify(sched.type)} is not supported (WarmupDecayLR, WarmupLR)`,
+      );
     const zero = (ds.zero_optimization ?? {}) as Json;
     if (zero.stage !== undefined && cfg.zero_stage === null) {
       const stage = zero.stage;
-      if (stage !== 0 && stage !== 1 && stage !== 2 && stage !== 3) throw new Error(`${file} › zero_optimization.stage: expected 0, 1, 2 or 3, got ${JSON.stringify(stage)}`);
+      if (stage !== 0 && stage !== 1 && stage !== 2 && stage !== 3)
+        throw new Error(`${file} › zero_optimization.stage: expected 0, 1, 2 or 3, got ${JSON.stringify(stage)}`);
       s.zeroStage = stage;
     }
     for (const key of ["offload_optimizer", "offload_param"]) {
       const device = ((zero[key] ?? {}) as Json).device;
-      if (zero[key] && device !== "none") notes.push(`${file} › zero_optimization.${key}: CPU/NVMe offload is not applied; it stays on the training device`);
+      if (zero[key] && device !== "none")
+        notes.push(
+          `${file} › zero_optimization.${key}: CPU/NVMe offload is not applied; it stays on the training device`,
+        );
     }
   }
-  if (s.zeroStage > 0 && !distributed) notes.push(`ZeRO stage ${s.zeroStage} shards state across ranks; this run is one process, so everything stays whole on it`);
+  if (s.zeroStage > 0 && !distributed)
+    notes.push(
+      `ZeRO stage ${s.zeroStage} shards state across ranks; this run is one process, so everything stays whole on it`,
+    );
   if (precision === "fp16" && device === "cpu") {
-    notes.push("dtype fp16: libtorch has no fp16 matmul/LayerNorm kernels on CPU; training runs in bf16 autocast instead (fp16 with loss scaling runs on CUDA)");
+    notes.push(
+      "dtype fp16: libtorch has no fp16 matmul/LayerNorm kernels on CPU; training runs in bf16 autocast instead (fp16 with loss scaling runs on CUDA)",
+    );
     precision = "bf16";
     delete s.lossScaling;
   }

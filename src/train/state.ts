@@ -52,10 +52,12 @@ export function checkpointDirs(outputDir: string): Array<{ step: number; dir: st
 export function resolveResume(spec: string, outputDir: string): string {
   if (spec === "latest" || spec === "true") {
     const all = checkpointDirs(outputDir);
-    if (!all.length) throw new Error(`--resume_from_checkpoint latest: no checkpoint-N folder with ${STATE_FILE} in ${outputDir}`);
+    if (!all.length)
+      throw new Error(`--resume_from_checkpoint latest: no checkpoint-N folder with ${STATE_FILE} in ${outputDir}`);
     return all.at(-1)!.dir;
   }
-  if (!existsSync(join(spec, STATE_FILE))) throw new Error(`--resume_from_checkpoint ${spec}: not a checkpoint (no ${STATE_FILE})`);
+  if (!existsSync(join(spec, STATE_FILE)))
+    throw new Error(`--resume_from_checkpoint ${spec}: not a checkpoint (no ${STATE_FILE})`);
   return spec;
 }
 
@@ -94,7 +96,9 @@ export function saveCheckpoint(outputDir: string, a: SaveCheckpointArgs): string
   }
   group.barrier();
   if (!lead && !existsSync(tmp)) {
-    throw new Error(`rank ${group.rank}: ${tmp}, made by rank 0, is not here; output_dir must be on a file system every node shares`);
+    throw new Error(
+      `rank ${group.rank}: ${tmp}, made by rank 0, is not here; output_dir must be on a file system every node shares`,
+    );
   }
   a.writeShard?.(tmp);
   if (lead) writeShared(tmp, a);
@@ -128,9 +132,17 @@ function writeShared(tmp: string, a: SaveCheckpointArgs): void {
       tensors.push([`exp_avg.${name}`, s.expAvg], [`exp_avg_sq.${name}`, s.expAvgSq]);
       steps[name] = s.step;
     }
-    torch.saveSafetensors(join(tmp, OPTIMIZER_FILE), tensors, { steps: JSON.stringify(steps), lr: String(a.optimizer.lr) });
+    torch.saveSafetensors(join(tmp, OPTIMIZER_FILE), tensors, {
+      steps: JSON.stringify(steps),
+      lr: String(a.optimizer.lr),
+    });
   }
-  torch.scope(() => torch.saveSafetensors(join(tmp, RNG_FILE), rngDevices().map((d): [string, torch.Tensor] => [d, torch.rngState(d)])));
+  torch.scope(() =>
+    torch.saveSafetensors(
+      join(tmp, RNG_FILE),
+      rngDevices().map((d): [string, torch.Tensor] => [d, torch.rngState(d)]),
+    ),
+  );
   // Written last: a folder with trainer_state.json is a complete checkpoint (checkpointDirs' rule).
   writeFileAtomic(join(tmp, STATE_FILE), [JSON.stringify({ ...a.state, config: a.config }, null, 2) + "\n"]);
 }
@@ -170,9 +182,13 @@ export interface LoadedCheckpoint {
  * but does not hold, is an error naming the file and the tensor.
  */
 export function loadCheckpointState(dir: string, loadOptimizer: (dir: string) => void): LoadedCheckpoint {
-  const raw = readJsonFile(join(dir, STATE_FILE), "trainer state") as unknown as TrainerState & { config: Record<string, unknown> };
+  const raw = readJsonFile(join(dir, STATE_FILE), "trainer state") as unknown as TrainerState & {
+    config: Record<string, unknown>;
+  };
   if (!Number.isInteger(raw.globalStep) || !Number.isInteger(raw.epoch) || !Number.isInteger(raw.microBatch)) {
-    throw new Error(`${join(dir, STATE_FILE)}: globalStep, epoch and microBatch must be integers (a damaged checkpoint?)`);
+    throw new Error(
+      `${join(dir, STATE_FILE)}: globalStep, epoch and microBatch must be integers (a damaged checkpoint?)`,
+    );
   }
   loadOptimizer(dir);
   const rng = torch.loadSafetensors(join(dir, RNG_FILE)).tensors;
@@ -205,12 +221,18 @@ export function loadWholeOptimizer(dir: string, optimizer: AdamW, paramNames: st
       throw new Error(`${optimizerFile}: the 'steps' metadata is not JSON`);
     }
     const unknown = Object.keys(steps).filter((n) => !paramNames.includes(n));
-    if (unknown.length) throw new Error(`${optimizerFile}: state for ${unknown.slice(0, 3).join(", ")}, which the model does not have (another model's checkpoint?)`);
+    if (unknown.length)
+      throw new Error(
+        `${optimizerFile}: state for ${unknown.slice(0, 3).join(", ")}, which the model does not have (another model's checkpoint?)`,
+      );
     const list = paramNames.flatMap((name, index) => {
       if (steps[name] === undefined) return []; // never stepped (no gradient yet)
       const m = tensors.get(`exp_avg.${name}`);
       const v = tensors.get(`exp_avg_sq.${name}`);
-      if (!m || !v) throw new Error(`${optimizerFile}: missing ${!m ? "exp_avg" : "exp_avg_sq"}.${name} (the checkpoint is incomplete)`);
+      if (!m || !v)
+        throw new Error(
+          `${optimizerFile}: missing ${!m ? "exp_avg" : "exp_avg_sq"}.${name} (the checkpoint is incomplete)`,
+        );
       return [{ index, step: steps[name]!, expAvg: m, expAvgSq: v }];
     });
     optimizer.loadState(list);

@@ -12,7 +12,13 @@ import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import * as torch from "../torch/index.js";
 import {
-  isRewardModelDir, loadCausalLM, resolveModelDir, saveAdapter, saveCausalLM, saveRewardModel, type CausalLM,
+  isRewardModelDir,
+  loadCausalLM,
+  resolveModelDir,
+  saveAdapter,
+  saveCausalLM,
+  saveRewardModel,
+  type CausalLM,
   type LoraConfig,
 } from "../models/index.js";
 import { ConfigError, type SFTConfig } from "../sft/config.js";
@@ -113,8 +119,14 @@ function setupRun(
  */
 function resumeFrom(spec: string | null, outputDir: string, print: (l: string) => void): string | undefined {
   if (!spec) return undefined;
-  if ((spec === "latest" || spec === "true") && !checkpointDirs(outputDir).length && stoppedBeforeFirstSave(outputDir)) {
-    print(`note: --resume_from_checkpoint ${spec}: ${outputDir} has no checkpoint (its run stopped before the first save): starting over`);
+  if (
+    (spec === "latest" || spec === "true") &&
+    !checkpointDirs(outputDir).length &&
+    stoppedBeforeFirstSave(outputDir)
+  ) {
+    print(
+      `note: --resume_from_checkpoint ${spec}: ${outputDir} has no checkpoint (its run stopped before the first save): starting over`,
+    );
     return undefined;
   }
   return resolveResume(spec, outputDir);
@@ -132,7 +144,9 @@ function takeOver(outputDir: string, overwrite: boolean, print: (l: string) => v
   if (earlier.length && !overwrite && stoppedBeforeFirstSave(outputDir)) {
     // Nothing of it can be resumed or would be lost: the same command simply starts over.
     for (const name of earlier) rmSync(join(outputDir, name), { recursive: true, force: true });
-    print(`note: ${outputDir} held a run that stopped before its first checkpoint (${earlier.join(", ")}): starting over`);
+    print(
+      `note: ${outputDir} held a run that stopped before its first checkpoint (${earlier.join(", ")}): starting over`,
+    );
     return;
   }
   if (earlier.length && !overwrite) {
@@ -181,12 +195,18 @@ async function setupPrefData(run: RunSetup, tokenizer: ChatTokenizer): Promise<P
  */
 function setupObjective(run: RunSetup, data: SftData | PrefData, model: CausalLM): Objective {
   const { cfg, settings, device } = run;
-  if (cfg.ref_model !== null && cfg.stage !== "dpo") throw new ConfigError(`ref_model is for stage dpo (stage is ${cfg.stage})`);
+  if (cfg.ref_model !== null && cfg.stage !== "dpo")
+    throw new ConfigError(`ref_model is for stage dpo (stage is ${cfg.stage})`);
   if (cfg.stage === "sft") return sftObjective(data as SftData, cfg, settings.microBatchSize, device);
   const pref = data as PrefData;
   if (cfg.stage === "rm") return rmObjective(pref, cfg, settings.microBatchSize, device);
   const env = { precision: settings.precision, device };
-  const at = { outputDir: run.outputDir, lead: run.lead, batchSize: cfg.per_device_eval_batch_size, refModel: cfg.ref_model };
+  const at = {
+    outputDir: run.outputDir,
+    lead: run.lead,
+    batchSize: cfg.per_device_eval_batch_size,
+    refModel: cfg.ref_model,
+  };
   if (run.resumeDir) {
     setupReference(model, pref, env, { ...at, resumeDir: run.resumeDir });
   } else {
@@ -208,7 +228,9 @@ function setupObjective(run: RunSetup, data: SftData | PrefData, model: CausalLM
 function referenceModel(name: string, policy: CausalLM, device: string): CausalLM {
   const dir = resolveModelDir(name, "ref_model");
   if (!existsSync(join(dir, "config.json"))) {
-    throw new ConfigError(`ref_model ${name}: not a model folder (no config.json); expected a Hugging Face model folder`);
+    throw new ConfigError(
+      `ref_model ${name}: not a model folder (no config.json); expected a Hugging Face model folder`,
+    );
   }
   if (isRewardModelDir(dir)) throw new ConfigError(`ref_model ${name}: a reward model; the reference is a causal LM`);
   const ref = loadCausalLM(dir, { dtype: "float32", device });
@@ -432,15 +454,13 @@ function rankMemory(
   group: ProcessGroup,
 ): Array<{ rank: number } & ReturnType<TrainOptimizer["heldBytes"]>> {
   const h = optimizer.heldBytes();
-  return group
-    .gatherNumbers([h.params, h.master, h.grads, h.optimizer])
-    .map(([params, master, grads, opt], rank) => ({
-      rank,
-      params: params!,
-      master: master!,
-      grads: grads!,
-      optimizer: opt!,
-    }));
+  return group.gatherNumbers([h.params, h.master, h.grads, h.optimizer]).map(([params, master, grads, opt], rank) => ({
+    rank,
+    params: params!,
+    master: master!,
+    grads: grads!,
+    optimizer: opt!,
+  }));
 }
 
 /**

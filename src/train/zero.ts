@@ -94,15 +94,22 @@ export class ReplicatedOptimizer implements TrainOptimizer {
   private readonly params: torch.Tensor[];
 
   constructor(
-    private readonly model: CausalLM, private readonly names: string[], private readonly groups: ParamGroup[],
-    o: OptimizerSettings, private readonly group: ProcessGroup,
+    private readonly model: CausalLM,
+    private readonly names: string[],
+    private readonly groups: ParamGroup[],
+    o: OptimizerSettings,
+    private readonly group: ProcessGroup,
   ) {
     this.adamw = new AdamW(groups, o);
     this.params = groups.flatMap((g) => g.params);
   }
 
-  get lr() { return this.adamw.lr; }
-  set lr(v: number) { this.adamw.lr = v; }
+  get lr() {
+    return this.adamw.lr;
+  }
+  set lr(v: number) {
+    this.adamw.lr = v;
+  }
   beforeMicroBatch() {}
   afterMicroBatch() {}
   idleMicroBatch() {}
@@ -114,18 +121,19 @@ export class ReplicatedOptimizer implements TrainOptimizer {
       for (const p of this.params) if (!p.grad) p.grad = torch.zeros(p.shape, { dtype: p.dtype, device: p.device });
       let bucket: torch.Tensor[] = [];
       let size = 0;
-      const flush = () => torch.scope(() => {
-        if (!bucket.length) return;
-        const flat = torch.cat(bucket.map((p) => p.grad!.reshape([-1])));
-        this.group.allReduce(flat);
-        let at = 0;
-        for (const p of bucket) {
-          p.grad!.copy_(flat.narrow(0, at, p.numel).view(p.shape));
-          at += p.numel;
-        }
-        bucket = [];
-        size = 0;
-      });
+      const flush = () =>
+        torch.scope(() => {
+          if (!bucket.length) return;
+          const flat = torch.cat(bucket.map((p) => p.grad!.reshape([-1])));
+          this.group.allReduce(flat);
+          let at = 0;
+          for (const p of bucket) {
+            p.grad!.copy_(flat.narrow(0, at, p.numel).view(p.shape));
+            at += p.numel;
+          }
+          bucket = [];
+          size = 0;
+        });
       for (const p of this.params) {
         if (size + p.numel > BUCKET_ELEMENTS) flush();
         bucket.push(p);
@@ -135,13 +143,27 @@ export class ReplicatedOptimizer implements TrainOptimizer {
     });
   }
 
-  scaleGrads(factor: number) { scaleGrads(this.params, factor); }
-  gradNorm() { return globalGradNorm(this.params); }
-  clip(maxNorm: number) { return clipGradNorm(this.params, maxNorm); }
-  step() { this.adamw.step(); }
-  zeroGrad() { this.adamw.zeroGrad(); }
-  withFullParams<T>(fn: () => T): T { return fn(); }
-  checkpointParts() { return { optimizer: this.adamw }; }
+  scaleGrads(factor: number) {
+    scaleGrads(this.params, factor);
+  }
+  gradNorm() {
+    return globalGradNorm(this.params);
+  }
+  clip(maxNorm: number) {
+    return clipGradNorm(this.params, maxNorm);
+  }
+  step() {
+    this.adamw.step();
+  }
+  zeroGrad() {
+    this.adamw.zeroGrad();
+  }
+  withFullParams<T>(fn: () => T): T {
+    return fn();
+  }
+  checkpointParts() {
+    return { optimizer: this.adamw };
+  }
 
   /** Whole moments by name (a stage-0 checkpoint), or a sharded checkpoint's units cut back into tensors. */
   loadState(dir: string): void {
@@ -152,18 +174,24 @@ export class ReplicatedOptimizer implements TrainOptimizer {
     const units = zeroUnits(this.model, this.names, this.groups);
     const moments = readUnitMoments(dir, units);
     const index = new Map(this.names.map((n, i) => [n, i]));
-    const list = units.flatMap((u, i) => torch.scope(() => {
-      const [m, v] = [moments.read(i, "m"), moments.read(i, "v")];
-      return u.params.map(([n], k) => ({
-        index: index.get(n)!, step: moments.step,
-        expAvg: m.narrow(0, u.offsets[k]!, u.sizes[k]!).view(u.shapes[k]!).keep(),
-        expAvgSq: v.narrow(0, u.offsets[k]!, u.sizes[k]!).view(u.shapes[k]!).keep(),
-      }));
-    }));
+    const list = units.flatMap((u, i) =>
+      torch.scope(() => {
+        const [m, v] = [moments.read(i, "m"), moments.read(i, "v")];
+        return u.params.map(([n], k) => ({
+          index: index.get(n)!,
+          step: moments.step,
+          expAvg: m.narrow(0, u.offsets[k]!, u.sizes[k]!).view(u.shapes[k]!).keep(),
+          expAvgSq: v.narrow(0, u.offsets[k]!, u.sizes[k]!).view(u.shapes[k]!).keep(),
+        }));
+      }),
+    );
     try {
       this.adamw.loadState(list);
     } finally {
-      for (const s of list) { s.expAvg.dispose(); s.expAvgSq.dispose(); }
+      for (const s of list) {
+        s.expAvg.dispose();
+        s.expAvgSq.dispose();
+      }
     }
   }
 
@@ -177,7 +205,9 @@ export class ReplicatedOptimizer implements TrainOptimizer {
     };
   }
 
-  dispose() { this.adamw.dispose(); }
+  dispose() {
+    this.adamw.dispose();
+  }
 }
 
 // ----- stages 1-3 -----------------------------------------------------------------------------------
@@ -209,19 +239,25 @@ export function zeroUnits(model: CausalLM, names: string[], groups: ParamGroup[]
   });
   const members: Array<Array<[string, torch.Tensor]>> = Array.from({ length: model.blocks.length + 1 }, () => []);
   groups.flatMap((g) => g.params).forEach((p, k) => members[owner.get(p) ?? model.blocks.length]!.push([names[k]!, p]));
-  return members.map((list, i) => {
-    const params = [...list.filter(([, p]) => decayed.has(p)), ...list.filter(([, p]) => !decayed.has(p))];
-    const sizes = params.map(([, p]) => p.numel);
-    const offsets = sizes.map((_, k) => sizes.slice(0, k).reduce((a, b) => a + b, 0));
-    const decayEnd = params.filter(([, p]) => decayed.has(p)).reduce((n, [, p]) => n + p.numel, 0);
-    const block = i < model.blocks.length ? i : undefined;
-    return {
-      name: block === undefined ? "outside the blocks" : `block ${block}`, block,
-      params, sizes, offsets, decayEnd,
-      shapes: params.map(([, p]) => p.shape),
-      numel: sizes.reduce((a, b) => a + b, 0),
-    };
-  }).filter((u) => u.numel > 0);
+  return members
+    .map((list, i) => {
+      const params = [...list.filter(([, p]) => decayed.has(p)), ...list.filter(([, p]) => !decayed.has(p))];
+      const sizes = params.map(([, p]) => p.numel);
+      const offsets = sizes.map((_, k) => sizes.slice(0, k).reduce((a, b) => a + b, 0));
+      const decayEnd = params.filter(([, p]) => decayed.has(p)).reduce((n, [, p]) => n + p.numel, 0);
+      const block = i < model.blocks.length ? i : undefined;
+      return {
+        name: block === undefined ? "outside the blocks" : `block ${block}`,
+        block,
+        params,
+        sizes,
+        offsets,
+        decayEnd,
+        shapes: params.map(([, p]) => p.shape),
+        numel: sizes.reduce((a, b) => a + b, 0),
+      };
+    })
+    .filter((u) => u.numel > 0);
 }
 
 /** Rank r's file of AdamW moment slices in a stage ≥ 1 checkpoint. */
@@ -247,23 +283,38 @@ export class ShardedOptimizer implements TrainOptimizer {
 
   /** `checkpointing`: trainStep runs with gradient checkpointing, so stage 2 can reduce block by block. */
   constructor(
-    model: CausalLM, names: string[], groups: ParamGroup[], private readonly o: OptimizerSettings,
-    private readonly group: ProcessGroup, readonly stage: 1 | 2 | 3, checkpointing = stage === 3,
+    model: CausalLM,
+    names: string[],
+    groups: ParamGroup[],
+    private readonly o: OptimizerSettings,
+    private readonly group: ProcessGroup,
+    readonly stage: 1 | 2 | 3,
+    checkpointing = stage === 3,
   ) {
     this.lr = o.lr;
     this.units = zeroUnits(model, names, groups);
     const world = group.worldSize;
     this.shardLen = this.units.map((u) => Math.ceil(u.numel / world));
     const device = model.device;
-    this.master = this.units.map((_, i) => torch.noGrad(() => torch.scope(() => {
-      const flat = this.flatten(i, (p) => p);
-      return flat.narrow(0, group.rank * this.shardLen[i]!, this.shardLen[i]!).to("float32").clone().keep();
-    })));
+    this.master = this.units.map((_, i) =>
+      torch.noGrad(() =>
+        torch.scope(() => {
+          const flat = this.flatten(i, (p) => p);
+          return flat
+            .narrow(0, group.rank * this.shardLen[i]!, this.shardLen[i]!)
+            .to("float32")
+            .clone()
+            .keep();
+        }),
+      ),
+    );
     const zeros = (n: number) => torch.zeros([n], { dtype: "float32", device }).keep();
     this.m = this.shardLen.map(zeros);
     this.v = this.shardLen.map(zeros);
     this.grad = this.units.map(() => undefined);
-    this.blockUnit = new Map(this.units.flatMap((u, i) => (u.block === undefined ? [] : [[u.block, i] as [number, number]])));
+    this.blockUnit = new Map(
+      this.units.flatMap((u, i) => (u.block === undefined ? [] : [[u.block, i] as [number, number]])),
+    );
     const outer = this.units.findIndex((u) => u.block === undefined);
     this.outer = outer >= 0 ? outer : undefined;
     this.perBlock = stage === 3 || (stage === 2 && checkpointing);
@@ -271,7 +322,10 @@ export class ShardedOptimizer implements TrainOptimizer {
       for (let i = 0; i < this.units.length; i++) this.release(i);
       const unitOf = (b: number) => this.blockUnit.get(b);
       this.blockHooks = {
-        before: (b) => { const u = unitOf(b); if (u !== undefined) this.gather(u); },
+        before: (b) => {
+          const u = unitOf(b);
+          if (u !== undefined) this.gather(u);
+        },
         after: (b, phase) => {
           const u = unitOf(b);
           if (u === undefined) return;
@@ -286,7 +340,9 @@ export class ShardedOptimizer implements TrainOptimizer {
   private flatten(i: number, of: (p: torch.Tensor) => torch.Tensor | undefined): torch.Tensor {
     const u = this.units[i]!;
     const device = u.params[0]![1].device;
-    const parts = u.params.map(([, p], k) => of(p)?.reshape([-1]) ?? torch.zeros([u.sizes[k]!], { dtype: "float32", device }));
+    const parts = u.params.map(
+      ([, p], k) => of(p)?.reshape([-1]) ?? torch.zeros([u.sizes[k]!], { dtype: "float32", device }),
+    );
     const pad = this.shardLen[i]! * this.group.worldSize - u.numel;
     if (pad) parts.push(torch.zeros([pad], { dtype: parts[0]!.dtype, device }));
     return torch.cat(parts);
@@ -296,14 +352,16 @@ export class ShardedOptimizer implements TrainOptimizer {
   private gather(i: number): void {
     if (this.stage !== 3 || this.gathered.has(i)) return;
     const u = this.units[i]!;
-    torch.noGrad(() => torch.scope(() => {
-      const parts = this.group.allGather(this.master[i]!);
-      const flat = torch.cat(parts);
-      u.params.forEach(([, p], k) => {
-        const value = flat.narrow(0, u.offsets[k]!, u.sizes[k]!).view(u.shapes[k]!);
-        torch.setData(p, p.dtype === "float32" ? value : value.to(p.dtype));
-      });
-    }));
+    torch.noGrad(() =>
+      torch.scope(() => {
+        const parts = this.group.allGather(this.master[i]!);
+        const flat = torch.cat(parts);
+        u.params.forEach(([, p], k) => {
+          const value = flat.narrow(0, u.offsets[k]!, u.sizes[k]!).view(u.shapes[k]!);
+          torch.setData(p, p.dtype === "float32" ? value : value.to(p.dtype));
+        });
+      }),
+    );
     this.gathered.add(i);
   }
 
@@ -319,19 +377,21 @@ export class ShardedOptimizer implements TrainOptimizer {
   /** Sums the unit's gradients over ranks into this rank's slice (stage 1: all-reduce; 2, 3: reduce-scatter). */
   private reduceUnit(i: number): void {
     const u = this.units[i]!;
-    torch.noGrad(() => torch.scope(() => {
-      const flat = this.flatten(i, (p) => p.grad?.to("float32"));
-      const L = this.shardLen[i]!;
-      let slice: torch.Tensor;
-      if (this.stage === 1) {
-        this.group.allReduce(flat);
-        slice = flat.narrow(0, this.group.rank * L, L);
-      } else slice = this.group.reduceScatter(flat);
-      const acc = this.grad[i];
-      if (acc) acc.add_(slice);
-      else this.grad[i] = slice.contiguous().clone().keep();
-      for (const [, p] of u.params) p.grad = undefined;
-    }));
+    torch.noGrad(() =>
+      torch.scope(() => {
+        const flat = this.flatten(i, (p) => p.grad?.to("float32"));
+        const L = this.shardLen[i]!;
+        let slice: torch.Tensor;
+        if (this.stage === 1) {
+          this.group.allReduce(flat);
+          slice = flat.narrow(0, this.group.rank * L, L);
+        } else slice = this.group.reduceScatter(flat);
+        const acc = this.grad[i];
+        if (acc) acc.add_(slice);
+        else this.grad[i] = slice.contiguous().clone().keep();
+        for (const [, p] of u.params) p.grad = undefined;
+      }),
+    );
   }
 
   beforeMicroBatch(): void {
@@ -349,8 +409,14 @@ export class ShardedOptimizer implements TrainOptimizer {
     // The same collectives, in the same order, as a micro-batch: forward gathers, backward gathers and reduces.
     this.beforeMicroBatch();
     const blocks = [...this.blockUnit.keys()].sort((a, b) => a - b);
-    for (const b of blocks) { this.blockHooks!.before(b, "forward"); this.blockHooks!.after(b, "forward"); }
-    for (const b of [...blocks].reverse()) { this.blockHooks!.before(b, "backward"); this.blockHooks!.after(b, "backward"); }
+    for (const b of blocks) {
+      this.blockHooks!.before(b, "forward");
+      this.blockHooks!.after(b, "forward");
+    }
+    for (const b of [...blocks].reverse()) {
+      this.blockHooks!.before(b, "backward");
+      this.blockHooks!.after(b, "backward");
+    }
     this.afterMicroBatch();
   }
 
@@ -361,11 +427,15 @@ export class ShardedOptimizer implements TrainOptimizer {
 
   scaleGrads(factor: number): void {
     if (factor === 1) return;
-    torch.noGrad(() => { for (const g of this.grad) g?.mul_(factor); });
+    torch.noGrad(() => {
+      for (const g of this.grad) g?.mul_(factor);
+    });
   }
 
   gradNorm(): number {
-    const local = torch.noGrad(() => torch.scope(() => this.grad.reduce((n, g) => n + (g ? g.to("float64").pow(2).sum().item() : 0), 0)));
+    const local = torch.noGrad(() =>
+      torch.scope(() => this.grad.reduce((n, g) => n + (g ? g.to("float64").pow(2).sum().item() : 0), 0)),
+    );
     return Math.sqrt(this.group.reduceNumbers([local])[0]!);
   }
 
@@ -382,26 +452,33 @@ export class ShardedOptimizer implements TrainOptimizer {
     this.steps++;
     const { betas, eps } = this.o;
     torch.noGrad(() => {
-      this.units.forEach((u, i) => torch.scope(() => {
-        const L = this.shardLen[i]!;
-        const lo = this.group.rank * L;
-        const g = this.grad[i] ?? torch.zeros([L], { dtype: "float32", device: this.master[i]!.device });
-        // The slice [lo, lo + L) of the unit meets the decayed segment [0, decayEnd) and the rest [decayEnd, numel).
-        const segments: Array<[number, number, number]> = [
-          [lo, Math.min(lo + L, u.decayEnd), this.o.weightDecay],
-          [Math.max(lo, u.decayEnd), Math.min(lo + L, u.numel), 0],
-        ];
-        for (const [a, b, wd] of segments) {
-          if (b <= a) continue;
-          const part = (t: torch.Tensor) => t.narrow(0, a - lo, b - a);
-          adamwUpdate(part(this.master[i]!), part(g), part(this.m[i]!), part(this.v[i]!), this.steps, { lr: this.lr, betas, eps, weightDecay: wd });
-        }
-        if (this.stage < 3) {
-          // Every rank's updated slice back into the whole parameters.
-          const flat = torch.cat(this.group.allGather(this.master[i]!));
-          u.params.forEach(([, p], k) => p.copy_(flat.narrow(0, u.offsets[k]!, u.sizes[k]!).view(u.shapes[k]!)));
-        }
-      }));
+      this.units.forEach((u, i) =>
+        torch.scope(() => {
+          const L = this.shardLen[i]!;
+          const lo = this.group.rank * L;
+          const g = this.grad[i] ?? torch.zeros([L], { dtype: "float32", device: this.master[i]!.device });
+          // The slice [lo, lo + L) of the unit meets the decayed segment [0, decayEnd) and the rest [decayEnd, numel).
+          const segments: Array<[number, number, number]> = [
+            [lo, Math.min(lo + L, u.decayEnd), this.o.weightDecay],
+            [Math.max(lo, u.decayEnd), Math.min(lo + L, u.numel), 0],
+          ];
+          for (const [a, b, wd] of segments) {
+            if (b <= a) continue;
+            const part = (t: torch.Tensor) => t.narrow(0, a - lo, b - a);
+            adamwUpdate(part(this.master[i]!), part(g), part(this.m[i]!), part(this.v[i]!), this.steps, {
+              lr: this.lr,
+              betas,
+              eps,
+              weightDecay: wd,
+            });
+          }
+          if (this.stage < 3) {
+            // Every rank's updated slice back into the whole parameters.
+            const flat = torch.cat(this.group.allGather(this.master[i]!));
+            u.params.forEach(([, p], k) => p.copy_(flat.narrow(0, u.offsets[k]!, u.sizes[k]!).view(u.shapes[k]!)));
+          }
+        }),
+      );
     });
   }
 
@@ -435,15 +512,22 @@ export class ShardedOptimizer implements TrainOptimizer {
 
   // ----- checkpoints ---------------------------------------------------------------------------------
 
-  checkpointParts() { return { writeShard: (dir: string) => this.saveShard(dir) }; }
+  checkpointParts() {
+    return { writeShard: (dir: string) => this.saveShard(dir) };
+  }
 
   /** Writes this rank's moments to dir/zero_rank_<rank>.safetensors (every rank, its own file). */
   saveShard(dir: string): void {
     const tensors: Array<[string, torch.Tensor]> = [];
     this.units.forEach((_, i) => tensors.push([`exp_avg.${i}`, this.m[i]!], [`exp_avg_sq.${i}`, this.v[i]!]));
     torch.saveSafetensors(join(dir, SHARD_FILE(this.group.rank)), tensors, {
-      stage: String(this.stage), world_size: String(this.group.worldSize), rank: String(this.group.rank), step: String(this.steps),
-      units: JSON.stringify(this.units.map((u) => ({ name: u.name, numel: u.numel, params: u.params.map(([n]) => n) }))),
+      stage: String(this.stage),
+      world_size: String(this.group.worldSize),
+      rank: String(this.group.rank),
+      step: String(this.steps),
+      units: JSON.stringify(
+        this.units.map((u) => ({ name: u.name, numel: u.numel, params: u.params.map(([n]) => n) })),
+      ),
     });
   }
 
@@ -455,15 +539,24 @@ export class ShardedOptimizer implements TrainOptimizer {
   loadState(dir: string): void {
     const units = readUnitMoments(dir, this.units);
     this.steps = units.step;
-    this.units.forEach((u, i) => torch.noGrad(() => torch.scope(() => {
-      const L = this.shardLen[i]!;
-      for (const [which, into] of [["m", this.m[i]!], ["v", this.v[i]!]] as const) {
-        const whole = units.read(i, which);
-        const pad = L * this.group.worldSize - u.numel;
-        const padded = pad ? torch.cat([whole, torch.zeros([pad], { dtype: "float32", device: whole.device })]) : whole;
-        into.copy_(padded.narrow(0, this.group.rank * L, L));
-      }
-    })));
+    this.units.forEach((u, i) =>
+      torch.noGrad(() =>
+        torch.scope(() => {
+          const L = this.shardLen[i]!;
+          for (const [which, into] of [
+            ["m", this.m[i]!],
+            ["v", this.v[i]!],
+          ] as const) {
+            const whole = units.read(i, which);
+            const pad = L * this.group.worldSize - u.numel;
+            const padded = pad
+              ? torch.cat([whole, torch.zeros([pad], { dtype: "float32", device: whole.device })])
+              : whole;
+            into.copy_(padded.narrow(0, this.group.rank * L, L));
+          }
+        }),
+      ),
+    );
   }
 
   dispose(): void {
@@ -476,7 +569,10 @@ export class ShardedOptimizer implements TrainOptimizer {
  * Reads unit moments from a checkpoint folder: zero_rank_*.safetensors (sharded, any world size) or
  * optimizer.safetensors (stage 0, per parameter). A missing piece names the file and the tensor.
  */
-export function readUnitMoments(dir: string, units: ZeroUnit[]): { step: number; read(i: number, which: "m" | "v"): torch.Tensor } {
+export function readUnitMoments(
+  dir: string,
+  units: ZeroUnit[],
+): { step: number; read(i: number, which: "m" | "v"): torch.Tensor } {
   const first = join(dir, SHARD_FILE(0));
   if (existsSync(first)) {
     const header = torch.readSafetensorsHeader(first);
@@ -485,7 +581,9 @@ export function readUnitMoments(dir: string, units: ZeroUnit[]): { step: number;
     units.forEach((u, i) => {
       const s = saved[i];
       if (!s || s.numel !== u.numel || s.params.join() !== u.params.map(([n]) => n).join()) {
-        throw new Error(`${first}: unit ${i} (${u.name}) holds other parameters than this model's (another model's checkpoint?)`);
+        throw new Error(
+          `${first}: unit ${i} (${u.name}) holds other parameters than this model's (another model's checkpoint?)`,
+        );
       }
     });
     const files = Array.from({ length: world }, (_, r) => join(dir, SHARD_FILE(r)));
@@ -513,12 +611,14 @@ export function readUnitMoments(dir: string, units: ZeroUnit[]): { step: number;
     step: Math.max(0, ...Object.values(steps)),
     read(i, which) {
       const u = units[i]!;
-      return torch.cat(u.params.map(([n], k) => {
-        const name = `${which === "m" ? "exp_avg" : "exp_avg_sq"}.${n}`;
-        const e = header.entries.get(name);
-        if (!e) return torch.zeros([u.sizes[k]!], { dtype: "float32" });
-        return torch.loadSafetensorsEntry(file, e, name).reshape([-1]).to("float32");
-      }));
+      return torch.cat(
+        u.params.map(([n], k) => {
+          const name = `${which === "m" ? "exp_avg" : "exp_avg_sq"}.${n}`;
+          const e = header.entries.get(name);
+          if (!e) return torch.zeros([u.sizes[k]!], { dtype: "float32" });
+          return torch.loadSafetensorsEntry(file, e, name).reshape([-1]).to("float32");
+        }),
+      );
     },
   };
 }

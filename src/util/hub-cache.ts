@@ -20,7 +20,12 @@ export function repoFolder(repo: string, kind: RepoKind): string {
 }
 
 /** The cached snapshot folder of a repo at a branch, tag or commit; undefined when not cached. */
-export function cachedSnapshot(repo: string, kind: RepoKind, revision = "main", cacheDir = hubCacheDir()): string | undefined {
+export function cachedSnapshot(
+  repo: string,
+  kind: RepoKind,
+  revision = "main",
+  cacheDir = hubCacheDir(),
+): string | undefined {
   const root = join(cacheDir, repoFolder(repo, kind));
   const refFile = join(root, "refs", revision);
   const commit = existsSync(refFile) ? readFileSync(refFile, "utf8").trim() : revision;

@@ -37,7 +37,9 @@ export class Registry<T> {
     if (found !== undefined) return found;
     const close = this.names().filter((n) => editDistance(n, name) <= Math.max(2, Math.floor(name.length / 4)));
     const err = new Error(
-      `unknown ${this.kind} '${name}'.` + (close.length ? ` Did you mean: ${close.join(", ")}?` : "") + ` Known: ${this.names().join(", ")}`,
+      `unknown ${this.kind} '${name}'.` +
+        (close.length ? ` Did you mean: ${close.join(", ")}?` : "") +
+        ` Known: ${this.names().join(", ")}`,
     );
     err.name = "UnknownNameError"; // a name in a config or on a command line: bad input, not a crash
     throw err;

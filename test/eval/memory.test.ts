@@ -12,13 +12,34 @@ import { CLI, REPO, SHARED } from "../helpers.js";
 
 const work = mkdtempSync(join(tmpdir(), "oasft-evalmem-"));
 const model = join(work, "model");
-const init = spawnSync(process.execPath, [
-  CLI, "init", "--config", join(REPO, "configs/bloom-tiny.json"), "--tokenizer", join(SHARED, "data/tokenizers/oasst-tiny-bpe"),
-  "--tokenizer-family", "pythia", "--out", model,
-], { encoding: "utf8" });
+const init = spawnSync(
+  process.execPath,
+  [
+    CLI,
+    "init",
+    "--config",
+    join(REPO, "configs/bloom-tiny.json"),
+    "--tokenizer",
+    join(SHARED, "data/tokenizers/oasst-tiny-bpe"),
+    "--tokenizer-family",
+    "pythia",
+    "--out",
+    model,
+  ],
+  { encoding: "utf8" },
+);
 assert.equal(init.status, 0, init.stderr);
 
-const SUBJECTS = ["abstract_algebra", "anatomy", "astronomy", "business_ethics", "college_computer_science", "college_biology", "high_school_european_history", "professional_law"];
+const SUBJECTS = [
+  "abstract_algebra",
+  "anatomy",
+  "astronomy",
+  "business_ethics",
+  "college_computer_science",
+  "college_biology",
+  "high_school_european_history",
+  "professional_law",
+];
 
 test("resident memory does not grow from subject to subject", () => {
   // A fresh process: its RSS after each subject is the evaluation's alone.

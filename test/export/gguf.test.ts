@@ -8,7 +8,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { gguf } from "@huggingface/gguf";
-import { getLlama, LlamaLogLevel, type ControlledEvaluateInputItem, type Llama, type LlamaModel, type Token } from "node-llama-cpp";
+import {
+  getLlama,
+  LlamaLogLevel,
+  type ControlledEvaluateInputItem,
+  type Llama,
+  type LlamaModel,
+  type Token,
+} from "node-llama-cpp";
 import * as torch from "../../src/torch/index.js";
 import { loadCausalLM, type CausalLM } from "../../src/models/index.js";
 import { ChatTokenizer, renderChat } from "../../src/tokenizer/index.js";
@@ -22,8 +29,11 @@ const oasft = (...args: string[]) => {
   return { code: r.status, out: r.stdout, err: r.stderr };
 };
 const PROMPTS = [
-  "What is the capital of Italy?", "What is 23 + 19?", "How many minutes are in 4 hours?",
-  "What is a meme, and what's the history behind this word?", "Can you recommend a good book?",
+  "What is the capital of Italy?",
+  "What is 23 + 19?",
+  "How many minutes are in 4 hours?",
+  "What is a meme, and what's the history behind this word?",
+  "Can you recommend a good book?",
 ];
 
 describe("the format's arithmetic, by hand", () => {
@@ -52,19 +62,44 @@ describe("the format's arithmetic, by hand", () => {
     const q = quantizeQ8_0(x);
     assert.equal(q.length, 3 * 34);
     assert.equal(q.readUInt16LE(0), f32ToF16Bits(16 / 127));
-    const expected1 = [-127, -119, -111, -103, -95, -87, -79, -71, -64, -56, -48, -40, -32, -24, -16, -8, 0, 8, 16, 24, 32, 40, 48, 56, 64, 71, 79, 87, 95, 103, 111, 119];
-    assert.deepEqual([...q.subarray(2, 34)].map((b) => (b << 24) >> 24), expected1);
+    const expected1 = [
+      -127, -119, -111, -103, -95, -87, -79, -71, -64, -56, -48, -40, -32, -24, -16, -8, 0, 8, 16, 24, 32, 40, 48, 56,
+      64, 71, 79, 87, 95, 103, 111, 119,
+    ];
+    assert.deepEqual(
+      [...q.subarray(2, 34)].map((b) => (b << 24) >> 24),
+      expected1,
+    );
     assert.equal(q.readUInt16LE(34), 0);
     assert.ok(q.subarray(36, 68).every((b) => b === 0));
     assert.equal(q.readUInt16LE(68), 0x3c00, "d = 1");
-    assert.deepEqual([...q.subarray(70, 74)].map((b) => (b << 24) >> 24), [127, 3, -3, 0]);
+    assert.deepEqual(
+      [...q.subarray(70, 74)].map((b) => (b << 24) >> 24),
+      [127, 3, -3, 0],
+    );
   });
 
   test("a failed write leaves neither the file nor its temporary behind; a missing folder is named", () => {
     const dir = tmp();
     const out = join(dir, "m.gguf");
-    const tensor = (fail: boolean) => ({ name: "t", shape: [4], type: "f32" as const, data: () => { if (fail) throw new Error("disk full"); return new Uint8Array(16); } });
-    assert.throws(() => writeGguf(out, [["general.architecture", { type: "str", value: "x" }]], [tensor(false), { ...tensor(true), name: "u" }]), /disk full/);
+    const tensor = (fail: boolean) => ({
+      name: "t",
+      shape: [4],
+      type: "f32" as const,
+      data: () => {
+        if (fail) throw new Error("disk full");
+        return new Uint8Array(16);
+      },
+    });
+    assert.throws(
+      () =>
+        writeGguf(
+          out,
+          [["general.architecture", { type: "str", value: "x" }]],
+          [tensor(false), { ...tensor(true), name: "u" }],
+        ),
+      /disk full/,
+    );
     assert.deepEqual(readdirSync(dir), []);
     assert.throws(() => writeGguf(join(dir, "no/such/m.gguf"), [], []), /the folder .*no\/such does not exist/);
   });
@@ -102,7 +137,12 @@ describe("llama.cpp runs what oasft exports", () => {
     for (const p of PROMPTS) {
       const text = renderChat([{ role: "user", content: p }], { eos: tok.eos, addGenerationPrompt: true });
       const prompt = await tok.encode(text);
-      const out = torch.scope(() => generateGreedy(model, { inputIds: torch.tensor([prompt], { dtype: "int64" }), maxNewTokens: newTokens }).toNumbers());
+      const out = torch.scope(() =>
+        generateGreedy(model, {
+          inputIds: torch.tensor([prompt], { dtype: "int64" }),
+          maxNewTokens: newTokens,
+        }).toNumbers(),
+      );
       let ours = out.slice(prompt.length);
       const eos = ours.indexOf(tok.eosId);
       if (eos >= 0) ours = ours.slice(0, eos + 1);
@@ -130,7 +170,11 @@ describe("llama.cpp runs what oasft exports", () => {
     try {
       for (const row of await continuations(model, tok, file, 32)) {
         assert.deepEqual(row.theirs, row.ours);
-        assert.deepEqual(row.llamaTokens, row.prompt, "llama.cpp tokenizes the OA prompt as oasft does (special tokens parsed)");
+        assert.deepEqual(
+          row.llamaTokens,
+          row.prompt,
+          "llama.cpp tokenizes the OA prompt as oasft does (special tokens parsed)",
+        );
       }
     } finally {
       model.dispose();
@@ -184,16 +228,34 @@ describe("llama.cpp runs what oasft exports", () => {
     assert.equal(type("blk.0.attn_qkv.weight"), 8, "matrices in q8_0");
     assert.equal(type("blk.0.attn_qkv.bias"), 0, "biases in f32");
     assert.equal(type("output_norm.weight"), 0, "norms in f32");
-    assert.equal(tensorInfos.find((t) => t.name === "blk.0.attn_qkv.weight")?.shape.map(Number).join(), `${config.hidden_size},${3 * config.hidden_size}`, "dims innermost first");
+    assert.equal(
+      tensorInfos
+        .find((t) => t.name === "blk.0.attn_qkv.weight")
+        ?.shape.map(Number)
+        .join(),
+      `${config.hidden_size},${3 * config.hidden_size}`,
+      "dims innermost first",
+    );
   });
 
   for (const family of ["pythia", "llama", "llama3", "qwen2", "mistral", "qwen3", "gemma2"]) {
     test(`${family}: llama.cpp's next-token probabilities equal oasft's within 0.01 (the QKV and rotary layouts)`, async () => {
       // A wide init (std 0.3) makes attention peaked, so a wrong head or rotary layout moves the output.
       const dir = tmp();
-      const cfg = { ...JSON.parse(readFileSync(join(REPO, `configs/${family}-tiny.json`), "utf8")), initializer_range: 0.3 };
+      const cfg = {
+        ...JSON.parse(readFileSync(join(REPO, `configs/${family}-tiny.json`), "utf8")),
+        initializer_range: 0.3,
+      };
       writeFileSync(join(dir, "config.json"), JSON.stringify(cfg));
-      const init = oasft("init", "--config", join(dir, "config.json"), "--tokenizer", join(SHARED, "data/tokenizers/oasst-tiny-bpe"), "--out", join(dir, "m"));
+      const init = oasft(
+        "init",
+        "--config",
+        join(dir, "config.json"),
+        "--tokenizer",
+        join(SHARED, "data/tokenizers/oasst-tiny-bpe"),
+        "--out",
+        join(dir, "m"),
+      );
       assert.equal(init.code, 0, init.err);
       const file = join(dir, "m.gguf");
       const r = oasft("export", "gguf", "--model", join(dir, "m"), "--out", file);
@@ -201,14 +263,27 @@ describe("llama.cpp runs what oasft exports", () => {
       const model = loadCausalLM(join(dir, "m")).eval();
       const tok = ChatTokenizer.load(join(dir, "m"));
       try {
-        const text = renderChat([{ role: "user", content: "What is the capital of Italy? Tell me more about it, please." }], { eos: tok.eos, addGenerationPrompt: true });
+        const text = renderChat(
+          [{ role: "user", content: "What is the capital of Italy? Tell me more about it, please." }],
+          { eos: tok.eos, addGenerationPrompt: true },
+        );
         const ids = await tok.encode(text);
         const lm = await load(file);
         const ctx = await lm.createContext({ contextSize: 256, threads: 2 });
-        const input = ids.map((t, i): ControlledEvaluateInputItem => (i === ids.length - 1 ? [t as Token, { generateNext: { probabilities: true } }] : t as Token));
+        const input = ids.map((t, i): ControlledEvaluateInputItem =>
+          i === ids.length - 1 ? [t as Token, { generateNext: { probabilities: true } }] : (t as Token),
+        );
         const res = await ctx.getSequence().controlledEvaluate(input);
         const theirs = res.at(-1)!.next!.probabilities!;
-        const ours = torch.scope(() => torch.noGrad(() => model.forward({ inputIds: torch.tensor([ids], { dtype: "int64" }), logits: "last" }).logits.view([-1]).softmax(-1).toNumbers()));
+        const ours = torch.scope(() =>
+          torch.noGrad(() =>
+            model
+              .forward({ inputIds: torch.tensor([ids], { dtype: "int64" }), logits: "last" })
+              .logits.view([-1])
+              .softmax(-1)
+              .toNumbers(),
+          ),
+        );
         const worst = ours.reduce((w, p, i) => Math.max(w, Math.abs(p - (theirs.get(i as Token) ?? 0))), 0);
         assert.ok(worst <= 0.01, `max |Δp| = ${worst}`);
         assert.ok(Math.max(...ours) > 0.05, "the distribution is peaked enough to tell layouts apart");
@@ -227,9 +302,23 @@ describe("llama.cpp runs what oasft exports", () => {
     assert.notEqual(f.code, 0);
     assert.match(f.err, /missing.*does not exist/);
     const dir = tmp();
-    const cfg = { ...JSON.parse(readFileSync(join(REPO, "configs/bloom-tiny.json"), "utf8")), apply_residual_connection_post_layernorm: true };
+    const cfg = {
+      ...JSON.parse(readFileSync(join(REPO, "configs/bloom-tiny.json"), "utf8")),
+      apply_residual_connection_post_layernorm: true,
+    };
     writeFileSync(join(dir, "config.json"), JSON.stringify(cfg));
-    assert.equal(oasft("init", "--config", join(dir, "config.json"), "--tokenizer", join(SHARED, "data/tokenizers/oasst-tiny-bpe"), "--out", join(dir, "m")).code, 0);
+    assert.equal(
+      oasft(
+        "init",
+        "--config",
+        join(dir, "config.json"),
+        "--tokenizer",
+        join(SHARED, "data/tokenizers/oasst-tiny-bpe"),
+        "--out",
+        join(dir, "m"),
+      ).code,
+      0,
+    );
     const v = oasft("export", "gguf", "--model", join(dir, "m"), "--out", join(dir, "m.gguf"));
     assert.notEqual(v.code, 0);
     assert.match(v.err, /apply_residual_connection_post_layernorm/);

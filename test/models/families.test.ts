@@ -49,26 +49,49 @@ for (const [set, name] of SETS) {
 
     test("logits and hidden states at real tokens (right, left, left with HF's generate positions, no mask) within 1e-5; attentions of real queries", () => {
       const model = loadCausalLM(dir).eval();
-      torch.noGrad(() => torch.scope(() => {
-        for (const kind of ["right", "left"] as const) {
-          const mask = g.get(`inputs.${kind}.attention_mask`)!;
-          const out = model.forward({ inputIds: g.get(`inputs.${kind}.input_ids`)!, attentionMask: mask, outputHiddenStates: true, outputAttentions: true });
-          assert.ok(diffAtRealTokens(out.logits, g.get(`logits.${kind}`)!, mask) < 1e-5, `logits.${kind}`);
-          assert.equal(out.hiddenStates!.length, layers + 1);
-          out.hiddenStates!.forEach((h, k) => assert.ok(diffAtRealTokens(h, g.get(`hidden_states.${kind}.${k}`)!, mask) < 1e-5, `hidden_states.${kind}.${k}`));
-          // Attention rows of real queries: [b, n, s, S] → compare with the query mask on dim 2.
-          out.attentions!.forEach((a, l) => {
-            const q = mask.unsqueeze(1).unsqueeze(-1);
-            assert.ok(diffAtRealTokens(a.mul(q), g.get(`attentions.${kind}.${l}`)!.mul(q), mask.unsqueeze(1).expand([mask.size(0), a.size(1), mask.size(1)])) < 1e-5, `attentions.${kind}.${l}`);
+      torch.noGrad(() =>
+        torch.scope(() => {
+          for (const kind of ["right", "left"] as const) {
+            const mask = g.get(`inputs.${kind}.attention_mask`)!;
+            const out = model.forward({
+              inputIds: g.get(`inputs.${kind}.input_ids`)!,
+              attentionMask: mask,
+              outputHiddenStates: true,
+              outputAttentions: true,
+            });
+            assert.ok(diffAtRealTokens(out.logits, g.get(`logits.${kind}`)!, mask) < 1e-5, `logits.${kind}`);
+            assert.equal(out.hiddenStates!.length, layers + 1);
+            out.hiddenStates!.forEach((h, k) =>
+              assert.ok(
+                diffAtRealTokens(h, g.get(`hidden_states.${kind}.${k}`)!, mask) < 1e-5,
+                `hidden_states.${kind}.${k}`,
+              ),
+            );
+            // Attention rows of real queries: [b, n, s, S] → compare with the query mask on dim 2.
+            out.attentions!.forEach((a, l) => {
+              const q = mask.unsqueeze(1).unsqueeze(-1);
+              assert.ok(
+                diffAtRealTokens(
+                  a.mul(q),
+                  g.get(`attentions.${kind}.${l}`)!.mul(q),
+                  mask.unsqueeze(1).expand([mask.size(0), a.size(1), mask.size(1)]),
+                ) < 1e-5,
+                `attentions.${kind}.${l}`,
+              );
+            });
+            assert.equal(out.logits.isnan().any().item(), 0, `no NaN (${kind})`);
+          }
+          const mask = g.get("inputs.left.attention_mask")!;
+          const posids = model.forward({
+            inputIds: g.get("inputs.left.input_ids")!,
+            attentionMask: mask,
+            positionIds: g.get("inputs.left.position_ids")!,
           });
-          assert.equal(out.logits.isnan().any().item(), 0, `no NaN (${kind})`);
-        }
-        const mask = g.get("inputs.left.attention_mask")!;
-        const posids = model.forward({ inputIds: g.get("inputs.left.input_ids")!, attentionMask: mask, positionIds: g.get("inputs.left.position_ids")! });
-        assert.ok(diffAtRealTokens(posids.logits, g.get("logits.left_posids")!, mask) < 1e-5, "logits.left_posids");
-        const nomask = model.forward({ inputIds: g.get("inputs.nomask.input_ids")! });
-        assert.ok(maxAbsDiff(nomask.logits, g.get("logits.nomask")!) < 1e-5, "logits.nomask (every position)");
-      }));
+          assert.ok(diffAtRealTokens(posids.logits, g.get("logits.left_posids")!, mask) < 1e-5, "logits.left_posids");
+          const nomask = model.forward({ inputIds: g.get("inputs.nomask.input_ids")! });
+          assert.ok(maxAbsDiff(nomask.logits, g.get("logits.nomask")!) < 1e-5, "logits.nomask (every position)");
+        }),
+      );
       model.dispose();
     });
 
@@ -88,18 +111,29 @@ for (const [set, name] of SETS) {
       const after = load(dir, "params_after_adamw.safetensors");
       const model = loadCausalLM(dir).train();
       torch.scope(() => {
-        const { loss } = model.forward({ inputIds: g.get("inputs.right.input_ids")!, attentionMask: g.get("inputs.right.attention_mask")!, labels: g.get("inputs.right.labels")! });
+        const { loss } = model.forward({
+          inputIds: g.get("inputs.right.input_ids")!,
+          attentionMask: g.get("inputs.right.attention_mask")!,
+          labels: g.get("inputs.right.labels")!,
+        });
         assert.ok(Math.abs(loss!.item() - goldens.train.loss) < 1e-5, `loss ${loss!.item()} vs ${goldens.train.loss}`);
         loss!.backward();
       });
       // Buffers (rotary inv_freq) are not parameters: one gradient per stored parameter all the same.
-      assertGradsAndAdamw(model.namedParameters(), grads, after, () => new AdamW(model.parameters(), PARITY_ADAMW).step(), 2e-3);
+      assertGradsAndAdamw(
+        model.namedParameters(),
+        grads,
+        after,
+        () => new AdamW(model.parameters(), PARITY_ADAMW).step(),
+        2e-3,
+      );
       model.dispose();
       const alone = loadCausalLM(dir);
       for (const [n, p] of alone.namedParameters()) p.grad = grads.get(n)!;
       new AdamW(alone.parameters(), PARITY_ADAMW).step();
       torch.scope(() => {
-        for (const [n, p] of alone.namedParameters()) assert.ok(maxAbsDiff(p, after.get(n)!) <= 2e-7, `optimizer alone ${n}`);
+        for (const [n, p] of alone.namedParameters())
+          assert.ok(maxAbsDiff(p, after.get(n)!) <= 2e-7, `optimizer alone ${n}`);
       });
       alone.dispose();
     });
@@ -113,8 +147,13 @@ for (const [set, name] of SETS) {
           torch.scope(() => {
             let worst = 0;
             const tokens = generateGreedy(model, {
-              inputIds: g.get(`gen.${kind}.prompt_ids`)!, attentionMask: g.get(`gen.${kind}.attention_mask`), maxNewTokens: 20, useCache,
-              onStepLogits: (logits, step) => { worst = Math.max(worst, maxAbsDiff(logits, stepLogits.select(0, step))); },
+              inputIds: g.get(`gen.${kind}.prompt_ids`)!,
+              attentionMask: g.get(`gen.${kind}.attention_mask`),
+              maxNewTokens: 20,
+              useCache,
+              onStepLogits: (logits, step) => {
+                worst = Math.max(worst, maxAbsDiff(logits, stepLogits.select(0, step)));
+              },
             });
             assert.deepEqual(tokens.toNumbers(), expected, `${kind} tokens (cache ${useCache})`);
             assert.ok(worst < 1e-5, `${kind} step logits (cache ${useCache}): ${worst}`);
@@ -129,21 +168,46 @@ for (const [set, name] of SETS) {
       const grads = load(dir, "grads.safetensors");
       assert.ok(maxAbsDiff(out.get("logits.nomask")!, g.get("logits.nomask")!) < 1e-5);
       for (const [n, grad] of grads) assert.ok(worstExcess(out.get(`grad.${n}`)!, grad, 2e-6, 1e-3) <= 0, `grad.${n}`);
-      assert.deepEqual(out.get("gen.batch_left_padded.tokens")!.toNumbers(), g.get("gen.batch_left_padded.tokens")!.toNumbers());
+      assert.deepEqual(
+        out.get("gen.batch_left_padded.tokens")!.toNumbers(),
+        g.get("gen.batch_left_padded.tokens")!.toNumbers(),
+      );
       torch.disposeAll(out);
     });
   });
 }
 
 test("bad configs of these families name the key and the file", () => {
-  const base = JSON.parse(readFileSync(join(SHARED, "golden-llama-gqa/tiny_v320_h96_l2_nh6_kv2_i256/config.json"), "utf8"));
+  const base = JSON.parse(
+    readFileSync(join(SHARED, "golden-llama-gqa/tiny_v320_h96_l2_nh6_kv2_i256/config.json"), "utf8"),
+  );
   const make = (patch: Record<string, unknown>) => () => createCausalLM({ ...base, ...patch }, {}, "my/config.json");
-  assert.throws(make({ num_key_value_heads: 4 }), /my\/config\.json › num_key_value_heads: num_attention_heads=6 is not divisible by num_key_value_heads=4/);
-  assert.throws(make({ rope_scaling: { type: "yarn", factor: 2 } }), /my\/config\.json › rope_scaling\.type: expected "linear", "dynamic" or "llama3", got "yarn"/);
+  assert.throws(
+    make({ num_key_value_heads: 4 }),
+    /my\/config\.json › num_key_value_heads: num_attention_heads=6 is not divisible by num_key_value_heads=4/,
+  );
+  assert.throws(
+    make({ rope_scaling: { type: "yarn", factor: 2 } }),
+    /my\/config\.json › rope_scaling\.type: expected "linear", "dynamic" or "llama3", got "yarn"/,
+  );
   assert.throws(make({ rope_scaling: { type: "linear", factor: 0.5 } }), /rope_scaling\.factor: expected a number > 1/);
-  assert.throws(make({ hidden_size: 100 }), /my\/config\.json › hidden_size: 100 is not divisible by num_attention_heads=6/);
-  assert.throws(make({ model_type: "falcon" }), /my\/config\.json › model_type: unknown model_type 'falcon'.* Known: bloom, gemma2, gpt_neox, llama, mistral, qwen2, qwen3/);
-  const neox = JSON.parse(readFileSync(join(SHARED, "golden-neox/tiny_v320_h64_l2_nh4_rp025_parallel/config.json"), "utf8"));
-  assert.throws(() => createCausalLM({ ...neox, rotary_pct: 0.1 }, {}, "neox.json"), /neox\.json › rotary_pct: 0\.1 gives 1 rotary dims per head/);
-  assert.throws(() => createCausalLM({ ...neox, hidden_act: "relu" }, {}, "neox.json"), /neox\.json › hidden_act: 'relu' is not supported/);
+  assert.throws(
+    make({ hidden_size: 100 }),
+    /my\/config\.json › hidden_size: 100 is not divisible by num_attention_heads=6/,
+  );
+  assert.throws(
+    make({ model_type: "falcon" }),
+    /my\/config\.json › model_type: unknown model_type 'falcon'.* Known: bloom, gemma2, gpt_neox, llama, mistral, qwen2, qwen3/,
+  );
+  const neox = JSON.parse(
+    readFileSync(join(SHARED, "golden-neox/tiny_v320_h64_l2_nh4_rp025_parallel/config.json"), "utf8"),
+  );
+  assert.throws(
+    () => createCausalLM({ ...neox, rotary_pct: 0.1 }, {}, "neox.json"),
+    /neox\.json › rotary_pct: 0\.1 gives 1 rotary dims per head/,
+  );
+  assert.throws(
+    () => createCausalLM({ ...neox, hidden_act: "relu" }, {}, "neox.json"),
+    /neox\.json › hidden_act: 'relu' is not supported/,
+  );
 });

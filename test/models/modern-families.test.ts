@@ -203,7 +203,10 @@ test("bad configs of the new families name the key and the file", () => {
 });
 
 test("llama3 rope factors for GGUF (llama.cpp's rope_freqs) equal HF's scaling: unscaled / scaled frequency", () => {
-  for (const name of ["tiny_v128_h48_l2_nh4_kv2_i96_tied_l3f32_orig64", "small_v128_h48_l3_nh4_kv1_i64_untied_l3f8_orig64"]) {
+  for (const name of [
+    "tiny_v128_h48_l2_nh4_kv2_i96_tied_l3f32_orig64",
+    "small_v128_h48_l3_nh4_kv1_i64_untied_l3f8_orig64",
+  ]) {
     const dir = join(SHARED, "golden-llama3", name);
     const model = loadCausalLM(dir) as LlamaForCausalLM;
     const c = model.llamaConfig;
@@ -211,10 +214,17 @@ test("llama3 rope factors for GGUF (llama.cpp's rope_freqs) equal HF's scaling: 
     assert.equal(scaling.type, "llama3");
     const { tensors: g } = torch.loadSafetensors(join(dir, "tensors.safetensors"));
     const scaled = g.get("rotary.inv_freq")!.toNumbers();
-    const factors = llama3RopeFactors(c.head_dim, c.rope_theta, scaling as Extract<typeof scaling, { type: "llama3" }>).toNumbers();
+    const factors = llama3RopeFactors(
+      c.head_dim,
+      c.rope_theta,
+      scaling as Extract<typeof scaling, { type: "llama3" }>,
+    ).toNumbers();
     scaled.forEach((f, j) => {
       const unscaled = 1 / c.rope_theta ** ((2 * j) / c.head_dim);
-      assert.ok(Math.abs(unscaled / f / factors[j]! - 1) < 1e-5, `${name} frequency ${j}: ${unscaled / f} vs ${factors[j]}`);
+      assert.ok(
+        Math.abs(unscaled / f / factors[j]! - 1) < 1e-5,
+        `${name} frequency ${j}: ${unscaled / f} vs ${factors[j]}`,
+      );
     });
     assert.ok(factors.some((x) => x === 1) && factors.some((x) => x === scaling.factor), "both outer bands occur");
     model.dispose();

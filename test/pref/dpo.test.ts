@@ -26,10 +26,21 @@ const ctx = (name: string) => ({ name, cacheDir: DATA, rng: new Rng(1, "t"), for
 
 describe("the DPO loss", () => {
   test("hand-computed values: ln 2 and zero rewards when policy = reference; sigmoid, IPO and RPO cases", () => {
-    const same = dpoLoss([{ policy: [-7, -9], reference: [-7, -9], tokens: [3, 4] }], { beta: 0.1, loss: "sigmoid", rpoAlpha: null });
+    const same = dpoLoss([{ policy: [-7, -9], reference: [-7, -9], tokens: [3, 4] }], {
+      beta: 0.1,
+      loss: "sigmoid",
+      rpoAlpha: null,
+    });
     assert.ok(Math.abs(same.loss - Math.LN2) < 1e-15);
-    assert.deepEqual([same.metrics["rewards/chosen"], same.metrics["rewards/rejected"], same.metrics["rewards/accuracy"]], [0, 0, 0]);
-    const pair = { policy: [-10, -12] as [number, number], reference: [-11, -11] as [number, number], tokens: [2, 4] as [number, number] };
+    assert.deepEqual(
+      [same.metrics["rewards/chosen"], same.metrics["rewards/rejected"], same.metrics["rewards/accuracy"]],
+      [0, 0, 0],
+    );
+    const pair = {
+      policy: [-10, -12] as [number, number],
+      reference: [-11, -11] as [number, number],
+      tokens: [2, 4] as [number, number],
+    };
     // z = 0.1 · ((−10 + 11) − (−12 + 11)) = 0.2; −log σ(0.2) = log(1 + e^−0.2) = 0.598138869381592
     const s = dpoLoss([pair], { beta: 0.1, loss: "sigmoid", rpoAlpha: null });
     assert.ok(Math.abs(s.loss - 0.598138869381592) < 1e-12);
@@ -39,7 +50,9 @@ describe("the DPO loss", () => {
     // IPO on per-token means: h = 1/2 − (−1/4) − 1/(2 · 0.1) = −4.25; h² = 18.0625
     assert.ok(Math.abs(dpoLoss([pair], { beta: 0.1, loss: "ipo", rpoAlpha: null }).loss - 18.0625) < 1e-12);
     // RPO adds α · the chosen reply's mean NLL: 0.5 · 10 / 2 = 2.5
-    assert.ok(Math.abs(dpoLoss([pair], { beta: 0.1, loss: "sigmoid", rpoAlpha: 0.5 }).loss - (0.598138869381592 + 2.5)) < 1e-12);
+    assert.ok(
+      Math.abs(dpoLoss([pair], { beta: 0.1, loss: "sigmoid", rpoAlpha: 0.5 }).loss - (0.598138869381592 + 2.5)) < 1e-12,
+    );
   });
 });
 
@@ -70,9 +83,13 @@ print(json.dumps(out))
     const expected = JSON.parse(py.stdout) as string[][];
     const got = await oasstExport.loadRanked!({ input_file_path: file }, ctx("oasst_export"));
     assert.ok(expected.length > 50, `${expected.length} groups`);
-    assert.deepEqual(got.groups.map((g) => g.candidates.map((c) => c.messages.at(-1)!.text)), expected);
+    assert.deepEqual(
+      got.groups.map((g) => g.candidates.map((c) => c.messages.at(-1)!.text)),
+      expected,
+    );
     // Each candidate is the thread so far, then its reply.
-    for (const g of got.groups) assert.deepEqual(new Set(g.candidates.map((c) => JSON.stringify(c.messages.slice(0, -1)))).size, 1);
+    for (const g of got.groups)
+      assert.deepEqual(new Set(g.candidates.map((c) => JSON.stringify(c.messages.slice(0, -1)))).size, 1);
   });
 
   test("TRL's shapes (explicit prompt, conversational, implicit prompt, HH) and bad lines named", async () => {
@@ -80,28 +97,74 @@ print(json.dumps(out))
     const file = join(dir, "pairs.jsonl");
     const lines = [
       { prompt: "Hi?", chosen: "Hello!", rejected: "Go away." },
-      { prompt: [{ role: "system", content: "Be kind." }, { role: "user", content: "Hi?" }], chosen: [{ role: "assistant", content: "Hello!" }], rejected: [{ role: "assistant", content: "No." }] },
-      { chosen: [{ role: "user", content: "Hi?" }, { role: "assistant", content: "Hello!" }], rejected: [{ role: "user", content: "Hi?" }, { role: "assistant", content: "No." }] },
+      {
+        prompt: [
+          { role: "system", content: "Be kind." },
+          { role: "user", content: "Hi?" },
+        ],
+        chosen: [{ role: "assistant", content: "Hello!" }],
+        rejected: [{ role: "assistant", content: "No." }],
+      },
+      {
+        chosen: [
+          { role: "user", content: "Hi?" },
+          { role: "assistant", content: "Hello!" },
+        ],
+        rejected: [
+          { role: "user", content: "Hi?" },
+          { role: "assistant", content: "No." },
+        ],
+      },
       { chosen: "\n\nHuman: Hi?\n\nAssistant: Hello!", rejected: "\n\nHuman: Hi?\n\nAssistant: No." },
     ];
     writeFileSync(file, lines.map((l) => JSON.stringify(l)).join("\n") + "\n");
     const got = await preferencePairs.loadRanked!({ input_file_path: file }, ctx("preference_pairs"));
-    assert.deepEqual(got.groups.map((g) => g.candidates.map((c) => c.messages.map((m) => m.text))), [
-      [["Hi?", "Hello!"], ["Hi?", "Go away."]],
-      [["Hi?", "Hello!"], ["Hi?", "No."]],
-      [["Hi?", "Hello!"], ["Hi?", "No."]],
-      [["Hi?", "Hello!"], ["Hi?", "No."]],
-    ]);
+    assert.deepEqual(
+      got.groups.map((g) => g.candidates.map((c) => c.messages.map((m) => m.text))),
+      [
+        [
+          ["Hi?", "Hello!"],
+          ["Hi?", "Go away."],
+        ],
+        [
+          ["Hi?", "Hello!"],
+          ["Hi?", "No."],
+        ],
+        [
+          ["Hi?", "Hello!"],
+          ["Hi?", "No."],
+        ],
+        [
+          ["Hi?", "Hello!"],
+          ["Hi?", "No."],
+        ],
+      ],
+    );
     assert.equal(got.groups[1]!.candidates[0]!.systemMessage, "Be kind.");
     const bad: Array<[unknown, RegExp]> = [
       [{ prompt: "Hi?", chosen: "Same.", rejected: "Same." }, /bad\.jsonl:1: chosen and rejected are the same reply/],
       [{ prompt: "Hi?", chosen: "  ", rejected: "No." }, /bad\.jsonl:1: chosen: the reply is empty/],
       [{ prompt: "Hi?", chosen: "Yes." }, /bad\.jsonl:1: missing field 'rejected'/],
-      [{ chosen: [{ role: "user", content: "A" }, { role: "assistant", content: "x" }], rejected: [{ role: "user", content: "B" }, { role: "assistant", content: "y" }] }, /no common prompt/],
+      [
+        {
+          chosen: [
+            { role: "user", content: "A" },
+            { role: "assistant", content: "x" },
+          ],
+          rejected: [
+            { role: "user", content: "B" },
+            { role: "assistant", content: "y" },
+          ],
+        },
+        /no common prompt/,
+      ],
     ];
     for (const [line, re] of bad) {
       writeFileSync(join(dir, "bad.jsonl"), JSON.stringify(line) + "\n");
-      await assert.rejects(preferencePairs.loadRanked!({ input_file_path: join(dir, "bad.jsonl") }, ctx("preference_pairs")), re);
+      await assert.rejects(
+        preferencePairs.loadRanked!({ input_file_path: join(dir, "bad.jsonl") }, ctx("preference_pairs")),
+        re,
+      );
     }
   });
 });
@@ -110,14 +173,46 @@ describe("DPO training", () => {
   // A tiny BLOOM with the test tokenizer's vocabulary (so no rows are grown: the float64 copy fits the data).
   const base = initTinyModel(join(tmp(), "base"));
   const args = (out: string, extra: string[] = []) => [
-    "--cache_dir", DATA, "--model_name", base, "--output_dir", out, "--dtype", "fp32", "--stage", "dpo",
-    "--datasets", "[{oasft_demo: {count: 120, val_split: 0.1}}]", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
-    "--learning_rate", "1e-3", "--warmup_steps", "1", "--eval_steps", "1000", "--logging_steps", "1", "--max_length", "96", ...extra,
+    "--cache_dir",
+    DATA,
+    "--model_name",
+    base,
+    "--output_dir",
+    out,
+    "--dtype",
+    "fp32",
+    "--stage",
+    "dpo",
+    "--datasets",
+    "[{oasft_demo: {count: 120, val_split: 0.1}}]",
+    "--per_device_train_batch_size",
+    "4",
+    "--gradient_accumulation_steps",
+    "1",
+    "--learning_rate",
+    "1e-3",
+    "--warmup_steps",
+    "1",
+    "--eval_steps",
+    "1000",
+    "--logging_steps",
+    "1",
+    "--max_length",
+    "96",
+    ...extra,
   ];
-  const config = (out: string, extra: string[] = []) => composeConfig(["defaults", "tiny-tokenizer"], args(out, extra)).config;
+  const config = (out: string, extra: string[] = []) =>
+    composeConfig(["defaults", "tiny-tokenizer"], args(out, extra)).config;
   const run = (out: string, extra: string[] = []) => train(config(out, extra), { progress: false, print: () => {} });
-  const log = (out: string) => readFileSync(join(out, "log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
-  const losses = (out: string) => log(out).filter((r) => r.type === "train").map((r) => r.loss as number);
+  const log = (out: string) =>
+    readFileSync(join(out, "log.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  const losses = (out: string) =>
+    log(out)
+      .filter((r) => r.type === "train")
+      .map((r) => r.loss as number);
 
   test("step 0 is ln 2 with zero rewards; 2 × 2 accumulation = one batch of 4; resumed = uninterrupted", async () => {
     const whole = tmp();
@@ -128,7 +223,9 @@ describe("DPO training", () => {
     assert.ok(Math.abs(m["rewards/chosen"]!) < 1e-6 && Math.abs(m["rewards/margin"]!) < 1e-6);
     const split = tmp();
     await run(split, ["--max_steps", "4", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2"]);
-    losses(whole).forEach((l, i) => assert.ok(Math.abs(l - losses(split)[i]!) < 1e-5, `step ${i + 1}: ${l} vs ${losses(split)[i]}`));
+    losses(whole).forEach((l, i) =>
+      assert.ok(Math.abs(l - losses(split)[i]!) < 1e-5, `step ${i + 1}: ${l} vs ${losses(split)[i]}`),
+    );
     const resumed = tmp();
     await run(resumed, ["--max_steps", "2", "--save_steps", "2"]);
     await run(resumed, ["--max_steps", "4", "--save_steps", "2", "--resume_from_checkpoint", "latest"]);
@@ -143,7 +240,18 @@ describe("DPO training", () => {
       });
     });
     const cli = (out: string, extra: string[]) => {
-      const r = spawnSync(process.execPath, [CLI, "train", "--configs", "defaults", "tiny-tokenizer", ...args(out, ["--max_steps", "3", "--per_device_train_batch_size", "2", ...extra])], { encoding: "utf8" });
+      const r = spawnSync(
+        process.execPath,
+        [
+          CLI,
+          "train",
+          "--configs",
+          "defaults",
+          "tiny-tokenizer",
+          ...args(out, ["--max_steps", "3", "--per_device_train_batch_size", "2", ...extra]),
+        ],
+        { encoding: "utf8" },
+      );
       assert.equal(r.status, 0, r.stderr);
       return log(out).filter((x) => x.type === "train");
     };
@@ -151,7 +259,10 @@ describe("DPO training", () => {
     const two = cli(tmp(), ["--zero_stage", "3", "--nproc_per_node", "2", "--master_port", String(port)]);
     assert.equal(two.length, 3);
     one.forEach((r, i) => {
-      assert.ok(Math.abs((r.loss as number) - (two[i]!.loss as number)) < 1e-5, `step ${i + 1}: ${r.loss} vs ${two[i]!.loss}`);
+      assert.ok(
+        Math.abs((r.loss as number) - (two[i]!.loss as number)) < 1e-5,
+        `step ${i + 1}: ${r.loss} vs ${two[i]!.loss}`,
+      );
       const [a, b] = [r.metrics as Record<string, number>, two[i]!.metrics as Record<string, number>];
       for (const k of Object.keys(a)) assert.ok(Math.abs(a[k]! - b[k]!) < 1e-5, `step ${i + 1} ${k}`);
     });
@@ -167,7 +278,8 @@ describe("DPO training", () => {
 
   test("ref_model: the reference log-probabilities are those of the model it names", async () => {
     const other = initTinyModel(join(tmp(), "other"), undefined, ["--seed", "7"]);
-    const refs = (out: string) => (JSON.parse(readFileSync(join(out, "reference_logps.json"), "utf8")) as { datasets: unknown }).datasets;
+    const refs = (out: string) =>
+      (JSON.parse(readFileSync(join(out, "reference_logps.json"), "utf8")) as { datasets: unknown }).datasets;
     const named = tmp();
     await run(named, ["--max_steps", "1", "--ref_model", other]);
     const alone = tmp();
@@ -179,9 +291,27 @@ describe("DPO training", () => {
     // Resuming with another reference than the stored one is refused; a missing or wrong folder is named.
     const resumed = tmp();
     await run(resumed, ["--max_steps", "1", "--save_steps", "1", "--ref_model", other]);
-    await assert.rejects(run(resumed, ["--max_steps", "2", "--resume_from_checkpoint", "latest"]), /was computed with ref_model .*; ref_model is now not set/);
-    await assert.rejects(run(tmp(), ["--max_steps", "1", "--ref_model", join(other, "nope")]), /ref_model .*nope: not a model folder/);
-    await assert.rejects(run(tmp(), ["--max_steps", "1", "--stage", "sft", "--ref_model", other, "--datasets", "[{oasft_demo: {count: 8}}]"]), /ref_model is for stage dpo/);
+    await assert.rejects(
+      run(resumed, ["--max_steps", "2", "--resume_from_checkpoint", "latest"]),
+      /was computed with ref_model .*; ref_model is now not set/,
+    );
+    await assert.rejects(
+      run(tmp(), ["--max_steps", "1", "--ref_model", join(other, "nope")]),
+      /ref_model .*nope: not a model folder/,
+    );
+    await assert.rejects(
+      run(tmp(), [
+        "--max_steps",
+        "1",
+        "--stage",
+        "sft",
+        "--ref_model",
+        other,
+        "--datasets",
+        "[{oasft_demo: {count: 8}}]",
+      ]),
+      /ref_model is for stage dpo/,
+    );
   });
 
   test("gradients equal finite differences of the loss (float64)", async () => {
@@ -200,35 +330,62 @@ describe("DPO training", () => {
     // Parameters after the last attention softmax: BLOOM's softmax runs in float32 (as HF's), whose
     // rounding would swamp a float64 finite difference upstream of it. The trunk's backward itself is
     // checked against HF's gradients by the golden tests; this checks the DPO head's.
-    for (const name of ["transformer.ln_f.weight", "transformer.h.1.mlp.dense_4h_to_h.weight", "transformer.h.1.self_attention.dense.weight"]) {
-    const w = model.namedParameters().find(([n]) => n === name)![1];
-    const grad = w.grad!.toNumbers();
-    const original = w.toNumbers();
-    const set = (values: number[]) => torch.noGrad(() => w.copy_(torch.tensor(values, { dtype: "float64" }).view(w.shape)));
-    for (const k of [0, 17, 63]) {
-      const at = (delta: number) => {
-        set(original.map((v, i) => (i === k ? v + delta : v)));
-        const l = dpoBatchLoss(model, b, o, env).loss;
-        set(original);
-        return l;
-      };
-      const eps = 1e-6;
-      const numeric = (at(eps) - at(-eps)) / (2 * eps);
-      assert.ok(Math.abs(numeric - grad[k]!) < 1e-7 + 1e-5 * Math.abs(numeric), `${name}[${k}]: ${grad[k]} vs ${numeric}`);
-    }
+    for (const name of [
+      "transformer.ln_f.weight",
+      "transformer.h.1.mlp.dense_4h_to_h.weight",
+      "transformer.h.1.self_attention.dense.weight",
+    ]) {
+      const w = model.namedParameters().find(([n]) => n === name)![1];
+      const grad = w.grad!.toNumbers();
+      const original = w.toNumbers();
+      const set = (values: number[]) =>
+        torch.noGrad(() => w.copy_(torch.tensor(values, { dtype: "float64" }).view(w.shape)));
+      for (const k of [0, 17, 63]) {
+        const at = (delta: number) => {
+          set(original.map((v, i) => (i === k ? v + delta : v)));
+          const l = dpoBatchLoss(model, b, o, env).loss;
+          set(original);
+          return l;
+        };
+        const eps = 1e-6;
+        const numeric = (at(eps) - at(-eps)) / (2 * eps);
+        assert.ok(
+          Math.abs(numeric - grad[k]!) < 1e-7 + 1e-5 * Math.abs(numeric),
+          `${name}[${k}]: ${grad[k]} vs ${numeric}`,
+        );
+      }
     }
     model.dispose();
   });
 
   test("bad settings and data are named before training", async () => {
     assert.throws(() => config(tmp(), ["--beta", "0"]), /key 'beta' must be > 0, got 0/);
-    await assert.rejects(run(tmp(), ["--datasets", "[{dolly15k: {input_file_path: dolly/databricks-dolly-15k.jsonl}}]"]), /dataset dolly15k has no ranked replies for stage dpo/);
+    await assert.rejects(
+      run(tmp(), ["--datasets", "[{dolly15k: {input_file_path: dolly/databricks-dolly-15k.jsonl}}]"]),
+      /dataset dolly15k has no ranked replies for stage dpo/,
+    );
     const resumed = tmp();
     await run(resumed, ["--max_steps", "1", "--save_steps", "1"]);
-    await assert.rejects(run(resumed, ["--max_steps", "2", "--resume_from_checkpoint", "latest", "--datasets", "[{oasft_demo: {count: 60, val_split: 0.1}}]"]), /reference_logps\.json was computed on other data/);
+    await assert.rejects(
+      run(resumed, [
+        "--max_steps",
+        "2",
+        "--resume_from_checkpoint",
+        "latest",
+        "--datasets",
+        "[{oasft_demo: {count: 60, val_split: 0.1}}]",
+      ]),
+      /reference_logps\.json was computed on other data/,
+    );
     rmSync(join(resumed, "reference_logps.json"));
-    await assert.rejects(run(resumed, ["--max_steps", "2", "--resume_from_checkpoint", "latest"]), /resuming needs the reference log-probabilities .*reference_logps\.json/);
+    await assert.rejects(
+      run(resumed, ["--max_steps", "2", "--resume_from_checkpoint", "latest"]),
+      /resuming needs the reference log-probabilities .*reference_logps\.json/,
+    );
     // A file with no usable pair (everything held out) fails before any model is loaded.
-    await assert.rejects(run(tmp(), ["--max_steps", "1", "--datasets", "[{oasft_demo: {count: 3, val_split: 1}}]"]), /nothing to train on: oasft_demo \(0 train pairs\)/);
+    await assert.rejects(
+      run(tmp(), ["--max_steps", "1", "--datasets", "[{oasft_demo: {count: 3, val_split: 1}}]"]),
+      /nothing to train on: oasft_demo \(0 train pairs\)/,
+    );
   });
 });

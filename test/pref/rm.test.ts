@@ -22,7 +22,8 @@ const tmp = () => mkdtempSync(join(tmpdir(), "oasft-rm-"));
 
 describe("the ranking loss", () => {
   test("OA's RMLoss by hand: all ordered pairs per group, the L2 term, the mean over groups", () => {
-    const loss = (r: number[], sizes: number[], l2: number) => torch.scope(() => rankingLoss(torch.tensor(r, { dtype: "float32" }), sizes, l2));
+    const loss = (r: number[], sizes: number[], l2: number) =>
+      torch.scope(() => rankingLoss(torch.tensor(r, { dtype: "float32" }), sizes, l2));
     // Rewards 2 > 1 > 0: pairs with d = 1, 2, 1; mean of log(1 + e^−d) = 0.25115046202647273
     assert.ok(Math.abs(loss([2, 1, 0], [3], 0).loss.item() - 0.25115046202647273) < 1e-6);
     // + 0.001 · ½ (r_i² + r_j²) per pair: 0.2528171286931394
@@ -39,24 +40,68 @@ describe("the ranking loss", () => {
 describe("reward model training", () => {
   const base = initTinyModel(join(tmp(), "base"));
   const args = (out: string, extra: string[] = []) => [
-    "--cache_dir", DATA, "--model_name", base, "--output_dir", out, "--dtype", "fp32", "--stage", "rm",
-    "--datasets", "[{oasft_demo: {count: 160, val_split: 0.1}}]", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
-    "--learning_rate", "1e-3", "--warmup_steps", "1", "--lr_scheduler_type", "constant", "--eval_steps", "1000", "--logging_steps", "1", "--max_length", "96", ...extra,
+    "--cache_dir",
+    DATA,
+    "--model_name",
+    base,
+    "--output_dir",
+    out,
+    "--dtype",
+    "fp32",
+    "--stage",
+    "rm",
+    "--datasets",
+    "[{oasft_demo: {count: 160, val_split: 0.1}}]",
+    "--per_device_train_batch_size",
+    "4",
+    "--gradient_accumulation_steps",
+    "1",
+    "--learning_rate",
+    "1e-3",
+    "--warmup_steps",
+    "1",
+    "--lr_scheduler_type",
+    "constant",
+    "--eval_steps",
+    "1000",
+    "--logging_steps",
+    "1",
+    "--max_length",
+    "96",
+    ...extra,
   ];
   const run = (out: string, extra: string[] = []) =>
     train(composeConfig(["defaults", "tiny-tokenizer"], args(out, extra)).config, { progress: false, print: () => {} });
-  const log = (out: string) => readFileSync(join(out, "log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
-  const losses = (out: string) => log(out).filter((r) => r.type === "train").map((r) => r.loss as number);
+  const log = (out: string) =>
+    readFileSync(join(out, "log.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  const losses = (out: string) =>
+    log(out)
+      .filter((r) => r.type === "train")
+      .map((r) => r.loss as number);
 
   test("2 × 2 accumulation = one batch of 4; resumed = uninterrupted; held-out pair accuracy rises well above chance", async () => {
     const whole = tmp();
     await run(whole, ["--max_steps", "40", "--save_steps", "20", "--eval_steps", "40"]);
     const split = tmp();
     await run(split, ["--max_steps", "6", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2"]);
-    losses(split).forEach((l, i) => assert.ok(Math.abs(l - losses(whole)[i]!) < 1e-5, `step ${i + 1}: ${l} vs ${losses(whole)[i]}`));
+    losses(split).forEach((l, i) =>
+      assert.ok(Math.abs(l - losses(whole)[i]!) < 1e-5, `step ${i + 1}: ${l} vs ${losses(whole)[i]}`),
+    );
     const resumed = tmp();
     await run(resumed, ["--max_steps", "20", "--save_steps", "20", "--eval_steps", "40"]);
-    await run(resumed, ["--max_steps", "40", "--save_steps", "20", "--eval_steps", "40", "--resume_from_checkpoint", "latest"]);
+    await run(resumed, [
+      "--max_steps",
+      "40",
+      "--save_steps",
+      "20",
+      "--eval_steps",
+      "40",
+      "--resume_from_checkpoint",
+      "latest",
+    ]);
     assert.deepEqual(losses(resumed), losses(whole));
     const ev = log(whole).find((r) => r.type === "eval")!;
     const d = (ev.datasets as Record<string, { accuracy: number }>).oasft_demo!;
@@ -74,17 +119,48 @@ describe("reward model training", () => {
     ].map(([prompt, chosen, rejected]) => JSON.stringify({ prompt, chosen, rejected }));
     writeFileSync(pairs, lines.join("\n") + "\n");
     const evalOut = tmp();
-    const r = spawnSync(process.execPath, [CLI, "eval", "--model", whole, "--tasks", "rm", "--rm-data", pairs, "--out", evalOut], { encoding: "utf8" });
+    const r = spawnSync(
+      process.execPath,
+      [CLI, "eval", "--model", whole, "--tasks", "rm", "--rm-data", pairs, "--out", evalOut],
+      { encoding: "utf8" },
+    );
     assert.equal(r.status, 0, r.stderr);
-    const result = (JSON.parse(readFileSync(join(evalOut, "results.json"), "utf8")) as { results: Array<{ score: number; details: { pairs: number } }> }).results[0]!;
+    const result = (
+      JSON.parse(readFileSync(join(evalOut, "results.json"), "utf8")) as {
+        results: Array<{ score: number; details: { pairs: number } }>;
+      }
+    ).results[0]!;
     assert.equal(result.details.pairs, 4);
     assert.ok(result.score >= 0.75, JSON.stringify(result));
     assert.equal(readFileSync(join(evalOut, "rm.jsonl"), "utf8").trim().split("\n").length, 4);
-    const notRm = spawnSync(process.execPath, [CLI, "eval", "--model", base, "--tasks", "rm", "--rm-data", pairs, "--out", tmp()], { encoding: "utf8" });
+    const notRm = spawnSync(
+      process.execPath,
+      [CLI, "eval", "--model", base, "--tasks", "rm", "--rm-data", pairs, "--out", tmp()],
+      { encoding: "utf8" },
+    );
     assert.notEqual(notRm.status, 0);
     assert.match(notRm.stderr, /--tasks rm needs a reward model/);
     // Best-of-n in chat: the reply shown is the one with the highest reward.
-    const chat = spawnSync(process.execPath, [CLI, "chat", "--model", base, "--reward-model", whole, "--best-of", "3", "--temperature", "1", "--seed", "5", "--max-new-tokens", "8"], { encoding: "utf8", input: "What is 2 + 2?\n/exit\n" });
+    const chat = spawnSync(
+      process.execPath,
+      [
+        CLI,
+        "chat",
+        "--model",
+        base,
+        "--reward-model",
+        whole,
+        "--best-of",
+        "3",
+        "--temperature",
+        "1",
+        "--seed",
+        "5",
+        "--max-new-tokens",
+        "8",
+      ],
+      { encoding: "utf8", input: "What is 2 + 2?\n/exit\n" },
+    );
     assert.equal(chat.status, 0, chat.stderr);
     const m = /\(best of 3: reward (-?[\d.]+); all: ([-\d., ]+)\)/.exec(chat.stdout);
     assert.ok(m, chat.stdout);
@@ -95,9 +171,16 @@ describe("reward model training", () => {
     const { app } = buildServer({ model: policy, tokenizer: ChatTokenizer.load(base), modelId: "p", scorer });
     try {
       const messages = [{ role: "user", content: "What is 2 + 2?" }];
-      const res = await app.inject({ method: "POST", url: "/v1/chat/completions", payload: { messages, temperature: 1, seed: 5, max_tokens: 8, best_of: 3 } });
+      const res = await app.inject({
+        method: "POST",
+        url: "/v1/chat/completions",
+        payload: { messages, temperature: 1, seed: 5, max_tokens: 8, best_of: 3 },
+      });
       assert.equal(res.statusCode, 200, res.body);
-      const body = res.json() as { choices: Array<{ message: { content: string } }>; best_of: { scored_by: string; scores: number[]; chosen: number } };
+      const body = res.json() as {
+        choices: Array<{ message: { content: string } }>;
+        best_of: { scored_by: string; scores: number[]; chosen: number };
+      };
       assert.equal(body.best_of.scored_by, "reward_model");
       assert.equal(body.best_of.chosen, body.best_of.scores.indexOf(Math.max(...body.best_of.scores)));
       // The chosen reply, scored on its own, has the reward the server ranked it by.
@@ -108,8 +191,14 @@ describe("reward model training", () => {
       policy.dispose();
       scorer.dispose();
     }
-    for (const flags of [["--best-of", "3", "--temperature", "1"], ["--best-of", "3", "--reward-model", whole]]) {
-      const bad = spawnSync(process.execPath, [CLI, "chat", "--model", base, ...flags], { encoding: "utf8", input: "" });
+    for (const flags of [
+      ["--best-of", "3", "--temperature", "1"],
+      ["--best-of", "3", "--reward-model", whole],
+    ]) {
+      const bad = spawnSync(process.execPath, [CLI, "chat", "--model", base, ...flags], {
+        encoding: "utf8",
+        input: "",
+      });
       assert.equal(bad.status, 2, flags.join(" "));
       assert.match(bad.stderr, /--best-of needs/);
     }
@@ -133,8 +222,20 @@ describe("reward model training", () => {
     assert.deepEqual(config.id2label, { 0: "LABEL_0" });
     assert.equal(config.pad_token_id, 3);
     // Loaded back, the rewards are the same; as a plain causal LM the folder is refused (it has no head to generate with).
-    const x = torch.tensor([[5, 17, 42, 99, 7], [8, 9, 10, 3, 3]], { dtype: "int64" });
-    const rewards = (model: typeof m) => torch.noGrad(() => model.eval().rewards(model.finalHidden({ inputIds: x }), [4, 2]).toNumbers());
+    const x = torch.tensor(
+      [
+        [5, 17, 42, 99, 7],
+        [8, 9, 10, 3, 3],
+      ],
+      { dtype: "int64" },
+    );
+    const rewards = (model: typeof m) =>
+      torch.noGrad(() =>
+        model
+          .eval()
+          .rewards(model.finalHidden({ inputIds: x }), [4, 2])
+          .toNumbers(),
+      );
     const back = loadCausalLM(dir, { scoreHead: true });
     assert.ok(maxDiff(rewards(back), rewards(m)) < 1e-6);
     assert.ok(maxDiff(back.scoreHead().weight.toNumbers(), head.toNumbers()) === 0);
@@ -155,7 +256,17 @@ describe("reward model training", () => {
     await run(whole, [...lora, "--max_steps", "30", "--save_steps", "15", "--eval_steps", "30"]);
     const resumed = tmp();
     await run(resumed, [...lora, "--max_steps", "15", "--save_steps", "15", "--eval_steps", "30"]);
-    await run(resumed, [...lora, "--max_steps", "30", "--save_steps", "15", "--eval_steps", "30", "--resume_from_checkpoint", "latest"]);
+    await run(resumed, [
+      ...lora,
+      "--max_steps",
+      "30",
+      "--save_steps",
+      "15",
+      "--eval_steps",
+      "30",
+      "--resume_from_checkpoint",
+      "latest",
+    ]);
     // The head is restored from the adapter on resume: the losses continue exactly.
     assert.deepEqual(losses(resumed), losses(whole));
     const ev = log(whole).find((r) => r.type === "eval")!;
@@ -167,24 +278,59 @@ describe("reward model training", () => {
     const header = torch.readSafetensorsHeader(join(whole, "adapter_model.safetensors"));
     const names = [...header.entries.keys()];
     assert.deepEqual(header.entries.get("base_model.model.score.weight")?.shape, [1, 64]);
-    assert.ok(names.every((n) => n === "base_model.model.score.weight" || /\.lora_[AB]\.weight$/.test(n)), names.join());
+    assert.ok(
+      names.every((n) => n === "base_model.model.score.weight" || /\.lora_[AB]\.weight$/.test(n)),
+      names.join(),
+    );
     // The adapter folder scores as a reward model: as --model (its base from adapter_config.json), as
     // --model BASE --adapter DIR, and in chat's best-of-n.
     const pairs = join(tmp(), "pairs.jsonl");
-    writeFileSync(pairs, [["What is 12 + 30?", "12 + 30 = 42.", "Ask someone else."], ["Name a colour.", "Blue.", "I cannot answer that."]]
-      .map(([prompt, chosen, rejected]) => JSON.stringify({ prompt, chosen, rejected })).join("\n") + "\n");
+    writeFileSync(
+      pairs,
+      [
+        ["What is 12 + 30?", "12 + 30 = 42.", "Ask someone else."],
+        ["Name a colour.", "Blue.", "I cannot answer that."],
+      ]
+        .map(([prompt, chosen, rejected]) => JSON.stringify({ prompt, chosen, rejected }))
+        .join("\n") + "\n",
+    );
     const score = (flags: string[]) => {
       const out = tmp();
-      const r = spawnSync(process.execPath, [CLI, "eval", ...flags, "--tasks", "rm", "--rm-data", pairs, "--out", out], { encoding: "utf8" });
+      const r = spawnSync(
+        process.execPath,
+        [CLI, "eval", ...flags, "--tasks", "rm", "--rm-data", pairs, "--out", out],
+        { encoding: "utf8" },
+      );
       assert.equal(r.status, 0, r.stderr);
       return readFileSync(join(out, "rm.jsonl"), "utf8");
     };
     assert.equal(score(["--model", whole]), score(["--model", base, "--adapter", whole]));
-    const chat = spawnSync(process.execPath, [CLI, "chat", "--model", base, "--reward-model", whole, "--best-of", "2", "--temperature", "1", "--max-new-tokens", "4"], { encoding: "utf8", input: "Hi?\n/exit\n" });
+    const chat = spawnSync(
+      process.execPath,
+      [
+        CLI,
+        "chat",
+        "--model",
+        base,
+        "--reward-model",
+        whole,
+        "--best-of",
+        "2",
+        "--temperature",
+        "1",
+        "--max-new-tokens",
+        "4",
+      ],
+      { encoding: "utf8", input: "Hi?\n/exit\n" },
+    );
     assert.equal(chat.status, 0, chat.stderr);
     assert.match(chat.stdout, /\(best of 2: reward/);
     // A causal LM is not a reward model.
-    const plain = spawnSync(process.execPath, [CLI, "chat", "--model", base, "--reward-model", base, "--best-of", "2", "--temperature", "1"], { encoding: "utf8", input: "" });
+    const plain = spawnSync(
+      process.execPath,
+      [CLI, "chat", "--model", base, "--reward-model", base, "--best-of", "2", "--temperature", "1"],
+      { encoding: "utf8", input: "" },
+    );
     assert.notEqual(plain.status, 0);
     assert.match(plain.stderr, /--reward-model .*: not a reward model/);
   });

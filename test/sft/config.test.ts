@@ -7,7 +7,14 @@ import { test } from "node:test";
 import { composeConfig, readConfigBlocks, splitConfigArgs, BUILTIN_CONFIG_DIR } from "../../src/sft/config.js";
 
 test("the card's command line composes defaults → bloom-zh-3b → datasets, flags last", () => {
-  const { names, rest } = splitConfigArgs(["--configs", "defaults", "bloom-zh-3b", "datasets", "--num_train_epochs", "2"]);
+  const { names, rest } = splitConfigArgs([
+    "--configs",
+    "defaults",
+    "bloom-zh-3b",
+    "datasets",
+    "--num_train_epochs",
+    "2",
+  ]);
   assert.deepEqual(names, ["defaults", "bloom-zh-3b", "datasets"]);
   const { config, origin } = composeConfig(names, rest, readConfigBlocks([BUILTIN_CONFIG_DIR]));
   assert.equal(config.learning_rate, 8e-6, "8e-6 is a number (PyYAML would give a string)");
@@ -22,9 +29,16 @@ test("the card's command line composes defaults → bloom-zh-3b → datasets, fl
 
 test("later blocks win shallowly; --no-key sets null; booleans and numbers are typed", () => {
   const dir = mkdtempSync(join(tmpdir(), "oasft-cfg-"));
-  writeFileSync(join(dir, "a.yaml"), "one:\n  max_length: 100\n  datasets: [gsm8k]\ntwo:\n  max_length: 200\n  datasets: [joke]\n");
+  writeFileSync(
+    join(dir, "a.yaml"),
+    "one:\n  max_length: 100\n  datasets: [gsm8k]\ntwo:\n  max_length: 200\n  datasets: [joke]\n",
+  );
   const blocks = readConfigBlocks([dir]);
-  const { config } = composeConfig(["one,two"], ["--packing", "--eval_size=5", "--no-val_max_length", "--learning_rate", "3e-4"], blocks);
+  const { config } = composeConfig(
+    ["one,two"],
+    ["--packing", "--eval_size=5", "--no-val_max_length", "--learning_rate", "3e-4"],
+    blocks,
+  );
   assert.equal(config.max_length, 200);
   assert.deepEqual(config.datasets, ["joke"]);
   assert.equal(config.packing, true);
@@ -35,12 +49,29 @@ test("later blocks win shallowly; --no-key sets null; booleans and numbers are t
 
 test("errors name the key, the block and the file; unknown blocks list the known ones", () => {
   const dir = mkdtempSync(join(tmpdir(), "oasft-cfg-"));
-  writeFileSync(join(dir, "c.yaml"), "typo:\n  max_lenght: 100\nbadtype:\n  max_length: long\nfine:\n  fuse_gelu: true\n  use_flash_attention: true\n");
+  writeFileSync(
+    join(dir, "c.yaml"),
+    "typo:\n  max_lenght: 100\nbadtype:\n  max_length: long\nfine:\n  fuse_gelu: true\n  use_flash_attention: true\n",
+  );
   const blocks = readConfigBlocks([dir]);
-  assert.throws(() => composeConfig(["typo"], [], blocks), (e: Error) => e.message.includes(`${join(dir, "c.yaml")} › typo: unknown key 'max_lenght'`) && /Did you mean: max_length/.test(e.message));
-  assert.throws(() => composeConfig(["badtype"], [], blocks), /c\.yaml › badtype: key 'max_length' expects integer, got "long"/);
-  assert.throws(() => composeConfig(["nope"], [], blocks), /config block 'nope' not found; known blocks: badtype, fine, typo/);
-  assert.throws(() => composeConfig([], ["--dtype", "fp8"], blocks), /--dtype: key 'dtype' expects string \(one of fp16/);
+  assert.throws(
+    () => composeConfig(["typo"], [], blocks),
+    (e: Error) =>
+      e.message.includes(`${join(dir, "c.yaml")} › typo: unknown key 'max_lenght'`) &&
+      /Did you mean: max_length/.test(e.message),
+  );
+  assert.throws(
+    () => composeConfig(["badtype"], [], blocks),
+    /c\.yaml › badtype: key 'max_length' expects integer, got "long"/,
+  );
+  assert.throws(
+    () => composeConfig(["nope"], [], blocks),
+    /config block 'nope' not found; known blocks: badtype, fine, typo/,
+  );
+  assert.throws(
+    () => composeConfig([], ["--dtype", "fp8"], blocks),
+    /--dtype: key 'dtype' expects string \(one of fp16/,
+  );
   const { notes } = composeConfig(["fine"], [], blocks);
   assert.equal(notes.length, 1);
   assert.match(notes[0]!, /use_flash_attention = true is ignored by oasft/);
@@ -53,11 +84,30 @@ test("every problem is reported at once, numbers are checked against their range
   writeFileSync(join(dir, "e.yaml"), "bad:\n  max_lenght: 100\n  learning_rate: -1\n");
   const blocks = readConfigBlocks([dir]);
   let message = "";
-  assert.throws(() => composeConfig(["bad", "missing"], ["--per_device_train_batch_size", "0", "--gradient_accumulation_steps=0", "--adam_beta2", "1", "--max_steps", "-1"], blocks), (e: Error) => {
-    message = e.message;
-    return true;
-  });
-  const lines = message.split("\n").slice(1).map((l) => l.trim());
+  assert.throws(
+    () =>
+      composeConfig(
+        ["bad", "missing"],
+        [
+          "--per_device_train_batch_size",
+          "0",
+          "--gradient_accumulation_steps=0",
+          "--adam_beta2",
+          "1",
+          "--max_steps",
+          "-1",
+        ],
+        blocks,
+      ),
+    (e: Error) => {
+      message = e.message;
+      return true;
+    },
+  );
+  const lines = message
+    .split("\n")
+    .slice(1)
+    .map((l) => l.trim());
   assert.match(message, /^7 problems in the config:/);
   assert.deepEqual(lines, [
     `${join(dir, "e.yaml")} › bad: unknown key 'max_lenght'. Did you mean: max_length?`,

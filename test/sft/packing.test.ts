@@ -13,11 +13,17 @@ test("best-fit decreasing: every sample once, no bin over capacity, tight on a k
   const rng = new Rng(5);
   const lengths = Array.from({ length: 300 }, () => rng.int(1, 200));
   const bins = bestFitDecreasing(lengths, 256);
-  assert.deepEqual(bins.flat().sort((a, b) => a - b), lengths.map((_, i) => i));
+  assert.deepEqual(
+    bins.flat().sort((a, b) => a - b),
+    lengths.map((_, i) => i),
+  );
   for (const b of bins) assert.ok(b.reduce((n, i) => n + lengths[i]!, 0) <= 256);
   const lower = Math.ceil(lengths.reduce((a, b) => a + b, 0) / 256);
   assert.ok(bins.length <= Math.ceil(lower * 1.1) + 1, `${bins.length} bins vs lower bound ${lower}`);
-  assert.deepEqual(bestFitDecreasing([6, 4, 5, 5, 3, 7], 10).map((b) => b.length), [2, 2, 2]);
+  assert.deepEqual(
+    bestFitDecreasing([6, 4, 5, 5, 3, 7], 10).map((b) => b.length),
+    [2, 2, 2],
+  );
   assert.throws(() => bestFitDecreasing([11], 10), /does not fit max_length 10/);
   const f = usefulTokenFraction([200, 10, 10, 10], 2, 256);
   assert.ok(f.packed > f.padded);
@@ -41,19 +47,35 @@ for (const dir of MODELS) {
       inputIds: Array.from({ length: len }, () => rng.int(0, vocab - 1)),
       labelMask: Array.from({ length: len }, (_, t) => t < len - 1 && rng.next() < 0.7),
     }));
-    const perTokenLoss = (b: ReturnType<typeof padBatch>) => torch.noGrad(() => torch.scope(() => {
-      const t = (x: number[][]) => torch.tensor(x, { dtype: "int64" });
-      const out = model.forward({ inputIds: t(b.inputIds), attentionMask: t(b.attentionMask), segmentIds: b.segmentIds && t(b.segmentIds), positionIds: b.positionIds && t(b.positionIds) });
-      const [rows, s, v] = out.logits.shape as [number, number, number];
-      const labels = t(b.labels);
-      // Loss at t predicts labels[t + 1].
-      const shifted = torch.cat([labels.narrow(1, 1, s - 1), torch.full([rows, 1], -100, { dtype: "int64" })], 1);
-      return torch.crossEntropy(out.logits.reshape([rows * s, v]), shifted.view([rows * s]), { reduction: "none" }).toNumbers();
-    }));
+    const perTokenLoss = (b: ReturnType<typeof padBatch>) =>
+      torch.noGrad(() =>
+        torch.scope(() => {
+          const t = (x: number[][]) => torch.tensor(x, { dtype: "int64" });
+          const out = model.forward({
+            inputIds: t(b.inputIds),
+            attentionMask: t(b.attentionMask),
+            segmentIds: b.segmentIds && t(b.segmentIds),
+            positionIds: b.positionIds && t(b.positionIds),
+          });
+          const [rows, s, v] = out.logits.shape as [number, number, number];
+          const labels = t(b.labels);
+          // Loss at t predicts labels[t + 1].
+          const shifted = torch.cat([labels.narrow(1, 1, s - 1), torch.full([rows, 1], -100, { dtype: "int64" })], 1);
+          return torch
+            .crossEntropy(out.logits.reshape([rows * s, v]), shifted.view([rows * s]), { reduction: "none" })
+            .toNumbers();
+        }),
+      );
     const alone = samples.map((s) => perTokenLoss(padBatch([s], 0, 1)).slice(0, s.inputIds.length));
-    const bins = bestFitDecreasing(samples.map((s) => s.inputIds.length), 48);
+    const bins = bestFitDecreasing(
+      samples.map((s) => s.inputIds.length),
+      48,
+    );
     assert.ok(bins.length < samples.length, "some samples share a row");
-    const packed = packBatch(bins.map((b) => b.map((i) => samples[i]!)), 0);
+    const packed = packBatch(
+      bins.map((b) => b.map((i) => samples[i]!)),
+      0,
+    );
     const losses = perTokenLoss(packed);
     const width = packed.inputIds[0]!.length;
     let checked = 0;

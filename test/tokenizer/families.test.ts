@@ -16,19 +16,40 @@ import { llamaStyleTokenizer, neoxStyleTokenizer } from "./fixtures.js";
 
 const tmp = () => mkdtempSync(join(tmpdir(), "oasft-tokfam-"));
 const FAMILIES = [
-  { family: "bloom", load: () => ChatTokenizer.load(join(SHARED, "data/tokenizers/oasst-tiny-bpe"), { family: "bloom" }) },
+  {
+    family: "bloom",
+    load: () => ChatTokenizer.load(join(SHARED, "data/tokenizers/oasst-tiny-bpe"), { family: "bloom" }),
+  },
   { family: "pythia", load: () => ChatTokenizer.load(neoxStyleTokenizer(tmp()), { family: "pythia" }) },
   { family: "llama", load: () => ChatTokenizer.load(llamaStyleTokenizer(tmp()), { family: "llama" }) },
 ] as const;
 
 const CHATS: Array<{ messages: ChatMessage[]; gen: boolean }> = [
   { messages: [{ role: "user", content: "What is the capital of Italy?" }], gen: true },
-  { messages: [{ role: "system", content: "Answer briefly." }, { role: "user", content: "Hi" }, { role: "assistant", content: "Hello! How can I help?" }, { role: "user", content: "Rome?" }], gen: true },
-  { messages: [{ role: "user", content: "Q" }, { role: "assistant", content: "A, with 'quotes' and {{ braces }}" }], gen: false },
+  {
+    messages: [
+      { role: "system", content: "Answer briefly." },
+      { role: "user", content: "Hi" },
+      { role: "assistant", content: "Hello! How can I help?" },
+      { role: "user", content: "Rome?" },
+    ],
+    gen: true,
+  },
+  {
+    messages: [
+      { role: "user", content: "Q" },
+      { role: "assistant", content: "A, with 'quotes' and {{ braces }}" },
+    ],
+    gen: false,
+  },
 ];
 
 test("each family gets OA's pad/eos and chat tokens; LLaMA's <s> is added to documents, not to continuations", async () => {
-  const expect = { bloom: ["<pad>", "</s>"], pythia: ["<|padding|>", "<|endoftext|>"], llama: ["</s>", "</s>"] } as const;
+  const expect = {
+    bloom: ["<pad>", "</s>"],
+    pythia: ["<|padding|>", "<|endoftext|>"],
+    llama: ["</s>", "</s>"],
+  } as const;
   for (const f of FAMILIES) {
     const tok = f.load();
     assert.deepEqual([tok.special.pad, tok.eos], expect[f.family], f.family);
@@ -64,7 +85,10 @@ test("streaming decode emits whole characters only and ends with the library's o
   // The LLaMA-style tokenizer really spells CJK and emoji in <0xNN> tokens.
   const llama = FAMILIES[2].load();
   const tokens = (await llama.encodePlain("你")).map((i) => llama.idToToken(i));
-  assert.deepEqual(tokens.filter((t) => t.startsWith("<0x")), ["<0xE4>", "<0xBD>", "<0xA0>"]);
+  assert.deepEqual(
+    tokens.filter((t) => t.startsWith("<0x")),
+    ["<0xE4>", "<0xBD>", "<0xA0>"],
+  );
 });
 
 test("every saved tokenizer carries a chat_template that renders byte for byte as oasft's prompts", async () => {
@@ -75,16 +99,38 @@ test("every saved tokenizer carries a chat_template that renders byte for byte a
     const config = JSON.parse(readFileSync(join(dir, "tokenizer_config.json"), "utf8"));
     const template = new Template(config.chat_template as string);
     for (const chat of CHATS) {
-      const rendered = template.render({ messages: chat.messages, add_generation_prompt: chat.gen, bos_token: config.bos_token ?? "", eos_token: config.eos_token });
-      assert.equal(rendered, renderChat(chat.messages, { eos: tok.eos, addGenerationPrompt: chat.gen, ...(tok.bos ? { bos: tok.bos } : {}) }), f.family);
+      const rendered = template.render({
+        messages: chat.messages,
+        add_generation_prompt: chat.gen,
+        bos_token: config.bos_token ?? "",
+        eos_token: config.eos_token,
+      });
+      assert.equal(
+        rendered,
+        renderChat(chat.messages, {
+          eos: tok.eos,
+          addGenerationPrompt: chat.gen,
+          ...(tok.bos ? { bos: tok.bos } : {}),
+        }),
+        f.family,
+      );
       // What a chat-template user tokenizes (the rendered text, no special tokens added) is what oasft feeds the model.
       if (chat.gen) {
-        const turns = chat.messages.filter((m) => m.role !== "system").map((m) => ({ role: m.role === "user" ? "prompter" as const : "assistant" as const, text: m.content }));
+        const turns = chat.messages
+          .filter((m) => m.role !== "system")
+          .map((m) => ({ role: m.role === "user" ? ("prompter" as const) : ("assistant" as const), text: m.content }));
         const system = chat.messages.find((m) => m.role === "system")?.content;
         assert.deepEqual(chatMessages(turns, system), chat.messages);
-        assert.deepEqual(await tok.encodePlain(rendered), await tok.encode(formatPrompt(turns, tok.eos, system)), `${f.family} token ids`);
+        assert.deepEqual(
+          await tok.encodePlain(rendered),
+          await tok.encode(formatPrompt(turns, tok.eos, system)),
+          `${f.family} token ids`,
+        );
       }
     }
-    assert.throws(() => template.render({ messages: [{ role: "tool", content: "x" }], eos_token: "</s>", bos_token: "" }), /Unknown role: tool/);
+    assert.throws(
+      () => template.render({ messages: [{ role: "tool", content: "x" }], eos_token: "</s>", bos_token: "" }),
+      /Unknown role: tool/,
+    );
   }
 });

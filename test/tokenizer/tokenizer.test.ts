@@ -18,7 +18,10 @@ test("GPT-2 + the bloom family: pad/eos/sep then OA's five tokens get the next i
   const tok = ChatTokenizer.load(join(TOK, "gpt2-hf"), { modelName: "my-bloom-560m" });
   assert.equal(tok.family, "bloom");
   assert.deepEqual(tok.added, ["<pad>", "</s>", "<s>", ...QA_SPECIAL_TOKENS]);
-  assert.deepEqual(tok.added.map((t) => tok.tok.tokenToId(t)), [50257, 50258, 50259, 50260, 50261, 50262, 50263, 50264]);
+  assert.deepEqual(
+    tok.added.map((t) => tok.tok.tokenToId(t)),
+    [50257, 50258, 50259, 50260, 50261, 50262, 50263, 50264],
+  );
   assert.deepEqual(await tok.encode("Hello world"), [15496, 995]);
   // The file's leftover truncation (max_length 50) is not applied.
   assert.ok((await tok.encode("word ".repeat(80))).length > 50);
@@ -37,14 +40,27 @@ test("GPT-2 + the bloom family: pad/eos/sep then OA's five tokens get the next i
 });
 
 test("the embedding (and an untied head) grows to the new vocabulary, keeping every trained row", () => {
-  const model = createCausalLM({ model_type: "bloom", vocab_size: 40, hidden_size: 16, n_layer: 1, n_head: 2, tie_word_embeddings: false });
+  const model = createCausalLM({
+    model_type: "bloom",
+    vocab_size: 40,
+    hidden_size: 16,
+    n_layer: 1,
+    n_head: 2,
+    tie_word_embeddings: false,
+  });
   const before = torch.scope(() => param(model, "transformer.word_embeddings.weight").toNumbers());
   const head = torch.scope(() => param(model, "lm_head.weight").toNumbers());
   const grown = resizeTokenEmbeddings(model, 48);
   assert.deepEqual(param(grown, "transformer.word_embeddings.weight").shape, [48, 16]);
   assert.deepEqual(param(grown, "lm_head.weight").shape, [48, 16]);
-  assert.deepEqual(torch.scope(() => param(grown, "transformer.word_embeddings.weight").narrow(0, 0, 40).toNumbers()), before);
-  assert.deepEqual(torch.scope(() => param(grown, "lm_head.weight").narrow(0, 0, 40).toNumbers()), head);
+  assert.deepEqual(
+    torch.scope(() => param(grown, "transformer.word_embeddings.weight").narrow(0, 0, 40).toNumbers()),
+    before,
+  );
+  assert.deepEqual(
+    torch.scope(() => param(grown, "lm_head.weight").narrow(0, 0, 40).toNumbers()),
+    head,
+  );
   const rows = torch.scope(() => param(grown, "transformer.word_embeddings.weight").narrow(0, 40, 8).toNumbers());
   const fresh = Math.sqrt(rows.reduce((a, x) => a + x * x, 0) / rows.length);
   assert.ok(fresh > 0.005 && fresh < 0.05, `new rows use the normal init (std ${fresh})`);
@@ -52,7 +68,11 @@ test("the embedding (and an untied head) grows to the new vocabulary, keeping ev
 });
 
 test("BPE trainer: a tokenizer.json the tokenizers package loads; exact round trips on CJK, emoji and control bytes", async () => {
-  const texts = [join(WMT, "sources/generaltest2022.zh-en.src.zh"), join(WMT, "references/generaltest2022.en-ja.ref.A.ja"), join(WMT, "sources/generaltest2022.en-ja.src.en")].flatMap(trainingTexts);
+  const texts = [
+    join(WMT, "sources/generaltest2022.zh-en.src.zh"),
+    join(WMT, "references/generaltest2022.en-ja.ref.A.ja"),
+    join(WMT, "sources/generaltest2022.en-ja.src.en"),
+  ].flatMap(trainingTexts);
   const json = trainByteLevelBpe(texts, { vocabSize: 3000, specialTokens: ["<unk>", "<s>", "</s>", "<pad>"] });
   const dir = mkdtempSync(join(tmpdir(), "oasft-bpe-"));
   saveTokenizerJson(join(dir, "tokenizer.json"), json);
@@ -83,7 +103,13 @@ test("saving a user's Hugging Face tokenizer keeps its settings (bos, unk, model
   const tok = ChatTokenizer.load(src, { family: "pythia" });
   tok.save(dir);
   const config = JSON.parse(readFileSync(join(dir, "tokenizer_config.json"), "utf8")) as Record<string, unknown>;
-  for (const key of ["bos_token", "unk_token", "model_max_length", "clean_up_tokenization_spaces", "add_prefix_space"]) {
+  for (const key of [
+    "bos_token",
+    "unk_token",
+    "model_max_length",
+    "clean_up_tokenization_spaces",
+    "add_prefix_space",
+  ]) {
     assert.deepEqual(config[key], theirs[key], key);
   }
   assert.equal(config.eos_token, tok.eos, "eos is oasft's (the family's)");

@@ -51,7 +51,10 @@ test("damaged files name the file and what is wrong", () => {
   const hl = Buffer.alloc(8);
   hl.writeBigUInt64LE(BigInt(header.length));
   writeFileSync(wrongSize, Buffer.concat([hl, Buffer.from(header), Buffer.alloc(64)]));
-  assert.throws(() => torch.loadSafetensors(wrongSize), /tensor 'w': 60 data bytes for shape \[4,4\] F32 \(expected 64\)/);
+  assert.throws(
+    () => torch.loadSafetensors(wrongSize),
+    /tensor 'w': 60 data bytes for shape \[4,4\] F32 \(expected 64\)/,
+  );
 
   const tiny = join(dir, "tiny.safetensors");
   writeFileSync(tiny, Buffer.from([1, 2]));
@@ -60,14 +63,25 @@ test("damaged files name the file and what is wrong", () => {
 
 test("a file longer than its header, or with overlapping tensors, names the file and the tensor", () => {
   const good = join(dir, "good2.safetensors");
-  torch.scope(() => torch.saveSafetensors(good, [["a", torch.ones([2])], ["w", torch.ones([4, 4])]]));
+  torch.scope(() =>
+    torch.saveSafetensors(good, [
+      ["a", torch.ones([2])],
+      ["w", torch.ones([4, 4])],
+    ]),
+  );
   const bytes = readFileSync(good);
   const longer = join(dir, "longer.safetensors");
   writeFileSync(longer, Buffer.concat([bytes, Buffer.alloc(16)]));
-  assert.throws(() => torch.loadSafetensors(longer), /longer\.safetensors: not a valid safetensors file: 16 bytes after the last tensor \('w'\)/);
+  assert.throws(
+    () => torch.loadSafetensors(longer),
+    /longer\.safetensors: not a valid safetensors file: 16 bytes after the last tensor \('w'\)/,
+  );
 
   const overlap = join(dir, "overlap.safetensors");
-  const header = JSON.stringify({ a: { dtype: "F32", shape: [4], data_offsets: [0, 16] }, b: { dtype: "F32", shape: [4], data_offsets: [8, 24] } });
+  const header = JSON.stringify({
+    a: { dtype: "F32", shape: [4], data_offsets: [0, 16] },
+    b: { dtype: "F32", shape: [4], data_offsets: [8, 24] },
+  });
   const hl = Buffer.alloc(8);
   hl.writeBigUInt64LE(BigInt(header.length));
   writeFileSync(overlap, Buffer.concat([hl, Buffer.from(header), Buffer.alloc(24)]));
@@ -78,7 +92,10 @@ test("tensors stream between files and tensors of any dtype; a bf16 entry loads 
   torch.scope(() => {
     const path = join(dir, "inplace.safetensors");
     const src = torch.randn([64, 33]).to("bfloat16");
-    torch.saveSafetensors(path, [["x", src], ["strided", torch.randn([8, 6]).transpose(0, 1)]]);
+    torch.saveSafetensors(path, [
+      ["x", src],
+      ["strided", torch.randn([8, 6]).transpose(0, 1)],
+    ]);
     const { entries } = torch.readSafetensorsHeader(path);
     const into = torch.zeros([64, 33], { dtype: "bfloat16" });
     assert.equal(torch.loadSafetensorsEntry(path, entries.get("x")!, "x", into), into, "filled in place");

@@ -21,10 +21,14 @@ test("scope frees what it created and keeps what it returns", () => {
 
 test("a throwing scope frees everything it made; nested scopes hand results upward", () => {
   const before = torch.liveTensors();
-  assert.throws(() => torch.scope(() => {
-    torch.ones([3]);
-    throw new Error("boom");
-  }), /boom/);
+  assert.throws(
+    () =>
+      torch.scope(() => {
+        torch.ones([3]);
+        throw new Error("boom");
+      }),
+    /boom/,
+  );
   assert.equal(torch.liveTensors(), before);
   const outer = torch.scope(() => {
     const inner = torch.scope(() => torch.ones([2]).mul(2));
@@ -42,7 +46,9 @@ test("dispose is idempotent, use after dispose throws DisposedError, keep() esca
   t.dispose();
   assert.throws(() => t.add(1), torch.DisposedError);
   let escaped: torch.Tensor | undefined;
-  torch.scope(() => { escaped = torch.ones([2]).keep(); });
+  torch.scope(() => {
+    escaped = torch.ones([2]).keep();
+  });
   assert.equal(escaped!.sum().item(), 2);
   escaped!.dispose();
 });
@@ -50,7 +56,10 @@ test("dispose is idempotent, use after dispose throws DisposedError, keep() esca
 test("libtorch errors become JS errors naming the op; bad arguments name the argument", () => {
   torch.scope(() => {
     assert.throws(() => torch.ones([2, 3]).matmul(torch.ones([2, 3])), /^Error: matmul: .*cannot be multiplied/);
-    assert.throws(() => torch.native.reshape(torch.ones([2]).handle, "x" as unknown as number[]), /reshape: argument 1 must be an array of integers/);
+    assert.throws(
+      () => torch.native.reshape(torch.ones([2]).handle, "x" as unknown as number[]),
+      /reshape: argument 1 must be an array of integers/,
+    );
     assert.throws(() => torch.fromBytes(new Float32Array(3), "float32", [4]), /16 bytes for shape and dtype, got 12/);
   });
 });

@@ -19,13 +19,23 @@ function packedInput(vocab: number): CausalLMInput {
   });
   const b = packBatch([[sample(9), sample(5)], [sample(12)]], 0);
   const t = (x: number[][]) => torch.tensor(x, { dtype: "int64" }).keep();
-  return { inputIds: t(b.inputIds), attentionMask: t(b.attentionMask), labels: t(b.labels), segmentIds: t(b.segmentIds!), positionIds: t(b.positionIds!) };
+  return {
+    inputIds: t(b.inputIds),
+    attentionMask: t(b.attentionMask),
+    labels: t(b.labels),
+    segmentIds: t(b.segmentIds!),
+    positionIds: t(b.positionIds!),
+  };
 }
 
 for (const name of GOLDEN_MODELS) {
   test(`gradient checkpointing: same loss and every gradient within 1e-6 (${name}, dropout 0 and 0.1, padded and packed)`, () => {
     const g = loadGolden(name, "tensors.safetensors");
-    const padded = { inputIds: g.get("inputs.right.input_ids")!, attentionMask: g.get("inputs.right.attention_mask")!, labels: g.get("inputs.right.labels")! };
+    const padded = {
+      inputIds: g.get("inputs.right.input_ids")!,
+      attentionMask: g.get("inputs.right.attention_mask")!,
+      labels: g.get("inputs.right.labels")!,
+    };
     const run = (input: CausalLMInput, checkpoint: boolean, dropout: number) => {
       const model = loadCausalLM(join(GOLDEN, name)).train() as BloomForCausalLM;
       Object.assign(model.bloomConfig, { hidden_dropout: dropout, attention_dropout: dropout });
@@ -36,7 +46,10 @@ for (const name of GOLDEN_MODELS) {
       const grads = new Map(model.namedParameters().map(([n, p]) => [n, p.grad!.keep()]));
       return { loss, grads, model, after };
     };
-    for (const [kind, input] of [["padded", padded], ["packed", packedInput(250)]] as const) {
+    for (const [kind, input] of [
+      ["padded", padded],
+      ["packed", packedInput(250)],
+    ] as const) {
       for (const dropout of [0, 0.1]) {
         const plain = run(input, false, dropout);
         const ckpt = run(input, true, dropout);

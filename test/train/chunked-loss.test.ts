@@ -18,15 +18,28 @@ function packed(vocab: number): CausalLMInput {
   });
   const b = packBatch([[sample(11), sample(6)], [sample(14)], [sample(3)]], 0);
   const t = (x: number[][]) => torch.tensor(x, { dtype: "int64" }).keep();
-  return { inputIds: t(b.inputIds), attentionMask: t(b.attentionMask), labels: t(b.labels), segmentIds: t(b.segmentIds!), positionIds: t(b.positionIds!) };
+  return {
+    inputIds: t(b.inputIds),
+    attentionMask: t(b.attentionMask),
+    labels: t(b.labels),
+    segmentIds: t(b.segmentIds!),
+    positionIds: t(b.positionIds!),
+  };
 }
 
-const MODELS = [...GOLDEN_MODELS.map((m) => join(GOLDEN, m)), join(SHARED, "golden-llama-gqa/tiny_v320_h96_l2_nh6_kv2_i256")];
+const MODELS = [
+  ...GOLDEN_MODELS.map((m) => join(GOLDEN, m)),
+  join(SHARED, "golden-llama-gqa/tiny_v320_h96_l2_nh6_kv2_i256"),
+];
 
 for (const dir of MODELS) {
   test(`chunked loss = plain loss, every gradient within 1e-6 (${dir.split("/").pop()})`, () => {
     const g = loadGolden(GOLDEN_MODELS[0], "tensors.safetensors");
-    const padded = { inputIds: g.get("inputs.right.input_ids")!, attentionMask: g.get("inputs.right.attention_mask")!, labels: g.get("inputs.right.labels")! };
+    const padded = {
+      inputIds: g.get("inputs.right.input_ids")!,
+      attentionMask: g.get("inputs.right.attention_mask")!,
+      labels: g.get("inputs.right.labels")!,
+    };
     const run = (input: CausalLMInput, chunkedLoss: boolean, gradientCheckpointing: boolean) => {
       const model = loadCausalLM(dir).train();
       const { loss } = model.trainStep(input, { chunkedLoss, gradientCheckpointing, gradScale: 2, lossChunkRows: 5 });
@@ -34,13 +47,17 @@ for (const dir of MODELS) {
       model.dispose();
       return { loss, grads };
     };
-    for (const [kind, input] of [["padded", padded], ["packed", packed(250)]] as const) {
+    for (const [kind, input] of [
+      ["padded", padded],
+      ["packed", packed(250)],
+    ] as const) {
       for (const ckpt of [false, true]) {
         const plain = run(input, false, ckpt);
         const chunked = run(input, true, ckpt);
         const what = `${kind}, checkpointing ${ckpt}`;
         assert.ok(Math.abs(plain.loss - chunked.loss) <= 1e-6, `loss ${plain.loss} vs ${chunked.loss} (${what})`);
-        for (const [n, gp] of plain.grads) assert.ok(maxAbsDiff(gp, chunked.grads.get(n)!) <= 1e-6, `grad ${n} (${what})`);
+        for (const [n, gp] of plain.grads)
+          assert.ok(maxAbsDiff(gp, chunked.grads.get(n)!) <= 1e-6, `grad ${n} (${what})`);
         for (const r of [plain, chunked]) for (const t of r.grads.values()) t.dispose();
       }
     }

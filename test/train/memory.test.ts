@@ -12,7 +12,11 @@ test("2,000 training steps: resident memory grows < 50 MB after step 200, no ten
   const model = loadCausalLM(join(GOLDEN, GOLDEN_MODELS[0])).train();
   const g = loadGolden(GOLDEN_MODELS[0], "tensors.safetensors");
   const optimizer = new AdamW(model.parameters(), { lr: 1e-3 });
-  const batch = { inputIds: g.get("inputs.right.input_ids")!, attentionMask: g.get("inputs.right.attention_mask")!, labels: g.get("inputs.right.labels")! };
+  const batch = {
+    inputIds: g.get("inputs.right.input_ids")!,
+    attentionMask: g.get("inputs.right.attention_mask")!,
+    labels: g.get("inputs.right.labels")!,
+  };
   let rssAt200 = 0;
   let liveAt200 = 0;
   let firstLoss = 0;

@@ -49,23 +49,34 @@ export interface BenchTrainOptions {
 export function benchTrain(cfg: Record<string, unknown>, o: BenchTrainOptions) {
   const model = createCausalLM(cfg, { device: o.device }).train();
   if (o.lora) {
-    applyLora(model, { r: 16, lora_alpha: 32, lora_dropout: 0.05, target_modules: model.defaultLoraTargets, bias: "none", modules_to_save: null });
+    applyLora(model, {
+      r: 16,
+      lora_alpha: 32,
+      lora_dropout: 0.05,
+      target_modules: model.defaultLoraTargets,
+      bias: "none",
+      modules_to_save: null,
+    });
   }
   const V = model.config.vocabSize;
-  const optimizer = new AdamW(model.parameters().filter((p) => p.requiresGrad), { lr: 1e-4, weightDecay: 0 });
+  const optimizer = new AdamW(
+    model.parameters().filter((p) => p.requiresGrad),
+    { lr: 1e-4, weightDecay: 0 },
+  );
   const ids = torch.randint(0, V, [o.batchSize, o.seqLen + 1], { device: o.device }).keep();
   const x = ids.narrow(1, 0, o.seqLen).keep();
   // HF-style labels: the loss shifts them, so the targets are the next tokens of x, as the peer's.
   const labels = ids.narrow(1, 0, o.seqLen).keep();
   const amp = o.autocast !== "float32";
-  const step = () => torch.scope(() => {
-    const run = () => model.trainStep({ inputIds: x, labels }, { gradientCheckpointing: o.gradCkpt });
-    const { loss } = amp ? torch.autocast(torch.deviceType(o.device), o.autocast, run) : run();
-    optimizer.step();
-    optimizer.zeroGrad();
-    sync(o.device);
-    return loss; // loss.item() inside trainStep is a sync point, as the peer's loss.item()
-  });
+  const step = () =>
+    torch.scope(() => {
+      const run = () => model.trainStep({ inputIds: x, labels }, { gradientCheckpointing: o.gradCkpt });
+      const { loss } = amp ? torch.autocast(torch.deviceType(o.device), o.autocast, run) : run();
+      optimizer.step();
+      optimizer.zeroGrad();
+      sync(o.device);
+      return loss; // loss.item() inside trainStep is a sync point, as the peer's loss.item()
+    });
   const times: number[] = [];
   const losses: number[] = [];
   for (let i = 0; i < o.warmup + o.steps; i++) {
@@ -74,15 +85,34 @@ export function benchTrain(cfg: Record<string, unknown>, o: BenchTrainOptions) {
     if (i >= o.warmup) times.push((performance.now() - t0) / 1000);
   }
   const med = median(times);
-  const stateBytes = optimizer.stateList().reduce((n, s) => n + (s.expAvg.numel + s.expAvgSq.numel) * torch.BYTES_PER_ELEMENT[s.expAvg.dtype], 0);
+  const stateBytes = optimizer
+    .stateList()
+    .reduce((n, s) => n + (s.expAvg.numel + s.expAvgSq.numel) * torch.BYTES_PER_ELEMENT[s.expAvg.dtype], 0);
   const result = {
-    impl: "oasft", task: "train", lora: o.lora, optimizer_state_mb: stateBytes / 2 ** 20, device: o.device, dtype: amp ? `${o.autocast === "bfloat16" ? "bf16" : "fp16"}-autocast` : "fp32",
-    grad_ckpt: o.gradCkpt, seq_len: o.seqLen, batch_size: o.batchSize, attention: useSdpa(o.device) ? "sdpa" : "composite",
-    tokens_per_s: (o.batchSize * o.seqLen) / med, step_s: med, step_s_min: Math.min(...times), step_s_max: Math.max(...times),
-    params: model.numParameters(), loss_first: losses[0], loss_last: losses[losses.length - 1], peak_rss_mb: peakRssMb(),
-    ...(o.device === "cpu" ? {} : {
-      mfu_6N_vs_989T: (6 * model.numParameters() * o.batchSize * o.seqLen) / med / PEAK_BF16_FLOPS, ...peakGpuGb(o.device),
-    }),
+    impl: "oasft",
+    task: "train",
+    lora: o.lora,
+    optimizer_state_mb: stateBytes / 2 ** 20,
+    device: o.device,
+    dtype: amp ? `${o.autocast === "bfloat16" ? "bf16" : "fp16"}-autocast` : "fp32",
+    grad_ckpt: o.gradCkpt,
+    seq_len: o.seqLen,
+    batch_size: o.batchSize,
+    attention: useSdpa(o.device) ? "sdpa" : "composite",
+    tokens_per_s: (o.batchSize * o.seqLen) / med,
+    step_s: med,
+    step_s_min: Math.min(...times),
+    step_s_max: Math.max(...times),
+    params: model.numParameters(),
+    loss_first: losses[0],
+    loss_last: losses[losses.length - 1],
+    peak_rss_mb: peakRssMb(),
+    ...(o.device === "cpu"
+      ? {}
+      : {
+          mfu_6N_vs_989T: (6 * model.numParameters() * o.batchSize * o.seqLen) / med / PEAK_BF16_FLOPS,
+          ...peakGpuGb(o.device),
+        }),
   };
   optimizer.dispose();
   model.dispose();
@@ -114,8 +144,15 @@ export function benchGenerate(cfg: Record<string, unknown>, o: BenchGenerateOpti
   model.dispose();
   prompt.dispose();
   return {
-    impl: "oasft", task: "generate", device: o.device, dtype: o.dtype, batch_size: o.batchSize,
-    tokens_per_s: (o.batchSize * o.newTokens) / med, run_s: med, peak_rss_mb: peakRssMb(), ...peakGpuGb(o.device),
+    impl: "oasft",
+    task: "generate",
+    device: o.device,
+    dtype: o.dtype,
+    batch_size: o.batchSize,
+    tokens_per_s: (o.batchSize * o.newTokens) / med,
+    run_s: med,
+    peak_rss_mb: peakRssMb(),
+    ...peakGpuGb(o.device),
   };
 }
 
@@ -126,23 +163,51 @@ export const command: Command = {
       console.log(USAGE);
       return 0;
     }
-    if (task !== "train" && task !== "generate") throw new UsageError(`expected 'train' or 'generate', got '${task ?? ""}'\n\n${USAGE}`);
-    const { values } = parseFlags(rest, {
-      "model-config": { type: "string" }, "seq-len": { type: "string" }, "batch-size": { type: "string" }, bf16: { type: "boolean" },
-      "grad-ckpt": { type: "boolean" }, lora: { type: "boolean" }, steps: { type: "string" }, warmup: { type: "string" },
-      "prompt-len": { type: "string" }, "new-tokens": { type: "string" }, seed: { type: "string" }, ...DEVICE_FLAGS,
-    }, USAGE);
+    if (task !== "train" && task !== "generate")
+      throw new UsageError(`expected 'train' or 'generate', got '${task ?? ""}'\n\n${USAGE}`);
+    const { values } = parseFlags(
+      rest,
+      {
+        "model-config": { type: "string" },
+        "seq-len": { type: "string" },
+        "batch-size": { type: "string" },
+        bf16: { type: "boolean" },
+        "grad-ckpt": { type: "boolean" },
+        lora: { type: "boolean" },
+        steps: { type: "string" },
+        warmup: { type: "string" },
+        "prompt-len": { type: "string" },
+        "new-tokens": { type: "string" },
+        seed: { type: "string" },
+        ...DEVICE_FLAGS,
+      },
+      USAGE,
+    );
     const cfgPath = required(values, "model-config", USAGE);
     const { device, dtype } = placement({ ...values, ...(values.bf16 ? { dtype: "bf16" } : {}) });
     const cfg = readJsonFile(cfgPath, "--model-config");
     torch.manualSeed(intFlag(values, "seed", 0, 0));
     const common = {
-      batchSize: intFlag(values, "batch-size", task === "train" ? 4 : 1), steps: intFlag(values, "steps", 5),
-      warmup: intFlag(values, "warmup", 2, 0), device,
+      batchSize: intFlag(values, "batch-size", task === "train" ? 4 : 1),
+      steps: intFlag(values, "steps", 5),
+      warmup: intFlag(values, "warmup", 2, 0),
+      device,
     };
-    const result = task === "train"
-      ? benchTrain(cfg, { ...common, seqLen: intFlag(values, "seq-len", 256), autocast: dtype, gradCkpt: values["grad-ckpt"] === true, lora: values.lora === true })
-      : benchGenerate(cfg, { ...common, dtype, promptLen: intFlag(values, "prompt-len", 32), newTokens: intFlag(values, "new-tokens", 64) });
+    const result =
+      task === "train"
+        ? benchTrain(cfg, {
+            ...common,
+            seqLen: intFlag(values, "seq-len", 256),
+            autocast: dtype,
+            gradCkpt: values["grad-ckpt"] === true,
+            lora: values.lora === true,
+          })
+        : benchGenerate(cfg, {
+            ...common,
+            dtype,
+            promptLen: intFlag(values, "prompt-len", 32),
+            newTokens: intFlag(values, "new-tokens", 64),
+          });
     console.log(JSON.stringify({ ...result, threads: torch.getNumThreads(), torch: torch.version() }));
     return 0;
   },

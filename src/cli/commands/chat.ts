@@ -30,12 +30,25 @@ import type { Turn } from "../../sft/format.js";
 
 export const command: Command = {
   async run(argv) {
-    const { values } = parseFlags(argv, {
-      model: { type: "string" }, system: { type: "string" }, "max-new-tokens": { type: "string" }, context: { type: "string" },
-      temperature: { type: "string" }, "top-p": { type: "string" }, "top-k": { type: "string" }, "repetition-penalty": { type: "string" }, seed: { type: "string" },
-      "reward-model": { type: "string" }, "best-of": { type: "string" },
-      ...MODEL_FLAGS, ...DEVICE_FLAGS,
-    }, USAGE);
+    const { values } = parseFlags(
+      argv,
+      {
+        model: { type: "string" },
+        system: { type: "string" },
+        "max-new-tokens": { type: "string" },
+        context: { type: "string" },
+        temperature: { type: "string" },
+        "top-p": { type: "string" },
+        "top-k": { type: "string" },
+        "repetition-penalty": { type: "string" },
+        seed: { type: "string" },
+        "reward-model": { type: "string" },
+        "best-of": { type: "string" },
+        ...MODEL_FLAGS,
+        ...DEVICE_FLAGS,
+      },
+      USAGE,
+    );
     const dir = resolveModelDir(required(values, "model", USAGE), "--model");
     const { device, dtype } = placement(values);
     const { model, tokenizer } = loadForInference(values, dir, { device, dtype });
@@ -54,8 +67,11 @@ export const command: Command = {
     const context = intFlag(values, "context", 2048);
     const temperature = Number(values.temperature ?? 0);
     const params = {
-      maxNewTokens: maxNew, doSample: temperature > 0, temperature,
-      ...(values["top-p"] ? { topP: Number(values["top-p"]) } : {}), ...(values["top-k"] ? { topK: Number(values["top-k"]) } : {}),
+      maxNewTokens: maxNew,
+      doSample: temperature > 0,
+      temperature,
+      ...(values["top-p"] ? { topP: Number(values["top-p"]) } : {}),
+      ...(values["top-k"] ? { topK: Number(values["top-k"]) } : {}),
       repetitionPenalty: values["repetition-penalty"] ? Number(values["repetition-penalty"]) : CHAT_REPETITION_PENALTY,
       ...(values.seed ? { seed: Number(values.seed) } : {}),
     };
@@ -63,7 +79,9 @@ export const command: Command = {
       checkSampling(params);
     } catch (err) {
       // Name the flag the user typed (top_p → --top-p).
-      throw new UsageError(`--${(err as Error).message.replace(/^(\w+):/, (_, f: string) => `${f.replaceAll("_", "-")}:`)}`);
+      throw new UsageError(
+        `--${(err as Error).message.replace(/^(\w+):/, (_, f: string) => `${f.replaceAll("_", "-")}:`)}`,
+      );
     }
     let history: Turn[] = [];
     const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
@@ -89,19 +107,35 @@ export const command: Command = {
       prompt();
       for await (const raw of rl) {
         const line = raw.trim();
-        if (!line) { prompt(); continue; }
+        if (!line) {
+          prompt();
+          continue;
+        }
         const command = chatCommand(line);
         if (command.kind === "exit") break;
-        if (command.kind === "help") { console.log(CHAT_HELP); prompt(); continue; }
+        if (command.kind === "help") {
+          console.log(CHAT_HELP);
+          prompt();
+          continue;
+        }
         if (command.kind === "unknown") {
           console.log(`(unknown command ${command.name}; /help lists them, //text sends "/text")`);
           prompt();
           continue;
         }
-        if (command.kind === "reset") { history = []; console.log("(conversation cleared)"); prompt(); continue; }
+        if (command.kind === "reset") {
+          history = [];
+          console.log("(conversation cleared)");
+          prompt();
+          continue;
+        }
         if (command.kind === "save") {
           const file = command.file;
-          if (!file) { console.log("usage: /save FILE"); prompt(); continue; }
+          if (!file) {
+            console.log("usage: /save FILE");
+            prompt();
+            continue;
+          }
           const messages = chatMessages(history, system);
           const text = tokenizer.template.render(messages, false);
           try {
@@ -148,7 +182,12 @@ export const command: Command = {
 
 /** N sampled replies (seeds seed, seed + 1, ...), the reward model's choice printed with every reward. */
 async function bestReply(
-  engine: Engine, scorer: RewardScorer, ids: number[], params: SamplingParams, context: ChatTurn[], n: number,
+  engine: Engine,
+  scorer: RewardScorer,
+  ids: number[],
+  params: SamplingParams,
+  context: ChatTurn[],
+  n: number,
 ): Promise<string> {
   const seed = params.seed ?? Math.floor(Math.random() * 2 ** 31);
   const sample = (i: number) => engine.submit({ promptIds: ids, params: { ...params, seed: seed + i } }).result;

@@ -25,13 +25,19 @@ Config keys (the data pipeline reads the data and formatting ones; all are accep
 ${configKeysHelp()}`;
 
 /** Pulls this command's own flags out of argv; the rest are config overrides. */
-function takeFlags(argv: string[], own: Record<string, "string" | "boolean">): { own: Record<string, string | boolean>; rest: string[] } {
+function takeFlags(
+  argv: string[],
+  own: Record<string, "string" | "boolean">,
+): { own: Record<string, string | boolean>; rest: string[] } {
   const out: Record<string, string | boolean> = {};
   const rest: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const name = argv[i]!.startsWith("--") ? argv[i]!.slice(2) : "";
     const kind = own[name];
-    if (!kind) { rest.push(argv[i]!); continue; }
+    if (!kind) {
+      rest.push(argv[i]!);
+      continue;
+    }
     if (kind === "boolean") out[name] = true;
     else {
       const v = argv[++i];
@@ -42,7 +48,11 @@ function takeFlags(argv: string[], own: Record<string, "string" | "boolean">): {
   return { own: out, rest };
 }
 
-function samplesOf(data: SftData, cfg: SFTConfig, split: "train" | "val"): Array<{ dataset: string; sample: EncodedSample }> {
+function samplesOf(
+  data: SftData,
+  cfg: SFTConfig,
+  split: "train" | "val",
+): Array<{ dataset: string; sample: EncodedSample }> {
   const out: Array<{ dataset: string; sample: EncodedSample }> = [];
   for (const d of data.datasets) {
     // Each sample as the trainer cuts it in epoch 0 (the same window), validation as evaluation cuts it.
@@ -58,7 +68,9 @@ async function preview(data: SftData, cfg: SFTConfig, n: number, ids: boolean, s
   for (const d of data.datasets) {
     const pool = split === "train" ? d.train : d.val;
     const format = `chat template ${data.tokenizer.template.name}`;
-    console.log(`=== ${d.name} (${split}: ${pool.length} samples; ${format}; ${tty ? "green" : "⟦…⟧"} = trained targets)`);
+    console.log(
+      `=== ${d.name} (${split}: ${pool.length} samples; ${format}; ${tty ? "green" : "⟦…⟧"} = trained targets)`,
+    );
     for (let i = 0; i < Math.min(n, pool.length); i++) {
       const s = splitSample(data, cfg, d, i, split);
       if (ids) {
@@ -68,7 +80,7 @@ async function preview(data: SftData, cfg: SFTConfig, n: number, ids: boolean, s
       // A token is marked when it is a trained *target*: it follows a position whose mask is on.
       const target = s.inputIds.map((_, t) => t > 0 && s.labelMask[t - 1]!);
       let text = "";
-      for (let t = 0; t < s.inputIds.length; ) {
+      for (let t = 0; t < s.inputIds.length;) {
         let u = t;
         while (u < s.inputIds.length && target[u] === target[t]) u++;
         const piece = await data.tokenizer.decode(s.inputIds.slice(t, u), false);
@@ -118,8 +130,19 @@ function stats(data: SftData, cfg: SFTConfig) {
   const useful = usefulTokenFraction(lengths, cfg.per_device_train_batch_size, cfg.max_length);
   return {
     datasets: perDataset,
-    total: { train_samples: lengths.length, val_samples: data.datasets.reduce((n, d) => n + d.val.length, 0), tokens: lengths.reduce((a, b) => a + b, 0) },
-    useful_token_fraction: { padded: useful.padded, packed: useful.packed, rows_padded: useful.rowsPadded, rows_packed: useful.rowsPacked, batch_size: cfg.per_device_train_batch_size, max_length: cfg.max_length },
+    total: {
+      train_samples: lengths.length,
+      val_samples: data.datasets.reduce((n, d) => n + d.val.length, 0),
+      tokens: lengths.reduce((a, b) => a + b, 0),
+    },
+    useful_token_fraction: {
+      padded: useful.padded,
+      packed: useful.packed,
+      rows_padded: useful.rowsPadded,
+      rows_packed: useful.rowsPacked,
+      batch_size: cfg.per_device_train_batch_size,
+      max_length: cfg.max_length,
+    },
     lint_problems: data.lint.length,
   };
 }
@@ -128,13 +151,33 @@ function printStats(s: ReturnType<typeof stats>): void {
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
   console.log(["dataset", "train", "val", "tokens", "trained", "truncated", "dropped"].join("\t"));
   for (const d of s.datasets) {
-    const dropped = Object.entries(d.dropped).map(([k, v]) => `${k}=${v}`).join(",") || "-";
-    console.log([d.dataset, d.train_samples, d.val_samples, d.tokens, pct(d.trained_token_fraction), d.truncated_samples, dropped].join("\t"));
+    const dropped =
+      Object.entries(d.dropped)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(",") || "-";
+    console.log(
+      [
+        d.dataset,
+        d.train_samples,
+        d.val_samples,
+        d.tokens,
+        pct(d.trained_token_fraction),
+        d.truncated_samples,
+        dropped,
+      ].join("\t"),
+    );
   }
   console.log(`total: ${s.total.train_samples} train / ${s.total.val_samples} val samples, ${s.total.tokens} tokens`);
-  for (const d of s.datasets) console.log(`lengths ${d.dataset}: ${Object.entries(d.length_histogram).map(([k, v]) => `${k}:${v}`).join(" ")}`);
+  for (const d of s.datasets)
+    console.log(
+      `lengths ${d.dataset}: ${Object.entries(d.length_histogram)
+        .map(([k, v]) => `${k}:${v}`)
+        .join(" ")}`,
+    );
   const u = s.useful_token_fraction;
-  console.log(`useful tokens per batch slot (batch ${u.batch_size}, max_length ${u.max_length}): padded ${pct(u.padded)} in ${u.rows_padded} rows, packed ${pct(u.packed)} in ${u.rows_packed} rows`);
+  console.log(
+    `useful tokens per batch slot (batch ${u.batch_size}, max_length ${u.max_length}): padded ${pct(u.padded)} in ${u.rows_padded} rows, packed ${pct(u.packed)} in ${u.rows_packed} rows`,
+  );
 }
 
 export const command: Command = {
@@ -145,8 +188,18 @@ export const command: Command = {
       return sub ? 0 : 2;
     }
     if (!["preview", "stats", "export"].includes(sub)) throw new UsageError(`unknown subcommand '${sub}'\n\n${USAGE}`);
-    const { own, rest: configArgs } = takeFlags(rest, { n: "string", ids: "boolean", split: "string", out: "string", json: "boolean", help: "boolean" });
-    if (own.help) { console.log(USAGE); return 0; }
+    const { own, rest: configArgs } = takeFlags(rest, {
+      n: "string",
+      ids: "boolean",
+      split: "string",
+      out: "string",
+      json: "boolean",
+      help: "boolean",
+    });
+    if (own.help) {
+      console.log(USAGE);
+      return 0;
+    }
     const { names, rest: overrides } = splitConfigArgs(configArgs);
     if (!names.length) throw new UsageError(`--configs is required\n\n${USAGE}`);
     const { config, notes } = composeConfig(names, overrides);
@@ -174,7 +227,11 @@ export const command: Command = {
     if (typeof own.out !== "string") throw new UsageError(`export needs --out FILE.jsonl\n\n${USAGE}`);
     if (own.split === undefined) throw new UsageError(`export needs --split train|val\n\n${USAGE}`);
     if (data.lint.length) throw new Error(lintMessage(data.lint));
-    const lines = samplesOf(data, config, split).map(({ dataset, sample }) => JSON.stringify({ dataset, input_ids: sample.inputIds, label_mask: sample.labelMask.map((m) => (m ? 1 : 0)) }) + "\n");
+    const lines = samplesOf(data, config, split).map(
+      ({ dataset, sample }) =>
+        JSON.stringify({ dataset, input_ids: sample.inputIds, label_mask: sample.labelMask.map((m) => (m ? 1 : 0)) }) +
+        "\n",
+    );
     writeFileAtomic(own.out, lines);
     console.error(`wrote ${lines.length} ${split} samples to ${own.out}`);
     return 0;

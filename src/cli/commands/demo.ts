@@ -37,22 +37,41 @@ const VOCAB = 2048;
 function unigramLoss(data: SftData, cfg: SFTConfig, vocab: number): number {
   const counts = new Float64Array(vocab).fill(1);
   let total = vocab;
-  const targets = (split: "train" | "val") => data.datasets.flatMap((d) => (split === "train" ? d.train : d.val).map((s) => {
-    const t = trainingSample(s, { ...cfg, random_offset_probability: 0 }, data.prefixIds, new Rng(0), split);
-    return t.inputIds.filter((_, i) => i > 0 && t.labelMask[i - 1]);
-  }));
-  for (const ids of targets("train")) for (const id of ids) { counts[id]!++; total++; }
+  const targets = (split: "train" | "val") =>
+    data.datasets.flatMap((d) =>
+      (split === "train" ? d.train : d.val).map((s) => {
+        const t = trainingSample(s, { ...cfg, random_offset_probability: 0 }, data.prefixIds, new Rng(0), split);
+        return t.inputIds.filter((_, i) => i > 0 && t.labelMask[i - 1]);
+      }),
+    );
+  for (const ids of targets("train"))
+    for (const id of ids) {
+      counts[id]!++;
+      total++;
+    }
   let sum = 0;
   let n = 0;
-  for (const ids of targets("val")) for (const id of ids) { sum -= Math.log(counts[id]! / total); n++; }
+  for (const ids of targets("val"))
+    for (const id of ids) {
+      sum -= Math.log(counts[id]! / total);
+      n++;
+    }
   return sum / n;
 }
 
 export const command: Command = {
   async run(argv) {
-    const { values } = parseFlags(argv, {
-      out: { type: "string" }, steps: { type: "string" }, seed: { type: "string" }, "no-shared": { type: "boolean" }, device: { type: "string" },
-    }, USAGE);
+    const { values } = parseFlags(
+      argv,
+      {
+        out: { type: "string" },
+        steps: { type: "string" },
+        seed: { type: "string" },
+        "no-shared": { type: "boolean" },
+        device: { type: "string" },
+      },
+      USAGE,
+    );
     const { device } = placement(values);
     const out = resolve((values.out as string | undefined) ?? "runs/demo");
     const steps = intFlag(values, "steps", 600);
@@ -69,39 +88,106 @@ export const command: Command = {
         { vicuna: { input_file_path: join(SHARED_DATA, "sharegpt/dummy_conversation.json"), val_split: 0.05 } },
       );
     }
-    console.log(`data: built-in conversations${useShared ? ` + oasst, dolly and ShareGPT samples from ${SHARED_DATA}` : ""}`);
+    console.log(
+      `data: built-in conversations${useShared ? ` + oasst, dolly and ShareGPT samples from ${SHARED_DATA}` : ""}`,
+    );
 
     // 2. Tokenizer, trained on the training split's text.
     const tokDir = join(out, "tokenizer");
-    const mix = await loadDatasetMix(parseDatasetEntries(datasets, "demo"), { seed, cacheDir: out, formatVersion: "head" });
+    const mix = await loadDatasetMix(parseDatasetEntries(datasets, "demo"), {
+      seed,
+      cacheDir: out,
+      formatVersion: "head",
+    });
     const texts = mix.flatMap((d) => d.train.flatMap((c) => c.messages.map((m) => m.text)));
     const t0 = performance.now();
-    saveTokenizerJson(join(tokDir, "tokenizer.json"), trainByteLevelBpe(texts, { vocabSize: VOCAB, specialTokens: ["<unk>", "<s>", "</s>", "<pad>", ...QA_SPECIAL_TOKENS] }));
+    saveTokenizerJson(
+      join(tokDir, "tokenizer.json"),
+      trainByteLevelBpe(texts, {
+        vocabSize: VOCAB,
+        specialTokens: ["<unk>", "<s>", "</s>", "<pad>", ...QA_SPECIAL_TOKENS],
+      }),
+    );
     ChatTokenizer.load(tokDir, { family: "bloom" }).save(tokDir);
-    console.log(`tokenizer: byte-level BPE, ${VOCAB} tokens, trained in ${((performance.now() - t0) / 1000).toFixed(1)} s → ${tokDir}`);
+    console.log(
+      `tokenizer: byte-level BPE, ${VOCAB} tokens, trained in ${((performance.now() - t0) / 1000).toFixed(1)} s → ${tokDir}`,
+    );
 
     // 3. Model config and the training run (OA's defaults, adjusted for a tiny model on a CPU).
     const modelConfig = join(out, "model-config.json");
-    writeFileAtomic(modelConfig, [JSON.stringify({ model_type: "bloom", vocab_size: VOCAB, hidden_size: 192, n_layer: 4, n_head: 6, tie_word_embeddings: true }, null, 2) + "\n"]);
-    const { config } = composeConfig(["defaults"], [
-      "--model_name", modelConfig, "--tokenizer_name", tokDir, "--tokenizer_family", "bloom", "--output_dir", out,
-      "--dtype", "fp32", "--max_length", "256", "--packing", "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "1",
-      "--learning_rate", "3e-3", "--weight_decay", "0.01", "--warmup_steps", String(Math.min(50, Math.floor(steps / 10))), "--lr_scheduler_type", "cosine",
-      "--max_steps", String(steps), "--eval_steps", String(Math.max(1, Math.floor(steps / 2))), "--save_steps", String(steps), "--save_total_limit", "1",
-      "--logging_steps", "10", "--rng_seed", String(seed), "--cache_dir", out, "--device", device, "--overwrite_output_dir",
+    writeFileAtomic(modelConfig, [
+      JSON.stringify(
+        { model_type: "bloom", vocab_size: VOCAB, hidden_size: 192, n_layer: 4, n_head: 6, tie_word_embeddings: true },
+        null,
+        2,
+      ) + "\n",
     ]);
+    const { config } = composeConfig(
+      ["defaults"],
+      [
+        "--model_name",
+        modelConfig,
+        "--tokenizer_name",
+        tokDir,
+        "--tokenizer_family",
+        "bloom",
+        "--output_dir",
+        out,
+        "--dtype",
+        "fp32",
+        "--max_length",
+        "256",
+        "--packing",
+        "--per_device_train_batch_size",
+        "8",
+        "--gradient_accumulation_steps",
+        "1",
+        "--learning_rate",
+        "3e-3",
+        "--weight_decay",
+        "0.01",
+        "--warmup_steps",
+        String(Math.min(50, Math.floor(steps / 10))),
+        "--lr_scheduler_type",
+        "cosine",
+        "--max_steps",
+        String(steps),
+        "--eval_steps",
+        String(Math.max(1, Math.floor(steps / 2))),
+        "--save_steps",
+        String(steps),
+        "--save_total_limit",
+        "1",
+        "--logging_steps",
+        "10",
+        "--rng_seed",
+        String(seed),
+        "--cache_dir",
+        out,
+        "--device",
+        device,
+        "--overwrite_output_dir",
+      ],
+    );
     config.datasets = datasets;
     const tokenizer = ChatTokenizer.load(tokDir, { family: "bloom" });
     const baseline = unigramLoss(await prepareSftData(config, tokenizer), config, tokenizer.vocabSize);
     const summary = await train(config, {});
-    console.log(`validation loss ${summary.evalLoss?.toFixed(3)} vs unigram baseline ${baseline.toFixed(3)} (${summary.steps} steps, ${summary.elapsedS.toFixed(0)} s, ${summary.tokensPerS.toFixed(0)} tok/s)`);
+    console.log(
+      `validation loss ${summary.evalLoss?.toFixed(3)} vs unigram baseline ${baseline.toFixed(3)} (${summary.steps} steps, ${summary.elapsedS.toFixed(0)} s, ${summary.tokensPerS.toFixed(0)} tok/s)`,
+    );
     console.log(`saved ${out} (Hugging Face layout; log.jsonl, training.svg, summary.json)`);
 
     // 4. Replies from the saved model, with the settings `oasft chat` uses (greedy, repetition penalty).
     const model = loadCausalLM(out, { device }).eval();
     const engine = new Engine(model, tokenizer, { maxBatch: 4 });
     const params = { maxNewTokens: 48, repetitionPenalty: CHAT_REPETITION_PENALTY };
-    const prompts = ["What is the capital of Italy?", "What is 23 + 19?", "How many minutes are in 4 hours?", ...(useShared ? ["What is a meme, and what's the history behind this word?"] : [])];
+    const prompts = [
+      "What is the capital of Italy?",
+      "What is 23 + 19?",
+      "How many minutes are in 4 hours?",
+      ...(useShared ? ["What is a meme, and what's the history behind this word?"] : []),
+    ];
     for (const prompt of prompts) {
       const ids = await tokenizer.encode(formatPrompt([{ role: "prompter", text: prompt }], tokenizer.eos));
       const reply = await engine.submit({ promptIds: ids, params }).result;

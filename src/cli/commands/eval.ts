@@ -44,10 +44,18 @@ const USAGE = `usage:
 const DEFAULT_DATA = resolve(fileURLToPath(import.meta.url), "../../../../../../shared/data");
 
 async function scoreSamples(argv: string[]): Promise<number> {
-  const { values } = parseFlags(argv, {
-    samples: { type: "string" }, k: { type: "string" }, problems: { type: "string" }, timeout: { type: "string" }, out: { type: "string" },
-    "unsafe-no-sandbox": { type: "boolean" },
-  }, USAGE);
+  const { values } = parseFlags(
+    argv,
+    {
+      samples: { type: "string" },
+      k: { type: "string" },
+      problems: { type: "string" },
+      timeout: { type: "string" },
+      out: { type: "string" },
+      "unsafe-no-sandbox": { type: "boolean" },
+    },
+    USAGE,
+  );
   const samplesFile = required(values, "samples", USAGE);
   const problemsFile = (values.problems as string | undefined) ?? join(DEFAULT_DATA, "humaneval/HumanEval.jsonl.gz");
   if (!existsSync(problemsFile)) throw new UsageError(`--problems: ${problemsFile} not found`);
@@ -60,12 +68,21 @@ async function scoreSamples(argv: string[]): Promise<number> {
   });
   const ks = ((values.k as string | undefined) ?? "1,10,100").split(",").map(Number);
   const covered = new Set(samples.map((s) => s.task_id));
-  if (covered.size < problems.size) console.error(`note: ${samplesFile} covers ${covered.size} of the ${problems.size} problems; pass@k is over those ${covered.size}`);
+  if (covered.size < problems.size)
+    console.error(
+      `note: ${samplesFile} covers ${covered.size} of the ${problems.size} problems; pass@k is over those ${covered.size}`,
+    );
   const jobs = samples.map((s) => checkJob(problems.get(s.task_id)!, s.completion));
-  const results = await runChecks(jobs, { timeoutS: Number(values.timeout ?? 3), ...(values["unsafe-no-sandbox"] ? { unsafeNoSandbox: true } : {}) });
+  const results = await runChecks(jobs, {
+    timeoutS: Number(values.timeout ?? 3),
+    ...(values["unsafe-no-sandbox"] ? { unsafeNoSandbox: true } : {}),
+  });
   const rows = samples.map((s, i) => ({ ...s, passed: results[i]!.passed, result: results[i]!.result }));
   const out = (values.out as string | undefined) ?? `${samplesFile}_results.jsonl`;
-  writeFileAtomic(out, rows.map((r) => JSON.stringify(r) + "\n"));
+  writeFileAtomic(
+    out,
+    rows.map((r) => JSON.stringify(r) + "\n"),
+  );
   console.log(JSON.stringify(scoreHumanEval(rows, ks).passAtK));
   return 0;
 }
@@ -73,27 +90,54 @@ async function scoreSamples(argv: string[]): Promise<number> {
 export const command: Command = {
   async run(argv) {
     if (argv[0] === "humaneval") return scoreSamples(argv.slice(1));
-    const { values } = parseFlags(argv, {
-      model: { type: "string" }, tasks: { type: "string" }, out: { type: "string" }, protocol: { type: "string" }, limit: { type: "string" },
-      chat: { type: "boolean" }, "data-dir": { type: "string" }, n: { type: "string" }, temperature: { type: "string" }, "top-p": { type: "string" },
-      k: { type: "string" }, "bbh-max-new-tokens": { type: "string" }, "humaneval-max-new-tokens": { type: "string" },
-      "mmlu-shots": { type: "string" }, timeout: { type: "string" }, "max-batch": { type: "string" }, only: { type: "string" },
-      source: { type: "string" }, "rm-data": { type: "string" },
-      ...MODEL_FLAGS, "unsafe-no-sandbox": { type: "boolean" }, ...DEVICE_FLAGS,
-    }, USAGE);
+    const { values } = parseFlags(
+      argv,
+      {
+        model: { type: "string" },
+        tasks: { type: "string" },
+        out: { type: "string" },
+        protocol: { type: "string" },
+        limit: { type: "string" },
+        chat: { type: "boolean" },
+        "data-dir": { type: "string" },
+        n: { type: "string" },
+        temperature: { type: "string" },
+        "top-p": { type: "string" },
+        k: { type: "string" },
+        "bbh-max-new-tokens": { type: "string" },
+        "humaneval-max-new-tokens": { type: "string" },
+        "mmlu-shots": { type: "string" },
+        timeout: { type: "string" },
+        "max-batch": { type: "string" },
+        only: { type: "string" },
+        source: { type: "string" },
+        "rm-data": { type: "string" },
+        ...MODEL_FLAGS,
+        "unsafe-no-sandbox": { type: "boolean" },
+        ...DEVICE_FLAGS,
+      },
+      USAGE,
+    );
     const dir = resolveModelDir(required(values, "model", USAGE), "--model");
     const out = required(values, "out", USAGE);
     const protocol = ((values.protocol as string | undefined) ?? "lm-eval") as Protocol;
-    if (protocol !== "lm-eval" && protocol !== "instruct-eval") throw new UsageError(`--protocol: expected lm-eval or instruct-eval, got '${protocol}'`);
+    if (protocol !== "lm-eval" && protocol !== "instruct-eval")
+      throw new UsageError(`--protocol: expected lm-eval or instruct-eval, got '${protocol}'`);
     // MMLU's dev split has 5 questions per subject; instruct-eval always starts from all 5 (fewer past 2,048 tokens).
     const mmluShots = values["mmlu-shots"] !== undefined ? intFlag(values, "mmlu-shots", 5, 0, 5) : undefined;
     if (mmluShots !== undefined && protocol === "instruct-eval") {
-      throw new UsageError("--mmlu-shots: instruct-eval's MMLU is 5-shot (fewer past 2,048 tokens); the flag is lm-eval's");
+      throw new UsageError(
+        "--mmlu-shots: instruct-eval's MMLU is 5-shot (fewer past 2,048 tokens); the flag is lm-eval's",
+      );
     }
-    const tasks = required(values, "tasks", USAGE).split(",").map((t) => t.trim()).filter(Boolean);
+    const tasks = required(values, "tasks", USAGE)
+      .split(",")
+      .map((t) => t.trim())
+      .filter(Boolean);
     const dataDir = (values["data-dir"] as string | undefined) ?? DEFAULT_DATA;
     const sourceName = (values.source as string | undefined) ?? "files";
-    if (sourceName !== "files" && sourceName !== "hub") throw new UsageError(`--source: expected files or hub, got '${sourceName}'`);
+    if (sourceName !== "files" && sourceName !== "hub")
+      throw new UsageError(`--source: expected files or hub, got '${sourceName}'`);
     if (sourceName === "files" && !existsSync(dataDir)) throw new UsageError(`--data-dir: ${dataDir} not found`);
     const source = sourceName === "hub" ? hubSource(join(dataDir, "bbh", "cot-prompts")) : localSource(dataDir);
     const { device, dtype } = placement(values);
@@ -103,18 +147,29 @@ export const command: Command = {
     const start = performance.now();
     try {
       const results = await runEval(tasks, {
-        model, tokenizer, protocol, source, out, chat: values.chat === true,
+        model,
+        tokenizer,
+        protocol,
+        source,
+        out,
+        chat: values.chat === true,
         ...(values.limit ? { limit: intFlag(values, "limit", 1) } : {}),
         ...(values.only ? { only: (values.only as string).split(",") } : {}),
         humaneval: {
-          samples: n, ks, timeoutS: Number(values.timeout ?? 3), unsafeNoSandbox: values["unsafe-no-sandbox"] === true,
+          samples: n,
+          ks,
+          timeoutS: Number(values.timeout ?? 3),
+          unsafeNoSandbox: values["unsafe-no-sandbox"] === true,
           // Unset: the protocol's own (lm-eval greedy with 1,024 tokens; instruct-eval T 0.1, top-k 50).
           ...(values.temperature !== undefined ? { temperature: Number(values.temperature) } : {}),
           ...(values["top-p"] !== undefined ? { topP: Number(values["top-p"]) } : {}),
-          ...(values["humaneval-max-new-tokens"] !== undefined ? { maxNewTokens: intFlag(values, "humaneval-max-new-tokens", 1) } : {}),
+          ...(values["humaneval-max-new-tokens"] !== undefined
+            ? { maxNewTokens: intFlag(values, "humaneval-max-new-tokens", 1) }
+            : {}),
         },
         ...(mmluShots !== undefined ? { mmluShots } : {}),
-        bbhMaxNewTokens: intFlag(values, "bbh-max-new-tokens", 1024), maxBatch: intFlag(values, "max-batch", 8),
+        bbhMaxNewTokens: intFlag(values, "bbh-max-new-tokens", 1024),
+        maxBatch: intFlag(values, "max-batch", 8),
         rmData: (values["rm-data"] as string | undefined) ?? defaultRmData(dataDir),
       });
       console.log(evalTable(results, protocol, dir));

@@ -26,14 +26,24 @@ export const command: Command = {
       return what === undefined ? 2 : 0;
     }
     if (what !== "gguf") throw new UsageError(`unknown export format '${what}' (expected: gguf)\n\n${USAGE}`);
-    const { values } = parseFlags(rest, {
-      model: { type: "string" }, out: { type: "string" }, type: { type: "string" }, adapter: { type: "string" }, name: { type: "string" },
-      device: DEVICE_FLAGS.device, threads: DEVICE_FLAGS.threads,
-    }, USAGE);
+    const { values } = parseFlags(
+      rest,
+      {
+        model: { type: "string" },
+        out: { type: "string" },
+        type: { type: "string" },
+        adapter: { type: "string" },
+        name: { type: "string" },
+        device: DEVICE_FLAGS.device,
+        threads: DEVICE_FLAGS.threads,
+      },
+      USAGE,
+    );
     const dir = required(values, "model", USAGE);
     const out = resolve(required(values, "out", USAGE));
     const type = (values.type ?? "f32") as GgufFileType;
-    if (!GGUF_TYPES.includes(type)) throw new UsageError(`--type ${String(values.type)}: expected one of ${GGUF_TYPES.join(", ")}`);
+    if (!GGUF_TYPES.includes(type))
+      throw new UsageError(`--type ${String(values.type)}: expected one of ${GGUF_TYPES.join(", ")}`);
     try {
       checkOutputFolder(out);
     } catch (err) {
@@ -46,19 +56,26 @@ export const command: Command = {
       const t0 = performance.now();
       const tty = process.stderr.isTTY;
       const report = exportGguf(model, tokenizerDir, out, {
-        type, ...(typeof values.name === "string" ? { name: values.name } : {}),
+        type,
+        ...(typeof values.name === "string" ? { name: values.name } : {}),
         onTensor: (done, total) => {
           if (!tty) return;
           const s = (performance.now() - t0) / 1000;
-          process.stderr.write(`\r[${done}/${total} tensors]  ${(done / s).toFixed(1)}/s  ETA ${Math.ceil((s / done) * (total - done))}s\x1b[K`);
+          process.stderr.write(
+            `\r[${done}/${total} tensors]  ${(done / s).toFixed(1)}/s  ETA ${Math.ceil((s / done) * (total - done))}s\x1b[K`,
+          );
         },
       });
       if (tty) process.stderr.write("\n");
       if (report.fallbacks.length) {
         const some = report.fallbacks.slice(0, 4).join(", ");
-        console.error(`note: ${report.fallbacks.length} tensor(s) have rows that are not whole q8_0 blocks and were written in f16: ${some}`);
+        console.error(
+          `note: ${report.fallbacks.length} tensor(s) have rows that are not whole q8_0 blocks and were written in f16: ${some}`,
+        );
       }
-      console.log(`${out}: ${report.arch}, ${report.tensors} tensors, ${type}, ${(statSync(out).size / 2 ** 20).toFixed(1)} MiB`);
+      console.log(
+        `${out}: ${report.arch}, ${report.tensors} tensors, ${type}, ${(statSync(out).size / 2 ** 20).toFixed(1)} MiB`,
+      );
     } finally {
       model.dispose();
     }

@@ -10,7 +10,9 @@ const USAGE = "usage: oasft info [--json] [--threads N]";
 
 function libtorchPath(): string {
   try {
-    const line = readFileSync("/proc/self/maps", "utf8").split("\n").find((l) => /libtorch_cpu\.so/.test(l));
+    const line = readFileSync("/proc/self/maps", "utf8")
+      .split("\n")
+      .find((l) => /libtorch_cpu\.so/.test(l));
     return line?.split(/\s+/)[5] ?? "unknown";
   } catch {
     return "unknown";
@@ -22,10 +24,11 @@ export function measureGemm(n: number, dtype: torch.DType, device = "cpu"): numb
   return torch.scope(() => {
     const a = torch.randn([n, n], { dtype, device });
     const b = torch.randn([n, n], { dtype, device });
-    const product = () => torch.scope(() => {
-      a.matmul(b);
-      if (device !== "cpu") torch.cudaSynchronize();
-    });
+    const product = () =>
+      torch.scope(() => {
+        a.matmul(b);
+        if (device !== "cpu") torch.cudaSynchronize();
+      });
     product(); // warm-up: thread pool, BLAS init
     let best = Infinity;
     for (let i = 0; i < 5; i++) {
@@ -65,7 +68,9 @@ export const command: Command = {
     }
     if (blas.kind === "reference") {
       console.error(
-        "\n!!! WARNING: libtorch is using the REFERENCE BLAS (" + blas.path + ").\n" +
+        "\n!!! WARNING: libtorch is using the REFERENCE BLAS (" +
+          blas.path +
+          ").\n" +
           "!!! Matrix products run ~30-60x slower than with OpenBLAS. Fix: apt-get install -y libopenblas0-openmp\n",
       );
     }

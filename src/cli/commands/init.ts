@@ -14,7 +14,17 @@ export function parseSize(text: string, flag: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B)?\s*$/i.exec(text);
   if (!m) throw new UsageError(`${flag} ${text}: expected a size such as 5GB, 500MB or 2GiB`);
   const unit = (m[2] ?? "B").toUpperCase();
-  const scale: Record<string, number> = { B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KIB: 2 ** 10, MIB: 2 ** 20, GIB: 2 ** 30, TIB: 2 ** 40 };
+  const scale: Record<string, number> = {
+    B: 1,
+    KB: 1e3,
+    MB: 1e6,
+    GB: 1e9,
+    TB: 1e12,
+    KIB: 2 ** 10,
+    MIB: 2 ** 20,
+    GIB: 2 ** 30,
+    TIB: 2 ** 40,
+  };
   const bytes = Math.floor(Number(m[1]) * scale[unit]!);
   if (bytes < 1) throw new UsageError(`${flag} ${text}: must be at least 1 byte`);
   return bytes;
@@ -29,30 +39,58 @@ const USAGE = `usage: oasft init --config config.json --out DIR [--tokenizer tok
 
 export const command: Command = {
   async run(argv) {
-    const { values } = parseFlags(argv, {
-      config: { type: "string" }, out: { type: "string" }, tokenizer: { type: "string" },
-      seed: { type: "string" }, force: { type: "boolean" }, "tokenizer-family": { type: "string" }, "max-shard-size": { type: "string" },
-      ...DEVICE_FLAGS,
-    }, USAGE);
+    const { values } = parseFlags(
+      argv,
+      {
+        config: { type: "string" },
+        out: { type: "string" },
+        tokenizer: { type: "string" },
+        seed: { type: "string" },
+        force: { type: "boolean" },
+        "tokenizer-family": { type: "string" },
+        "max-shard-size": { type: "string" },
+        ...DEVICE_FLAGS,
+      },
+      USAGE,
+    );
     const configPath = required(values, "config", USAGE);
     const out = required(values, "out", USAGE);
     const tokenizerFile = values.tokenizer as string | undefined;
-    if (tokenizerFile && !existsSync(tokenizerFile)) throw new UsageError(`--tokenizer: ${tokenizerFile} does not exist`);
-    if (existsSync(join(out, "config.json")) && !values.force) throw new UsageError(`--out: ${out} already holds a model (pass --force to overwrite)`);
+    if (tokenizerFile && !existsSync(tokenizerFile))
+      throw new UsageError(`--tokenizer: ${tokenizerFile} does not exist`);
+    if (existsSync(join(out, "config.json")) && !values.force)
+      throw new UsageError(`--out: ${out} already holds a model (pass --force to overwrite)`);
     const { device, dtype } = placement(values);
-    const maxShardBytes = values["max-shard-size"] === undefined ? undefined : parseSize(String(values["max-shard-size"]), "--max-shard-size");
+    const maxShardBytes =
+      values["max-shard-size"] === undefined
+        ? undefined
+        : parseSize(String(values["max-shard-size"]), "--max-shard-size");
     torch.manualSeed(intFlag(values, "seed", 0, 0));
     const json = readJsonFile(configPath, "--config");
-    const tokenizer = tokenizerFile ? ChatTokenizer.load(tokenizerFile, { ...(values["tokenizer-family"] ? { family: values["tokenizer-family"] as string } : {}) }) : undefined;
+    const tokenizer = tokenizerFile
+      ? ChatTokenizer.load(tokenizerFile, {
+          ...(values["tokenizer-family"] ? { family: values["tokenizer-family"] as string } : {}),
+        })
+      : undefined;
     if (tokenizer) {
       const vocab = Math.max(Number(json.vocab_size ?? 0), roundUp(tokenizer.vocabSize, 16));
-      if (vocab !== json.vocab_size) console.error(`note: vocab_size ${String(json.vocab_size)} → ${vocab} to cover the tokenizer's ${tokenizer.vocabSize} tokens`);
-      Object.assign(json, { vocab_size: vocab, bos_token_id: tokenizer.eosId, eos_token_id: tokenizer.eosId, pad_token_id: tokenizer.padId });
+      if (vocab !== json.vocab_size)
+        console.error(
+          `note: vocab_size ${String(json.vocab_size)} → ${vocab} to cover the tokenizer's ${tokenizer.vocabSize} tokens`,
+        );
+      Object.assign(json, {
+        vocab_size: vocab,
+        bos_token_id: tokenizer.eosId,
+        eos_token_id: tokenizer.eosId,
+        pad_token_id: tokenizer.padId,
+      });
     }
     const model = createCausalLM(json, { dtype, device }, configPath);
     saveCausalLM(model, out, { ...(maxShardBytes ? { maxShardBytes } : {}) });
     tokenizer?.save(out);
-    console.log(`${out}: ${model.config.modelType}, ${(model.numParameters() / 1e6).toFixed(2)}M parameters, ${dtype}, made on ${device}`);
+    console.log(
+      `${out}: ${model.config.modelType}, ${(model.numParameters() / 1e6).toFixed(2)}M parameters, ${dtype}, made on ${device}`,
+    );
     model.dispose();
     return 0;
   },

@@ -17,11 +17,22 @@ const USAGE = `usage: oasft merge --model BASE --adapter DIR --out DIR [--force]
 
 export const command: Command = {
   async run(argv) {
-    const { values } = parseFlags(argv, { model: { type: "string" }, adapter: { type: "string" }, out: { type: "string" }, force: { type: "boolean" }, ...DEVICE_FLAGS }, USAGE);
+    const { values } = parseFlags(
+      argv,
+      {
+        model: { type: "string" },
+        adapter: { type: "string" },
+        out: { type: "string" },
+        force: { type: "boolean" },
+        ...DEVICE_FLAGS,
+      },
+      USAGE,
+    );
     const base = resolveModelDir(required(values, "model", USAGE), "--model");
     const adapter = required(values, "adapter", USAGE);
     const out = required(values, "out", USAGE);
-    if (existsSync(join(out, "config.json")) && !values.force) throw new UsageError(`--out: ${out} already holds a model (pass --force to overwrite)`);
+    if (existsSync(join(out, "config.json")) && !values.force)
+      throw new UsageError(`--out: ${out} already holds a model (pass --force to overwrite)`);
     const { device, dtype } = placement(values);
     const model = loadWithAdapter(base, adapter, { device, dtype: "float32", merge: true });
     try {
@@ -30,7 +41,9 @@ export const command: Command = {
         // Merged in fp32, then cast once: the sum is rounded, not each of its terms.
         const cast = createCausalLM(model.configJson(), { dtype, device, init: "empty" });
         const src = new Map(model.namedParameters());
-        torch.noGrad(() => { for (const [n, p] of cast.namedParameters()) torch.scope(() => p.copy_(src.get(n)!)); });
+        torch.noGrad(() => {
+          for (const [n, p] of cast.namedParameters()) torch.scope(() => p.copy_(src.get(n)!));
+        });
         saveCausalLM(cast, out);
         cast.dispose();
       }

@@ -24,31 +24,43 @@ export const PARITY_NEW_TOKENS = 20;
  * mode, the loaded weights), then the training step. The caller owns the returned tensors.
  */
 export function computeParity(
-  modelDir: string, inputs: Map<string, torch.Tensor>, o: { device?: string; dtype?: torch.DType } = {},
+  modelDir: string,
+  inputs: Map<string, torch.Tensor>,
+  o: { device?: string; dtype?: torch.DType } = {},
 ): Map<string, torch.Tensor> {
   const out = new Map<string, torch.Tensor>();
   const model = loadCausalLM(modelDir, o);
   const stored = checkpointNames(model, modelDir);
   const checkpointName = (name: string) => stored.get(name)!;
   // Inputs go to the model's device once; outputs stay there (saving streams them back).
-  const onDevice = new Map([...inputs].map(([k, t]) => [k, model.device === "cpu" ? t : t.toDevice(model.device).keep()]));
+  const onDevice = new Map(
+    [...inputs].map(([k, t]) => [k, model.device === "cpu" ? t : t.toDevice(model.device).keep()]),
+  );
   const get = (name: string) => onDevice.get(name);
   try {
     model.eval();
     torch.noGrad(() => {
       for (const kind of ["right", "left"] as const) {
         const ids = get(`inputs.${kind}.input_ids`);
-        if (ids) out.set(`logits.${kind}`, model.forward({ inputIds: ids, attentionMask: get(`inputs.${kind}.attention_mask`) }).logits.keep());
+        if (ids)
+          out.set(
+            `logits.${kind}`,
+            model.forward({ inputIds: ids, attentionMask: get(`inputs.${kind}.attention_mask`) }).logits.keep(),
+          );
       }
       const nomask = get("inputs.nomask.input_ids");
       if (nomask) out.set("logits.nomask", model.forward({ inputIds: nomask }).logits.keep());
     });
     const single = get("gen.single.prompt_ids");
-    if (single) out.set("gen.single.tokens", generateGreedy(model, { inputIds: single, maxNewTokens: PARITY_NEW_TOKENS }).keep());
+    if (single)
+      out.set("gen.single.tokens", generateGreedy(model, { inputIds: single, maxNewTokens: PARITY_NEW_TOKENS }).keep());
     const batch = get("gen.batch_left_padded.prompt_ids");
     if (batch) {
       const attentionMask = get("gen.batch_left_padded.attention_mask");
-      out.set("gen.batch_left_padded.tokens", generateGreedy(model, { inputIds: batch, attentionMask, maxNewTokens: PARITY_NEW_TOKENS }).keep());
+      out.set(
+        "gen.batch_left_padded.tokens",
+        generateGreedy(model, { inputIds: batch, attentionMask, maxNewTokens: PARITY_NEW_TOKENS }).keep(),
+      );
     }
 
     const ids = get("inputs.right.input_ids");
@@ -64,7 +76,8 @@ export function computeParity(
       const optimizer = new AdamW(model.parameters(), PARITY_ADAMW);
       optimizer.step();
       optimizer.dispose();
-      for (const [name, p] of model.namedParameters()) out.set(`adamw.${checkpointName(name)}`, p.detach().clone().keep());
+      for (const [name, p] of model.namedParameters())
+        out.set(`adamw.${checkpointName(name)}`, p.detach().clone().keep());
     }
   } finally {
     model.dispose();
@@ -75,19 +88,40 @@ export function computeParity(
 
 export const command: Command = {
   async run(argv) {
-    const { values } = parseFlags(argv, { model: { type: "string" }, inputs: { type: "string" }, out: { type: "string" }, ...DEVICE_FLAGS }, USAGE);
+    const { values } = parseFlags(
+      argv,
+      { model: { type: "string" }, inputs: { type: "string" }, out: { type: "string" }, ...DEVICE_FLAGS },
+      USAGE,
+    );
     const { device, dtype } = placement(values);
     const modelDir = required(values, "model", USAGE);
     const inputsPath = required(values, "inputs", USAGE);
     const outPath = required(values, "out", USAGE);
     if (!existsSync(inputsPath)) throw new UsageError(`--inputs: ${inputsPath} does not exist`);
-    const { tensors: inputs } = torch.loadSafetensors(inputsPath, (name) => name.startsWith("inputs.") || (name.startsWith("gen.") && !name.endsWith(".tokens") && !name.endsWith(".step_logits")));
-    const known = ["inputs.right.input_ids", "inputs.left.input_ids", "inputs.nomask.input_ids", "gen.single.prompt_ids", "gen.batch_left_padded.prompt_ids"];
-    if (!known.some((n) => inputs.has(n))) throw new UsageError(`--inputs: ${inputsPath} holds none of ${known.join(", ")}`);
+    const { tensors: inputs } = torch.loadSafetensors(
+      inputsPath,
+      (name) =>
+        name.startsWith("inputs.") ||
+        (name.startsWith("gen.") && !name.endsWith(".tokens") && !name.endsWith(".step_logits")),
+    );
+    const known = [
+      "inputs.right.input_ids",
+      "inputs.left.input_ids",
+      "inputs.nomask.input_ids",
+      "gen.single.prompt_ids",
+      "gen.batch_left_padded.prompt_ids",
+    ];
+    if (!known.some((n) => inputs.has(n)))
+      throw new UsageError(`--inputs: ${inputsPath} holds none of ${known.join(", ")}`);
     const out = computeParity(modelDir, inputs, { device, dtype });
-    const entries = [...out].map(([name, t]): [string, torch.Tensor] => [name, t.dtype === "int64" || t.dtype === "float32" ? t : t.to("float32")]);
+    const entries = [...out].map(([name, t]): [string, torch.Tensor] => [
+      name,
+      t.dtype === "int64" || t.dtype === "float32" ? t : t.to("float32"),
+    ]);
     torch.saveSafetensors(outPath, entries);
-    console.log(`${outPath}: ${out.size} tensors (${[...new Set([...out.keys()].map((k) => k.split(".")[0]))].join(", ")})`);
+    console.log(
+      `${outPath}: ${out.size} tensors (${[...new Set([...out.keys()].map((k) => k.split(".")[0]))].join(", ")})`,
+    );
     return 0;
   },
 };

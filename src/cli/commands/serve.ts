@@ -25,17 +25,35 @@ const USAGE = `usage: oasft serve --model DIR [--host 127.0.0.1] [--port 8080] [
 
 export const command: Command = {
   async run(argv) {
-    const { values } = parseFlags(argv, {
-      model: { type: "string" }, host: { type: "string" }, port: { type: "string" }, "api-key": { type: "string" }, "max-batch": { type: "string" },
-      "max-queue": { type: "string" }, "max-tokens": { type: "string" }, "tokenizer-family": { type: "string" }, ...MODEL_FLAGS, "max-input-tokens": { type: "string" },
-      "max-batch-tokens": { type: "string" }, "served-model-name": { type: "string" }, "reward-model": { type: "string" },
-      ...DEVICE_FLAGS,
-    }, USAGE);
+    const { values } = parseFlags(
+      argv,
+      {
+        model: { type: "string" },
+        host: { type: "string" },
+        port: { type: "string" },
+        "api-key": { type: "string" },
+        "max-batch": { type: "string" },
+        "max-queue": { type: "string" },
+        "max-tokens": { type: "string" },
+        "tokenizer-family": { type: "string" },
+        ...MODEL_FLAGS,
+        "max-input-tokens": { type: "string" },
+        "max-batch-tokens": { type: "string" },
+        "served-model-name": { type: "string" },
+        "reward-model": { type: "string" },
+        ...DEVICE_FLAGS,
+      },
+      USAGE,
+    );
     const dir = resolveModelDir(required(values, "model", USAGE), "--model");
     const { device, dtype } = placement(values);
     const port = intFlag(values, "port", 8080, 0, 65535); // flags are checked before the model loads
     const family = values["tokenizer-family"] as string | undefined;
-    const { model, tokenizer } = loadForInference(values, dir, { device, dtype, ...(family ? { tokenizerFamily: family } : {}) });
+    const { model, tokenizer } = loadForInference(values, dir, {
+      device,
+      dtype,
+      ...(family ? { tokenizerFamily: family } : {}),
+    });
     const rmDir = values["reward-model"] as string | undefined;
     let scorer: RewardScorer | undefined;
     try {
@@ -46,18 +64,32 @@ export const command: Command = {
     }
     const apiKey = (values["api-key"] as string | undefined) ?? process.env.OASFT_API_KEY;
     const { app } = buildServer({
-      model, tokenizer, modelId: dir.replace(/\/+$/, "").split("/").pop()!, ...(apiKey ? { apiKey } : {}),
-      aliases: [required(values, "model", USAGE), ...String(values["served-model-name"] ?? "").split(",").filter(Boolean)],
-      maxBatch: intFlag(values, "max-batch", 16), maxQueue: intFlag(values, "max-queue", 64, 0), maxTokens: intFlag(values, "max-tokens", 2048),
+      model,
+      tokenizer,
+      modelId: dir.replace(/\/+$/, "").split("/").pop()!,
+      ...(apiKey ? { apiKey } : {}),
+      aliases: [
+        required(values, "model", USAGE),
+        ...String(values["served-model-name"] ?? "")
+          .split(",")
+          .filter(Boolean),
+      ],
+      maxBatch: intFlag(values, "max-batch", 16),
+      maxQueue: intFlag(values, "max-queue", 64, 0),
+      maxTokens: intFlag(values, "max-tokens", 2048),
       ...(values["max-input-tokens"] ? { maxInputTokens: intFlag(values, "max-input-tokens", 1) } : {}),
       ...(values["max-batch-tokens"] ? { maxBatchTokens: intFlag(values, "max-batch-tokens", 1) } : {}),
       ...(scorer ? { scorer } : {}),
     });
     const host = (values.host as string | undefined) ?? "127.0.0.1";
     const address = await app.listen({ host, port });
-    console.log(`oasft serve: ${dir} (${device}, ${dtype}) on ${address} (chat page at ${address}/, OpenAI at ${address}/v1, TGI at ${address}/generate)${apiKey ? ", API key required" : ""}`);
+    console.log(
+      `oasft serve: ${dir} (${device}, ${dtype}) on ${address} (chat page at ${address}/, OpenAI at ${address}/v1, TGI at ${address}/generate)${apiKey ? ", API key required" : ""}`,
+    );
     await new Promise<void>((resolve) => {
-      const stop = () => { void app.close().then(() => resolve()); };
+      const stop = () => {
+        void app.close().then(() => resolve());
+      };
       process.once("SIGINT", stop);
       process.once("SIGTERM", stop);
     });

@@ -58,7 +58,8 @@ export const command: Command = {
     const lead = (distEnv()?.rank ?? 0) === 0;
     if (lead) for (const n of notes) console.error(`note: ${n}`);
     if (printConfig) {
-      for (const [k, v] of Object.entries(config)) console.log(`${k}: ${JSON.stringify(v)}${origin[k] !== "default" ? `    # ${origin[k]}` : ""}`);
+      for (const [k, v] of Object.entries(config))
+        console.log(`${k}: ${JSON.stringify(v)}${origin[k] !== "default" ? `    # ${origin[k]}` : ""}`);
       return 0;
     }
     // Ctrl-C, and SIGTERM (what Slurm, torchrun and Kubernetes send on preemption): finish the

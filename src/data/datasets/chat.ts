@@ -7,18 +7,30 @@ import { asObject, DataError, readAllRecords, type SourcedRecord } from "../io.j
 
 // ----- vicuna / ShareGPT ------------------------------------------------------------------------
 
-const SHAREGPT_ROLES: Record<string, Role> = { human: "prompter", user: "prompter", gpt: "assistant", chatgpt: "assistant", bing: "assistant", bard: "assistant", assistant: "assistant" };
+const SHAREGPT_ROLES: Record<string, Role> = {
+  human: "prompter",
+  user: "prompter",
+  gpt: "assistant",
+  chatgpt: "assistant",
+  bing: "assistant",
+  bard: "assistant",
+  assistant: "assistant",
+};
 const EMPTY_PROMPT_REPLACEMENTS = ["...", "Please continue", "Go on", ""];
 
 export const vicuna: DatasetLoader = {
   description: "ShareGPT/Vicuna conversations ([{id, conversations: [{from: system|human|gpt, value}]}])",
   options: {
-    input_file_path: "a local ShareGPT JSON file; default: the hub's Aeala/ShareGPT_Vicuna_unfiltered (V4.3 cleaned split)",
+    input_file_path:
+      "a local ShareGPT JSON file; default: the hub's Aeala/ShareGPT_Vicuna_unfiltered (V4.3 cleaned split)",
     input_max_length: "cap on each turn, in characters (default 32768, OA HEAD; May-2023 used 2048)",
   },
   async load(o, ctx) {
     const maxChars = optNumber(o, "input_max_length", ctx.name, { min: 1, integer: true }) ?? 32 * 1024;
-    const files = await inputFiles(o, ctx, { repo: "Aeala/ShareGPT_Vicuna_unfiltered", files: /^ShareGPT_V4\.3_unfiltered_cleaned_split\.json$/ });
+    const files = await inputFiles(o, ctx, {
+      repo: "Aeala/ShareGPT_Vicuna_unfiltered",
+      files: /^ShareGPT_V4\.3_unfiltered_cleaned_split\.json$/,
+    });
     const drop = new DropCounter();
     const train: Conversation[] = [];
     for (const r of await readAllRecords(files)) {
@@ -31,26 +43,46 @@ export const vicuna: DatasetLoader = {
         if (bad) return;
         const from = (t as { from?: unknown })?.from;
         const raw = (t as { value?: unknown })?.value;
-        if (typeof from !== "string" || typeof raw !== "string") throw new DataError(r.where, `conversations[${i}]: expected {from: string, value: string}`);
-        if (from === "system" && i === 0) { system = raw; return; } // ShareGPT files of fine-tuning tools lead with one
+        if (typeof from !== "string" || typeof raw !== "string")
+          throw new DataError(r.where, `conversations[${i}]: expected {from: string, value: string}`);
+        if (from === "system" && i === 0) {
+          system = raw;
+          return;
+        } // ShareGPT files of fine-tuning tools lead with one
         const role = SHAREGPT_ROLES[from];
-        if (!role) { bad = "unknown_role"; return; }
+        if (!role) {
+          bad = "unknown_role";
+          return;
+        }
         let value: string = raw;
         if (!value.trim()) {
-          if (role === "assistant") { bad = "empty_reply"; return; }
+          if (role === "assistant") {
+            bad = "empty_reply";
+            return;
+          }
           value = ctx.rng.choice(EMPTY_PROMPT_REPLACEMENTS);
         }
         // Markdown escapes left by the ShareGPT scrape (OA issue #2510), and [n] references.
         const text = removeReferences(value.replaceAll("\\_", "_").replaceAll("\\*", "*"));
         const last = merged.at(-1);
-        if (last && last.role === role) last.text += `\n${text}`; // consecutive turns of one speaker merge
+        if (last && last.role === role)
+          last.text += `\n${text}`; // consecutive turns of one speaker merge
         else merged.push({ role, text });
       });
-      if (bad) { drop.drop(bad); continue; }
-      if (!merged.length || merged[0]!.role !== "prompter") { drop.drop("empty_or_not_starting_with_human"); continue; }
+      if (bad) {
+        drop.drop(bad);
+        continue;
+      }
+      if (!merged.length || merged[0]!.role !== "prompter") {
+        drop.drop("empty_or_not_starting_with_human");
+        continue;
+      }
       if (merged.at(-1)!.role === "prompter") merged.pop(); // a trailing question has no answer to train on
       for (const m of merged) m.text = m.text.slice(0, maxChars);
-      if (merged.length < 2) { drop.drop("no_answer"); continue; }
+      if (merged.length < 2) {
+        drop.drop("no_answer");
+        continue;
+      }
       train.push({ messages: merged, where: r.where, ...(system !== undefined ? { systemMessage: system } : {}) });
     }
     return { train, dropped: drop.counts, files };
@@ -60,7 +92,12 @@ export const vicuna: DatasetLoader = {
 // ----- generic {"messages": [...]} (OpenAI's chat format) ---------------------------------------
 
 const CHAT_ROLES: Record<string, ChatTurn["role"]> = {
-  user: "user", prompter: "user", human: "user", assistant: "assistant", system: "system", tool: "tool",
+  user: "user",
+  prompter: "user",
+  human: "user",
+  assistant: "assistant",
+  system: "system",
+  tool: "tool",
 };
 
 /**
@@ -113,7 +150,10 @@ export function chatTurns(list: unknown[], where: string, field: string): ChatTu
 export function chatConversation(chat: ChatTurn[], where: string, field: string): Conversation {
   if (!chat.some((m) => m.role === "user")) throw new DataError(where, `${field}: no user message`);
   if (chat.at(-1)?.role !== "assistant") {
-    throw new DataError(where, `${field}: the conversation ends on a ${chat.at(-1)?.role ?? "missing"} message, not an assistant reply (nothing to train on)`);
+    throw new DataError(
+      where,
+      `${field}: the conversation ends on a ${chat.at(-1)?.role ?? "missing"} message, not an assistant reply (nothing to train on)`,
+    );
   }
   const c: Conversation = { messages: [], where };
   const problem = asOaConversation(chat, c);
@@ -124,7 +164,8 @@ export function chatConversation(chat: ChatTurn[], where: string, field: string)
 }
 
 export const messages: DatasetLoader = {
-  description: "your own chats (OpenAI's shape): JSONL/JSON/Parquet of {\"messages\": [{\"role\": \"system\"|\"user\"|\"assistant\"|\"tool\", \"content\": ...}]}",
+  description:
+    'your own chats (OpenAI\'s shape): JSONL/JSON/Parquet of {"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": ...}]}',
   options: { input_file_path: "the file(s) (.jsonl, .json, .parquet, optionally .gz) or a folder of them (required)" },
   async load(o, ctx) {
     const files = await inputFiles(o, ctx, undefined);
@@ -146,7 +187,8 @@ export function parseAlpacaRecord(r: SourcedRecord): Conversation {
       if (required) throw new DataError(r.where, `field '${k}' is missing (expected instruction, input, output)`);
       return undefined;
     }
-    if (typeof v !== "string") throw new DataError(r.where, `field '${k}': expected a string, got ${JSON.stringify(v)}`);
+    if (typeof v !== "string")
+      throw new DataError(r.where, `field '${k}': expected a string, got ${JSON.stringify(v)}`);
     return v;
   };
   const instruction = field("instruction", true)!;
@@ -155,7 +197,10 @@ export function parseAlpacaRecord(r: SourcedRecord): Conversation {
   const system = field("system", false);
   if (!output.trim()) throw new DataError(r.where, "field 'output' is empty (nothing to train on)");
   const prompt = input?.trim() ? `${instruction}\n\n${input}` : instruction;
-  const chat: ChatTurn[] = [...(system ? [{ role: "system" as const, content: system }] : []), { role: "user", content: prompt }];
+  const chat: ChatTurn[] = [
+    ...(system ? [{ role: "system" as const, content: system }] : []),
+    { role: "user", content: prompt },
+  ];
   return chatConversation([...chat, { role: "assistant", content: output }], r.where, "output");
 }
 

@@ -3,8 +3,15 @@
 // OA's oasst_dataset.py: tree filters on the root, every leaf thread, a trailing prompter leaf popped.
 import type { Conversation, Utterance } from "../conversation.js";
 import {
-  DropCounter, inputFiles, optNumber, optString,
-  type DatasetLoader, type DatasetOptions, type LoadedRanked, type LoaderContext, type RankedGroup,
+  DropCounter,
+  inputFiles,
+  optNumber,
+  optString,
+  type DatasetLoader,
+  type DatasetOptions,
+  type LoadedRanked,
+  type LoaderContext,
+  type RankedGroup,
 } from "../dataset.js";
 import { asObject, DataError, readRecords, type Json, type SourcedRecord } from "../io.js";
 
@@ -32,8 +39,10 @@ function parseNode(raw: unknown, where: string, path: string): MessageNode {
   const m = raw as Json;
   const field = `${path}.`;
   if (typeof m.text !== "string") throw new DataError(where, `${field}text: expected a string`);
-  if (m.role !== "prompter" && m.role !== "assistant") throw new DataError(where, `${field}role: expected "prompter" or "assistant", got ${JSON.stringify(m.role)}`);
-  if (m.replies !== undefined && m.replies !== null && !Array.isArray(m.replies)) throw new DataError(where, `${field}replies: expected a list`);
+  if (m.role !== "prompter" && m.role !== "assistant")
+    throw new DataError(where, `${field}role: expected "prompter" or "assistant", got ${JSON.stringify(m.role)}`);
+  if (m.replies !== undefined && m.replies !== null && !Array.isArray(m.replies))
+    throw new DataError(where, `${field}replies: expected a list`);
   const labels: Record<string, number> = {};
   if (m.labels && typeof m.labels === "object") {
     for (const [k, v] of Object.entries(m.labels as Json)) {
@@ -59,10 +68,17 @@ function parseNode(raw: unknown, where: string, path: string): MessageNode {
 function parseTreeLine(r: SourcedRecord): MessageTree {
   const obj = asObject(r);
   if ("message_tree_id" in obj || "prompt" in obj) {
-    return { treeState: typeof obj.tree_state === "string" ? obj.tree_state : undefined, root: parseNode(obj.prompt, r.where, "prompt"), where: r.where };
+    return {
+      treeState: typeof obj.tree_state === "string" ? obj.tree_state : undefined,
+      root: parseNode(obj.prompt, r.where, "prompt"),
+      where: r.where,
+    };
   }
   if ("message_id" in obj) return { root: parseNode(obj, r.where, "message"), where: r.where };
-  throw new DataError(r.where, "expected a message tree ({message_tree_id, tree_state, prompt}) or a message ({message_id, text, role, replies})");
+  throw new DataError(
+    r.where,
+    "expected a message tree ({message_tree_id, tree_state, prompt}) or a message ({message_id, text, role, replies})",
+  );
 }
 
 /**
@@ -79,7 +95,12 @@ function treesFromRows(rows: SourcedRecord[]): MessageTree[] {
     }
     obj.replies = [];
     const node = parseNode(obj, r.where, "message");
-    nodes.set(node.messageId, { node, parent: typeof obj.parent_id === "string" ? obj.parent_id : null, treeState: typeof obj.tree_state === "string" ? obj.tree_state : undefined, where: r.where });
+    nodes.set(node.messageId, {
+      node,
+      parent: typeof obj.parent_id === "string" ? obj.parent_id : null,
+      treeState: typeof obj.tree_state === "string" ? obj.tree_state : undefined,
+      where: r.where,
+    });
   }
   const trees: MessageTree[] = [];
   for (const { node, parent, treeState, where } of nodes.values()) {
@@ -132,7 +153,7 @@ function treeDropRule(tree: MessageTree, langs: string[]): string | undefined {
 function threadDropRule(thread: MessageNode[], topK: number | undefined): string | undefined {
   if (thread.some((m) => m.deleted || m.synthetic)) return "thread_deleted_or_synthetic";
   const unranked = (m: MessageNode, i: number) =>
-    (m.rank === null || m.rank === undefined ? thread[i - 1]!.replies.length > 1 : m.rank >= topK!);
+    m.rank === null || m.rank === undefined ? thread[i - 1]!.replies.length > 1 : m.rank >= topK!;
   if (topK !== undefined && thread.some((m, i) => m.role === "assistant" && unranked(m, i))) return "thread_top_k";
   return undefined;
 }
@@ -159,20 +180,27 @@ async function loadRankedOasst(o: DatasetOptions, ctx: LoaderContext): Promise<L
   const groups: RankedGroup[] = [];
   for (const tree of await readTrees(files)) {
     const treeRule = treeDropRule(tree, langs);
-    if (treeRule) { drop.drop(treeRule); continue; }
+    if (treeRule) {
+      drop.drop(treeRule);
+      continue;
+    }
     for (const thread of threads(tree.root)) {
       const last = thread.at(-1)!;
       const ranked = last.replies.filter((r) => r.role === "assistant" && r.rank !== null && r.rank !== undefined);
       if (last.role !== "prompter" || ranked.length < 2) continue;
       const rule = threadDropRule(thread, topK);
-      if (rule) { drop.drop(rule); continue; }
+      if (rule) {
+        drop.drop(rule);
+        continue;
+      }
       checkAlternation(thread, tree);
       const context = thread.map(toUtterance);
       // A stable sort: equal ranks keep the export's order, as Python's sorted does.
       const replies = [...ranked].sort((a, b) => a.rank! - b.rank!);
       groups.push({
         candidates: replies.map((r) => ({
-          messages: [...context, toUtterance(r)], where: `${tree.where} › ${r.messageId}`,
+          messages: [...context, toUtterance(r)],
+          where: `${tree.where} › ${r.messageId}`,
         })),
         where: `${tree.where} › ${last.messageId}`,
       });
@@ -186,7 +214,7 @@ export const oasstExport: DatasetLoader = {
   options: {
     input_file_path: "export file(s); relative paths are tried in the working folder, then in cache_dir",
     hf_dataset_name: "hub dataset when no input_file_path is given (default OpenAssistant/oasst1)",
-    lang: "comma-separated language codes of the tree roots to keep (default \"en\")",
+    lang: 'comma-separated language codes of the tree roots to keep (default "en")',
     top_k: "keep only threads whose assistant replies have rank < top_k",
   },
   async load(o, ctx) {
@@ -198,7 +226,10 @@ export const oasstExport: DatasetLoader = {
     const groups: Conversation[][] = [];
     for (const tree of await readTrees(files)) {
       const treeRule = treeDropRule(tree, langs);
-      if (treeRule) { drop.drop(treeRule); continue; }
+      if (treeRule) {
+        drop.drop(treeRule);
+        continue;
+      }
       const kept: Conversation[] = [];
       for (const thread of threads(tree.root)) {
         const leaf = thread.at(-1)!;
@@ -206,9 +237,15 @@ export const oasstExport: DatasetLoader = {
         const parent = thread.at(-2)!;
         if (leaf.role !== "assistant" && parent.replies[0] !== leaf) continue;
         const rule = threadDropRule(thread, topK);
-        if (rule) { drop.drop(rule); continue; }
+        if (rule) {
+          drop.drop(rule);
+          continue;
+        }
         const messages = leaf.role === "prompter" ? thread.slice(0, -1) : thread;
-        if (messages.length < 2) { drop.drop("thread_too_short"); continue; }
+        if (messages.length < 2) {
+          drop.drop("thread_too_short");
+          continue;
+        }
         checkAlternation(messages, tree);
         kept.push({ messages: messages.map(toUtterance) });
       }

@@ -42,17 +42,21 @@ function pairOf(r: SourcedRecord): { context: ChatTurn[]; chosen: string; reject
     return t[0]!.content;
   };
   if ("prompt" in o) {
-    const context = typeof o.prompt === "string"
-      ? [{ role: "user" as const, content: o.prompt }]
-      : turns(o.prompt, r.where, "prompt");
+    const context =
+      typeof o.prompt === "string"
+        ? [{ role: "user" as const, content: o.prompt }]
+        : turns(o.prompt, r.where, "prompt");
     return { context, chosen: reply(o.chosen, "chosen"), rejected: reply(o.rejected, "rejected") };
   }
   // An implicit prompt: the turns both conversations share, up to the last assistant reply.
   const whole = (v: unknown, field: string) =>
-    (typeof v === "string" ? hhTurns(v, r.where, field) : turns(v, r.where, field));
+    typeof v === "string" ? hhTurns(v, r.where, field) : turns(v, r.where, field);
   const c = whole(o.chosen, "chosen");
   const j = whole(o.rejected, "rejected");
-  for (const [t, field] of [[c, "chosen"], [j, "rejected"]] as const) {
+  for (const [t, field] of [
+    [c, "chosen"],
+    [j, "rejected"],
+  ] as const) {
     if (t.at(-1)?.role !== "assistant") {
       throw new DataError(r.where, `${field}: the conversation does not end on an assistant reply`);
     }
