@@ -21,7 +21,7 @@ function readJson(path: string): Json | undefined {
   try {
     return JSON.parse(readFileSync(path, "utf8")) as Json;
   } catch (err) {
-    throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
+    throw new Error(`${path}: not valid JSON (${(err as Error).message})`, { cause: err });
   }
 }
 

@@ -72,7 +72,7 @@ export function initProcessGroup(
     need(n.distInit)(env.rank, env.worldSize, env.masterAddr, env.masterPort, backend, Math.round(timeoutS * 1000));
   } catch (err) {
     // The addon's message names the rank, the rendezvous address and the timeout; drop the op name.
-    throw new Error((err as Error).message.replace(/^distInit: /, ""));
+    throw new Error((err as Error).message.replace(/^distInit: /, ""), { cause: err });
   }
   const allReduce = need(n.distAllReduce);
   const allGather = need(n.distAllGather);

@@ -45,7 +45,7 @@ export function trainingTexts(path: string): string[] {
     try {
       collect(JSON.parse(line));
     } catch (err) {
-      throw new Error(`${path}:${i + 1}: not valid JSON (${(err as Error).message})`);
+      throw new Error(`${path}:${i + 1}: not valid JSON (${(err as Error).message})`, { cause: err });
     }
   });
   return out;

@@ -216,7 +216,9 @@ export class ChatTokenizer {
     try {
       tok = Tokenizer.fromFile(file);
     } catch (err) {
-      throw new Error(`tokenizer ${file}: not a Hugging Face tokenizer.json (${(err as Error).message})`);
+      throw new Error(`tokenizer ${file}: not a Hugging Face tokenizer.json (${(err as Error).message})`, {
+        cause: err,
+      });
     }
     // Truncation/padding saved in a tokenizer.json are session leftovers; the collator decides both.
     tok.disableTruncation();

@@ -243,7 +243,7 @@ function findAddon(): string {
 
 /** Which BLAS library the process mapped when libtorch loaded (Linux only; "unknown" elsewhere). */
 export function loadedBlas(): { kind: "openblas" | "mkl" | "reference" | "unknown"; path: string } {
-  let maps = "";
+  let maps: string;
   try {
     maps = readFileSync("/proc/self/maps", "utf8");
   } catch {

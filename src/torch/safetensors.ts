@@ -137,7 +137,7 @@ function readEntry(path: string, fd: number, name: string, e: SafetensorsEntry):
   try {
     return new Tensor(native.readFromFd(fd, e.offset, DTYPE_CODE[e.dtype], e.shape));
   } catch (err) {
-    throw new Error(`${path} › ${name}: ${(err as Error).message.replace(/^readFromFd: /, "")}`);
+    throw new Error(`${path} › ${name}: ${(err as Error).message.replace(/^readFromFd: /, "")}`, { cause: err });
   }
 }
 
@@ -180,7 +180,9 @@ export function loadSafetensorsEntry(path: string, entry: SafetensorsEntry, name
       try {
         native.readIntoFromFd(fd, entry.offset, into.handle);
       } catch (err) {
-        throw new Error(`${path} › ${name}: ${(err as Error).message.replace(/^readIntoFromFd: /, "")}`);
+        throw new Error(`${path} › ${name}: ${(err as Error).message.replace(/^readIntoFromFd: /, "")}`, {
+          cause: err,
+        });
       }
       return into;
     }
@@ -194,7 +196,9 @@ function openFile(path: string): number {
   try {
     return openSync(path, "r");
   } catch (err) {
-    throw new Error(`${path}: cannot open (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new Error(`${path}: cannot open (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, {
+      cause: err,
+    });
   }
 }
 
@@ -232,7 +236,7 @@ export function saveSafetensors(
       try {
         native.writeToFd(t.handle, fd);
       } catch (err) {
-        throw new Error(`${path} › ${name}: ${(err as Error).message.replace(/^writeToFd: /, "")}`);
+        throw new Error(`${path} › ${name}: ${(err as Error).message.replace(/^writeToFd: /, "")}`, { cause: err });
       }
     }
   });

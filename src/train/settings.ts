@@ -90,7 +90,7 @@ export function resolveTrainSettings(cfg: SFTConfig, device: string, distributed
     try {
       ds = JSON.parse(readFileSync(file, "utf8")) as Json;
     } catch (err) {
-      throw new Error(`${file}: not valid JSON (${(err as Error).message})`);
+      throw new Error(`${file}: not valid JSON (${(err as Error).message})`, { cause: err });
     }
     const fp16 = enabled(ds.fp16, precision === "fp16");
     const bf16 = enabled(ds.bf16, precision === "bf16");
