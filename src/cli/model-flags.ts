@@ -41,8 +41,23 @@ export function loadForInference(
     }
   }
   const tokenizerDir = adapter && existsSync(join(adapter, "tokenizer.json")) ? adapter : dir;
-  const tokenizer = ChatTokenizer.load(tokenizerDir, { ...(o.tokenizerFamily ? { family: o.tokenizerFamily } : {}) });
-  // Prompts are rendered in the folder's own chat template (auto), or the one --chat-template names.
+  const tokenizer = loadInferenceTokenizer(values, tokenizerDir, o.tokenizerFamily);
+  const model = adapter
+    ? loadWithAdapter(resolveModelDir(dir, "--model"), adapter, { device: o.device, dtype: o.dtype, merge: true })
+    : loadCausalLM(dir, {
+        device: o.device,
+        dtype: o.dtype,
+        scoreHead: isRewardModelDir(resolveModelDir(dir, "--model")),
+      });
+  return { model, tokenizer, tokenizerDir };
+}
+
+/**
+ * A model's tokenizer for inference: prompts are rendered in the folder's own chat template (auto), or
+ * the one --chat-template names.
+ */
+export function loadInferenceTokenizer(values: Record<string, unknown>, dir: string, family?: string): ChatTokenizer {
+  const tokenizer = ChatTokenizer.load(dir, { ...(family ? { family } : {}) });
   const setting = typeof values["chat-template"] === "string" ? values["chat-template"] : undefined;
   if (setting !== undefined) {
     try {
@@ -54,14 +69,7 @@ export function loadForInference(
   } else if (tokenizer.templateProblem) {
     console.error(`oasft: ${tokenizer.templateProblem}; prompts use OA's format (--chat-template picks another)`);
   }
-  const model = adapter
-    ? loadWithAdapter(resolveModelDir(dir, "--model"), adapter, { device: o.device, dtype: o.dtype, merge: true })
-    : loadCausalLM(dir, {
-        device: o.device,
-        dtype: o.dtype,
-        scoreHead: isRewardModelDir(resolveModelDir(dir, "--model")),
-      });
-  return { model, tokenizer, tokenizerDir };
+  return tokenizer;
 }
 
 /** A folder with a PEFT adapter and no model of its own. */

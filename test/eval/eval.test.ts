@@ -1,7 +1,7 @@
 // Evaluation: HumanEval execution and pass@k, the sandbox under hostile completions, the harness
 // prompt templates byte for byte, determinism, and bad input.
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -28,6 +28,8 @@ import {
   readMmluCsv,
 } from "../../src/eval/mmlu-bbh.js";
 import { runEval } from "../../src/eval/run.js";
+import { RemoteLM } from "../../src/eval/remote-lm.js";
+import { buildServer } from "../../src/serve/server.js";
 import { hubSource, localSource } from "../../src/eval/sources.js";
 import { loadCausalLM } from "../../src/models/index.js";
 import { ChatTokenizer } from "../../src/tokenizer/index.js";
@@ -463,3 +465,77 @@ describe("harness fidelity", () => {
     model.dispose();
   });
 });
+
+describe("eval of a served model (--base-url)", () => {
+  test("MMLU and BBH through oasft serve's completions endpoint equal the local model's, row for row", async () => {
+    const dir = join(tmp(), "model");
+    const init = [CLI, "init", "--config", join(GOLDEN, GOLDEN_MODELS[0], "config.json")];
+    const made = spawnSync(
+      process.execPath,
+      [...init, "--tokenizer", join(DATA, "tokenizers/oasst-tiny-bpe"), "--out", dir],
+      {
+        encoding: "utf8",
+      },
+    );
+    assert.equal(made.status, 0, made.stderr);
+    const model = loadCausalLM(dir);
+    const tokenizer = ChatTokenizer.load(dir);
+    const { app } = buildServer({ model, tokenizer, modelId: "served", maxTokens: 64 });
+    const base = await app.listen({ host: "127.0.0.1", port: 0 });
+    try {
+      const common = { tokenizer, source: localSource(DATA), limit: 2, progress: false, bbhMaxNewTokens: 12 };
+      const only = ["anatomy", "boolean_expressions"];
+      for (const protocol of ["lm-eval", "instruct-eval"] as const) {
+        const local = tmp();
+        await runEval(["mmlu", "bbh"], { ...common, model, protocol, only, out: local });
+        const served = tmp();
+        const lm = new RemoteLM(tokenizer, { baseUrl: base, model: "served", concurrency: 4 });
+        await runEval(["mmlu", "bbh"], { ...common, lm, protocol, only, out: served });
+        const rows = (d: string, f: string) =>
+          readFileSync(join(d, f), "utf8")
+            .trim()
+            .split("\n")
+            .map((l) => JSON.parse(l) as Record<string, unknown>);
+        for (const file of ["mmlu.jsonl", "bbh.jsonl"]) {
+          const [a, b] = [rows(local, file), rows(served, file)];
+          assert.equal(a.length, b.length);
+          a.forEach((row, i) => {
+            const other = b[i]!;
+            // The same inputs, answers and generations; log-likelihoods from a whole forward vs a reused cache.
+            for (const k of ["input", "pred", "generation", "truncated_tokens"])
+              assert.deepEqual(other[k], row[k], `${file}:${i} ${k}`);
+            const ll = (row.loglikelihoods ?? []) as number[];
+            ll.forEach((v, j) =>
+              assert.ok(Math.abs(v - (other.loglikelihoods as number[])[j]!) < 1e-3, `${file}:${i} ll ${j}`),
+            );
+          });
+        }
+      }
+      // The CLI: --base-url with the model folder as the tokenizer; an unreachable server is named.
+      const out = tmp();
+      const flags = ["eval", "--tasks", "mmlu", "--only", "anatomy", "--limit", "1", "--tokenizer", dir, "--out", out];
+      const r = await runCli([...flags, "--base-url", base]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(
+        (JSON.parse(readFileSync(join(out, "results.json"), "utf8")) as { model: string }).model,
+        `${base}/v1/completions`,
+      );
+      const dead = await runCli([...flags, "--base-url", "http://127.0.0.1:9"]);
+      assert.notEqual(dead.status, 0);
+      assert.match(dead.stderr, /--base-url http:\/\/127\.0\.0\.1:9\/v1\/completions: /);
+    } finally {
+      await app.close();
+      model.dispose();
+    }
+  });
+});
+
+/** The CLI in a child process while this one serves (spawnSync would block the server). */
+function runCli(args: string[]): Promise<{ status: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("close", (status) => resolve({ status, stderr }));
+  });
+}

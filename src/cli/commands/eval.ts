@@ -4,7 +4,10 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { resolveModelDir } from "../../models/index.js";
-import { evalTable, runEval, type Protocol } from "../../eval/run.js";
+import { evalTable, runEval, type EvalOptions, type Protocol } from "../../eval/run.js";
+import { PROTOCOLS } from "../../eval/protocols.js";
+import { RemoteLM } from "../../eval/remote-lm.js";
+import type { CausalLM } from "../../models/index.js";
 import { checkJob, readHumanEval, runChecks, scoreHumanEval } from "../../eval/humaneval.js";
 import { hubSource, localSource } from "../../eval/sources.js";
 import { defaultRmData } from "../../eval/rm.js";
@@ -13,7 +16,7 @@ import { writeFileAtomic } from "../../util/atomic-file.js";
 import { intFlag, parseFlags, required, UsageError } from "../args.js";
 import type { Command } from "../main.js";
 import { DEVICE_FLAGS, DEVICE_USAGE, placement } from "../placement.js";
-import { ADAPTER_USAGE, MODEL_FLAGS, loadForInference } from "../model-flags.js";
+import { ADAPTER_USAGE, MODEL_FLAGS, loadForInference, loadInferenceTokenizer } from "../model-flags.js";
 
 const USAGE = `usage:
   oasft eval --model DIR --tasks mmlu,bbh,humaneval --out DIR [--protocol lm-eval|instruct-eval] [--limit N]
@@ -21,6 +24,8 @@ const USAGE = `usage:
              [--bbh-max-new-tokens 1024] [--humaneval-max-new-tokens N] [--mmlu-shots 0-5] [--timeout 3] [--max-batch 8]
              [--only NAME,...] [--source files|hub]
              ${ADAPTER_USAGE} ${DEVICE_USAGE}
+  oasft eval --base-url URL --tokenizer DIR --tasks mmlu,bbh,humaneval --out DIR [--served-model NAME] [--api-key KEY]
+             [--max-length N] [the task flags above]
   oasft eval --model RM_DIR --tasks rm --out DIR [--rm-data FILE] [--limit N]
   oasft eval humaneval --samples FILE.jsonl [--k 1,10,100] [--problems HumanEval.jsonl.gz] [--timeout 3] [--out results.jsonl]
 
@@ -37,6 +42,9 @@ const USAGE = `usage:
   --tasks rm scores a reward model (oasft train --stage rm): the fraction of ranked pairs whose rewards
   are in the annotators' order, on an oasst export (default --data-dir's oasst/en_100_tree.jsonl) or a
   preference_pairs file (--rm-data).
+  --base-url evaluates a served model through its OpenAI completions endpoint (oasft serve, vLLM, as
+  lm-eval's local-completions): prompts are tokenized here with --tokenizer (the served model's folder)
+  and sent as token ids; log-likelihoods come from echoed prompts' logprobs. --max-batch requests at a time.
   --chat asks every prompt as a user turn in the model's chat template (its own, else OA's
   <|prompter|>…</s><|assistant|>; --chat-template picks another), for chat models.
   Writes OUT/results.json, OUT/<task>.jsonl (every item) and OUT/table.md (the card's layout).`;
@@ -87,95 +95,131 @@ async function scoreSamples(argv: string[]): Promise<number> {
   return 0;
 }
 
+const EVAL_FLAGS = {
+  model: { type: "string" },
+  tasks: { type: "string" },
+  out: { type: "string" },
+  protocol: { type: "string" },
+  limit: { type: "string" },
+  chat: { type: "boolean" },
+  "data-dir": { type: "string" },
+  n: { type: "string" },
+  temperature: { type: "string" },
+  "top-p": { type: "string" },
+  k: { type: "string" },
+  "bbh-max-new-tokens": { type: "string" },
+  "humaneval-max-new-tokens": { type: "string" },
+  "mmlu-shots": { type: "string" },
+  timeout: { type: "string" },
+  "max-batch": { type: "string" },
+  only: { type: "string" },
+  source: { type: "string" },
+  "rm-data": { type: "string" },
+  "base-url": { type: "string" },
+  tokenizer: { type: "string" },
+  "served-model": { type: "string" },
+  "api-key": { type: "string" },
+  "max-length": { type: "string" },
+  ...MODEL_FLAGS,
+  "unsafe-no-sandbox": { type: "boolean" },
+  ...DEVICE_FLAGS,
+} as const;
+
+type Values = Record<string, unknown>;
+
+/** The protocol, the task list, the data and every task setting, checked before any model loads. */
+function taskOptions(values: Values): Omit<EvalOptions, "model" | "tokenizer" | "lm"> & { dataDir: string } {
+  const protocol = ((values.protocol as string | undefined) ?? "lm-eval") as Protocol;
+  if (!(protocol in PROTOCOLS)) {
+    throw new UsageError(`--protocol: expected ${Object.keys(PROTOCOLS).join(" or ")}, got '${protocol}'`);
+  }
+  // MMLU's dev split has 5 questions per subject; instruct-eval always starts from all 5 (fewer past 2,048 tokens).
+  const mmluShots = values["mmlu-shots"] !== undefined ? intFlag(values, "mmlu-shots", 5, 0, 5) : undefined;
+  if (mmluShots !== undefined && !PROTOCOLS[protocol].mmlu.shotsFlag) {
+    throw new UsageError(`--mmlu-shots: ${protocol}'s MMLU is 5-shot (fewer past 2,048 tokens); the flag is lm-eval's`);
+  }
+  const dataDir = (values["data-dir"] as string | undefined) ?? DEFAULT_DATA;
+  const sourceName = (values.source as string | undefined) ?? "files";
+  if (sourceName !== "files" && sourceName !== "hub") {
+    throw new UsageError(`--source: expected files or hub, got '${sourceName}'`);
+  }
+  if (sourceName === "files" && !existsSync(dataDir)) throw new UsageError(`--data-dir: ${dataDir} not found`);
+  return {
+    dataDir,
+    protocol,
+    out: required(values, "out", USAGE),
+    source: sourceName === "hub" ? hubSource(join(dataDir, "bbh", "cot-prompts")) : localSource(dataDir),
+    chat: values.chat === true,
+    ...(values.limit ? { limit: intFlag(values, "limit", 1) } : {}),
+    ...(values.only ? { only: (values.only as string).split(",") } : {}),
+    humaneval: {
+      samples: intFlag(values, "n", 1),
+      ks: ((values.k as string | undefined) ?? "1").split(",").map(Number),
+      timeoutS: Number(values.timeout ?? 3),
+      unsafeNoSandbox: values["unsafe-no-sandbox"] === true,
+      // Unset: the protocol's own (lm-eval greedy with 1,024 tokens; instruct-eval T 0.1, top-k 50).
+      ...(values.temperature !== undefined ? { temperature: Number(values.temperature) } : {}),
+      ...(values["top-p"] !== undefined ? { topP: Number(values["top-p"]) } : {}),
+      ...(values["humaneval-max-new-tokens"] !== undefined
+        ? { maxNewTokens: intFlag(values, "humaneval-max-new-tokens", 1) }
+        : {}),
+    },
+    ...(mmluShots !== undefined ? { mmluShots } : {}),
+    bbhMaxNewTokens: intFlag(values, "bbh-max-new-tokens", 1024),
+    maxBatch: intFlag(values, "max-batch", 8),
+    rmData: (values["rm-data"] as string | undefined) ?? defaultRmData(dataDir),
+  };
+}
+
+/** What answers the prompts: a served model (--base-url, tokenized with --tokenizer), or --model loaded here. */
+function evalModel(values: Values): {
+  name: string;
+  tokenizer: EvalOptions["tokenizer"];
+  model?: CausalLM;
+  lm?: RemoteLM;
+} {
+  const baseUrl = values["base-url"] as string | undefined;
+  if (baseUrl) {
+    const tokDir = (values.tokenizer ?? values.model) as string | undefined;
+    if (!tokDir) throw new UsageError("--base-url needs --tokenizer DIR: the served model's folder (its tokenizer)");
+    const tokenizer = loadInferenceTokenizer(values, resolveModelDir(tokDir, "--tokenizer"));
+    const lm = new RemoteLM(tokenizer, {
+      baseUrl,
+      chat: values.chat === true,
+      concurrency: intFlag(values, "max-batch", 8),
+      ...(values["served-model"] ? { model: values["served-model"] as string } : {}),
+      ...(values["api-key"] ? { apiKey: values["api-key"] as string } : {}),
+      ...(values["max-length"] ? { maxLength: intFlag(values, "max-length", 1) } : {}),
+    });
+    return { name: baseUrl, tokenizer, lm };
+  }
+  const dir = resolveModelDir(required(values, "model", USAGE), "--model");
+  const { device, dtype } = placement(values);
+  return { name: dir, ...loadForInference(values, dir, { device, dtype }) };
+}
+
 export const command: Command = {
   async run(argv) {
     if (argv[0] === "humaneval") return scoreSamples(argv.slice(1));
-    const { values } = parseFlags(
-      argv,
-      {
-        model: { type: "string" },
-        tasks: { type: "string" },
-        out: { type: "string" },
-        protocol: { type: "string" },
-        limit: { type: "string" },
-        chat: { type: "boolean" },
-        "data-dir": { type: "string" },
-        n: { type: "string" },
-        temperature: { type: "string" },
-        "top-p": { type: "string" },
-        k: { type: "string" },
-        "bbh-max-new-tokens": { type: "string" },
-        "humaneval-max-new-tokens": { type: "string" },
-        "mmlu-shots": { type: "string" },
-        timeout: { type: "string" },
-        "max-batch": { type: "string" },
-        only: { type: "string" },
-        source: { type: "string" },
-        "rm-data": { type: "string" },
-        ...MODEL_FLAGS,
-        "unsafe-no-sandbox": { type: "boolean" },
-        ...DEVICE_FLAGS,
-      },
-      USAGE,
-    );
-    const dir = resolveModelDir(required(values, "model", USAGE), "--model");
-    const out = required(values, "out", USAGE);
-    const protocol = ((values.protocol as string | undefined) ?? "lm-eval") as Protocol;
-    if (protocol !== "lm-eval" && protocol !== "instruct-eval")
-      throw new UsageError(`--protocol: expected lm-eval or instruct-eval, got '${protocol}'`);
-    // MMLU's dev split has 5 questions per subject; instruct-eval always starts from all 5 (fewer past 2,048 tokens).
-    const mmluShots = values["mmlu-shots"] !== undefined ? intFlag(values, "mmlu-shots", 5, 0, 5) : undefined;
-    if (mmluShots !== undefined && protocol === "instruct-eval") {
-      throw new UsageError(
-        "--mmlu-shots: instruct-eval's MMLU is 5-shot (fewer past 2,048 tokens); the flag is lm-eval's",
-      );
-    }
+    const { values } = parseFlags(argv, EVAL_FLAGS, USAGE);
     const tasks = required(values, "tasks", USAGE)
       .split(",")
       .map((t) => t.trim())
       .filter(Boolean);
-    const dataDir = (values["data-dir"] as string | undefined) ?? DEFAULT_DATA;
-    const sourceName = (values.source as string | undefined) ?? "files";
-    if (sourceName !== "files" && sourceName !== "hub")
-      throw new UsageError(`--source: expected files or hub, got '${sourceName}'`);
-    if (sourceName === "files" && !existsSync(dataDir)) throw new UsageError(`--data-dir: ${dataDir} not found`);
-    const source = sourceName === "hub" ? hubSource(join(dataDir, "bbh", "cot-prompts")) : localSource(dataDir);
-    const { device, dtype } = placement(values);
-    const { model, tokenizer } = loadForInference(values, dir, { device, dtype });
-    const n = intFlag(values, "n", 1);
-    const ks = ((values.k as string | undefined) ?? "1").split(",").map(Number);
+    const options = taskOptions(values);
+    const { name, tokenizer, model, lm } = evalModel(values);
     const start = performance.now();
     try {
       const results = await runEval(tasks, {
-        model,
+        ...options,
         tokenizer,
-        protocol,
-        source,
-        out,
-        chat: values.chat === true,
-        ...(values.limit ? { limit: intFlag(values, "limit", 1) } : {}),
-        ...(values.only ? { only: (values.only as string).split(",") } : {}),
-        humaneval: {
-          samples: n,
-          ks,
-          timeoutS: Number(values.timeout ?? 3),
-          unsafeNoSandbox: values["unsafe-no-sandbox"] === true,
-          // Unset: the protocol's own (lm-eval greedy with 1,024 tokens; instruct-eval T 0.1, top-k 50).
-          ...(values.temperature !== undefined ? { temperature: Number(values.temperature) } : {}),
-          ...(values["top-p"] !== undefined ? { topP: Number(values["top-p"]) } : {}),
-          ...(values["humaneval-max-new-tokens"] !== undefined
-            ? { maxNewTokens: intFlag(values, "humaneval-max-new-tokens", 1) }
-            : {}),
-        },
-        ...(mmluShots !== undefined ? { mmluShots } : {}),
-        bbhMaxNewTokens: intFlag(values, "bbh-max-new-tokens", 1024),
-        maxBatch: intFlag(values, "max-batch", 8),
-        rmData: (values["rm-data"] as string | undefined) ?? defaultRmData(dataDir),
+        ...(model ? { model } : {}),
+        ...(lm ? { lm } : {}),
       });
-      console.log(evalTable(results, protocol, dir));
-      console.error(`eval done in ${((performance.now() - start) / 1000).toFixed(0)} s → ${out}/results.json`);
+      console.log(evalTable(results, options.protocol, name));
+      console.error(`eval done in ${((performance.now() - start) / 1000).toFixed(0)} s → ${options.out}/results.json`);
     } finally {
-      model.dispose();
+      model?.dispose();
     }
     return 0;
   },
