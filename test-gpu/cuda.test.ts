@@ -10,7 +10,7 @@ import { test } from "node:test";
 import * as torch from "../src/torch/index.js";
 import { loadCausalLM } from "../src/models/index.js";
 import { generateGreedy } from "../src/generate/greedy.js";
-import { computeParity } from "../src/cli/commands/parity.js";
+import { computeParity } from "../src/eval/parity.js";
 import { composeConfig } from "../src/sft/config.js";
 import { train } from "../src/train/trainer.js";
 import { buildServer } from "../src/serve/server.js";

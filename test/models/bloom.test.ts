@@ -8,7 +8,7 @@ import { loadCausalLM } from "../../src/models/index.js";
 import { alibiSlopes } from "../../src/models/bloom.js";
 import { generateGreedy } from "../../src/generate/index.js";
 import { AdamW } from "../../src/train/index.js";
-import { computeParity, PARITY_ADAMW } from "../../src/cli/commands/parity.js";
+import { computeParity, PARITY_ADAMW } from "../../src/eval/parity.js";
 import { GOLDEN, GOLDEN_MODELS, assertGradsAndAdamw, loadGolden, maxAbsDiff, worstExcess } from "../helpers.js";
 
 test("ALiBi slopes equal HF's build_alibi_tensor for every head count it lists", () => {

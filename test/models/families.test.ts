@@ -11,7 +11,7 @@ import * as torch from "../../src/torch/index.js";
 import { createCausalLM, loadCausalLM } from "../../src/models/index.js";
 import { RotaryEmbedding } from "../../src/nn/index.js";
 import { generateGreedy } from "../../src/generate/greedy.js";
-import { computeParity, PARITY_ADAMW } from "../../src/cli/commands/parity.js";
+import { computeParity, PARITY_ADAMW } from "../../src/eval/parity.js";
 import { AdamW } from "../../src/train/index.js";
 import { SHARED, assertGradsAndAdamw, maxAbsDiff, worstExcess } from "../helpers.js";
 

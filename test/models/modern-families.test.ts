@@ -15,7 +15,7 @@ import { LayeredKVCache } from "../../src/models/kv-cache.js";
 import { llama3RopeFactors } from "../../src/models/gguf-layout.js";
 import { generateGreedy } from "../../src/generate/greedy.js";
 import { prefill } from "../../src/generate/prefill.js";
-import { computeParity } from "../../src/cli/commands/parity.js";
+import { computeParity } from "../../src/eval/parity.js";
 import { SHARED, worstExcess } from "../helpers.js";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";

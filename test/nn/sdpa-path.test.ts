@@ -11,7 +11,7 @@ import * as torch from "../../src/torch/index.js";
 import { loadCausalLM } from "../../src/models/index.js";
 import { setAttentionImpl, useSdpa } from "../../src/nn/index.js";
 import { generateGreedy } from "../../src/generate/greedy.js";
-import { computeParity } from "../../src/cli/commands/parity.js";
+import { computeParity } from "../../src/eval/parity.js";
 import { GOLDEN, SHARED, worstExcess } from "../helpers.js";
 
 type H = torch.Handle;
