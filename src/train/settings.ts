@@ -67,12 +67,10 @@ const enabled = (block: unknown, fallback: boolean) => {
 
 /** `distributed`: this process is one rank of a job (launched with the torchrun environment). */
 export function resolveTrainSettings(cfg: SFTConfig, device: string, distributed = false): TrainSettings {
-  const notes: string[] = [];
   const dtype = cfg.dtype;
-  let precision: Precision =
-    dtype === "bf16" || dtype === "bfloat16" ? "bf16" : dtype === "fp16" || dtype === "float16" ? "fp16" : "fp32";
   const s: TrainSettings = {
-    precision,
+    precision:
+      dtype === "bf16" || dtype === "bfloat16" ? "bf16" : dtype === "fp16" || dtype === "float16" ? "fp16" : "fp32",
     lr: cfg.learning_rate,
     betas: [cfg.adam_beta1, cfg.adam_beta2],
     eps: cfg.adam_epsilon,
@@ -82,97 +80,106 @@ export function resolveTrainSettings(cfg: SFTConfig, device: string, distributed
     microBatchSize: cfg.per_device_train_batch_size,
     schedule: { kind: cfg.lr_scheduler_type, warmupSteps: cfg.warmup_steps },
     zeroStage: (cfg.zero_stage ?? 0) as TrainSettings["zeroStage"],
-    notes,
+    notes: [],
   };
-  if (cfg.deepspeed) {
-    const file = dsPath(cfg.deepspeed_config);
-    let ds: Json;
-    try {
-      ds = JSON.parse(readFileSync(file, "utf8")) as Json;
-    } catch (err) {
-      throw new Error(`${file}: not valid JSON (${(err as Error).message})`, { cause: err });
-    }
-    const fp16 = enabled(ds.fp16, precision === "fp16");
-    const bf16 = enabled(ds.bf16, precision === "bf16");
-    if (fp16 && bf16) throw new Error(`${file}: fp16 and bf16 are both enabled`);
-    precision = fp16 ? "fp16" : bf16 ? "bf16" : precision === "fp32" ? "fp32" : precision;
-    const f = (ds.fp16 ?? {}) as Json;
-    s.lossScaling = {
-      initialScalePower: auto(f.initial_scale_power, 16, `${file} › fp16.initial_scale_power`),
-      window: auto(f.loss_scale_window, 1000, `${file} › fp16.loss_scale_window`),
-      hysteresis: auto(f.hysteresis, 2, `${file} › fp16.hysteresis`),
-      minScale: auto(f.min_loss_scale, 1, `${file} › fp16.min_loss_scale`),
-    };
-    if (f.loss_scale !== undefined && f.loss_scale !== 0 && f.loss_scale !== "auto")
-      notes.push(
-        `${file}: a static fp16 loss_scale (${f.loss_scale}) is treated as dynamic scaling starting at 2^${s.lossScaling.initialScalePower}`,
-      );
-    const opt = (ds.optimizer ?? {}) as Json;
-    if (opt.type !== undefined && String(opt.type).toLowerCase() !== "adamw")
-      throw new Error(`${file}: optimizer.type ${JSON.stringify(opt.type)} is not supported (AdamW only)`);
-    const p = (opt.params ?? {}) as Json;
-    s.lr = auto(p.lr, s.lr, `${file} › optimizer.params.lr`);
-    if (Array.isArray(p.betas)) s.betas = [Number(p.betas[0]), Number(p.betas[1])];
-    s.eps = auto(p.eps, s.eps, `${file} › optimizer.params.eps`);
-    s.weightDecay = auto(p.weight_decay, s.weightDecay, `${file} › optimizer.params.weight_decay`);
-    s.maxGradNorm = auto(ds.gradient_clipping, s.maxGradNorm, `${file} › gradient_clipping`);
-    s.gradAccumulation = auto(
-      ds.gradient_accumulation_steps,
-      s.gradAccumulation,
-      `${file} › gradient_accumulation_steps`,
-    );
-    s.microBatchSize = auto(
-      ds.train_micro_batch_size_per_gpu,
-      s.microBatchSize,
-      `${file} › train_micro_batch_size_per_gpu`,
-    );
-    const sched = (ds.scheduler ?? {}) as Json;
-    if (sched.type === "WarmupDecayLR" || sched.type === "WarmupLR") {
-      const sp = (sched.params ?? {}) as Json;
-      s.lr = auto(sp.warmup_max_lr, s.lr, `${file} › scheduler.params.warmup_max_lr`);
-      s.schedule = {
-        kind: sched.type === "WarmupLR" ? "constant" : "warmup_decay_lr",
-        warmupSteps: auto(sp.warmup_num_steps, s.schedule.warmupSteps, `${file} › scheduler.params.warmup_num_steps`),
-        warmupType: sp.warmup_type === "linear" ? "linear" : "log",
-        minLr: auto(sp.warmup_min_lr, 0, `${file} › scheduler.params.warmup_min_lr`),
-        ...(sp.total_num_steps !== undefined && sp.total_num_steps !== "auto"
-          ? { totalSteps: auto(sp.total_num_steps, 0, `${file} › scheduler.params.total_num_steps`) }
-          : {}),
-      };
-      if (sched.type === "WarmupLR" && sp.warmup_type !== "linear")
-        notes.push(`${file}: WarmupLR's log warmup is applied as linear warmup (oasft's constant schedule)`);
-    } else if (sched.type !== undefined)
-      throw new Error(
-        `${file}: scheduler.type ${JSON.stringify(sched.type)} is not supported (WarmupDecayLR, WarmupLR)`,
-      );
-    const zero = (ds.zero_optimization ?? {}) as Json;
-    if (zero.stage !== undefined && cfg.zero_stage === null) {
-      const stage = zero.stage;
-      if (stage !== 0 && stage !== 1 && stage !== 2 && stage !== 3)
-        throw new Error(`${file} › zero_optimization.stage: expected 0, 1, 2 or 3, got ${JSON.stringify(stage)}`);
-      s.zeroStage = stage;
-    }
-    for (const key of ["offload_optimizer", "offload_param"]) {
-      const device = ((zero[key] ?? {}) as Json).device;
-      if (zero[key] && device !== "none")
-        notes.push(
-          `${file} › zero_optimization.${key}: CPU/NVMe offload is not applied; it stays on the training device`,
-        );
-    }
-  }
-  if (s.zeroStage > 0 && !distributed)
-    notes.push(
+  if (cfg.deepspeed) applyDeepSpeed(s, dsPath(cfg.deepspeed_config), cfg.zero_stage === null);
+  if (s.zeroStage > 0 && !distributed) {
+    s.notes.push(
       `ZeRO stage ${s.zeroStage} shards state across ranks; this run is one process, so everything stays whole on it`,
     );
-  if (precision === "fp16" && device === "cpu") {
-    notes.push(
-      "dtype fp16: libtorch has no fp16 matmul/LayerNorm kernels on CPU; training runs in bf16 autocast instead (fp16 with loss scaling runs on CUDA)",
-    );
-    precision = "bf16";
-    delete s.lossScaling;
   }
-  if (precision !== "fp16") delete s.lossScaling;
+  if (s.precision === "fp16" && device === "cpu") {
+    s.notes.push(
+      "dtype fp16: libtorch has no fp16 matmul/LayerNorm kernels on CPU; training runs in bf16 autocast " +
+        "instead (fp16 with loss scaling runs on CUDA)",
+    );
+    s.precision = "bf16";
+  }
+  if (s.precision !== "fp16") delete s.lossScaling;
   else s.lossScaling ??= {};
-  s.precision = precision;
   return s;
+}
+
+/** The DeepSpeed JSON's settings over the config's, as HF's integration resolves them ("auto": the trainer's). */
+function applyDeepSpeed(s: TrainSettings, file: string, zeroFromJson: boolean): void {
+  let ds: Json;
+  try {
+    ds = JSON.parse(readFileSync(file, "utf8")) as Json;
+  } catch (err) {
+    throw new Error(`${file}: not valid JSON (${(err as Error).message})`, { cause: err });
+  }
+  const fp16 = enabled(ds.fp16, s.precision === "fp16");
+  const bf16 = enabled(ds.bf16, s.precision === "bf16");
+  if (fp16 && bf16) throw new Error(`${file}: fp16 and bf16 are both enabled`);
+  s.precision = fp16 ? "fp16" : bf16 ? "bf16" : s.precision;
+  const f = (ds.fp16 ?? {}) as Json;
+  s.lossScaling = {
+    initialScalePower: auto(f.initial_scale_power, 16, `${file} › fp16.initial_scale_power`),
+    window: auto(f.loss_scale_window, 1000, `${file} › fp16.loss_scale_window`),
+    hysteresis: auto(f.hysteresis, 2, `${file} › fp16.hysteresis`),
+    minScale: auto(f.min_loss_scale, 1, `${file} › fp16.min_loss_scale`),
+  };
+  if (f.loss_scale !== undefined && f.loss_scale !== 0 && f.loss_scale !== "auto") {
+    const power = s.lossScaling.initialScalePower;
+    s.notes.push(
+      `${file}: a static fp16 loss_scale (${f.loss_scale}) is treated as dynamic scaling starting at 2^${power}`,
+    );
+  }
+  applyOptimizer(s, ds, file);
+  applyScheduler(s, (ds.scheduler ?? {}) as Json, file);
+  const zero = (ds.zero_optimization ?? {}) as Json;
+  if (zero.stage !== undefined && zeroFromJson) {
+    const stage = zero.stage;
+    if (stage !== 0 && stage !== 1 && stage !== 2 && stage !== 3)
+      throw new Error(`${file} › zero_optimization.stage: expected 0, 1, 2 or 3, got ${JSON.stringify(stage)}`);
+    s.zeroStage = stage;
+  }
+  for (const key of ["offload_optimizer", "offload_param"]) {
+    const device = ((zero[key] ?? {}) as Json).device;
+    if (zero[key] && device !== "none") {
+      s.notes.push(
+        `${file} › zero_optimization.${key}: CPU/NVMe offload is not applied; it stays on the training device`,
+      );
+    }
+  }
+}
+
+/** optimizer (AdamW only), clipping, accumulation and the micro-batch size. */
+function applyOptimizer(s: TrainSettings, ds: Json, file: string): void {
+  const opt = (ds.optimizer ?? {}) as Json;
+  if (opt.type !== undefined && String(opt.type).toLowerCase() !== "adamw")
+    throw new Error(`${file}: optimizer.type ${JSON.stringify(opt.type)} is not supported (AdamW only)`);
+  const p = (opt.params ?? {}) as Json;
+  s.lr = auto(p.lr, s.lr, `${file} › optimizer.params.lr`);
+  if (Array.isArray(p.betas)) s.betas = [Number(p.betas[0]), Number(p.betas[1])];
+  s.eps = auto(p.eps, s.eps, `${file} › optimizer.params.eps`);
+  s.weightDecay = auto(p.weight_decay, s.weightDecay, `${file} › optimizer.params.weight_decay`);
+  s.maxGradNorm = auto(ds.gradient_clipping, s.maxGradNorm, `${file} › gradient_clipping`);
+  const accumulation = `${file} › gradient_accumulation_steps`;
+  s.gradAccumulation = auto(ds.gradient_accumulation_steps, s.gradAccumulation, accumulation);
+  const micro = `${file} › train_micro_batch_size_per_gpu`;
+  s.microBatchSize = auto(ds.train_micro_batch_size_per_gpu, s.microBatchSize, micro);
+}
+
+/** WarmupDecayLR (OA's) or WarmupLR. */
+function applyScheduler(s: TrainSettings, sched: Json, file: string): void {
+  if (sched.type === undefined) return;
+  if (sched.type !== "WarmupDecayLR" && sched.type !== "WarmupLR") {
+    const type = JSON.stringify(sched.type);
+    throw new Error(`${file}: scheduler.type ${type} is not supported (WarmupDecayLR, WarmupLR)`);
+  }
+  const sp = (sched.params ?? {}) as Json;
+  const at = (key: string) => `${file} › scheduler.params.${key}`;
+  s.lr = auto(sp.warmup_max_lr, s.lr, at("warmup_max_lr"));
+  s.schedule = {
+    kind: sched.type === "WarmupLR" ? "constant" : "warmup_decay_lr",
+    warmupSteps: auto(sp.warmup_num_steps, s.schedule.warmupSteps, at("warmup_num_steps")),
+    warmupType: sp.warmup_type === "linear" ? "linear" : "log",
+    minLr: auto(sp.warmup_min_lr, 0, at("warmup_min_lr")),
+    ...(sp.total_num_steps !== undefined && sp.total_num_steps !== "auto"
+      ? { totalSteps: auto(sp.total_num_steps, 0, at("total_num_steps")) }
+      : {}),
+  };
+  if (sched.type === "WarmupLR" && sp.warmup_type !== "linear")
+    s.notes.push(`${file}: WarmupLR's log warmup is applied as linear warmup (oasft's constant schedule)`);
 }

@@ -27,74 +27,100 @@ const USAGE = `usage: oasft chat --model DIR [--system TEXT] [--max-new-tokens 2
   /command is refused (never sent). Older turns are dropped when the prompt would exceed --context tokens.`;
 
 import type { Turn } from "../../sft/format.js";
+import type { ChatTokenizer } from "../../tokenizer/index.js";
+import type { CausalLM } from "../../models/index.js";
+
+const CHAT_FLAGS = {
+  model: { type: "string" },
+  system: { type: "string" },
+  "max-new-tokens": { type: "string" },
+  context: { type: "string" },
+  temperature: { type: "string" },
+  "top-p": { type: "string" },
+  "top-k": { type: "string" },
+  "repetition-penalty": { type: "string" },
+  seed: { type: "string" },
+  "reward-model": { type: "string" },
+  "best-of": { type: "string" },
+  ...MODEL_FLAGS,
+  ...DEVICE_FLAGS,
+} as const;
+
+/** A conversation in progress: the model, how it samples, and what was said. */
+interface ChatSession {
+  model: CausalLM;
+  tokenizer: ChatTokenizer;
+  engine: Engine;
+  scorer: RewardScorer | undefined;
+  bestOf: number;
+  system: string | undefined;
+  params: SamplingParams;
+  /** Prompt + reply must fit this many tokens: older exchanges are dropped. */
+  context: number;
+  history: Turn[];
+  /** The reply streaming now (Ctrl-C cancels it). */
+  reply?: GenerationHandle;
+}
+
+/** Sampling from the flags, checked, with errors naming the flag the user typed (top_p → --top-p). */
+function chatSampling(values: Record<string, unknown>): SamplingParams {
+  const temperature = Number(values.temperature ?? 0);
+  const params = {
+    maxNewTokens: intFlag(values, "max-new-tokens", 256),
+    doSample: temperature > 0,
+    temperature,
+    ...(values["top-p"] ? { topP: Number(values["top-p"]) } : {}),
+    ...(values["top-k"] ? { topK: Number(values["top-k"]) } : {}),
+    repetitionPenalty: values["repetition-penalty"] ? Number(values["repetition-penalty"]) : CHAT_REPETITION_PENALTY,
+    ...(values.seed ? { seed: Number(values.seed) } : {}),
+  };
+  try {
+    checkSampling(params);
+  } catch (err) {
+    const message = (err as Error).message.replace(/^(\w+):/, (_, f: string) => `${f.replaceAll("_", "-")}:`);
+    throw new UsageError(`--${message}`);
+  }
+  return params;
+}
+
+/** The model, its sampling, and (with --best-of) the reward model that picks among sampled replies. */
+function openSession(values: Record<string, unknown>, dir: string): ChatSession {
+  const bestOf = intFlag(values, "best-of", 1);
+  if (bestOf > 1 && !values["reward-model"]) {
+    throw new UsageError("--best-of needs --reward-model DIR (what scores the replies)");
+  }
+  if (bestOf > 1 && !(Number(values.temperature ?? 0) > 0)) {
+    throw new UsageError("--best-of needs --temperature > 0 (greedy replies are all the same)");
+  }
+  const params = chatSampling(values);
+  const context = intFlag(values, "context", 2048);
+  const { device, dtype } = placement(values);
+  const { model, tokenizer } = loadForInference(values, dir, { device, dtype });
+  let scorer: RewardScorer | undefined;
+  try {
+    const rmDir = bestOf > 1 ? resolveModelDir(values["reward-model"] as string, "--reward-model") : undefined;
+    scorer = rmDir ? RewardScorer.load(rmDir, { device }) : undefined;
+  } catch (err) {
+    model.dispose();
+    throw err;
+  }
+  const engine = new Engine(model, tokenizer, { maxBatch: bestOf });
+  const system = values.system as string | undefined;
+  return { model, tokenizer, engine, scorer, bestOf, system, params, context, history: [] };
+}
 
 export const command: Command = {
   async run(argv) {
-    const { values } = parseFlags(
-      argv,
-      {
-        model: { type: "string" },
-        system: { type: "string" },
-        "max-new-tokens": { type: "string" },
-        context: { type: "string" },
-        temperature: { type: "string" },
-        "top-p": { type: "string" },
-        "top-k": { type: "string" },
-        "repetition-penalty": { type: "string" },
-        seed: { type: "string" },
-        "reward-model": { type: "string" },
-        "best-of": { type: "string" },
-        ...MODEL_FLAGS,
-        ...DEVICE_FLAGS,
-      },
-      USAGE,
-    );
+    const { values } = parseFlags(argv, CHAT_FLAGS, USAGE);
     const dir = resolveModelDir(required(values, "model", USAGE), "--model");
-    const { device, dtype } = placement(values);
-    const { model, tokenizer } = loadForInference(values, dir, { device, dtype });
-    const bestOf = intFlag(values, "best-of", 1);
-    if (bestOf > 1 && !values["reward-model"]) {
-      throw new UsageError("--best-of needs --reward-model DIR (what scores the replies)");
-    }
-    if (bestOf > 1 && !(Number(values.temperature ?? 0) > 0)) {
-      throw new UsageError("--best-of needs --temperature > 0 (greedy replies are all the same)");
-    }
-    const rmDir = bestOf > 1 ? resolveModelDir(values["reward-model"] as string, "--reward-model") : undefined;
-    const scorer = rmDir ? RewardScorer.load(rmDir, { device }) : undefined;
-    const engine = new Engine(model, tokenizer, { maxBatch: bestOf });
-    const system = values.system as string | undefined;
-    const maxNew = intFlag(values, "max-new-tokens", 256);
-    const context = intFlag(values, "context", 2048);
-    const temperature = Number(values.temperature ?? 0);
-    const params = {
-      maxNewTokens: maxNew,
-      doSample: temperature > 0,
-      temperature,
-      ...(values["top-p"] ? { topP: Number(values["top-p"]) } : {}),
-      ...(values["top-k"] ? { topK: Number(values["top-k"]) } : {}),
-      repetitionPenalty: values["repetition-penalty"] ? Number(values["repetition-penalty"]) : CHAT_REPETITION_PENALTY,
-      ...(values.seed ? { seed: Number(values.seed) } : {}),
-    };
-    try {
-      checkSampling(params);
-    } catch (err) {
-      // Name the flag the user typed (top_p → --top-p).
-      throw new UsageError(
-        `--${(err as Error).message.replace(/^(\w+):/, (_, f: string) => `${f.replaceAll("_", "-")}:`)}`,
-      );
-    }
-    let history: Turn[] = [];
+    const session = openSession(values, dir);
     const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
     console.log(`oasft chat: ${dir} (/help lists the commands)`);
-    // Lines are read through the async iterator, which buffers them: piped input typed ahead of a
-    // reply is not lost while the model is generating.
-    const prompt = () => process.stdout.write("> ");
     // Ctrl-C while a reply streams stops that reply (back to the prompt); at the prompt it ends the chat.
-    let reply: GenerationHandle | undefined;
     let exitCode = 0;
     const onInterrupt = () => {
-      if (reply) {
-        reply.cancel();
+      if (session.reply) {
+        session.reply.cancel();
         return;
       }
       process.stdout.write("\n");
@@ -104,81 +130,85 @@ export const command: Command = {
     rl.on("SIGINT", onInterrupt);
     process.on("SIGINT", onInterrupt);
     try {
-      prompt();
+      // Lines are read through the async iterator, which buffers them: piped input typed ahead of a
+      // reply is not lost while the model is generating.
+      process.stdout.write("> ");
       for await (const raw of rl) {
         const line = raw.trim();
-        if (!line) {
-          prompt();
-          continue;
-        }
-        const command = chatCommand(line);
-        if (command.kind === "exit") break;
-        if (command.kind === "help") {
-          console.log(CHAT_HELP);
-          prompt();
-          continue;
-        }
-        if (command.kind === "unknown") {
-          console.log(`(unknown command ${command.name}; /help lists them, //text sends "/text")`);
-          prompt();
-          continue;
-        }
-        if (command.kind === "reset") {
-          history = [];
-          console.log("(conversation cleared)");
-          prompt();
-          continue;
-        }
-        if (command.kind === "save") {
-          const file = command.file;
-          if (!file) {
-            console.log("usage: /save FILE");
-            prompt();
-            continue;
-          }
-          const messages = chatMessages(history, system);
-          const text = tokenizer.template.render(messages, false);
-          try {
-            writeFileAtomic(file, [JSON.stringify({ messages, text }) + "\n"]);
-            console.log(`(saved to ${file})`);
-          } catch (err) {
-            // The conversation is worth more than the file: say why and keep chatting.
-            const code = (err as NodeJS.ErrnoException).code;
-            console.log(`(not saved: cannot write ${file}${code ? ` (${code})` : ""}; try another path)`);
-          }
-          prompt();
-          continue;
-        }
-        if (command.kind !== "message") continue;
-        history.push({ role: "prompter", text: command.text });
-        // Drop the oldest exchanges until the prompt leaves room for the reply.
-        let ids = await tokenizer.encodeChatPrompt(chatMessages(history, system));
-        while (ids.length + maxNew > context && history.length > 1) {
-          history = history.slice(2);
-          ids = await tokenizer.encodeChatPrompt(chatMessages(history, system));
-        }
-        if (scorer) {
-          const text = await bestReply(engine, scorer, ids, params, chatMessages(history, system), bestOf);
-          history.push({ role: "assistant", text });
-          prompt();
-          continue;
-        }
-        reply = engine.submit({ promptIds: ids, params, onToken: (e) => process.stdout.write(e.text) });
-        const r = await reply.result;
-        reply = undefined;
-        process.stdout.write(r.finishReason === "cancelled" ? " (stopped)\n" : "\n");
-        history.push({ role: "assistant", text: r.text });
-        prompt();
+        if (line && (await handleLine(session, line)) === "exit") break;
+        process.stdout.write("> ");
       }
     } finally {
       process.off("SIGINT", onInterrupt);
       rl.close();
-      model.dispose();
-      scorer?.dispose();
+      session.model.dispose();
+      session.scorer?.dispose();
     }
     return exitCode;
   },
 };
+
+/** One typed line: a command, or a message the model answers. */
+async function handleLine(s: ChatSession, line: string): Promise<"exit" | undefined> {
+  const command = chatCommand(line);
+  switch (command.kind) {
+    case "exit":
+      return "exit";
+    case "help":
+      console.log(CHAT_HELP);
+      return;
+    case "unknown":
+      console.log(`(unknown command ${command.name}; /help lists them, //text sends "/text")`);
+      return;
+    case "reset":
+      s.history = [];
+      console.log("(conversation cleared)");
+      return;
+    case "save":
+      return saveChat(s, command.file);
+    case "message":
+      return answer(s, command.text);
+  }
+}
+
+/** /save FILE: the messages and the rendered text as one JSONL line; a failed write keeps the chat going. */
+function saveChat(s: ChatSession, file: string): undefined {
+  if (!file) {
+    console.log("usage: /save FILE");
+    return;
+  }
+  const messages = chatMessages(s.history, s.system);
+  const text = s.tokenizer.template.render(messages, false);
+  try {
+    writeFileAtomic(file, [JSON.stringify({ messages, text }) + "\n"]);
+    console.log(`(saved to ${file})`);
+  } catch (err) {
+    // The conversation is worth more than the file: say why and keep chatting.
+    const code = (err as NodeJS.ErrnoException).code;
+    console.log(`(not saved: cannot write ${file}${code ? ` (${code})` : ""}; try another path)`);
+  }
+}
+
+/** The model's reply to `text`, streamed (or the best of N by the reward model), added to the history. */
+async function answer(s: ChatSession, text: string): Promise<undefined> {
+  s.history.push({ role: "prompter", text });
+  // Drop the oldest exchanges until the prompt leaves room for the reply.
+  let ids = await s.tokenizer.encodeChatPrompt(chatMessages(s.history, s.system));
+  while (ids.length + s.params.maxNewTokens > s.context && s.history.length > 1) {
+    s.history = s.history.slice(2);
+    ids = await s.tokenizer.encodeChatPrompt(chatMessages(s.history, s.system));
+  }
+  if (s.scorer) {
+    const best = await bestReply(s.engine, s.scorer, ids, s.params, chatMessages(s.history, s.system), s.bestOf);
+    s.history.push({ role: "assistant", text: best });
+    return;
+  }
+  s.reply = s.engine.submit({ promptIds: ids, params: s.params, onToken: (e) => process.stdout.write(e.text) });
+  const r = await s.reply.result;
+  s.reply = undefined;
+  process.stdout.write(r.finishReason === "cancelled" ? " (stopped)\n" : "\n");
+  s.history.push({ role: "assistant", text: r.text });
+}
 
 /** N sampled replies (seeds seed, seed + 1, ...), the reward model's choice printed with every reward. */
 async function bestReply(
