@@ -94,76 +94,55 @@ class PairHeap {
 const SHIFT = 2 ** 21; // symbol ids < 2^21, so a pair key a·2^21 + b is exact in a double
 const pairKey = (a: number, b: number) => a * SHIFT + b;
 
-/** Trains the merges and returns the tokenizer.json object. */
-export function trainByteLevelBpe(texts: Iterable<string>, o: BpeTrainOptions): Record<string, unknown> {
-  const byteChar = bytesToUnicode();
+/** Word frequencies, words spelled in byte characters (GPT-2's pre-tokenization). */
+function wordCounts(texts: Iterable<string>, byteChar: string[]): Map<string, number> {
   const encoder = new TextEncoder();
-  // 1. Word frequencies, words spelled in byte characters.
-  const wordCounts = new Map<string, number>();
+  const counts = new Map<string, number>();
   for (const text of texts) {
     for (const m of text.matchAll(GPT2_SPLIT)) {
       const w = Array.from(encoder.encode(m[0]), (b) => byteChar[b]!).join("");
-      wordCounts.set(w, (wordCounts.get(w) ?? 0) + 1);
+      counts.set(w, (counts.get(w) ?? 0) + 1);
     }
   }
-  // 2. Symbols: the 256 byte characters, then one per merge.
-  const symbols: string[] = [...byteChar];
-  const symbolId = new Map(symbols.map((s, i) => [s, i]));
-  const words: number[][] = [];
-  const freqs: number[] = [];
-  for (const [w, c] of wordCounts) {
-    words.push(Array.from(w, (ch) => symbolId.get(ch)!));
-    freqs.push(c);
+  return counts;
+}
+
+/** The words as symbol ids with their frequencies, every adjacent pair's count, and which words hold it. */
+class PairCounts {
+  readonly counts = new Map<number, number>();
+  private readonly where = new Map<number, Set<number>>();
+
+  constructor(
+    private readonly words: number[][],
+    private readonly freqs: number[],
+  ) {
+    words.forEach((_, wi) => this.add(wi, 1));
   }
-  const pairCounts = new Map<number, number>();
-  const where = new Map<number, Set<number>>();
-  const addPairs = (wi: number, sign: number, changed?: Set<number>) => {
-    const w = words[wi]!;
+
+  /** Adds (sign 1) or removes (−1) word wi's pairs; `changed` collects the pairs touched. */
+  private add(wi: number, sign: number, changed?: Set<number>): void {
+    const w = this.words[wi]!;
     for (let i = 0; i + 1 < w.length; i++) {
       const k = pairKey(w[i]!, w[i + 1]!);
-      pairCounts.set(k, (pairCounts.get(k) ?? 0) + sign * freqs[wi]!);
+      this.counts.set(k, (this.counts.get(k) ?? 0) + sign * this.freqs[wi]!);
       changed?.add(k);
       if (sign > 0) {
-        let s = where.get(k);
-        if (!s) where.set(k, (s = new Set()));
+        let s = this.where.get(k);
+        if (!s) this.where.set(k, (s = new Set()));
         s.add(wi);
       }
     }
-  };
-  words.forEach((_, wi) => addPairs(wi, 1));
-  const heap = new PairHeap();
-  for (const [k, c] of pairCounts) heap.push(c, k);
+  }
 
-  // 3. Merge the most frequent pair until the vocabulary is full.
-  const minFrequency = o.minFrequency ?? 2;
-  const target = o.vocabSize - o.specialTokens.length;
-  if (target < 256)
-    throw new Error(
-      `--vocab-size ${o.vocabSize} is too small: the byte alphabet alone needs 256 + ${o.specialTokens.length} special tokens`,
-    );
-  const merges: Array<[string, string]> = [];
-  while (symbols.length < target) {
-    const top = heap.pop();
-    if (!top) break;
-    const [count, key] = top;
-    if (pairCounts.get(key) !== count) continue; // stale heap entry
-    if (count < minFrequency) break;
+  /** Replaces every (a, b) with `merged` in the words that hold it; returns the pairs whose counts changed. */
+  merge(key: number, merged: number): Set<number> {
     const a = Math.floor(key / SHIFT);
     const b = key - a * SHIFT;
-    const merged = symbols.length;
-    symbols.push(symbols[a]! + symbols[b]!);
-    merges.push([symbols[a]!, symbols[b]!]);
     const touched = new Set<number>();
-    for (const wi of where.get(key) ?? []) {
-      const w = words[wi]!;
-      let has = false;
-      for (let i = 0; i + 1 < w.length; i++)
-        if (w[i] === a && w[i + 1] === b) {
-          has = true;
-          break;
-        }
-      if (!has) continue;
-      addPairs(wi, -1, touched);
+    for (const wi of this.where.get(key) ?? []) {
+      const w = this.words[wi]!;
+      if (!w.some((x, i) => x === a && w[i + 1] === b)) continue;
+      this.add(wi, -1, touched);
       const next: number[] = [];
       for (let i = 0; i < w.length; i++) {
         if (i + 1 < w.length && w[i] === a && w[i + 1] === b) {
@@ -171,38 +150,78 @@ export function trainByteLevelBpe(texts: Iterable<string>, o: BpeTrainOptions): 
           i++;
         } else next.push(w[i]!);
       }
-      words[wi] = next;
-      addPairs(wi, 1, touched);
+      this.words[wi] = next;
+      this.add(wi, 1, touched);
     }
-    pairCounts.delete(key);
-    where.delete(key);
+    this.counts.delete(key);
+    this.where.delete(key);
+    return touched;
+  }
+}
+
+/** Trains the merges and returns the tokenizer.json object. */
+export function trainByteLevelBpe(texts: Iterable<string>, o: BpeTrainOptions): Record<string, unknown> {
+  const minFrequency = o.minFrequency ?? 2;
+  const target = o.vocabSize - o.specialTokens.length;
+  if (target < 256) {
+    const needs = `the byte alphabet alone needs 256 + ${o.specialTokens.length} special tokens`;
+    throw new Error(`--vocab-size ${o.vocabSize} is too small: ${needs}`);
+  }
+  const byteChar = bytesToUnicode();
+  // Symbols: the 256 byte characters, then one per merge.
+  const symbols: string[] = [...byteChar];
+  const symbolId = new Map(symbols.map((s, i) => [s, i]));
+  const counted = [...wordCounts(texts, byteChar)];
+  const pairs = new PairCounts(
+    counted.map(([w]) => Array.from(w, (ch) => symbolId.get(ch)!)),
+    counted.map(([, c]) => c),
+  );
+  const heap = new PairHeap();
+  for (const [k, c] of pairs.counts) heap.push(c, k);
+  // Merge the most frequent pair until the vocabulary is full.
+  const merges: Array<[string, string]> = [];
+  while (symbols.length < target) {
+    const top = heap.pop();
+    if (!top) break;
+    const [count, key] = top;
+    if (pairs.counts.get(key) !== count) continue; // stale heap entry
+    if (count < minFrequency) break;
+    const a = Math.floor(key / SHIFT);
+    const b = key - a * SHIFT;
+    merges.push([symbols[a]!, symbols[b]!]);
+    symbols.push(symbols[a]! + symbols[b]!);
     // Every pair whose count changed gets a fresh heap entry; its older entries are skipped as stale.
-    for (const k of touched) {
-      const c = pairCounts.get(k) ?? 0;
+    for (const k of pairs.merge(key, symbols.length - 1)) {
+      const c = pairs.counts.get(k) ?? 0;
       if (c > 0 && k !== key) heap.push(c, k);
-      else pairCounts.delete(k);
+      else pairs.counts.delete(k);
     }
     if (merges.length % 200 === 0) o.onProgress?.(merges.length, target - 256);
   }
   o.onProgress?.(merges.length, target - 256);
+  return tokenizerJson(symbols, merges, o.specialTokens);
+}
 
+/** tokenizer.json as HF's tokenizers writes a byte-level BPE: special tokens first, then the symbols. */
+function tokenizerJson(symbols: string[], merges: Array<[string, string]>, specialTokens: string[]) {
   const vocab: Record<string, number> = {};
-  o.specialTokens.forEach((t, i) => (vocab[t] = i));
-  symbols.forEach((s, i) => (vocab[s] = i + o.specialTokens.length));
+  specialTokens.forEach((t, i) => (vocab[t] = i));
+  symbols.forEach((s, i) => (vocab[s] = i + specialTokens.length));
   const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true };
+  const added = (content: string, id: number) => ({
+    id,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  });
   return {
     version: "1.0",
     truncation: null,
     padding: null,
-    added_tokens: o.specialTokens.map((content, id) => ({
-      id,
-      content,
-      single_word: false,
-      lstrip: false,
-      rstrip: false,
-      normalized: false,
-      special: true,
-    })),
+    added_tokens: specialTokens.map(added),
     normalizer: null,
     pre_tokenizer: byteLevel,
     post_processor: { ...byteLevel, trim_offsets: false },

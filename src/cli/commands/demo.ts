@@ -61,139 +61,123 @@ function unigramLoss(data: SftData, cfg: SFTConfig, vocab: number): number {
 
 export const command: Command = {
   async run(argv) {
-    const { values } = parseFlags(
-      argv,
-      {
-        out: { type: "string" },
-        steps: { type: "string" },
-        seed: { type: "string" },
-        "no-shared": { type: "boolean" },
-        device: { type: "string" },
-      },
-      USAGE,
-    );
+    const flags = {
+      out: { type: "string" },
+      steps: { type: "string" },
+      seed: { type: "string" },
+      "no-shared": { type: "boolean" },
+      device: { type: "string" },
+    } as const;
+    const { values } = parseFlags(argv, flags, USAGE);
     const { device } = placement(values);
     const out = resolve((values.out as string | undefined) ?? "runs/demo");
     const steps = intFlag(values, "steps", 600);
     const seed = intFlag(values, "seed", 0, 0);
     const useShared = !values["no-shared"] && existsSync(join(SHARED_DATA, "oasst/en_100_tree.jsonl"));
     mkdirSync(out, { recursive: true });
-
-    // 1. Data.
-    const datasets: unknown[] = [{ oasft_demo: { count: 3000, val_split: 0.05 } }];
-    if (useShared) {
-      datasets.push(
-        { oasst_export: { input_file_path: join(SHARED_DATA, "oasst/en_100_tree.jsonl"), val_split: 0.05 } },
-        { dolly15k: { input_file_path: join(SHARED_DATA, "dolly/databricks-dolly-15k.jsonl"), val_split: 0.05 } },
-        { vicuna: { input_file_path: join(SHARED_DATA, "sharegpt/dummy_conversation.json"), val_split: 0.05 } },
-      );
-    }
-    console.log(
-      `data: built-in conversations${useShared ? ` + oasst, dolly and ShareGPT samples from ${SHARED_DATA}` : ""}`,
-    );
-
-    // 2. Tokenizer, trained on the training split's text.
-    const tokDir = join(out, "tokenizer");
-    const mix = await loadDatasetMix(parseDatasetEntries(datasets, "demo"), {
-      seed,
-      cacheDir: out,
-      formatVersion: "head",
-    });
-    const texts = mix.flatMap((d) => d.train.flatMap((c) => c.messages.map((m) => m.text)));
-    const t0 = performance.now();
-    saveTokenizerJson(
-      join(tokDir, "tokenizer.json"),
-      trainByteLevelBpe(texts, {
-        vocabSize: VOCAB,
-        specialTokens: ["<unk>", "<s>", "</s>", "<pad>", ...QA_SPECIAL_TOKENS],
-      }),
-    );
-    ChatTokenizer.load(tokDir, { family: "bloom" }).save(tokDir);
-    console.log(
-      `tokenizer: byte-level BPE, ${VOCAB} tokens, trained in ${((performance.now() - t0) / 1000).toFixed(1)} s → ${tokDir}`,
-    );
-
-    // 3. Model config and the training run (OA's defaults, adjusted for a tiny model on a CPU).
-    const modelConfig = join(out, "model-config.json");
-    writeFileAtomic(modelConfig, [
-      JSON.stringify(
-        { model_type: "bloom", vocab_size: VOCAB, hidden_size: 192, n_layer: 4, n_head: 6, tie_word_embeddings: true },
-        null,
-        2,
-      ) + "\n",
-    ]);
-    const { config } = composeConfig(
-      ["defaults"],
-      [
-        "--model_name",
-        modelConfig,
-        "--tokenizer_name",
-        tokDir,
-        "--tokenizer_family",
-        "bloom",
-        "--output_dir",
-        out,
-        "--dtype",
-        "fp32",
-        "--max_length",
-        "256",
-        "--packing",
-        "--per_device_train_batch_size",
-        "8",
-        "--gradient_accumulation_steps",
-        "1",
-        "--learning_rate",
-        "3e-3",
-        "--weight_decay",
-        "0.01",
-        "--warmup_steps",
-        String(Math.min(50, Math.floor(steps / 10))),
-        "--lr_scheduler_type",
-        "cosine",
-        "--max_steps",
-        String(steps),
-        "--eval_steps",
-        String(Math.max(1, Math.floor(steps / 2))),
-        "--save_steps",
-        String(steps),
-        "--save_total_limit",
-        "1",
-        "--logging_steps",
-        "10",
-        "--rng_seed",
-        String(seed),
-        "--cache_dir",
-        out,
-        "--device",
-        device,
-        "--overwrite_output_dir",
-      ],
-    );
+    const datasets = demoDatasets(useShared);
+    const tokDir = await trainDemoTokenizer(datasets, out, seed);
+    const config = demoConfig(out, tokDir, steps, seed, device);
     config.datasets = datasets;
     const tokenizer = ChatTokenizer.load(tokDir, { family: "bloom" });
     const baseline = unigramLoss(await prepareSftData(config, tokenizer), config, tokenizer.vocabSize);
     const summary = await train(config, {});
-    console.log(
-      `validation loss ${summary.evalLoss?.toFixed(3)} vs unigram baseline ${baseline.toFixed(3)} (${summary.steps} steps, ${summary.elapsedS.toFixed(0)} s, ${summary.tokensPerS.toFixed(0)} tok/s)`,
-    );
+    const run = `${summary.steps} steps, ${summary.elapsedS.toFixed(0)} s, ${summary.tokensPerS.toFixed(0)} tok/s`;
+    console.log(`validation loss ${summary.evalLoss?.toFixed(3)} vs unigram baseline ${baseline.toFixed(3)} (${run})`);
     console.log(`saved ${out} (Hugging Face layout; log.jsonl, training.svg, summary.json)`);
+    await demoReplies(out, tokenizer, device, useShared);
+    return 0;
+  },
+};
 
-    // 4. Replies from the saved model, with the settings `oasft chat` uses (greedy, repetition penalty).
-    const model = loadCausalLM(out, { device }).eval();
-    const engine = new Engine(model, tokenizer, { maxBatch: 4 });
-    const params = { maxNewTokens: 48, repetitionPenalty: CHAT_REPETITION_PENALTY };
-    const prompts = [
-      "What is the capital of Italy?",
-      "What is 23 + 19?",
-      "How many minutes are in 4 hours?",
-      ...(useShared ? ["What is a meme, and what's the history behind this word?"] : []),
-    ];
+/** 1. Data: the built-in conversations, and the shared samples of the card's datasets when present. */
+function demoDatasets(useShared: boolean): unknown[] {
+  const datasets: unknown[] = [{ oasft_demo: { count: 3000, val_split: 0.05 } }];
+  if (useShared) {
+    datasets.push(
+      { oasst_export: { input_file_path: join(SHARED_DATA, "oasst/en_100_tree.jsonl"), val_split: 0.05 } },
+      { dolly15k: { input_file_path: join(SHARED_DATA, "dolly/databricks-dolly-15k.jsonl"), val_split: 0.05 } },
+      { vicuna: { input_file_path: join(SHARED_DATA, "sharegpt/dummy_conversation.json"), val_split: 0.05 } },
+    );
+  }
+  const shared = useShared ? ` + oasst, dolly and ShareGPT samples from ${SHARED_DATA}` : "";
+  console.log(`data: built-in conversations${shared}`);
+  return datasets;
+}
+
+/** 2. A byte-level BPE tokenizer trained on the training split's text, with OA's tokens; returns its folder. */
+async function trainDemoTokenizer(datasets: unknown[], out: string, seed: number): Promise<string> {
+  const tokDir = join(out, "tokenizer");
+  const entries = parseDatasetEntries(datasets, "demo");
+  const mix = await loadDatasetMix(entries, { seed, cacheDir: out, formatVersion: "head" });
+  const texts = mix.flatMap((d) => d.train.flatMap((c) => c.messages.map((m) => m.text)));
+  const t0 = performance.now();
+  const specialTokens = ["<unk>", "<s>", "</s>", "<pad>", ...QA_SPECIAL_TOKENS];
+  saveTokenizerJson(join(tokDir, "tokenizer.json"), trainByteLevelBpe(texts, { vocabSize: VOCAB, specialTokens }));
+  ChatTokenizer.load(tokDir, { family: "bloom" }).save(tokDir);
+  const took = ((performance.now() - t0) / 1000).toFixed(1);
+  console.log(`tokenizer: byte-level BPE, ${VOCAB} tokens, trained in ${took} s → ${tokDir}`);
+  return tokDir;
+}
+
+/** 3. The model config and the run's settings: OA's defaults, adjusted for a tiny model on a CPU. */
+function demoConfig(out: string, tokDir: string, steps: number, seed: number, device: string) {
+  const modelConfig = join(out, "model-config.json");
+  const json = {
+    model_type: "bloom",
+    vocab_size: VOCAB,
+    hidden_size: 192,
+    n_layer: 4,
+    n_head: 6,
+    tie_word_embeddings: true,
+  };
+  writeFileAtomic(modelConfig, [JSON.stringify(json, null, 2) + "\n"]);
+  const flags: Record<string, string | number | true> = {
+    model_name: modelConfig,
+    tokenizer_name: tokDir,
+    tokenizer_family: "bloom",
+    output_dir: out,
+    dtype: "fp32",
+    max_length: 256,
+    packing: true,
+    per_device_train_batch_size: 8,
+    gradient_accumulation_steps: 1,
+    learning_rate: "3e-3",
+    weight_decay: 0.01,
+    warmup_steps: Math.min(50, Math.floor(steps / 10)),
+    lr_scheduler_type: "cosine",
+    max_steps: steps,
+    eval_steps: Math.max(1, Math.floor(steps / 2)),
+    save_steps: steps,
+    save_total_limit: 1,
+    logging_steps: 10,
+    rng_seed: seed,
+    cache_dir: out,
+    device,
+    overwrite_output_dir: true,
+  };
+  const argv = Object.entries(flags).flatMap(([k, v]) => (v === true ? [`--${k}`] : [`--${k}`, String(v)]));
+  return composeConfig(["defaults"], argv).config;
+}
+
+/** 4. Replies from the saved model, with the settings `oasft chat` uses (greedy, repetition penalty). */
+async function demoReplies(out: string, tokenizer: ChatTokenizer, device: string, useShared: boolean): Promise<void> {
+  const model = loadCausalLM(out, { device }).eval();
+  const engine = new Engine(model, tokenizer, { maxBatch: 4 });
+  const params = { maxNewTokens: 48, repetitionPenalty: CHAT_REPETITION_PENALTY };
+  const prompts = [
+    "What is the capital of Italy?",
+    "What is 23 + 19?",
+    "How many minutes are in 4 hours?",
+    ...(useShared ? ["What is a meme, and what's the history behind this word?"] : []),
+  ];
+  try {
     for (const prompt of prompts) {
       const ids = await tokenizer.encode(formatPrompt([{ role: "prompter", text: prompt }], tokenizer.eos));
       const reply = await engine.submit({ promptIds: ids, params }).result;
       console.log(`\n<|prompter|> ${prompt}\n<|assistant|> ${reply.text.trim()}`);
     }
+  } finally {
     model.dispose();
-    return 0;
-  },
-};
+  }
+}
