@@ -38,6 +38,8 @@ function preTokenizerName(pre: Json | null | undefined, file: string): string {
   );
 }
 
+type Added = Array<{ id: number; content: string; special: boolean }>;
+
 /**
  * The tokenizer keys for a model of `vocabSize` rows whose tokenizer files are in `dir`. Special token
  * ids come from tokenizer_config.json's tokens (then config.json's *_token_id), as SpecialVocab does.
@@ -46,37 +48,18 @@ export function ggufTokenizer(dir: string, vocabSize: number): Array<[string, Gg
   const file = join(dir, "tokenizer.json");
   const tok = readJson(file);
   if (!tok) throw new Error(`${dir}: no tokenizer.json (GGUF needs the tokenizer in the model folder)`);
-  const tcfg = readJson(join(dir, "tokenizer_config.json")) ?? {};
-  const config = readJson(join(dir, "config.json")) ?? {};
   const model = tok.model as Json;
-  if (model?.type !== "BPE")
-    throw new Error(
-      `${file}: a ${model?.type} tokenizer; GGUF export supports BPE tokenizers (byte-level, or with byte fallback)`,
-    );
-  const added = (tok.added_tokens ?? []) as Array<{ id: number; content: string; special: boolean }>;
+  if (model?.type !== "BPE") {
+    const supported = "GGUF export supports BPE tokenizers (byte-level, or with byte fallback)";
+    throw new Error(`${file}: a ${model?.type} tokenizer; ${supported}`);
+  }
+  const added = (tok.added_tokens ?? []) as Added;
   const vocab = model.vocab as Record<string, number>;
   const spm = model.byte_fallback === true;
-
-  const tokens: string[] = Array.from({ length: vocabSize }, (_, i) => `[PAD${i}]`);
-  const types: number[] = new Array(vocabSize).fill(TOKEN_TYPE.unused);
-  for (const [text, id] of Object.entries(vocab)) {
-    if (id >= vocabSize)
-      throw new Error(`${file}: token ${JSON.stringify(text)} has id ${id}, past the model's ${vocabSize} embeddings`);
-    tokens[id] = text;
-    types[id] = spm && /^<0x[0-9A-F]{2}>$/.test(text) ? TOKEN_TYPE.byte : TOKEN_TYPE.normal;
-  }
-  for (const a of added) {
-    if (a.id >= vocabSize)
-      throw new Error(
-        `${file}: added token ${JSON.stringify(a.content)} has id ${a.id}, past the model's ${vocabSize} embeddings`,
-      );
-    tokens[a.id] = a.content;
-    types[a.id] = a.special ? TOKEN_TYPE.control : TOKEN_TYPE.userDefined;
-  }
+  const { tokens, types } = tokenTable(file, vocab, added, vocabSize, spm);
   const merges = ((model.merges ?? []) as Array<string | [string, string]>).map((m) =>
     Array.isArray(m) ? m.join(" ") : m,
   );
-
   const keys: Array<[string, GgufValue]> = [];
   if (spm) {
     // SentencePiece's merge order is its scores: a token made by merge r scores −r (earlier merges win).
@@ -101,7 +84,33 @@ export function ggufTokenizer(dir: string, vocabSize: number): Array<[string, Gg
       ["tokenizer.ggml.merges", { type: "arr-str", value: merges }],
     );
   }
+  return [...keys, ...specialTokenKeys(dir, tok, vocab, added)];
+}
 
+/** Every row's text and llama.cpp token type (rows no token uses are [PADn], unused). */
+function tokenTable(file: string, vocab: Record<string, number>, added: Added, vocabSize: number, spm: boolean) {
+  const tokens: string[] = Array.from({ length: vocabSize }, (_, i) => `[PAD${i}]`);
+  const types: number[] = new Array(vocabSize).fill(TOKEN_TYPE.unused);
+  const past = (what: string, text: string, id: number) =>
+    new Error(`${file}: ${what} ${JSON.stringify(text)} has id ${id}, past the model's ${vocabSize} embeddings`);
+  for (const [text, id] of Object.entries(vocab)) {
+    if (id >= vocabSize) throw past("token", text, id);
+    tokens[id] = text;
+    types[id] = spm && /^<0x[0-9A-F]{2}>$/.test(text) ? TOKEN_TYPE.byte : TOKEN_TYPE.normal;
+  }
+  for (const a of added) {
+    if (a.id >= vocabSize) throw past("added token", a.content, a.id);
+    tokens[a.id] = a.content;
+    types[a.id] = a.special ? TOKEN_TYPE.control : TOKEN_TYPE.userDefined;
+  }
+  return { tokens, types };
+}
+
+/** The special token ids, whether BOS/EOS are added, the chat template and its end-of-turn token. */
+function specialTokenKeys(dir: string, tok: Json, vocab: Record<string, number>, added: Added) {
+  const tcfg = readJson(join(dir, "tokenizer_config.json")) ?? {};
+  const config = readJson(join(dir, "config.json")) ?? {};
+  const keys: Array<[string, GgufValue]> = [];
   const idOf = (kind: string): number | undefined => {
     const entry = tcfg[`${kind}_token`];
     const content = typeof entry === "string" ? entry : typeof entry?.content === "string" ? entry.content : undefined;
