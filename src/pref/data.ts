@@ -8,7 +8,7 @@ import { datasetLoader } from "../data/registry.js";
 import { optNumber, type RankedGroup } from "../data/dataset.js";
 import { DataError } from "../data/io.js";
 import { Rng } from "../data/rng.js";
-import { composeConfig, ConfigError, type SFTConfig } from "../sft/config.js";
+import { composeConfig, ConfigError, type Settings } from "../sft/config.js";
 import type { CausalLM } from "../models/index.js";
 import { encodeConversations } from "../sft/data.js";
 import type { EncodedSample } from "../sft/encode.js";
@@ -96,7 +96,7 @@ function truncateUnit(
 async function encodeGroups(
   groups: RankedGroup[],
   tok: ChatTokenizer,
-  cfg: SFTConfig,
+  cfg: Settings<"data" | "format" | "pref">,
   label: string,
   counts: { truncated: number },
 ): Promise<PrefUnit[]> {
@@ -156,7 +156,7 @@ function pairsOf(unit: PrefUnit): PrefUnit[] {
   return out;
 }
 
-async function loadEntry(entry: DatasetEntry, cfg: SFTConfig, label: string) {
+async function loadEntry(entry: DatasetEntry, cfg: Settings<"data" | "format" | "pref">, label: string) {
   const loader = datasetLoader(entry.name);
   if (!loader.loadRanked) {
     throw new ConfigError(
@@ -174,7 +174,11 @@ async function loadEntry(entry: DatasetEntry, cfg: SFTConfig, label: string) {
 }
 
 /** The config's preference datasets, split by group, encoded, grouped for the stage. */
-export async function preparePrefData(cfg: SFTConfig, tokenizer: ChatTokenizer, stage: PrefStage): Promise<PrefData> {
+export async function preparePrefData(
+  cfg: Settings<"data" | "format" | "pref">,
+  tokenizer: ChatTokenizer,
+  stage: PrefStage,
+): Promise<PrefData> {
   const entries = parseDatasetEntries([...cfg.datasets, ...cfg.datasets_extra], "config › datasets");
   if (!entries.length) throw new ConfigError("the config has no datasets");
   tokenizer.useTemplate(cfg.chat_template);

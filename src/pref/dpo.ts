@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as torch from "../torch/index.js";
 import type { CausalLM, TrainStepOptions } from "../models/index.js";
-import { ConfigError, type SFTConfig } from "../sft/config.js";
+import { ConfigError, type Settings } from "../sft/config.js";
 import { padBatch, type Batch } from "../sft/collate.js";
 import { tensorsOf } from "../train/batches.js";
 import type { EvalEnv, MicroBatchResult, Objective } from "../train/objective.js";
@@ -248,7 +248,12 @@ export function setupReference(
 }
 
 /** DPO as the run's objective: micro-batches of pairs, each weighted by its pairs. */
-export function dpoObjective(data: PrefData, cfg: SFTConfig, microBatchSize: number, device: string): Objective {
+export function dpoObjective(
+  data: PrefData,
+  cfg: Settings<"pref" | "run" | "data">,
+  microBatchSize: number,
+  device: string,
+): Objective {
   const o: DpoOptions = { beta: cfg.beta, loss: cfg.dpo_loss, rpoAlpha: cfg.rpo_alpha };
   const pad = data.tokenizer.padId;
   return {

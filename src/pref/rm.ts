@@ -4,7 +4,7 @@
 // then the mean over the groups. Rows of a micro-batch are its groups' candidates, best first.
 import * as torch from "../torch/index.js";
 import type { CausalLM, TrainStepOptions } from "../models/index.js";
-import type { SFTConfig } from "../sft/config.js";
+import type { Settings } from "../sft/config.js";
 import { padBatch, type Batch } from "../sft/collate.js";
 import { tensorsOf } from "../train/batches.js";
 import type { EvalEnv, MicroBatchResult, Objective } from "../train/objective.js";
@@ -115,7 +115,12 @@ export function scoreBatch(model: CausalLM, b: Batch, env: Omit<EvalEnv, "model"
 }
 
 /** The reward model as the run's objective: micro-batches of ranked groups, each weighted by its groups. */
-export function rmObjective(data: PrefData, cfg: SFTConfig, microBatchSize: number, device: string): Objective {
+export function rmObjective(
+  data: PrefData,
+  cfg: Settings<"pref" | "run" | "data">,
+  microBatchSize: number,
+  device: string,
+): Objective {
   const pad = data.tokenizer.padId;
   return {
     stage: "rm",
@@ -132,7 +137,7 @@ export function rmObjective(data: PrefData, cfg: SFTConfig, microBatchSize: numb
 }
 
 /** Per validation set: OA's loss over its groups, and the fraction of all ranked pairs in the right order. */
-function evaluateRm(env: EvalEnv, data: PrefData, cfg: SFTConfig): EvalRecord["datasets"] {
+function evaluateRm(env: EvalEnv, data: PrefData, cfg: Settings<"pref" | "run" | "data">): EvalRecord["datasets"] {
   const out: EvalRecord["datasets"] = {};
   const size = cfg.per_device_eval_batch_size;
   env.model.eval();

@@ -1,4 +1,4 @@
-// The SFT config: every key with its type, default and meaning in one place (as TRL's SFTConfig),
+// The SFT config: the key table's groups (config-keys*.ts) as one flat set of keys, as TRL's SFTConfig,
 // composed from OA-style YAML files of named blocks:  --configs defaults bloom-zh-3b datasets
 // merges the blocks shallowly in order (a later block's value replaces, lists included), then
 // `--key value` flags override, typed by the key. Unknown keys and wrong types are errors naming the
@@ -10,404 +10,23 @@ import { parse as parseYaml } from "yaml";
 import { editDistance } from "../util/registry.js";
 import { MIX_OPTIONS, parseDatasetEntries, type DatasetEntry } from "../data/mix.js";
 import { datasetLoader } from "../data/registry.js";
+import { DATA_KEYS, FORMAT_KEYS, MODEL_KEYS, type KeySpec } from "./config-keys.js";
+import { KEY_GROUPS, LORA_KEYS, OA_KEYS, OPTIM_KEYS, PARALLEL_KEYS, PREF_KEYS, RUN_KEYS } from "./config-keys-train.js";
 
-type KeyType = "number" | "integer" | "string" | "boolean" | "list" | "map";
+export { KEY_GROUPS } from "./config-keys-train.js";
 
-interface KeySpec {
-  type: KeyType;
-  default: unknown;
-  doc: string;
-  /** null is a valid value (OA's "not set"). */
-  nullable?: boolean;
-  /** Values allowed for a string key. */
-  choices?: readonly string[];
-  /** An OA key that oasft reads but does not act on; setting it away from its default prints a note. */
-  unsupported?: string;
-  /** Bounds of a number: min/max inclusive, gt/lt exclusive. Checked before any work. */
-  range?: { min?: number; max?: number; gt?: number; lt?: number };
-}
-
-/** Every key, grouped as OA's `defaults` block, plus oasft's own at the end. */
+/** Every key: the groups' tables as one flat table, as OA's YAML blocks name them. */
 export const CONFIG_KEYS = {
-  // --- model and run ---
-  model_name: {
-    type: "string",
-    default: null,
-    nullable: true,
-    doc: "model folder (HF layout) to fine-tune, or a config.json for a new model",
-  },
-  tokenizer_name: {
-    type: "string",
-    default: null,
-    nullable: true,
-    doc: "tokenizer.json or folder; default: the model folder's",
-  },
-  tokenizer_family: {
-    type: "string",
-    default: null,
-    nullable: true,
-    doc: "pad/eos/sep family (bloom, pythia, llama, ...); default: matched in model_name, else tokenizer_config.json",
-  },
-  output_dir: { type: "string", default: "saved_model", doc: "where checkpoints and the final model go" },
-  log_dir: { type: "string", default: "base", doc: "run name used in logs" },
-  cache_dir: { type: "string", default: ".cache", doc: "base for relative input_file_path values and downloads" },
-  rng_seed: {
-    type: "integer",
-    range: { min: 0 },
-    default: 0xa1221f97,
-    doc: "seed for data (splits, templates, windows) and initialisation",
-  },
-  dtype: {
-    type: "string",
-    default: "fp16",
-    choices: ["fp16", "float16", "bf16", "bfloat16", "fp32", "float32"],
-    doc: "training precision",
-  },
-  // --- optimisation ---
-  learning_rate: { type: "number", range: { gt: 0 }, default: 1e-5, doc: "peak learning rate" },
-  gradient_checkpointing: { type: "boolean", default: false, doc: "recompute each block's activations in backward" },
-  gradient_accumulation_steps: {
-    type: "integer",
-    range: { min: 1 },
-    default: 32,
-    doc: "micro-batches per optimizer step",
-  },
-  per_device_train_batch_size: {
-    type: "integer",
-    range: { min: 1 },
-    default: 2,
-    doc: "sequences (or packed rows) per micro-batch",
-  },
-  per_device_eval_batch_size: { type: "integer", range: { min: 1 }, default: 2, doc: "sequences per evaluation batch" },
-  adam_beta1: { type: "number", range: { min: 0, lt: 1 }, default: 0.9, doc: "AdamW β1" },
-  adam_beta2: { type: "number", range: { min: 0, lt: 1 }, default: 0.95, doc: "AdamW β2" },
-  adam_epsilon: { type: "number", range: { min: 0 }, default: 1e-12, doc: "AdamW ε" },
-  weight_decay: {
-    type: "number",
-    range: { min: 0 },
-    default: 0.0,
-    doc: "decoupled weight decay (not on biases and LayerNorm weights)",
-  },
-  warmup_steps: { type: "integer", range: { min: 0 }, default: 600, doc: "linear warmup steps" },
-  max_grad_norm: { type: "number", range: { min: 0 }, default: 2.0, doc: "global gradient-norm clip" },
-  num_train_epochs: { type: "number", range: { gt: 0 }, default: 3, doc: "epochs (max_steps wins when set)" },
-  max_steps: {
-    type: "integer",
-    range: { min: 1 },
-    default: null,
-    nullable: true,
-    doc: "stop after this many optimizer steps",
-  },
-  lr_scheduler_type: {
-    type: "string",
-    default: "linear",
-    choices: ["linear", "cosine", "constant"],
-    doc: "decay after warmup",
-  },
-  loss_fn: {
-    type: "string",
-    default: "CrossEntropyLoss",
-    choices: ["CrossEntropyLoss"],
-    doc: "training loss (OA's Poly loss is not supported)",
-  },
-  loss_normalization: {
-    type: "string",
-    default: "tokens",
-    choices: ["tokens", "micro_batch"],
-    doc: "accumulated loss: mean over all trained tokens of the step, or OA's mean of per-micro-batch means",
-  },
-  device: { type: "string", default: "auto", doc: "cpu, cuda, cuda:N, or auto (cuda when available)" },
-  resume_from_checkpoint: {
-    type: "string",
-    default: null,
-    nullable: true,
-    doc: 'a checkpoint folder, or "latest" in output_dir',
-  },
-  overwrite_output_dir: {
-    type: "boolean",
-    default: false,
-    doc: "start a new run in an output_dir that holds another run (its checkpoints, log and summary are removed first)",
-  },
-  threads: {
-    type: "integer",
-    range: { min: 1 },
-    default: null,
-    nullable: true,
-    doc: "CPU threads for libtorch (default: OMP_NUM_THREADS, else the CPUs this process may use)",
-  },
-  // --- many processes (see `oasft train --nproc_per_node`) ---
-  zero_stage: {
-    type: "integer",
-    range: { min: 0, max: 3 },
-    default: null,
-    nullable: true,
-    doc: "ZeRO sharding across ranks: 0 none, 1 optimizer state, 2 + gradients, 3 + parameters (default: the DeepSpeed JSON's zero_optimization.stage with --deepspeed, else 0)",
-  },
-  dist_backend: {
-    type: "string",
-    default: "auto",
-    choices: ["auto", "gloo", "nccl"],
-    doc: "c10d backend (auto: nccl on CUDA, gloo on CPU)",
-  },
-  dist_timeout: {
-    type: "number",
-    range: { gt: 0 },
-    default: 600,
-    doc: "seconds any rendezvous or collective may wait for a peer before the run fails",
-  },
-  // --- evaluation, logging, saving ---
-  eval_steps: { type: "integer", range: { min: 1 }, default: 200, doc: "evaluate every N optimizer steps" },
-  eval_size: {
-    type: "integer",
-    range: { min: 1 },
-    default: null,
-    nullable: true,
-    doc: "cut each validation set to its first N samples",
-  },
-  eval_accumulation_steps: {
-    type: "integer",
-    default: null,
-    nullable: true,
-    unsupported: "evaluation sums on the device in one pass",
-    doc: "(HF Trainer) move eval outputs to the CPU every N steps",
-  },
-  logging_steps: { type: "integer", range: { min: 1 }, default: 10, doc: "log every N optimizer steps" },
-  save_strategy: {
-    type: "string",
-    default: "steps",
-    choices: ["steps", "epoch", "no"],
-    doc: "when to save checkpoints",
-  },
-  save_steps: { type: "integer", range: { min: 1 }, default: 1000, doc: "save every N optimizer steps" },
-  save_total_limit: { type: "integer", range: { min: 0 }, default: 4, doc: "keep at most N checkpoints" },
-  // --- data and formatting ---
-  datasets: { type: "list", default: [], doc: "the dataset mix: names or {name: {options}}" },
-  datasets_extra: { type: "list", default: [], doc: "appended to datasets (YAML cannot extend a list)" },
-  max_length: { type: "integer", range: { min: 2 }, default: 512, doc: "training sequence length in tokens" },
-  val_max_length: {
-    type: "integer",
-    range: { min: 2 },
-    default: null,
-    nullable: true,
-    doc: "evaluation sequence length (default max_length)",
-  },
-  random_offset_probability: {
-    type: "number",
-    range: { min: 0, max: 1 },
-    default: 0.8,
-    doc: "chance that an over-long sample is cut to a random window instead of its head",
-  },
-  label_masking: { type: "boolean", default: true, doc: "train on assistant tokens only" },
-  train_on_preamble: {
-    type: "boolean",
-    default: false,
-    doc: "also train tokens before the first role token (OA does, via Python's -1 % 2 == 1)",
-  },
-  chat_template: {
-    type: "string",
-    default: "oa",
-    doc: "the chat format trained in, and saved with the model: oa (OA's, the card's), model (the model's tokenizer_config.json chat_template) or a .jinja file",
-  },
-  format_version: {
-    type: "string",
-    default: "head",
-    choices: ["head", "may2023"],
-    doc: "OA's final formatting, or the May-2023 one the card likely used",
-  },
-  use_system_prefix: { type: "boolean", default: false, doc: "prepend system_prefix (untrained) to every sample" },
-  system_prefix: {
-    type: "string",
-    default:
-      "You are Joi, a large language model trained by Open-Assistant. Answer as concisely as possible.\nKnowledge cutoff: 2021-09-01\nCurrent date: 2023-03-12",
-    doc: "the global system prefix",
-  },
-  use_system_tag: {
-    type: "boolean",
-    default: false,
-    doc: "add the reply's properties as a system tag after each prompt",
-  },
-  system_property_dropout: {
-    type: "number",
-    range: { min: 0, max: 1 },
-    default: 0.5,
-    doc: "chance of dropping each system-tag property",
-  },
-  system_add_length: { type: "boolean", default: false, doc: "add the reply's length to the system tag" },
-  packing: {
-    type: "boolean",
-    default: false,
-    doc: "pack samples into rows (no attention across samples); a micro-batch holds per_device_train_batch_size × max_length token slots",
-  },
-  packing_row_length: {
-    type: "integer",
-    range: { min: 2 },
-    default: null,
-    nullable: true,
-    doc: "packed row width; default: the 90th-percentile sample length rounded up to a power of two (longer samples get full rows)",
-  },
-  samples_mixing: {
-    type: "boolean",
-    default: false,
-    unsupported: "OA's random concatenation without attention separation; use packing",
-    doc: "OA's short-sample mixing",
-  },
-  use_custom_sampler: {
-    type: "boolean",
-    default: false,
-    doc: "(OA) per-dataset fraction/size sampling; oasft applies fraction/size whenever they are set",
-  },
-  sort_by_length: {
-    type: "boolean",
-    default: false,
-    unsupported: "length-sorted sampling is not implemented",
-    doc: "(OA custom sampler) sort by length",
-  },
-  per_digit_tokens: {
-    type: "boolean",
-    default: false,
-    unsupported: "OA's version sets a wrong attribute and has no effect",
-    doc: "split numbers into digits",
-  },
-  // --- what is optimised: SFT, or learning from ranked replies (src/pref) ---
-  stage: {
-    type: "string",
-    default: "sft",
-    choices: ["sft", "rm", "dpo"],
-    doc: "sft (the LM loss on assistant tokens), rm (a reward model: OA's ranking loss over ranked replies) or dpo (Direct Preference Optimization); rm and dpo read oasst_export's rankings, preference_pairs files",
-  },
-  score_l2_reg: {
-    type: "number",
-    range: { min: 0 },
-    default: 0.001,
-    doc: "stage rm: OA's L2 penalty on the rewards, ½·λ·(r_i² + r_j²) per pair",
-  },
-  beta: {
-    type: "number",
-    range: { gt: 0 },
-    default: 0.1,
-    doc: "DPO's β: how far the policy may move from the reference",
-  },
-  dpo_loss: {
-    type: "string",
-    default: "sigmoid",
-    choices: ["sigmoid", "ipo"],
-    doc: "DPO's loss: sigmoid (the paper's) or ipo (on per-token mean log-probabilities, as TRL)",
-  },
-  ref_model: {
-    type: "string",
-    default: null,
-    nullable: true,
-    doc: "stage dpo: the reference model's folder (same tokenizer); default: the starting model (with LoRA: the base, adapters off)",
-  },
-  rpo_alpha: {
-    type: "number",
-    range: { min: 0 },
-    default: null,
-    nullable: true,
-    doc: "weight of an added SFT loss on the chosen replies (TRL's RPO); null for none",
-  },
-  max_replies: {
-    type: "integer",
-    range: { min: 2 },
-    default: 5,
-    doc: "ranked replies kept per oasst group, best first (OA's max_replies); DPO trains on every better/worse pair among them",
-  },
-  max_prompt_length: {
-    type: "integer",
-    range: { min: 1 },
-    default: null,
-    nullable: true,
-    doc: "preference stages: a pair longer than max_length keeps this many prompt tokens (its last), then the replies are cut (default max_length / 2)",
-  },
-  // --- model patches and features oasft does not implement ---
-  int8_training: { type: "boolean", default: false, unsupported: "8-bit weights", doc: "(OA) int8 PEFT training" },
-  quantization: {
-    type: "boolean",
-    default: false,
-    unsupported: "bitsandbytes 8-bit AdamW",
-    doc: "(OA) 8-bit optimizer",
-  },
-  seq2seqmodel: { type: "boolean", default: false, unsupported: "encoder-decoder models", doc: "(OA) seq2seq models" },
-  poly_eps: {
-    type: "number",
-    default: 1.0,
-    unsupported: "only CrossEntropyLoss is implemented",
-    doc: "(OA) Poly loss ε",
-  },
-  fuse_gelu: {
-    type: "boolean",
-    default: true,
-    unsupported: "the GELU kernels are libtorch's fused ones already",
-    doc: "(OA) tanh-GELU fusion",
-  },
-  log_wandb: {
-    type: "boolean",
-    default: true,
-    doc: "(OA) wandb logging; oasft writes log.jsonl and training.svg instead (nothing is sent anywhere)",
-  },
-  verbose: {
-    type: "boolean",
-    default: false,
-    unsupported: "`oasft data stats` prints the dataset statistics",
-    doc: "(OA) print dataset statistics",
-  },
-  freeze_layer: {
-    type: "integer",
-    range: { min: 0 },
-    default: null,
-    nullable: true,
-    unsupported: "layer freezing",
-    doc: "(OA) freeze embeddings and the first N layers",
-  },
-  residual_dropout: {
-    type: "number",
-    range: { min: 0, max: 1 },
-    default: 0.0,
-    unsupported: "residual dropout (OA patches NeoX/LLaMA/Falcon only)",
-    doc: "(OA) residual dropout",
-  },
-  residual_dropout_lima: {
-    type: "boolean",
-    default: false,
-    unsupported: "LIMA dropout",
-    doc: "(OA) LIMA-style dropout",
-  },
-  use_flash_attention: {
-    type: "boolean",
-    default: false,
-    unsupported: "flash attention (OA patches NeoX/LLaMA/Falcon only)",
-    doc: "(OA) flash attention",
-  },
-  is_reward_model: { type: "boolean", default: false, unsupported: "set stage: rm", doc: "(OA) RM training" },
-  deepspeed: {
-    type: "boolean",
-    default: false,
-    doc: "read deepspeed_config (precision, clipping, accumulation, AdamW, WarmupDecayLR), as OA's --deepspeed",
-  },
-  deepspeed_config: {
-    type: "string",
-    default: "configs/zero_config.json",
-    doc: "DeepSpeed JSON (fp16/bf16, clipping, scheduler) read by the trainer",
-  },
-  peft_model: {
-    type: "boolean",
-    default: false,
-    doc: "train LoRA adapters on the frozen model; saves PEFT's adapter files",
-  },
-  peft_type: { type: "string", default: "lora", choices: ["lora"], doc: "(OA) the PEFT method: LoRA" },
-  peft_config: {
-    type: "map",
-    default: null,
-    nullable: true,
-    doc: "LoRA settings: r (16), lora_alpha (32), lora_dropout (0.05), target_modules (per architecture), bias (none), modules_to_save",
-  },
-  superhot: {
-    type: "boolean",
-    default: false,
-    unsupported: "OA's SuperHOT RoPE patch (set rope_scaling in the model's config.json instead)",
-    doc: "(OA) RoPE scaling",
-  },
-} as const satisfies Record<string, KeySpec>;
+  ...MODEL_KEYS,
+  ...DATA_KEYS,
+  ...FORMAT_KEYS,
+  ...OPTIM_KEYS,
+  ...PARALLEL_KEYS,
+  ...RUN_KEYS,
+  ...LORA_KEYS,
+  ...PREF_KEYS,
+  ...OA_KEYS,
+} as const;
 
 export type ConfigKey = keyof typeof CONFIG_KEYS;
 
@@ -428,6 +47,15 @@ type ValueOf<S> =
 
 /** The effective config: every key of CONFIG_KEYS, typed from its entry there (the one key table). */
 export type SFTConfig = { -readonly [K in ConfigKey]: ValueOf<(typeof CONFIG_KEYS)[K]> };
+
+export type KeyGroup = keyof typeof KEY_GROUPS;
+
+/**
+ * The keys of some groups, typed as in SFTConfig: what a component reads. A component typed with
+ * Settings<"optim" | "model"> cannot read another group's key; the whole config still fits it.
+ */
+export type Settings<G extends KeyGroup> = { -readonly [K in GroupKeys<G>]: SFTConfig[K] };
+type GroupKeys<G extends KeyGroup> = G extends KeyGroup ? keyof (typeof KEY_GROUPS)[G] & ConfigKey : never;
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -693,7 +321,7 @@ function nestedProblems(config: Record<string, unknown>, origin: Record<string, 
  * the key's range or choices are, and a mark on keys oasft accepts but does not act on.
  */
 export function configKeysHelp(): string {
-  const rows = Object.entries(SPECS).map(([key, spec]) => {
+  const row = ([key, spec]: [string, KeySpec]) => {
     const type = spec.choices ? spec.choices.join("|") : spec.type;
     const bounds = spec.range ? ` ${describeRange(spec.range)}` : "";
     const value =
@@ -702,9 +330,15 @@ export function configKeysHelp(): string {
         : JSON.stringify(spec.default);
     const note = spec.unsupported ? ` [accepted, not acted on: ${spec.unsupported}]` : "";
     return { flag: `--${key} <${type}${bounds}>`, text: `${spec.doc} (default ${value})${note}` };
-  });
-  const width = Math.min(48, Math.max(...rows.map((r) => r.flag.length)));
-  return rows.map((r) => `  ${r.flag.padEnd(width)}  ${r.text}`).join("\n");
+  };
+  const groups = Object.entries(KEY_GROUPS).map(([g, keys]) => ({
+    g,
+    rows: Object.entries(keys as Record<string, KeySpec>).map(row),
+  }));
+  const width = Math.min(48, Math.max(...groups.flatMap((x) => x.rows.map((r) => r.flag.length))));
+  return groups
+    .map(({ g, rows }) => [`  ${g}:`, ...rows.map((r) => `    ${r.flag.padEnd(width)}  ${r.text}`)].join("\n"))
+    .join("\n");
 }
 
 /** Splits argv into `--configs a b c` names and the remaining override flags. */

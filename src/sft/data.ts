@@ -15,7 +15,7 @@ import {
 } from "../tokenizer/index.js";
 import { DataError } from "../data/io.js";
 import { cachedSnapshot, hubCacheDir } from "../util/hub-cache.js";
-import { ConfigError, type SFTConfig } from "./config.js";
+import { ConfigError, type Settings } from "./config.js";
 import {
   labelMaskFor,
   lintSample,
@@ -58,13 +58,13 @@ export interface SftData {
 }
 
 /** A path from the config: as written (working folder), else under cache_dir. */
-function configPath(p: string, cfg: SFTConfig): string {
+function configPath(p: string, cfg: Settings<"data">): string {
   if (isAbsolute(p) || existsSync(resolve(p))) return resolve(p);
   const underCache = join(cfg.cache_dir, p);
   return existsSync(underCache) ? underCache : resolve(p);
 }
 
-export function loadConfigTokenizer(cfg: SFTConfig): ChatTokenizer {
+export function loadConfigTokenizer(cfg: Settings<"model" | "data" | "format">): ChatTokenizer {
   const source = cfg.tokenizer_name ?? cfg.model_name;
   if (!source)
     throw new ConfigError(
@@ -94,7 +94,7 @@ export function loadConfigTokenizer(cfg: SFTConfig): ChatTokenizer {
 export async function encodeConversations(
   convs: Conversation[],
   tok: ChatTokenizer,
-  cfg: SFTConfig,
+  cfg: Settings<"format">,
   rng: Rng,
   where = "conversation",
 ): Promise<FullSample[]> {
@@ -132,7 +132,7 @@ export async function encodeConversations(
 async function encodeInTemplate(
   convs: Conversation[],
   tok: ChatTokenizer,
-  cfg: SFTConfig,
+  cfg: Settings<"format">,
   where: string,
 ): Promise<FullSample[]> {
   const t = tok.template;
@@ -152,7 +152,7 @@ async function encodeInTemplate(
 }
 
 /** OA-format features that have no meaning in another chat template: an error naming the key. */
-function checkTemplateKeys(cfg: SFTConfig, t: ChatTemplate): void {
+function checkTemplateKeys(cfg: Settings<"format">, t: ChatTemplate): void {
   if (t.oa) return;
   for (const key of ["use_system_tag", "use_system_prefix"] as const) {
     if (cfg[key]) {
@@ -163,7 +163,10 @@ function checkTemplateKeys(cfg: SFTConfig, t: ChatTemplate): void {
   }
 }
 
-export async function prepareSftData(cfg: SFTConfig, tokenizer = loadConfigTokenizer(cfg)): Promise<SftData> {
+export async function prepareSftData(
+  cfg: Settings<"data" | "format" | "model">,
+  tokenizer = loadConfigTokenizer(cfg),
+): Promise<SftData> {
   const entries = parseDatasetEntries([...cfg.datasets, ...cfg.datasets_extra], "config › datasets");
   if (!entries.length)
     throw new ConfigError(
@@ -246,7 +249,7 @@ export function lintMessage(lint: LintReport[]): string {
 /** A sample cut to the training length (a random window or the head), with the system prefix. */
 export function trainingSample(
   s: FullSample,
-  cfg: SFTConfig,
+  cfg: Settings<"format" | "data">,
   prefixIds: number[],
   rng: Rng,
   split: "train" | "val" = "train",
@@ -269,7 +272,7 @@ export function trainingSample(
  */
 export function splitSample(
   data: SftData,
-  cfg: SFTConfig,
+  cfg: Settings<"format" | "data">,
   d: SftDataset,
   i: number,
   split: "train" | "val",

@@ -3,7 +3,7 @@
 import * as torch from "../torch/index.js";
 import { epochIndices } from "../data/mix.js";
 import { Rng } from "../data/rng.js";
-import type { SFTConfig } from "../sft/config.js";
+import type { Settings } from "../sft/config.js";
 import { bestFitDecreasing, packBatch, padBatch, type Batch } from "../sft/collate.js";
 import { splitSample, type SftData } from "../sft/data.js";
 import type { EncodedSample } from "../sft/encode.js";
@@ -12,7 +12,12 @@ import type { EncodedSample } from "../sft/encode.js";
  * The micro-batches of one epoch, deterministic for (seed, epoch): the epoch's sample order (with
  * fraction/size subsets), a fresh truncation window per sample, then OA's padded batches or packed rows.
  */
-export function epochBatches(data: SftData, cfg: SFTConfig, microBatchSize: number, epoch: number): Batch[] {
+export function epochBatches(
+  data: SftData,
+  cfg: Settings<"format" | "data">,
+  microBatchSize: number,
+  epoch: number,
+): Batch[] {
   const order = epochIndices(data.datasets, epoch, cfg.rng_seed);
   const samples: EncodedSample[] = order.map(([d, i]) => {
     const ds = data.datasets[d]!;
@@ -66,7 +71,7 @@ export function epochBatches(data: SftData, cfg: SFTConfig, microBatchSize: numb
 }
 
 /** The packed row width: packing_row_length, else the 90th-percentile length rounded up to a power of two (≥ 64). */
-export function packingRowLength(lengths: number[], cfg: SFTConfig): number {
+export function packingRowLength(lengths: number[], cfg: Settings<"format" | "data">): number {
   const set = cfg.packing_row_length;
   if (set !== null) return Math.min(set, cfg.max_length);
   const sorted = [...lengths].sort((a, b) => a - b);

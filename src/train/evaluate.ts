@@ -2,7 +2,7 @@
 // (OA's metrics), with the batches split over the ranks and the sums reduced.
 import * as torch from "../torch/index.js";
 import type { CausalLM } from "../models/index.js";
-import type { SFTConfig } from "../sft/config.js";
+import type { Settings } from "../sft/config.js";
 import { padBatch } from "../sft/collate.js";
 import { splitSample, type SftData } from "../sft/data.js";
 import { soloGroup, type ProcessGroup } from "../parallel/group.js";
@@ -14,7 +14,7 @@ import { inPrecision, type TrainSettings } from "./settings.js";
 export function evaluate(
   model: CausalLM,
   data: SftData,
-  cfg: SFTConfig,
+  cfg: Settings<"run" | "format" | "data">,
   precision: TrainSettings["precision"],
   device: string,
   group: ProcessGroup = soloGroup,

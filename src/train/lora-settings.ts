@@ -1,12 +1,12 @@
 // The LoRA settings of a run: OA's peft_config block, checked key by key, with PEFT's defaults and
 // the architecture's default target modules.
 import type { CausalLM, LoraConfig } from "../models/index.js";
-import { PEFT_CONFIG_KEYS, type SFTConfig } from "../sft/config.js";
+import { PEFT_CONFIG_KEYS, type Settings } from "../sft/config.js";
 
 const DEFAULTS = { r: 16, lora_alpha: 32, lora_dropout: 0.05, bias: "none", modules_to_save: null } as const;
 const KEYS = new Set(PEFT_CONFIG_KEYS);
 
-export function loraSettings(cfg: SFTConfig, model: CausalLM): LoraConfig {
+export function loraSettings(cfg: Settings<"lora" | "pref">, model: CausalLM): LoraConfig {
   const given = cfg.peft_config ?? {};
   const where = "peft_config";
   for (const key of Object.keys(given)) {

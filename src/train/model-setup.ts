@@ -16,7 +16,7 @@ import {
   type LoraConfig,
 } from "../models/index.js";
 import { indexWeights } from "../models/checkpoint.js";
-import { ConfigError, type SFTConfig } from "../sft/config.js";
+import { ConfigError, type Settings } from "../sft/config.js";
 import { roundUp } from "../sft/collate.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import type { ProcessGroup } from "../parallel/group.js";
@@ -30,7 +30,7 @@ import { ReplicatedOptimizer, ShardedOptimizer, type TrainOptimizer } from "./ze
  * model_name again, and the adapters from the checkpoint.
  */
 export function startingModel(
-  cfg: SFTConfig,
+  cfg: Settings<"model" | "lora" | "pref">,
   tok: ChatTokenizer,
   device: string,
   resumeDir: string | undefined,
@@ -76,7 +76,11 @@ export function startingModel(
  * model_name: an HF folder with weights (fine-tune it), or a config.json file (a new model, random
  * init as HF). The embedding grows to the tokenizer's length rounded up to 16 (OA) — never shrinks.
  */
-function baseModel(cfg: SFTConfig, tok: ChatTokenizer, device: string): { model: CausalLM; grew: boolean } {
+function baseModel(
+  cfg: Settings<"model" | "lora" | "pref">,
+  tok: ChatTokenizer,
+  device: string,
+): { model: CausalLM; grew: boolean } {
   const vocab = roundUp(tok.vocabSize, 16);
   let name = cfg.model_name;
   if (!name)

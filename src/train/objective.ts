@@ -3,7 +3,7 @@
 // evaluation. SFT is the language-model loss on trained tokens; the preference stages (src/pref) bring
 // their own data and losses through the same seam, so the loop has no branch per stage.
 import type { CausalLM, TrainStepOptions } from "../models/index.js";
-import type { SFTConfig } from "../sft/config.js";
+import type { Settings } from "../sft/config.js";
 import type { Batch } from "../sft/collate.js";
 import type { SftData } from "../sft/data.js";
 import type { ProcessGroup } from "../parallel/group.js";
@@ -40,7 +40,12 @@ export interface Objective {
 }
 
 /** Supervised fine-tuning: the causal-LM loss on the trained (assistant) tokens. */
-export function sftObjective(data: SftData, cfg: SFTConfig, microBatchSize: number, device: string): Objective {
+export function sftObjective(
+  data: SftData,
+  cfg: Settings<"format" | "data" | "run">,
+  microBatchSize: number,
+  device: string,
+): Objective {
   return {
     stage: "sft",
     batches: (epoch) => epochBatches(data, cfg, microBatchSize, epoch),

@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import * as torch from "../torch/index.js";
-import type { SFTConfig } from "../sft/config.js";
+import type { Settings } from "../sft/config.js";
 import { BUILTIN_CONFIG_DIR } from "../sft/config.js";
 import type { LossScalerOptions } from "./loss-scaler.js";
 import type { ScheduleKind } from "./schedule.js";
@@ -66,7 +66,11 @@ const enabled = (block: unknown, fallback: boolean) => {
 };
 
 /** `distributed`: this process is one rank of a job (launched with the torchrun environment). */
-export function resolveTrainSettings(cfg: SFTConfig, device: string, distributed = false): TrainSettings {
+export function resolveTrainSettings(
+  cfg: Settings<"optim" | "model" | "parallel">,
+  device: string,
+  distributed = false,
+): TrainSettings {
   const dtype = cfg.dtype;
   const s: TrainSettings = {
     precision:
