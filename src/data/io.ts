@@ -146,7 +146,8 @@ export async function readAllRecords(files: string[]): Promise<SourcedRecord[]> 
 
 // ----- field access with errors that name the record and the field ----------------------------
 
-export type Json = Record<string, unknown>;
+import type { Json } from "../util/config-error.js";
+export type { Json };
 
 export function asObject(r: SourcedRecord): Json {
   if (!r.value || typeof r.value !== "object" || Array.isArray(r.value))

@@ -1,15 +1,7 @@
 // Reading HF config.json values with errors that name the file and the key.
 
-export class ConfigError extends Error {
-  constructor(
-    readonly file: string,
-    readonly key: string,
-    what: string,
-  ) {
-    super(`${file} › ${key}: ${what}`);
-    this.name = "ConfigError";
-  }
-}
+export { ConfigError } from "../util/config-error.js";
+import { ConfigError } from "../util/config-error.js";
 
 export function readNumber(json: Record<string, unknown>, file: string, key: string, fallback: number): number {
   const v = json[key];

@@ -1,6 +1,7 @@
 // Request validation and parameter mapping for the OpenAI and TGI APIs. Every problem becomes an
 // ApiError naming the field, which the server answers with 400 and a JSON body.
 import type { SamplingParams } from "../generate/sampling.js";
+import type { Json } from "../util/config-error.js";
 
 export class ApiError extends Error {
   constructor(
@@ -12,8 +13,6 @@ export class ApiError extends Error {
     super(message);
   }
 }
-
-type Json = Record<string, unknown>;
 
 export function asBody(body: unknown): Json {
   if (!body || typeof body !== "object" || Array.isArray(body))

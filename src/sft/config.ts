@@ -8,6 +8,7 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
 import { editDistance } from "../util/registry.js";
+import { ConfigError } from "../util/config-error.js";
 import { MIX_OPTIONS, parseDatasetEntries, type DatasetEntry } from "../data/mix.js";
 import { datasetLoader } from "../data/registry.js";
 import { DATA_KEYS, FORMAT_KEYS, MODEL_KEYS, type KeySpec } from "./config-keys.js";
@@ -57,12 +58,7 @@ export type KeyGroup = keyof typeof KEY_GROUPS;
 export type Settings<G extends KeyGroup> = { -readonly [K in GroupKeys<G>]: SFTConfig[K] };
 type GroupKeys<G extends KeyGroup> = G extends KeyGroup ? keyof (typeof KEY_GROUPS)[G] & ConfigKey : never;
 
-export class ConfigError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ConfigError";
-  }
-}
+export { ConfigError } from "../util/config-error.js";
 
 const SPECS = CONFIG_KEYS as Record<string, KeySpec>;
 

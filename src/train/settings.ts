@@ -9,6 +9,7 @@ import type { Settings } from "../sft/config.js";
 import { BUILTIN_CONFIG_DIR } from "../sft/config.js";
 import type { LossScalerOptions } from "./loss-scaler.js";
 import type { ScheduleKind } from "./schedule.js";
+import type { Json } from "../util/config-error.js";
 
 export type Precision = "fp32" | "bf16" | "fp16";
 
@@ -40,8 +41,6 @@ export interface TrainSettings {
   zeroStage: 0 | 1 | 2 | 3;
   notes: string[];
 }
-
-type Json = Record<string, unknown>;
 
 function dsPath(p: string): string {
   if (isAbsolute(p) || existsSync(resolve(p))) return resolve(p);
