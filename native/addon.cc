@@ -1,12 +1,19 @@
 // oasft's native addon: a thin N-API layer over libtorch (ATen ops + autograd).
 //
 // Contract (mirrored one-to-one by src/torch/binding.ts):
-//  - a tensor crosses into JS as an opaque External handle owning one at::Tensor;
+//  - a tensor crosses into JS as an opaque External handle owning one at::Tensor, type-tagged: an
+//    External this addon did not make (another addon's) is refused by name, never dereferenced;
 //  - dispose(h) frees it now; the GC finalizer frees it otherwise (a safety net, not the plan);
 //  - CPU tensor bytes are reported to V8 as external memory so the GC sees their weight;
 //  - every op is one entry of the table in Init, named as in src/torch/binding.ts;
 //  - any libtorch error becomes a JS Error whose message starts with the op's name.
-// All math, kernels and autograd are libtorch's; nothing here computes by itself.
+// Kernels and autograd are libtorch's. What this file computes by itself is one loop: adamwStep_, an
+// AdamW update in a single pass over float32 CPU memory (torch.optim.AdamW's arithmetic; its composite
+// reference is src/train/adamw.ts). The table, in the order of Init: runtime (threads, BLAS, RNG,
+// memory), handles and metadata, creation and transfer, file I/O (safetensors byte ranges straight
+// into tensors), in-place updates, elementwise ops, reductions, shapes and indexing, linear algebra and
+// layers, that AdamW step, the fast paths of newer libtorch builds (fast.h), the c10d collectives
+// (dist.h), autograd and modes.
 
 #include <napi.h>
 
@@ -46,6 +53,9 @@ struct Box {
   int64_t reportedBytes = 0;  // what we told V8 about, so that release subtracts exactly that
 };
 
+// Every handle this addon makes carries this tag (napi_type_tag_object); isTensor checks it.
+constexpr napi_type_tag kTensorTag = {0x6f6173667474656eULL, 0x736f722d68616e64ULL};
+
 std::atomic<int64_t> liveBoxes{0};
 
 // Views share their base's storage: report only tensors that own their bytes.
@@ -72,7 +82,13 @@ Napi::Value wrap(Napi::Env env, at::Tensor t) {
   box->reportedBytes = ownedCpuBytes(box->t);
   if (box->reportedBytes) Napi::MemoryManagement::AdjustExternalMemory(env, box->reportedBytes);
   if (box->t.defined()) liveBoxes++;
-  return Napi::External<Box>::New(env, box, finalizeBox);
+  auto handle = Napi::External<Box>::New(env, box, finalizeBox);
+  handle.TypeTag(&kTensorTag);
+  return handle;
+}
+
+bool isTensorHandle(const Napi::Value& v) {
+  return v.IsExternal() && v.As<Napi::External<Box>>().CheckTypeTag(&kTensorTag);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -88,7 +104,7 @@ struct Args {
     throw Napi::TypeError::New(env(), std::string(op) + ": argument " + std::to_string(i) + " must be " + expected);
   }
   bool has(size_t i) const { return i < info.Length() && !info[i].IsUndefined() && !info[i].IsNull(); }
-  bool isTensor(size_t i) const { return i < info.Length() && info[i].IsExternal(); }
+  bool isTensor(size_t i) const { return i < info.Length() && isTensorHandle(info[i]); }
 
   const at::Tensor& t(size_t i) const {
     if (!isTensor(i)) bad(i, "a tensor");
@@ -134,7 +150,7 @@ struct Args {
     out.reserve(arr.Length());
     for (uint32_t k = 0; k < arr.Length(); k++) {
       Napi::Value v = arr[k];
-      if (!v.IsExternal()) bad(i, "an array of tensors");
+      if (!isTensorHandle(v)) bad(i, "an array of tensors");
       const at::Tensor& tensor = v.As<Napi::External<Box>>().Data()->t;
       if (!tensor.defined()) bad(i, "an array of live tensors");
       out.push_back(tensor);
@@ -363,7 +379,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     return a.undef();
   });
   def(env, exports, "isContiguous", [](Args& a) { return a.boolean(a.t(0).is_contiguous()); });
-  def(env, exports, "dataPtr", [](Args& a) { return a.num(static_cast<double>(reinterpret_cast<uintptr_t>(a.t(0).data_ptr()))); });
 
   // ----- creation and transfer ------------------------------------------------------------------
   // fromBytes(bytes, dtype, shape): copies; the JS memory can be reused right after.

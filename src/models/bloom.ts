@@ -326,7 +326,7 @@ class BloomModel extends Module {
   }
 }
 
-export class BloomForCausalLM extends CausalLM {
+export class BloomForCausalLM extends CausalLM<BloomBias, BloomCache> {
   readonly config: ModelConfig;
   readonly transformer: BloomModel;
   /** Untied models only; tied ones project with transformer.word_embeddings.weight. */
@@ -454,12 +454,11 @@ export class BloomForCausalLM extends CausalLM {
     i: number,
     x: torch.Tensor,
     ctx: ForwardContext,
-    bias: unknown,
-    cache: KVCache | undefined,
+    bias: BloomBias,
+    cache: BloomCache | undefined,
     wantProbs: boolean,
   ): BlockOutput {
-    const c = cache && { cache: cache as BloomCache, layer: i };
-    return this.blocks[i]!.forward(x, bias as BloomBias, ctx.hidden, c, wantProbs);
+    return this.blocks[i]!.forward(x, bias, ctx.hidden, cache && { cache, layer: i }, wantProbs);
   }
 
   protected finalNorm(x: torch.Tensor): torch.Tensor {

@@ -45,6 +45,11 @@ export interface KVCache {
    * shorter side is padded on the left, and the caller pads its attention mask the same way.
    */
   concatRows(other: KVCache): { padSelf: number; padOther: number };
+  /**
+   * Called once after every block appended its s new positions to its layer: the cache's length moves
+   * on (a layered cache counts positions once for all layers).
+   */
+  advance(s: number): void;
   dispose(): void;
 }
 
@@ -259,7 +264,12 @@ export function softcapped(x: torch.Tensor, cap: number | null | undefined): tor
   return cap ? x.div(cap).tanh().mul(cap) : x;
 }
 
-export abstract class CausalLM extends Module {
+/**
+ * `Shared`: what an architecture prepares once per forward for all its blocks (rotary tables, ALiBi
+ * bias, masks); `Cache`: its KV cache. A cache passed to forward must be one this model made
+ * (newCache), as in HF, where a model's past_key_values come from the same model.
+ */
+export abstract class CausalLM<Shared = unknown, Cache extends KVCache = KVCache> extends Module {
   abstract readonly config: ModelConfig;
   readonly dtype: torch.DType;
   readonly device: string;
@@ -289,20 +299,20 @@ export abstract class CausalLM extends Module {
   /** The config.json to save (the original keys kept, HF's canonical names written). */
   abstract configJson(): Record<string, unknown>;
   /** A KV cache for this model's layout. */
-  abstract newCache(o?: NewCacheOptions): KVCache;
+  abstract newCache(o?: NewCacheOptions): Cache;
   /** PEFT's default LoRA targets for this architecture (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING). */
   abstract get defaultLoraTargets(): string[];
   /** Token ids [b, s] → hidden states [b, s, h] (any embedding norm included). */
   protected abstract embed(inputIds: torch.Tensor): torch.Tensor;
   /** Per-forward tensors the blocks share beyond the context (ALiBi bias, rotary tables, ...). */
-  protected abstract prepare(ctx: ForwardContext, dtype: torch.DType): unknown;
+  protected abstract prepare(ctx: ForwardContext, dtype: torch.DType): Shared;
   /** Block `i` on x [b, s, h]; appends to `cache` when given. */
   protected abstract runBlock(
     i: number,
     x: torch.Tensor,
     ctx: ForwardContext,
-    shared: unknown,
-    cache: KVCache | undefined,
+    shared: Shared,
+    cache: Cache | undefined,
     wantProbs: boolean,
   ): BlockOutput;
   /** The final norm before the LM head. */
@@ -318,7 +328,7 @@ export abstract class CausalLM extends Module {
   // ----- generic ------------------------------------------------------------------------------------
   /** Advances the cache after every block appended its s new positions (caches that need it). */
   protected afterForward(cache: KVCache | undefined, s: number): void {
-    (cache as { advance?: (s: number) => void } | undefined)?.advance?.(s);
+    cache?.advance(s);
   }
 
   /** The forward context: key mask, positions (derived when absent) and the hidden-key mask, on the model's device. */
@@ -407,7 +417,8 @@ export abstract class CausalLM extends Module {
     attentions: torch.Tensor[];
   } {
     const ctx = this.context(input);
-    const { cache } = input;
+    // The caller's cache came from this model's newCache (the interface's contract).
+    const cache = input.cache as Cache | undefined;
     let x = torch.scope(() => this.embed(input.inputIds));
     const shared = this.prepare(ctx, x.dtype);
     const hiddenStates: torch.Tensor[] = [];

@@ -25,7 +25,6 @@ import {
   CausalLM,
   type BlockOutput,
   type ForwardContext,
-  type KVCache,
   type ModelConfig,
   type ModelOptions,
   type NewCacheOptions,
@@ -231,7 +230,7 @@ interface Gemma2Shared {
   masks: Map<number | null, LayerMask>;
 }
 
-export class Gemma2ForCausalLM extends CausalLM {
+export class Gemma2ForCausalLM extends CausalLM<Gemma2Shared, HeadsKVCache> {
   readonly config: ModelConfig;
   readonly model: Gemma2Model;
   readonly lm_head: Linear | undefined;
@@ -370,13 +369,13 @@ export class Gemma2ForCausalLM extends CausalLM {
     i: number,
     x: torch.Tensor,
     ctx: ForwardContext,
-    shared: unknown,
-    cache: KVCache | undefined,
+    shared: Gemma2Shared,
+    cache: HeadsKVCache | undefined,
     wantProbs: boolean,
   ): BlockOutput {
-    const { rope, masks } = shared as Gemma2Shared;
+    const { rope, masks } = shared;
     const mask = masks.get(this.gemmaConfig.windows[i] ?? null)!;
-    return this.blocks[i]!.forward(x, mask, rope, cache && { cache: cache as HeadsKVCache, layer: i }, wantProbs);
+    return this.blocks[i]!.forward(x, mask, rope, cache && { cache, layer: i }, wantProbs);
   }
 
   protected finalNorm(x: torch.Tensor): torch.Tensor {

@@ -23,7 +23,6 @@ import {
   CausalLM,
   type BlockOutput,
   type ForwardContext,
-  type KVCache,
   type ModelConfig,
   type ModelOptions,
   type NewCacheOptions,
@@ -277,7 +276,7 @@ class GPTNeoXModel extends Module {
   }
 }
 
-export class GPTNeoXForCausalLM extends CausalLM {
+export class GPTNeoXForCausalLM extends CausalLM<RotaryTables, HeadsKVCache> {
   readonly config: ModelConfig;
   readonly gpt_neox: GPTNeoXModel;
   /** The output projection (no bias); absent when tie_word_embeddings shares embed_in. */
@@ -398,17 +397,11 @@ export class GPTNeoXForCausalLM extends CausalLM {
     i: number,
     x: torch.Tensor,
     ctx: ForwardContext,
-    shared: unknown,
-    cache: KVCache | undefined,
+    shared: RotaryTables,
+    cache: HeadsKVCache | undefined,
     wantProbs: boolean,
   ): BlockOutput {
-    return this.blocks[i]!.forward(
-      x,
-      ctx,
-      shared as RotaryTables,
-      cache && { cache: cache as HeadsKVCache, layer: i },
-      wantProbs,
-    );
+    return this.blocks[i]!.forward(x, ctx, shared, cache && { cache, layer: i }, wantProbs);
   }
 
   protected finalNorm(x: torch.Tensor): torch.Tensor {

@@ -26,7 +26,6 @@ import {
   CausalLM,
   type BlockOutput,
   type ForwardContext,
-  type KVCache,
   type ModelConfig,
   type ModelOptions,
   type NewCacheOptions,
@@ -329,7 +328,7 @@ class LlamaModel extends Module {
   }
 }
 
-export class LlamaForCausalLM extends CausalLM {
+export class LlamaForCausalLM extends CausalLM<LlamaShared, HeadsKVCache> {
   readonly config: ModelConfig;
   readonly model: LlamaModel;
   /** The output projection (no bias); absent when tie_word_embeddings shares embed_tokens. */
@@ -483,13 +482,13 @@ export class LlamaForCausalLM extends CausalLM {
     i: number,
     x: torch.Tensor,
     ctx: ForwardContext,
-    shared: unknown,
-    cache: KVCache | undefined,
+    shared: LlamaShared,
+    cache: HeadsKVCache | undefined,
     wantProbs: boolean,
   ): BlockOutput {
-    const { rope, masks } = shared as LlamaShared;
+    const { rope, masks } = shared;
     const mask = masks.get(this.variant.windows[i] ?? null)!;
-    return this.blocks[i]!.forward(x, mask, rope, cache && { cache: cache as HeadsKVCache, layer: i }, wantProbs);
+    return this.blocks[i]!.forward(x, mask, rope, cache && { cache, layer: i }, wantProbs);
   }
 
   protected finalNorm(x: torch.Tensor): torch.Tensor {

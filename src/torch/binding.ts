@@ -46,7 +46,6 @@ export interface NativeBinding {
   grad(t: H): H | undefined;
   setGrad(t: H, grad: H | null): void;
   isContiguous(t: H): boolean;
-  dataPtr(t: H): number;
   // creation and transfer
   fromBytes(bytes: ArrayBufferView, dtype: number, shape: number[]): H;
   toBytes(t: H): Buffer;
