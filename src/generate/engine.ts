@@ -9,149 +9,21 @@ import type { CausalLM, KVCache } from "../models/index.js";
 import { Rng } from "../data/rng.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import { prefillYielding } from "./prefill.js";
-import { checkSampling, isGreedy, nextToken, type SamplingParams } from "./sampling.js";
+import { checkSampling, pickNextTokens } from "./sampling.js";
+import { TextStream } from "./text-stream.js";
 
-export type FinishReason = "stop" | "length" | "eos" | "cancelled";
+export { TextStream } from "./text-stream.js";
+import {
+  LATENCY_BUCKETS,
+  QueueFullError,
+  type EngineOptions,
+  type EngineStats,
+  type FinishReason,
+  type GenerationRequest,
+  type GenerationResult,
+} from "./requests.js";
 
-export interface TokenEvent {
-  id: number;
-  /** Model log-probability of the token. */
-  logprob: number;
-  /** New text since the previous event (may be "" while a character or a stop string is incomplete). */
-  text: string;
-  special: boolean;
-}
-
-export interface GenerationResult {
-  text: string;
-  tokens: number[];
-  logprobs: number[];
-  finishReason: FinishReason;
-  /** The generation ended on one of the request's stop strings (finishReason is then "stop"). */
-  stopSequence: boolean;
-  promptTokens: number;
-}
-
-export interface GenerationRequest {
-  promptIds: number[];
-  params: SamplingParams;
-  onToken?: (e: TokenEvent) => void;
-}
-
-/** Upper bounds (seconds) of the latency histogram's buckets. */
-export const LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
-
-export class QueueFullError extends Error {
-  constructor(size: number) {
-    super(`the queue is full (${size} requests waiting); retry later`);
-    this.name = "QueueFullError";
-  }
-}
-
-export interface EngineOptions {
-  /** Sequences decoded together (default 16). */
-  maxBatch?: number;
-  /** Requests waiting for a slot before new ones are refused (default 64). */
-  maxQueue?: number;
-  /** Longest prompt + generation (default: the model's maxPositions; unlimited when it has none). */
-  maxTotalTokens?: number;
-  /** Longest prompt (default: maxTotalTokens, else the model's maxPositions, else unlimited). */
-  maxInputTokens?: number;
-  /** Prompt + generation tokens of all running sequences together; admission waits below it (default: unlimited). */
-  maxBatchTokens?: number;
-  /** Test seam: called at each engine stage ("prefill", "step") so a test can make it fail. */
-  fault?: (stage: "prefill" | "step", rows: number) => void;
-}
-
-export interface EngineStats {
-  requests: number;
-  generatedTokens: number;
-  promptTokens: number;
-  running: number;
-  queued: number;
-  /** Seconds from submit to the end of finished requests: a cumulative histogram (never decreases). */
-  latency: { buckets: number[]; counts: number[]; sum: number; count: number };
-}
-
-/** Incremental detokenisation: emits only text that is final (no broken UTF-8, no partial stop). */
-export class TextStream {
-  private ids: number[] = [];
-  /** TGI's offsets: ids[prefixOffset, readOffset) are the last settled tokens, decoded as context. */
-  private prefixOffset = 0;
-  private readOffset = 0;
-  /** Text of ids[0, readOffset): complete characters only. */
-  private settled = "";
-  private emitted = 0;
-  text = "";
-  constructor(
-    private readonly tok: ChatTokenizer,
-    private readonly stops: string[],
-  ) {}
-
-  private readonly utf8 = new TextDecoder("utf-8");
-
-  async push(id: number): Promise<{ delta: string; stopAt?: number }> {
-    this.ids.push(id);
-    if (this.tok.tokenBytes) {
-      // Byte-level BPE: the token's bytes through a streaming UTF-8 decoder, which holds an
-      // incomplete character until its last byte arrives. Synchronous and exact.
-      this.settled += this.utf8.decode(this.tok.tokenBytes(id), { stream: true });
-      this.text = this.settled;
-      return this.emit();
-    }
-    // Other decoders: decode a short window rather than the whole reply at every token.
-    const prefix = await this.tok.decode(this.ids.slice(this.prefixOffset, this.readOffset), true);
-    const window = await this.tok.decode(this.ids.slice(this.prefixOffset), true);
-    const fresh = window.slice(prefix.length);
-    // A window ending in U+FFFD holds an incomplete character (byte-fallback tokens decode each
-    // stray byte to one U+FFFD): nothing of it is final until its last byte arrives.
-    if (fresh && !window.endsWith("\uFFFD")) {
-      this.settled += fresh;
-      this.prefixOffset = this.readOffset;
-      this.readOffset = this.ids.length;
-    }
-    this.text = this.settled;
-    return this.emit();
-  }
-
-  private emit(): { delta: string; stopAt?: number } {
-    const text = this.text;
-    // The earliest stop string in the text wins (lm-eval's and OpenAI's rule), not the first listed.
-    let at = -1;
-    for (const s of this.stops) {
-      const i = s ? text.indexOf(s) : -1;
-      if (i >= 0 && (at < 0 || i < at)) at = i;
-    }
-    if (at >= 0) {
-      const delta = text.slice(this.emitted, at);
-      this.emitted = at;
-      return { delta, stopAt: at };
-    }
-    // Hold back a trailing replacement character (an incomplete UTF-8 sequence) and any suffix that
-    // could still grow into a stop string.
-    let safe = text.length;
-    if (text.endsWith("\uFFFD")) safe = text.length - 1;
-    for (const s of this.stops) {
-      for (let k = Math.min(s.length - 1, safe); k > 0; k--) {
-        if (text.slice(safe - k, safe) === s.slice(0, k)) {
-          safe -= k;
-          break;
-        }
-      }
-    }
-    safe = Math.max(safe, this.emitted);
-    const delta = text.slice(this.emitted, safe);
-    this.emitted = safe;
-    return { delta };
-  }
-
-  /** Whatever was held back, at the end of generation. */
-  flush(): string {
-    const rest = this.text.slice(this.emitted).replace(/\uFFFD$/, "");
-    this.emitted = this.text.length;
-    return rest;
-  }
-}
+export * from "./requests.js";
 
 interface Row {
   req: GenerationRequest;
@@ -168,34 +40,12 @@ interface Row {
   reject: (e: Error) => void;
 }
 
+const sampled = (r: Row) => ({ params: r.req.params, history: r.history, rng: r.rng });
+
 export interface GenerationHandle {
   result: Promise<GenerationResult>;
   /** Frees the slot at the next token boundary; the result resolves with finishReason "cancelled". */
   cancel(): void;
-}
-
-/**
- * Next tokens for a batch of rows from logits [b, V]: plain greedy rows in one argmax and one
- * log-softmax gather for the whole batch; rows with sampling or a repetition penalty one by one.
- */
-function pickAll(logits: torch.Tensor, rows: Row[]): Array<{ id: number; logprob: number }> {
-  const plain = (r: Row) => isGreedy(r.req.params) && (r.req.params.repetitionPenalty ?? 1) === 1;
-  const out: Array<{ id: number; logprob: number }> = new Array(rows.length);
-  if (rows.some(plain)) {
-    torch.scope(() => {
-      const lp = logits.to("float32").logSoftmax(-1);
-      const best = lp.argmax(-1, true); // [b, 1]
-      const ids = best.toNumbers();
-      const lps = lp.gather(1, best).toNumbers();
-      rows.forEach((r, i) => {
-        if (plain(r)) out[i] = { id: ids[i]!, logprob: lps[i]! };
-      });
-    });
-  }
-  rows.forEach((r, i) => {
-    if (!plain(r)) out[i] = nextToken(logits.select(0, i), r.history, r.req.params, r.rng);
-  });
-  return out;
 }
 
 export class Engine {
@@ -439,7 +289,7 @@ export class Engine {
     try {
       last = await prefillYielding(this.model, { inputIds: ids, attentionMask: mask, cache });
       const logits = last;
-      return torch.noGrad(() => torch.scope(() => pickAll(logits.select(1, 0), joining)));
+      return torch.noGrad(() => torch.scope(() => pickNextTokens(logits.select(1, 0), joining.map(sampled))));
     } finally {
       for (const t of [ids, mask, last]) t?.dispose();
     }
@@ -461,7 +311,7 @@ export class Engine {
         const logits = this.model
           .forward({ inputIds: feed, attentionMask: mask, cache: this.cache, logits: "last" })
           .logits.select(1, 0); // [b, V]
-        return pickAll(logits, this.rows);
+        return pickNextTokens(logits, this.rows.map(sampled));
       }),
     );
     for (let i = 0; i < b; i++) await this.accept(this.rows[i]!, picks[i]!);

@@ -119,3 +119,30 @@ function sample(scores: torch.Tensor, p: SamplingParams, rng: Rng): number {
  * which keeps small models out of loops. `oasft chat` and the demo's replies use it.
  */
 export const CHAT_REPETITION_PENALTY = 1.2;
+
+/**
+ * Next tokens for a batch of rows from logits [b, V]: plain greedy rows in one argmax and one
+ * log-softmax gather for the whole batch; rows with sampling or a repetition penalty one by one.
+ */
+export function pickNextTokens(
+  logits: torch.Tensor,
+  rows: Array<{ params: SamplingParams; history: number[]; rng: Rng | undefined }>,
+): Array<{ id: number; logprob: number }> {
+  const plain = (r: (typeof rows)[number]) => isGreedy(r.params) && (r.params.repetitionPenalty ?? 1) === 1;
+  const out: Array<{ id: number; logprob: number }> = new Array(rows.length);
+  if (rows.some(plain)) {
+    torch.scope(() => {
+      const lp = logits.to("float32").logSoftmax(-1);
+      const best = lp.argmax(-1, true); // [b, 1]
+      const ids = best.toNumbers();
+      const lps = lp.gather(1, best).toNumbers();
+      rows.forEach((r, i) => {
+        if (plain(r)) out[i] = { id: ids[i]!, logprob: lps[i]! };
+      });
+    });
+  }
+  rows.forEach((r, i) => {
+    if (!plain(r)) out[i] = nextToken(logits.select(0, i), r.history, r.params, r.rng);
+  });
+  return out;
+}
