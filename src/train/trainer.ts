@@ -7,8 +7,7 @@
 // and setupObjective plugs the stage's loss into the loop (src/pref), which has no branch per stage.
 // The run is built in named phases (setupRun → setupData → setupModel → setupObjective → setupOptimizer
 // → setupSchedule) into one RunContext, then trainLoop (loop.ts) and finish.
-import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import * as torch from "../torch/index.js";
 import {
@@ -25,19 +24,21 @@ import { ConfigError, type SFTConfig } from "../sft/config.js";
 import { lintMessage, loadConfigTokenizer, prepareSftData, type SftData } from "../sft/data.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
-import { distEnv, type DistEnv } from "../parallel/env.js";
-import { backendFor, initProcessGroup, soloGroup, type ProcessGroup } from "../parallel/group.js";
+import { distEnv } from "../parallel/env.js";
+import { type ProcessGroup } from "../parallel/group.js";
 import { DynamicLossScaler } from "./loss-scaler.js";
 import { trainLoop, type RunContext, type RunSetup } from "./loop.js";
 import { sftObjective, type Objective } from "./objective.js";
 import { preparePrefData, type PrefData } from "../pref/data.js";
-import { dpoObjective, REFERENCE_FILE, setupReference } from "../pref/dpo.js";
+import { dpoObjective, setupReference } from "../pref/dpo.js";
 import { rmObjective } from "../pref/rm.js";
 import { broadcastParameters, makeOptimizer, paramGroups, startingModel } from "./model-setup.js";
+import { readLogUpTo, resumeFrom, takeOver } from "./run-dir.js";
+import { joinJob, rankMemory, setThreads } from "./job.js";
 import { JsonlLog, ProgressBar, writeChart, type LogRecord } from "./report.js";
 import type { ScheduleOptions } from "./schedule.js";
 import { resolveTrainSettings } from "./settings.js";
-import { checkpointDirs, loadCheckpointState, resolveResume, type TrainerState } from "./state.js";
+import { checkpointDirs, loadCheckpointState, type TrainerState } from "./state.js";
 import type { TrainOptimizer } from "./zero.js";
 
 export { epochBatches, packingRowLength } from "./batches.js";
@@ -111,52 +112,6 @@ function setupRun(
     ...(o.onCheckpointMidway ? { onCheckpointMidway: o.onCheckpointMidway } : {}),
     ...(o.stopRequested ? { stopRequested: o.stopRequested } : {}),
   };
-}
-
-/**
- * The checkpoint a run resumes from; none for `latest` in a folder whose run stopped before its first
- * save (it starts over, saying so: there is nothing to resume, and refusing would leave it stuck).
- */
-function resumeFrom(spec: string | null, outputDir: string, print: (l: string) => void): string | undefined {
-  if (!spec) return undefined;
-  if (
-    (spec === "latest" || spec === "true") &&
-    !checkpointDirs(outputDir).length &&
-    stoppedBeforeFirstSave(outputDir)
-  ) {
-    print(
-      `note: --resume_from_checkpoint ${spec}: ${outputDir} has no checkpoint (its run stopped before the first save): starting over`,
-    );
-    return undefined;
-  }
-  return resolveResume(spec, outputDir);
-}
-
-/** A run that left only its log (killed before any checkpoint, final model or summary). */
-function stoppedBeforeFirstSave(outputDir: string): boolean {
-  const earlier = previousRun(outputDir);
-  return earlier.every((n) => n === "log.jsonl" || n === "training.svg" || n === REFERENCE_FILE);
-}
-
-/** A new run never mixes with another run's checkpoints (rotation and "latest" would pick them up). */
-function takeOver(outputDir: string, overwrite: boolean, print: (l: string) => void): void {
-  const earlier = previousRun(outputDir);
-  if (earlier.length && !overwrite && stoppedBeforeFirstSave(outputDir)) {
-    // Nothing of it can be resumed or would be lost: the same command simply starts over.
-    for (const name of earlier) rmSync(join(outputDir, name), { recursive: true, force: true });
-    print(
-      `note: ${outputDir} held a run that stopped before its first checkpoint (${earlier.join(", ")}): starting over`,
-    );
-    return;
-  }
-  if (earlier.length && !overwrite) {
-    throw new ConfigError(
-      `output_dir ${outputDir} already holds a run (${earlier.slice(0, 4).join(", ")}${earlier.length > 4 ? ", ..." : ""}); ` +
-        "pass --resume_from_checkpoint latest to continue it, --overwrite_output_dir to replace it, or another --output_dir",
-    );
-  }
-  for (const name of earlier) rmSync(join(outputDir, name), { recursive: true, force: true });
-  if (earlier.length) print(`note: --overwrite_output_dir: removed ${earlier.join(", ")} from ${outputDir}`);
 }
 
 /** The tokenizer (the checkpoint's on resume) and the stage's data; an empty training set is an error. */
@@ -405,35 +360,6 @@ function finish(ctx: RunContext): TrainSummary {
   return summary;
 }
 
-// ----- many processes -------------------------------------------------------------------------------
-
-/** The job's process group (c10d, from the torchrun environment), or the one-process group. */
-function joinJob(env: DistEnv | null, cfg: SFTConfig, device: string): ProcessGroup {
-  if (!env) return soloGroup;
-  const group = initProcessGroup(env, backendFor(device, cfg.dist_backend), cfg.dist_timeout, device);
-  // Every rank must run the same config: a mismatch would silently train on different data or shapes.
-  const hash = Number.parseInt(createHash("sha256").update(JSON.stringify(cfg)).digest("hex").slice(0, 12), 16);
-  const all = group.gatherNumbers([hash]).map(([h]) => h!);
-  const differ = all.map((h, r) => (h !== all[0] ? r : -1)).filter((r) => r >= 0);
-  if (differ.length) {
-    group.destroy();
-    const who = differ.length > 1 ? `ranks ${differ.join(", ")} differ` : `rank ${differ[0]} differs`;
-    throw new ConfigError(
-      `rank ${group.rank}: the ranks were started with different configs (${who} from rank 0); ` +
-        "start every rank with the same arguments",
-    );
-  }
-  return group;
-}
-
-/** Threads per rank: the CPUs shared among the ranks of this machine, unless threads or OMP_NUM_THREADS say. */
-function setThreads(cfg: SFTConfig, env: DistEnv | null): void {
-  if (cfg.threads !== null) torch.setNumThreads(cfg.threads);
-  else if (env && env.localWorldSize > 1 && !process.env.OMP_NUM_THREADS) {
-    torch.setNumThreads(Math.max(1, Math.floor(torch.defaultThreads().threads / env.localWorldSize)));
-  }
-}
-
 export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<TrainSummary> {
   const env = distEnv();
   let device = torch.resolveDevice(cfg.device, "device");
@@ -446,57 +372,4 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
   } finally {
     group.destroy();
   }
-}
-
-/** Bytes of parameters, master copies, gradients and AdamW moments each rank holds (gathered to every rank). */
-function rankMemory(
-  optimizer: TrainOptimizer,
-  group: ProcessGroup,
-): Array<{ rank: number } & ReturnType<TrainOptimizer["heldBytes"]>> {
-  const h = optimizer.heldBytes();
-  return group.gatherNumbers([h.params, h.master, h.grads, h.optimizer]).map(([params, master, grads, opt], rank) => ({
-    rank,
-    params: params!,
-    master: master!,
-    grads: grads!,
-    optimizer: opt!,
-  }));
-}
-
-/**
- * The log records up to `step` (a resumed run rewrites what came after its checkpoint). A torn last
- * line (power loss, a full disk) is dropped with a note; a damaged line elsewhere names the file and line.
- */
-function readLogUpTo(path: string, step: number, print: (line: string) => void): LogRecord[] {
-  if (!existsSync(path) || step === 0) return [];
-  const lines = readFileSync(path, "utf8").split("\n");
-  const records: LogRecord[] = [];
-  lines.forEach((line, i) => {
-    if (!line.trim()) return;
-    try {
-      records.push(JSON.parse(line) as LogRecord);
-    } catch {
-      const last = lines.slice(i + 1).every((l) => !l.trim());
-      if (!last) throw new Error(`${path}:${i + 1}: not a JSON log record; fix or remove the line to resume`);
-      print(`note: ${path}:${i + 1}: dropped a torn last line (the run stopped while writing it)`);
-    }
-  });
-  return records.filter((r) => r.step <= step);
-}
-
-/** What another run left in output_dir: checkpoints, its log, summary and final model. */
-function previousRun(outputDir: string): string[] {
-  if (!existsSync(outputDir)) return [];
-  const marks = new Set([
-    "log.jsonl",
-    "summary.json",
-    "training.svg",
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "adapter_model.safetensors",
-    REFERENCE_FILE,
-  ]);
-  return readdirSync(outputDir)
-    .filter((n) => marks.has(n) || /^checkpoint-\d+$/.test(n))
-    .sort();
 }
