@@ -3,7 +3,39 @@
 // decoding step copies only its new keys and values. The layouts differ by architecture (where the
 // time dimension is, how many entries of dim 0 a batch row owns); the bookkeeping below is shared.
 import * as torch from "../torch/index.js";
-import type { KVCache } from "./causal-lm.js";
+
+// The contract: a KV cache is owned by the model that made it (model.newCache()); its layout is the
+// model's business.
+
+export interface KVCache {
+  /** Positions stored (the same for every layer between forwards). */
+  readonly length: number;
+  /** Forgets positions from `length` on (a shared prompt prefix is reused this way). */
+  truncate(length: number): void;
+  /**
+   * Keeps only batch rows `rows` (in that order) and drops the first `trimLeft` positions (padding
+   * that every kept row has): continuous batching removes finished sequences this way.
+   */
+  selectRows(rows: number[], trimLeft?: number): void;
+  /**
+   * Appends the rows of `other` (made by the same model) below this cache's rows, right-aligned: the
+   * shorter side is padded on the left, and the caller pads its attention mask the same way.
+   */
+  concatRows(other: KVCache): { padSelf: number; padOther: number };
+  /**
+   * Called once after every block appended its s new positions to its layer: the cache's length moves
+   * on (a layered cache counts positions once for all layers).
+   */
+  advance(s: number): void;
+  dispose(): void;
+}
+
+export interface NewCacheOptions {
+  /** Rows the cache starts with room for (it grows when a forward brings more). */
+  batch?: number;
+  /** Positions per row allocated up front (it grows by doubling past that). */
+  capacity?: number;
+}
 
 /** An uninitialised buffer shaped like `like`, with its time dimension `capacity` long. */
 function resized(like: torch.Tensor, timeDim: number, capacity: number): torch.Tensor {
