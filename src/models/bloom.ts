@@ -15,76 +15,16 @@ import {
   type ModelOptions,
   type NewCacheOptions,
 } from "./causal-lm.js";
-import { ConfigError, readBool, readInt, readNumber, readOptionalInt } from "./config-json.js";
 import { LayeredKVCache } from "./kv-cache.js";
-import { f32, regroupFusedQkv, u32, weightAndBias, type GgufLayout, type GgufTensorSpec } from "./gguf-layout.js";
+import { type GgufLayout } from "./gguf-layout.js";
 import { registerArchitecture } from "./registry.js";
+import { bloomGgufLayout } from "./bloom-gguf.js";
+import { bloomConfigFromJson, bloomConfigToJson, type BloomConfig } from "./bloom-config.js";
+
+export { bloomConfigFromJson, bloomConfigToJson, type BloomConfig } from "./bloom-config.js";
 
 // ---------------------------------------------------------------------------------------------
-// 1. Config: HF config.json keys, with HF's aliases and defaults (configuration_bloom.py)
-
-export interface BloomConfig {
-  model_type: "bloom";
-  vocab_size: number;
-  hidden_size: number;
-  n_layer: number;
-  n_head: number;
-  layer_norm_epsilon: number;
-  initializer_range: number;
-  apply_residual_connection_post_layernorm: boolean;
-  tie_word_embeddings: boolean;
-  hidden_dropout: number;
-  attention_dropout: number;
-  bos_token_id: number | null;
-  eos_token_id: number | null;
-  pad_token_id: number | null;
-  /** Every key of the original config.json, written back unchanged when the model is saved. */
-  raw: Record<string, unknown>;
-}
-
-export function bloomConfigFromJson(json: Record<string, unknown>, file = "config.json"): BloomConfig {
-  if (json.model_type !== undefined && json.model_type !== "bloom") {
-    throw new ConfigError(file, "model_type", `expected "bloom", got ${JSON.stringify(json.model_type)}`);
-  }
-  const pick = (...keys: string[]) => keys.find((k) => json[k] !== undefined);
-  const cfg: BloomConfig = {
-    model_type: "bloom",
-    vocab_size: readInt(json, file, "vocab_size", 250880),
-    hidden_size: readInt(json, file, pick("hidden_size", "n_embed") ?? "hidden_size", 64),
-    n_layer: readInt(json, file, pick("n_layer", "num_hidden_layers") ?? "n_layer", 2),
-    n_head: readInt(json, file, pick("n_head", "num_attention_heads") ?? "n_head", 8),
-    layer_norm_epsilon: readNumber(json, file, "layer_norm_epsilon", 1e-5),
-    initializer_range: readNumber(json, file, "initializer_range", 0.02),
-    apply_residual_connection_post_layernorm: readBool(json, file, "apply_residual_connection_post_layernorm", false),
-    tie_word_embeddings: readBool(json, file, "tie_word_embeddings", true),
-    hidden_dropout: readNumber(json, file, "hidden_dropout", 0),
-    attention_dropout: readNumber(json, file, "attention_dropout", 0),
-    bos_token_id: readOptionalInt(json, file, "bos_token_id", 1),
-    eos_token_id: readOptionalInt(json, file, "eos_token_id", 2),
-    pad_token_id: readOptionalInt(json, file, "pad_token_id", 3),
-    raw: { ...json },
-  };
-  for (const key of ["vocab_size", "hidden_size", "n_layer", "n_head"] as const) {
-    if (cfg[key] < 1) throw new ConfigError(file, key, `must be a positive integer, got ${cfg[key]}`);
-  }
-  if (cfg.hidden_size % cfg.n_head !== 0) {
-    throw new ConfigError(file, "hidden_size", `${cfg.hidden_size} is not divisible by n_head=${cfg.n_head}`);
-  }
-  return cfg;
-}
-
-/** The config.json to save: the original keys plus the canonical ones HF's BloomConfig writes. */
-export function bloomConfigToJson(cfg: BloomConfig): Record<string, unknown> {
-  const { raw, ...canonical } = cfg;
-  const out: Record<string, unknown> = { architectures: ["BloomForCausalLM"], ...raw, ...canonical };
-  delete out.num_hidden_layers; // HF's attribute_map aliases; n_layer/n_head are the stored names
-  delete out.num_attention_heads;
-  delete out.n_embed;
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------
-// 2. Helpers: ALiBi and the attention mask
+// 1. Helpers: ALiBi and the attention mask
 
 /**
  * ALiBi slopes as HF's build_alibi_tensor computes them: the base is rounded to float32 first and
@@ -126,7 +66,7 @@ interface BloomBias {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 3. KV cache: preallocated per layer, grown by doubling, views handed to attention
+// 2. KV cache: preallocated per layer, grown by doubling, views handed to attention
 
 /**
  * Keys are stored as [b·n_h, d, capacity] (HF's transposed key layout, ready for baddbmm) and values as
@@ -149,7 +89,7 @@ export class BloomCache extends LayeredKVCache {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 4. Layers (leaf → block), as BloomAttention / BloomMLP / BloomBlock
+// 3. Layers (leaf → block), as BloomAttention / BloomMLP / BloomBlock
 
 class BloomAttention extends Module {
   readonly query_key_value: Linear;
@@ -306,7 +246,7 @@ class BloomBlock extends Module {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 5. The model
+// 4. The model
 
 class BloomModel extends Module {
   readonly word_embeddings: Embedding;
@@ -387,51 +327,7 @@ export class BloomForCausalLM extends CausalLM<BloomBias, BloomCache> {
 
   /** llama.cpp's "bloom" (convert_hf_to_gguf.py's BloomModel): QKV regrouped, ALiBi implied. */
   override ggufLayout(): GgufLayout {
-    const c = this.bloomConfig;
-    if (c.apply_residual_connection_post_layernorm) {
-      throw new Error(
-        "llama.cpp's BLOOM has no apply_residual_connection_post_layernorm; this model cannot be exported to GGUF",
-      );
-    }
-    const h = c.hidden_size;
-    const qkv = (t: torch.Tensor) => regroupFusedQkv(t, c.n_head);
-    const tensors: GgufTensorSpec[] = [
-      { name: "token_embd.weight", from: "transformer.word_embeddings.weight" },
-      ...weightAndBias("token_embd_norm", "transformer.word_embeddings_layernorm"),
-    ];
-    for (let i = 0; i < c.n_layer; i++) {
-      const at = `transformer.h.${i}`;
-      tensors.push(
-        ...weightAndBias(`blk.${i}.attn_norm`, `${at}.input_layernorm`),
-        ...weightAndBias(`blk.${i}.attn_qkv`, `${at}.self_attention.query_key_value`, qkv),
-        ...weightAndBias(`blk.${i}.attn_output`, `${at}.self_attention.dense`),
-        ...weightAndBias(`blk.${i}.ffn_norm`, `${at}.post_attention_layernorm`),
-        ...weightAndBias(`blk.${i}.ffn_up`, `${at}.mlp.dense_h_to_4h`),
-        ...weightAndBias(`blk.${i}.ffn_down`, `${at}.mlp.dense_4h_to_h`),
-      );
-    }
-    tensors.push(...weightAndBias("output_norm", "transformer.ln_f"));
-    // llama.cpp's converter writes the output projection even when tied (a copy of the embeddings):
-    // older llama.cpp, ollama and LM Studio builds refuse a BLOOM file without it.
-    tensors.push({
-      name: "output.weight",
-      from: this.lm_head ? "lm_head.weight" : "transformer.word_embeddings.weight",
-    });
-    return {
-      arch: "bloom",
-      metadata: [
-        // BLOOM (ALiBi) has no trained context length: llama.cpp's converter writes seq_length, else
-        // the hidden size, and so does this export (files compare equal to the converter's).
-        ["bloom.context_length", u32(Number(c.raw.seq_length ?? h))],
-        ["bloom.embedding_length", u32(h)],
-        ["bloom.feed_forward_length", u32(4 * h)],
-        ["bloom.block_count", u32(c.n_layer)],
-        ["bloom.attention.head_count", u32(c.n_head)],
-        ["bloom.attention.head_count_kv", u32(c.n_head)],
-        ["bloom.attention.layer_norm_epsilon", f32(c.layer_norm_epsilon)],
-      ],
-      tensors,
-    };
+    return bloomGgufLayout(this.bloomConfig, this.lm_head !== undefined);
   }
 
   protected embed(inputIds: torch.Tensor): torch.Tensor {
@@ -472,7 +368,7 @@ export class BloomForCausalLM extends CausalLM<BloomBias, BloomCache> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 6. Registration
+// 5. Registration
 
 registerArchitecture("bloom", {
   create: (json, file, o) => new BloomForCausalLM(bloomConfigFromJson(json, file), o),

@@ -30,169 +30,28 @@ import {
   type ModelOptions,
   type NewCacheOptions,
 } from "./causal-lm.js";
-import {
-  ConfigError,
-  readBool,
-  readInt,
-  readNumber,
-  readOptionalInt,
-  readRopeScaling,
-  type RopeScalingConfig,
-} from "./config-json.js";
 import { HeadsKVCache } from "./kv-cache.js";
-import {
-  f32,
-  interleaveRotaryHalves,
-  llama3RopeFactors,
-  ropeScalingKeys,
-  u32,
-  type GgufLayout,
-  type GgufTensorSpec,
-} from "./gguf-layout.js";
+import type { GgufLayout } from "./gguf-layout.js";
+import { llamaGgufLayout } from "./llama-gguf.js";
 import { registerArchitecture } from "./registry.js";
+import {
+  llamaConfigFromJson,
+  llamaConfigToJson,
+  llamaVariant,
+  type LlamaConfig,
+  type LlamaVariant,
+} from "./llama-config.js";
+
+export {
+  llamaConfigFromJson,
+  llamaConfigToJson,
+  llamaVariant,
+  type LlamaConfig,
+  type LlamaVariant,
+} from "./llama-config.js";
 
 // ---------------------------------------------------------------------------------------------
-// 1. Config: HF config.json keys and defaults (configuration_llama.py)
-
-export interface LlamaConfig {
-  /** "llama", or the family whose file reads its config onto this shape (mistral, qwen2, qwen3). */
-  model_type: string;
-  vocab_size: number;
-  hidden_size: number;
-  intermediate_size: number;
-  num_hidden_layers: number;
-  num_attention_heads: number;
-  num_key_value_heads: number;
-  /** Per-head dim; HF's explicit head_dim (Qwen3, Llama 3), else hidden_size / num_attention_heads. */
-  head_dim: number;
-  /** Biases on q/k/v and o_proj (HF LlamaConfig.attention_bias). */
-  attention_bias: boolean;
-  /** Biases on the three MLP projections. */
-  mlp_bias: boolean;
-  hidden_act: string;
-  max_position_embeddings: number;
-  rms_norm_eps: number;
-  rope_theta: number;
-  rope_scaling: RopeScalingConfig | null;
-  initializer_range: number;
-  attention_dropout: number;
-  tie_word_embeddings: boolean;
-  bos_token_id: number | null;
-  eos_token_id: number | null;
-  pad_token_id: number | null;
-  /** Every key of the original config.json, written back unchanged when the model is saved. */
-  raw: Record<string, unknown>;
-}
-
-export function llamaConfigFromJson(json: Record<string, unknown>, file = "config.json"): LlamaConfig {
-  const heads = readInt(json, file, "num_attention_heads", 32);
-  const cfg: LlamaConfig = {
-    model_type: "llama",
-    vocab_size: readInt(json, file, "vocab_size", 32000),
-    hidden_size: readInt(json, file, "hidden_size", 4096),
-    intermediate_size: readInt(json, file, "intermediate_size", 11008),
-    num_hidden_layers: readInt(json, file, "num_hidden_layers", 32),
-    num_attention_heads: heads,
-    // Absent (LLaMA 1 files): one kv head per query head, as HF.
-    num_key_value_heads: json.num_key_value_heads === null ? heads : readInt(json, file, "num_key_value_heads", heads),
-    head_dim: json.head_dim === null ? 0 : readInt(json, file, "head_dim", 0),
-    attention_bias: readBool(json, file, "attention_bias", false),
-    mlp_bias: readBool(json, file, "mlp_bias", false),
-    hidden_act: typeof json.hidden_act === "string" ? json.hidden_act : "silu",
-    max_position_embeddings: readInt(json, file, "max_position_embeddings", 2048),
-    rms_norm_eps: readNumber(json, file, "rms_norm_eps", 1e-6),
-    rope_theta: readNumber(json, file, "rope_theta", 10000),
-    rope_scaling: readRopeScaling(json, file),
-    initializer_range: readNumber(json, file, "initializer_range", 0.02),
-    attention_dropout: readNumber(json, file, "attention_dropout", 0),
-    tie_word_embeddings: readBool(json, file, "tie_word_embeddings", false),
-    bos_token_id: readOptionalInt(json, file, "bos_token_id", 1),
-    eos_token_id: readOptionalInt(json, file, "eos_token_id", 2),
-    pad_token_id: readOptionalInt(json, file, "pad_token_id", null),
-    raw: { ...json },
-  };
-  const positive = [
-    "vocab_size",
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-  ] as const;
-  for (const key of positive)
-    if (cfg[key] < 1) throw new ConfigError(file, key, `must be a positive integer, got ${cfg[key]}`);
-  if (cfg.head_dim === 0) {
-    if (cfg.hidden_size % cfg.num_attention_heads !== 0) {
-      throw new ConfigError(
-        file,
-        "hidden_size",
-        `${cfg.hidden_size} is not divisible by num_attention_heads=${cfg.num_attention_heads}`,
-      );
-    }
-    cfg.head_dim = cfg.hidden_size / cfg.num_attention_heads;
-  }
-  if (cfg.num_attention_heads % cfg.num_key_value_heads !== 0) {
-    throw new ConfigError(
-      file,
-      "num_key_value_heads",
-      `num_attention_heads=${cfg.num_attention_heads} is not divisible by num_key_value_heads=${cfg.num_key_value_heads}`,
-    );
-  }
-  if (cfg.head_dim % 2 !== 0) {
-    const key = json.head_dim === undefined ? "hidden_size" : "head_dim";
-    throw new ConfigError(file, key, `head dim ${cfg.head_dim} must be even for rotary embeddings`);
-  }
-  if (cfg.hidden_act !== "silu")
-    throw new ConfigError(file, "hidden_act", `'${cfg.hidden_act}' is not supported; LLaMA's MLP is SwiGLU ("silu")`);
-  return cfg;
-}
-
-/** The config.json to save: the original keys plus the canonical ones (head_dim only where the file had it). */
-export function llamaConfigToJson(cfg: LlamaConfig, architecture = "LlamaForCausalLM"): Record<string, unknown> {
-  const { raw, ...canonical } = cfg;
-  const out: Record<string, unknown> = { architectures: [architecture], ...raw, ...canonical };
-  // Keys LlamaConfig reads with defaults are written back only where the file had them (Qwen2's and
-  // Mistral's configs have no attention_bias, and their biases are the variant's, not this key's).
-  for (const key of ["head_dim", "attention_bias", "mlp_bias"] as const) if (raw[key] === undefined) delete out[key];
-  // rope_scaling stays in HF's spelling (llama3's keys are snake_case there, camelCase here).
-  if (raw.rope_scaling !== undefined) out.rope_scaling = raw.rope_scaling;
-  return out;
-}
-
-/**
- * What sets the LLaMA-shaped families apart. LLaMA's own comes from its config; mistral.ts, qwen2.ts and
- * qwen3.ts each read their config.json onto LlamaConfig and give their variant (HF's "Copied from Llama").
- */
-export interface LlamaVariant {
-  /** HF's class name, written to config.json's architectures. */
-  architecture: string;
-  qkvBias: boolean;
-  oBias: boolean;
-  /** Qwen3: RMSNorm over each head's q and k (q_norm, k_norm) before the rotary. */
-  qkNorm: boolean;
-  /** Each layer's sliding window (a query sees itself and the window − 1 keys before it), or null. */
-  windows: Array<number | null>;
-  /** llama.cpp's architecture for GGUF export. */
-  gguf: "llama" | "qwen2" | "qwen3";
-  /** CausalLM.fp16Advice for the family, if any. */
-  fp16Advice?: string;
-  /** PEFT's default LoRA targets for the family, where they differ from LLaMA's. */
-  loraTargets?: string[];
-}
-
-export function llamaVariant(c: LlamaConfig): LlamaVariant {
-  return {
-    architecture: "LlamaForCausalLM",
-    qkvBias: c.attention_bias,
-    oBias: c.attention_bias,
-    qkNorm: false,
-    windows: new Array<number | null>(c.num_hidden_layers).fill(null),
-    gguf: "llama",
-  };
-}
-
-// ---------------------------------------------------------------------------------------------
-// 2. Layers (leaf → block), as LlamaAttention / LlamaMLP / LlamaDecoderLayer
+// 1. Layers (leaf → block), as LlamaAttention / LlamaMLP / LlamaDecoderLayer
 
 class LlamaAttention extends Module {
   readonly q_proj: Linear;
@@ -302,7 +161,7 @@ class LlamaDecoderLayer extends Module {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 3. The model
+// 2. The model
 
 interface LlamaShared {
   rope: RotaryTables;
@@ -391,81 +250,9 @@ export class LlamaForCausalLM extends CausalLM<LlamaShared, HeadsKVCache> {
     return new HeadsKVCache(o.capacity ?? 64);
   }
 
-  /**
-   * llama.cpp's layout for this family (convert_hf_to_gguf.py): "llama" (LLaMA, Mistral) takes q/k rows
-   * back in RoPE's pair order; "qwen2" and "qwen3" keep HF's half-split order (llama.cpp's NEOX rope).
-   */
+  /** llama.cpp's layout for this family (llama-gguf.ts). */
   override ggufLayout(): GgufLayout {
-    const c = this.llamaConfig;
-    const arch = this.variant.gguf;
-    const pairOrder = arch === "llama";
-    const q = pairOrder ? (t: torch.Tensor) => interleaveRotaryHalves(t, c.num_attention_heads) : undefined;
-    const k = pairOrder ? (t: torch.Tensor) => interleaveRotaryHalves(t, c.num_key_value_heads) : undefined;
-    const tensors: GgufTensorSpec[] = [{ name: "token_embd.weight", from: "model.embed_tokens.weight" }];
-    const own = new Set(this.namedParameters().map(([n]) => n));
-    const add = (name: string, from: string, transform?: (t: torch.Tensor) => torch.Tensor) => {
-      if (own.has(from)) tensors.push({ name, from, ...(transform ? { transform } : {}) });
-    };
-    for (let i = 0; i < c.num_hidden_layers; i++) {
-      const at = `model.layers.${i}`;
-      add(`blk.${i}.attn_norm.weight`, `${at}.input_layernorm.weight`);
-      for (const [gg, hf, t] of [
-        ["attn_q", "q_proj", q],
-        ["attn_k", "k_proj", k],
-        ["attn_v", "v_proj", undefined],
-        ["attn_output", "o_proj", undefined],
-      ] as const) {
-        add(`blk.${i}.${gg}.weight`, `${at}.self_attn.${hf}.weight`, t);
-        add(`blk.${i}.${gg}.bias`, `${at}.self_attn.${hf}.bias`, t); // a bias row follows its weight row
-      }
-      add(`blk.${i}.attn_q_norm.weight`, `${at}.self_attn.q_norm.weight`);
-      add(`blk.${i}.attn_k_norm.weight`, `${at}.self_attn.k_norm.weight`);
-      add(`blk.${i}.ffn_norm.weight`, `${at}.post_attention_layernorm.weight`);
-      for (const [gg, hf] of [
-        ["ffn_gate", "gate_proj"],
-        ["ffn_up", "up_proj"],
-        ["ffn_down", "down_proj"],
-      ] as const) {
-        add(`blk.${i}.${gg}.weight`, `${at}.mlp.${hf}.weight`);
-        add(`blk.${i}.${gg}.bias`, `${at}.mlp.${hf}.bias`);
-      }
-    }
-    tensors.push({ name: "output_norm.weight", from: "model.norm.weight" });
-    // Tied: llama.cpp takes the output projection from token_embd itself.
-    if (this.lm_head) tensors.push({ name: "output.weight", from: "lm_head.weight" });
-    const scaling = c.rope_scaling;
-    if (scaling?.type === "llama3") {
-      tensors.push({
-        name: "rope_freqs.weight",
-        from: "rope_freqs",
-        value: () => llama3RopeFactors(c.head_dim, c.rope_theta, scaling),
-      });
-    }
-    const d = c.head_dim;
-    const explicitHeadDim = d * c.num_attention_heads !== c.hidden_size;
-    return {
-      arch,
-      metadata: [
-        [`${arch}.context_length`, u32(c.max_position_embeddings)],
-        [`${arch}.embedding_length`, u32(c.hidden_size)],
-        [`${arch}.block_count`, u32(c.num_hidden_layers)],
-        [`${arch}.feed_forward_length`, u32(c.intermediate_size)],
-        [`${arch}.attention.head_count`, u32(c.num_attention_heads)],
-        [`${arch}.attention.head_count_kv`, u32(c.num_key_value_heads)],
-        ...(explicitHeadDim
-          ? ([
-              [`${arch}.attention.key_length`, u32(d)],
-              [`${arch}.attention.value_length`, u32(d)],
-            ] as Array<[string, ReturnType<typeof u32>]>)
-          : []),
-        [`${arch}.rope.freq_base`, f32(c.rope_theta)],
-        [`${arch}.rope.dimension_count`, u32(d)],
-        ...ropeScalingKeys(arch, c.rope_scaling),
-        [`${arch}.attention.layer_norm_rms_epsilon`, f32(c.rms_norm_eps)],
-        [`${arch}.vocab_size`, u32(c.vocab_size)],
-      ],
-      tensors,
-    };
+    return llamaGgufLayout(this.llamaConfig, this.variant.gguf, new Set(this.namedParameters().map(([n]) => n)));
   }
 
   protected embed(inputIds: torch.Tensor): torch.Tensor {
@@ -497,7 +284,7 @@ export class LlamaForCausalLM extends CausalLM<LlamaShared, HeadsKVCache> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 4. Registration
+// 3. Registration
 
 registerArchitecture("llama", {
   create: (json, file, o) => new LlamaForCausalLM(llamaConfigFromJson(json, file), o),
