@@ -69,6 +69,7 @@ console.log("| config | work | oasft tok/s | peer tok/s | speed ratio | oasft pe
 console.log("|---|---|---:|---:|---:|---:|---:|---:|");
 for (const r of rows) {
   console.log(
-    `| ${r.config} | ${r.what} | ${f(r.ours)} | ${f(r.peer)} | **${f(r.ours / r.peer, 2)}x** | ${f(r.oursRss)} | ${f(r.peerRss)} | ${f(r.oursRss / r.peerRss, 2)}x |`,
+    `| ${r.config} | ${r.what} | ${f(r.ours)} | ${f(r.peer)} | **${f(r.ours / r.peer, 2)}x** | ${f(r.oursRss)} | ` +
+      `${f(r.peerRss)} | ${f(r.oursRss / r.peerRss, 2)}x |`,
   );
 }

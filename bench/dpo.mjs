@@ -4,7 +4,8 @@
 // tokens with the LM loss. Each mode runs in its own process (peak RSS is per process); tokens/s counts
 // the rows' real tokens. Medians of the timed steps. Run after `npm run build`.
 //
-//   node bench/dpo.mjs [--model-config ../shared/bench/configs/bloom-23m.json] [--pairs 4] [--steps 6] [--max-length 256]
+//   node bench/dpo.mjs [--model-config ../shared/bench/configs/bloom-23m.json] [--pairs 4] [--steps 6]
+//                      [--max-length 256]
 import { execFileSync } from "node:child_process";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -105,16 +106,20 @@ if (values.mode) {
   const sft = run("sft");
   const dpo = run("dpo");
   console.log(
-    `| ${values["model-config"].split("/").pop()}, ${values.pairs} oasst pairs (${2 * Number(values.pairs)} rows) ≤ ${values["max-length"]} tokens | SFT step | DPO step | ratio |`,
+    `| ${values["model-config"].split("/").pop()}, ${values.pairs} oasst pairs (${2 * Number(values.pairs)} rows) ` +
+      `≤ ${values["max-length"]} tokens | SFT step | DPO step | ratio |`,
   );
   console.log("|---|---:|---:|---:|");
   console.log(
-    `| step time (s, median) | ${sft.step_s.toFixed(3)} | ${dpo.step_s.toFixed(3)} | ${(dpo.step_s / sft.step_s).toFixed(2)}x |`,
+    `| step time (s, median) | ${sft.step_s.toFixed(3)} | ${dpo.step_s.toFixed(3)} | ` +
+      `${(dpo.step_s / sft.step_s).toFixed(2)}x |`,
   );
   console.log(
-    `| tokens/s | ${sft.tokens_per_s.toFixed(0)} | ${dpo.tokens_per_s.toFixed(0)} | ${(dpo.tokens_per_s / sft.tokens_per_s).toFixed(2)}x |`,
+    `| tokens/s | ${sft.tokens_per_s.toFixed(0)} | ${dpo.tokens_per_s.toFixed(0)} | ` +
+      `${(dpo.tokens_per_s / sft.tokens_per_s).toFixed(2)}x |`,
   );
   console.log(
-    `| peak RSS (MB) | ${sft.peak_rss_mb.toFixed(0)} | ${dpo.peak_rss_mb.toFixed(0)} | ${(dpo.peak_rss_mb / sft.peak_rss_mb).toFixed(2)}x |`,
+    `| peak RSS (MB) | ${sft.peak_rss_mb.toFixed(0)} | ${dpo.peak_rss_mb.toFixed(0)} | ` +
+      `${(dpo.peak_rss_mb / sft.peak_rss_mb).toFixed(2)}x |`,
   );
 }

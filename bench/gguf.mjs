@@ -2,7 +2,8 @@
 // Batch-1 greedy decoding on the CPU: oasft (libtorch, fp32 weights) against llama.cpp (node-llama-cpp's
 // prebuilt binaries) running oasft's own GGUF export of the same model, in f32 and q8_0.
 //
-//   node bench/gguf.mjs [--config ../shared/bench/configs/bloom-160m.json] [--repeats 3] [--prompt-len 32] [--new-tokens 64]
+//   node bench/gguf.mjs [--config ../shared/bench/configs/bloom-160m.json] [--repeats 3] [--prompt-len 32]
+//                       [--new-tokens 64]
 //
 // The same work as `oasft bench generate`: a random-init model, a random prompt, greedy new tokens
 // (EOS forbidden on the llama.cpp side so both make every token), timed end to end including the

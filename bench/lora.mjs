@@ -54,11 +54,14 @@ console.log(
 );
 console.log("|---|---:|---:|---:|");
 console.log(
-  `| step time (s, median of ${values.repeats} runs) | ${f.toFixed(3)} | ${l.toFixed(3)} | **${(l / f).toFixed(2)}x** |`,
+  `| step time (s, median of ${values.repeats} runs) | ${f.toFixed(3)} | ${l.toFixed(3)} | ` +
+    `**${(l / f).toFixed(2)}x** |`,
 );
 console.log(
-  `| optimizer state (MB) | ${full[0].optimizer_state_mb.toFixed(1)} | ${lora[0].optimizer_state_mb.toFixed(1)} | ${(lora[0].optimizer_state_mb / full[0].optimizer_state_mb).toFixed(3)}x |`,
+  `| optimizer state (MB) | ${full[0].optimizer_state_mb.toFixed(1)} | ${lora[0].optimizer_state_mb.toFixed(1)} | ` +
+    `${(lora[0].optimizer_state_mb / full[0].optimizer_state_mb).toFixed(3)}x |`,
 );
 console.log(
-  `| peak RSS (MB) | ${median(full.map((r) => r.peak_rss_mb)).toFixed(0)} | ${median(lora.map((r) => r.peak_rss_mb)).toFixed(0)} | |`,
+  `| peak RSS (MB) | ${median(full.map((r) => r.peak_rss_mb)).toFixed(0)} | ` +
+    `${median(lora.map((r) => r.peak_rss_mb)).toFixed(0)} | |`,
 );

@@ -71,5 +71,6 @@ for (const n of values.streams.split(",").map(Number)) {
 }
 server.kill("SIGTERM");
 console.log(
-  `| concurrent streams | aggregate tok/s | per stream tok/s | vs 1 stream |\n|---:|---:|---:|---:|\n${rows.join("\n")}`,
+  `| concurrent streams | aggregate tok/s | per stream tok/s | vs 1 stream ` +
+    `|\n|---:|---:|---:|---:|\n${rows.join("\n")}`,
 );

@@ -132,5 +132,6 @@ for (const n of names) {
 }
 console.log(`\nserver RSS (s: MB): ${rss.map(([t, m]) => `${t}: ${m.toFixed(0)}`).join(", ")}`);
 console.log(
-  `queue depth at the end: ${/^oasft_queue_depth (\d+)$/m.exec(metrics)?.[1]}, running: ${/^oasft_running (\d+)$/m.exec(metrics)?.[1]}`,
+  `queue depth at the end: ${/^oasft_queue_depth (\d+)$/m.exec(metrics)?.[1]}, running: ` +
+    `${/^oasft_running (\d+)$/m.exec(metrics)?.[1]}`,
 );

@@ -47,7 +47,9 @@ const DATA_GPT2 = [
   "bloom",
 ];
 const MIX =
-  "[{oasst_export: {input_file_path: oasst/en_100_tree.jsonl, val_split: 0}}, {dolly15k: {input_file_path: dolly/databricks-dolly-15k.jsonl, val_split: 0}}, {vicuna: {input_file_path: sharegpt/dummy_conversation.json, val_split: 0}}]";
+  "[{oasst_export: {input_file_path: oasst/en_100_tree.jsonl, val_split: 0}}, {dolly15k: {input_file_path: " +
+  "dolly/databricks-dolly-15k.jsonl, val_split: 0}}, {vicuna: {input_file_path: sharegpt/dummy_conversation.json, " +
+  "val_split: 0}}]";
 
 /**
  * One trainer run; returns tokens/s and trained tokens/s over the whole run after the first two steps
@@ -145,7 +147,10 @@ const repeats = Number(values.repeats);
     b.push(benchTrain(values["model-config"], 256, 4).tokens_per_s);
   }
   rows.push(
-    `| trainer, real data packed in b4×256 rows vs bench train b4×256 (${values["model-config"].split("/").pop()}) | ${median(a).toFixed(0)} tok/s | ${median(b).toFixed(0)} tok/s | **${(median(a) / median(b)).toFixed(2)}x** |`,
+    `| trainer, real data packed in b4×256 rows vs bench train b4×256 ` +
+      `(${values["model-config"].split("/").pop()}) | ${median(a).toFixed(0)} tok/s | ${median(b).toFixed(0)} ` +
+      `tok/s | ` +
+      `**${(median(a) / median(b)).toFixed(2)}x** |`,
   );
 }
 for (const batch of [8, 16]) {
@@ -183,7 +188,9 @@ for (const batch of [8, 16]) {
     );
   }
   rows.push(
-    `| trained tokens/s, packing vs OA padding, b${batch}, max_length 1024, GPT-2 BPE (${values["pack-model-config"].split("/").pop()}) | ${median(p).toFixed(0)} | ${median(q).toFixed(0)} | **${(median(p) / median(q)).toFixed(2)}x** |`,
+    `| trained tokens/s, packing vs OA padding, b${batch}, max_length 1024, GPT-2 BPE ` +
+      `(${values["pack-model-config"].split("/").pop()}) | ${median(p).toFixed(0)} | ${median(q).toFixed(0)} | ` +
+      `**${(median(p) / median(q)).toFixed(2)}x** |`,
   );
 }
 console.log("| comparison | ours | baseline | ratio |\n|---|---:|---:|---:|\n" + rows.join("\n"));

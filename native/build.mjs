@@ -66,7 +66,8 @@ if (lib.source === "system" && !existsSync("/usr/include/gloo/config.h")) {
   if (isDebianLike() && isRoot) aptInstall(["libgloo-dev"]);
   else
     console.error(
-      "oasft: libgloo-dev is not installed: building without multi-process training (apt-get install libgloo-dev, then npm rebuild)",
+      "oasft: libgloo-dev is not installed: building without multi-process training " +
+        "(apt-get install libgloo-dev, then npm rebuild)",
     );
 }
 console.error(`oasft: libtorch from ${lib.source} (${lib.libDir}), BLAS: ${blas.kind}${lib.hasCuda ? ", CUDA" : ""}`);

@@ -106,7 +106,8 @@ export function findLibtorch() {
     const found = layoutAt(env, "$LIBTORCH");
     if (!found)
       throw new Error(
-        `LIBTORCH=${env} is not a libtorch folder: expected ${env}/lib/libtorch.so and ${env}/include/torch/csrc/api/include/torch/torch.h`,
+        `LIBTORCH=${env} is not a libtorch folder: expected ${env}/lib/libtorch.so and ` +
+          `${env}/include/torch/csrc/api/include/torch/torch.h`,
       );
     return found;
   }

@@ -112,7 +112,8 @@ test(
 );
 
 test(
-  "bf16 weights: each cached decoding step's logits equal one uncached forward's (bf16 rounding); the allocator reports its peak",
+  "bf16 weights: each cached decoding step's logits equal one uncached forward's (bf16 rounding); the allocator " +
+    "reports its peak",
   { skip: !cuda && "no CUDA device" },
   () => {
     const model = loadCausalLM(join(GOLDEN, "tiny_v256_h64_l2_nh4"), { device: "cuda", dtype: "bfloat16" }).eval();

@@ -27,13 +27,15 @@ for (const o of ours.filter((r) => r.task === "train")) {
   const speed = p ? `**${f(o.tokens_per_s / p.tokens_per_s, 2)}x**` : "–";
   const mem = p ? `${f(o.peak_mem_gb / p.peak_mem_gb, 2)}x` : "–";
   console.log(
-    `| ${what} | ${f(o.tokens_per_s)} | ${f(p?.tokens_per_s)} | ${speed} | ${f(o.mfu_6N_vs_989T * 100, 1)}% | ${f(o.peak_mem_gb, 1)} | ${f(p?.peak_mem_gb, 1)} | ${mem} |`,
+    `| ${what} | ${f(o.tokens_per_s)} | ${f(p?.tokens_per_s)} | ${speed} | ${f(o.mfu_6N_vs_989T * 100, 1)}% | ` +
+      `${f(o.peak_mem_gb, 1)} | ${f(p?.peak_mem_gb, 1)} | ${mem} |`,
   );
 }
 const peerGen = peers.find((r) => r.task === "generate");
 for (const o of ours.filter((r) => r.task === "generate")) {
   const vs = o.dtype === "float32" && peerGen ? `**${f(o.tokens_per_s / peerGen.tokens_per_s, 2)}x**` : "–";
   console.log(
-    `| greedy decode b1, ${o.dtype} weights | ${f(o.tokens_per_s)} | ${f(peerGen?.tokens_per_s)} (fp32) | ${vs} | | ${f(o.peak_mem_gb, 1)} | | |`,
+    `| greedy decode b1, ${o.dtype} weights | ${f(o.tokens_per_s)} | ${f(peerGen?.tokens_per_s)} (fp32) | ${vs} | | ` +
+      `${f(o.peak_mem_gb, 1)} | | |`,
   );
 }

@@ -82,7 +82,8 @@ function adapterBase(dir: string): string {
   if (!base) {
     const why = "base_model_name_or_path is not set";
     throw new UsageError(
-      `--model ${dir}: an adapter folder whose ${ADAPTER_CONFIG} names no base (${why}); give --model BASE --adapter ${dir}`,
+      `--model ${dir}: an adapter folder whose ${ADAPTER_CONFIG} names no base (${why}); give --model BASE ` +
+        `--adapter ${dir}`,
     );
   }
   return base;

@@ -30,7 +30,8 @@ export function placement(values: Record<string, unknown>, defaultDtype = "fp32"
     const dtype = parseComputeDType(String(values.dtype ?? defaultDtype), "--dtype");
     if (dtype === "float16" && device === "cpu" && !cpuHasHalfKernels()) {
       throw new UsageError(
-        `--dtype fp16: libtorch ${torchVersion()} has no fp16 matrix kernels on the CPU; use --dtype bf16 (or fp32) there`,
+        `--dtype fp16: libtorch ${torchVersion()} has no fp16 matrix kernels on the CPU; use --dtype bf16 (or ` +
+          `fp32) there`,
       );
     }
     return { device, dtype };

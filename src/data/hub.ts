@@ -51,7 +51,8 @@ export async function hubDatasetFiles(ds: HubDataset, cacheDir = hubCacheDir()):
   const where = join(cacheDir, repoFolder(ds.repo), "snapshots");
   if (process.env.HF_HUB_OFFLINE === "1" || process.env.HF_DATASETS_OFFLINE === "1") {
     throw new Error(
-      `dataset ${ds.repo} (files ${ds.files}) is not in the hub cache (${where}) and HF_HUB_OFFLINE=1; download it, or set input_file_path`,
+      `dataset ${ds.repo} (files ${ds.files}) is not in the hub cache (${where}) and HF_HUB_OFFLINE=1; download ` +
+        `it, or set input_file_path`,
     );
   }
   const hub = await import("@huggingface/hub");
@@ -64,7 +65,8 @@ export async function hubDatasetFiles(ds: HubDataset, cacheDir = hubCacheDir()):
   } catch (err) {
     throw new DataError(
       `dataset ${ds.repo}`,
-      `not in the hub cache (${where}) and listing it on the hub failed (${(err as Error).message}); set input_file_path to a local copy`,
+      `not in the hub cache (${where}) and listing it on the hub failed (${(err as Error).message}); set ` +
+        `input_file_path to a local copy`,
     );
   }
   if (!paths.length) throw new DataError(`dataset ${ds.repo}`, `no file on the hub matches ${ds.files}`);

@@ -154,7 +154,9 @@ export class LocalLM extends TokenizedLM {
     return (await this.engine.submit({ promptIds: ids, params }).result).text;
   }
 
-  /** The context after the cached prefix it shares with the previous one (the few-shot header), then each continuation. */
+  /**
+   * The context after the cached prefix it shares with the previous one (the few-shot header), then each continuation.
+   */
   protected async scoreContinuations(ids: number[], contIds: number[][]): Promise<number[]> {
     const { model } = this;
     const cache = (this.cache ??= model.newCache({ batch: 1, capacity: 512 }));

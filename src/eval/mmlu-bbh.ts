@@ -151,7 +151,8 @@ const LETTERS = ["A", "B", "C", "D"] as const;
 export function mmluLmEvalPrompt(subject: string, dev: MmluItem[], item: MmluItem, k = 5): string {
   const text = (d: MmluItem) =>
     `${d.question.trim()}\nA. ${d.choices[0]}\nB. ${d.choices[1]}\nC. ${d.choices[2]}\nD. ${d.choices[3]}\nAnswer:`;
-  const description = `The following are multiple choice questions (with answers) about ${subject.replaceAll("_", " ")}.\n\n`;
+  const description =
+    `The following are multiple choice questions (with answers) about ` + `${subject.replaceAll("_", " ")}.\n\n`;
   return description + [...dev.slice(0, k).map((d) => `${text(d)} ${d.answer}`), text(item)].join("\n\n");
 }
 
@@ -182,7 +183,9 @@ const asPandas = (cell: string) => (PANDAS_NA.has(cell) ? "nan" : cell);
 /** instruct-eval (hendrycks' format_subject adds a space per word: "about  abstract algebra"). */
 export function mmluInstructEvalPrompt(subject: string, dev: MmluItem[], item: MmluItem, k = 5): string {
   const example = (d: MmluItem, withAnswer: boolean) =>
-    `${asPandas(d.question)}${d.choices.map((c, i) => `\n${LETTERS[i]}. ${asPandas(c)}`).join("")}\nAnswer:${withAnswer ? ` ${d.answer}\n\n` : ""}`;
+    `${asPandas(d.question)}${d.choices
+      .map((c, i) => `\n${LETTERS[i]}. ` + `${asPandas(c)}`)
+      .join("")}\nAnswer:${withAnswer ? ` ${d.answer}\n\n` : ""}`;
   // "about {}".format(format_subject(s)) where format_subject returns " abstract algebra".
   const header = `The following are multiple choice questions (with answers) about ${subject
     .split("_")
@@ -236,9 +239,15 @@ export function readBbhCotPrompt(file: string): { description: string; shots: st
   return { description: description.trim(), shots };
 }
 
-/** lm-eval bbh_cot_fewshot (v4): description + "\n\n" + shots joined by "\n\n" + "Q: {input}\nA: Let's think step by step.\n". */
+/**
+ * lm-eval bbh_cot_fewshot (v4): description + "\n\n" + shots joined by "\n\n" + "Q: {input}\nA: Let's think step by
+ * step.\n".
+ */
 export function bbhCotPrompt(cot: { description: string; shots: string[] }, item: BbhItem): string {
-  return `${cot.description}\n\n${cot.shots.map((s) => `${s}\n\n`).join("")}Q: ${item.input}\nA: Let's think step by step.\n`;
+  return (
+    `${cot.description}\n\n${cot.shots.map((s) => `${s}\n\n`).join("")}Q: ${item.input}\nA: Let's think step ` +
+    `by step.\n`
+  );
 }
 export const BBH_COT_STOP = ["</s>", "Q", "\n\n"];
 /**
@@ -253,7 +262,8 @@ export function bbhCotAnswer(generation: string): string {
 
 // Python's str.isspace() characters (JavaScript's trim also strips U+FEFF and not U+001C-U+001F or U+0085).
 const PY_SPACE =
-  "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000";
+  "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f " +
+  "\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000";
 const PY_STRIP = new RegExp(`^[${PY_SPACE}]+|[${PY_SPACE}]+$`, "gu");
 
 /** Python's str.strip(): what the harnesses apply to generations. */

@@ -130,7 +130,10 @@ const LM_EVAL: ProtocolSpec = {
   },
 };
 
-/** declare-lab instruct-eval (the card's most likely harness): generative, correct when the reply starts with the answer. */
+/**
+ * declare-lab instruct-eval (the card's most likely harness): generative, correct when the reply starts with the
+ * answer.
+ */
 const INSTRUCT_EVAL: ProtocolSpec = {
   about: "declare-lab/instruct-eval: MMLU 5-shot and BBH 3-shot direct, generative startswith",
   mmlu: {

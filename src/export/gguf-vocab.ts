@@ -34,7 +34,8 @@ function preTokenizerName(pre: Json | null | undefined, file: string): string {
   if (parts.length === 2 && byteLevel && byteLevel.use_regex === false && splits[0]?.pattern?.Regex === BLOOM_SPLIT)
     return "bloom";
   throw new Error(
-    `${file}: llama.cpp has no pre-tokenizer matching ${JSON.stringify(pre)} (known here: GPT-2's ByteLevel regex, BLOOM's split)`,
+    `${file}: llama.cpp has no pre-tokenizer matching ${JSON.stringify(pre)} (known here: GPT-2's ByteLevel ` +
+      `regex, BLOOM's split)`,
   );
 }
 

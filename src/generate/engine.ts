@@ -96,18 +96,21 @@ export class Engine {
     if (!req.promptIds.length) throw new RangeError("prompt: expected at least one token");
     if (req.promptIds.length > this.maxInputTokens) {
       throw new RangeError(
-        `the prompt has ${req.promptIds.length} tokens; this server takes at most ${this.maxInputTokens} (--max-input-tokens)`,
+        `the prompt has ${req.promptIds.length} tokens; this server takes at most ${this.maxInputTokens} ` +
+          `(--max-input-tokens)`,
       );
     }
     const limit = this.o.maxTotalTokens ?? this.model.config.maxPositions;
     if (limit && req.promptIds.length + req.params.maxNewTokens > limit) {
       throw new RangeError(
-        `prompt + max_new_tokens = ${req.promptIds.length + req.params.maxNewTokens} exceeds the limit of ${limit} tokens`,
+        `prompt + max_new_tokens = ${req.promptIds.length + req.params.maxNewTokens} exceeds the limit of ` +
+          `${limit} tokens`,
       );
     }
     if (this.o.maxBatchTokens && req.promptIds.length + req.params.maxNewTokens > this.o.maxBatchTokens) {
       throw new RangeError(
-        `prompt + max_new_tokens = ${req.promptIds.length + req.params.maxNewTokens} exceeds --max-batch-tokens ${this.o.maxBatchTokens}`,
+        `prompt + max_new_tokens = ${req.promptIds.length + req.params.maxNewTokens} exceeds --max-batch-tokens ` +
+          `${this.o.maxBatchTokens}`,
       );
     }
   }

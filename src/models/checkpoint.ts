@@ -51,7 +51,8 @@ export function indexWeights(dir: string): Map<string, { file: string; entry: to
   } else {
     const present = existsSync(dir) ? readdirSync(dir).join(", ") : "";
     throw new CheckpointError(
-      `${dir}: no weights (expected model.safetensors or model.safetensors.index.json; found: ${present || "nothing"})` +
+      `${dir}: no weights (expected model.safetensors or model.safetensors.index.json; found: ` +
+        `${present || "nothing"})` +
         (present.includes("pytorch_model.bin")
           ? ". pytorch_model.bin (pickle) is not read: convert it to safetensors first"
           : ""),
@@ -104,7 +105,8 @@ export function loadWeights(model: Module, dir: string, o: LoadWeightsOptions = 
       const want = param.shape;
       if (entry.shape.length !== want.length || entry.shape.some((d, i) => d !== want[i])) {
         throw new CheckpointError(
-          `${file} › ${key}: shape [${entry.shape}] does not match the model's [${want}] (is config.json the model's own?)`,
+          `${file} › ${key}: shape [${entry.shape}] does not match the model's [${want}] (is config.json the ` +
+            `model's own?)`,
         );
       }
       // A CPU parameter of the stored dtype is filled straight from the file; otherwise one stored
@@ -118,13 +120,15 @@ export function loadWeights(model: Module, dir: string, o: LoadWeightsOptions = 
   if (missing.length) {
     const file = [...new Set([...index.values()].map((v) => v.file))].join(", ");
     throw new CheckpointError(
-      `${file}: missing tensor${missing.length > 1 ? "s" : ""} ${missing.slice(0, 8).join(", ")}${missing.length > 8 ? ` and ${missing.length - 8} more` : ""}`,
+      `${file}: missing tensor${missing.length > 1 ? "s" : ""} ` +
+        `${missing.slice(0, 8).join(", ")}${missing.length > 8 ? ` and ${missing.length - 8} more` : ""}`,
     );
   }
   const unexpected = [...index.keys()].filter((k) => !used.has(k) && !o.ignorable?.(k));
   if (unexpected.length) {
     throw new CheckpointError(
-      `${index.get(unexpected[0]!)!.file}: unexpected tensor${unexpected.length > 1 ? "s" : ""} ${unexpected.slice(0, 8).join(", ")} (not in this model's architecture)`,
+      `${index.get(unexpected[0]!)!.file}: unexpected tensor${unexpected.length > 1 ? "s" : ""} ` +
+        `${unexpected.slice(0, 8).join(", ")} (not in this model's architecture)`,
     );
   }
   return skipped;

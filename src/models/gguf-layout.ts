@@ -34,7 +34,9 @@ export interface GgufLayout {
   tensors: GgufTensorSpec[];
 }
 
-/** A layer's weight and bias, named "<gguf>.weight"/".bias" from "<hf>.weight"/".bias", both reordered by `transform`. */
+/**
+ * A layer's weight and bias, named "<gguf>.weight"/".bias" from "<hf>.weight"/".bias", both reordered by `transform`.
+ */
 export function weightAndBias(
   gguf: string,
   hf: string,

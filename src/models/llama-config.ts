@@ -91,7 +91,8 @@ export function llamaConfigFromJson(json: Record<string, unknown>, file = "confi
     throw new ConfigError(
       file,
       "num_key_value_heads",
-      `num_attention_heads=${cfg.num_attention_heads} is not divisible by num_key_value_heads=${cfg.num_key_value_heads}`,
+      `num_attention_heads=${cfg.num_attention_heads} is not divisible by ` +
+        `num_key_value_heads=${cfg.num_key_value_heads}`,
     );
   }
   if (cfg.head_dim % 2 !== 0) {

@@ -70,7 +70,8 @@ export function applyLora(model: CausalLM, cfg: LoraConfig, where = "peft_config
     if (!all.some(([p]) => matches(p, t))) {
       const names = [...new Set(all.map(([p]) => p.split(".").at(-1)!))].join(", ");
       throw new LoraError(
-        `${where} › target_modules: '${t}' matches no linear layer of this ${model.config.modelType} model (its layers: ${names})`,
+        `${where} › target_modules: '${t}' matches no linear layer of this ${model.config.modelType} model (its ` +
+          `layers: ${names})`,
       );
     }
   }
@@ -202,7 +203,8 @@ export function loadAdapter(model: CausalLM, dir: string): LoraConfig {
       if (!src) throw new LoraError(`${file}: missing ${name}`);
       if (src.shape.join() !== t.shape.join()) {
         throw new LoraError(
-          `${file} › ${name}: shape [${src.shape}] does not fit this base model's [${t.shape}] (an adapter for another model?)`,
+          `${file} › ${name}: shape [${src.shape}] does not fit this base model's [${t.shape}] (an adapter for ` +
+            `another model?)`,
         );
       }
       torch.noGrad(() => t.copy_(src));

@@ -55,7 +55,8 @@ export function resolveModelDir(nameOrPath: string, what = "model"): string {
     if (snapshot) return snapshot;
     throw new Error(
       `${what} ${nameOrPath}: not a local folder, and not in the Hugging Face cache ` +
-        `(${join(hubCacheDir(), repoFolder(repo, "model"))}); download it first (huggingface-cli download ${repo}) or give a local path`,
+        `(${join(hubCacheDir(), repoFolder(repo, "model"))}); download it first (huggingface-cli download ` +
+        `${repo}) or give a local path`,
     );
   }
   return nameOrPath; // a path that does not exist: the loader names it
@@ -117,7 +118,9 @@ export interface SaveOptions {
   maxShardBytes?: number;
 }
 
-/** Saves config.json, generation_config.json, the weights (sharded when large) and (if given) tokenizer.json into `dir`. */
+/**
+ * Saves config.json, generation_config.json, the weights (sharded when large) and (if given) tokenizer.json into `dir`.
+ */
 export function saveCausalLM(model: CausalLM, dir: string, o: SaveOptions = {}): void {
   mkdirSync(dir, { recursive: true });
   const json = { ...model.configJson(), torch_dtype: model.dtype };

@@ -90,7 +90,8 @@ export function launch(o: LaunchOptions): Promise<number> {
     ranks.push({ rank, child, done: false });
   }
   print(
-    `launched ${ranks.map((r) => `rank ${r.rank} (pid ${r.child.pid})`).join(", ")} of ${world}, rendezvous at ${o.masterAddr}:${o.masterPort}`,
+    `launched ${ranks.map((r) => `rank ${r.rank} (pid ${r.child.pid})`).join(", ")} of ${world}, rendezvous at ` +
+      `${o.masterAddr}:${o.masterPort}`,
   );
 
   return new Promise((resolve) => {

@@ -12,7 +12,8 @@ const TEMPLATE = `<!doctype html>
   body { margin: 0; display: grid; grid-template-columns: 1fr 260px; height: 100vh; }
   main { display: flex; flex-direction: column; min-width: 0; }
   #log { flex: 1; overflow-y: auto; padding: 16px; }
-  .msg { max-width: 80ch; margin: 0 0 12px; padding: 10px 12px; border-radius: 10px; white-space: pre-wrap; overflow-wrap: anywhere; }
+  .msg { max-width: 80ch; margin: 0 0 12px; padding: 10px 12px; border-radius: 10px;
+         white-space: pre-wrap; overflow-wrap: anywhere; }
   .msg.error { background: #fde8e8; color: #8a1c1c; border: 1px solid #f5b5b5; }
   .user { background: #e8f0fe; margin-left: auto; }
   .assistant { background: #f3f3f3; }
@@ -44,7 +45,8 @@ const TEMPLATE = `<!doctype html>
 <aside>
   <strong>oasft chat</strong>
   <label for="system">System prompt</label><textarea id="system" rows="3"></textarea>
-  <label for="temperature">Temperature</label><input id="temperature" type="number" min="0" max="2" step="0.1" value="0">
+  <label for="temperature">Temperature</label>
+  <input id="temperature" type="number" min="0" max="2" step="0.1" value="0">
   <label for="top_p">Top-p</label><input id="top_p" type="number" min="0" max="1" step="0.05" value="1">
   <label for="max_tokens">Max tokens</label><input id="max_tokens" type="number" min="1" max="2048" value="128">
   <label for="apikey">API key (if the server needs one)</label><input id="apikey" type="password">
@@ -70,15 +72,19 @@ async function send(text) {
   messages.push({ role: "user", content: text });
   bubble("user", text);
   const out = bubble("assistant", "");
-  const body = { messages: ($("system").value.trim() ? [{ role: "system", content: $("system").value }] : []).concat(messages),
-    stream: true, temperature: Number($("temperature").value), top_p: Number($("top_p").value), max_tokens: Number($("max_tokens").value) };
+  const system = $("system").value.trim() ? [{ role: "system", content: $("system").value }] : [];
+  const body = {
+    messages: system.concat(messages), stream: true, temperature: Number($("temperature").value),
+    top_p: Number($("top_p").value), max_tokens: Number($("max_tokens").value),
+  };
   const headers = { "content-type": "application/json" };
   if ($("apikey").value) headers.authorization = "Bearer " + $("apikey").value;
   controller = new AbortController();
   $("stop").disabled = false; $("send").disabled = true; $("status").textContent = "generating…";
   let reply = "";
   try {
-    const res = await fetch("/v1/chat/completions", { method: "POST", headers, body: JSON.stringify(body), signal: controller.signal });
+    const request = { method: "POST", headers, body: JSON.stringify(body), signal: controller.signal };
+    const res = await fetch("/v1/chat/completions", request);
     if (!res.ok) throw new Error((await res.json()).error?.message || res.statusText);
     const reader = res.body.getReader();
     const decoder = new TextDecoder();
@@ -113,14 +119,22 @@ async function send(text) {
   $("stop").disabled = true; $("send").disabled = false;
 }
 
-$("form").addEventListener("submit", (e) => { e.preventDefault(); const t = $("input").value.trim(); if (t && !controller) { $("input").value = ""; send(t); } });
-$("input").addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("form").requestSubmit(); } });
+$("form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const t = $("input").value.trim();
+  if (t && !controller) { $("input").value = ""; send(t); }
+});
+$("input").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("form").requestSubmit(); }
+});
 $("stop").addEventListener("click", () => controller && controller.abort());
 $("reset").addEventListener("click", () => { messages = []; $("log").innerHTML = ""; $("status").textContent = ""; });
 $("export").addEventListener("click", () => {
   const system = $("system").value.trim();
-  const oa = (system ? "<|system|>" + system + EOS : "") + messages.map((m) => (m.role === "user" ? "<|prompter|>" : "<|assistant|>") + m.content + EOS).join("");
-  const line = JSON.stringify({ messages: (system ? [{ role: "system", content: system }] : []).concat(messages), text: oa }) + "\\n";
+  const tag = (m) => (m.role === "user" ? "<|prompter|>" : "<|assistant|>");
+  const oa = (system ? "<|system|>" + system + EOS : "") + messages.map((m) => tag(m) + m.content + EOS).join("");
+  const all = (system ? [{ role: "system", content: system }] : []).concat(messages);
+  const line = JSON.stringify({ messages: all, text: oa }) + "\\n";
   const a = document.createElement("a");
   a.href = URL.createObjectURL(new Blob([line], { type: "application/jsonl" }));
   a.download = "conversation.jsonl";

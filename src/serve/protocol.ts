@@ -53,7 +53,10 @@ export interface Limits {
   maxTokens: number;
 }
 
-/** OpenAI sampling fields → SamplingParams (temperature 0 or absent top-level sampling = greedy, as OpenAI's default temperature 1 samples). */
+/**
+ * OpenAI sampling fields → SamplingParams (temperature 0 or absent top-level sampling = greedy, as OpenAI's default
+ * temperature 1 samples).
+ */
 export function openaiSampling(o: Json, limits: Limits, defaultMax: number): SamplingParams {
   const maxNewTokens =
     num(o, "max_tokens", { min: 0, max: limits.maxTokens, integer: true }) ??

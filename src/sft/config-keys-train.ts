@@ -2,7 +2,9 @@
 // does not act on), and every group in the help's order; config-keys.ts has the model, data and format.
 import { DATA_KEYS, FORMAT_KEYS, MODEL_KEYS, type KeySpec } from "./config-keys.js";
 
-/** The optimisation: AdamW, the schedule, batch and accumulation, the loss, and DeepSpeed's JSON (read as OA reads it). */
+/**
+ * The optimisation: AdamW, the schedule, batch and accumulation, the loss, and DeepSpeed's JSON (read as OA reads it).
+ */
 export const OPTIM_KEYS = {
   learning_rate: { type: "number", range: { gt: 0 }, default: 1e-5, doc: "peak learning rate" },
   gradient_accumulation_steps: {
@@ -73,7 +75,9 @@ export const PARALLEL_KEYS = {
     range: { min: 0, max: 3 },
     default: null,
     nullable: true,
-    doc: "ZeRO sharding across ranks: 0 none, 1 optimizer state, 2 + gradients, 3 + parameters (default: the DeepSpeed JSON's zero_optimization.stage with --deepspeed, else 0)",
+    doc:
+      "ZeRO sharding across ranks: 0 none, 1 optimizer state, 2 + gradients, 3 + parameters (default: the " +
+      "DeepSpeed JSON's zero_optimization.stage with --deepspeed, else 0)",
   },
   dist_backend: {
     type: "string",
@@ -136,7 +140,9 @@ export const LORA_KEYS = {
     type: "map",
     default: null,
     nullable: true,
-    doc: "LoRA settings: r (16), lora_alpha (32), lora_dropout (0.05), target_modules (per architecture), bias (none), modules_to_save",
+    doc:
+      "LoRA settings: r (16), lora_alpha (32), lora_dropout (0.05), target_modules (per architecture), bias " +
+      "(none), modules_to_save",
   },
 } as const satisfies Record<string, KeySpec>;
 
@@ -146,7 +152,9 @@ export const PREF_KEYS = {
     type: "string",
     default: "sft",
     choices: ["sft", "rm", "dpo"],
-    doc: "sft (the LM loss on assistant tokens), rm (a reward model: OA's ranking loss over ranked replies) or dpo (Direct Preference Optimization); rm and dpo read oasst_export's rankings, preference_pairs files",
+    doc:
+      "sft (the LM loss on assistant tokens), rm (a reward model: OA's ranking loss over ranked replies) or " +
+      "dpo (Direct Preference Optimization); rm and dpo read oasst_export's rankings, preference_pairs files",
   },
   score_l2_reg: {
     type: "number",
@@ -170,7 +178,9 @@ export const PREF_KEYS = {
     type: "string",
     default: null,
     nullable: true,
-    doc: "stage dpo: the reference model's folder (same tokenizer); default: the starting model (with LoRA: the base, adapters off)",
+    doc:
+      "stage dpo: the reference model's folder (same tokenizer); default: the starting model (with LoRA: the " +
+      "base, adapters off)",
   },
   rpo_alpha: {
     type: "number",
@@ -183,18 +193,24 @@ export const PREF_KEYS = {
     type: "integer",
     range: { min: 2 },
     default: 5,
-    doc: "ranked replies kept per oasst group, best first (OA's max_replies); DPO trains on every better/worse pair among them",
+    doc:
+      "ranked replies kept per oasst group, best first (OA's max_replies); DPO trains on every better/worse " +
+      "pair among them",
   },
   max_prompt_length: {
     type: "integer",
     range: { min: 1 },
     default: null,
     nullable: true,
-    doc: "preference stages: a pair longer than max_length keeps this many prompt tokens (its last), then the replies are cut (default max_length / 2)",
+    doc:
+      "preference stages: a pair longer than max_length keeps this many prompt tokens (its last), then the " +
+      "replies are cut (default max_length / 2)",
   },
 } as const satisfies Record<string, KeySpec>;
 
-/** OA keys for model patches and features oasft does not implement: read, and noted when set away from their defaults. */
+/**
+ * OA keys for model patches and features oasft does not implement: read, and noted when set away from their defaults.
+ */
 export const OA_KEYS = {
   int8_training: { type: "boolean", default: false, unsupported: "8-bit weights", doc: "(OA) int8 PEFT training" },
   quantization: {

@@ -57,7 +57,9 @@ export const MODEL_KEYS = {
   gradient_checkpointing: { type: "boolean", default: false, doc: "recompute each block's activations in backward" },
 } as const satisfies Record<string, KeySpec>;
 
-/** The data mix: datasets (OA's entries), where files are found, the held-out size, and the seed of splits and windows. */
+/**
+ * The data mix: datasets (OA's entries), where files are found, the held-out size, and the seed of splits and windows.
+ */
 export const DATA_KEYS = {
   datasets: { type: "list", default: [], doc: "the dataset mix: names or {name: {options}}" },
   datasets_extra: { type: "list", default: [], doc: "appended to datasets (YAML cannot extend a list)" },
@@ -102,7 +104,9 @@ export const FORMAT_KEYS = {
   chat_template: {
     type: "string",
     default: "oa",
-    doc: "the chat format trained in, and saved with the model: oa (OA's, the card's), model (the model's tokenizer_config.json chat_template) or a .jinja file",
+    doc:
+      "the chat format trained in, and saved with the model: oa (OA's, the card's), model (the model's " +
+      "tokenizer_config.json chat_template) or a .jinja file",
   },
   format_version: {
     type: "string",
@@ -114,7 +118,8 @@ export const FORMAT_KEYS = {
   system_prefix: {
     type: "string",
     default:
-      "You are Joi, a large language model trained by Open-Assistant. Answer as concisely as possible.\nKnowledge cutoff: 2021-09-01\nCurrent date: 2023-03-12",
+      "You are Joi, a large language model trained by Open-Assistant. Answer as concisely as possible.\nKnowledge " +
+      "cutoff: 2021-09-01\nCurrent date: 2023-03-12",
     doc: "the global system prefix",
   },
   use_system_tag: {
@@ -132,14 +137,18 @@ export const FORMAT_KEYS = {
   packing: {
     type: "boolean",
     default: false,
-    doc: "pack samples into rows (no attention across samples); a micro-batch holds per_device_train_batch_size × max_length token slots",
+    doc:
+      "pack samples into rows (no attention across samples); a micro-batch holds per_device_train_batch_size × " +
+      "max_length token slots",
   },
   packing_row_length: {
     type: "integer",
     range: { min: 2 },
     default: null,
     nullable: true,
-    doc: "packed row width; default: the 90th-percentile sample length rounded up to a power of two (longer samples get full rows)",
+    doc:
+      "packed row width; default: the 90th-percentile sample length rounded up to a power of two (longer " +
+      "samples get full rows)",
   },
   samples_mixing: {
     type: "boolean",

@@ -126,7 +126,8 @@ export function coerceValue(key: string, value: unknown, where: string): unknown
   }
   const bad = () =>
     new ConfigError(
-      `${where}: key '${key}' expects ${spec.type}${spec.choices ? ` (one of ${spec.choices.join(", ")})` : ""}, got ${JSON.stringify(value)}`,
+      `${where}: key '${key}' expects ${spec.type}${spec.choices ? ` (one of ${spec.choices.join(", ")})` : ""}, ` +
+        `got ${JSON.stringify(value)}`,
     );
   switch (spec.type) {
     case "number":

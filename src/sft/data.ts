@@ -68,7 +68,8 @@ export function loadConfigTokenizer(cfg: Settings<"model" | "data" | "format">):
   const source = cfg.tokenizer_name ?? cfg.model_name;
   if (!source)
     throw new ConfigError(
-      "no tokenizer: set tokenizer_name (a tokenizer.json or folder) or model_name (a model folder with tokenizer.json)",
+      "no tokenizer: set tokenizer_name (a tokenizer.json or folder) or model_name (a model folder with " +
+        "tokenizer.json)",
     );
   // The tokenizer usually comes with the model: a missing model is named as the model, not as a tokenizer.
   const key = cfg.tokenizer_name ? "tokenizer_name" : "model_name";
@@ -243,7 +244,10 @@ export function lintMessage(lint: LintReport[]): string {
   const lines = lint
     .slice(0, 10)
     .map((r) => `  ${r.dataset} ${r.split}[${r.index}]: ${r.problems.map((p) => p.message).join("; ")}`);
-  return `data lint failed for ${lint.length} sample(s):\n${lines.join("\n")}${lint.length > 10 ? `\n  ... and ${lint.length - 10} more` : ""}`;
+  return (
+    `data lint failed for ${lint.length} ` +
+    `sample(s):\n${lines.join("\n")}${lint.length > 10 ? `\n  ... and ${lint.length - 10} more` : ""}`
+  );
 }
 
 /** A sample cut to the training length (a random window or the head), with the system prefix. */

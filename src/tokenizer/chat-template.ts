@@ -34,7 +34,8 @@ export function renderChat(messages: readonly ChatMessage[], o: RenderOptions): 
     const tag = ROLE_TAGS[m.role];
     if (tag === undefined) {
       throw new Error(
-        `chat: role '${String(m.role)}' has no place in OA's format (system, user, assistant); use the model's own template`,
+        `chat: role '${String(m.role)}' has no place in OA's format (system, user, assistant); use the model's ` +
+          `own template`,
       );
     }
     out += tag + m.content + o.eos;
@@ -57,7 +58,8 @@ export function chatTemplateJinja(withBos: boolean): string {
     (withBos ? "{{ bos_token }}" : "") +
     "{% for message in messages %}" +
     branches +
-    "{% else %}{{ raise_exception('Unknown role: ' + message['role'] + ' (expected system, user or assistant)') }}{% endif %}" +
+    "{% else %}{{ raise_exception('Unknown role: ' + message['role'] + ' (expected system, user or assistant)') " +
+    "}}{% endif %}" +
     "{% endfor %}" +
     `{% if add_generation_prompt %}{{ '${ASSISTANT}' }}{% endif %}`
   );

@@ -60,7 +60,8 @@ export function familyTokens(file: string, o: LoadTokenizerOptions): { family: s
   const own = fromConfig();
   if (own) return own;
   throw new Error(
-    `tokenizer ${file}: cannot tell the model family for pad/eos tokens; set tokenizer_family (one of ${Object.keys(FAMILY_TOKENS).join(", ")})`,
+    `tokenizer ${file}: cannot tell the model family for pad/eos tokens; set tokenizer_family (one of ` +
+      `${Object.keys(FAMILY_TOKENS).join(", ")})`,
   );
 }
 

@@ -367,7 +367,9 @@ function byteLevelBytes(tok: Tokenizer, special: Set<number>): (id: number) => U
   };
 }
 
-/** A tokenizer folder's tokenizer_config.json and special_tokens_map.json, as read (empty when absent or unreadable). */
+/**
+ * A tokenizer folder's tokenizer_config.json and special_tokens_map.json, as read (empty when absent or unreadable).
+ */
 function carriedSettings(dir: string): { config: Record<string, unknown>; map: Record<string, unknown> } {
   const read = (name: string): Record<string, unknown> => {
     const path = join(dir, name);

@@ -236,7 +236,8 @@ function findAddon(): string {
   }
   throw new Error(
     "oasft's native addon is not built (build/Release/oasft_torch.node is missing).\n" +
-      "  ---> HINT: run `npm install` (or `npm rebuild`) in the oasft folder; it installs libtorch if needed and builds the addon.",
+      "  ---> HINT: run `npm install` (or `npm rebuild`) in the oasft folder; it installs libtorch if needed and " +
+      "builds the addon.",
   );
 }
 

@@ -116,7 +116,8 @@ function parseHeader(path: string, fd: number): SafetensorsHeader {
   if (end !== fileSize) {
     throw new SafetensorsError(
       path,
-      `${fileSize - end} bytes after the last tensor${sorted.length ? ` ('${sorted.at(-1)![0]}')` : ""} (the header covers ${end} of ${fileSize} bytes)`,
+      `${fileSize - end} bytes after the last tensor${sorted.length ? ` ('${sorted.at(-1)![0]}')` : ""} (the ` +
+        `header covers ${end} of ${fileSize} bytes)`,
     );
   }
   return { path, entries, metadata };

@@ -125,7 +125,8 @@ function optimizerStep(ctx: RunContext, chunk: Batch[]): StepOutcome {
   const failed = (why: string) =>
     new Error(
       `step ${state.globalStep + 1}: ${why}; the weights were not updated. ` +
-        `${ctx.result.lastCheckpoint ?? checkpointDirs(ctx.outputDir).at(-1)?.dir ?? "no checkpoint was saved yet"} holds the last good state (try a lower learning_rate, or bf16)`,
+        `${ctx.result.lastCheckpoint ?? checkpointDirs(ctx.outputDir).at(-1)?.dir ?? "no checkpoint was saved yet"} ` +
+        "holds the last good state (try a lower learning_rate, or bf16)",
     );
   if (scaler) {
     optimizer.scaleGrads(1 / scaler.scale);

@@ -52,7 +52,8 @@ export function startingModel(
       if (rows.length) {
         lora.modules_to_save = [...(lora.modules_to_save ?? []), ...rows];
         print(
-          `note: LoRA: the vocabulary grew to ${model.config.vocabSize} tokens, so ${rows.join(" and ")} train in full and are saved with the adapter (modules_to_save)`,
+          `note: LoRA: the vocabulary grew to ${model.config.vocabSize} tokens, so ${rows.join(" and ")} train in ` +
+            `full and are saved with the adapter (modules_to_save)`,
         );
       }
     }
@@ -108,7 +109,8 @@ function baseModel(
       indexWeights(name);
     } catch (err) {
       throw new ConfigError(
-        `model_name ${name}: no weights (${(err as Error).message}); to start from scratch, give the config.json file itself`,
+        `model_name ${name}: no weights (${(err as Error).message}); to start from scratch, give the config.json ` +
+          `file itself`,
       );
     }
     model = loadCausalLM(name, { dtype: "float32", device, scoreHead: cfg.stage === "rm" });

@@ -65,7 +65,9 @@ export class ProgressBar {
     const width = 24;
     const filled = Math.round((width * step) / Math.max(1, this.total));
     const bar = `[${"█".repeat(filled)}${"·".repeat(width - filled)}]`;
-    const line = `${bar} ${step}/${this.total}  loss ${fields.loss.toFixed(4)}  lr ${fields.lr.toExponential(2)}  ${fields.tokensPerS.toFixed(0)} tok/s  ETA ${fmtTime(fields.etaS)}`;
+    const line =
+      `${bar} ${step}/${this.total}  loss ${fields.loss.toFixed(4)}  lr ${fields.lr.toExponential(2)}  ` +
+      `${fields.tokensPerS.toFixed(0)} tok/s  ETA ${fmtTime(fields.etaS)}`;
     this.stream.write(this.tty ? `\r${line}\x1b[K` : `${line}\n`);
   }
 
@@ -109,11 +111,13 @@ export function trainingChartSvg(records: LogRecord[], title: string): string {
       `<line x1="${pad.l}" y1="${y0 + pad.t}" x2="${pad.l}" y2="${y0 + H - pad.b}" stroke="#888"/>`,
       ...ticks.map(
         (v) =>
-          `<text x="${pad.l - 6}" y="${y(v) + 4}" font-size="10" text-anchor="end">${Math.abs(v) < 1e-2 && v !== 0 ? v.toExponential(1) : v.toFixed(3)}</text>`,
+          `<text x="${pad.l - 6}" y="${y(v) + 4}" font-size="10" ` +
+          `text-anchor="end">${Math.abs(v) < 1e-2 && v !== 0 ? v.toExponential(1) : v.toFixed(3)}</text>`,
       ),
       ...[0, 0.5, 1].map(
         (f) =>
-          `<text x="${x(maxStep * f)}" y="${y0 + H - pad.b + 14}" font-size="10" text-anchor="middle">${Math.round(maxStep * f)}</text>`,
+          `<text x="${x(maxStep * f)}" y="${y0 + H - pad.b + 14}" font-size="10" ` +
+          `text-anchor="middle">${Math.round(maxStep * f)}</text>`,
       ),
       `<text x="${W / 2}" y="${y0 + H - 4}" font-size="10" text-anchor="middle">optimizer step</text>`,
     ];
@@ -125,7 +129,8 @@ export function trainingChartSvg(records: LogRecord[], title: string): string {
         for (const [a, b] of s.pts)
           out.push(`<circle cx="${x(a).toFixed(1)}" cy="${y(b).toFixed(1)}" r="2.5" fill="${s.color}"/>`);
       out.push(
-        `<text x="${W - pad.r - 4}" y="${y0 + 18 + 14 * i}" font-size="11" text-anchor="end" fill="${s.color}">${s.name}</text>`,
+        `<text x="${W - pad.r - 4}" y="${y0 + 18 + 14 * i}" font-size="11" text-anchor="end" ` +
+          `fill="${s.color}">${s.name}</text>`,
       );
     });
     return out.join("\n");
@@ -137,7 +142,10 @@ export function trainingChartSvg(records: LogRecord[], title: string): string {
     ]),
     panel(H, "learning rate", [{ pts: train.map((r) => [r.step, r.lr]), color: "#2ca02c", name: "lr" }], true),
   ].join("\n");
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${2 * H}" font-family="sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n${body}\n</svg>\n`;
+  return (
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${2 * H}" font-family="sans-serif">\n<rect ` +
+    `width="100%" height="100%" fill="white"/>\n${body}\n</svg>\n`
+  );
 }
 
 export function writeChart(path: string, records: LogRecord[], title: string): void {

@@ -20,7 +20,8 @@ export function resumeFrom(spec: string | null, outputDir: string, print: (l: st
     stoppedBeforeFirstSave(outputDir)
   ) {
     print(
-      `note: --resume_from_checkpoint ${spec}: ${outputDir} has no checkpoint (its run stopped before the first save): starting over`,
+      `note: --resume_from_checkpoint ${spec}: ${outputDir} has no checkpoint (its run stopped before the first ` +
+        `save): starting over`,
     );
     return undefined;
   }
@@ -46,8 +47,10 @@ export function takeOver(outputDir: string, overwrite: boolean, print: (l: strin
   }
   if (earlier.length && !overwrite) {
     throw new ConfigError(
-      `output_dir ${outputDir} already holds a run (${earlier.slice(0, 4).join(", ")}${earlier.length > 4 ? ", ..." : ""}); ` +
-        "pass --resume_from_checkpoint latest to continue it, --overwrite_output_dir to replace it, or another --output_dir",
+      `output_dir ${outputDir} already holds a run ` +
+        `(${earlier.slice(0, 4).join(", ")}${earlier.length > 4 ? ", ..." : ""}); ` +
+        "pass --resume_from_checkpoint latest to continue it, --overwrite_output_dir to replace it, or another " +
+        "--output_dir",
     );
   }
   for (const name of earlier) rmSync(join(outputDir, name), { recursive: true, force: true });

@@ -118,7 +118,9 @@ export function saveCheckpoint(outputDir: string, a: SaveCheckpointArgs): string
   return final;
 }
 
-/** Rank 0's files: the model (HF layout, or the LoRA adapter), the tokenizer, whole optimizer state, RNG, trainer state. */
+/**
+ * Rank 0's files: the model (HF layout, or the LoRA adapter), the tokenizer, whole optimizer state, RNG, trainer state.
+ */
 function writeShared(tmp: string, a: SaveCheckpointArgs): void {
   if (a.lora) saveAdapter(a.model, a.lora, tmp, typeof a.config.model_name === "string" ? a.config.model_name : null);
   else saveCausalLM(a.model, tmp);
@@ -223,7 +225,8 @@ export function loadWholeOptimizer(dir: string, optimizer: AdamW, paramNames: st
     const unknown = Object.keys(steps).filter((n) => !paramNames.includes(n));
     if (unknown.length)
       throw new Error(
-        `${optimizerFile}: state for ${unknown.slice(0, 3).join(", ")}, which the model does not have (another model's checkpoint?)`,
+        `${optimizerFile}: state for ${unknown.slice(0, 3).join(", ")}, which the model does not have (another ` +
+          `model's checkpoint?)`,
       );
     const list = paramNames.flatMap((name, index) => {
       if (steps[name] === undefined) return []; // never stepped (no gradient yet)

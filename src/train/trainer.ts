@@ -219,7 +219,8 @@ function setupOptimizer(run: RunSetup, model: CausalLM) {
     state = loaded.state;
     if (state.lossScaler && scaler) scaler.load(state.lossScaler);
     run.print(
-      `resumed from ${run.resumeDir} at step ${state.globalStep} (epoch ${state.epoch}, micro-batch ${state.microBatch})`,
+      `resumed from ${run.resumeDir} at step ${state.globalStep} (epoch ${state.epoch}, micro-batch ` +
+        `${state.microBatch})`,
     );
   }
   return { names, optimizer, scaler, state };

@@ -127,15 +127,19 @@ for (const f of FAMILIES) {
   });
 }
 
-test("fp16 advice: Qwen and Gemma 2 models say to use bf16 (the trainer prints it for fp16 runs on CUDA); others say nothing", () => {
-  const advice = (config: string) => {
-    const model = createCausalLM(JSON.parse(readFileSync(join(REPO, config), "utf8")));
-    const text = model.fp16Advice;
-    model.dispose();
-    return text;
-  };
-  for (const config of ["configs/qwen2-tiny.json", "configs/qwen3-tiny.json", "configs/gemma2-tiny.json"])
-    assert.match(advice(config) ?? "", /--dtype bf16/, config);
-  for (const config of ["configs/bloom-tiny.json", "configs/llama-tiny.json", "configs/mistral-tiny.json"])
-    assert.equal(advice(config), null, config);
-});
+test(
+  "fp16 advice: Qwen and Gemma 2 models say to use bf16 (the trainer prints it for fp16 runs on CUDA); others " +
+    "say nothing",
+  () => {
+    const advice = (config: string) => {
+      const model = createCausalLM(JSON.parse(readFileSync(join(REPO, config), "utf8")));
+      const text = model.fp16Advice;
+      model.dispose();
+      return text;
+    };
+    for (const config of ["configs/qwen2-tiny.json", "configs/qwen3-tiny.json", "configs/gemma2-tiny.json"])
+      assert.match(advice(config) ?? "", /--dtype bf16/, config);
+    for (const config of ["configs/bloom-tiny.json", "configs/llama-tiny.json", "configs/mistral-tiny.json"])
+      assert.equal(advice(config), null, config);
+  },
+);

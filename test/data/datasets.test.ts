@@ -19,23 +19,26 @@ const one = (name: string, options: Record<string, unknown> = {}) => [{ name, op
 const firstTexts = (cs: Conversation[]) => cs.map((c) => c.messages[0]!.text);
 
 describe("oasst_export", () => {
-  test("every leaf thread of the 100 real trees (538; 17 with deleted/synthetic messages dropped), split by tree", async () => {
-    const [d] = await load(one("oasst_export", { input_file_path: "oasst/en_100_tree.jsonl", val_split: 0.05 }));
-    assert.equal(d!.train.length + d!.val.length, 538);
-    assert.deepEqual(d!.dropped, { thread_deleted_or_synthetic: 17 });
-    for (const c of [...d!.train, ...d!.val]) {
-      checkConversation(c, "thread");
-      assert.equal(c.messages.at(-1)!.role, "assistant");
-    }
-    // Threads of one tree share its root prompt: no root appears on both sides of the split.
-    const trainRoots = new Set(firstTexts(d!.train));
-    assert.ok(firstTexts(d!.val).every((t) => !trainRoots.has(t)));
-    assert.equal(new Set(firstTexts(d!.val)).size, 5, "5 of 100 trees held out");
-    assert.equal(
-      d!.train.reduce((n, c) => n + c.messages.length, 0) + d!.val.reduce((n, c) => n + c.messages.length, 0),
-      1792,
-    );
-  });
+  test(
+    "every leaf thread of the 100 real trees (538; 17 with deleted/synthetic messages dropped), split " + "by tree",
+    async () => {
+      const [d] = await load(one("oasst_export", { input_file_path: "oasst/en_100_tree.jsonl", val_split: 0.05 }));
+      assert.equal(d!.train.length + d!.val.length, 538);
+      assert.deepEqual(d!.dropped, { thread_deleted_or_synthetic: 17 });
+      for (const c of [...d!.train, ...d!.val]) {
+        checkConversation(c, "thread");
+        assert.equal(c.messages.at(-1)!.role, "assistant");
+      }
+      // Threads of one tree share its root prompt: no root appears on both sides of the split.
+      const trainRoots = new Set(firstTexts(d!.train));
+      assert.ok(firstTexts(d!.val).every((t) => !trainRoots.has(t)));
+      assert.equal(new Set(firstTexts(d!.val)).size, 5, "5 of 100 trees held out");
+      assert.equal(
+        d!.train.reduce((n, c) => n + c.messages.length, 0) + d!.val.reduce((n, c) => n + c.messages.length, 0),
+        1792,
+      );
+    },
+  );
 
   test("the split is deterministic for a seed and changes with it", async () => {
     const opts = { input_file_path: "oasst/en_100_tree.jsonl", val_split: 0.05 };
@@ -46,26 +49,31 @@ describe("oasst_export", () => {
     assert.notDeepEqual(firstTexts(a!.val), firstTexts(c!.val));
   });
 
-  test("top_k: 1 keeps the threads of rank-0 replies only (98), the root-message file and .gz read the same", async () => {
-    const [k] = await load(one("oasst_export", { input_file_path: "oasst/en_100_tree.jsonl", top_k: 1, val_split: 0 }));
-    assert.equal(k!.train.length, 98);
-    const [m] = await load(one("oasst_export", { input_file_path: "oasst/en_100_message.jsonl", val_split: 0 }));
-    assert.equal(m!.train.length, 538);
-    const dir = tmp();
-    writeFileSync(join(dir, "trees.jsonl.gz"), gzipSync(readFileSync(join(DATA, "oasst/en_100_tree.jsonl"))));
-    const [g] = await load(
-      one("oasst_export", { input_file_path: "trees.jsonl.gz", val_split: 0, lang: "en,de" }),
-      1,
-      dir,
-    );
-    assert.equal(g!.train.length, 538);
-    const [none] = await load(
-      one("oasst_export", { input_file_path: "trees.jsonl.gz", val_split: 0, lang: "de" }),
-      1,
-      dir,
-    );
-    assert.deepEqual(none!.dropped, { tree_lang: 100 });
-  });
+  test(
+    "top_k: 1 keeps the threads of rank-0 replies only (98), the root-message file and .gz read " + "the same",
+    async () => {
+      const [k] = await load(
+        one("oasst_export", { input_file_path: "oasst/en_100_tree.jsonl", top_k: 1, val_split: 0 }),
+      );
+      assert.equal(k!.train.length, 98);
+      const [m] = await load(one("oasst_export", { input_file_path: "oasst/en_100_message.jsonl", val_split: 0 }));
+      assert.equal(m!.train.length, 538);
+      const dir = tmp();
+      writeFileSync(join(dir, "trees.jsonl.gz"), gzipSync(readFileSync(join(DATA, "oasst/en_100_tree.jsonl"))));
+      const [g] = await load(
+        one("oasst_export", { input_file_path: "trees.jsonl.gz", val_split: 0, lang: "en,de" }),
+        1,
+        dir,
+      );
+      assert.equal(g!.train.length, 538);
+      const [none] = await load(
+        one("oasst_export", { input_file_path: "trees.jsonl.gz", val_split: 0, lang: "de" }),
+        1,
+        dir,
+      );
+      assert.deepEqual(none!.dropped, { tree_lang: 100 });
+    },
+  );
 
   test("hub oasst1 rows (flat messages) from a local hub cache rebuild the same threads, offline", async () => {
     // Flatten the real trees into oasst1's row format inside the hub cache layout.
@@ -143,51 +151,58 @@ describe("oasst_export", () => {
 });
 
 describe("the card's other datasets", () => {
-  test("dolly15k (Databricks JSONL): 19 records, citations cleaned from the context, context kept for the system tag", async () => {
-    const [d] = await load(one("dolly15k", { input_file_path: "dolly/databricks-dolly-15k.jsonl", val_split: 0.05 }));
-    assert.equal(d!.train.length + d!.val.length, 19);
-    assert.equal(d!.val.length, 1, "ceil(0.05 · 19) = 1");
-    const withContext = [...d!.train, ...d!.val].filter((c) => c.messages[1]!.context);
-    assert.ok(withContext.length >= 5);
-    for (const c of withContext) {
-      assert.doesNotMatch(c.messages[1]!.context!, /\[\d+\]/);
-      assert.equal(c.legacyProperties!.context, c.messages[1]!.context);
-    }
-  });
+  test(
+    "dolly15k (Databricks JSONL): 19 records, citations cleaned from the context, context kept for the " + "system tag",
+    async () => {
+      const [d] = await load(one("dolly15k", { input_file_path: "dolly/databricks-dolly-15k.jsonl", val_split: 0.05 }));
+      assert.equal(d!.train.length + d!.val.length, 19);
+      assert.equal(d!.val.length, 1, "ceil(0.05 · 19) = 1");
+      const withContext = [...d!.train, ...d!.val].filter((c) => c.messages[1]!.context);
+      assert.ok(withContext.length >= 5);
+      for (const c of withContext) {
+        assert.doesNotMatch(c.messages[1]!.context!, /\[\d+\]/);
+        assert.equal(c.legacyProperties!.context, c.messages[1]!.context);
+      }
+    },
+  );
 
-  test("dolly15k from OA's hub copy (parquet, INSTRUCTION/RESPONSE) in the hub cache; the word filter drops and counts", async () => {
-    const lines = readFileSync(join(DATA, "dolly/databricks-dolly-15k.jsonl"), "utf8")
-      .split("\n")
-      .filter(Boolean)
-      .map((l) => JSON.parse(l));
-    const instructions = lines.map((r) => r.instruction as string);
-    const responses = lines.map((r, i) =>
-      i === 0 ? "As an AI language model, I cannot answer." : (r.response as string),
-    );
-    const buf = parquetWriteBuffer({
-      columnData: [
-        { name: "INSTRUCTION", data: instructions, type: "STRING" },
-        { name: "RESPONSE", data: responses, type: "STRING" },
-      ],
-    });
-    const cache = tmp();
-    const snap = join(cache, "datasets--OllieStanley--oa_dolly_15k/snapshots/feedbeef/data");
-    mkdirSync(snap, { recursive: true });
-    mkdirSync(join(cache, "datasets--OllieStanley--oa_dolly_15k/refs"));
-    writeFileSync(join(cache, "datasets--OllieStanley--oa_dolly_15k/refs/main"), "feedbeef\n");
-    writeFileSync(join(snap, "train-00000-of-00001.parquet"), Buffer.from(buf));
-    process.env.HF_HUB_CACHE = cache;
-    try {
-      const [d] = await load(one("dolly15k", { val_split: 0 }));
-      assert.equal(d!.train.length, 18);
-      assert.deepEqual(d!.dropped, { word_filter: 1 });
-      assert.equal(d!.train[0]!.messages[0]!.text, instructions[1]);
-      const [may] = await load(one("dolly15k", { val_split: 0, format_version: "may2023" }));
-      assert.equal(may!.train.length, 19, "May-2023 had no word filter");
-    } finally {
-      delete process.env.HF_HUB_CACHE;
-    }
-  });
+  test(
+    "dolly15k from OA's hub copy (parquet, INSTRUCTION/RESPONSE) in the hub cache; the word filter drops " +
+      "and counts",
+    async () => {
+      const lines = readFileSync(join(DATA, "dolly/databricks-dolly-15k.jsonl"), "utf8")
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l));
+      const instructions = lines.map((r) => r.instruction as string);
+      const responses = lines.map((r, i) =>
+        i === 0 ? "As an AI language model, I cannot answer." : (r.response as string),
+      );
+      const buf = parquetWriteBuffer({
+        columnData: [
+          { name: "INSTRUCTION", data: instructions, type: "STRING" },
+          { name: "RESPONSE", data: responses, type: "STRING" },
+        ],
+      });
+      const cache = tmp();
+      const snap = join(cache, "datasets--OllieStanley--oa_dolly_15k/snapshots/feedbeef/data");
+      mkdirSync(snap, { recursive: true });
+      mkdirSync(join(cache, "datasets--OllieStanley--oa_dolly_15k/refs"));
+      writeFileSync(join(cache, "datasets--OllieStanley--oa_dolly_15k/refs/main"), "feedbeef\n");
+      writeFileSync(join(snap, "train-00000-of-00001.parquet"), Buffer.from(buf));
+      process.env.HF_HUB_CACHE = cache;
+      try {
+        const [d] = await load(one("dolly15k", { val_split: 0 }));
+        assert.equal(d!.train.length, 18);
+        assert.deepEqual(d!.dropped, { word_filter: 1 });
+        assert.equal(d!.train[0]!.messages[0]!.text, instructions[1]);
+        const [may] = await load(one("dolly15k", { val_split: 0, format_version: "may2023" }));
+        assert.equal(may!.train.length, 19, "May-2023 had no word filter");
+      } finally {
+        delete process.env.HF_HUB_CACHE;
+      }
+    },
+  );
 
   test("gsm8k from its folder: train.jsonl for training, test.jsonl as validation", async () => {
     const [d] = await load(one("gsm8k", { input_file_path: "gsm8k" }));
@@ -293,72 +308,77 @@ describe("the card's other datasets", () => {
     );
   });
 
-  test("user files: messages with tool turns, alpaca (JSON and gzipped JSONL), and bad records named by file, line and field", async () => {
-    const dir = tmp();
-    const withTool = [
-      { role: "user", content: "Weather in Rome?" },
-      { role: "assistant", content: "Checking." },
-      { role: "tool", content: '{"temp": 21}' },
-      { role: "assistant", content: "21 °C." },
-    ];
-    writeFileSync(join(dir, "tool.jsonl"), JSON.stringify({ messages: withTool }) + "\n");
-    const [m] = await load(one("messages", { input_file_path: "tool.jsonl", val_split: 0 }), 1, dir);
-    // Kept whole for a model's own template; OA's format cannot hold it and says which message.
-    assert.deepEqual(m!.train[0]!.chat, withTool);
-    assert.match(m!.train[0]!.oaProblem!, /messages\[2\] is a tool message/);
+  test(
+    "user files: messages with tool turns, alpaca (JSON and gzipped JSONL), and bad records named by file, " +
+      "line and field",
+    async () => {
+      const dir = tmp();
+      const withTool = [
+        { role: "user", content: "Weather in Rome?" },
+        { role: "assistant", content: "Checking." },
+        { role: "tool", content: '{"temp": 21}' },
+        { role: "assistant", content: "21 °C." },
+      ];
+      writeFileSync(join(dir, "tool.jsonl"), JSON.stringify({ messages: withTool }) + "\n");
+      const [m] = await load(one("messages", { input_file_path: "tool.jsonl", val_split: 0 }), 1, dir);
+      // Kept whole for a model's own template; OA's format cannot hold it and says which message.
+      assert.deepEqual(m!.train[0]!.chat, withTool);
+      assert.match(m!.train[0]!.oaProblem!, /messages\[2\] is a tool message/);
 
-    writeFileSync(
-      join(dir, "alpaca.json"),
-      JSON.stringify([
-        { instruction: "Add the numbers.", input: "2 and 3", output: "5" },
-        { instruction: "Name a colour.", input: "", output: "Blue.", system: "Be brief." },
-      ]),
-    );
-    writeFileSync(
-      join(dir, "alpaca2.jsonl.gz"),
-      gzipSync(JSON.stringify({ instruction: "Say hi.", output: "Hi!" }) + "\n"),
-    );
-    const [a] = await load(
-      one("alpaca", { input_file_path: ["alpaca.json", "alpaca2.jsonl.gz"], val_split: 0 }),
-      1,
-      dir,
-    );
-    const byReply = new Map(a!.train.map((c) => [c.messages[1]!.text, c]));
-    assert.equal(byReply.get("5")!.messages[0]!.text, "Add the numbers.\n\n2 and 3");
-    assert.equal(byReply.get("Blue.")!.messages[0]!.text, "Name a colour.");
-    assert.equal(byReply.get("Blue.")!.systemMessage, "Be brief.");
-    assert.equal(byReply.get("Hi!")!.messages[0]!.text, "Say hi.");
+      writeFileSync(
+        join(dir, "alpaca.json"),
+        JSON.stringify([
+          { instruction: "Add the numbers.", input: "2 and 3", output: "5" },
+          { instruction: "Name a colour.", input: "", output: "Blue.", system: "Be brief." },
+        ]),
+      );
+      writeFileSync(
+        join(dir, "alpaca2.jsonl.gz"),
+        gzipSync(JSON.stringify({ instruction: "Say hi.", output: "Hi!" }) + "\n"),
+      );
+      const [a] = await load(
+        one("alpaca", { input_file_path: ["alpaca.json", "alpaca2.jsonl.gz"], val_split: 0 }),
+        1,
+        dir,
+      );
+      const byReply = new Map(a!.train.map((c) => [c.messages[1]!.text, c]));
+      assert.equal(byReply.get("5")!.messages[0]!.text, "Add the numbers.\n\n2 and 3");
+      assert.equal(byReply.get("Blue.")!.messages[0]!.text, "Name a colour.");
+      assert.equal(byReply.get("Blue.")!.systemMessage, "Be brief.");
+      assert.equal(byReply.get("Hi!")!.messages[0]!.text, "Say hi.");
 
-    const bad = async (name: string, file: string, body: string, pattern: RegExp) => {
-      writeFileSync(join(dir, file), body);
-      await assert.rejects(load(one(name, { input_file_path: file }), 1, dir), pattern);
-    };
-    const user = { role: "user", content: "Q" };
-    await bad(
-      "messages",
-      "ends-on-user.jsonl",
-      `${JSON.stringify({ messages: [user, { role: "assistant", content: "A" }] })}\n${JSON.stringify({ messages: [user] })}\n`,
-      /ends-on-user\.jsonl:2: messages: the conversation ends on a user message, not an assistant reply/,
-    );
-    await bad(
-      "messages",
-      "not-string.jsonl",
-      `${JSON.stringify({ messages: [user, { role: "assistant", content: ["A"] }] })}\n`,
-      /not-string\.jsonl:1: messages\[1\]\.content: expected a string/,
-    );
-    await bad(
-      "alpaca",
-      "no-output.jsonl",
-      `${JSON.stringify({ instruction: "Q" })}\n`,
-      /no-output\.jsonl:1: field 'output' is missing/,
-    );
-    await bad(
-      "alpaca",
-      "number.jsonl",
-      `${JSON.stringify({ instruction: 3, output: "A" })}\n`,
-      /number\.jsonl:1: field 'instruction': expected a string, got 3/,
-    );
-  });
+      const bad = async (name: string, file: string, body: string, pattern: RegExp) => {
+        writeFileSync(join(dir, file), body);
+        await assert.rejects(load(one(name, { input_file_path: file }), 1, dir), pattern);
+      };
+      const user = { role: "user", content: "Q" };
+      await bad(
+        "messages",
+        "ends-on-user.jsonl",
+        `${JSON.stringify({ messages: [user, { role: "assistant", content: "A" }] })}\n` +
+          `${JSON.stringify({ messages: [user] })}\n`,
+        /ends-on-user\.jsonl:2: messages: the conversation ends on a user message, not an assistant reply/,
+      );
+      await bad(
+        "messages",
+        "not-string.jsonl",
+        `${JSON.stringify({ messages: [user, { role: "assistant", content: ["A"] }] })}\n`,
+        /not-string\.jsonl:1: messages\[1\]\.content: expected a string/,
+      );
+      await bad(
+        "alpaca",
+        "no-output.jsonl",
+        `${JSON.stringify({ instruction: "Q" })}\n`,
+        /no-output\.jsonl:1: field 'output' is missing/,
+      );
+      await bad(
+        "alpaca",
+        "number.jsonl",
+        `${JSON.stringify({ instruction: 3, output: "A" })}\n`,
+        /number\.jsonl:1: field 'instruction': expected a string, got 3/,
+      );
+    },
+  );
 });
 
 describe("the mix", () => {

@@ -52,7 +52,8 @@ test("resident memory does not grow from subject to subject", () => {
     const tokenizer = ChatTokenizer.load(${JSON.stringify(model)});
     const rss = [];
     for (const subject of ${JSON.stringify(SUBJECTS)}) {
-      await runEval(["mmlu"], { model, tokenizer, protocol: "lm-eval", source: localSource(${JSON.stringify(join(SHARED, "data"))}),
+      await runEval(["mmlu"], { model, tokenizer, protocol: "lm-eval",
+        source: localSource(${JSON.stringify(join(SHARED, "data"))}),
         out: ${JSON.stringify(join(work, "per-subject"))}, limit: 2, only: [subject], progress: false });
       rss.push(process.memoryUsage().rss);
     }
@@ -68,7 +69,8 @@ test("resident memory does not grow from subject to subject", () => {
 test("oasft eval --tasks mmlu,bbh,humaneval peaks under 1 GB on a small model", () => {
   const script = `
     import { main } from ${JSON.stringify(join(REPO, "dist/src/cli/main.js"))};
-    const code = await main(["eval", "--model", ${JSON.stringify(model)}, "--tasks", "mmlu,bbh,humaneval", "--limit", "1",
+    const code = await main(["eval", "--model", ${JSON.stringify(model)}, "--tasks", "mmlu,bbh,humaneval",
+      "--limit", "1",
       "--out", ${JSON.stringify(join(work, "all"))}, "--device", "cpu"]);
     console.log(JSON.stringify({ code, peak: process.resourceUsage().maxRSS * 1024 }));`;
   const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });

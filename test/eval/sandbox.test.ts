@@ -47,13 +47,15 @@ test("hostile completions: time, forks, memory, files, network, survivors, forge
     [
       "a daemon that outlives it",
       job(
-        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        os.execvp('sleep', ['sleep', '4321.5'])\n    os._exit(0)\ntime.sleep(0.5)\nreturn False",
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        os.execvp('sleep', " +
+          "['sleep', '4321.5'])\n    os._exit(0)\ntime.sleep(0.5)\nreturn False",
       ),
     ],
     [
       "writes 'passed' on every descriptor, exits 0",
       job(
-        "import os\nfor fd in range(3, 10):\n    try:\n        os.write(fd, b'passed')\n    except OSError:\n        pass\nos._exit(0)",
+        "import os\nfor fd in range(3, 10):\n    try:\n        os.write(fd, b'passed')\n    except OSError:\n     " +
+          "   pass\nos._exit(0)",
       ),
     ],
     [
@@ -70,7 +72,8 @@ test("hostile completions: time, forks, memory, files, network, survivors, forge
     [
       "children that each take memory",
       job(
-        "import os, time\nfor _ in range(8):\n    if os.fork() == 0:\n        b = bytearray(700 << 20)\n        time.sleep(5)\n        os._exit(0)\nreturn True",
+        "import os, time\nfor _ in range(8):\n    if os.fork() == 0:\n        b = bytearray(700 << 20)\n        " +
+          "time.sleep(5)\n        os._exit(0)\nreturn True",
       ),
     ],
   ];
@@ -119,7 +122,8 @@ test(
     const [unix, key, paths, good] = await runChecks(
       [
         job(
-          `import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect(${JSON.stringify(sock)})\ns.send(b"x")\nreturn True`,
+          `import socket\ns = ` +
+            `socket.socket(socket.AF_UNIX)\ns.connect(${JSON.stringify(sock)})\ns.send(b"x")\nreturn True`,
         ),
         job(`import gzip\nreturn len(gzip.open(${JSON.stringify(answerKey)}).read()) > 0`),
         job(`import os\nreturn str([p for p in ${seen} if os.path.exists(p)])`, '"[]"'),

@@ -161,25 +161,29 @@ describe("llama.cpp runs what oasft exports", () => {
     return rows;
   }
 
-  test("the demo BLOOM in f32: llama.cpp's greedy continuation of 5 OA prompts equals oasft's, token for token (32 tokens)", async () => {
-    const file = join(work, "demo-f32.gguf");
-    const r = oasft("export", "gguf", "--model", demo, "--out", file);
-    assert.equal(r.code, 0, r.err);
-    const model = loadCausalLM(demo);
-    const tok = ChatTokenizer.load(demo);
-    try {
-      for (const row of await continuations(model, tok, file, 32)) {
-        assert.deepEqual(row.theirs, row.ours);
-        assert.deepEqual(
-          row.llamaTokens,
-          row.prompt,
-          "llama.cpp tokenizes the OA prompt as oasft does (special tokens parsed)",
-        );
+  test(
+    "the demo BLOOM in f32: llama.cpp's greedy continuation of 5 OA prompts equals oasft's, token for token " +
+      "(32 tokens)",
+    async () => {
+      const file = join(work, "demo-f32.gguf");
+      const r = oasft("export", "gguf", "--model", demo, "--out", file);
+      assert.equal(r.code, 0, r.err);
+      const model = loadCausalLM(demo);
+      const tok = ChatTokenizer.load(demo);
+      try {
+        for (const row of await continuations(model, tok, file, 32)) {
+          assert.deepEqual(row.theirs, row.ours);
+          assert.deepEqual(
+            row.llamaTokens,
+            row.prompt,
+            "llama.cpp tokenizes the OA prompt as oasft does (special tokens parsed)",
+          );
+        }
+      } finally {
+        model.dispose();
       }
-    } finally {
-      model.dispose();
-    }
-  });
+    },
+  );
 
   test("f16 and q8_0: at least 4 of 5 prompts give oasft's first 16 tokens", async () => {
     const model = loadCausalLM(demo);
@@ -198,100 +202,106 @@ describe("llama.cpp runs what oasft exports", () => {
     }
   });
 
-  test("the metadata reads back (@huggingface/gguf): chat template, special ids, hyperparameters, tensor types", async () => {
-    const { metadata, tensorInfos } = await gguf(join(work, "demo-q8_0.gguf"), { allowLocalFile: true });
-    const meta = metadata as unknown as Record<string, unknown>;
-    const config = JSON.parse(readFileSync(join(demo, "config.json"), "utf8"));
-    const tcfg = JSON.parse(readFileSync(join(demo, "tokenizer_config.json"), "utf8"));
-    const tokJson = JSON.parse(readFileSync(join(demo, "tokenizer.json"), "utf8"));
-    const idOf = (content: string) => tokJson.added_tokens.find((a: { content: string }) => a.content === content).id;
-    assert.equal(meta["general.architecture"], "bloom");
-    assert.equal(meta["general.file_type"], 7);
-    assert.equal(meta["tokenizer.chat_template"], tcfg.chat_template);
-    assert.equal(meta["tokenizer.ggml.eos_token_id"], idOf(tcfg.eos_token));
-    assert.equal(meta["tokenizer.ggml.padding_token_id"], idOf(tcfg.pad_token));
-    assert.equal(meta["tokenizer.ggml.model"], "gpt2");
-    assert.equal((meta["tokenizer.ggml.tokens"] as string[]).length, config.vocab_size);
-    const types = meta["tokenizer.ggml.token_type"] as number[];
-    assert.equal(types[idOf("<|prompter|>")], 3, "OA's tags are control tokens");
-    assert.equal(meta["bloom.block_count"], config.n_layer);
-    assert.equal(meta["bloom.embedding_length"], config.hidden_size);
-    assert.equal(meta["bloom.attention.head_count"], config.n_head);
-    // As llama.cpp's converter: context_length is seq_length, else the hidden size; the tied output
-    // projection is written as output.weight (older llama.cpp, ollama and LM Studio need it).
-    assert.equal(meta["bloom.context_length"], config.seq_length ?? config.hidden_size);
-    const output = tensorInfos.find((t) => t.name === "output.weight");
-    const embd = tensorInfos.find((t) => t.name === "token_embd.weight");
-    assert.ok(output && embd, "output.weight and token_embd.weight are both there");
-    assert.deepEqual(output.shape.map(Number), embd.shape.map(Number));
-    const type = (name: string) => tensorInfos.find((t) => t.name === name)?.dtype;
-    assert.equal(type("blk.0.attn_qkv.weight"), 8, "matrices in q8_0");
-    assert.equal(type("blk.0.attn_qkv.bias"), 0, "biases in f32");
-    assert.equal(type("output_norm.weight"), 0, "norms in f32");
-    assert.equal(
-      tensorInfos
-        .find((t) => t.name === "blk.0.attn_qkv.weight")
-        ?.shape.map(Number)
-        .join(),
-      `${config.hidden_size},${3 * config.hidden_size}`,
-      "dims innermost first",
-    );
-  });
+  test(
+    "the metadata reads back (@huggingface/gguf): chat template, special ids, hyperparameters, " + "tensor types",
+    async () => {
+      const { metadata, tensorInfos } = await gguf(join(work, "demo-q8_0.gguf"), { allowLocalFile: true });
+      const meta = metadata as unknown as Record<string, unknown>;
+      const config = JSON.parse(readFileSync(join(demo, "config.json"), "utf8"));
+      const tcfg = JSON.parse(readFileSync(join(demo, "tokenizer_config.json"), "utf8"));
+      const tokJson = JSON.parse(readFileSync(join(demo, "tokenizer.json"), "utf8"));
+      const idOf = (content: string) => tokJson.added_tokens.find((a: { content: string }) => a.content === content).id;
+      assert.equal(meta["general.architecture"], "bloom");
+      assert.equal(meta["general.file_type"], 7);
+      assert.equal(meta["tokenizer.chat_template"], tcfg.chat_template);
+      assert.equal(meta["tokenizer.ggml.eos_token_id"], idOf(tcfg.eos_token));
+      assert.equal(meta["tokenizer.ggml.padding_token_id"], idOf(tcfg.pad_token));
+      assert.equal(meta["tokenizer.ggml.model"], "gpt2");
+      assert.equal((meta["tokenizer.ggml.tokens"] as string[]).length, config.vocab_size);
+      const types = meta["tokenizer.ggml.token_type"] as number[];
+      assert.equal(types[idOf("<|prompter|>")], 3, "OA's tags are control tokens");
+      assert.equal(meta["bloom.block_count"], config.n_layer);
+      assert.equal(meta["bloom.embedding_length"], config.hidden_size);
+      assert.equal(meta["bloom.attention.head_count"], config.n_head);
+      // As llama.cpp's converter: context_length is seq_length, else the hidden size; the tied output
+      // projection is written as output.weight (older llama.cpp, ollama and LM Studio need it).
+      assert.equal(meta["bloom.context_length"], config.seq_length ?? config.hidden_size);
+      const output = tensorInfos.find((t) => t.name === "output.weight");
+      const embd = tensorInfos.find((t) => t.name === "token_embd.weight");
+      assert.ok(output && embd, "output.weight and token_embd.weight are both there");
+      assert.deepEqual(output.shape.map(Number), embd.shape.map(Number));
+      const type = (name: string) => tensorInfos.find((t) => t.name === name)?.dtype;
+      assert.equal(type("blk.0.attn_qkv.weight"), 8, "matrices in q8_0");
+      assert.equal(type("blk.0.attn_qkv.bias"), 0, "biases in f32");
+      assert.equal(type("output_norm.weight"), 0, "norms in f32");
+      assert.equal(
+        tensorInfos
+          .find((t) => t.name === "blk.0.attn_qkv.weight")
+          ?.shape.map(Number)
+          .join(),
+        `${config.hidden_size},${3 * config.hidden_size}`,
+        "dims innermost first",
+      );
+    },
+  );
 
   for (const family of ["pythia", "llama", "llama3", "qwen2", "mistral", "qwen3", "gemma2"]) {
-    test(`${family}: llama.cpp's next-token probabilities equal oasft's within 0.01 (the QKV and rotary layouts)`, async () => {
-      // A wide init (std 0.3) makes attention peaked, so a wrong head or rotary layout moves the output.
-      const dir = tmp();
-      const cfg = {
-        ...JSON.parse(readFileSync(join(REPO, `configs/${family}-tiny.json`), "utf8")),
-        initializer_range: 0.3,
-      };
-      writeFileSync(join(dir, "config.json"), JSON.stringify(cfg));
-      const init = oasft(
-        "init",
-        "--config",
-        join(dir, "config.json"),
-        "--tokenizer",
-        join(SHARED, "data/tokenizers/oasst-tiny-bpe"),
-        "--out",
-        join(dir, "m"),
-      );
-      assert.equal(init.code, 0, init.err);
-      const file = join(dir, "m.gguf");
-      const r = oasft("export", "gguf", "--model", join(dir, "m"), "--out", file);
-      assert.equal(r.code, 0, r.err);
-      const model = loadCausalLM(join(dir, "m")).eval();
-      const tok = ChatTokenizer.load(join(dir, "m"));
-      try {
-        const text = renderChat(
-          [{ role: "user", content: "What is the capital of Italy? Tell me more about it, please." }],
-          { eos: tok.eos, addGenerationPrompt: true },
+    test(
+      `${family}: llama.cpp's next-token probabilities equal oasft's within 0.01 (the QKV and rotary ` + `layouts)`,
+      async () => {
+        // A wide init (std 0.3) makes attention peaked, so a wrong head or rotary layout moves the output.
+        const dir = tmp();
+        const cfg = {
+          ...JSON.parse(readFileSync(join(REPO, `configs/${family}-tiny.json`), "utf8")),
+          initializer_range: 0.3,
+        };
+        writeFileSync(join(dir, "config.json"), JSON.stringify(cfg));
+        const init = oasft(
+          "init",
+          "--config",
+          join(dir, "config.json"),
+          "--tokenizer",
+          join(SHARED, "data/tokenizers/oasst-tiny-bpe"),
+          "--out",
+          join(dir, "m"),
         );
-        const ids = await tok.encode(text);
-        const lm = await load(file);
-        const ctx = await lm.createContext({ contextSize: 256, threads: 2 });
-        const input = ids.map((t, i): ControlledEvaluateInputItem =>
-          i === ids.length - 1 ? [t as Token, { generateNext: { probabilities: true } }] : (t as Token),
-        );
-        const res = await ctx.getSequence().controlledEvaluate(input);
-        const theirs = res.at(-1)!.next!.probabilities!;
-        const ours = torch.scope(() =>
-          torch.noGrad(() =>
-            model
-              .forward({ inputIds: torch.tensor([ids], { dtype: "int64" }), logits: "last" })
-              .logits.view([-1])
-              .softmax(-1)
-              .toNumbers(),
-          ),
-        );
-        const worst = ours.reduce((w, p, i) => Math.max(w, Math.abs(p - (theirs.get(i as Token) ?? 0))), 0);
-        assert.ok(worst <= 0.01, `max |Δp| = ${worst}`);
-        assert.ok(Math.max(...ours) > 0.05, "the distribution is peaked enough to tell layouts apart");
-        await ctx.dispose();
-      } finally {
-        model.dispose();
-      }
-    });
+        assert.equal(init.code, 0, init.err);
+        const file = join(dir, "m.gguf");
+        const r = oasft("export", "gguf", "--model", join(dir, "m"), "--out", file);
+        assert.equal(r.code, 0, r.err);
+        const model = loadCausalLM(join(dir, "m")).eval();
+        const tok = ChatTokenizer.load(join(dir, "m"));
+        try {
+          const text = renderChat(
+            [{ role: "user", content: "What is the capital of Italy? Tell me more about it, please." }],
+            { eos: tok.eos, addGenerationPrompt: true },
+          );
+          const ids = await tok.encode(text);
+          const lm = await load(file);
+          const ctx = await lm.createContext({ contextSize: 256, threads: 2 });
+          const input = ids.map((t, i): ControlledEvaluateInputItem =>
+            i === ids.length - 1 ? [t as Token, { generateNext: { probabilities: true } }] : (t as Token),
+          );
+          const res = await ctx.getSequence().controlledEvaluate(input);
+          const theirs = res.at(-1)!.next!.probabilities!;
+          const ours = torch.scope(() =>
+            torch.noGrad(() =>
+              model
+                .forward({ inputIds: torch.tensor([ids], { dtype: "int64" }), logits: "last" })
+                .logits.view([-1])
+                .softmax(-1)
+                .toNumbers(),
+            ),
+          );
+          const worst = ours.reduce((w, p, i) => Math.max(w, Math.abs(p - (theirs.get(i as Token) ?? 0))), 0);
+          assert.ok(worst <= 0.01, `max |Δp| = ${worst}`);
+          assert.ok(Math.max(...ours) > 0.05, "the distribution is peaked enough to tell layouts apart");
+          await ctx.dispose();
+        } finally {
+          model.dispose();
+        }
+      },
+    );
   }
 
   test("bad input: an unsupported --type, a missing output folder, an architecture variant llama.cpp lacks", () => {

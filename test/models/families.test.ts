@@ -47,53 +47,57 @@ for (const [set, name] of SETS) {
     const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
     const layers = config.num_hidden_layers as number;
 
-    test("logits and hidden states at real tokens (right, left, left with HF's generate positions, no mask) within 1e-5; attentions of real queries", () => {
-      const model = loadCausalLM(dir).eval();
-      torch.noGrad(() =>
-        torch.scope(() => {
-          for (const kind of ["right", "left"] as const) {
-            const mask = g.get(`inputs.${kind}.attention_mask`)!;
-            const out = model.forward({
-              inputIds: g.get(`inputs.${kind}.input_ids`)!,
-              attentionMask: mask,
-              outputHiddenStates: true,
-              outputAttentions: true,
-            });
-            assert.ok(diffAtRealTokens(out.logits, g.get(`logits.${kind}`)!, mask) < 1e-5, `logits.${kind}`);
-            assert.equal(out.hiddenStates!.length, layers + 1);
-            out.hiddenStates!.forEach((h, k) =>
-              assert.ok(
-                diffAtRealTokens(h, g.get(`hidden_states.${kind}.${k}`)!, mask) < 1e-5,
-                `hidden_states.${kind}.${k}`,
-              ),
-            );
-            // Attention rows of real queries: [b, n, s, S] → compare with the query mask on dim 2.
-            out.attentions!.forEach((a, l) => {
-              const q = mask.unsqueeze(1).unsqueeze(-1);
-              assert.ok(
-                diffAtRealTokens(
-                  a.mul(q),
-                  g.get(`attentions.${kind}.${l}`)!.mul(q),
-                  mask.unsqueeze(1).expand([mask.size(0), a.size(1), mask.size(1)]),
-                ) < 1e-5,
-                `attentions.${kind}.${l}`,
+    test(
+      "logits and hidden states at real tokens (right, left, left with HF's generate positions, no mask) " +
+        "within 1e-5; attentions of real queries",
+      () => {
+        const model = loadCausalLM(dir).eval();
+        torch.noGrad(() =>
+          torch.scope(() => {
+            for (const kind of ["right", "left"] as const) {
+              const mask = g.get(`inputs.${kind}.attention_mask`)!;
+              const out = model.forward({
+                inputIds: g.get(`inputs.${kind}.input_ids`)!,
+                attentionMask: mask,
+                outputHiddenStates: true,
+                outputAttentions: true,
+              });
+              assert.ok(diffAtRealTokens(out.logits, g.get(`logits.${kind}`)!, mask) < 1e-5, `logits.${kind}`);
+              assert.equal(out.hiddenStates!.length, layers + 1);
+              out.hiddenStates!.forEach((h, k) =>
+                assert.ok(
+                  diffAtRealTokens(h, g.get(`hidden_states.${kind}.${k}`)!, mask) < 1e-5,
+                  `hidden_states.${kind}.${k}`,
+                ),
               );
+              // Attention rows of real queries: [b, n, s, S] → compare with the query mask on dim 2.
+              out.attentions!.forEach((a, l) => {
+                const q = mask.unsqueeze(1).unsqueeze(-1);
+                assert.ok(
+                  diffAtRealTokens(
+                    a.mul(q),
+                    g.get(`attentions.${kind}.${l}`)!.mul(q),
+                    mask.unsqueeze(1).expand([mask.size(0), a.size(1), mask.size(1)]),
+                  ) < 1e-5,
+                  `attentions.${kind}.${l}`,
+                );
+              });
+              assert.equal(out.logits.isnan().any().item(), 0, `no NaN (${kind})`);
+            }
+            const mask = g.get("inputs.left.attention_mask")!;
+            const posids = model.forward({
+              inputIds: g.get("inputs.left.input_ids")!,
+              attentionMask: mask,
+              positionIds: g.get("inputs.left.position_ids")!,
             });
-            assert.equal(out.logits.isnan().any().item(), 0, `no NaN (${kind})`);
-          }
-          const mask = g.get("inputs.left.attention_mask")!;
-          const posids = model.forward({
-            inputIds: g.get("inputs.left.input_ids")!,
-            attentionMask: mask,
-            positionIds: g.get("inputs.left.position_ids")!,
-          });
-          assert.ok(diffAtRealTokens(posids.logits, g.get("logits.left_posids")!, mask) < 1e-5, "logits.left_posids");
-          const nomask = model.forward({ inputIds: g.get("inputs.nomask.input_ids")! });
-          assert.ok(maxAbsDiff(nomask.logits, g.get("logits.nomask")!) < 1e-5, "logits.nomask (every position)");
-        }),
-      );
-      model.dispose();
-    });
+            assert.ok(diffAtRealTokens(posids.logits, g.get("logits.left_posids")!, mask) < 1e-5, "logits.left_posids");
+            const nomask = model.forward({ inputIds: g.get("inputs.nomask.input_ids")! });
+            assert.ok(maxAbsDiff(nomask.logits, g.get("logits.nomask")!) < 1e-5, "logits.nomask (every position)");
+          }),
+        );
+        model.dispose();
+      },
+    );
 
     test("rotary tables equal HF's float32 ones within 2e-6", () => {
       const rot = g.get("rotary.cos")!.size(1);
@@ -138,30 +142,34 @@ for (const [set, name] of SETS) {
       alone.dispose();
     });
 
-    test("greedy generation with and without the cache, single and left-padded batch: the same tokens, step logits within 1e-5", () => {
-      const model = loadCausalLM(dir);
-      for (const kind of ["single", "batch_left_padded"] as const) {
-        const expected = g.get(`gen.${kind}.tokens`)!.toNumbers();
-        const stepLogits = g.get(`gen.${kind}.step_logits`)!;
-        for (const useCache of [true, false]) {
-          torch.scope(() => {
-            let worst = 0;
-            const tokens = generateGreedy(model, {
-              inputIds: g.get(`gen.${kind}.prompt_ids`)!,
-              attentionMask: g.get(`gen.${kind}.attention_mask`),
-              maxNewTokens: 20,
-              useCache,
-              onStepLogits: (logits, step) => {
-                worst = Math.max(worst, maxAbsDiff(logits, stepLogits.select(0, step)));
-              },
+    test(
+      "greedy generation with and without the cache, single and left-padded batch: the same tokens, step " +
+        "logits within 1e-5",
+      () => {
+        const model = loadCausalLM(dir);
+        for (const kind of ["single", "batch_left_padded"] as const) {
+          const expected = g.get(`gen.${kind}.tokens`)!.toNumbers();
+          const stepLogits = g.get(`gen.${kind}.step_logits`)!;
+          for (const useCache of [true, false]) {
+            torch.scope(() => {
+              let worst = 0;
+              const tokens = generateGreedy(model, {
+                inputIds: g.get(`gen.${kind}.prompt_ids`)!,
+                attentionMask: g.get(`gen.${kind}.attention_mask`),
+                maxNewTokens: 20,
+                useCache,
+                onStepLogits: (logits, step) => {
+                  worst = Math.max(worst, maxAbsDiff(logits, stepLogits.select(0, step)));
+                },
+              });
+              assert.deepEqual(tokens.toNumbers(), expected, `${kind} tokens (cache ${useCache})`);
+              assert.ok(worst < 1e-5, `${kind} step logits (cache ${useCache}): ${worst}`);
             });
-            assert.deepEqual(tokens.toNumbers(), expected, `${kind} tokens (cache ${useCache})`);
-            assert.ok(worst < 1e-5, `${kind} step logits (cache ${useCache}): ${worst}`);
-          });
+          }
         }
-      }
-      model.dispose();
-    });
+        model.dispose();
+      },
+    );
 
     test("the parity command computes the same for this family", () => {
       const out = computeParity(dir, g);
@@ -197,7 +205,7 @@ test("bad configs of these families name the key and the file", () => {
   );
   assert.throws(
     make({ model_type: "falcon" }),
-    /my\/config\.json › model_type: unknown model_type 'falcon'.* Known: bloom, gemma2, gpt_neox, llama, mistral, qwen2, qwen3/,
+    /my\/config\.json › model_type: unknown model_type 'falcon'.* Known: bloom, gemma2, gpt_neox, llama, mistral, qwen/,
   );
   const neox = JSON.parse(
     readFileSync(join(SHARED, "golden-neox/tiny_v320_h64_l2_nh4_rp025_parallel/config.json"), "utf8"),

@@ -49,38 +49,42 @@ for (const [set, name, atol] of SETS) {
     const { tensors: g } = torch.loadSafetensors(join(dir, "tensors.safetensors"));
     for (const t of g.values()) t.keep();
 
-    test(`logits at real tokens (right, left, no mask) within ${atol}; loss, every gradient, one AdamW step, greedy tokens`, () => {
-      const out = computeParity(dir, g);
-      for (const kind of ["right", "left"]) {
-        const mask = g.get(`inputs.${kind}.attention_mask`)!;
-        assert.ok(
-          excessAtReal(out.get(`logits.${kind}`)!, g.get(`logits.${kind}`)!, mask, atol) <= 0,
-          `logits.${kind}`,
+    test(
+      `logits at real tokens (right, left, no mask) within ${atol}; loss, every gradient, one AdamW step, ` +
+        `greedy tokens`,
+      () => {
+        const out = computeParity(dir, g);
+        for (const kind of ["right", "left"]) {
+          const mask = g.get(`inputs.${kind}.attention_mask`)!;
+          assert.ok(
+            excessAtReal(out.get(`logits.${kind}`)!, g.get(`logits.${kind}`)!, mask, atol) <= 0,
+            `logits.${kind}`,
+          );
+        }
+        assert.ok(worstExcess(out.get("logits.nomask")!, g.get("logits.nomask")!, atol) <= 0, "logits.nomask");
+        const goldens = JSON.parse(readFileSync(join(dir, "goldens.json"), "utf8")) as { train: { loss: number } };
+        assert.ok(Math.abs(out.get("loss.right")!.item() - goldens.train.loss) <= 1e-5, "loss");
+        const { tensors: grads } = torch.loadSafetensors(join(dir, "grads.safetensors"));
+        const { tensors: after } = torch.loadSafetensors(join(dir, "params_after_adamw.safetensors"));
+        assert.equal(
+          grads.size,
+          [...out.keys()].filter((k) => k.startsWith("grad.")).length,
+          "one gradient per stored parameter",
         );
-      }
-      assert.ok(worstExcess(out.get("logits.nomask")!, g.get("logits.nomask")!, atol) <= 0, "logits.nomask");
-      const goldens = JSON.parse(readFileSync(join(dir, "goldens.json"), "utf8")) as { train: { loss: number } };
-      assert.ok(Math.abs(out.get("loss.right")!.item() - goldens.train.loss) <= 1e-5, "loss");
-      const { tensors: grads } = torch.loadSafetensors(join(dir, "grads.safetensors"));
-      const { tensors: after } = torch.loadSafetensors(join(dir, "params_after_adamw.safetensors"));
-      assert.equal(
-        grads.size,
-        [...out.keys()].filter((k) => k.startsWith("grad.")).length,
-        "one gradient per stored parameter",
-      );
-      for (const [n, grad] of grads) {
-        assert.ok(worstExcess(out.get(`grad.${n}`)!, grad, 2e-6, 1e-3) <= 0, `grad.${n}`);
-        // Chained into AdamW: 1e-6 where |g| ≥ 1e-6, a sanity bound elsewhere (the READMEs' rule).
-        torch.scope(() => {
-          const diff = out.get(`adamw.${n}`)!.sub(after.get(n)!).abs();
-          assert.ok(diff.maskedFill(grad.abs().lt(1e-6), 0).max().item() <= 1e-6, `adamw.${n}`);
-          assert.ok(diff.max().item() <= 2e-3, `adamw.${n} (sanity)`);
-        });
-      }
-      for (const k of ["gen.single.tokens", "gen.batch_left_padded.tokens"])
-        assert.deepEqual(out.get(k)!.toNumbers(), g.get(k)!.toNumbers(), k);
-      torch.disposeAll([out, grads, after]);
-    });
+        for (const [n, grad] of grads) {
+          assert.ok(worstExcess(out.get(`grad.${n}`)!, grad, 2e-6, 1e-3) <= 0, `grad.${n}`);
+          // Chained into AdamW: 1e-6 where |g| ≥ 1e-6, a sanity bound elsewhere (the READMEs' rule).
+          torch.scope(() => {
+            const diff = out.get(`adamw.${n}`)!.sub(after.get(n)!).abs();
+            assert.ok(diff.maskedFill(grad.abs().lt(1e-6), 0).max().item() <= 1e-6, `adamw.${n}`);
+            assert.ok(diff.max().item() <= 2e-3, `adamw.${n} (sanity)`);
+          });
+        }
+        for (const k of ["gen.single.tokens", "gen.batch_left_padded.tokens"])
+          assert.deepEqual(out.get(k)!.toNumbers(), g.get(k)!.toNumbers(), k);
+        torch.disposeAll([out, grads, after]);
+      },
+    );
 
     test("greedy step logits with and without the cache; the KV cache after prefill at real positions", () => {
       const model = loadCausalLM(dir).eval();

@@ -67,7 +67,8 @@ out = []
 def visit(node, thread):
     thread = thread + [node]
     ranked = [r for r in node.get("replies") or [] if r["role"] == "assistant" and r.get("rank") is not None]
-    if node["role"] == "prompter" and len(ranked) > 1 and not any(m.get("deleted") or m.get("synthetic") for m in thread):
+    clean = not any(m.get("deleted") or m.get("synthetic") for m in thread)
+    if node["role"] == "prompter" and len(ranked) > 1 and clean:
         out.append([r["text"] for r in sorted(ranked, key=lambda r: r["rank"])])
     for r in node.get("replies") or []:
         visit(r, thread)
@@ -284,7 +285,8 @@ describe("DPO training", () => {
     await run(named, ["--max_steps", "1", "--ref_model", other]);
     const alone = tmp();
     await run(alone, ["--max_steps", "1", "--model_name", other]);
-    // A policy scored against another model: the same numbers as that model scoring itself, and step 1 is no longer ln 2.
+    // A policy scored against another model: the same numbers as that model scoring itself, and step 1 is no longer ln
+    // 2.
     assert.deepEqual(refs(named), refs(alone));
     assert.ok(Math.abs(losses(named)[0]! - Math.LN2) > 0.01, `step 1 loss ${losses(named)[0]}`);
     assert.ok(Math.abs(losses(alone)[0]! - Math.LN2) < 1e-6);

@@ -30,83 +30,89 @@ const FAMILIES: Array<[string, string, string]> = [
 ];
 
 for (const [family, set, name] of FAMILIES) {
-  test(`${family}: DPO starts at ln 2; its reward model is a *ForSequenceClassification folder that scores as saved`, async () => {
-    // A neutral folder name: the tokenizer family must come from the tokenizer, not a path that says "llama".
-    const base = join(tmp(), "m");
-    const tokenizer = join(DATA, "tokenizers/oasst-tiny-bpe");
-    const made = spawnSync(
-      process.execPath,
-      [CLI, "init", "--config", join(SHARED, set, name, "config.json"), "--tokenizer", tokenizer, "--out", base],
-      { encoding: "utf8" },
-    );
-    assert.equal(made.status, 0, made.stderr);
-    const args = (out: string, stage: string, extra: string[]) => [
-      "--cache_dir",
-      DATA,
-      "--model_name",
-      base,
-      "--output_dir",
-      out,
-      "--dtype",
-      "fp32",
-      "--stage",
-      stage,
-      "--datasets",
-      "[{oasft_demo: {count: 40, val_split: 0.2}}]",
-      "--per_device_train_batch_size",
-      "4",
-      "--learning_rate",
-      "1e-3",
-      "--warmup_steps",
-      "1",
-      "--logging_steps",
-      "1",
-      "--max_length",
-      "96",
-      ...extra,
-    ];
-    const config = (out: string, stage: string, extra: string[]) =>
-      composeConfig(["defaults", "tiny-tokenizer"], args(out, stage, extra)).config;
-    const log = (out: string) =>
-      readFileSync(join(out, "log.jsonl"), "utf8")
-        .trim()
-        .split("\n")
-        .map((l) => JSON.parse(l) as Record<string, unknown>);
-
-    const dpo = tmp();
-    await train(config(dpo, "dpo", ["--max_steps", "1", "--eval_steps", "1000"]), { progress: false, print: () => {} });
-    assert.ok(Math.abs((log(dpo)[0]!.loss as number) - Math.LN2) < 1e-6, `${family} step 1: ${log(dpo)[0]!.loss}`);
-
-    const rm = tmp();
-    const cfg = config(rm, "rm", ["--max_steps", "2", "--eval_steps", "2"]);
-    await train(cfg, { progress: false, print: () => {} });
-    const json = JSON.parse(readFileSync(join(rm, "config.json"), "utf8")) as { architectures: string[] };
-    const causal = JSON.parse(readFileSync(join(base, "config.json"), "utf8")) as { architectures: string[] };
-    assert.deepEqual(json.architectures, [
-      causal.architectures[0]!.replace(/ForCausalLM$/, "ForSequenceClassification"),
-    ]);
-    const header = torch.readSafetensorsHeader(join(rm, "model.safetensors"));
-    assert.equal(header.entries.get("score.weight")?.shape[0], 1);
-    assert.ok(![...header.entries.keys()].includes("lm_head.weight"));
-    // The eval the run logged at its last step, recomputed from the saved folder on the same held-out groups.
-    const logged = (
-      log(rm).find((r) => r.type === "eval")!.datasets as Record<string, { loss: number; accuracy: number }>
-    ).oasft_demo!;
-    const data = await preparePrefData(cfg, loadConfigTokenizer(cfg), "rm");
-    const model = loadRewardModel(rm, { dtype: "float32", device: "cpu" });
-    try {
-      const again = rmObjective(data, cfg, 4, "cpu").evaluate({
-        model,
-        precision: "fp32",
-        device: "cpu",
-        group: soloGroup,
-      }).oasft_demo!;
-      assert.ok(
-        Math.abs(again.loss - logged.loss) < 1e-5 && again.accuracy === logged.accuracy,
-        `${JSON.stringify(again)} vs ${JSON.stringify(logged)}`,
+  test(
+    `${family}: DPO starts at ln 2; its reward model is a *ForSequenceClassification folder that scores ` + `as saved`,
+    async () => {
+      // A neutral folder name: the tokenizer family must come from the tokenizer, not a path that says "llama".
+      const base = join(tmp(), "m");
+      const tokenizer = join(DATA, "tokenizers/oasst-tiny-bpe");
+      const made = spawnSync(
+        process.execPath,
+        [CLI, "init", "--config", join(SHARED, set, name, "config.json"), "--tokenizer", tokenizer, "--out", base],
+        { encoding: "utf8" },
       );
-    } finally {
-      model.dispose();
-    }
-  });
+      assert.equal(made.status, 0, made.stderr);
+      const args = (out: string, stage: string, extra: string[]) => [
+        "--cache_dir",
+        DATA,
+        "--model_name",
+        base,
+        "--output_dir",
+        out,
+        "--dtype",
+        "fp32",
+        "--stage",
+        stage,
+        "--datasets",
+        "[{oasft_demo: {count: 40, val_split: 0.2}}]",
+        "--per_device_train_batch_size",
+        "4",
+        "--learning_rate",
+        "1e-3",
+        "--warmup_steps",
+        "1",
+        "--logging_steps",
+        "1",
+        "--max_length",
+        "96",
+        ...extra,
+      ];
+      const config = (out: string, stage: string, extra: string[]) =>
+        composeConfig(["defaults", "tiny-tokenizer"], args(out, stage, extra)).config;
+      const log = (out: string) =>
+        readFileSync(join(out, "log.jsonl"), "utf8")
+          .trim()
+          .split("\n")
+          .map((l) => JSON.parse(l) as Record<string, unknown>);
+
+      const dpo = tmp();
+      await train(config(dpo, "dpo", ["--max_steps", "1", "--eval_steps", "1000"]), {
+        progress: false,
+        print: () => {},
+      });
+      assert.ok(Math.abs((log(dpo)[0]!.loss as number) - Math.LN2) < 1e-6, `${family} step 1: ${log(dpo)[0]!.loss}`);
+
+      const rm = tmp();
+      const cfg = config(rm, "rm", ["--max_steps", "2", "--eval_steps", "2"]);
+      await train(cfg, { progress: false, print: () => {} });
+      const json = JSON.parse(readFileSync(join(rm, "config.json"), "utf8")) as { architectures: string[] };
+      const causal = JSON.parse(readFileSync(join(base, "config.json"), "utf8")) as { architectures: string[] };
+      assert.deepEqual(json.architectures, [
+        causal.architectures[0]!.replace(/ForCausalLM$/, "ForSequenceClassification"),
+      ]);
+      const header = torch.readSafetensorsHeader(join(rm, "model.safetensors"));
+      assert.equal(header.entries.get("score.weight")?.shape[0], 1);
+      assert.ok(![...header.entries.keys()].includes("lm_head.weight"));
+      // The eval the run logged at its last step, recomputed from the saved folder on the same held-out groups.
+      const logged = (
+        log(rm).find((r) => r.type === "eval")!.datasets as Record<string, { loss: number; accuracy: number }>
+      ).oasft_demo!;
+      const data = await preparePrefData(cfg, loadConfigTokenizer(cfg), "rm");
+      const model = loadRewardModel(rm, { dtype: "float32", device: "cpu" });
+      try {
+        const again = rmObjective(data, cfg, 4, "cpu").evaluate({
+          model,
+          precision: "fp32",
+          device: "cpu",
+          group: soloGroup,
+        }).oasft_demo!;
+        assert.ok(
+          Math.abs(again.loss - logged.loss) < 1e-5 && again.accuracy === logged.accuracy,
+          `${JSON.stringify(again)} vs ${JSON.stringify(logged)}`,
+        );
+      } finally {
+        model.dispose();
+      }
+    },
+  );
 }

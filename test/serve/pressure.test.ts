@@ -67,27 +67,31 @@ describe("limits and admission", () => {
     assert.equal(s.engine.stats.promptTokens, before, "nothing was queued");
   });
 
-  test("a full queue answers 429 with Retry-After, for streaming requests too, and a multi-prompt request is refused whole", async () => {
-    const next = (event: string) => new Promise<void>((r) => s.engine.events.once(event, () => r()));
-    const admitted = next("admitted");
-    const running = post(s.url, "/generate", { inputs: "a", parameters: { max_new_tokens: 200 } });
-    await admitted;
-    const queued = next("queued");
-    const waiting = post(s.url, "/generate", { inputs: "b", parameters: { max_new_tokens: 2 } });
-    await queued;
-    const streaming = await post(s.url, "/v1/chat/completions", {
-      messages: [{ role: "user", content: "hi" }],
-      stream: true,
-    });
-    assert.equal(streaming.status, 429);
-    assert.equal(streaming.headers.get("retry-after"), "1");
-    assert.equal(((await streaming.json()) as { error: { code: string } }).error.code, "rate_limit_exceeded");
-    const requests = s.engine.stats.requests;
-    const batch = await post(s.url, "/v1/completions", { prompt: ["x", "y"], max_tokens: 2 });
-    assert.equal(batch.status, 429);
-    assert.equal(s.engine.stats.requests, requests, "no prompt of the refused batch was queued");
-    await Promise.all([running, waiting]);
-  });
+  test(
+    "a full queue answers 429 with Retry-After, for streaming requests too, and a multi-prompt request is " +
+      "refused whole",
+    async () => {
+      const next = (event: string) => new Promise<void>((r) => s.engine.events.once(event, () => r()));
+      const admitted = next("admitted");
+      const running = post(s.url, "/generate", { inputs: "a", parameters: { max_new_tokens: 200 } });
+      await admitted;
+      const queued = next("queued");
+      const waiting = post(s.url, "/generate", { inputs: "b", parameters: { max_new_tokens: 2 } });
+      await queued;
+      const streaming = await post(s.url, "/v1/chat/completions", {
+        messages: [{ role: "user", content: "hi" }],
+        stream: true,
+      });
+      assert.equal(streaming.status, 429);
+      assert.equal(streaming.headers.get("retry-after"), "1");
+      assert.equal(((await streaming.json()) as { error: { code: string } }).error.code, "rate_limit_exceeded");
+      const requests = s.engine.stats.requests;
+      const batch = await post(s.url, "/v1/completions", { prompt: ["x", "y"], max_tokens: 2 });
+      assert.equal(batch.status, 429);
+      assert.equal(s.engine.stats.requests, requests, "no prompt of the refused batch was queued");
+      await Promise.all([running, waiting]);
+    },
+  );
 });
 
 test("a fault in a prefill fails that request with a 500 naming the cause; the others are answered", async () => {
@@ -111,28 +115,31 @@ test("a fault in a prefill fails that request with a 500 naming the cause; the o
   }
 });
 
-test("a fault in a decoding step ends the running streams with an error event and [no hang]; later requests work", async () => {
-  let steps = 0;
-  // The first decoding step fails: a random model may end its reply (eos) after a couple of tokens.
-  const s = await serve({
-    fault: (stage) => {
-      if (stage === "step" && ++steps === 1) throw new Error("simulated device error");
-    },
-  });
-  try {
-    const stream = await post(s.url, "/v1/chat/completions", {
-      messages: [{ role: "user", content: "hi" }],
-      max_tokens: 20,
-      stream: true,
+test(
+  "a fault in a decoding step ends the running streams with an error event and [no hang]; later " + "requests work",
+  async () => {
+    let steps = 0;
+    // The first decoding step fails: a random model may end its reply (eos) after a couple of tokens.
+    const s = await serve({
+      fault: (stage) => {
+        if (stage === "step" && ++steps === 1) throw new Error("simulated device error");
+      },
     });
-    const text = await stream.text();
-    assert.match(text, /simulated device error/);
-    const after = await post(s.url, "/generate", { inputs: "again", parameters: { max_new_tokens: 2 } });
-    assert.equal(after.status, 200);
-  } finally {
-    await s.app.close();
-  }
-});
+    try {
+      const stream = await post(s.url, "/v1/chat/completions", {
+        messages: [{ role: "user", content: "hi" }],
+        max_tokens: 20,
+        stream: true,
+      });
+      const text = await stream.text();
+      assert.match(text, /simulated device error/);
+      const after = await post(s.url, "/generate", { inputs: "again", parameters: { max_new_tokens: 2 } });
+      assert.equal(after.status, 200);
+    } finally {
+      await s.app.close();
+    }
+  },
+);
 
 test("/health answers while a long prompt is being prefilled", async () => {
   const s = await serve({ maxInputTokens: 8192 });
@@ -171,35 +178,39 @@ describe("protocol details", () => {
   });
   const auth = { authorization: "bearer k3y" };
 
-  test("a lowercase bearer is accepted; GET on a POST route is 405 with Allow; TGI's bare POST / works; stop strings are stop_sequence", async () => {
-    assert.equal(
-      (await post(s.url, "/generate", { inputs: "a", parameters: { max_new_tokens: 1 } }, auth)).status,
-      200,
-    );
-    assert.equal((await post(s.url, "/generate", { inputs: "a" }, { authorization: "Bearer nope" })).status, 401);
-    const get = await fetch(`${s.url}/v1/chat/completions`, { headers: auth });
-    assert.equal(get.status, 405);
-    assert.equal(get.headers.get("allow"), "POST");
-    const bare = await post(s.url, "/", { inputs: "a", parameters: { max_new_tokens: 2 } }, auth);
-    assert.equal(bare.status, 200);
-    assert.ok(typeof ((await bare.json()) as { generated_text: string }).generated_text === "string");
-    // A stop string that the first generated token's text starts with.
-    const plain = (await (
-      await post(s.url, "/generate", { inputs: "Hello", parameters: { max_new_tokens: 4 } }, auth)
-    ).json()) as { generated_text: string };
-    const stop = plain.generated_text.trim().slice(0, 1);
-    if (stop) {
-      const r = (await (
-        await post(
-          s.url,
-          "/generate",
-          { inputs: "Hello", parameters: { max_new_tokens: 4, stop: [stop], details: true } },
-          auth,
-        )
-      ).json()) as { details: { finish_reason: string } };
-      assert.equal(r.details.finish_reason, "stop_sequence");
-    }
-  });
+  test(
+    "a lowercase bearer is accepted; GET on a POST route is 405 with Allow; TGI's bare POST / works; stop " +
+      "strings are stop_sequence",
+    async () => {
+      assert.equal(
+        (await post(s.url, "/generate", { inputs: "a", parameters: { max_new_tokens: 1 } }, auth)).status,
+        200,
+      );
+      assert.equal((await post(s.url, "/generate", { inputs: "a" }, { authorization: "Bearer nope" })).status, 401);
+      const get = await fetch(`${s.url}/v1/chat/completions`, { headers: auth });
+      assert.equal(get.status, 405);
+      assert.equal(get.headers.get("allow"), "POST");
+      const bare = await post(s.url, "/", { inputs: "a", parameters: { max_new_tokens: 2 } }, auth);
+      assert.equal(bare.status, 200);
+      assert.ok(typeof ((await bare.json()) as { generated_text: string }).generated_text === "string");
+      // A stop string that the first generated token's text starts with.
+      const plain = (await (
+        await post(s.url, "/generate", { inputs: "Hello", parameters: { max_new_tokens: 4 } }, auth)
+      ).json()) as { generated_text: string };
+      const stop = plain.generated_text.trim().slice(0, 1);
+      if (stop) {
+        const r = (await (
+          await post(
+            s.url,
+            "/generate",
+            { inputs: "Hello", parameters: { max_new_tokens: 4, stop: [stop], details: true } },
+            auth,
+          )
+        ).json()) as { details: { finish_reason: string } };
+        assert.equal(r.details.finish_reason, "stop_sequence");
+      }
+    },
+  );
 
   test("temperature 1e-40 and top_p 0 act greedy; the latency histogram only grows", async () => {
     const greedy = (await (

@@ -85,34 +85,38 @@ function greedyAlone(ids: number[], n: number): number[] {
 }
 
 describe("OpenAI API", () => {
-  test("chat completions: the OA prompt, greedy tokens as generated alone, streaming deltas that add up to the same text", async () => {
-    const messages = [
-      { role: "system", content: "Be brief." },
-      { role: "user", content: "Hello there" },
-    ];
-    const res = await post("/v1/chat/completions", { messages, temperature: 0, max_tokens: 12 });
-    assert.equal(res.status, 200);
-    const body = await json(res);
-    const ids = await tokenizer.encode(
-      formatPrompt([{ role: "prompter", text: "Hello there" }], tokenizer.eos, "Be brief."),
-    );
-    assert.equal(body.usage.prompt_tokens, ids.length);
-    const alone = greedyAlone(ids, 12);
-    assert.equal(
-      body.choices[0].message.content,
-      (await tokenizer.decode(alone, true)).replace(/\uFFFD$/, ""),
-      "an incomplete trailing character is held back",
-    );
-    const stream = await post("/v1/chat/completions", { messages, temperature: 0, max_tokens: 12, stream: true });
-    assert.match(stream.headers.get("content-type") ?? "", /text\/event-stream/);
-    const events = await sseEvents(stream);
-    assert.equal(events.at(-1), "[DONE]");
-    const text = events
-      .slice(0, -1)
-      .map((e) => JSON.parse(e).choices[0].delta.content ?? "")
-      .join("");
-    assert.equal(text, body.choices[0].message.content);
-  });
+  test(
+    "chat completions: the OA prompt, greedy tokens as generated alone, streaming deltas that add up to the " +
+      "same text",
+    async () => {
+      const messages = [
+        { role: "system", content: "Be brief." },
+        { role: "user", content: "Hello there" },
+      ];
+      const res = await post("/v1/chat/completions", { messages, temperature: 0, max_tokens: 12 });
+      assert.equal(res.status, 200);
+      const body = await json(res);
+      const ids = await tokenizer.encode(
+        formatPrompt([{ role: "prompter", text: "Hello there" }], tokenizer.eos, "Be brief."),
+      );
+      assert.equal(body.usage.prompt_tokens, ids.length);
+      const alone = greedyAlone(ids, 12);
+      assert.equal(
+        body.choices[0].message.content,
+        (await tokenizer.decode(alone, true)).replace(/\uFFFD$/, ""),
+        "an incomplete trailing character is held back",
+      );
+      const stream = await post("/v1/chat/completions", { messages, temperature: 0, max_tokens: 12, stream: true });
+      assert.match(stream.headers.get("content-type") ?? "", /text\/event-stream/);
+      const events = await sseEvents(stream);
+      assert.equal(events.at(-1), "[DONE]");
+      const text = events
+        .slice(0, -1)
+        .map((e) => JSON.parse(e).choices[0].delta.content ?? "")
+        .join("");
+      assert.equal(text, body.choices[0].message.content);
+    },
+  );
 
   test("completions with echo and logprobs, as lm-eval's local-completions sends them", async () => {
     const prompt = "The quick brown fox";
@@ -158,54 +162,66 @@ describe("OpenAI API", () => {
 });
 
 describe("OpenAI API: chat log-probabilities, usage in streams, model names", () => {
-  test("logprobs/top_logprobs: each generated token's log softmax, its alternatives ranked, bytes as UTF-8", async () => {
-    const messages = [{ role: "user", content: "Name a colour." }];
-    const body = await json(
-      await post("/v1/chat/completions", { messages, temperature: 0, max_tokens: 5, logprobs: true, top_logprobs: 3 }),
-    );
-    const content = body.choices[0].logprobs.content as Array<{
-      token: string;
-      logprob: number;
-      bytes: number[];
-      top_logprobs: Array<{ token: string; logprob: number }>;
-    }>;
-    assert.equal(content.length, body.usage.completion_tokens);
-    // Checked directly: log softmax of the position before each generated token (greedy, so it is the top one).
-    const ids = await tokenizer.encode(formatPrompt([{ role: "prompter", text: "Name a colour." }], tokenizer.eos));
-    const generated = torch.scope(() =>
-      generateGreedy(model, {
-        inputIds: torch.tensor([ids], { dtype: "int64" }),
-        maxNewTokens: 5,
-        eosTokenId: tokenizer.eosId,
-      })
-        .toNumbers()
-        .slice(ids.length, ids.length + content.length),
-    );
-    const direct = torch.noGrad(() =>
-      torch.scope(() => {
-        const all = torch.tensor([[...ids, ...generated]], { dtype: "int64" });
-        const lp = model.forward({ inputIds: all }).logits.select(0, 0).logSoftmax(-1);
-        return generated.map((t, i) =>
-          lp
-            .select(0, ids.length - 1 + i)
-            .select(0, t)
-            .item(),
-        );
-      }),
-    );
-    content.forEach((c, i) => {
-      assert.ok(Math.abs(c.logprob - direct[i]!) < 1e-4, `token ${i}: ${c.logprob} vs ${direct[i]}`);
-      assert.equal(c.top_logprobs.length, 3);
-      assert.ok(Math.abs(c.top_logprobs[0]!.logprob - c.logprob) < 1e-4, "greedy: the chosen token is the most likely");
-      assert.ok(
-        c.top_logprobs[0]!.logprob >= c.top_logprobs[1]!.logprob &&
-          c.top_logprobs[1]!.logprob >= c.top_logprobs[2]!.logprob,
+  test(
+    "logprobs/top_logprobs: each generated token's log softmax, its alternatives ranked, bytes " + "as UTF-8",
+    async () => {
+      const messages = [{ role: "user", content: "Name a colour." }];
+      const body = await json(
+        await post("/v1/chat/completions", {
+          messages,
+          temperature: 0,
+          max_tokens: 5,
+          logprobs: true,
+          top_logprobs: 3,
+        }),
       );
-      assert.deepEqual(c.bytes, [...Buffer.from(c.token, "utf8")]);
-    });
-    const plain = await json(await post("/v1/chat/completions", { messages, temperature: 0, max_tokens: 5 }));
-    assert.equal(plain.choices[0].logprobs, undefined, "no logprobs unless asked");
-  });
+      const content = body.choices[0].logprobs.content as Array<{
+        token: string;
+        logprob: number;
+        bytes: number[];
+        top_logprobs: Array<{ token: string; logprob: number }>;
+      }>;
+      assert.equal(content.length, body.usage.completion_tokens);
+      // Checked directly: log softmax of the position before each generated token (greedy, so it is the top one).
+      const ids = await tokenizer.encode(formatPrompt([{ role: "prompter", text: "Name a colour." }], tokenizer.eos));
+      const generated = torch.scope(() =>
+        generateGreedy(model, {
+          inputIds: torch.tensor([ids], { dtype: "int64" }),
+          maxNewTokens: 5,
+          eosTokenId: tokenizer.eosId,
+        })
+          .toNumbers()
+          .slice(ids.length, ids.length + content.length),
+      );
+      const direct = torch.noGrad(() =>
+        torch.scope(() => {
+          const all = torch.tensor([[...ids, ...generated]], { dtype: "int64" });
+          const lp = model.forward({ inputIds: all }).logits.select(0, 0).logSoftmax(-1);
+          return generated.map((t, i) =>
+            lp
+              .select(0, ids.length - 1 + i)
+              .select(0, t)
+              .item(),
+          );
+        }),
+      );
+      content.forEach((c, i) => {
+        assert.ok(Math.abs(c.logprob - direct[i]!) < 1e-4, `token ${i}: ${c.logprob} vs ${direct[i]}`);
+        assert.equal(c.top_logprobs.length, 3);
+        assert.ok(
+          Math.abs(c.top_logprobs[0]!.logprob - c.logprob) < 1e-4,
+          "greedy: the chosen token is the most likely",
+        );
+        assert.ok(
+          c.top_logprobs[0]!.logprob >= c.top_logprobs[1]!.logprob &&
+            c.top_logprobs[1]!.logprob >= c.top_logprobs[2]!.logprob,
+        );
+        assert.deepEqual(c.bytes, [...Buffer.from(c.token, "utf8")]);
+      });
+      const plain = await json(await post("/v1/chat/completions", { messages, temperature: 0, max_tokens: 5 }));
+      assert.equal(plain.choices[0].logprobs, undefined, "no logprobs unless asked");
+    },
+  );
 
   test("streaming: logprobs per chunk, and stream_options.include_usage ends with a usage chunk", async () => {
     const messages = [{ role: "user", content: "Name a colour." }];
@@ -235,26 +251,32 @@ describe("OpenAI API: chat log-probabilities, usage in streams, model names", ()
     assert.equal(withLogprobs.length, last.usage.completion_tokens);
   });
 
-  test("a model name the server does not serve is a 404 in OpenAI's shape; bad logprobs settings name the field", async () => {
-    const messages = [{ role: "user", content: "Hi" }];
-    const res = await post("/v1/chat/completions", { model: "gpt-4o", messages, max_tokens: 2 });
-    assert.equal(res.status, 404);
-    const err = await json(res);
-    assert.equal(err.error.param, "model");
-    assert.match(err.error.message, /The model `gpt-4o` does not exist/);
-    assert.equal((await post("/v1/completions", { model: "gpt-4o", prompt: "Hi", max_tokens: 2 })).status, 404);
-    assert.equal((await post("/v1/chat/completions", { model: "golden-small", messages, max_tokens: 2 })).status, 200);
-    for (const [bad, param] of [
-      [{ top_logprobs: 2 }, "top_logprobs"],
-      [{ logprobs: "yes" }, "logprobs"],
-      [{ logprobs: true, top_logprobs: 21 }, "top_logprobs"],
-      [{ stream_options: { include_usage: true } }, "stream_options"],
-    ] as const) {
-      const r = await post("/v1/chat/completions", { messages, max_tokens: 2, ...bad });
-      assert.equal(r.status, 400, JSON.stringify(bad));
-      assert.equal((await json(r)).error.param, param);
-    }
-  });
+  test(
+    "a model name the server does not serve is a 404 in OpenAI's shape; bad logprobs settings name " + "the field",
+    async () => {
+      const messages = [{ role: "user", content: "Hi" }];
+      const res = await post("/v1/chat/completions", { model: "gpt-4o", messages, max_tokens: 2 });
+      assert.equal(res.status, 404);
+      const err = await json(res);
+      assert.equal(err.error.param, "model");
+      assert.match(err.error.message, /The model `gpt-4o` does not exist/);
+      assert.equal((await post("/v1/completions", { model: "gpt-4o", prompt: "Hi", max_tokens: 2 })).status, 404);
+      assert.equal(
+        (await post("/v1/chat/completions", { model: "golden-small", messages, max_tokens: 2 })).status,
+        200,
+      );
+      for (const [bad, param] of [
+        [{ top_logprobs: 2 }, "top_logprobs"],
+        [{ logprobs: "yes" }, "logprobs"],
+        [{ logprobs: true, top_logprobs: 21 }, "top_logprobs"],
+        [{ stream_options: { include_usage: true } }, "stream_options"],
+      ] as const) {
+        const r = await post("/v1/chat/completions", { messages, max_tokens: 2, ...bad });
+        assert.equal(r.status, 400, JSON.stringify(bad));
+        assert.equal((await json(r)).error.param, param);
+      }
+    },
+  );
 });
 
 describe("TGI API", () => {
@@ -283,50 +305,53 @@ describe("TGI API", () => {
     assert.equal((await fetch(`${base}/health`)).status, 200);
   });
 
-  test("TGI's details: top_n_tokens, stop sequences kept in the text, special tokens flagged, /info's budgets, 422s", async () => {
-    const inputs = "<|prompter|>Hi</s><|assistant|>";
-    const r = await json(
-      await post("/generate", { inputs, parameters: { max_new_tokens: 6, details: true, top_n_tokens: 3 } }),
-    );
-    const { tokens, top_tokens: top } = r.details as {
-      tokens: Array<{ id: number; logprob: number }>;
-      top_tokens: Array<Array<{ id: number; logprob: number; special: boolean }>>;
-    };
-    assert.equal(top.length, tokens.length);
-    tokens.forEach((t, i) => {
-      // Greedy: each chosen token is the first of its position's top tokens, with the same log-probability.
-      assert.equal(top[i]!.length, 3);
-      assert.equal(top[i]![0]!.id, t.id);
-      assert.ok(Math.abs(top[i]![0]!.logprob - t.logprob) < 1e-4);
-      assert.ok(top[i]![0]!.logprob >= top[i]![1]!.logprob && top[i]![1]!.logprob >= top[i]![2]!.logprob);
-    });
-    // A stop sequence ends the text it completes, and stays in it (OpenAI's API drops it; TGI keeps it).
-    const text = r.generated_text as string;
-    const k = [...Array(Math.max(0, text.length - 2)).keys()].find(
-      (i) => text.indexOf(text.slice(i, i + 2)) === i && i > 0,
-    );
-    if (k !== undefined) {
-      const stop = text.slice(k, k + 2);
-      const stopped = await json(
-        await post("/generate", { inputs, parameters: { max_new_tokens: 6, stop: [stop], details: true } }),
+  test(
+    "TGI's details: top_n_tokens, stop sequences kept in the text, special tokens flagged, /info's " + "budgets, 422s",
+    async () => {
+      const inputs = "<|prompter|>Hi</s><|assistant|>";
+      const r = await json(
+        await post("/generate", { inputs, parameters: { max_new_tokens: 6, details: true, top_n_tokens: 3 } }),
       );
-      assert.equal(stopped.details.finish_reason, "stop_sequence");
-      assert.equal(stopped.generated_text, text.slice(0, k + 2));
-      const events = (
-        await sseEvents(await post("/generate_stream", { inputs, parameters: { max_new_tokens: 6, stop: [stop] } }))
-      ).map((e) => JSON.parse(e));
-      assert.equal(events.at(-1).generated_text, text.slice(0, k + 2));
-      assert.equal(events.map((e) => e.token.text).join(""), text.slice(0, k + 2));
-    }
-    // Special tokens are the tokenizer's special ones (TGI flags them in details and top_tokens).
-    assert.ok(tokenizer.isSpecial(tokenizer.eosId) && tokenizer.isSpecial(tokenizer.prompterId));
-    assert.ok(!tokenizer.isSpecial((await tokenizer.encodePlain("Hi"))[0]!));
-    const info = await json(await fetch(`${base}/info`));
-    assert.ok(Number.isInteger(info.max_total_tokens) && info.max_input_tokens < info.max_total_tokens);
-    for (const parameters of [{ max_new_tokens: 0 }, { max_new_tokens: 2, top_n_tokens: 6 }]) {
-      assert.equal((await post("/generate", { inputs, parameters })).status, 422, JSON.stringify(parameters));
-    }
-  });
+      const { tokens, top_tokens: top } = r.details as {
+        tokens: Array<{ id: number; logprob: number }>;
+        top_tokens: Array<Array<{ id: number; logprob: number; special: boolean }>>;
+      };
+      assert.equal(top.length, tokens.length);
+      tokens.forEach((t, i) => {
+        // Greedy: each chosen token is the first of its position's top tokens, with the same log-probability.
+        assert.equal(top[i]!.length, 3);
+        assert.equal(top[i]![0]!.id, t.id);
+        assert.ok(Math.abs(top[i]![0]!.logprob - t.logprob) < 1e-4);
+        assert.ok(top[i]![0]!.logprob >= top[i]![1]!.logprob && top[i]![1]!.logprob >= top[i]![2]!.logprob);
+      });
+      // A stop sequence ends the text it completes, and stays in it (OpenAI's API drops it; TGI keeps it).
+      const text = r.generated_text as string;
+      const k = [...Array(Math.max(0, text.length - 2)).keys()].find(
+        (i) => text.indexOf(text.slice(i, i + 2)) === i && i > 0,
+      );
+      if (k !== undefined) {
+        const stop = text.slice(k, k + 2);
+        const stopped = await json(
+          await post("/generate", { inputs, parameters: { max_new_tokens: 6, stop: [stop], details: true } }),
+        );
+        assert.equal(stopped.details.finish_reason, "stop_sequence");
+        assert.equal(stopped.generated_text, text.slice(0, k + 2));
+        const events = (
+          await sseEvents(await post("/generate_stream", { inputs, parameters: { max_new_tokens: 6, stop: [stop] } }))
+        ).map((e) => JSON.parse(e));
+        assert.equal(events.at(-1).generated_text, text.slice(0, k + 2));
+        assert.equal(events.map((e) => e.token.text).join(""), text.slice(0, k + 2));
+      }
+      // Special tokens are the tokenizer's special ones (TGI flags them in details and top_tokens).
+      assert.ok(tokenizer.isSpecial(tokenizer.eosId) && tokenizer.isSpecial(tokenizer.prompterId));
+      assert.ok(!tokenizer.isSpecial((await tokenizer.encodePlain("Hi"))[0]!));
+      const info = await json(await fetch(`${base}/info`));
+      assert.ok(Number.isInteger(info.max_total_tokens) && info.max_input_tokens < info.max_total_tokens);
+      for (const parameters of [{ max_new_tokens: 0 }, { max_new_tokens: 2, top_n_tokens: 6 }]) {
+        assert.equal((await post("/generate", { inputs, parameters })).status, 422, JSON.stringify(parameters));
+      }
+    },
+  );
 
   test("sampling with a seed repeats; different seeds differ", async () => {
     const body = (seed: number) => ({
@@ -351,41 +376,50 @@ describe("TGI API", () => {
 });
 
 describe("best_of", () => {
-  test("chat and completions: N seeded candidates, the best by mean token log-probability, equal to that seed alone", async () => {
-    const messages = [{ role: "user", content: "Tell me something" }];
-    const res = await post("/v1/chat/completions", { messages, temperature: 1, seed: 11, max_tokens: 8, best_of: 3 });
-    assert.equal(res.status, 200);
-    const body = await json(res);
-    const { scores, chosen, scored_by: by, n } = body.best_of;
-    assert.equal(by, "mean_logprob");
-    assert.equal(n, 3);
-    assert.equal(scores.length, 3);
-    assert.equal(chosen, scores.indexOf(Math.max(...scores)));
-    // Candidate i is the request with seed 11 + i: asked alone, it is the same reply, and the mean of
-    // its token log-probabilities (reported by logprobs) is the score best_of ranked it by.
-    for (let i = 0; i < 3; i++) {
-      const alone = await json(
-        await post("/v1/chat/completions", { messages, temperature: 1, seed: 11 + i, max_tokens: 8, logprobs: true }),
+  test(
+    "chat and completions: N seeded candidates, the best by mean token log-probability, equal to that " + "seed alone",
+    async () => {
+      const messages = [{ role: "user", content: "Tell me something" }];
+      const res = await post("/v1/chat/completions", { messages, temperature: 1, seed: 11, max_tokens: 8, best_of: 3 });
+      assert.equal(res.status, 200);
+      const body = await json(res);
+      const { scores, chosen, scored_by: by, n } = body.best_of;
+      assert.equal(by, "mean_logprob");
+      assert.equal(n, 3);
+      assert.equal(scores.length, 3);
+      assert.equal(chosen, scores.indexOf(Math.max(...scores)));
+      // Candidate i is the request with seed 11 + i: asked alone, it is the same reply, and the mean of
+      // its token log-probabilities (reported by logprobs) is the score best_of ranked it by.
+      for (let i = 0; i < 3; i++) {
+        const alone = await json(
+          await post("/v1/chat/completions", { messages, temperature: 1, seed: 11 + i, max_tokens: 8, logprobs: true }),
+        );
+        const lps = alone.choices[0].logprobs.content.map((t: { logprob: number }) => t.logprob);
+        const mean = lps.reduce((a: number, b: number) => a + b, 0) / lps.length;
+        assert.ok(Math.abs(mean - scores[i]) < 1e-4, `candidate ${i}: ${mean} vs ${scores[i]}`);
+        if (i === chosen) assert.equal(body.choices[0].message.content, alone.choices[0].message.content);
+      }
+      const completion = await json(
+        await post("/v1/completions", {
+          prompt: ["Once", "Twice"],
+          temperature: 1,
+          seed: 2,
+          max_tokens: 6,
+          best_of: 2,
+        }),
       );
-      const lps = alone.choices[0].logprobs.content.map((t: { logprob: number }) => t.logprob);
-      const mean = lps.reduce((a: number, b: number) => a + b, 0) / lps.length;
-      assert.ok(Math.abs(mean - scores[i]) < 1e-4, `candidate ${i}: ${mean} vs ${scores[i]}`);
-      if (i === chosen) assert.equal(body.choices[0].message.content, alone.choices[0].message.content);
-    }
-    const completion = await json(
-      await post("/v1/completions", { prompt: ["Once", "Twice"], temperature: 1, seed: 2, max_tokens: 6, best_of: 2 }),
-    );
-    assert.equal(completion.choices.length, 2);
-    for (const [field, extra, status] of [
-      ["best_of", { temperature: 0 }, 400],
-      ["best_of", { stream: true, temperature: 1 }, 400],
-    ] as const) {
-      const bad = await post("/v1/chat/completions", { messages, max_tokens: 4, best_of: 2, ...extra });
-      assert.equal(bad.status, status);
-      assert.equal((await json(bad)).error.param, field);
-    }
-    assert.equal((await post("/v1/completions", { prompt: "x", best_of: 17, temperature: 1 })).status, 400);
-  });
+      assert.equal(completion.choices.length, 2);
+      for (const [field, extra, status] of [
+        ["best_of", { temperature: 0 }, 400],
+        ["best_of", { stream: true, temperature: 1 }, 400],
+      ] as const) {
+        const bad = await post("/v1/chat/completions", { messages, max_tokens: 4, best_of: 2, ...extra });
+        assert.equal(bad.status, status);
+        assert.equal((await json(bad)).error.param, field);
+      }
+      assert.equal((await post("/v1/completions", { prompt: "x", best_of: 17, temperature: 1 })).status, 400);
+    },
+  );
 
   test("TGI: best_of_sequences beside the best; it needs do_sample (422)", async () => {
     const body = await json(
@@ -597,68 +631,75 @@ test(
   },
 );
 
-test("oasft chat: a piped conversation streams replies, /save writes the OA-format JSONL, bad flags name the flag", () => {
-  const saved = join(mkdtempSync(join(tmpdir(), "oasft-chat-")), "chat.jsonl");
-  const r = spawnSync(
-    process.execPath,
-    [CLI, "chat", "--model", dir, "--max-new-tokens", "6", "--system", "Be brief."],
-    { encoding: "utf8", input: `Hello there\n/save ${saved}\n/exit\n` },
-  );
-  assert.equal(r.status, 0, r.stderr);
-  const line = JSON.parse(readFileSync(saved, "utf8"));
-  assert.deepEqual(
-    line.messages.map((m: { role: string }) => m.role),
-    ["system", "user", "assistant"],
-  );
-  assert.ok(
-    line.text.startsWith(`<|system|>Be brief.${tokenizer.eos}<|prompter|>Hello there${tokenizer.eos}<|assistant|>`),
-  );
-  assert.ok(r.stdout.includes(line.messages[2].content), "the streamed reply is the saved one");
-  const bad = spawnSync(process.execPath, [CLI, "chat", "--model", dir, "--temperature", "hot"], {
-    encoding: "utf8",
-    input: "",
-  });
-  assert.equal(bad.status, 2);
-  assert.match(bad.stderr, /--temperature: expected a number ≥ 0, got NaN/);
-});
-
-test("oasft chat: /save to an unwritable path keeps the session; Ctrl-C stops a reply, then ends the chat at the prompt", async () => {
-  const good = join(mkdtempSync(join(tmpdir(), "oasft-chat-")), "ok.jsonl");
-  const r = spawnSync(process.execPath, [CLI, "chat", "--model", dir, "--max-new-tokens", "4"], {
-    encoding: "utf8",
-    input: `Hi\n/save /nonexistent-dir/x.jsonl\n/save ${good}\n/exit\n`,
-  });
-  assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stdout, /\(not saved: cannot write \/nonexistent-dir\/x\.jsonl \(ENOENT\); try another path\)/);
-  assert.ok(existsSync(good), "the session went on and saved afterwards");
-
-  const child = spawn(
-    process.execPath,
-    [CLI, "chat", "--model", dir, "--max-new-tokens", "100000", "--context", "200000"],
-    { stdio: ["pipe", "pipe", "pipe"] },
-  );
-  let out = "";
-  let step = 0;
-  const code = await new Promise<number | null>((resolve) => {
-    child.stdout.on("data", (d: Buffer) => {
-      out += d.toString();
-      // 1: the prompt is up → ask; 2: the reply streams → Ctrl-C; 3: stopped, back at the prompt → Ctrl-C.
-      if (step === 0 && out.endsWith("> ")) {
-        step = 1;
-        child.stdin.write("Tell me a long story\n");
-      } else if (step === 1 && out.endsWith("\n> "))
-        child.stdin.write("And another one\n"); // that reply ended on its own: ask again
-      else if (step === 1 && out.length > out.lastIndexOf("> ") + 2 + 8) {
-        step = 2;
-        child.kill("SIGINT");
-      } else if (step === 2 && /\(stopped\)\n> $/.test(out)) {
-        step = 3;
-        child.kill("SIGINT");
-      }
+test(
+  "oasft chat: a piped conversation streams replies, /save writes the OA-format JSONL, bad flags name " + "the flag",
+  () => {
+    const saved = join(mkdtempSync(join(tmpdir(), "oasft-chat-")), "chat.jsonl");
+    const r = spawnSync(
+      process.execPath,
+      [CLI, "chat", "--model", dir, "--max-new-tokens", "6", "--system", "Be brief."],
+      { encoding: "utf8", input: `Hello there\n/save ${saved}\n/exit\n` },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    const line = JSON.parse(readFileSync(saved, "utf8"));
+    assert.deepEqual(
+      line.messages.map((m: { role: string }) => m.role),
+      ["system", "user", "assistant"],
+    );
+    assert.ok(
+      line.text.startsWith(`<|system|>Be brief.${tokenizer.eos}<|prompter|>Hello there${tokenizer.eos}<|assistant|>`),
+    );
+    assert.ok(r.stdout.includes(line.messages[2].content), "the streamed reply is the saved one");
+    const bad = spawnSync(process.execPath, [CLI, "chat", "--model", dir, "--temperature", "hot"], {
+      encoding: "utf8",
+      input: "",
     });
-    child.on("exit", (c) => resolve(c));
-  });
-  assert.equal(step, 3, out);
-  assert.equal(code, 130);
-  assert.ok(out.endsWith("> \n"), "the chat ends on a new line");
-});
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /--temperature: expected a number ≥ 0, got NaN/);
+  },
+);
+
+test(
+  "oasft chat: /save to an unwritable path keeps the session; Ctrl-C stops a reply, then ends the chat at " +
+    "the prompt",
+  async () => {
+    const good = join(mkdtempSync(join(tmpdir(), "oasft-chat-")), "ok.jsonl");
+    const r = spawnSync(process.execPath, [CLI, "chat", "--model", dir, "--max-new-tokens", "4"], {
+      encoding: "utf8",
+      input: `Hi\n/save /nonexistent-dir/x.jsonl\n/save ${good}\n/exit\n`,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /\(not saved: cannot write \/nonexistent-dir\/x\.jsonl \(ENOENT\); try another path\)/);
+    assert.ok(existsSync(good), "the session went on and saved afterwards");
+
+    const child = spawn(
+      process.execPath,
+      [CLI, "chat", "--model", dir, "--max-new-tokens", "100000", "--context", "200000"],
+      { stdio: ["pipe", "pipe", "pipe"] },
+    );
+    let out = "";
+    let step = 0;
+    const code = await new Promise<number | null>((resolve) => {
+      child.stdout.on("data", (d: Buffer) => {
+        out += d.toString();
+        // 1: the prompt is up → ask; 2: the reply streams → Ctrl-C; 3: stopped, back at the prompt → Ctrl-C.
+        if (step === 0 && out.endsWith("> ")) {
+          step = 1;
+          child.stdin.write("Tell me a long story\n");
+        } else if (step === 1 && out.endsWith("\n> "))
+          child.stdin.write("And another one\n"); // that reply ended on its own: ask again
+        else if (step === 1 && out.length > out.lastIndexOf("> ") + 2 + 8) {
+          step = 2;
+          child.kill("SIGINT");
+        } else if (step === 2 && /\(stopped\)\n> $/.test(out)) {
+          step = 3;
+          child.kill("SIGINT");
+        }
+      });
+      child.on("exit", (c) => resolve(c));
+    });
+    assert.equal(step, 3, out);
+    assert.equal(code, 130);
+    assert.ok(out.endsWith("> \n"), "the chat ends on a new line");
+  },
+);

@@ -79,57 +79,61 @@ test("errors name the key, the block and the file; unknown blocks list the known
   assert.throws(() => readConfigBlocks([dir]), /block 'typo' is defined in both/);
 });
 
-test("every problem is reported at once, numbers are checked against their ranges, the config is typed from the key table", () => {
-  const dir = mkdtempSync(join(tmpdir(), "oasft-cfg-"));
-  writeFileSync(join(dir, "e.yaml"), "bad:\n  max_lenght: 100\n  learning_rate: -1\n");
-  const blocks = readConfigBlocks([dir]);
-  let message = "";
-  assert.throws(
-    () =>
-      composeConfig(
-        ["bad", "missing"],
-        [
-          "--per_device_train_batch_size",
-          "0",
-          "--gradient_accumulation_steps=0",
-          "--adam_beta2",
-          "1",
-          "--max_steps",
-          "-1",
-        ],
-        blocks,
-      ),
-    (e: Error) => {
-      message = e.message;
-      return true;
-    },
-  );
-  const lines = message
-    .split("\n")
-    .slice(1)
-    .map((l) => l.trim());
-  assert.match(message, /^7 problems in the config:/);
-  assert.deepEqual(lines, [
-    `${join(dir, "e.yaml")} › bad: unknown key 'max_lenght'. Did you mean: max_length?`,
-    `${join(dir, "e.yaml")} › bad: key 'learning_rate' must be > 0, got -1`,
-    "config block 'missing' not found; known blocks: bad",
-    "--per_device_train_batch_size: key 'per_device_train_batch_size' must be ≥ 1, got 0",
-    "--gradient_accumulation_steps: key 'gradient_accumulation_steps' must be ≥ 1, got 0",
-    "--adam_beta2: key 'adam_beta2' must be in [0, 1), got 1",
-    "--max_steps: key 'max_steps' must be ≥ 1, got -1",
-  ]);
-  // Every shipped block is valid under the ranges.
-  const builtin = readConfigBlocks([BUILTIN_CONFIG_DIR]);
-  for (const name of builtin.keys()) composeConfig([name], [], builtin);
-  // The type follows the table: max_steps is a nullable integer, dtype one of its choices.
-  const typed = composeConfig([], [], builtin).config;
-  const maxSteps: number | null = typed.max_steps;
-  // @ts-expect-error max_steps is nullable in the table, so it is not a plain number
-  const notNull: number = typed.max_steps;
-  const dtype: "fp16" | "float16" | "bf16" | "bfloat16" | "fp32" | "float32" = typed.dtype;
-  void [maxSteps, notNull, dtype];
-  // Keys oasft accepts but does not act on are announced when set.
-  const { notes } = composeConfig([], ["--poly_eps", "0.5", "--verbose"], builtin);
-  assert.equal(notes.length, 2);
-  assert.match(notes.join("\n"), /poly_eps = 0.5 is ignored by oasft: only CrossEntropyLoss/);
-});
+test(
+  "every problem is reported at once, numbers are checked against their ranges, the config is typed from the " +
+    "key table",
+  () => {
+    const dir = mkdtempSync(join(tmpdir(), "oasft-cfg-"));
+    writeFileSync(join(dir, "e.yaml"), "bad:\n  max_lenght: 100\n  learning_rate: -1\n");
+    const blocks = readConfigBlocks([dir]);
+    let message = "";
+    assert.throws(
+      () =>
+        composeConfig(
+          ["bad", "missing"],
+          [
+            "--per_device_train_batch_size",
+            "0",
+            "--gradient_accumulation_steps=0",
+            "--adam_beta2",
+            "1",
+            "--max_steps",
+            "-1",
+          ],
+          blocks,
+        ),
+      (e: Error) => {
+        message = e.message;
+        return true;
+      },
+    );
+    const lines = message
+      .split("\n")
+      .slice(1)
+      .map((l) => l.trim());
+    assert.match(message, /^7 problems in the config:/);
+    assert.deepEqual(lines, [
+      `${join(dir, "e.yaml")} › bad: unknown key 'max_lenght'. Did you mean: max_length?`,
+      `${join(dir, "e.yaml")} › bad: key 'learning_rate' must be > 0, got -1`,
+      "config block 'missing' not found; known blocks: bad",
+      "--per_device_train_batch_size: key 'per_device_train_batch_size' must be ≥ 1, got 0",
+      "--gradient_accumulation_steps: key 'gradient_accumulation_steps' must be ≥ 1, got 0",
+      "--adam_beta2: key 'adam_beta2' must be in [0, 1), got 1",
+      "--max_steps: key 'max_steps' must be ≥ 1, got -1",
+    ]);
+    // Every shipped block is valid under the ranges.
+    const builtin = readConfigBlocks([BUILTIN_CONFIG_DIR]);
+    for (const name of builtin.keys()) composeConfig([name], [], builtin);
+    // The type follows the table: max_steps is a nullable integer, dtype one of its choices.
+    const typed = composeConfig([], [], builtin).config;
+    const maxSteps: number | null = typed.max_steps;
+    // @ts-expect-error max_steps is nullable in the table, so it is not a plain number
+    const notNull: number = typed.max_steps;
+    const dtype: "fp16" | "float16" | "bf16" | "bfloat16" | "fp32" | "float32" = typed.dtype;
+    void [maxSteps, notNull, dtype];
+    // Keys oasft accepts but does not act on are announced when set.
+    const { notes } = composeConfig([], ["--poly_eps", "0.5", "--verbose"], builtin);
+    assert.equal(notes.length, 2);
+    assert.match(notes.join("\n"), /poly_eps = 0.5 is ignored by oasft: only CrossEntropyLoss/);
+  },
+);

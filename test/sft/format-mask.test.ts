@@ -44,40 +44,49 @@ describe("formatting", () => {
     assert.ok(formatConversation(withSystem, fmt()).join("").startsWith(`<|system|>Be brief.${EOS}<|prompter|>Hi`));
   });
 
-  test("system tag (HEAD): the reply's properties between prompt and reply, context last; May-2023: a leading tag", () => {
-    const c = {
-      messages: [
-        { role: "prompter" as const, text: "Q" },
-        { role: "assistant" as const, text: "one two three four five six", lang: "en", quality: 0.75, context: "ctx" },
-      ],
-      legacyProperties: { context: "ctx" },
-    };
-    const tagged = formatConversation(
-      c,
-      fmt({ useSystemTag: true, systemPropertyDropout: 0, systemAddLength: true }),
-    ).join("");
-    const m = /^<\|prompter\|>Q<\|endoftext\|><\|system\|>([\s\S]*)\n<\|endoftext\|><\|assistant\|>/.exec(tagged);
-    assert.ok(m, tagged);
-    const lines = m![1]!.split("\n");
-    assert.deepEqual([...lines].sort(), ["context: ctx", "lang: en", "length: 2", "quality: 0.8"].sort());
-    assert.equal(lines.at(-1), "context: ctx");
-    assert.equal(
-      formatConversation(c, fmt({ useSystemTag: true, systemPropertyDropout: 1 })).join(""),
-      `<|prompter|>Q${EOS}<|assistant|>${c.messages[1]!.text}${EOS}`,
-    );
-    assert.equal(
-      formatConversation(c, fmt()).join("").includes("<|system|>"),
-      false,
-      "HEAD without use_system_tag drops the context",
-    );
-    const starts = Array.from({ length: 200 }, (_, i) =>
-      formatConversation(c, fmt({ formatVersion: "may2023", rng: new Rng(i) }))
-        .join("")
-        .startsWith(`<|system|>context: ctx\n${EOS}<|prompter|>Q`),
-    );
-    const share = starts.filter(Boolean).length / starts.length;
-    assert.ok(share > 0.35 && share < 0.65, `May-2023 keeps each field with p=0.5: ${share}`);
-  });
+  test(
+    "system tag (HEAD): the reply's properties between prompt and reply, context last; May-2023: a " + "leading tag",
+    () => {
+      const c = {
+        messages: [
+          { role: "prompter" as const, text: "Q" },
+          {
+            role: "assistant" as const,
+            text: "one two three four five six",
+            lang: "en",
+            quality: 0.75,
+            context: "ctx",
+          },
+        ],
+        legacyProperties: { context: "ctx" },
+      };
+      const tagged = formatConversation(
+        c,
+        fmt({ useSystemTag: true, systemPropertyDropout: 0, systemAddLength: true }),
+      ).join("");
+      const m = /^<\|prompter\|>Q<\|endoftext\|><\|system\|>([\s\S]*)\n<\|endoftext\|><\|assistant\|>/.exec(tagged);
+      assert.ok(m, tagged);
+      const lines = m![1]!.split("\n");
+      assert.deepEqual([...lines].sort(), ["context: ctx", "lang: en", "length: 2", "quality: 0.8"].sort());
+      assert.equal(lines.at(-1), "context: ctx");
+      assert.equal(
+        formatConversation(c, fmt({ useSystemTag: true, systemPropertyDropout: 1 })).join(""),
+        `<|prompter|>Q${EOS}<|assistant|>${c.messages[1]!.text}${EOS}`,
+      );
+      assert.equal(
+        formatConversation(c, fmt()).join("").includes("<|system|>"),
+        false,
+        "HEAD without use_system_tag drops the context",
+      );
+      const starts = Array.from({ length: 200 }, (_, i) =>
+        formatConversation(c, fmt({ formatVersion: "may2023", rng: new Rng(i) }))
+          .join("")
+          .startsWith(`<|system|>context: ctx\n${EOS}<|prompter|>Q`),
+      );
+      const share = starts.filter(Boolean).length / starts.length;
+      assert.ok(share > 0.35 && share < 0.65, `May-2023 keeps each field with p=0.5: ${share}`);
+    },
+  );
 });
 
 describe("label masks", () => {
@@ -94,40 +103,47 @@ describe("label masks", () => {
     assert.equal(s.labelMask.at(-1), false, "the last position is never trained");
   });
 
-  test("token by token on real multi-turn oasst threads: exactly the assistant messages (role token and eos included)", async () => {
-    const [d] = await loadDatasetMix(
-      [{ name: "oasst_export", options: { input_file_path: "oasst/en_100_tree.jsonl", val_split: 0 } }],
-      { seed: 1, cacheDir: DATA, formatVersion: "head" },
-    );
-    const multi = d!.train.filter((c) => c.messages.length >= 4).slice(0, 25);
-    assert.equal(multi.length, 25);
-    for (const c of multi) {
-      const parts = formatConversation(c, fmt());
-      const ids = await tok.encode(parts.join(""));
-      // Independent expectation: each message tokenised on its own (role tokens split the text anyway).
-      const expected: boolean[] = [];
-      for (const [i, p] of parts.entries()) for (const _ of await tok.encode(p)) expected.push(i % 2 === 1);
-      assert.equal(ids.length, expected.length);
-      assert.deepEqual(mask(ids), expected);
-      assert.deepEqual(lintSample(ids, mask(ids), tok, "head"), []);
-    }
-  });
+  test(
+    "token by token on real multi-turn oasst threads: exactly the assistant messages (role token and eos " +
+      "included)",
+    async () => {
+      const [d] = await loadDatasetMix(
+        [{ name: "oasst_export", options: { input_file_path: "oasst/en_100_tree.jsonl", val_split: 0 } }],
+        { seed: 1, cacheDir: DATA, formatVersion: "head" },
+      );
+      const multi = d!.train.filter((c) => c.messages.length >= 4).slice(0, 25);
+      assert.equal(multi.length, 25);
+      for (const c of multi) {
+        const parts = formatConversation(c, fmt());
+        const ids = await tok.encode(parts.join(""));
+        // Independent expectation: each message tokenised on its own (role tokens split the text anyway).
+        const expected: boolean[] = [];
+        for (const [i, p] of parts.entries()) for (const _ of await tok.encode(p)) expected.push(i % 2 === 1);
+        assert.equal(ids.length, expected.length);
+        assert.deepEqual(mask(ids), expected);
+        assert.deepEqual(lintSample(ids, mask(ids), tok, "head"), []);
+      }
+    },
+  );
 
-  test("tokens before the first role token: untrained by default, trained with train_on_preamble (OA's −1 % 2 == 1)", async () => {
-    const ids = await tok.encode(`<|system|>Be brief.${EOS}<|prompter|>Q${EOS}<|assistant|>A${EOS}`);
-    const preamble = ids.indexOf(tok.prompterId);
-    assert.ok(preamble > 2);
-    assert.ok(
-      mask(ids)
-        .slice(0, preamble)
-        .every((m) => !m),
-    );
-    assert.ok(
-      mask(ids, { trainOnPreamble: true })
-        .slice(0, preamble)
-        .every((m) => m),
-    );
-  });
+  test(
+    "tokens before the first role token: untrained by default, trained with train_on_preamble (OA's −1 % " + "2 == 1)",
+    async () => {
+      const ids = await tok.encode(`<|system|>Be brief.${EOS}<|prompter|>Q${EOS}<|assistant|>A${EOS}`);
+      const preamble = ids.indexOf(tok.prompterId);
+      assert.ok(preamble > 2);
+      assert.ok(
+        mask(ids)
+          .slice(0, preamble)
+          .every((m) => !m),
+      );
+      assert.ok(
+        mask(ids, { trainOnPreamble: true })
+          .slice(0, preamble)
+          .every((m) => m),
+      );
+    },
+  );
 
   test("May-2023 masking counts <|system|> as message 0: assistant messages are the even indices > 0", async () => {
     const ids = await tok.encode(`<|system|>lang: en\n${EOS}<|prompter|>Q${EOS}<|assistant|>A${EOS}`);
@@ -139,19 +155,22 @@ describe("label masks", () => {
     );
   });
 
-  test("label_masking: false trains everything; lint flags samples with nothing trained or an untrained reply eos", async () => {
-    const ids = await tok.encode(`<|prompter|>Q${EOS}<|assistant|>A${EOS}`);
-    assert.ok(mask(ids, { labelMasking: false }).every(Boolean));
-    const none = ids.map(() => false);
-    assert.deepEqual(
-      lintSample(ids, none, tok, "head")
-        .map((p) => p.rule)
-        .sort(),
-      ["eos_not_trained", "no_trained_token"],
-    );
-    const noAssistant = await tok.encode(`<|prompter|>Q${EOS}`);
-    assert.ok(lintSample(noAssistant, mask(noAssistant), tok, "head").some((p) => p.rule === "no_assistant_token"));
-  });
+  test(
+    "label_masking: false trains everything; lint flags samples with nothing trained or an untrained " + "reply eos",
+    async () => {
+      const ids = await tok.encode(`<|prompter|>Q${EOS}<|assistant|>A${EOS}`);
+      assert.ok(mask(ids, { labelMasking: false }).every(Boolean));
+      const none = ids.map(() => false);
+      assert.deepEqual(
+        lintSample(ids, none, tok, "head")
+          .map((p) => p.rule)
+          .sort(),
+        ["eos_not_trained", "no_trained_token"],
+      );
+      const noAssistant = await tok.encode(`<|prompter|>Q${EOS}`);
+      assert.ok(lintSample(noAssistant, mask(noAssistant), tok, "head").some((p) => p.rule === "no_assistant_token"));
+    },
+  );
 });
 
 describe("truncation, prefix, padding", () => {

@@ -43,7 +43,8 @@ export const STYLES: Record<TemplateStyle, Style> = {
     template:
       "{{- bos_token }}" +
       "{%- for message in messages %}" +
-      "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}" +
+      "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + " +
+      "'<|eot_id|>' }}" +
       "{%- endfor %}" +
       "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}",
   },
@@ -58,7 +59,8 @@ export const STYLES: Record<TemplateStyle, Style> = {
       "{{ bos_token }}" +
       "{% for message in messages %}" +
       "{% if message['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}" +
-      "{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}" +
+      "{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] " +
+      "%}{% endif %}" +
       "{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}" +
       "{% endfor %}" +
       "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}",

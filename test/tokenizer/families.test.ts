@@ -44,52 +44,59 @@ const CHATS: Array<{ messages: ChatMessage[]; gen: boolean }> = [
   },
 ];
 
-test("each family gets OA's pad/eos and chat tokens; LLaMA's <s> is added to documents, not to continuations", async () => {
-  const expect = {
-    bloom: ["<pad>", "</s>"],
-    pythia: ["<|padding|>", "<|endoftext|>"],
-    llama: ["</s>", "</s>"],
-  } as const;
-  for (const f of FAMILIES) {
-    const tok = f.load();
-    assert.deepEqual([tok.special.pad, tok.eos], expect[f.family], f.family);
-    const ids = await tok.encode("<|prompter|>Hi</s><|assistant|>");
-    assert.ok(ids.includes(tok.prompterId) && ids.includes(tok.assistantId), f.family);
-  }
-  const llama = FAMILIES[2].load();
-  assert.equal(llama.bos, "<s>");
-  assert.equal(FAMILIES[0].load().bos, undefined);
-  const withBos = await llama.encode("What is the capital of Italy?");
-  assert.equal(llama.idToToken(withBos[0]!), "<s>");
-  const cont = await llama.encodePlain(" Rome");
-  assert.ok(!cont.includes(withBos[0]!), "no <s> in a continuation");
-  assert.deepEqual(await llama.encodePlain("What is the capital of Italy?"), withBos.slice(1));
-});
-
-test("streaming decode emits whole characters only and ends with the library's own decoding (byte-level and byte fallback)", async () => {
-  const text = "What is 你好 😀 in Italy? é";
-  for (const f of FAMILIES) {
-    const tok = f.load();
-    const ids = await tok.encodePlain(text);
-    const stream = new TextStream(tok, []);
-    let out = "";
-    for (const id of ids) {
-      const { delta } = await stream.push(id);
-      assert.ok(!delta.includes("\uFFFD"), `${f.family}: a partial character was emitted`);
-      out += delta;
+test(
+  "each family gets OA's pad/eos and chat tokens; LLaMA's <s> is added to documents, not to " + "continuations",
+  async () => {
+    const expect = {
+      bloom: ["<pad>", "</s>"],
+      pythia: ["<|padding|>", "<|endoftext|>"],
+      llama: ["</s>", "</s>"],
+    } as const;
+    for (const f of FAMILIES) {
+      const tok = f.load();
+      assert.deepEqual([tok.special.pad, tok.eos], expect[f.family], f.family);
+      const ids = await tok.encode("<|prompter|>Hi</s><|assistant|>");
+      assert.ok(ids.includes(tok.prompterId) && ids.includes(tok.assistantId), f.family);
     }
-    out += stream.flush();
-    assert.equal(out, await tok.decode(ids, true), f.family);
-    assert.equal(out.trim(), text, f.family);
-  }
-  // The LLaMA-style tokenizer really spells CJK and emoji in <0xNN> tokens.
-  const llama = FAMILIES[2].load();
-  const tokens = (await llama.encodePlain("你")).map((i) => llama.idToToken(i));
-  assert.deepEqual(
-    tokens.filter((t) => t.startsWith("<0x")),
-    ["<0xE4>", "<0xBD>", "<0xA0>"],
-  );
-});
+    const llama = FAMILIES[2].load();
+    assert.equal(llama.bos, "<s>");
+    assert.equal(FAMILIES[0].load().bos, undefined);
+    const withBos = await llama.encode("What is the capital of Italy?");
+    assert.equal(llama.idToToken(withBos[0]!), "<s>");
+    const cont = await llama.encodePlain(" Rome");
+    assert.ok(!cont.includes(withBos[0]!), "no <s> in a continuation");
+    assert.deepEqual(await llama.encodePlain("What is the capital of Italy?"), withBos.slice(1));
+  },
+);
+
+test(
+  "streaming decode emits whole characters only and ends with the library's own decoding (byte-level and byte " +
+    "fallback)",
+  async () => {
+    const text = "What is 你好 😀 in Italy? é";
+    for (const f of FAMILIES) {
+      const tok = f.load();
+      const ids = await tok.encodePlain(text);
+      const stream = new TextStream(tok, []);
+      let out = "";
+      for (const id of ids) {
+        const { delta } = await stream.push(id);
+        assert.ok(!delta.includes("\uFFFD"), `${f.family}: a partial character was emitted`);
+        out += delta;
+      }
+      out += stream.flush();
+      assert.equal(out, await tok.decode(ids, true), f.family);
+      assert.equal(out.trim(), text, f.family);
+    }
+    // The LLaMA-style tokenizer really spells CJK and emoji in <0xNN> tokens.
+    const llama = FAMILIES[2].load();
+    const tokens = (await llama.encodePlain("你")).map((i) => llama.idToToken(i));
+    assert.deepEqual(
+      tokens.filter((t) => t.startsWith("<0x")),
+      ["<0xE4>", "<0xBD>", "<0xA0>"],
+    );
+  },
+);
 
 test("every saved tokenizer carries a chat_template that renders byte for byte as oasft's prompts", async () => {
   for (const f of FAMILIES) {

@@ -29,40 +29,45 @@ function packedInput(vocab: number): CausalLMInput {
 }
 
 for (const name of GOLDEN_MODELS) {
-  test(`gradient checkpointing: same loss and every gradient within 1e-6 (${name}, dropout 0 and 0.1, padded and packed)`, () => {
-    const g = loadGolden(name, "tensors.safetensors");
-    const padded = {
-      inputIds: g.get("inputs.right.input_ids")!,
-      attentionMask: g.get("inputs.right.attention_mask")!,
-      labels: g.get("inputs.right.labels")!,
-    };
-    const run = (input: CausalLMInput, checkpoint: boolean, dropout: number) => {
-      const model = loadCausalLM(join(GOLDEN, name)).train() as BloomForCausalLM;
-      Object.assign(model.bloomConfig, { hidden_dropout: dropout, attention_dropout: dropout });
-      torch.manualSeed(11);
-      const { loss } = model.trainStep(input, { gradientCheckpointing: checkpoint, gradScale: 3 });
-      // The next random draw: checkpointing must leave the generator where the plain step does.
-      const after = torch.scope(() => torch.rand([4]).toNumbers());
-      const grads = new Map(model.namedParameters().map(([n, p]) => [n, p.grad!.keep()]));
-      return { loss, grads, model, after };
-    };
-    for (const [kind, input] of [
-      ["padded", padded],
-      ["packed", packedInput(250)],
-    ] as const) {
-      for (const dropout of [0, 0.1]) {
-        const plain = run(input, false, dropout);
-        const ckpt = run(input, true, dropout);
-        const what = `${kind}, dropout ${dropout}`;
-        assert.ok(Math.abs(plain.loss - ckpt.loss) <= 1e-6, `loss ${plain.loss} vs ${ckpt.loss} (${what})`);
-        assert.equal(ckpt.grads.size, plain.grads.size);
-        for (const [n, gp] of plain.grads) assert.ok(maxAbsDiff(gp, ckpt.grads.get(n)!) <= 1e-6, `grad ${n} (${what})`);
-        assert.deepEqual(ckpt.after, plain.after, `RNG after the step (${what})`);
-        for (const r of [plain, ckpt]) {
-          r.model.dispose();
-          for (const t of r.grads.values()) t.dispose();
+  test(
+    `gradient checkpointing: same loss and every gradient within 1e-6 (${name}, dropout 0 and 0.1, padded and ` +
+      `packed)`,
+    () => {
+      const g = loadGolden(name, "tensors.safetensors");
+      const padded = {
+        inputIds: g.get("inputs.right.input_ids")!,
+        attentionMask: g.get("inputs.right.attention_mask")!,
+        labels: g.get("inputs.right.labels")!,
+      };
+      const run = (input: CausalLMInput, checkpoint: boolean, dropout: number) => {
+        const model = loadCausalLM(join(GOLDEN, name)).train() as BloomForCausalLM;
+        Object.assign(model.bloomConfig, { hidden_dropout: dropout, attention_dropout: dropout });
+        torch.manualSeed(11);
+        const { loss } = model.trainStep(input, { gradientCheckpointing: checkpoint, gradScale: 3 });
+        // The next random draw: checkpointing must leave the generator where the plain step does.
+        const after = torch.scope(() => torch.rand([4]).toNumbers());
+        const grads = new Map(model.namedParameters().map(([n, p]) => [n, p.grad!.keep()]));
+        return { loss, grads, model, after };
+      };
+      for (const [kind, input] of [
+        ["padded", padded],
+        ["packed", packedInput(250)],
+      ] as const) {
+        for (const dropout of [0, 0.1]) {
+          const plain = run(input, false, dropout);
+          const ckpt = run(input, true, dropout);
+          const what = `${kind}, dropout ${dropout}`;
+          assert.ok(Math.abs(plain.loss - ckpt.loss) <= 1e-6, `loss ${plain.loss} vs ${ckpt.loss} (${what})`);
+          assert.equal(ckpt.grads.size, plain.grads.size);
+          for (const [n, gp] of plain.grads)
+            assert.ok(maxAbsDiff(gp, ckpt.grads.get(n)!) <= 1e-6, `grad ${n} (${what})`);
+          assert.deepEqual(ckpt.after, plain.after, `RNG after the step (${what})`);
+          for (const r of [plain, ckpt]) {
+            r.model.dispose();
+            for (const t of r.grads.values()) t.dispose();
+          }
         }
       }
-    }
-  });
+    },
+  );
 }

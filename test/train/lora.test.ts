@@ -47,29 +47,32 @@ const logits = (m: CausalLM, x: ReturnType<typeof input>) =>
   torch.noGrad(() => m.eval().forward({ inputIds: x.inputIds, attentionMask: x.attentionMask }).logits.keep());
 
 describe("the adapter itself", () => {
-  test("with lora_B = 0 the adapted model's logits equal the base model's exactly; lora_A is PEFT's kaiming init", () => {
-    const x = input();
-    const base = loadCausalLM(GOLDEN_DIR);
-    const adapted = loadCausalLM(GOLDEN_DIR);
-    const layers = applyLora(adapted, cfg());
-    assert.deepEqual(layers, [
-      "transformer.h.0.self_attention.query_key_value",
-      "transformer.h.1.self_attention.query_key_value",
-      "transformer.h.2.self_attention.query_key_value",
-    ]);
-    assert.equal(maxAbsDiff(logits(base, x), logits(adapted, x)), 0);
-    const A = adapted
-      .namedParameters()
-      .find(([n]) => n.endsWith("h.0.self_attention.query_key_value.lora_A.weight"))![1];
-    assert.deepEqual(A.shape, [4, 96]);
-    const bound = 1 / Math.sqrt(96);
-    torch.scope(() => {
-      assert.ok(A.abs().max().item() <= bound, "U(−1/√in, 1/√in)");
-      assert.ok(A.abs().max().item() > 0.8 * bound, "spread over the whole interval");
-    });
-    base.dispose();
-    adapted.dispose();
-  });
+  test(
+    "with lora_B = 0 the adapted model's logits equal the base model's exactly; lora_A is PEFT's " + "kaiming init",
+    () => {
+      const x = input();
+      const base = loadCausalLM(GOLDEN_DIR);
+      const adapted = loadCausalLM(GOLDEN_DIR);
+      const layers = applyLora(adapted, cfg());
+      assert.deepEqual(layers, [
+        "transformer.h.0.self_attention.query_key_value",
+        "transformer.h.1.self_attention.query_key_value",
+        "transformer.h.2.self_attention.query_key_value",
+      ]);
+      assert.equal(maxAbsDiff(logits(base, x), logits(adapted, x)), 0);
+      const A = adapted
+        .namedParameters()
+        .find(([n]) => n.endsWith("h.0.self_attention.query_key_value.lora_A.weight"))![1];
+      assert.deepEqual(A.shape, [4, 96]);
+      const bound = 1 / Math.sqrt(96);
+      torch.scope(() => {
+        assert.ok(A.abs().max().item() <= bound, "U(−1/√in, 1/√in)");
+        assert.ok(A.abs().max().item() > 0.8 * bound, "spread over the whole interval");
+      });
+      base.dispose();
+      adapted.dispose();
+    },
+  );
 
   test("only adapter tensors get gradients; the base is frozen", () => {
     const model = loadCausalLM(GOLDEN_DIR).train();
@@ -84,57 +87,60 @@ describe("the adapter itself", () => {
     model.dispose();
   });
 
-  test("after training, the unmerged model's logits equal the merged model's within 1e-5; PEFT's files and key names", () => {
-    const x = input();
-    const model = loadCausalLM(GOLDEN_DIR).train();
-    applyLora(model, cfg());
-    const opt = new AdamW(
-      model.parameters().filter((p) => p.requiresGrad),
-      { lr: 1e-2 },
-    );
-    for (let i = 0; i < 3; i++) {
-      model.trainStep(x);
-      opt.step();
-      opt.zeroGrad();
-    }
-    opt.dispose();
-    const dir = tmp();
-    saveAdapter(model, cfg(), dir, GOLDEN_DIR);
-    const config = JSON.parse(readFileSync(join(dir, "adapter_config.json"), "utf8"));
-    assert.equal(config.peft_type, "LORA");
-    assert.equal(config.task_type, "CAUSAL_LM");
-    assert.deepEqual(
-      [config.r, config.lora_alpha, config.lora_dropout, config.bias, config.fan_in_fan_out, config.inference_mode],
-      [4, 8, 0, "none", false, true],
-    );
-    assert.deepEqual(config.target_modules, ["query_key_value"]);
-    assert.equal(config.base_model_name_or_path, GOLDEN_DIR);
-    const header = torch.readSafetensorsHeader(join(dir, "adapter_model.safetensors"));
-    assert.deepEqual(
-      [...header.entries.keys()].sort(),
-      [0, 1, 2]
-        .flatMap((i) =>
-          ["A", "B"].map(
-            (ab) => `base_model.model.transformer.h.${i}.self_attention.query_key_value.lora_${ab}.weight`,
-          ),
-        )
-        .sort(),
-    );
-    assert.deepEqual(
-      header.entries.get("base_model.model.transformer.h.0.self_attention.query_key_value.lora_B.weight")!.shape,
-      [288, 4],
-    );
+  test(
+    "after training, the unmerged model's logits equal the merged model's within 1e-5; PEFT's files and " + "key names",
+    () => {
+      const x = input();
+      const model = loadCausalLM(GOLDEN_DIR).train();
+      applyLora(model, cfg());
+      const opt = new AdamW(
+        model.parameters().filter((p) => p.requiresGrad),
+        { lr: 1e-2 },
+      );
+      for (let i = 0; i < 3; i++) {
+        model.trainStep(x);
+        opt.step();
+        opt.zeroGrad();
+      }
+      opt.dispose();
+      const dir = tmp();
+      saveAdapter(model, cfg(), dir, GOLDEN_DIR);
+      const config = JSON.parse(readFileSync(join(dir, "adapter_config.json"), "utf8"));
+      assert.equal(config.peft_type, "LORA");
+      assert.equal(config.task_type, "CAUSAL_LM");
+      assert.deepEqual(
+        [config.r, config.lora_alpha, config.lora_dropout, config.bias, config.fan_in_fan_out, config.inference_mode],
+        [4, 8, 0, "none", false, true],
+      );
+      assert.deepEqual(config.target_modules, ["query_key_value"]);
+      assert.equal(config.base_model_name_or_path, GOLDEN_DIR);
+      const header = torch.readSafetensorsHeader(join(dir, "adapter_model.safetensors"));
+      assert.deepEqual(
+        [...header.entries.keys()].sort(),
+        [0, 1, 2]
+          .flatMap((i) =>
+            ["A", "B"].map(
+              (ab) => `base_model.model.transformer.h.${i}.self_attention.query_key_value.lora_${ab}.weight`,
+            ),
+          )
+          .sort(),
+      );
+      assert.deepEqual(
+        header.entries.get("base_model.model.transformer.h.0.self_attention.query_key_value.lora_B.weight")!.shape,
+        [288, 4],
+      );
 
-    const unmerged = logits(model, x);
-    const reloaded = loadWithAdapter(GOLDEN_DIR, dir); // adapters kept apart
-    const merged = loadWithAdapter(GOLDEN_DIR, dir, { merge: true });
-    assert.ok(maxAbsDiff(logits(reloaded, x), unmerged) === 0, "reloaded adapters are bit-identical");
-    assert.ok(maxAbsDiff(logits(merged, x), unmerged) < 1e-5);
-    assert.ok(!merged.namedParameters().some(([n]) => n.includes("lora_")), "a merged model is a plain one");
-    const base = loadCausalLM(GOLDEN_DIR);
-    assert.ok(maxAbsDiff(logits(base, x), unmerged) > 1e-4, "training changed the function");
-    for (const m of [model, reloaded, merged, base]) m.dispose();
-  });
+      const unmerged = logits(model, x);
+      const reloaded = loadWithAdapter(GOLDEN_DIR, dir); // adapters kept apart
+      const merged = loadWithAdapter(GOLDEN_DIR, dir, { merge: true });
+      assert.ok(maxAbsDiff(logits(reloaded, x), unmerged) === 0, "reloaded adapters are bit-identical");
+      assert.ok(maxAbsDiff(logits(merged, x), unmerged) < 1e-5);
+      assert.ok(!merged.namedParameters().some(([n]) => n.includes("lora_")), "a merged model is a plain one");
+      const base = loadCausalLM(GOLDEN_DIR);
+      assert.ok(maxAbsDiff(logits(base, x), unmerged) > 1e-4, "training changed the function");
+      for (const m of [model, reloaded, merged, base]) m.dispose();
+    },
+  );
 
   test('adapters written the way older PEFT wrote them (".default." in the key) load too', () => {
     const dir = tmp();
@@ -175,7 +181,7 @@ describe("the adapter itself", () => {
     const model = loadCausalLM(GOLDEN_DIR);
     assert.throws(
       () => applyLora(model, cfg({ target_modules: ["q_proj"] })),
-      /peft_config › target_modules: 'q_proj' matches no linear layer of this bloom model \(its layers: query_key_value, dense/,
+      /peft_config › target_modules: 'q_proj' matches no linear layer of this bloom model \(its layers: query_key_va/,
     );
     assert.throws(() => applyLora(model, cfg({ r: 0 })), /peft_config › r: expected an integer ≥ 1, got 0/);
     model.dispose();
@@ -187,7 +193,7 @@ describe("the adapter itself", () => {
     other.dispose();
     assert.throws(
       () => loadWithAdapter(GOLDEN_DIR, dir),
-      /adapter_model\.safetensors › base_model\.model\.transformer\.h\.0\.self_attention\.query_key_value\.lora_A\.weight: shape \[4,64\] does not fit this base model's \[4,96\]/,
+      /adapter_model\.safetensors › base_model\.model\.transformer\.h\.0\.[\w.]+\.lora_A\.weight: shape \[4,64\] does/,
     );
   });
 });
@@ -243,60 +249,64 @@ describe("LoRA in the trainer", () => {
       .filter((r) => r.type === "train")
       .map((r) => r.loss as number);
 
-  test("checkpoints hold the adapter and its optimizer state only; a resumed run has the uninterrupted losses; the result is a PEFT folder", async () => {
-    const whole = tmp();
-    await run(whole, ["--max_steps", "4", "--save_steps", "2"]);
-    assert.ok(existsSync(join(whole, "adapter_model.safetensors")) && existsSync(join(whole, "adapter_config.json")));
-    assert.ok(!existsSync(join(whole, "model.safetensors")), "no full model is written");
-    const ckpt = join(whole, "checkpoint-2");
-    assert.ok(
-      readdirSync(ckpt).includes("adapter_model.safetensors") && !readdirSync(ckpt).includes("model.safetensors"),
-    );
-    // Optimizer state: the moments of the trained tensors only (adapters, and the grown token rows).
-    const { tensors } = torch.loadSafetensors(join(ckpt, "optimizer.safetensors"));
-    const trained = new Set(torch.readSafetensorsHeader(join(ckpt, "adapter_model.safetensors")).entries.keys());
-    for (const k of tensors.keys())
+  test(
+    "checkpoints hold the adapter and its optimizer state only; a resumed run has the uninterrupted losses; " +
+      "the result is a PEFT folder",
+    async () => {
+      const whole = tmp();
+      await run(whole, ["--max_steps", "4", "--save_steps", "2"]);
+      assert.ok(existsSync(join(whole, "adapter_model.safetensors")) && existsSync(join(whole, "adapter_config.json")));
+      assert.ok(!existsSync(join(whole, "model.safetensors")), "no full model is written");
+      const ckpt = join(whole, "checkpoint-2");
       assert.ok(
-        trained.has(`base_model.model.${k.replace(/^exp_avg(_sq)?\./, "")}`),
-        `${k} belongs to a trained tensor`,
+        readdirSync(ckpt).includes("adapter_model.safetensors") && !readdirSync(ckpt).includes("model.safetensors"),
       );
-    const baseBytes = loadCausalLM(base);
-    const stateBytes = [...tensors.values()].reduce((n, t) => n + t.numel * 4, 0);
-    assert.ok(stateBytes < baseBytes.numParameters() * 8, "less state than AdamW on the whole model");
-    baseBytes.dispose();
+      // Optimizer state: the moments of the trained tensors only (adapters, and the grown token rows).
+      const { tensors } = torch.loadSafetensors(join(ckpt, "optimizer.safetensors"));
+      const trained = new Set(torch.readSafetensorsHeader(join(ckpt, "adapter_model.safetensors")).entries.keys());
+      for (const k of tensors.keys())
+        assert.ok(
+          trained.has(`base_model.model.${k.replace(/^exp_avg(_sq)?\./, "")}`),
+          `${k} belongs to a trained tensor`,
+        );
+      const baseBytes = loadCausalLM(base);
+      const stateBytes = [...tensors.values()].reduce((n, t) => n + t.numel * 4, 0);
+      assert.ok(stateBytes < baseBytes.numParameters() * 8, "less state than AdamW on the whole model");
+      baseBytes.dispose();
 
-    const resumed = tmp();
-    await run(resumed, ["--max_steps", "2", "--save_steps", "2"]);
-    await run(resumed, ["--max_steps", "4", "--save_steps", "2", "--resume_from_checkpoint", "latest"]);
-    assert.deepEqual(losses(resumed), losses(whole));
+      const resumed = tmp();
+      await run(resumed, ["--max_steps", "2", "--save_steps", "2"]);
+      await run(resumed, ["--max_steps", "4", "--save_steps", "2", "--resume_from_checkpoint", "latest"]);
+      assert.deepEqual(losses(resumed), losses(whole));
 
-    // oasft merge, then the merged folder serves what base + adapter gives.
-    const merged = join(tmp(), "merged");
-    const r = spawnSync(process.execPath, [CLI, "merge", "--model", base, "--adapter", whole, "--out", merged], {
-      encoding: "utf8",
-    });
-    assert.equal(r.status, 0, r.stderr);
-    for (const f of ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"])
-      assert.ok(existsSync(join(merged, f)), f);
-    const a = loadCausalLM(merged);
-    const b = loadWithAdapter(base, whole);
-    const x = torch.tensor([[5, 17, 42, 99, 7]], { dtype: "int64" });
-    assert.ok(
-      maxAbsDiff(
-        torch.noGrad(() => a.eval().forward({ inputIds: x }).logits),
-        torch.noGrad(() => b.eval().forward({ inputIds: x }).logits),
-      ) < 1e-5,
-    );
-    a.dispose();
-    b.dispose();
-    const chat = spawnSync(
-      process.execPath,
-      [CLI, "chat", "--model", base, "--adapter", whole, "--max-new-tokens", "3"],
-      { encoding: "utf8", input: "Hi\n/exit\n" },
-    );
-    assert.equal(chat.status, 0, chat.stderr);
-    void REPO;
-  });
+      // oasft merge, then the merged folder serves what base + adapter gives.
+      const merged = join(tmp(), "merged");
+      const r = spawnSync(process.execPath, [CLI, "merge", "--model", base, "--adapter", whole, "--out", merged], {
+        encoding: "utf8",
+      });
+      assert.equal(r.status, 0, r.stderr);
+      for (const f of ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"])
+        assert.ok(existsSync(join(merged, f)), f);
+      const a = loadCausalLM(merged);
+      const b = loadWithAdapter(base, whole);
+      const x = torch.tensor([[5, 17, 42, 99, 7]], { dtype: "int64" });
+      assert.ok(
+        maxAbsDiff(
+          torch.noGrad(() => a.eval().forward({ inputIds: x }).logits),
+          torch.noGrad(() => b.eval().forward({ inputIds: x }).logits),
+        ) < 1e-5,
+      );
+      a.dispose();
+      b.dispose();
+      const chat = spawnSync(
+        process.execPath,
+        [CLI, "chat", "--model", base, "--adapter", whole, "--max-new-tokens", "3"],
+        { encoding: "utf8", input: "Hi\n/exit\n" },
+      );
+      assert.equal(chat.status, 0, chat.stderr);
+      void REPO;
+    },
+  );
 
   test("a peft_config key that does not exist is named", async () => {
     // Named when the settings are composed, before any model or data is read.

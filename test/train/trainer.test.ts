@@ -54,47 +54,57 @@ const trainLosses = (out: string) =>
     .map((r) => r.loss as number);
 
 describe("schedules and loss scaling", () => {
-  test("linear and cosine warm up from 0; DeepSpeed's WarmupDecayLR warms up by log or linearly, then decays to 0", () => {
-    const o = { peakLr: 1, warmupSteps: 10, totalSteps: 110 };
-    assert.equal(lrAt(0, { ...o, kind: "linear" }), 0);
-    assert.equal(lrAt(5, { ...o, kind: "linear" }), 0.5);
-    assert.equal(lrAt(60, { ...o, kind: "linear" }), 0.5);
-    assert.ok(Math.abs(lrAt(60, { ...o, kind: "cosine" }) - 0.5) < 1e-12);
-    assert.equal(lrAt(110, { ...o, kind: "cosine" }), 0);
-    assert.ok(
-      Math.abs(lrAt(4, { ...o, kind: "warmup_decay_lr", warmupType: "log" }) - Math.log(5) / Math.log(10)) < 1e-12,
-    );
-    assert.equal(lrAt(4, { ...o, kind: "warmup_decay_lr", warmupType: "linear" }), 0.4);
-    assert.equal(lrAt(60, { ...o, kind: "warmup_decay_lr", warmupType: "linear", minLr: 0.1 }), 0.1 + 0.9 * 0.5);
-  });
+  test(
+    "linear and cosine warm up from 0; DeepSpeed's WarmupDecayLR warms up by log or linearly, then " + "decays to 0",
+    () => {
+      const o = { peakLr: 1, warmupSteps: 10, totalSteps: 110 };
+      assert.equal(lrAt(0, { ...o, kind: "linear" }), 0);
+      assert.equal(lrAt(5, { ...o, kind: "linear" }), 0.5);
+      assert.equal(lrAt(60, { ...o, kind: "linear" }), 0.5);
+      assert.ok(Math.abs(lrAt(60, { ...o, kind: "cosine" }) - 0.5) < 1e-12);
+      assert.equal(lrAt(110, { ...o, kind: "cosine" }), 0);
+      assert.ok(
+        Math.abs(lrAt(4, { ...o, kind: "warmup_decay_lr", warmupType: "log" }) - Math.log(5) / Math.log(10)) < 1e-12,
+      );
+      assert.equal(lrAt(4, { ...o, kind: "warmup_decay_lr", warmupType: "linear" }), 0.4);
+      assert.equal(lrAt(60, { ...o, kind: "warmup_decay_lr", warmupType: "linear", minLr: 0.1 }), 0.1 + 0.9 * 0.5);
+    },
+  );
 
-  test("dynamic loss scaling: overflows skip steps and halve the scale after the hysteresis; clean windows double it", () => {
-    const s = new DynamicLossScaler({ initialScalePower: 4, window: 3, hysteresis: 2 });
-    assert.equal(s.update(true), true);
-    assert.equal(s.scale, 16, "first overflow uses up the hysteresis");
-    assert.equal(s.update(true), true);
-    assert.equal(s.scale, 8);
-    for (let i = 0; i < 3; i++) assert.equal(s.update(false), false);
-    assert.equal(s.scale, 16);
-    assert.equal(s.skippedSteps, 2);
-  });
+  test(
+    "dynamic loss scaling: overflows skip steps and halve the scale after the hysteresis; clean windows " + "double it",
+    () => {
+      const s = new DynamicLossScaler({ initialScalePower: 4, window: 3, hysteresis: 2 });
+      assert.equal(s.update(true), true);
+      assert.equal(s.scale, 16, "first overflow uses up the hysteresis");
+      assert.equal(s.update(true), true);
+      assert.equal(s.scale, 8);
+      for (let i = 0; i < 3; i++) assert.equal(s.update(false), false);
+      assert.equal(s.scale, 16);
+      assert.equal(s.skippedSteps, 2);
+    },
+  );
 
-  test("the card's config with --deepspeed: zero3_config_sft.json's linear WarmupDecayLR, clipping 2.0, notes for ZeRO-3 and fp16 on CPU", () => {
-    const { config: cfg } = composeConfig(
-      ["defaults", "bloom-zh-3b", "datasets"],
-      ["--num_train_epochs", "2", "--deepspeed"],
-    );
-    const s = resolveTrainSettings(cfg, "cpu");
-    assert.deepEqual(s.schedule, { kind: "warmup_decay_lr", warmupSteps: 2000, warmupType: "linear", minLr: 0 });
-    assert.equal(s.lr, 8e-6);
-    assert.deepEqual([s.maxGradNorm, s.gradAccumulation, s.microBatchSize, s.eps], [2, 32, 1, 1e-12]);
-    assert.equal(s.precision, "bf16");
-    assert.ok(s.notes.some((n) => /ZeRO stage 3/.test(n)));
-    assert.ok(s.notes.some((n) => /fp16.*CPU.*bf16/.test(n)));
-    const gpu = resolveTrainSettings(cfg, "cuda");
-    assert.equal(gpu.precision, "fp16");
-    assert.equal(gpu.lossScaling?.initialScalePower, 16);
-  });
+  test(
+    "the card's config with --deepspeed: zero3_config_sft.json's linear WarmupDecayLR, clipping 2.0, notes for " +
+      "ZeRO-3 and fp16 on CPU",
+    () => {
+      const { config: cfg } = composeConfig(
+        ["defaults", "bloom-zh-3b", "datasets"],
+        ["--num_train_epochs", "2", "--deepspeed"],
+      );
+      const s = resolveTrainSettings(cfg, "cpu");
+      assert.deepEqual(s.schedule, { kind: "warmup_decay_lr", warmupSteps: 2000, warmupType: "linear", minLr: 0 });
+      assert.equal(s.lr, 8e-6);
+      assert.deepEqual([s.maxGradNorm, s.gradAccumulation, s.microBatchSize, s.eps], [2, 32, 1, 1e-12]);
+      assert.equal(s.precision, "bf16");
+      assert.ok(s.notes.some((n) => /ZeRO stage 3/.test(n)));
+      assert.ok(s.notes.some((n) => /fp16.*CPU.*bf16/.test(n)));
+      const gpu = resolveTrainSettings(cfg, "cuda");
+      assert.equal(gpu.precision, "fp16");
+      assert.equal(gpu.lossScaling?.initialScalePower, 16);
+    },
+  );
 
   test("weight decay skips biases and LayerNorm weights, as the HF Trainer", () => {
     const model = createCausalLM({ model_type: "bloom", vocab_size: 64, hidden_size: 16, n_layer: 2, n_head: 2 });
@@ -136,90 +146,98 @@ describe("the training loop", () => {
     );
   });
 
-  test("gradient accumulation normalised by trained tokens: 2 × 2 samples give the loss and grad norm of one batch of 4", async () => {
-    const log = (out: string) =>
-      readFileSync(join(out, "log.jsonl"), "utf8")
-        .split("\n")
-        .filter(Boolean)
-        .map((l) => JSON.parse(l))
-        .find((r) => r.type === "train");
-    const big = tmp();
-    const small = tmp();
-    await train(
-      config(big, [
-        "--max_steps",
-        "1",
-        "--gradient_accumulation_steps",
-        "1",
-        "--per_device_train_batch_size",
-        "4",
-        "--save_strategy",
-        "no",
-      ]),
-      { progress: false, print: () => {} },
-    );
-    await train(
-      config(small, [
-        "--max_steps",
-        "1",
-        "--gradient_accumulation_steps",
-        "2",
-        "--per_device_train_batch_size",
-        "2",
-        "--save_strategy",
-        "no",
-      ]),
-      { progress: false, print: () => {} },
-    );
-    const [x, y] = [log(big), log(small)];
-    assert.ok(Math.abs(x.loss - y.loss) < 1e-5, `${x.loss} vs ${y.loss}`);
-    assert.ok(Math.abs(x.grad_norm - y.grad_norm) / x.grad_norm < 1e-4, `${x.grad_norm} vs ${y.grad_norm}`);
-  });
+  test(
+    "gradient accumulation normalised by trained tokens: 2 × 2 samples give the loss and grad norm of one " +
+      "batch of 4",
+    async () => {
+      const log = (out: string) =>
+        readFileSync(join(out, "log.jsonl"), "utf8")
+          .split("\n")
+          .filter(Boolean)
+          .map((l) => JSON.parse(l))
+          .find((r) => r.type === "train");
+      const big = tmp();
+      const small = tmp();
+      await train(
+        config(big, [
+          "--max_steps",
+          "1",
+          "--gradient_accumulation_steps",
+          "1",
+          "--per_device_train_batch_size",
+          "4",
+          "--save_strategy",
+          "no",
+        ]),
+        { progress: false, print: () => {} },
+      );
+      await train(
+        config(small, [
+          "--max_steps",
+          "1",
+          "--gradient_accumulation_steps",
+          "2",
+          "--per_device_train_batch_size",
+          "2",
+          "--save_strategy",
+          "no",
+        ]),
+        { progress: false, print: () => {} },
+      );
+      const [x, y] = [log(big), log(small)];
+      assert.ok(Math.abs(x.loss - y.loss) < 1e-5, `${x.loss} vs ${y.loss}`);
+      assert.ok(Math.abs(x.grad_norm - y.grad_norm) / x.grad_norm < 1e-4, `${x.grad_norm} vs ${y.grad_norm}`);
+    },
+  );
 
-  test("SIGKILL in the middle of a save leaves the previous checkpoint whole; resume latest finishes the run", async () => {
-    const out = tmp();
-    // The child stops itself inside the save of checkpoint-8 (through the trainer's test seam), says so
-    // on stdout, and waits there: the kill lands mid-save by construction, not by timing.
-    const script = `
+  test(
+    "SIGKILL in the middle of a save leaves the previous checkpoint whole; resume latest finishes " + "the run",
+    async () => {
+      const out = tmp();
+      // The child stops itself inside the save of checkpoint-8 (through the trainer's test seam), says so
+      // on stdout, and waits there: the kill lands mid-save by construction, not by timing.
+      const script = `
       import { composeConfig } from ${JSON.stringify(join(REPO, "dist/src/sft/config.js"))};
       import { train } from ${JSON.stringify(join(REPO, "dist/src/train/trainer.js"))};
-      const cfg = composeConfig(["defaults", "shared-sample", "tiny-tokenizer"], ${JSON.stringify(runArgs(out, ["--max_steps", "8", "--save_steps", "4", "--logging_steps", "4"]))}).config;
+      const args = ${JSON.stringify(runArgs(out, ["--max_steps", "8", "--save_steps", "4", "--logging_steps", "4"]))};
+      const cfg = composeConfig(["defaults", "shared-sample", "tiny-tokenizer"], args).config;
       await train(cfg, { progress: false, print: () => {}, onCheckpointMidway: (tmpDir) => {
         if (!tmpDir.includes("checkpoint-8")) return;
         process.stdout.write("midway\\n");
         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
       } });`;
-    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    const killedMidSave = await new Promise<boolean>((resolve) => {
-      child.stdout.on("data", (d: Buffer) => {
-        if (d.toString().includes("midway")) {
-          child.kill("SIGKILL");
-          resolve(true);
-        }
+      const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+        stdio: ["ignore", "pipe", "inherit"],
       });
-      child.on("exit", () => resolve(false));
-    });
-    assert.ok(killedMidSave, "the process was killed while writing checkpoint-8");
-    if (child.exitCode === null && child.signalCode === null) await new Promise((r) => child.once("exit", r));
-    assert.ok(
-      readdirSync(out).some((n) => n.startsWith(".tmp-checkpoint-8-")),
-      "the half-written checkpoint is in its temporary folder",
-    );
-    assert.ok(!existsSync(join(out, "checkpoint-8")), "no half checkpoint under the final name");
-    const m = loadCausalLM(join(out, "checkpoint-4"));
-    m.dispose();
-    const summary = await train(
-      config(out, ["--max_steps", "8", "--save_steps", "4", "--resume_from_checkpoint", "latest"]),
-      { progress: false, print: () => {} },
-    );
-    assert.equal(summary.steps, 8);
-    assert.ok(
-      readdirSync(out).every((n) => !n.startsWith(".tmp-")),
-      "leftover temp folders are cleaned",
-    );
-  });
+      const killedMidSave = await new Promise<boolean>((resolve) => {
+        child.stdout.on("data", (d: Buffer) => {
+          if (d.toString().includes("midway")) {
+            child.kill("SIGKILL");
+            resolve(true);
+          }
+        });
+        child.on("exit", () => resolve(false));
+      });
+      assert.ok(killedMidSave, "the process was killed while writing checkpoint-8");
+      if (child.exitCode === null && child.signalCode === null) await new Promise((r) => child.once("exit", r));
+      assert.ok(
+        readdirSync(out).some((n) => n.startsWith(".tmp-checkpoint-8-")),
+        "the half-written checkpoint is in its temporary folder",
+      );
+      assert.ok(!existsSync(join(out, "checkpoint-8")), "no half checkpoint under the final name");
+      const m = loadCausalLM(join(out, "checkpoint-4"));
+      m.dispose();
+      const summary = await train(
+        config(out, ["--max_steps", "8", "--save_steps", "4", "--resume_from_checkpoint", "latest"]),
+        { progress: false, print: () => {} },
+      );
+      assert.equal(summary.steps, 8);
+      assert.ok(
+        readdirSync(out).every((n) => !n.startsWith(".tmp-")),
+        "leftover temp folders are cleaned",
+      );
+    },
+  );
 
   test("Ctrl-C saves a checkpoint and exits 130; the run resumes from it", async () => {
     const out = tmp();
@@ -314,7 +332,8 @@ describe("robustness: no silent wrong runs, checkpoints taken whole or refused",
     await assert.rejects(
       train(config(out, ["--max_steps", "2", "--save_steps", "2"]), quiet),
       new RegExp(
-        `output_dir ${out} already holds a run \\(checkpoint-2, checkpoint-4, log\\.jsonl, model\\.safetensors, \\.\\.\\.\\); pass --resume_from_checkpoint latest`,
+        `output_dir ${out} already holds a run \\(checkpoint-2, checkpoint-4, log\\.jsonl, model\\.safetensors, ` +
+          `\\.\\.\\.\\); pass --resume_from_checkpoint latest`,
       ),
     );
     const notes: string[] = [];
@@ -331,32 +350,36 @@ describe("robustness: no silent wrong runs, checkpoints taken whole or refused",
     assert.equal(trainLosses(out).length, 2);
   });
 
-  test("a run killed before its first checkpoint is not stuck: the same command, or --resume_from_checkpoint latest, starts over", async () => {
-    const out = tmp();
-    const killed = () =>
-      writeFileSync(join(out, "log.jsonl"), JSON.stringify({ type: "train", step: 1, loss: 7 }) + "\n");
-    killed();
-    const notes: string[] = [];
-    await train(config(out, ["--max_steps", "2", "--save_steps", "10"]), {
-      progress: false,
-      print: (l) => notes.push(l),
-    });
-    assert.ok(
-      notes.some((n) => /held a run that stopped before its first checkpoint \(log\.jsonl\): starting over/.test(n)),
-      notes.join("\n"),
-    );
-    assert.equal(trainLosses(out).length, 2);
-    const again = tmp();
-    writeFileSync(join(again, "log.jsonl"), JSON.stringify({ type: "train", step: 1, loss: 7 }) + "\n");
-    const resumed: string[] = [];
-    const args = ["--max_steps", "2", "--save_steps", "10", "--resume_from_checkpoint", "latest"];
-    await train(config(again, args), { progress: false, print: (l) => resumed.push(l) });
-    assert.ok(
-      resumed.some((n) => /--resume_from_checkpoint latest: .* has no checkpoint .*: starting over/.test(n)),
-      resumed.join("\n"),
-    );
-    assert.deepEqual(trainLosses(again), trainLosses(out), "the same run as a fresh one");
-  });
+  test(
+    "a run killed before its first checkpoint is not stuck: the same command, or --resume_from_checkpoint " +
+      "latest, starts over",
+    async () => {
+      const out = tmp();
+      const killed = () =>
+        writeFileSync(join(out, "log.jsonl"), JSON.stringify({ type: "train", step: 1, loss: 7 }) + "\n");
+      killed();
+      const notes: string[] = [];
+      await train(config(out, ["--max_steps", "2", "--save_steps", "10"]), {
+        progress: false,
+        print: (l) => notes.push(l),
+      });
+      assert.ok(
+        notes.some((n) => /held a run that stopped before its first checkpoint \(log\.jsonl\): starting over/.test(n)),
+        notes.join("\n"),
+      );
+      assert.equal(trainLosses(out).length, 2);
+      const again = tmp();
+      writeFileSync(join(again, "log.jsonl"), JSON.stringify({ type: "train", step: 1, loss: 7 }) + "\n");
+      const resumed: string[] = [];
+      const args = ["--max_steps", "2", "--save_steps", "10", "--resume_from_checkpoint", "latest"];
+      await train(config(again, args), { progress: false, print: (l) => resumed.push(l) });
+      assert.ok(
+        resumed.some((n) => /--resume_from_checkpoint latest: .* has no checkpoint .*: starting over/.test(n)),
+        resumed.join("\n"),
+      );
+      assert.deepEqual(trainLosses(again), trainLosses(out), "the same run as a fresh one");
+    },
+  );
 
   test("an empty training set is an error naming the datasets", async () => {
     const dir = tmp();
@@ -370,42 +393,46 @@ describe("robustness: no silent wrong runs, checkpoints taken whole or refused",
     );
   });
 
-  test("resume drops a torn last log line with a note, and refuses a checkpoint with a missing moment or a damaged state file", async () => {
-    const out = tmp();
-    await train(config(out, ["--max_steps", "4", "--save_steps", "2"]), quiet);
-    const ckpt = join(out, "checkpoint-2");
-    writeFileSync(join(out, "log.jsonl"), readFileSync(join(out, "log.jsonl"), "utf8") + '{"type":"train","st');
-    const notes: string[] = [];
-    const summary = await train(
-      config(out, ["--max_steps", "4", "--save_steps", "2", "--resume_from_checkpoint", ckpt]),
-      { progress: false, print: (l) => notes.push(l) },
-    );
-    assert.equal(summary.steps, 4);
-    assert.ok(
-      notes.some((n) => /log\.jsonl:\d+: dropped a torn last line/.test(n)),
-      notes.join("\n"),
-    );
+  test(
+    "resume drops a torn last log line with a note, and refuses a checkpoint with a missing moment or a " +
+      "damaged state file",
+    async () => {
+      const out = tmp();
+      await train(config(out, ["--max_steps", "4", "--save_steps", "2"]), quiet);
+      const ckpt = join(out, "checkpoint-2");
+      writeFileSync(join(out, "log.jsonl"), readFileSync(join(out, "log.jsonl"), "utf8") + '{"type":"train","st');
+      const notes: string[] = [];
+      const summary = await train(
+        config(out, ["--max_steps", "4", "--save_steps", "2", "--resume_from_checkpoint", ckpt]),
+        { progress: false, print: (l) => notes.push(l) },
+      );
+      assert.equal(summary.steps, 4);
+      assert.ok(
+        notes.some((n) => /log\.jsonl:\d+: dropped a torn last line/.test(n)),
+        notes.join("\n"),
+      );
 
-    const optimizerFile = join(ckpt, "optimizer.safetensors");
-    const { header, tensors } = torch.loadSafetensors(optimizerFile);
-    const dropped = [...tensors.keys()].find((k) => k.startsWith("exp_avg_sq."))!;
-    torch.saveSafetensors(
-      optimizerFile,
-      [...tensors].filter(([k]) => k !== dropped),
-      header.metadata,
-    );
-    await assert.rejects(
-      train(config(out, ["--max_steps", "4", "--resume_from_checkpoint", ckpt]), quiet),
-      new RegExp(
-        `optimizer\\.safetensors: missing ${dropped.replaceAll(".", "\\.")} \\(the checkpoint is incomplete\\)`,
-      ),
-    );
-    writeFileSync(join(ckpt, "trainer_state.json"), '{"globalStep": 2, "epo');
-    await assert.rejects(
-      train(config(out, ["--max_steps", "4", "--resume_from_checkpoint", ckpt]), quiet),
-      /checkpoint-2\/trainer_state\.json: not valid JSON/,
-    );
-  });
+      const optimizerFile = join(ckpt, "optimizer.safetensors");
+      const { header, tensors } = torch.loadSafetensors(optimizerFile);
+      const dropped = [...tensors.keys()].find((k) => k.startsWith("exp_avg_sq."))!;
+      torch.saveSafetensors(
+        optimizerFile,
+        [...tensors].filter(([k]) => k !== dropped),
+        header.metadata,
+      );
+      await assert.rejects(
+        train(config(out, ["--max_steps", "4", "--resume_from_checkpoint", ckpt]), quiet),
+        new RegExp(
+          `optimizer\\.safetensors: missing ${dropped.replaceAll(".", "\\.")} \\(the checkpoint is incomplete\\)`,
+        ),
+      );
+      writeFileSync(join(ckpt, "trainer_state.json"), '{"globalStep": 2, "epo');
+      await assert.rejects(
+        train(config(out, ["--max_steps", "4", "--resume_from_checkpoint", ckpt]), quiet),
+        /checkpoint-2\/trainer_state\.json: not valid JSON/,
+      );
+    },
+  );
 
   test("a NaN weight stops the run at its first step with a non-zero exit naming the step", () => {
     const dir = tmp();

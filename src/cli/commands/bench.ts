@@ -11,7 +11,8 @@ import type { Command } from "../main.js";
 import { DEVICE_FLAGS, DEVICE_USAGE, placement } from "../placement.js";
 
 const USAGE = `usage:
-  oasft bench train --model-config FILE [--seq-len 256] [--batch-size 4] [--bf16] [--grad-ckpt] [--lora] [--steps 5] [--warmup 2]
+  oasft bench train --model-config FILE [--seq-len 256] [--batch-size 4] [--bf16] [--grad-ckpt] [--lora]
+                    [--steps 5] [--warmup 2]
   oasft bench generate --model-config FILE [--prompt-len 32] [--new-tokens 64] [--batch-size 1] [--steps 5] [--warmup 2]
   both: ${DEVICE_USAGE}
 

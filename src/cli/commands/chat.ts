@@ -23,8 +23,9 @@ const USAGE = `usage: oasft chat --model DIR [--system TEXT] [--max-new-tokens 2
 
   Prompts are rendered in the model folder's chat template (OA's when it has none); --chat-template
   picks another. Commands while chatting: /reset (forget the conversation), /save FILE (the
-  conversation as one JSONL line: its messages and rendered text), /help, /exit; //text sends a message that starts with "/", and any other
-  /command is refused (never sent). Older turns are dropped when the prompt would exceed --context tokens.`;
+  conversation as one JSONL line: its messages and rendered text), /help, /exit; //text sends a
+  message that starts with "/", and any other /command is refused (never sent). Older turns are
+  dropped when the prompt would exceed --context tokens.`;
 
 import type { Turn } from "../../sft/format.js";
 import type { ChatTokenizer } from "../../tokenizer/index.js";

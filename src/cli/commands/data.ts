@@ -176,7 +176,8 @@ function printStats(s: ReturnType<typeof stats>): void {
     );
   const u = s.useful_token_fraction;
   console.log(
-    `useful tokens per batch slot (batch ${u.batch_size}, max_length ${u.max_length}): padded ${pct(u.padded)} in ${u.rows_padded} rows, packed ${pct(u.packed)} in ${u.rows_packed} rows`,
+    `useful tokens per batch slot (batch ${u.batch_size}, max_length ${u.max_length}): padded ${pct(u.padded)} in ` +
+      `${u.rows_padded} rows, packed ${pct(u.packed)} in ${u.rows_packed} rows`,
   );
 }
 

@@ -24,7 +24,8 @@ import { intFlag, parseFlags } from "../args.js";
 import type { Command } from "../main.js";
 import { placement } from "../placement.js";
 
-const USAGE = `usage: oasft demo [--out runs/demo] [--steps 600] [--seed 0] [--no-shared] [--device auto|cpu|cuda|cuda:N]
+const USAGE = `usage: oasft demo [--out runs/demo] [--steps 600] [--seed 0] [--no-shared]
+                  [--device auto|cpu|cuda|cuda:N]
 
   Trains a BPE tokenizer and a ~2M-parameter BLOOM from scratch on built-in conversations (and the
   real samples in ../shared/data when present), prints the validation loss against the unigram

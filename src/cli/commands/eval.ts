@@ -27,7 +27,8 @@ const USAGE = `usage:
   oasft eval --base-url URL --tokenizer DIR --tasks mmlu,bbh,humaneval --out DIR [--served-model NAME] [--api-key KEY]
              [--max-length N] [the task flags above]
   oasft eval --model RM_DIR --tasks rm --out DIR [--rm-data FILE] [--limit N]
-  oasft eval humaneval --samples FILE.jsonl [--k 1,10,100] [--problems HumanEval.jsonl.gz] [--timeout 3] [--out results.jsonl]
+  oasft eval humaneval --samples FILE.jsonl [--k 1,10,100] [--problems HumanEval.jsonl.gz] [--timeout 3]
+                       [--out results.jsonl]
 
   HumanEval programs run in bubblewrap sandboxes (apt-get install bubblewrap): no network, a read-only
   file system, private /tmp, every process ended with the check; the verdict comes from a separate
@@ -78,7 +79,8 @@ async function scoreSamples(argv: string[]): Promise<number> {
   const covered = new Set(samples.map((s) => s.task_id));
   if (covered.size < problems.size)
     console.error(
-      `note: ${samplesFile} covers ${covered.size} of the ${problems.size} problems; pass@k is over those ${covered.size}`,
+      `note: ${samplesFile} covers ${covered.size} of the ${problems.size} problems; pass@k is over those ` +
+        `${covered.size}`,
     );
   const jobs = samples.map((s) => checkJob(problems.get(s.task_id)!, s.completion));
   const results = await runChecks(jobs, {
@@ -217,7 +219,8 @@ export const command: Command = {
         ...(lm ? { lm } : {}),
       });
       console.log(evalTable(results, options.protocol, name));
-      console.error(`eval done in ${((performance.now() - start) / 1000).toFixed(0)} s → ${options.out}/results.json`);
+      const took = ((performance.now() - start) / 1000).toFixed(0);
+      console.error(`eval done in ${took} s → ${options.out}/results.json`);
     } finally {
       model?.dispose();
     }

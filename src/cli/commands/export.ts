@@ -62,7 +62,8 @@ export const command: Command = {
           if (!tty) return;
           const s = (performance.now() - t0) / 1000;
           process.stderr.write(
-            `\r[${done}/${total} tensors]  ${(done / s).toFixed(1)}/s  ETA ${Math.ceil((s / done) * (total - done))}s\x1b[K`,
+            `\r[${done}/${total} tensors]  ${(done / s).toFixed(1)}/s  ETA ` +
+              `${Math.ceil((s / done) * (total - done))}s\x1b[K`,
           );
         },
       });
@@ -70,7 +71,8 @@ export const command: Command = {
       if (report.fallbacks.length) {
         const some = report.fallbacks.slice(0, 4).join(", ");
         console.error(
-          `note: ${report.fallbacks.length} tensor(s) have rows that are not whole q8_0 blocks and were written in f16: ${some}`,
+          `note: ${report.fallbacks.length} tensor(s) have rows that are not whole q8_0 blocks and were written ` +
+            `in f16: ${some}`,
         );
       }
       console.log(

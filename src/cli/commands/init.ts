@@ -30,8 +30,8 @@ export function parseSize(text: string, flag: string): number {
   return bytes;
 }
 
-const USAGE = `usage: oasft init --config config.json --out DIR [--tokenizer tokenizer.json|DIR] [--tokenizer-family NAME] [--seed N]
-                  [--max-shard-size 5GB] ${DEVICE_USAGE}
+const USAGE = `usage: oasft init --config config.json --out DIR [--tokenizer tokenizer.json|DIR]
+                  [--tokenizer-family NAME] [--seed N] [--max-shard-size 5GB] ${DEVICE_USAGE}
 
   Writes DIR/config.json, generation_config.json, model.safetensors. With a tokenizer, it is saved too
   with OA's chat tokens added, the vocabulary grows to cover it (rounded up to 16) and the
@@ -76,7 +76,8 @@ export const command: Command = {
       const vocab = Math.max(Number(json.vocab_size ?? 0), roundUp(tokenizer.vocabSize, 16));
       if (vocab !== json.vocab_size)
         console.error(
-          `note: vocab_size ${String(json.vocab_size)} → ${vocab} to cover the tokenizer's ${tokenizer.vocabSize} tokens`,
+          `note: vocab_size ${String(json.vocab_size)} → ${vocab} to cover the tokenizer's ` +
+            `${tokenizer.vocabSize} tokens`,
         );
       Object.assign(json, {
         vocab_size: vocab,
@@ -89,7 +90,8 @@ export const command: Command = {
     saveCausalLM(model, out, { ...(maxShardBytes ? { maxShardBytes } : {}) });
     tokenizer?.save(out);
     console.log(
-      `${out}: ${model.config.modelType}, ${(model.numParameters() / 1e6).toFixed(2)}M parameters, ${dtype}, made on ${device}`,
+      `${out}: ${model.config.modelType}, ${(model.numParameters() / 1e6).toFixed(2)}M parameters, ${dtype}, made ` +
+        `on ${device}`,
     );
     model.dispose();
     return 0;

@@ -7,8 +7,9 @@ import { DEVICE_FLAGS, DEVICE_USAGE, placement } from "../placement.js";
 import { ADAPTER_USAGE, MODEL_FLAGS, loadForInference } from "../model-flags.js";
 import type { Command } from "../main.js";
 
-const USAGE = `usage: oasft serve --model DIR [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-batch 16] [--max-queue 64]
-                   [--max-tokens 2048] [--max-input-tokens N] [--max-batch-tokens N] [--tokenizer-family bloom]
+const USAGE = `usage: oasft serve --model DIR [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-batch 16]
+                   [--max-queue 64] [--max-tokens 2048] [--max-input-tokens N] [--max-batch-tokens N]
+                   [--tokenizer-family bloom]
                    [--served-model-name NAME,...] [--reward-model RM_DIR] ${ADAPTER_USAGE} ${DEVICE_USAGE}
 
   Chat completions are rendered in the model folder's chat template (OA's when it has none), or the
@@ -84,7 +85,8 @@ export const command: Command = {
     const host = (values.host as string | undefined) ?? "127.0.0.1";
     const address = await app.listen({ host, port });
     console.log(
-      `oasft serve: ${dir} (${device}, ${dtype}) on ${address} (chat page at ${address}/, OpenAI at ${address}/v1, TGI at ${address}/generate)${apiKey ? ", API key required" : ""}`,
+      `oasft serve: ${dir} (${device}, ${dtype}) on ${address} (chat page at ${address}/, OpenAI at ` +
+        `${address}/v1, TGI at ${address}/generate)${apiKey ? ", API key required" : ""}`,
     );
     await new Promise<void>((resolve) => {
       const stop = () => {

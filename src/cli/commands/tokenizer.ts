@@ -7,7 +7,8 @@ import { writeFileAtomic } from "../../util/atomic-file.js";
 import { intFlag, parseFlags, required, UsageError } from "../args.js";
 import type { Command } from "../main.js";
 
-const USAGE = `usage: oasft tokenizer train --vocab-size N --out DIR [--special-tokens a,b,...] [--min-frequency 2] FILES...
+const USAGE = `usage: oasft tokenizer train --vocab-size N --out DIR [--special-tokens a,b,...] [--min-frequency 2]
+                             FILES...
 
   Trains a byte-level BPE (GPT-2 style: every byte encodable, exact round trips) on the files
   (.jsonl: every string in each record; anything else: its text) and writes DIR/tokenizer.json,
@@ -68,7 +69,8 @@ export const command: Command = {
     const tok = ChatTokenizer.load(out);
     tok.save(out);
     console.log(
-      `wrote ${join(out, "tokenizer.json")}: ${tok.vocabSize} tokens in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+      `wrote ${join(out, "tokenizer.json")}: ${tok.vocabSize} tokens in ` +
+        `${((performance.now() - t0) / 1000).toFixed(1)} s`,
     );
     return 0;
   },

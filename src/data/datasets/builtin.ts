@@ -199,7 +199,8 @@ const MAKERS: Make[] = [arithmetic, arithmetic, capital, opposite, nextDay, word
 
 export const oasftDemo: DatasetLoader = {
   description:
-    "conversations written for oasft's demo (arithmetic, capitals, words, units; some two-turn), generated from the seed",
+    "conversations written for oasft's demo (arithmetic, capitals, words, units; some two-turn), generated from " +
+    "the seed",
   options: { count: "how many generated conversations (default 3000), plus a few fixed greetings" },
   async load(o, ctx) {
     const count = optNumber(o, "count", ctx.name, { min: 1, integer: true }) ?? 3000;

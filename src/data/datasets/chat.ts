@@ -152,7 +152,8 @@ export function chatConversation(chat: ChatTurn[], where: string, field: string)
   if (chat.at(-1)?.role !== "assistant") {
     throw new DataError(
       where,
-      `${field}: the conversation ends on a ${chat.at(-1)?.role ?? "missing"} message, not an assistant reply (nothing to train on)`,
+      `${field}: the conversation ends on a ${chat.at(-1)?.role ?? "missing"} message, not an assistant reply ` +
+        `(nothing to train on)`,
     );
   }
   const c: Conversation = { messages: [], where };
@@ -165,7 +166,8 @@ export function chatConversation(chat: ChatTurn[], where: string, field: string)
 
 export const messages: DatasetLoader = {
   description:
-    'your own chats (OpenAI\'s shape): JSONL/JSON/Parquet of {"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": ...}]}',
+    'your own chats (OpenAI\'s shape): JSONL/JSON/Parquet of {"messages": [{"role": ' +
+    '"system"|"user"|"assistant"|"tool", "content": ...}]}',
   options: { input_file_path: "the file(s) (.jsonl, .json, .parquet, optionally .gz) or a folder of them (required)" },
   async load(o, ctx) {
     const files = await inputFiles(o, ctx, undefined);

@@ -29,7 +29,8 @@ export const dolly15k: DatasetLoader = {
   options: {
     input_file_path: "a local copy (either schema); default: the hub's OllieStanley/oa_dolly_15k",
     format_version:
-      '"head" (word filter; context only via use_system_tag) or "may2023" (no filter, 2048-char cap, context in the leading system tag)',
+      '"head" (word filter; context only via use_system_tag) or "may2023" (no filter, 2048-char cap, context in ' +
+      "the leading system tag)",
   },
   async load(o, ctx) {
     const version = (optString(o, "format_version", ctx.name) ?? ctx.formatVersion) as string;
@@ -132,7 +133,8 @@ export const webgpt: DatasetLoader = {
 // ----- joke --------------------------------------------------------------------------------------
 
 const JOKE_URL =
-  "https://gist.github.com/theblackcat102/42b697e24a13fdb499e20edfbf618361/raw/1834dca207898c15f93b809d1195f6f6e47c9e1e/joke_explained.jsonl";
+  "https://gist.github.com/theblackcat102/42b697e24a13fdb499e20edfbf618361/raw/" +
+  "1834dca207898c15f93b809d1195f6f6e47c9e1e/joke_explained.jsonl";
 
 /** The cached copy OA uses ({cache_dir}/joke_explaination.jsonl), downloaded once when missing. */
 async function jokeFile(o: DatasetOptions, ctx: LoaderContext): Promise<string> {

@@ -53,13 +53,16 @@ export function parseTranslationName(name: string): { family: "wmt2019" | "ted_t
   for (const lang of [src, tgt]) {
     if (!TRANSLATION_PROMPTS[lang])
       throw new Error(
-        `translation dataset '${name}': no prompt templates for language '${lang}' (have: ${Object.keys(TRANSLATION_PROMPTS).join(", ")})`,
+        `translation dataset '${name}': no prompt templates for language '${lang}' (have: ` +
+          `${Object.keys(TRANSLATION_PROMPTS).join(", ")})`,
       );
   }
   return { family, src, tgt };
 }
 
-/** Rows {translation: {src, tgt}} (the hub's format), or two aligned plain-text files named by language (x.zh, y.en). */
+/**
+ * Rows {translation: {src, tgt}} (the hub's format), or two aligned plain-text files named by language (x.zh, y.en).
+ */
 async function readPairs(files: string[], src: string, tgt: string, ctx: LoaderContext): Promise<Pair[]> {
   const text = files.filter((f) => extname(f).slice(1) === src || extname(f).slice(1) === tgt);
   if (text.length === 2 && files.length === 2) {
@@ -70,7 +73,8 @@ async function readPairs(files: string[], src: string, tgt: string, ctx: LoaderC
     const b = readLines(bySide[tgt]!);
     if (a.length !== b.length)
       throw new Error(
-        `dataset ${ctx.name}: ${bySide[src]} has ${a.length} lines but ${bySide[tgt]} has ${b.length}; parallel files must align line by line`,
+        `dataset ${ctx.name}: ${bySide[src]} has ${a.length} lines but ${bySide[tgt]} has ${b.length}; parallel ` +
+          `files must align line by line`,
       );
     return a.map((s, i) => ({ src: s, tgt: b[i]! }));
   }
@@ -126,7 +130,8 @@ export const translation: DatasetLoader = {
   description: "translation pairs as chats: wmt2019_<src>-<tgt> (hub wmt/wmt19) and ted_trans_<a>-<b> (local files)",
   options: {
     input_file_path:
-      "JSONL/parquet rows {translation: {a, b}}, two aligned text files ending in .<a> and .<b>, or a folder with train/validation files",
+      "JSONL/parquet rows {translation: {a, b}}, two aligned text files ending in .<a> and .<b>, or a folder with " +
+      "train/validation files",
     maximum_size: "keep the first N pairs of the train split (default 100000, as OA)",
     mix_prob: "probability of prefixing a neighbouring pair as a first turn (default 0.2)",
   },
