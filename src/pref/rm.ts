@@ -3,7 +3,7 @@
 //   −log σ(r_i − r_j) + score_l2_reg · ½ (r_i² + r_j²)
 // then the mean over the groups. Rows of a micro-batch are its groups' candidates, best first.
 import * as torch from "../torch/index.js";
-import type { CausalLM, TrainStepOptions } from "../models/index.js";
+import { saveRewardModel, type CausalLM, type TrainStepOptions } from "../models/index.js";
 import type { Settings } from "../sft/config.js";
 import { padBatch, type Batch } from "../sft/collate.js";
 import { tensorsOf } from "../train/batches.js";
@@ -133,6 +133,8 @@ export function rmObjective(
       const cut = data.truncated ? ` (${data.truncated} cut to max_length)` : "";
       return `${groups} ranked groups from ${data.datasets.length} dataset(s)${cut}`;
     },
+    // HF's sequence-classification layout: the score head, no LM head.
+    saveModel: (model, dir) => saveRewardModel(model, dir, pad),
   };
 }
 

@@ -6,7 +6,7 @@ import { PEFT_CONFIG_KEYS, type Settings } from "../sft/config.js";
 const DEFAULTS = { r: 16, lora_alpha: 32, lora_dropout: 0.05, bias: "none", modules_to_save: null } as const;
 const KEYS = new Set(PEFT_CONFIG_KEYS);
 
-export function loraSettings(cfg: Settings<"lora" | "pref">, model: CausalLM): LoraConfig {
+export function loraSettings(cfg: Settings<"lora">, model: CausalLM, scoreHead = false): LoraConfig {
   const given = cfg.peft_config ?? {};
   const where = "peft_config";
   for (const key of Object.keys(given)) {
@@ -30,11 +30,9 @@ export function loraSettings(cfg: Settings<"lora" | "pref">, model: CausalLM): L
     return arr as string[];
   };
   // A reward model is PEFT's SEQ_CLS task: its score head trains in full and is saved with the adapter.
-  const task = cfg.stage === "rm" ? "SEQ_CLS" : "CAUSAL_LM";
+  const task = scoreHead ? "SEQ_CLS" : "CAUSAL_LM";
   if (given.task_type !== undefined && given.task_type !== task) {
-    throw new Error(
-      `${where} › task_type: stage ${cfg.stage} trains ${task} adapters, got ${JSON.stringify(given.task_type)}`,
-    );
+    throw new Error(`${where} › task_type: this run trains ${task} adapters, got ${JSON.stringify(given.task_type)}`);
   }
   const toSave = list("modules_to_save");
   // Values are checked against their ranges (and bias against "none") where they are used: applyLora.

@@ -30,22 +30,22 @@ import { ReplicatedOptimizer, ShardedOptimizer, type TrainOptimizer } from "./ze
  * model_name again, and the adapters from the checkpoint.
  */
 export function startingModel(
-  cfg: Settings<"model" | "lora" | "pref">,
+  cfg: Settings<"model" | "lora">,
   tok: ChatTokenizer,
-  device: string,
+  o: { device: string; scoreHead: boolean },
   resumeDir: string | undefined,
   print: (l: string) => void,
 ): { model: CausalLM; lora?: LoraConfig } {
-  const scoreHead = cfg.stage === "rm";
+  const { device, scoreHead } = o;
   if (resumeDir && !cfg.peft_model) return { model: loadCausalLM(resumeDir, { dtype: "float32", device, scoreHead }) };
-  const base = baseModel(cfg, tok, device);
+  const base = baseModel(cfg, tok, device, scoreHead);
   const model = base.model;
   // A reward model starts from the model's trunk (an RM folder's own head, or a new one).
   if (scoreHead) model.scoreHead();
   if (!cfg.peft_model) return { model };
   try {
     if (resumeDir) return { model, lora: loadAdapter(model, resumeDir) };
-    const lora = loraSettings(cfg, model);
+    const lora = loraSettings(cfg, model, scoreHead);
     if (base.grew) {
       // New token rows (OA's chat tokens) would stay random and unsaved under LoRA alone.
       const rows = tokenRowModules(model).filter((m) => !(lora.modules_to_save ?? []).includes(m));
@@ -78,9 +78,10 @@ export function startingModel(
  * init as HF). The embedding grows to the tokenizer's length rounded up to 16 (OA) — never shrinks.
  */
 function baseModel(
-  cfg: Settings<"model" | "lora" | "pref">,
+  cfg: Settings<"model">,
   tok: ChatTokenizer,
   device: string,
+  scoreHead: boolean,
 ): { model: CausalLM; grew: boolean } {
   const vocab = roundUp(tok.vocabSize, 16);
   let name = cfg.model_name;
@@ -113,7 +114,7 @@ function baseModel(
           `file itself`,
       );
     }
-    model = loadCausalLM(name, { dtype: "float32", device, scoreHead: cfg.stage === "rm" });
+    model = loadCausalLM(name, { dtype: "float32", device, scoreHead });
   }
   const grew = vocab > model.config.vocabSize;
   return { model: grew ? resizeTokenEmbeddings(model, vocab) : model, grew };

@@ -4,7 +4,7 @@
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError } from "../sft/config.js";
-import { REFERENCE_FILE } from "../pref/dpo.js";
+import { stageRunFiles } from "./objective.js";
 import type { LogRecord } from "./report.js";
 import { checkpointDirs, resolveResume } from "./state.js";
 
@@ -31,7 +31,8 @@ export function resumeFrom(spec: string | null, outputDir: string, print: (l: st
 /** A run that left only its log (killed before any checkpoint, final model or summary). */
 function stoppedBeforeFirstSave(outputDir: string): boolean {
   const earlier = previousRun(outputDir);
-  return earlier.every((n) => n === "log.jsonl" || n === "training.svg" || n === REFERENCE_FILE);
+  const stageFiles = stageRunFiles();
+  return earlier.every((n) => n === "log.jsonl" || n === "training.svg" || stageFiles.includes(n));
 }
 
 /** A new run never mixes with another run's checkpoints (rotation and "latest" would pick them up). */
@@ -88,7 +89,7 @@ function previousRun(outputDir: string): string[] {
     "model.safetensors",
     "model.safetensors.index.json",
     "adapter_model.safetensors",
-    REFERENCE_FILE,
+    ...stageRunFiles(),
   ]);
   return readdirSync(outputDir)
     .filter((n) => marks.has(n) || /^checkpoint-\d+$/.test(n))

@@ -3,35 +3,23 @@
 //   or packed) → forward/backward (bf16 autocast, or fp16 with loss scaling; optional gradient
 //   checkpointing) accumulated over gradient_accumulation_steps → clip → AdamW → schedule
 // with evaluation per dataset, atomic checkpoints, exact resume, a JSONL log and a chart.
-// The same run trains a reward model or DPO (stage: rm | dpo) on ranked replies: setupData reads them
-// and setupObjective plugs the stage's loss into the loop (src/pref), which has no branch per stage.
-// The run is built in named phases (setupRun → setupData → setupModel → setupObjective → setupOptimizer
+// The same run trains a reward model or DPO (stage: rm | dpo) on ranked replies: the config's stage is
+// a plug-in (train/objective.ts's Stage; src/pref registers rm and dpo) whose data setupData reads and
+// whose objective the loop runs; neither branches on a stage.
+// The run is built in named phases (setupRun → setupData → setupModel → the stage's objective → setupOptimizer
 // → setupSchedule) into one RunContext, then trainLoop (loop.ts) and finish.
-import { existsSync } from "node:fs";
 import { join } from "node:path";
 import * as torch from "../torch/index.js";
-import {
-  isRewardModelDir,
-  loadCausalLM,
-  resolveModelDir,
-  saveAdapter,
-  saveCausalLM,
-  saveRewardModel,
-  type CausalLM,
-  type LoraConfig,
-} from "../models/index.js";
-import { ConfigError, type SFTConfig } from "../sft/config.js";
-import { lintMessage, loadConfigTokenizer, prepareSftData, type SftData } from "../sft/data.js";
+import { saveAdapter, saveCausalLM, type CausalLM, type LoraConfig } from "../models/index.js";
+import { CONFIG_KEYS, ConfigError, type SFTConfig } from "../sft/config.js";
+import { loadConfigTokenizer } from "../sft/data.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
 import { distEnv } from "../parallel/env.js";
 import { type ProcessGroup } from "../parallel/group.js";
 import { DynamicLossScaler } from "./loss-scaler.js";
 import { trainLoop, type RunContext, type RunSetup } from "./loop.js";
-import { sftObjective, type Objective } from "./objective.js";
-import { preparePrefData, type PrefData } from "../pref/data.js";
-import { dpoObjective, setupReference } from "../pref/dpo.js";
-import { rmObjective } from "../pref/rm.js";
+import { stageOf, stages, type Objective } from "./objective.js";
 import { broadcastParameters, makeOptimizer, paramGroups, startingModel } from "./model-setup.js";
 import { readLogUpTo, resumeFrom, takeOver } from "./run-dir.js";
 import { joinJob, rankMemory, setThreads } from "./job.js";
@@ -81,6 +69,7 @@ function setupRun(
   const lead = group.rank === 0;
   // Only rank 0 talks; the others' errors still surface (thrown), and the launcher names their rank.
   const print = lead ? (o.print ?? ((l: string) => process.stderr.write(`${l}\n`))) : () => {};
+  checkStageKeys(cfg);
   const settings = resolveTrainSettings(cfg, device, distributed);
   for (const n of settings.notes) print(`note: ${n}`);
   const stage = distributed ? settings.zeroStage : 0;
@@ -114,94 +103,30 @@ function setupRun(
   };
 }
 
-/** The tokenizer (the checkpoint's on resume) and the stage's data; an empty training set is an error. */
-async function setupData(run: RunSetup): Promise<{ tokenizer: ChatTokenizer; data: SftData | PrefData }> {
+/** The tokenizer (the checkpoint's on resume) and the stage's data, read before any model loads. */
+async function setupData(run: RunSetup): Promise<{ tokenizer: ChatTokenizer; data: unknown }> {
   const { cfg, resumeDir } = run;
   const tokenizer = resumeDir ? loadConfigTokenizer({ ...cfg, tokenizer_name: resumeDir }) : loadConfigTokenizer(cfg);
-  if (cfg.stage !== "sft") return { tokenizer, data: await setupPrefData(run, tokenizer) };
-  const data = await prepareSftData(cfg, tokenizer);
-  if (data.lint.length) throw new ConfigError(lintMessage(data.lint));
-  if (!data.datasets.some((d) => d.train.length)) {
-    const names = data.datasets.map((d) => `${d.name} (0 train samples)`).join(", ") || "none configured";
-    throw new ConfigError(`nothing to train on: ${names}; see \`oasft data stats\` for what each rule dropped`);
-  }
-  return { tokenizer, data };
+  return { tokenizer, data: await stageOf(cfg.stage).prepare(run, tokenizer) };
 }
 
-/** Ranked replies as the preference stage's units (pairs for DPO); none is an error before any model loads. */
-async function setupPrefData(run: RunSetup, tokenizer: ChatTokenizer): Promise<PrefData> {
-  const { cfg } = run;
-  if (cfg.packing) run.print(`note: packing is off for stage ${cfg.stage}: a pair's rows are scored whole`);
-  const data = await preparePrefData(cfg, tokenizer, cfg.stage === "rm" ? "rm" : "dpo");
-  if (!data.datasets.some((d) => d.train.length)) {
-    const names = data.datasets.map((d) => `${d.name} (0 train ${cfg.stage === "rm" ? "groups" : "pairs"})`).join(", ");
-    throw new ConfigError(`nothing to train on: ${names} give no ranked replies`);
-  }
-  if (data.truncated) {
-    const what = `${data.truncated} preference unit(s) were longer than max_length ${cfg.max_length}`;
-    run.print(`note: ${what} and were cut (prompt first)`);
-  }
-  return data;
-}
-
-/**
- * What the run optimises. DPO's reference log-probabilities are computed once, from ref_model or the
- * starting model (with LoRA: the base, since new adapters start as the identity).
- */
-function setupObjective(run: RunSetup, data: SftData | PrefData, model: CausalLM): Objective {
-  const { cfg, settings, device } = run;
-  if (cfg.ref_model !== null && cfg.stage !== "dpo")
-    throw new ConfigError(`ref_model is for stage dpo (stage is ${cfg.stage})`);
-  if (cfg.stage === "sft") return sftObjective(data as SftData, cfg, settings.microBatchSize, device);
-  const pref = data as PrefData;
-  if (cfg.stage === "rm") return rmObjective(pref, cfg, settings.microBatchSize, device);
-  const env = { precision: settings.precision, device };
-  const at = {
-    outputDir: run.outputDir,
-    lead: run.lead,
-    batchSize: cfg.per_device_eval_batch_size,
-    refModel: cfg.ref_model,
-  };
-  if (run.resumeDir) {
-    setupReference(model, pref, env, { ...at, resumeDir: run.resumeDir });
-  } else {
-    const t0 = performance.now();
-    const units = pref.datasets.reduce((n, d) => n + d.train.length + d.val.length, 0);
-    run.print(`reference log-probabilities of ${cfg.ref_model ?? "the starting model"}: ${units} pairs...`);
-    const reference = cfg.ref_model ? referenceModel(cfg.ref_model, model, device) : model;
-    try {
-      setupReference(reference, pref, env, at);
-    } finally {
-      if (reference !== model) reference.dispose();
+/** Keys of another stage set away from their defaults: an error naming the key and its stage. */
+function checkStageKeys(cfg: SFTConfig): void {
+  for (const name of stages.names()) {
+    if (name === cfg.stage) continue;
+    for (const key of stages.get(name).keys ?? []) {
+      const value = cfg[key as keyof SFTConfig];
+      if (value !== CONFIG_KEYS[key as keyof typeof CONFIG_KEYS].default) {
+        throw new ConfigError(`${key} is for stage ${name} (stage is ${cfg.stage})`);
+      }
     }
-    run.print(`reference log-probabilities: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   }
-  return dpoObjective(pref, cfg, settings.microBatchSize, device);
-}
-
-/** ref_model, loaded for the reference pass only; it must read the policy's tokens as the policy does. */
-function referenceModel(name: string, policy: CausalLM, device: string): CausalLM {
-  const dir = resolveModelDir(name, "ref_model");
-  if (!existsSync(join(dir, "config.json"))) {
-    throw new ConfigError(
-      `ref_model ${name}: not a model folder (no config.json); expected a Hugging Face model folder`,
-    );
-  }
-  if (isRewardModelDir(dir)) throw new ConfigError(`ref_model ${name}: a reward model; the reference is a causal LM`);
-  const ref = loadCausalLM(dir, { dtype: "float32", device });
-  if (ref.config.vocabSize !== policy.config.vocabSize) {
-    ref.dispose();
-    throw new ConfigError(
-      `ref_model ${name}: ${ref.config.vocabSize} token rows, the policy has ${policy.config.vocabSize}; ` +
-        "the reference must share the policy's tokenizer",
-    );
-  }
-  return ref;
 }
 
 /** The model in train mode (LoRA where configured), rank 0's weights on every rank. */
 function setupModel(run: RunSetup, tokenizer: ChatTokenizer): { model: CausalLM; lora: LoraConfig | undefined } {
-  const start = startingModel(run.cfg, tokenizer, run.device, run.resumeDir, run.print);
+  const scoreHead = stageOf(run.cfg.stage).scoreHead ?? false;
+  const start = startingModel(run.cfg, tokenizer, { device: run.device, scoreHead }, run.resumeDir, run.print);
   const model = start.model.train();
   broadcastParameters(model, run.group);
   if (run.settings.precision === "fp16" && model.fp16Advice) run.print(`note: fp16: ${model.fp16Advice}`);
@@ -245,7 +170,7 @@ function setupSchedule(run: RunSetup, objective: Objective, state: TrainerState,
   };
   run.print(
     `train (${objective.stage}): ${objective.describe()}, ${batches.length} micro-batches of ` +
-      `${settings.microBatchSize}${cfg.packing && objective.stage === "sft" ? " packed rows" : ""} per epoch, ` +
+      `${settings.microBatchSize} ${objective.rows ?? "rows"} per epoch, ` +
       `${totalSteps} optimizer steps ` +
       `(accumulation ${settings.gradAccumulation}${world > 1 ? ` × ${world} ranks, ZeRO stage ${run.stage}` : ""}), ` +
       `${settings.precision} on ${run.device}, ${(numParameters / 1e6).toFixed(2)}M parameters`,
@@ -290,7 +215,7 @@ async function trainOnGroup(
   const autocastCache = run.stage === 3 ? torch.setAutocastCacheEnabled(false) : undefined;
   try {
     // Before the optimizer: ZeRO-3 has not sharded the parameters yet, so every rank scores with the whole model.
-    const objective = setupObjective(run, data, model);
+    const objective = stageOf(run.cfg.stage).objective(run, data, model);
     const opt = setupOptimizer(run, model);
     optimizer = opt.optimizer;
     const plan = setupSchedule(run, objective, opt.state, model.numParameters());
@@ -324,7 +249,7 @@ function finish(ctx: RunContext): TrainSummary {
     optimizer.withFullParams(() => {
       if (!lead) return;
       if (ctx.lora) saveAdapter(ctx.model, ctx.lora, outputDir, ctx.cfg.model_name);
-      else if (ctx.objective.stage === "rm") saveRewardModel(ctx.model, outputDir, ctx.tokenizer.padId);
+      else if (ctx.objective.saveModel) ctx.objective.saveModel(ctx.model, outputDir);
       else saveCausalLM(ctx.model, outputDir);
       ctx.tokenizer.save(outputDir);
     });

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import * as torch from "../../src/torch/index.js";
+import "../../src/pref/index.js"; // registers the rm and dpo stages
 import { oasstExport } from "../../src/data/datasets/oasst.js";
 import { preferencePairs } from "../../src/data/datasets/preference.js";
 import { Rng } from "../../src/data/rng.js";

@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import * as torch from "../../src/torch/index.js";
+import "../../src/pref/index.js"; // registers the rm and dpo stages
 import { soloGroup } from "../../src/parallel/group.js";
 import { loadRewardModel } from "../../src/models/index.js";
 import { preparePrefData } from "../../src/pref/data.js";

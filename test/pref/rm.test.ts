@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import * as torch from "../../src/torch/index.js";
+import "../../src/pref/index.js"; // registers the rm and dpo stages
 import { loadCausalLM, saveCausalLM, saveRewardModel } from "../../src/models/index.js";
 import { rankingLoss } from "../../src/pref/rm.js";
 import { RewardScorer } from "../../src/pref/score.js";

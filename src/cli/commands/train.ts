@@ -3,6 +3,7 @@ import { composeConfig, configKeysHelp, splitConfigArgs } from "../../sft/config
 import { distEnv } from "../../parallel/env.js";
 import { bindToLauncher, launch, launchOptions, splitLaunchArgs } from "../../parallel/launch.js";
 import { train } from "../../train/trainer.js";
+import "../../pref/index.js"; // registers the rm and dpo stages
 import { UsageError } from "../args.js";
 import type { Command } from "../main.js";
 
