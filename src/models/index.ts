@@ -32,6 +32,7 @@ export {
   resolveModelDir,
   saveCausalLM,
   saveRewardModel,
+  type LoadOptions,
   isRewardModelDir,
   type Architecture,
   type SaveOptions,

@@ -8,9 +8,15 @@ import { join } from "node:path";
 import * as torch from "../torch/index.js";
 import { Embedding, Linear, type Module } from "../nn/index.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
-import type { CausalLM, ModelOptions } from "./causal-lm.js";
+import type { CausalLM } from "./causal-lm.js";
 import { readJsonFile } from "./checkpoint.js";
-import { isRewardModelDir, loadCausalLM, resizeTokenEmbeddings, resolveModelDir } from "./registry.js";
+import {
+  isRewardModelDir,
+  loadCausalLM,
+  resizeTokenEmbeddings,
+  resolveModelDir,
+  type LoadOptions,
+} from "./registry.js";
 
 export interface LoraConfig {
   r: number;
@@ -242,11 +248,7 @@ export function tokenRowModules(model: CausalLM): string[] {
  * the adapter saved grown token rows (modules_to_save), then the adapter loads. `merge` folds the
  * adapters into the weights (what serving wants); otherwise they stay separate.
  */
-export function loadWithAdapter(
-  base: string,
-  adapterDir: string,
-  o: Omit<ModelOptions, "init"> & { merge?: boolean } = {},
-): CausalLM {
+export function loadWithAdapter(base: string, adapterDir: string, o: LoadOptions & { merge?: boolean } = {}): CausalLM {
   let model = loadCausalLM(base, o);
   try {
     const header = torch.readSafetensorsHeader(join(adapterDir, ADAPTER_WEIGHTS));
@@ -268,7 +270,7 @@ export function loadWithAdapter(
  * A reward model for scoring: a *ForSequenceClassification folder, or a SEQ_CLS LoRA adapter folder
  * (oasft train --stage rm --peft_model) merged into the base its adapter_config.json names.
  */
-export function loadRewardModel(dir: string, o: Omit<ModelOptions, "init">, what = "--reward-model"): CausalLM {
+export function loadRewardModel(dir: string, o: LoadOptions, what = "--reward-model"): CausalLM {
   if (existsSync(join(dir, ADAPTER_CONFIG))) {
     const cfg = readAdapterConfig(dir);
     const file = join(dir, ADAPTER_CONFIG);

@@ -77,10 +77,13 @@ export function createCausalLM(json: Record<string, unknown>, o: ModelOptions = 
  * Loads a Hugging Face model folder (config.json + safetensors) onto `o.device` in `o.dtype`, one
  * tensor at a time: host memory holds at most one stored tensor beside the model.
  */
-export function loadCausalLM(
-  nameOrDir: string,
-  o: Omit<ModelOptions, "init"> & { scoreHead?: boolean } = {},
-): CausalLM {
+/** Where and how a stored model loads. */
+export interface LoadOptions extends Omit<ModelOptions, "init"> {
+  /** Load (or make) a reward model's scalar head: an RM folder, or a causal LM becoming one. */
+  scoreHead?: boolean;
+}
+
+export function loadCausalLM(nameOrDir: string, o: LoadOptions = {}): CausalLM {
   const dir = resolveModelDir(nameOrDir);
   const json = readModelConfig(dir);
   const file = join(dir, "config.json");

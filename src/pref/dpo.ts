@@ -126,7 +126,7 @@ function pairsOf(b: Batch & { refs: number[] }, policy: number[]): PairLogps[] {
   }));
 }
 
-type Placement = Omit<EvalEnv, "model" | "group">;
+type Placement = Omit<EvalEnv, "model" | "processGroup">;
 
 /** Each row's summed reply log-probability under `model` as it is (no graph), in the run's precision. */
 function policyLogps(model: CausalLM, b: Batch, env: Placement): number[] {
@@ -200,16 +200,23 @@ function dataHash(data: PrefData): string {
 
 export const REFERENCE_FILE = "reference_logps.json";
 
+/** Where a run keeps its reference log-probabilities, and how they are made. */
+export interface ReferenceOptions {
+  outputDir: string;
+  /** A resumed run reads them back from output_dir instead of computing them. */
+  resumeDir?: string;
+  /** Rank 0 writes the file. */
+  lead: boolean;
+  batchSize: number;
+  /** The reference's name as the config gave it (ref_model), recorded with the numbers; null: the starting model. */
+  refModel?: string | null;
+}
+
 /**
  * The reference log-probabilities of a run: computed from the starting model and written into the run
  * folder (a new run), or read back from it (a resumed run, whose model is no longer the reference).
  */
-export function setupReference(
-  model: CausalLM,
-  data: PrefData,
-  env: Placement,
-  o: { outputDir: string; resumeDir?: string; lead: boolean; batchSize: number; refModel?: string | null },
-): void {
+export function setupReference(model: CausalLM, data: PrefData, env: Placement, o: ReferenceOptions): void {
   const file = join(o.outputDir, REFERENCE_FILE);
   const hash = dataHash(data);
   const reference = o.refModel ?? null;
@@ -279,14 +286,14 @@ function evaluateDpo(env: EvalEnv, data: PrefData, o: DpoOptions, batchSize: num
     const names = ["rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin"];
     // Sums over this rank's pairs: [loss, count, ...metrics], reduced over the ranks.
     let sums = [0, 0, 0, 0, 0, 0];
-    const { rank, worldSize } = env.group;
+    const { rank, worldSize } = env.processGroup;
     for (let i = rank * batchSize; i < d.val.length; i += batchSize * worldSize) {
       const b = unitBatch(d.val.slice(i, i + batchSize), data.tokenizer.padId);
       const r = dpoBatchLoss(env.model, b, o, env);
       const n = b.inputIds.length / 2;
       sums = [sums[0]! + r.loss * n, sums[1]! + n, ...names.map((k, j) => sums[j + 2]! + r.metrics[k]! * n)];
     }
-    if (worldSize > 1) sums = env.group.reduceNumbers(sums);
+    if (worldSize > 1) sums = env.processGroup.reduceNumbers(sums);
     const n = sums[1]!;
     if (!n) continue;
     const metrics = Object.fromEntries(names.map((k, j) => [k, sums[j + 2]! / n]));

@@ -104,7 +104,7 @@ function rmStep(
 }
 
 /** Rewards of a batch's rows under the model as it is (no graph). */
-export function scoreBatch(model: CausalLM, b: Batch, env: Omit<EvalEnv, "model" | "group">): number[] {
+export function scoreBatch(model: CausalLM, b: Batch, env: Omit<EvalEnv, "model" | "processGroup">): number[] {
   return torch.noGrad(() =>
     torch.scope(() => {
       const t = tensorsOf(b, env.device);
@@ -146,7 +146,7 @@ function evaluateRm(env: EvalEnv, data: PrefData, cfg: Settings<"pref" | "run" |
   for (const d of data.datasets) {
     if (!d.val.length) continue;
     let sums = [0, 0, 0, 0]; // loss × groups, groups, right pairs, pairs
-    for (let i = env.group.rank * size; i < d.val.length; i += size * env.group.worldSize) {
+    for (let i = env.processGroup.rank * size; i < d.val.length; i += size * env.processGroup.worldSize) {
       const b = groupBatch(d.val.slice(i, i + size), data.tokenizer.padId);
       const r = scoreBatch(env.model, b, env);
       const loss = torch.scope(() =>
@@ -155,7 +155,7 @@ function evaluateRm(env: EvalEnv, data: PrefData, cfg: Settings<"pref" | "run" |
       const { right, pairs } = rightPairs(r, b.sizes);
       sums = [sums[0]! + loss * b.sizes.length, sums[1]! + b.sizes.length, sums[2]! + right, sums[3]! + pairs];
     }
-    if (env.group.worldSize > 1) sums = env.group.reduceNumbers(sums);
+    if (env.processGroup.worldSize > 1) sums = env.processGroup.reduceNumbers(sums);
     if (!sums[1]) continue;
     const [lossSum, groups, right, pairs] = sums as [number, number, number, number];
     out[d.name] = { loss: lossSum / groups, accuracy: right / pairs, tokens: groups, metrics: { pairs } };

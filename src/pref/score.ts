@@ -2,9 +2,8 @@
 // reward model's own chat template, scored on its last token, as the model was trained.
 import { chatConversation } from "../data/datasets/chat.js";
 import type { ChatTurn } from "../data/conversation.js";
-import { loadRewardModel, type CausalLM } from "../models/index.js";
+import { loadRewardModel, type CausalLM, type LoadOptions } from "../models/index.js";
 import { ChatTokenizer } from "../tokenizer/index.js";
-import type { DType } from "../torch/index.js";
 import { encodeForScoring } from "./data.js";
 import { groupBatch, scoreBatch } from "./rm.js";
 
@@ -18,7 +17,7 @@ export class RewardScorer {
    * A reward model folder (oasft train --stage rm, or any *ForSequenceClassification with one label), or
    * a reward model's LoRA adapter folder (task_type SEQ_CLS) on its base.
    */
-  static load(dir: string, o: { device: string; dtype?: DType }): RewardScorer {
+  static load(dir: string, o: Pick<LoadOptions, "device" | "dtype">): RewardScorer {
     const model = loadRewardModel(dir, { device: o.device, dtype: o.dtype ?? "float32" }).eval();
     return new RewardScorer(model, ChatTokenizer.load(dir));
   }

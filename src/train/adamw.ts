@@ -171,7 +171,7 @@ export function adamwUpdate(
   m: torch.Tensor,
   v: torch.Tensor,
   step: number,
-  o: { lr: number; betas: [number, number]; eps: number; weightDecay: number; fused?: boolean },
+  o: AdamWSettings & { fused?: boolean },
 ): void {
   const [beta1, beta2] = o.betas;
   if (fusedCuda(p, g, o.fused)) return torch.fusedAdamw_([p], [g], [m], [v], hyper(o, step));
@@ -191,9 +191,14 @@ export function adamwUpdate(
   });
 }
 
-function hyper(
-  o: { lr: number; betas: [number, number]; eps: number; weightDecay: number },
-  step: number,
-): torch.AdamWHyper {
+/** AdamW's hyperparameters, as torch.optim.AdamW names them. */
+export interface AdamWSettings {
+  lr: number;
+  betas: [number, number];
+  eps: number;
+  weightDecay: number;
+}
+
+function hyper(o: AdamWSettings, step: number): torch.AdamWHyper {
   return { lr: o.lr, beta1: o.betas[0], beta2: o.betas[1], eps: o.eps, weightDecay: o.weightDecay, step };
 }

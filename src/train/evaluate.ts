@@ -17,7 +17,7 @@ export function evaluate(
   cfg: Settings<"run" | "format" | "data">,
   precision: TrainSettings["precision"],
   device: string,
-  group: ProcessGroup = soloGroup,
+  processGroup: ProcessGroup = soloGroup,
 ): EvalRecord["datasets"] {
   const out: EvalRecord["datasets"] = {};
   const batchSize = cfg.per_device_eval_batch_size;
@@ -30,7 +30,7 @@ export function evaluate(
       let count = 0;
       const samples = d.val.map((_, i) => splitSample(data, cfg, d, i, "val"));
       // Ranks take every world-th batch; the sums are reduced below.
-      for (let i = group.rank * batchSize; i < samples.length; i += batchSize * group.worldSize) {
+      for (let i = processGroup.rank * batchSize; i < samples.length; i += batchSize * processGroup.worldSize) {
         torch.scope(() => {
           const b = tensorsOf(padBatch(samples.slice(i, i + batchSize), data.tokenizer.padId, 1), device);
           const run = () => model.forward({ inputIds: b.inputIds, attentionMask: b.attentionMask }).logits;
@@ -48,7 +48,7 @@ export function evaluate(
           count += n;
         });
       }
-      if (group.worldSize > 1) [lossSum, correct, count] = group.reduceNumbers([lossSum, correct, count]);
+      if (processGroup.worldSize > 1) [lossSum, correct, count] = processGroup.reduceNumbers([lossSum, correct, count]);
       if (count) out[d.name] = { loss: lossSum / count, accuracy: correct / count, tokens: count };
     }
   });

@@ -21,7 +21,7 @@ import type { TrainOptimizer } from "./zero.js";
 export interface RunSetup {
   cfg: SFTConfig;
   device: string;
-  group: ProcessGroup;
+  processGroup: ProcessGroup;
   /** Rank 0: the one that prints and writes the log, chart and summary. */
   lead: boolean;
   world: number;
@@ -92,7 +92,7 @@ export async function trainLoop(ctx: RunContext): Promise<void> {
     await new Promise((r) => setImmediate(r));
     let stop = ctx.stopRequested?.() ?? false;
     // A signal reaches the ranks at different moments: they stop together, at the same step.
-    if (ctx.world > 1) stop = ctx.group.reduceNumbers([stop ? 1 : 0], "max")[0]! > 0;
+    if (ctx.world > 1) stop = ctx.processGroup.reduceNumbers([stop ? 1 : 0], "max")[0]! > 0;
     const cfg = ctx.cfg;
     if ((cfg.save_strategy === "steps" && state.globalStep % cfg.save_steps === 0) || stop) saveRun(ctx);
     else if (cfg.save_strategy === "epoch" && state.microBatch >= ctx.batches.length) saveRun(ctx);
@@ -170,7 +170,7 @@ function forwardBackward(
   chunk: Batch[],
   unitsPer: number[],
 ): { loss: number; metrics: Record<string, number> } {
-  const { optimizer, group, world, settings, model, device } = ctx;
+  const { optimizer, processGroup, world, settings, model, device } = ctx;
   const lossScale = ctx.scaler?.scale ?? 1;
   const unitsTotal = unitsPer.reduce((a, b) => a + b, 0);
   let stepLoss = 0;
@@ -178,7 +178,7 @@ function forwardBackward(
   // Rank r takes micro-batches r, r + world, ...; a slot with nothing for this rank still joins
   // the collectives that the other ranks' micro-batches make (ZeRO-3 gathers).
   for (let slot = 0; slot < Math.ceil(chunk.length / world); slot++) {
-    const k = slot * world + group.rank;
+    const k = slot * world + processGroup.rank;
     const b = chunk[k];
     if (!b || !unitsPer[k]) {
       // nothing to learn in this micro-batch (OA: loss 0)
@@ -200,7 +200,7 @@ function forwardBackward(
   }
   if (world === 1) return { loss: stepLoss, metrics };
   const names = Object.keys(metrics).sort();
-  const reduced = ctx.group.reduceNumbers([stepLoss, ...names.map((n) => metrics[n]!)]);
+  const reduced = ctx.processGroup.reduceNumbers([stepLoss, ...names.map((n) => metrics[n]!)]);
   return { loss: reduced[0]!, metrics: Object.fromEntries(names.map((n, i) => [n, reduced[i + 1]!])) };
 }
 
@@ -234,7 +234,12 @@ function logStep(ctx: RunContext, step: StepOutcome): void {
 /** Evaluation on every validation set, logged; keeps the best eval loss in the state. */
 export function evaluateRun(ctx: RunContext): void {
   const { state } = ctx;
-  const env = { model: ctx.model, precision: ctx.settings.precision, device: ctx.device, group: ctx.group };
+  const env = {
+    model: ctx.model,
+    precision: ctx.settings.precision,
+    device: ctx.device,
+    processGroup: ctx.processGroup,
+  };
   const datasets = ctx.optimizer.withFullParams(() => ctx.objective.evaluate(env));
   const tokens = Object.values(datasets).reduce((n, d) => n + d.tokens, 0);
   if (!tokens) return;
@@ -260,7 +265,7 @@ export function saveRun(ctx: RunContext): void {
       paramNames: ctx.names,
       state,
       config: ctx.cfg,
-      group: ctx.group,
+      processGroup: ctx.processGroup,
       ...optimizer.checkpointParts(),
       ...(ctx.lora ? { lora: ctx.lora } : {}),
       ...(ctx.onCheckpointMidway ? { midway: ctx.onCheckpointMidway } : {}),

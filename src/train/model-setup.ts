@@ -133,10 +133,10 @@ export function paramGroups(model: CausalLM, weightDecay: number) {
 }
 
 /** Every rank starts from rank 0's weights (a fresh init is seeded alike, but a file system may differ). */
-export function broadcastParameters(model: CausalLM, group: ProcessGroup): void {
-  if (group.worldSize === 1) return;
+export function broadcastParameters(model: CausalLM, processGroup: ProcessGroup): void {
+  if (processGroup.worldSize === 1) return;
   torch.noGrad(() => {
-    for (const [, p] of model.namedParameters()) group.broadcast(p, 0);
+    for (const [, p] of model.namedParameters()) processGroup.broadcast(p, 0);
   });
 }
 
@@ -145,12 +145,12 @@ export function makeOptimizer(
   names: string[],
   groups: ReturnType<typeof paramGroups>["groups"],
   settings: TrainSettings,
-  group: ProcessGroup,
+  processGroup: ProcessGroup,
   stage: TrainSettings["zeroStage"],
   checkpointing: boolean,
 ): TrainOptimizer {
   const o = { lr: settings.lr, betas: settings.betas, eps: settings.eps, weightDecay: settings.weightDecay };
   return stage === 0
-    ? new ReplicatedOptimizer(model, names, groups, o, group)
-    : new ShardedOptimizer(model, names, groups, o, group, stage, checkpointing);
+    ? new ReplicatedOptimizer(model, names, groups, o, processGroup)
+    : new ShardedOptimizer(model, names, groups, o, processGroup, stage, checkpointing);
 }

@@ -28,7 +28,7 @@ export interface EvalEnv {
   model: CausalLM;
   precision: TrainSettings["precision"];
   device: string;
-  group: ProcessGroup;
+  processGroup: ProcessGroup;
 }
 
 export interface Objective {
@@ -87,7 +87,7 @@ export function sftObjective(
     batches: (epoch) => epochBatches(data, cfg, microBatchSize, epoch),
     units: trainedIn,
     step: (model, b, options) => model.trainStep(tensorsOf(b, device), options),
-    evaluate: (env) => evaluate(env.model, data, cfg, env.precision, env.device, env.group),
+    evaluate: (env) => evaluate(env.model, data, cfg, env.precision, env.device, env.processGroup),
     describe: () => {
       const n = data.datasets.reduce((k, d) => k + d.train.length, 0);
       return `${n} samples from ${data.datasets.length} dataset(s)`;

@@ -78,31 +78,32 @@ export interface SaveCheckpointArgs {
    * the HF layout); each rank writes its own with `writeShard`. The folder gets its checkpoint-N name
    * only after a barrier, once every rank's files are complete.
    */
-  group?: ProcessGroup;
+  processGroup?: ProcessGroup;
   writeShard?: (tmpDir: string) => void;
 }
 
 export function saveCheckpoint(outputDir: string, a: SaveCheckpointArgs): string {
-  const group = a.group ?? soloGroup;
-  const lead = group.rank === 0;
+  const processGroup = a.processGroup ?? soloGroup;
+  const lead = processGroup.rank === 0;
   const final = join(outputDir, `checkpoint-${a.state.globalStep}`);
   // Every rank writes into rank 0's temporary folder, named by rank 0's pid (pruneCheckpoints' rule).
-  const owner = group.worldSize > 1 ? group.reduceNumbers([lead ? process.pid : 0])[0]! : process.pid;
+  const owner = processGroup.worldSize > 1 ? processGroup.reduceNumbers([lead ? process.pid : 0])[0]! : process.pid;
   const tmp = join(outputDir, `.tmp-checkpoint-${a.state.globalStep}-${owner}`);
   if (lead) {
     mkdirSync(outputDir, { recursive: true });
     rmSync(tmp, { recursive: true, force: true });
     mkdirSync(tmp);
   }
-  group.barrier();
+  processGroup.barrier();
   if (!lead && !existsSync(tmp)) {
     throw new Error(
-      `rank ${group.rank}: ${tmp}, made by rank 0, is not here; output_dir must be on a file system every node shares`,
+      `rank ${processGroup.rank}: ${tmp}, made by rank 0, is not here; ` +
+        "output_dir must be on a file system every node shares",
     );
   }
   a.writeShard?.(tmp);
   if (lead) writeShared(tmp, a);
-  group.barrier(); // every rank's files are complete
+  processGroup.barrier(); // every rank's files are complete
   if (lead) {
     fsyncDir(tmp);
     // Replace an older checkpoint of the same step (a resumed run re-saving) only once the new one is whole.
@@ -114,7 +115,7 @@ export function saveCheckpoint(outputDir: string, a: SaveCheckpointArgs): string
     } else renameSync(tmp, final);
     fsyncDir(outputDir);
   }
-  group.barrier(); // no rank goes on before checkpoint-N exists
+  processGroup.barrier(); // no rank goes on before checkpoint-N exists
   return final;
 }
 

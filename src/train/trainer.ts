@@ -63,10 +63,10 @@ function setupRun(
   cfg: SFTConfig,
   o: TrainOptions,
   device: string,
-  group: ProcessGroup,
+  processGroup: ProcessGroup,
   distributed: boolean,
 ): RunSetup {
-  const lead = group.rank === 0;
+  const lead = processGroup.rank === 0;
   // Only rank 0 talks; the others' errors still surface (thrown), and the launcher names their rank.
   const print = lead ? (o.print ?? ((l: string) => process.stderr.write(`${l}\n`))) : () => {};
   checkStageKeys(cfg);
@@ -89,9 +89,9 @@ function setupRun(
   return {
     cfg,
     device,
-    group,
+    processGroup,
     lead,
-    world: group.worldSize,
+    world: processGroup.worldSize,
     print,
     settings,
     stage,
@@ -128,7 +128,7 @@ function setupModel(run: RunSetup, tokenizer: ChatTokenizer): { model: CausalLM;
   const scoreHead = stageOf(run.cfg.stage).scoreHead ?? false;
   const start = startingModel(run.cfg, tokenizer, { device: run.device, scoreHead }, run.resumeDir, run.print);
   const model = start.model.train();
-  broadcastParameters(model, run.group);
+  broadcastParameters(model, run.processGroup);
   if (run.settings.precision === "fp16" && model.fp16Advice) run.print(`note: fp16: ${model.fp16Advice}`);
   return { model, lora: start.lora };
 }
@@ -136,7 +136,7 @@ function setupModel(run: RunSetup, tokenizer: ChatTokenizer): { model: CausalLM;
 /** AdamW's groups, the (ZeRO) optimizer, the fp16 loss scaler, and the state a resume continues from. */
 function setupOptimizer(run: RunSetup, model: CausalLM) {
   const { names, groups } = paramGroups(model, run.settings.weightDecay);
-  const optimizer = makeOptimizer(model, names, groups, run.settings, run.group, run.stage, run.checkpointing);
+  const optimizer = makeOptimizer(model, names, groups, run.settings, run.processGroup, run.stage, run.checkpointing);
   const scaler = run.settings.lossScaling ? new DynamicLossScaler(run.settings.lossScaling) : undefined;
   let state: TrainerState = { globalStep: 0, epoch: 0, microBatch: 0, trainedTokens: 0, tokens: 0, elapsedS: 0 };
   if (run.resumeDir) {
@@ -203,10 +203,10 @@ async function trainOnGroup(
   cfg: SFTConfig,
   o: TrainOptions,
   device: string,
-  group: ProcessGroup,
+  processGroup: ProcessGroup,
   distributed: boolean,
 ): Promise<TrainSummary> {
-  const run = setupRun(cfg, o, device, group, distributed);
+  const run = setupRun(cfg, o, device, processGroup, distributed);
   const { tokenizer, data } = await setupData(run);
   const { model, lora } = setupModel(run, tokenizer);
   let optimizer: TrainOptimizer | undefined;
@@ -243,7 +243,7 @@ async function trainOnGroup(
 function finish(ctx: RunContext): TrainSummary {
   const { state, result, outputDir, lead, optimizer, scaler } = ctx;
   state.elapsedS = (performance.now() - ctx.report.t0) / 1000;
-  const held = rankMemory(optimizer, ctx.group);
+  const held = rankMemory(optimizer, ctx.processGroup);
   if (!result.interrupted) {
     // A LoRA run's result is its adapter (PEFT's files); `oasft merge` makes a plain model of it.
     optimizer.withFullParams(() => {
@@ -282,7 +282,7 @@ function finish(ctx: RunContext): TrainSummary {
       ctx.print(`note: fp16: ${scaler.skippedSteps} of ${state.globalStep} steps overflowed and were skipped`);
     writeFileAtomic(join(outputDir, "summary.json"), [JSON.stringify({ ...summary, ...extra }, null, 2) + "\n"]);
   }
-  ctx.group.barrier(); // the final model is on disk before any rank reports success
+  ctx.processGroup.barrier(); // the final model is on disk before any rank reports success
   return summary;
 }
 
@@ -292,10 +292,10 @@ export async function train(cfg: SFTConfig, o: TrainOptions = {}): Promise<Train
   // Under a launcher, rank r of a machine takes that machine's GPU r unless the config names one.
   if (env && device === "cuda") device = `cuda:${env.localRank}`;
   setThreads(cfg, env);
-  const group = joinJob(env, cfg, device);
+  const processGroup = joinJob(env, cfg, device);
   try {
-    return await trainOnGroup(cfg, o, device, group, env !== null);
+    return await trainOnGroup(cfg, o, device, processGroup, env !== null);
   } finally {
-    group.destroy();
+    processGroup.destroy();
   }
 }

@@ -34,13 +34,13 @@ export class ShardedOptimizer implements TrainOptimizer {
     names: string[],
     groups: ParamGroup[],
     private readonly o: OptimizerSettings,
-    private readonly group: ProcessGroup,
+    private readonly processGroup: ProcessGroup,
     readonly stage: 1 | 2 | 3,
     checkpointing = stage === 3,
   ) {
     this.lr = o.lr;
     this.units = zeroUnits(model, names, groups);
-    const world = group.worldSize;
+    const world = processGroup.worldSize;
     this.shardLen = this.units.map((u) => Math.ceil(u.numel / world));
     const device = model.device;
     this.master = this.units.map((_, i) =>
@@ -48,7 +48,7 @@ export class ShardedOptimizer implements TrainOptimizer {
         torch.scope(() => {
           const flat = this.flatten(i, (p) => p);
           return flat
-            .narrow(0, group.rank * this.shardLen[i]!, this.shardLen[i]!)
+            .narrow(0, processGroup.rank * this.shardLen[i]!, this.shardLen[i]!)
             .to("float32")
             .clone()
             .keep();
@@ -90,7 +90,7 @@ export class ShardedOptimizer implements TrainOptimizer {
     const parts = u.params.map(
       ([, p], k) => of(p)?.reshape([-1]) ?? torch.zeros([u.sizes[k]!], { dtype: "float32", device }),
     );
-    const pad = this.shardLen[i]! * this.group.worldSize - u.numel;
+    const pad = this.shardLen[i]! * this.processGroup.worldSize - u.numel;
     if (pad) parts.push(torch.zeros([pad], { dtype: parts[0]!.dtype, device }));
     return torch.cat(parts);
   }
@@ -101,7 +101,7 @@ export class ShardedOptimizer implements TrainOptimizer {
     const u = this.units[i]!;
     torch.noGrad(() =>
       torch.scope(() => {
-        const parts = this.group.allGather(this.master[i]!);
+        const parts = this.processGroup.allGather(this.master[i]!);
         const flat = torch.cat(parts);
         u.params.forEach(([, p], k) => {
           const value = flat.narrow(0, u.offsets[k]!, u.sizes[k]!).view(u.shapes[k]!);
@@ -130,9 +130,9 @@ export class ShardedOptimizer implements TrainOptimizer {
         const L = this.shardLen[i]!;
         let slice: torch.Tensor;
         if (this.stage === 1) {
-          this.group.allReduce(flat);
-          slice = flat.narrow(0, this.group.rank * L, L);
-        } else slice = this.group.reduceScatter(flat);
+          this.processGroup.allReduce(flat);
+          slice = flat.narrow(0, this.processGroup.rank * L, L);
+        } else slice = this.processGroup.reduceScatter(flat);
         const acc = this.grad[i];
         if (acc) acc.add_(slice);
         else this.grad[i] = slice.contiguous().clone().keep();
@@ -183,7 +183,7 @@ export class ShardedOptimizer implements TrainOptimizer {
     const local = torch.noGrad(() =>
       torch.scope(() => this.grad.reduce((n, g) => n + (g ? g.to("float64").pow(2).sum().item() : 0), 0)),
     );
-    return Math.sqrt(this.group.reduceNumbers([local])[0]!);
+    return Math.sqrt(this.processGroup.reduceNumbers([local])[0]!);
   }
 
   clip(maxNorm: number): number {
@@ -202,7 +202,7 @@ export class ShardedOptimizer implements TrainOptimizer {
       this.units.forEach((u, i) =>
         torch.scope(() => {
           const L = this.shardLen[i]!;
-          const lo = this.group.rank * L;
+          const lo = this.processGroup.rank * L;
           const g = this.grad[i] ?? torch.zeros([L], { dtype: "float32", device: this.master[i]!.device });
           // The slice [lo, lo + L) of the unit meets the decayed segment [0, decayEnd) and the rest [decayEnd, numel).
           const segments: Array<[number, number, number]> = [
@@ -221,7 +221,7 @@ export class ShardedOptimizer implements TrainOptimizer {
           }
           if (this.stage < 3) {
             // Every rank's updated slice back into the whole parameters.
-            const flat = torch.cat(this.group.allGather(this.master[i]!));
+            const flat = torch.cat(this.processGroup.allGather(this.master[i]!));
             u.params.forEach(([, p], k) => p.copy_(flat.narrow(0, u.offsets[k]!, u.sizes[k]!).view(u.shapes[k]!)));
           }
         }),
@@ -267,10 +267,10 @@ export class ShardedOptimizer implements TrainOptimizer {
   saveShard(dir: string): void {
     const tensors: Array<[string, torch.Tensor]> = [];
     this.units.forEach((_, i) => tensors.push([`exp_avg.${i}`, this.m[i]!], [`exp_avg_sq.${i}`, this.v[i]!]));
-    torch.saveSafetensors(join(dir, SHARD_FILE(this.group.rank)), tensors, {
+    torch.saveSafetensors(join(dir, SHARD_FILE(this.processGroup.rank)), tensors, {
       stage: String(this.stage),
-      world_size: String(this.group.worldSize),
-      rank: String(this.group.rank),
+      world_size: String(this.processGroup.worldSize),
+      rank: String(this.processGroup.rank),
       step: String(this.steps),
       units: JSON.stringify(
         this.units.map((u) => ({ name: u.name, numel: u.numel, params: u.params.map(([n]) => n) })),
@@ -295,11 +295,11 @@ export class ShardedOptimizer implements TrainOptimizer {
             ["v", this.v[i]!],
           ] as const) {
             const whole = units.read(i, which);
-            const pad = L * this.group.worldSize - u.numel;
+            const pad = L * this.processGroup.worldSize - u.numel;
             const padded = pad
               ? torch.cat([whole, torch.zeros([pad], { dtype: "float32", device: whole.device })])
               : whole;
-            into.copy_(padded.narrow(0, this.group.rank * L, L));
+            into.copy_(padded.narrow(0, this.processGroup.rank * L, L));
           }
         }),
       ),

@@ -21,19 +21,15 @@ import * as torch from "../torch/index.js";
 import type { CausalLM } from "../models/index.js";
 import type { BlockHooks } from "../nn/checkpoint.js";
 import type { ProcessGroup } from "../parallel/group.js";
-import { AdamW, type ParamGroup } from "./adamw.js";
+import { AdamW, type AdamWSettings, type ParamGroup } from "./adamw.js";
 import { clipGradNorm, globalGradNorm, scaleGrads } from "./grad.js";
 import { hasWholeOptimizerState, loadWholeOptimizer, type SaveCheckpointArgs } from "./state.js";
 import { readUnitMoments, zeroUnits } from "./zero-units.js";
 
 export type ZeroStage = 0 | 1 | 2 | 3;
 
-export interface OptimizerSettings {
-  lr: number;
-  betas: [number, number];
-  eps: number;
-  weightDecay: number;
-}
+/** AdamW's hyperparameters (the same for every stage). */
+export type OptimizerSettings = AdamWSettings;
 
 /** What a rank holds, in bytes, for the memory report and the ZeRO tests. */
 export interface HeldBytes {
@@ -97,7 +93,7 @@ export class ReplicatedOptimizer implements TrainOptimizer {
     private readonly names: string[],
     private readonly groups: ParamGroup[],
     o: OptimizerSettings,
-    private readonly group: ProcessGroup,
+    private readonly processGroup: ProcessGroup,
   ) {
     this.adamw = new AdamW(groups, o);
     this.params = groups.flatMap((g) => g.params);
@@ -114,7 +110,7 @@ export class ReplicatedOptimizer implements TrainOptimizer {
   idleMicroBatch() {}
 
   reduceGradients(): void {
-    if (this.group.worldSize === 1) return;
+    if (this.processGroup.worldSize === 1) return;
     torch.noGrad(() => {
       // A rank without data this step has no .grad yet: its share of the sum is zero.
       for (const p of this.params) if (!p.grad) p.grad = torch.zeros(p.shape, { dtype: p.dtype, device: p.device });
@@ -124,7 +120,7 @@ export class ReplicatedOptimizer implements TrainOptimizer {
         torch.scope(() => {
           if (!bucket.length) return;
           const flat = torch.cat(bucket.map((p) => p.grad!.reshape([-1])));
-          this.group.allReduce(flat);
+          this.processGroup.allReduce(flat);
           let at = 0;
           for (const p of bucket) {
             p.grad!.copy_(flat.narrow(0, at, p.numel).view(p.shape));

@@ -105,7 +105,7 @@ for (const [family, set, name] of FAMILIES) {
           model,
           precision: "fp32",
           device: "cpu",
-          group: soloGroup,
+          processGroup: soloGroup,
         }).oasft_demo!;
         assert.ok(
           Math.abs(again.loss - logged.loss) < 1e-5 && again.accuracy === logged.accuracy,
