@@ -2,18 +2,19 @@
 
 export { ConfigError } from "../util/config-error.js";
 import { ConfigError } from "../util/config-error.js";
+import { describeNumber, keepsRule } from "../util/validate.js";
 
 export function readNumber(json: Record<string, unknown>, file: string, key: string, fallback: number): number {
   const v = json[key];
   if (v === undefined) return fallback;
-  if (typeof v !== "number" || !Number.isFinite(v))
-    throw new ConfigError(file, key, `expected a number, got ${JSON.stringify(v)}`);
+  if (!keepsRule(v, {})) throw new ConfigError(file, key, `expected ${describeNumber({})}, got ${JSON.stringify(v)}`);
   return v;
 }
 
 export function readInt(json: Record<string, unknown>, file: string, key: string, fallback: number): number {
   const v = readNumber(json, file, key, fallback);
-  if (!Number.isInteger(v)) throw new ConfigError(file, key, `expected an integer, got ${v}`);
+  const rule = { integer: true };
+  if (!keepsRule(v, rule)) throw new ConfigError(file, key, `expected ${describeNumber(rule)}, got ${v}`);
   return v;
 }
 

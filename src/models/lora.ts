@@ -8,6 +8,7 @@ import { join } from "node:path";
 import * as torch from "../torch/index.js";
 import { Embedding, Linear, type Module } from "../nn/index.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
+import { describeNumber, keepsRule, type NumberRule } from "../util/validate.js";
 import type { CausalLM } from "./causal-lm.js";
 import { readJsonFile } from "./checkpoint.js";
 import {
@@ -65,10 +66,16 @@ const matches = (path: string, target: string) => path === target || path.endsWi
 export function applyLora(model: CausalLM, cfg: LoraConfig, where = "peft_config"): string[] {
   // A sequence classifier's head exists before its adapters: PEFT keeps it in modules_to_save.
   if (cfg.task_type === "SEQ_CLS") model.scoreHead();
-  if (!Number.isInteger(cfg.r) || cfg.r < 1) throw new LoraError(`${where} › r: expected an integer ≥ 1, got ${cfg.r}`);
-  if (!(cfg.lora_alpha > 0)) throw new LoraError(`${where} › lora_alpha: expected a number > 0, got ${cfg.lora_alpha}`);
-  if (!(cfg.lora_dropout >= 0 && cfg.lora_dropout < 1))
-    throw new LoraError(`${where} › lora_dropout: expected a number in [0, 1), got ${cfg.lora_dropout}`);
+  const rules: Array<["r" | "lora_alpha" | "lora_dropout", NumberRule]> = [
+    ["r", { integer: true, min: 1 }],
+    ["lora_alpha", { gt: 0 }],
+    ["lora_dropout", { min: 0, lt: 1 }],
+  ];
+  for (const [key, rule] of rules) {
+    if (!keepsRule(cfg[key], rule)) {
+      throw new LoraError(`${where} › ${key}: expected ${describeNumber(rule)}, got ${cfg[key]}`);
+    }
+  }
   if (cfg.bias !== "none")
     throw new LoraError(`${where} › bias: only "none" is supported, got ${JSON.stringify(cfg.bias)}`);
   const all = linears(model);

@@ -2,6 +2,7 @@
 // ApiError naming the field, which the server answers with 400 and a JSON body.
 import type { SamplingParams } from "../generate/sampling.js";
 import type { Json } from "../util/config-error.js";
+import { describeNumber, keepsRule, type NumberRule } from "../util/validate.js";
 
 export class ApiError extends Error {
   constructor(
@@ -20,15 +21,11 @@ export function asBody(body: unknown): Json {
   return body as Json;
 }
 
-function num(o: Json, field: string, { min = -Infinity, max = Infinity, integer = false } = {}): number | undefined {
+function num(o: Json, field: string, rule: NumberRule = {}): number | undefined {
   const v = o[field];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== "number" || !Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v))) {
-    throw new ApiError(
-      400,
-      `'${field}' must be ${integer ? "an integer" : "a number"} in [${min}, ${max}], got ${JSON.stringify(v)}`,
-      field,
-    );
+  if (!keepsRule(v, rule)) {
+    throw new ApiError(400, `'${field}' must be ${describeNumber(rule)}, got ${JSON.stringify(v)}`, field);
   }
   return v;
 }

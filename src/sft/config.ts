@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
 import { editDistance } from "../util/registry.js";
 import { ConfigError } from "../util/config-error.js";
+import { describeRange, keepsRule } from "../util/validate.js";
 import { MIX_OPTIONS, parseDatasetEntries, type DatasetEntry } from "../data/mix.js";
 import { datasetLoader } from "../data/registry.js";
 import { DATA_KEYS, FORMAT_KEYS, MODEL_KEYS, type KeySpec } from "./config-keys.js";
@@ -136,13 +137,7 @@ export function coerceValue(key: string, value: unknown, where: string): unknown
       if (typeof n !== "number" || !Number.isFinite(n) || (spec.type === "integer" && !Number.isInteger(n)))
         throw bad();
       const r = spec.range;
-      const broken =
-        r &&
-        ((r.min !== undefined && n < r.min) ||
-          (r.max !== undefined && n > r.max) ||
-          (r.gt !== undefined && n <= r.gt) ||
-          (r.lt !== undefined && n >= r.lt));
-      if (broken) throw new ConfigError(`${where}: key '${key}' must be ${describeRange(r)}, got ${n}`);
+      if (r && !keepsRule(n, r)) throw new ConfigError(`${where}: key '${key}' must be ${describeRange(r)}, got ${n}`);
       return n;
     }
     case "boolean":
@@ -163,16 +158,6 @@ export function coerceValue(key: string, value: unknown, where: string): unknown
 }
 
 /** "≥ 1", "> 0", "in [0, 1]", "in [0, 1)" */
-function describeRange(r: NonNullable<KeySpec["range"]>): string {
-  const low =
-    r.min !== undefined ? { v: r.min, open: false } : r.gt !== undefined ? { v: r.gt, open: true } : undefined;
-  const high =
-    r.max !== undefined ? { v: r.max, open: false } : r.lt !== undefined ? { v: r.lt, open: true } : undefined;
-  if (low && high) return `in ${low.open ? "(" : "["}${low.v}, ${high.v}${high.open ? ")" : "]"}`;
-  if (low) return `${low.open ? ">" : "≥"} ${low.v}`;
-  return `${high!.open ? "<" : "≤"} ${high!.v}`;
-}
-
 export interface ComposedConfig {
   config: SFTConfig;
   /** For each key, where its value came from ("default", "block X (file)", "--flag"). */
