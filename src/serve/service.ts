@@ -1,6 +1,7 @@
 // The service routes of `oasft serve` as a fastify plugin: the chat page, health, TGI's /info and
 // Prometheus metrics.
 import type { FastifyPluginAsync } from "fastify";
+import { MAX_BEST_OF } from "./best-of.js";
 import type { ServeContext } from "./context.js";
 import { chatPage } from "./page.js";
 
@@ -20,7 +21,7 @@ export const serviceRoutes: FastifyPluginAsync<{ ctx: ServeContext }> = async (a
     max_total_tokens: maxTotal,
     max_input_tokens: Math.min(engine.maxInputTokens, maxTotal - 1),
     max_top_n_tokens: 5,
-    max_best_of: 16,
+    max_best_of: MAX_BEST_OF,
     max_new_tokens: ctx.limits.maxTokens,
     max_batch_size: o.maxBatch ?? 16,
     max_concurrent_requests: (o.maxBatch ?? 16) + (o.maxQueue ?? 64),

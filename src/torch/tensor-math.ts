@@ -1,11 +1,8 @@
 // The Tensor's elementwise and reduction methods, each one addon entry (as tfjs' chained ops: declared
 // on Tensor here, attached to its prototype when this module loads; torch/index.ts loads it).
-import { native, type Handle } from "./binding.js";
+import { native } from "./binding.js";
 import { DTYPE_CODE, type DType } from "./dtype.js";
-import { Tensor } from "./tensor.js";
-
-type Operand = Tensor | number;
-const raw = (x: Operand): Handle | number => (typeof x === "number" ? x : x.handle);
+import { Tensor, raw, type Operand } from "./tensor.js";
 
 declare module "./tensor.js" {
   interface Tensor {

@@ -31,8 +31,9 @@ export function popScope(s: Scope): void {
   if (scopeStack.pop() !== s) throw new Error("scopes must be closed in the order they were opened");
 }
 
-type Operand = Tensor | number;
-const raw = (x: Operand): Handle | number => (typeof x === "number" ? x : x.handle);
+/** A tensor, or a number broadcast as a scalar; `raw` is what the addon takes for it. */
+export type Operand = Tensor | number;
+export const raw = (x: Operand): Handle | number => (typeof x === "number" ? x : x.handle);
 
 export interface CreateOptions {
   dtype?: DType;
