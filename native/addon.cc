@@ -36,12 +36,14 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "compat.h"
 #include "dist.h"
 #include "fast.h"
+#include "tape.h"
 
 namespace {
 
@@ -94,21 +96,45 @@ bool isTensorHandle(const Napi::Value& v) {
 // ---------------------------------------------------------------------------------------------
 // Argument access with errors that name the op and the argument
 
+// An op reads its arguments through Args: from the JavaScript call (live), or from a tape's recorded
+// arguments (replay, native/tape.h), where a tensor argument is a slot of the replay's frame or a
+// constant the tape holds. Outputs go back to JavaScript live, and into `produced` on replay.
 struct Args {
-  const Napi::CallbackInfo& info;
+  const Napi::CallbackInfo* info;  // live call; null on replay
   const char* op;
+  const std::vector<oasft::tape::Val>* vals = nullptr;  // replay
+  const std::vector<at::Tensor>* frame = nullptr;       // replay: the slots defined so far
+  std::vector<at::Tensor> produced;                      // replay: this op's outputs
 
-  Napi::Env env() const { return info.Env(); }
+  Args(const Napi::CallbackInfo& call, const char* name) : info(&call), op(name) {}
+  Args(const char* name, const std::vector<oasft::tape::Val>& recorded, const std::vector<at::Tensor>& slots)
+      : info(nullptr), op(name), vals(&recorded), frame(&slots) {}
+
+  Napi::Env env() const { return info->Env(); }
+  Napi::Value js(size_t i) const { return (*info)[i]; }
+  size_t length() const { return vals ? vals->size() : info->Length(); }
+  const oasft::tape::Val* val(size_t i) const { return vals && i < vals->size() ? &(*vals)[i] : nullptr; }
+  using Kind = oasft::tape::Val::Kind;
+  bool is(size_t i, Kind kind) const {
+    const oasft::tape::Val* v = val(i);
+    return v && v->kind == kind;
+  }
+  const at::Tensor& resolve(const oasft::tape::Ref& r) const { return r.slot >= 0 ? (*frame)[r.slot] : r.constant; }
 
   [[noreturn]] void bad(size_t i, const std::string& expected) const {
-    throw Napi::TypeError::New(env(), std::string(op) + ": argument " + std::to_string(i) + " must be " + expected);
+    std::string message = std::string(op) + ": argument " + std::to_string(i) + " must be " + expected;
+    if (!info) throw std::runtime_error(message);
+    throw Napi::TypeError::New(env(), message);
   }
-  bool has(size_t i) const { return i < info.Length() && !info[i].IsUndefined() && !info[i].IsNull(); }
-  bool isTensor(size_t i) const { return i < info.Length() && isTensorHandle(info[i]); }
+  bool has(size_t i) const {
+    if (vals) return i < vals->size() && (*vals)[i].kind != Kind::None;
+    return i < info->Length() && !js(i).IsUndefined() && !js(i).IsNull();
+  }
+  bool isTensor(size_t i) const { return vals ? is(i, Kind::Tensor) : i < info->Length() && isTensorHandle(js(i)); }
 
   const at::Tensor& t(size_t i) const {
     if (!isTensor(i)) bad(i, "a tensor");
-    const at::Tensor& tensor = info[i].As<Napi::External<Box>>().Data()->t;
+    const at::Tensor& tensor = vals ? resolve(val(i)->refs[0]) : js(i).As<Napi::External<Box>>().Data()->t;
     if (!tensor.defined()) bad(i, "a live tensor (this one was disposed)");
     return tensor;
   }
@@ -117,24 +143,44 @@ struct Args {
     return t(i);
   }
   double f(size_t i) const {
-    if (i >= info.Length() || !info[i].IsNumber()) bad(i, "a number");
-    return info[i].As<Napi::Number>().DoubleValue();
+    if (vals) {
+      if (!is(i, Kind::Number)) bad(i, "a number");
+      return val(i)->num;
+    }
+    if (i >= info->Length() || !js(i).IsNumber()) bad(i, "a number");
+    return js(i).As<Napi::Number>().DoubleValue();
   }
   int64_t i64(size_t i) const {
-    if (i >= info.Length() || !info[i].IsNumber()) bad(i, "an integer");
-    return info[i].As<Napi::Number>().Int64Value();
+    if (vals) {
+      if (!is(i, Kind::Number)) bad(i, "an integer");
+      return static_cast<int64_t>(val(i)->num);
+    }
+    if (i >= info->Length() || !js(i).IsNumber()) bad(i, "an integer");
+    return js(i).As<Napi::Number>().Int64Value();
   }
   bool b(size_t i) const {
-    if (i >= info.Length() || !info[i].IsBoolean()) bad(i, "a boolean");
-    return info[i].As<Napi::Boolean>().Value();
+    if (vals) {
+      if (!is(i, Kind::Bool)) bad(i, "a boolean");
+      return val(i)->flag;
+    }
+    if (i >= info->Length() || !js(i).IsBoolean()) bad(i, "a boolean");
+    return js(i).As<Napi::Boolean>().Value();
   }
   std::string str(size_t i) const {
-    if (i >= info.Length() || !info[i].IsString()) bad(i, "a string");
-    return info[i].As<Napi::String>().Utf8Value();
+    if (vals) {
+      if (!is(i, Kind::String)) bad(i, "a string");
+      return val(i)->str;
+    }
+    if (i >= info->Length() || !js(i).IsString()) bad(i, "a string");
+    return js(i).As<Napi::String>().Utf8Value();
   }
   std::vector<int64_t> ints(size_t i) const {
-    if (i >= info.Length() || !info[i].IsArray()) bad(i, "an array of integers");
-    auto arr = info[i].As<Napi::Array>();
+    if (vals) {
+      if (!is(i, Kind::Ints)) bad(i, "an array of integers");
+      return val(i)->ints;
+    }
+    if (i >= info->Length() || !js(i).IsArray()) bad(i, "an array of integers");
+    auto arr = js(i).As<Napi::Array>();
     std::vector<int64_t> out(arr.Length());
     for (uint32_t k = 0; k < arr.Length(); k++) {
       Napi::Value v = arr[k];
@@ -144,9 +190,15 @@ struct Args {
     return out;
   }
   std::vector<at::Tensor> tensors(size_t i) const {
-    if (i >= info.Length() || !info[i].IsArray()) bad(i, "an array of tensors");
-    auto arr = info[i].As<Napi::Array>();
     std::vector<at::Tensor> out;
+    if (vals) {
+      if (is(i, Kind::Ints) && val(i)->ints.empty()) return out;  // [] was recorded as a list of integers
+      if (!is(i, Kind::Tensors)) bad(i, "an array of tensors");
+      for (const auto& r : val(i)->refs) out.push_back(resolve(r));
+      return out;
+    }
+    if (i >= info->Length() || !js(i).IsArray()) bad(i, "an array of tensors");
+    auto arr = js(i).As<Napi::Array>();
     out.reserve(arr.Length());
     for (uint32_t k = 0; k < arr.Length(); k++) {
       Napi::Value v = arr[k];
@@ -159,7 +211,7 @@ struct Args {
   }
   // An integral JS number becomes an integer Scalar, so int64 tensors stay int64 (`pos - 1`).
   at::Scalar scalar(size_t i) const {
-    if (i < info.Length() && info[i].IsBoolean()) return at::Scalar(info[i].As<Napi::Boolean>().Value());
+    if (vals ? is(i, Kind::Bool) : i < info->Length() && js(i).IsBoolean()) return at::Scalar(b(i));
     double v = f(i);
     double whole = static_cast<double>(static_cast<int64_t>(v));
     if (whole == v && v > -9007199254740992.0 && v < 9007199254740992.0) return at::Scalar(static_cast<int64_t>(v));
@@ -183,39 +235,214 @@ struct Args {
     return at::TensorOptions().dtype(dtype(dtypeArg)).device(device(deviceArg));
   }
 
-  Napi::Value out(at::Tensor t) const { return wrap(env(), std::move(t)); }
-  Napi::Value outList(const std::vector<at::Tensor>& ts) const {
+  Napi::Value out(at::Tensor t) {
+    if (vals) {
+      produced.push_back(std::move(t));
+      return Napi::Value();
+    }
+    return wrap(env(), std::move(t));
+  }
+  Napi::Value outList(const std::vector<at::Tensor>& ts) {
+    if (vals) {
+      produced.insert(produced.end(), ts.begin(), ts.end());
+      return Napi::Value();
+    }
     auto arr = Napi::Array::New(env(), ts.size());
     for (size_t k = 0; k < ts.size(); k++) arr.Set(static_cast<uint32_t>(k), out(ts[k]));
     return arr;
   }
   Napi::Value num(double v) const { return Napi::Number::New(env(), v); }
   Napi::Value boolean(bool v) const { return Napi::Boolean::New(env(), v); }
-  Napi::Value undef() const { return env().Undefined(); }
+  Napi::Value undef() const { return vals ? Napi::Value() : env().Undefined(); }
 };
 
+}  // namespace
+
+namespace oasft::tape {
+// A recordable table entry: its name and its body, which a replay calls again with recorded arguments.
+struct Op {
+  const char* name;
+  std::function<Napi::Value(Args&)> body;
+};
+}  // namespace oasft::tape
+
+namespace {
+
+using oasft::tape::Recording;
+using oasft::tape::Val;
+
+template <typename Run>
+Napi::Value rethrowAsJs(const Napi::CallbackInfo& info, const char* name, Run run) {
+  try {
+    return run();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw Napi::Error::New(info.Env(), std::string(name) + ": " + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), std::string(name) + ": " + e.what());
+  }
+}
+
+// Ops that only read handles' metadata (shapes, dtypes) or the runtime's settings: harmless while a tape
+// records, since a replayed step has the same shapes. Every other entry outside `rec` breaks a recording.
+bool readsMetadataOnly(const std::string& name) {
+  static const char* names[] = {
+      "version", "buildConfig", "parallelInfo", "getNumThreads", "cudaIsAvailable", "cudaDeviceCount", "mallocMode",
+      "parentPid", "liveTensors", "dispose", "isLive", "shape", "strides", "dtype", "device", "numel",
+      "requiresGrad", "isContiguous", "isGradEnabled", "features", "distAvailable", "tapeInfo", "tapeEnd", "tapeAbort", "tapeProfile"};
+  for (const char* n : names)
+    if (name == n) return true;
+  return false;
+}
+
+// A table entry that is not recordable.
 template <typename Body>
 void def(Napi::Env env, Napi::Object exports, const char* name, Body body) {
+  const bool harmless = readsMetadataOnly(name);
   exports.Set(name, Napi::Function::New(
                         env,
-                        [name, body](const Napi::CallbackInfo& info) -> Napi::Value {
-                          Args a{info, name};
-                          try {
-                            return body(a);
-                          } catch (const Napi::Error&) {
-                            throw;
-                          } catch (const c10::Error& e) {
-                            throw Napi::Error::New(info.Env(), std::string(name) + ": " + e.what_without_backtrace());
-                          } catch (const std::exception& e) {
-                            throw Napi::Error::New(info.Env(), std::string(name) + ": " + e.what());
-                          }
+                        [name, body, harmless](const Napi::CallbackInfo& info) -> Napi::Value {
+                          auto& recording = oasft::tape::current();
+                          if (recording && !harmless) recording->breakWith(std::string(name) + " was called");
+                          Args a(info, name);
+                          return rethrowAsJs(info, name, [&] { return body(a); });
                         },
                         name));
 }
 
+// One JavaScript argument as a tape stores it; false when it is of a kind a tape cannot hold.
+bool recordArg(Recording& r, const Napi::Value& v, Val& out) {
+  if (v.IsUndefined() || v.IsNull()) return true;
+  if (isTensorHandle(v)) {
+    out.kind = Val::Tensor;
+    out.refs.push_back(r.ref(v.As<Napi::External<Box>>().Data()->t));
+    return true;
+  }
+  if (v.IsNumber()) {
+    out.kind = Val::Number;
+    out.num = v.As<Napi::Number>().DoubleValue();
+    return true;
+  }
+  if (v.IsBoolean()) {
+    out.kind = Val::Bool;
+    out.flag = v.As<Napi::Boolean>().Value();
+    return true;
+  }
+  if (v.IsString()) {
+    out.kind = Val::String;
+    out.str = v.As<Napi::String>().Utf8Value();
+    return true;
+  }
+  if (!v.IsArray()) return false;
+  auto arr = v.As<Napi::Array>();
+  out.kind = arr.Length() > 0 && isTensorHandle(arr.Get(0u)) ? Val::Tensors : Val::Ints;
+  for (uint32_t k = 0; k < arr.Length(); k++) {
+    Napi::Value e = arr[k];
+    if (out.kind == Val::Tensors && isTensorHandle(e)) out.refs.push_back(r.ref(e.As<Napi::External<Box>>().Data()->t));
+    else if (out.kind == Val::Ints && e.IsNumber()) out.ints.push_back(e.As<Napi::Number>().Int64Value());
+    else return false;
+  }
+  return true;
+}
+
+// A live call of a recordable op while a tape records: the op runs as usual, and its arguments and the
+// slots of its outputs join the tape.
+Napi::Value callRecording(Recording& r, const oasft::tape::Op& op, Args& a, const Napi::CallbackInfo& info) {
+  std::vector<Val> vals(info.Length());
+  for (size_t i = 0; i < info.Length(); i++) {
+    if (!recordArg(r, info[i], vals[i])) r.breakWith(std::string(op.name) + " took an argument a tape cannot hold");
+  }
+  Napi::Value result = op.body(a);
+  oasft::tape::Step step{&op, std::move(vals), {}, {}};
+  auto define = [&](const Napi::Value& v) {
+    if (isTensorHandle(v)) step.outputs.push_back(r.define(v.As<Napi::External<Box>>().Data()->t));
+    else r.breakWith(std::string(op.name) + " returned something other than tensors");
+  };
+  if (result.IsArray()) {
+    auto arr = result.As<Napi::Array>();
+    for (uint32_t k = 0; k < arr.Length(); k++) define(arr.Get(k));
+  } else if (!result.IsUndefined()) {
+    define(result);
+  }
+  r.tape.steps.push_back(std::move(step));
+  return result;
+}
+
+// A recordable table entry: a pure function of its arguments (tensors, shapes, numbers), or an in-place
+// update of a tensor argument.
+template <typename Body>
+void rec(Napi::Env env, Napi::Object exports, const char* name, Body body) {
+  auto* op = new oasft::tape::Op{name, body};  // lives as long as the process: tapes point at it
+  exports.Set(name, Napi::Function::New(
+                        env,
+                        [op](const Napi::CallbackInfo& info) -> Napi::Value {
+                          Args a(info, op->name);
+                          return rethrowAsJs(info, op->name, [&] {
+                            auto& recording = oasft::tape::current();
+                            return recording ? callRecording(*recording, *op, a, info) : op->body(a);
+                          });
+                        },
+                        op->name));
+}
+
+// The replay of a tape: every step's op on its recorded arguments, slots freed after their last use.
+std::vector<at::Tensor> replay(oasft::tape::Tape& tape) {
+  std::vector<at::Tensor> frame(tape.slots);
+  at::AutoGradMode grad(tape.gradEnabled);
+  for (size_t k = 0; k < tape.steps.size(); k++) {
+    const oasft::tape::Step& s = tape.steps[k];
+    Args a(s.op->name, s.args, frame);
+    auto start = tape.profiling ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
+    try {
+      s.op->body(a);
+    } catch (const c10::Error& e) {
+      throw std::runtime_error("step " + std::to_string(k) + " (" + s.op->name + "): " + e.what_without_backtrace());
+    } catch (const std::exception& e) {
+      throw std::runtime_error("step " + std::to_string(k) + " (" + s.op->name + "): " + e.what());
+    }
+    if (a.produced.size() != s.outputs.size()) {
+      throw std::runtime_error("step " + std::to_string(k) + " (" + s.op->name + ") made " +
+                               std::to_string(a.produced.size()) + " tensors, recorded " + std::to_string(s.outputs.size()));
+    }
+    for (size_t j = 0; j < s.outputs.size(); j++) frame[s.outputs[j]] = std::move(a.produced[j]);
+    for (int f : s.frees) frame[f].reset();
+    if (tape.profiling) tape.seconds[k] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  std::vector<at::Tensor> out;
+  for (int s : tape.outputs) out.push_back(frame[s]);
+  return out;
+}
+
+constexpr napi_type_tag kTapeTag = {0x6f61736674746170ULL, 0x652d68616e646c65ULL};
+
+oasft::tape::Tape& tapeOf(const Args& a, size_t i) {
+  Napi::Value v = a.js(i);
+  if (!v.IsExternal() || !v.As<Napi::External<oasft::tape::Tape>>().CheckTypeTag(&kTapeTag)) a.bad(i, "a tape");
+  return *v.As<Napi::External<oasft::tape::Tape>>().Data();
+}
+
+// tapeEnd's work: the recording becomes a tape whose outputs are `outputs`, or the reason it cannot.
+Napi::Value finishRecording(Args& a, std::unique_ptr<Recording> r) {
+  std::vector<at::Tensor> outputs = a.tensors(0);
+  for (const at::Tensor& t : outputs) {
+    auto it = r->slotOf.find(t.unsafeGetTensorImpl());
+    if (it == r->slotOf.end()) r->breakWith("an output was not computed while recording");
+    else r->tape.outputs.push_back(it->second);
+  }
+  if (!r->broken.empty()) return Napi::String::New(a.env(), r->broken);
+  r->held.clear();
+  r->slotOf.clear();
+  auto* tape = new oasft::tape::Tape(std::move(r->tape));
+  oasft::tape::planFrees(*tape);
+  auto handle = Napi::External<oasft::tape::Tape>::New(a.env(), tape, [](Napi::BasicEnv, oasft::tape::Tape* t) { delete t; });
+  handle.TypeTag(&kTapeTag);
+  return handle;
+}
+
 at::Tensor tensorFromBytes(const Args& a, size_t bytesArg, at::ScalarType dtype, const std::vector<int64_t>& shape) {
-  if (!a.info[bytesArg].IsTypedArray()) a.bad(bytesArg, "a typed array or Buffer");
-  auto view = a.info[bytesArg].As<Napi::TypedArray>();
+  if (!a.js(bytesArg).IsTypedArray()) a.bad(bytesArg, "a typed array or Buffer");
+  auto view = a.js(bytesArg).As<Napi::TypedArray>();
   auto* data = static_cast<uint8_t*>(view.ArrayBuffer().Data()) + view.ByteOffset();
   int64_t numel = 1;
   for (int64_t d : shape) numel *= d;
@@ -237,10 +464,10 @@ at::Reduction::Reduction reductionFrom(const Args& a, size_t i) {
 
 // Binary ops take a tensor or a JS number as their second operand.
 #define BINARY(jsName, fn)                                                              \
-  def(env, exports, jsName, [](Args& a) {                                               \
+  rec(env, exports, jsName, [](Args& a) {                                               \
     return a.out(a.isTensor(1) ? at::fn(a.t(0), a.t(1)) : at::fn(a.t(0), a.scalar(1))); \
   })
-#define UNARY(jsName, fn) def(env, exports, jsName, [](Args& a) { return a.out(at::fn(a.t(0))); })
+#define UNARY(jsName, fn) rec(env, exports, jsName, [](Args& a) { return a.out(at::fn(a.t(0))); })
 
 // Training allocates and frees the same large activation buffers every step. With glibc's default,
 // dynamic thresholds many of them are mmap()ed and munmap()ed each time, and the kernel zero-fills every
@@ -345,11 +572,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // ----- handles and metadata --------------------------------------------------------------------
   def(env, exports, "dispose", [](Args& a) {
     if (!a.isTensor(0)) a.bad(0, "a tensor");
-    release(a.env(), a.info[0].As<Napi::External<Box>>().Data());
+    release(a.env(), a.js(0).As<Napi::External<Box>>().Data());
     return a.undef();
   });
   def(env, exports, "isLive", [](Args& a) {
-    return a.boolean(a.isTensor(0) && a.info[0].As<Napi::External<Box>>().Data()->t.defined());
+    return a.boolean(a.isTensor(0) && a.js(0).As<Napi::External<Box>>().Data()->t.defined());
   });
   def(env, exports, "shape", [](Args& a) {
     auto sizes = a.t(0).sizes();
@@ -388,24 +615,24 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     at::Tensor t = a.t(0).detach().to(at::kCPU).contiguous();
     return Napi::Buffer<uint8_t>::Copy(a.env(), static_cast<const uint8_t*>(t.data_ptr()), t.nbytes());
   });
-  def(env, exports, "empty", [](Args& a) { return a.out(at::empty(a.ints(0), a.options(1, 2))); });
-  def(env, exports, "zeros", [](Args& a) { return a.out(at::zeros(a.ints(0), a.options(1, 2))); });
-  def(env, exports, "ones", [](Args& a) { return a.out(at::ones(a.ints(0), a.options(1, 2))); });
-  def(env, exports, "full", [](Args& a) { return a.out(at::full(a.ints(0), a.scalar(1), a.options(2, 3))); });
-  def(env, exports, "arange", [](Args& a) { return a.out(at::arange(a.scalar(0), a.scalar(1), a.scalar(2), a.options(3, 4))); });
+  rec(env, exports, "empty", [](Args& a) { return a.out(at::empty(a.ints(0), a.options(1, 2))); });
+  rec(env, exports, "zeros", [](Args& a) { return a.out(at::zeros(a.ints(0), a.options(1, 2))); });
+  rec(env, exports, "ones", [](Args& a) { return a.out(at::ones(a.ints(0), a.options(1, 2))); });
+  rec(env, exports, "full", [](Args& a) { return a.out(at::full(a.ints(0), a.scalar(1), a.options(2, 3))); });
+  rec(env, exports, "arange", [](Args& a) { return a.out(at::arange(a.scalar(0), a.scalar(1), a.scalar(2), a.options(3, 4))); });
   def(env, exports, "randn", [](Args& a) { return a.out(at::randn(a.ints(0), a.options(1, 2))); });
   def(env, exports, "rand", [](Args& a) { return a.out(at::rand(a.ints(0), a.options(1, 2))); });
   def(env, exports, "randint", [](Args& a) { return a.out(at::randint(a.i64(0), a.i64(1), a.ints(2), a.options(3, 4))); });
   def(env, exports, "randperm", [](Args& a) { return a.out(at::randperm(a.i64(0), a.options(1, 2))); });
-  def(env, exports, "to", [](Args& a) { return a.out(a.t(0).to(a.dtype(1))); });
+  rec(env, exports, "to", [](Args& a) { return a.out(a.t(0).to(a.dtype(1))); });
   // toDevice(t, device, nonBlocking): an asynchronous host-to-device copy needs pinned host memory.
-  def(env, exports, "toDevice", [](Args& a) {
+  rec(env, exports, "toDevice", [](Args& a) {
     return a.out(a.t(0).to(a.device(1), /*non_blocking=*/a.has(2) && a.b(2)));
   });
   def(env, exports, "pinMemory", [](Args& a) { return a.out(a.t(0).pin_memory()); });
-  def(env, exports, "clone", [](Args& a) { return a.out(a.t(0).clone()); });
-  def(env, exports, "detach", [](Args& a) { return a.out(a.t(0).detach()); });
-  def(env, exports, "contiguous", [](Args& a) { return a.out(a.t(0).contiguous()); });
+  rec(env, exports, "clone", [](Args& a) { return a.out(a.t(0).clone()); });
+  rec(env, exports, "detach", [](Args& a) { return a.out(a.t(0).detach()); });
+  rec(env, exports, "contiguous", [](Args& a) { return a.out(a.t(0).contiguous()); });
 
   // ----- file I/O: tensors of any size, straight between files and tensors (no JS buffer) ---------
   // writeToFd(t, fd): appends t's bytes (row-major, little-endian) at fd's current position. CPU
@@ -442,39 +669,40 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   });
 
   // ----- in-place ----------------------------------------------------------------------------------
-  def(env, exports, "copy_", [](Args& a) { a.t(0).copy_(a.t(1)); return a.undef(); });
-  def(env, exports, "zero_", [](Args& a) { a.t(0).zero_(); return a.undef(); });
-  def(env, exports, "fill_", [](Args& a) { a.t(0).fill_(a.scalar(1)); return a.undef(); });
+  rec(env, exports, "copy_", [](Args& a) { a.t(0).copy_(a.t(1)); return a.undef(); });
+  rec(env, exports, "zero_", [](Args& a) { a.t(0).zero_(); return a.undef(); });
+  rec(env, exports, "fill_", [](Args& a) { a.t(0).fill_(a.scalar(1)); return a.undef(); });
   def(env, exports, "normal_", [](Args& a) { a.t(0).normal_(a.f(1), a.f(2)); return a.undef(); });
   def(env, exports, "uniform_", [](Args& a) { a.t(0).uniform_(a.f(1), a.f(2)); return a.undef(); });
-  def(env, exports, "add_", [](Args& a) {
+  rec(env, exports, "add_", [](Args& a) {
     if (a.isTensor(1)) a.t(0).add_(a.t(1), a.has(2) ? a.scalar(2) : at::Scalar(1));
     else a.t(0).add_(a.scalar(1));
     return a.undef();
   });
-  def(env, exports, "mul_", [](Args& a) {
+  rec(env, exports, "mul_", [](Args& a) {
     if (a.isTensor(1)) a.t(0).mul_(a.t(1));
     else a.t(0).mul_(a.scalar(1));
     return a.undef();
   });
-  def(env, exports, "div_", [](Args& a) {
+  rec(env, exports, "div_", [](Args& a) {
     if (a.isTensor(1)) a.t(0).div_(a.t(1));
     else a.t(0).div_(a.scalar(1));
     return a.undef();
   });
-  def(env, exports, "addcmul_", [](Args& a) { a.t(0).addcmul_(a.t(1), a.t(2), a.scalar(3)); return a.undef(); });
-  def(env, exports, "addcdiv_", [](Args& a) { a.t(0).addcdiv_(a.t(1), a.t(2), a.scalar(3)); return a.undef(); });
-  def(env, exports, "lerp_", [](Args& a) { a.t(0).lerp_(a.t(1), a.scalar(2)); return a.undef(); });
-  def(env, exports, "clampMax_", [](Args& a) { a.t(0).clamp_max_(a.scalar(1)); return a.undef(); });
-  def(env, exports, "maskedFill_", [](Args& a) { a.t(0).masked_fill_(a.t(1), a.scalar(2)); return a.undef(); });
-  def(env, exports, "indexCopy_", [](Args& a) { a.t(0).index_copy_(a.i64(1), a.t(2), a.t(3)); return a.undef(); });
+  rec(env, exports, "addcmul_", [](Args& a) { a.t(0).addcmul_(a.t(1), a.t(2), a.scalar(3)); return a.undef(); });
+  rec(env, exports, "addcdiv_", [](Args& a) { a.t(0).addcdiv_(a.t(1), a.t(2), a.scalar(3)); return a.undef(); });
+  rec(env, exports, "lerp_", [](Args& a) { a.t(0).lerp_(a.t(1), a.scalar(2)); return a.undef(); });
+  rec(env, exports, "clampMax_", [](Args& a) { a.t(0).clamp_max_(a.scalar(1)); return a.undef(); });
+  rec(env, exports, "maskedFill_", [](Args& a) { a.t(0).masked_fill_(a.t(1), a.scalar(2)); return a.undef(); });
+  rec(env, exports, "indexCopy_", [](Args& a) { a.t(0).index_copy_(a.i64(1), a.t(2), a.t(3)); return a.undef(); });
+  rec(env, exports, "indexFill_", [](Args& a) { a.t(0).index_fill_(a.i64(1), a.t(2), a.scalar(3)); return a.undef(); });
 
   // ----- elementwise -------------------------------------------------------------------------------
-  def(env, exports, "add", [](Args& a) {
+  rec(env, exports, "add", [](Args& a) {
     at::Scalar alpha = a.has(2) ? a.scalar(2) : at::Scalar(1);
     return a.out(a.isTensor(1) ? at::add(a.t(0), a.t(1), alpha) : at::add(a.t(0), a.scalar(1), alpha));
   });
-  def(env, exports, "sub", [](Args& a) {
+  rec(env, exports, "sub", [](Args& a) {
     at::Scalar alpha = a.has(2) ? a.scalar(2) : at::Scalar(1);
     return a.out(a.isTensor(1) ? at::sub(a.t(0), a.t(1), alpha) : at::sub(a.t(0), a.scalar(1), alpha));
   });
@@ -488,13 +716,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   BINARY("gt", gt);
   BINARY("ge", ge);
   BINARY("remainder", remainder);
-  def(env, exports, "maximum", [](Args& a) { return a.out(at::maximum(a.t(0), a.t(1))); });
-  def(env, exports, "minimum", [](Args& a) { return a.out(at::minimum(a.t(0), a.t(1))); });
-  def(env, exports, "logicalAnd", [](Args& a) { return a.out(at::logical_and(a.t(0), a.t(1))); });
-  def(env, exports, "logicalOr", [](Args& a) { return a.out(at::logical_or(a.t(0), a.t(1))); });
-  def(env, exports, "where", [](Args& a) { return a.out(at::where(a.t(0), a.t(1), a.t(2))); });
-  def(env, exports, "maskedFill", [](Args& a) { return a.out(at::masked_fill(a.t(0), a.t(1), a.scalar(2))); });
-  def(env, exports, "clamp", [](Args& a) {
+  rec(env, exports, "maximum", [](Args& a) { return a.out(at::maximum(a.t(0), a.t(1))); });
+  rec(env, exports, "minimum", [](Args& a) { return a.out(at::minimum(a.t(0), a.t(1))); });
+  rec(env, exports, "logicalAnd", [](Args& a) { return a.out(at::logical_and(a.t(0), a.t(1))); });
+  rec(env, exports, "logicalOr", [](Args& a) { return a.out(at::logical_or(a.t(0), a.t(1))); });
+  rec(env, exports, "where", [](Args& a) { return a.out(at::where(a.t(0), a.t(1), a.t(2))); });
+  rec(env, exports, "maskedFill", [](Args& a) { return a.out(at::masked_fill(a.t(0), a.t(1), a.scalar(2))); });
+  rec(env, exports, "clamp", [](Args& a) {
     c10::optional<at::Scalar> lo, hi;
     if (a.has(1)) lo = a.scalar(1);
     if (a.has(2)) hi = a.scalar(2);
@@ -515,68 +743,68 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   UNARY("logicalNot", logical_not);
   UNARY("isfinite", isfinite);
   UNARY("isnan", isnan);
-  def(env, exports, "gelu", [](Args& a) { return a.out(at::gelu(a.t(0), a.has(1) ? a.str(1) : "none")); });
+  rec(env, exports, "gelu", [](Args& a) { return a.out(at::gelu(a.t(0), a.has(1) ? a.str(1) : "none")); });
 
   // ----- reductions --------------------------------------------------------------------------------
   // dims = null reduces over everything.
-  def(env, exports, "sum", [](Args& a) {
+  rec(env, exports, "sum", [](Args& a) {
     if (!a.has(1)) return a.out(at::sum(a.t(0), a.optDtype(3)));
     return a.out(at::sum(a.t(0), a.ints(1), a.b(2), a.optDtype(3)));
   });
-  def(env, exports, "mean", [](Args& a) {
+  rec(env, exports, "mean", [](Args& a) {
     if (!a.has(1)) return a.out(at::mean(a.t(0), a.optDtype(3)));
     return a.out(at::mean(a.t(0), a.ints(1), a.b(2), a.optDtype(3)));
   });
-  def(env, exports, "amax", [](Args& a) { return a.out(at::amax(a.t(0), a.ints(1), a.b(2))); });
-  def(env, exports, "amin", [](Args& a) { return a.out(at::amin(a.t(0), a.ints(1), a.b(2))); });
-  def(env, exports, "max", [](Args& a) { return a.out(at::max(a.t(0))); });
-  def(env, exports, "min", [](Args& a) { return a.out(at::min(a.t(0))); });
-  def(env, exports, "argmax", [](Args& a) { return a.out(at::argmax(a.t(0), a.i64(1), a.b(2))); });
-  def(env, exports, "any", [](Args& a) { return a.out(at::any(a.t(0))); });
-  def(env, exports, "all", [](Args& a) { return a.out(at::all(a.t(0))); });
-  def(env, exports, "norm", [](Args& a) { return a.out(at::norm(a.t(0), a.scalar(1))); });
-  def(env, exports, "cumsum", [](Args& a) { return a.out(at::cumsum(a.t(0), a.i64(1), a.optDtype(2))); });
-  def(env, exports, "softmax", [](Args& a) { return a.out(at::softmax(a.t(0), a.i64(1), a.optDtype(2))); });
-  def(env, exports, "logSoftmax", [](Args& a) { return a.out(at::log_softmax(a.t(0), a.i64(1), a.optDtype(2))); });
-  def(env, exports, "topk", [](Args& a) {
+  rec(env, exports, "amax", [](Args& a) { return a.out(at::amax(a.t(0), a.ints(1), a.b(2))); });
+  rec(env, exports, "amin", [](Args& a) { return a.out(at::amin(a.t(0), a.ints(1), a.b(2))); });
+  rec(env, exports, "max", [](Args& a) { return a.out(at::max(a.t(0))); });
+  rec(env, exports, "min", [](Args& a) { return a.out(at::min(a.t(0))); });
+  rec(env, exports, "argmax", [](Args& a) { return a.out(at::argmax(a.t(0), a.i64(1), a.b(2))); });
+  rec(env, exports, "any", [](Args& a) { return a.out(at::any(a.t(0))); });
+  rec(env, exports, "all", [](Args& a) { return a.out(at::all(a.t(0))); });
+  rec(env, exports, "norm", [](Args& a) { return a.out(at::norm(a.t(0), a.scalar(1))); });
+  rec(env, exports, "cumsum", [](Args& a) { return a.out(at::cumsum(a.t(0), a.i64(1), a.optDtype(2))); });
+  rec(env, exports, "softmax", [](Args& a) { return a.out(at::softmax(a.t(0), a.i64(1), a.optDtype(2))); });
+  rec(env, exports, "logSoftmax", [](Args& a) { return a.out(at::log_softmax(a.t(0), a.i64(1), a.optDtype(2))); });
+  rec(env, exports, "topk", [](Args& a) {
     auto [values, indices] = at::topk(a.t(0), a.i64(1), a.i64(2), true, true);
     return a.outList({values, indices});
   });
-  def(env, exports, "sort", [](Args& a) {
+  rec(env, exports, "sort", [](Args& a) {
     auto [values, indices] = at::sort(a.t(0), a.i64(1), a.b(2));
     return a.outList({values, indices});
   });
   def(env, exports, "multinomial", [](Args& a) { return a.out(at::multinomial(a.t(0), a.i64(1), a.b(2))); });
 
   // ----- shapes and indexing ------------------------------------------------------------------------
-  def(env, exports, "reshape", [](Args& a) { return a.out(a.t(0).reshape(a.ints(1))); });
-  def(env, exports, "view", [](Args& a) { return a.out(a.t(0).view(a.ints(1))); });
-  def(env, exports, "transpose", [](Args& a) { return a.out(a.t(0).transpose(a.i64(1), a.i64(2))); });
-  def(env, exports, "permute", [](Args& a) { return a.out(a.t(0).permute(a.ints(1))); });
-  def(env, exports, "unsqueeze", [](Args& a) { return a.out(a.t(0).unsqueeze(a.i64(1))); });
-  def(env, exports, "squeeze", [](Args& a) { return a.out(a.t(0).squeeze(a.i64(1))); });
-  def(env, exports, "expand", [](Args& a) { return a.out(a.t(0).expand(a.ints(1))); });
-  def(env, exports, "narrow", [](Args& a) { return a.out(a.t(0).narrow(a.i64(1), a.i64(2), a.i64(3))); });
-  def(env, exports, "select", [](Args& a) { return a.out(a.t(0).select(a.i64(1), a.i64(2))); });
-  def(env, exports, "indexSelect", [](Args& a) { return a.out(at::index_select(a.t(0), a.i64(1), a.t(2))); });
-  def(env, exports, "gather", [](Args& a) { return a.out(at::gather(a.t(0), a.i64(1), a.t(2))); });
-  def(env, exports, "cat", [](Args& a) { return a.out(at::cat(a.tensors(0), a.i64(1))); });
-  def(env, exports, "stack", [](Args& a) { return a.out(at::stack(a.tensors(0), a.i64(1))); });
-  def(env, exports, "triu", [](Args& a) { return a.out(at::triu(a.t(0), a.i64(1))); });
-  def(env, exports, "tril", [](Args& a) { return a.out(at::tril(a.t(0), a.i64(1))); });
-  def(env, exports, "flatten", [](Args& a) { return a.out(at::flatten(a.t(0), a.i64(1), a.i64(2))); });
-  def(env, exports, "repeat", [](Args& a) { return a.out(a.t(0).repeat(a.ints(1))); });
-  def(env, exports, "unbind", [](Args& a) { return a.outList(at::unbind(a.t(0), a.i64(1))); });
+  rec(env, exports, "reshape", [](Args& a) { return a.out(a.t(0).reshape(a.ints(1))); });
+  rec(env, exports, "view", [](Args& a) { return a.out(a.t(0).view(a.ints(1))); });
+  rec(env, exports, "transpose", [](Args& a) { return a.out(a.t(0).transpose(a.i64(1), a.i64(2))); });
+  rec(env, exports, "permute", [](Args& a) { return a.out(a.t(0).permute(a.ints(1))); });
+  rec(env, exports, "unsqueeze", [](Args& a) { return a.out(a.t(0).unsqueeze(a.i64(1))); });
+  rec(env, exports, "squeeze", [](Args& a) { return a.out(a.t(0).squeeze(a.i64(1))); });
+  rec(env, exports, "expand", [](Args& a) { return a.out(a.t(0).expand(a.ints(1))); });
+  rec(env, exports, "narrow", [](Args& a) { return a.out(a.t(0).narrow(a.i64(1), a.i64(2), a.i64(3))); });
+  rec(env, exports, "select", [](Args& a) { return a.out(a.t(0).select(a.i64(1), a.i64(2))); });
+  rec(env, exports, "indexSelect", [](Args& a) { return a.out(at::index_select(a.t(0), a.i64(1), a.t(2))); });
+  rec(env, exports, "gather", [](Args& a) { return a.out(at::gather(a.t(0), a.i64(1), a.t(2))); });
+  rec(env, exports, "cat", [](Args& a) { return a.out(at::cat(a.tensors(0), a.i64(1))); });
+  rec(env, exports, "stack", [](Args& a) { return a.out(at::stack(a.tensors(0), a.i64(1))); });
+  rec(env, exports, "triu", [](Args& a) { return a.out(at::triu(a.t(0), a.i64(1))); });
+  rec(env, exports, "tril", [](Args& a) { return a.out(at::tril(a.t(0), a.i64(1))); });
+  rec(env, exports, "flatten", [](Args& a) { return a.out(at::flatten(a.t(0), a.i64(1), a.i64(2))); });
+  rec(env, exports, "repeat", [](Args& a) { return a.out(a.t(0).repeat(a.ints(1))); });
+  rec(env, exports, "unbind", [](Args& a) { return a.outList(at::unbind(a.t(0), a.i64(1))); });
 
   // ----- linear algebra and layers -----------------------------------------------------------------
-  def(env, exports, "matmul", [](Args& a) { return a.out(at::matmul(a.t(0), a.t(1))); });
-  def(env, exports, "bmm", [](Args& a) { return a.out(at::bmm(a.t(0), a.t(1))); });
-  def(env, exports, "baddbmm", [](Args& a) {
+  rec(env, exports, "matmul", [](Args& a) { return a.out(at::matmul(a.t(0), a.t(1))); });
+  rec(env, exports, "bmm", [](Args& a) { return a.out(at::bmm(a.t(0), a.t(1))); });
+  rec(env, exports, "baddbmm", [](Args& a) {
     return a.out(at::baddbmm(a.t(0), a.t(1), a.t(2), a.scalar(3), a.scalar(4)));
   });
   // A single input row (batch-1 decoding) goes through matrix-vector BLAS: OpenBLAS's GEMM with m = 1
   // is ~5x slower than its GEMV on these CPUs. Same math; test/torch/tensor.test.ts compares the two paths.
-  def(env, exports, "linear", [](Args& a) {
+  rec(env, exports, "linear", [](Args& a) {
     const at::Tensor &x = a.t(0), &w = a.t(1);
     c10::optional<at::Tensor> bias = a.optT(2);
     if (x.device().is_cpu() && x.dim() >= 1 && w.dim() == 2 && x.numel() == x.size(-1) && x.size(-1) == w.size(1)) {
@@ -588,13 +816,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     }
     return a.out(at::linear(x, w, bias));
   });
-  def(env, exports, "embedding", [](Args& a) { return a.out(at::embedding(a.t(0), a.t(1))); });
-  def(env, exports, "layerNorm", [](Args& a) {
+  rec(env, exports, "embedding", [](Args& a) { return a.out(at::embedding(a.t(0), a.t(1))); });
+  rec(env, exports, "layerNorm", [](Args& a) {
     return a.out(at::layer_norm(a.t(0), a.ints(1), a.optT(2), a.optT(3), a.f(4), /*cudnn_enable=*/true));
   });
   def(env, exports, "dropout", [](Args& a) { return a.out(at::dropout(a.t(0), a.f(1), a.b(2))); });
   // crossEntropy(logits [N, V], target [N], ignoreIndex, reduction, labelSmoothing)
-  def(env, exports, "crossEntropy", [](Args& a) {
+  rec(env, exports, "crossEntropy", [](Args& a) {
     return a.out(at::cross_entropy_loss(a.t(0), a.t(1), c10::nullopt, reductionFrom(a, 3), a.i64(2), a.has(4) ? a.f(4) : 0.0));
   });
 
@@ -644,7 +872,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   });
 #if OASFT_HAS_SDPA
   // sdpa(q [b,n,s,d], k [b,n,S,d], v [b,n,S,d], mask [.., s, S] additive | undefined, dropout, isCausal, scale)
-  def(env, exports, "sdpa", [](Args& a) {
+  rec(env, exports, "sdpa", [](Args& a) {
     return a.out(oasft::fast::sdpa(a.t(0), a.t(1), a.t(2), a.optT(3), a.f(4), a.b(5), a.f(6)));
   });
 #endif
@@ -666,6 +894,56 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   def(env, exports, "cudaResetPeakMemory", [](Args& a) { oasft::fast::cudaResetPeak(static_cast<int>(a.i64(0))); return a.undef(); });
   def(env, exports, "cudaEmptyCache", [](Args& a) { oasft::fast::cudaEmptyCache(); return a.undef(); });
 #endif
+
+  // ----- captured steps (native/tape.h) -------------------------------------------------------------
+  // tapeBegin(): records the recordable ops called until tapeEnd (one recording at a time).
+  def(env, exports, "tapeBegin", [](Args& a) {
+    auto& recording = oasft::tape::current();
+    if (recording) throw std::runtime_error("a tape is already recording");
+    recording = std::make_unique<Recording>();
+    recording->tape.gradEnabled = at::GradMode::is_enabled();
+    return a.undef();
+  });
+  // tapeEnd(outputs[]) → the tape, or a string saying why the recording cannot be replayed.
+  def(env, exports, "tapeEnd", [](Args& a) {
+    auto r = std::move(oasft::tape::current());
+    if (!r) throw std::runtime_error("no tape is recording");
+    return finishRecording(a, std::move(r));
+  });
+  // tapeAbort(): drops a recording in progress, if any (the step threw).
+  def(env, exports, "tapeAbort", [](Args& a) { oasft::tape::current().reset(); return a.undef(); });
+  // tapeReplay(tape) → its outputs, computed again from the current contents of the tensors it reads.
+  def(env, exports, "tapeReplay", [](Args& a) {
+    oasft::tape::Tape& tape = tapeOf(a, 0);
+    if (tape.steps.empty() && tape.outputs.empty()) throw std::runtime_error("this tape was disposed");
+    return a.outList(replay(tape));
+  });
+  // tapeInfo(tape) → [ops, slots, constant tensors held]
+  def(env, exports, "tapeInfo", [](Args& a) {
+    oasft::tape::Tape& tape = tapeOf(a, 0);
+    auto arr = Napi::Array::New(a.env(), 3);
+    arr.Set(0u, a.num(static_cast<double>(tape.steps.size())));
+    arr.Set(1u, a.num(tape.slots));
+    arr.Set(2u, a.num(static_cast<double>(tape.constants)));
+    return arr;
+  });
+  // tapeProfile(tape, enable) → [[op name, seconds summed over replays since profiling began], ...] per
+  // step, in tape order; enable starts (or restarts) the sums, false stops them.
+  def(env, exports, "tapeProfile", [](Args& a) {
+    oasft::tape::Tape& tape = tapeOf(a, 0);
+    auto arr = Napi::Array::New(a.env(), tape.seconds.size());
+    for (size_t k = 0; k < tape.seconds.size(); k++) {
+      auto row = Napi::Array::New(a.env(), 2);
+      row.Set(0u, Napi::String::New(a.env(), tape.steps[k].op->name));
+      row.Set(1u, a.num(tape.seconds[k]));
+      arr.Set(static_cast<uint32_t>(k), row);
+    }
+    tape.profiling = a.b(1);
+    tape.seconds.assign(tape.profiling ? tape.steps.size() : 0, 0.0);
+    return arr;
+  });
+  // tapeDispose(tape): frees what the tape holds (its constants: weights, caches) now.
+  def(env, exports, "tapeDispose", [](Args& a) { tapeOf(a, 0) = oasft::tape::Tape(); return a.undef(); });
 
   // ----- collectives (native/dist.h; absent when libtorch was built without them) ------------------
   def(env, exports, "distAvailable", [](Args& a) { return a.boolean(OASFT_HAS_DIST); });

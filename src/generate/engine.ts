@@ -8,6 +8,7 @@ import * as torch from "../torch/index.js";
 import type { CausalLM, KVCache } from "../models/index.js";
 import { Rng } from "../data/rng.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
+import { captureByDefault, FixedDecoder } from "./captured.js";
 import { prefillYielding } from "./prefill.js";
 import { checkSampling, pickNextTokens } from "./sampling.js";
 import { TextStream } from "./text-stream.js";
@@ -21,32 +22,12 @@ import {
   type FinishReason,
   type GenerationRequest,
   type GenerationResult,
+  type GenerationHandle,
+  type Row,
+  sampled,
 } from "./requests.js";
 
 export * from "./requests.js";
-
-interface Row {
-  req: GenerationRequest;
-  history: number[];
-  generated: number[];
-  logprobs: number[];
-  stream: TextStream;
-  rng: Rng | undefined;
-  cancelled: boolean;
-  /** Set when the row should leave the batch. */
-  done?: FinishReason;
-  started: number;
-  resolve: (r: GenerationResult) => void;
-  reject: (e: Error) => void;
-}
-
-const sampled = (r: Row) => ({ params: r.req.params, history: r.history, rng: r.rng });
-
-export interface GenerationHandle {
-  result: Promise<GenerationResult>;
-  /** Frees the slot at the next token boundary; the result resolves with finishReason "cancelled". */
-  cancel(): void;
-}
 
 export class Engine {
   private readonly maxBatch: number;
@@ -54,6 +35,8 @@ export class Engine {
   private readonly queue: Row[] = [];
   private rows: Row[] = [];
   private cache: KVCache | undefined;
+  /** The running batch's captured decode step; closed whenever the batch changes, reopened after. */
+  private decoder: FixedDecoder | undefined;
   private mask: number[][] = [];
   private running = false;
   readonly stats: EngineStats = {
@@ -80,7 +63,6 @@ export class Engine {
     model.eval();
   }
 
-  /** The longest prompt a request may have. */
   /** Longest prompt + generation a request may have (Infinity when neither option nor model bounds it). */
   get maxTotalTokens(): number {
     return this.o.maxTotalTokens ?? this.model.config.maxPositions ?? Infinity;
@@ -196,6 +178,7 @@ export class Engine {
 
   /** Fails every running row with `err` (their shared cache is dropped). */
   private failRunning(err: Error): void {
+    this.closeDecoder();
     const rows = this.rows;
     this.rows = [];
     this.mask = [];
@@ -254,6 +237,7 @@ export class Engine {
       return;
     }
     // Join the batch: the new cache rows go below the running ones, right-aligned.
+    this.closeDecoder();
     if (!this.cache) {
       this.cache = own;
       this.mask = masks;
@@ -308,17 +292,39 @@ export class Engine {
           this.rows.map((r) => [r.history.at(-1)!]),
           { dtype: "int64", device: this.model.device },
         );
+        this.decoder ??= this.openDecoder();
         this.mask = this.mask.map((m) => [...m, 1]);
-        const padded = this.mask.some((m) => m.includes(0));
-        const mask = padded ? torch.tensor(this.mask, { dtype: "int64", device: this.model.device }) : undefined;
-        const logits = this.model
-          .forward({ inputIds: feed, attentionMask: mask, cache: this.cache, logits: "last" })
-          .logits.select(1, 0); // [b, V]
+        const logits = this.decoder ? this.decoder.step(feed) : this.eagerStep(feed); // [b, V]
+        if (this.decoder && this.decoder.room < 1) this.closeDecoder(); // full: the next step grows the cache
         return pickNextTokens(logits, this.rows.map(sampled));
       }),
     );
     for (let i = 0; i < b; i++) await this.accept(this.rows[i]!, picks[i]!);
     this.retire();
+  }
+
+  /** One token per row through the growing cache, op by op (the cache grows here when full). */
+  private eagerStep(feed: torch.Tensor): torch.Tensor {
+    const padded = this.mask.some((m) => m.includes(0));
+    const mask = padded ? torch.tensor(this.mask, { dtype: "int64", device: this.model.device }) : undefined;
+    return this.model
+      .forward({ inputIds: feed, attentionMask: mask, cache: this.cache, logits: "last" })
+      .logits.select(1, 0);
+  }
+
+  /**
+   * A captured decode step for the running batch (src/generate/captured.ts): recorded at its first step,
+   * replayed until the batch changes or the cache is full; undefined where it does not apply.
+   */
+  private openDecoder(): FixedDecoder | undefined {
+    return this.cache && (this.o.capture ?? captureByDefault)
+      ? FixedDecoder.forRows(this.model, this.cache, this.mask)
+      : undefined;
+  }
+
+  private closeDecoder(): void {
+    this.decoder?.close();
+    this.decoder = undefined;
   }
 
   /** Records a row's new token and streams its text; marks the row done when it should stop. */
@@ -348,6 +354,7 @@ export class Engine {
       else keep.push(i);
     });
     if (keep.length === this.rows.length) return;
+    this.closeDecoder();
     this.rows = keep.map((i) => this.rows[i]!);
     const mask = keep.map((i) => this.mask[i]!);
     if (!keep.length) {

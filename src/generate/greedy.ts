@@ -4,6 +4,7 @@
 import * as torch from "../torch/index.js";
 import type { CausalLM } from "../models/index.js";
 import { prefill } from "./prefill.js";
+import { captureByDefault, FixedDecoder } from "./captured.js";
 
 export interface GreedyOptions {
   /** [b, P] int64 prompts, left-padded when their lengths differ. */
@@ -16,6 +17,12 @@ export interface GreedyOptions {
   /** Stop a row at this token (later positions are filled with padTokenId); omit to always run maxNewTokens. */
   eosTokenId?: number;
   padTokenId?: number;
+  /**
+   * Decode steps replayed from a captured tape (src/generate/captured.ts; default unless OASFT_CAPTURE=0);
+   * false runs each step's ops from JavaScript. "eager-fixed" runs the captured path's fixed-shape step
+   * without the tape (the reference a replay equals bit for bit).
+   */
+  capture?: boolean | "eager-fixed";
   /** Called with each step's last-position logits [b, v] (borrowed: valid during the call only). */
   onStepLogits?: (logits: torch.Tensor, step: number) => void;
 }
@@ -27,6 +34,8 @@ export function generateGreedy(model: CausalLM, o: GreedyOptions): torch.Tensor 
   const b = o.inputIds.size(0);
   const cache =
     o.useCache === false ? undefined : model.newCache({ batch: b, capacity: o.inputIds.size(1) + o.maxNewTokens });
+  const capture = o.capture ?? captureByDefault;
+  let decoder: FixedDecoder | undefined;
   try {
     return torch.noGrad(() =>
       torch.scope(() => {
@@ -36,18 +45,24 @@ export function generateGreedy(model: CausalLM, o: GreedyOptions): torch.Tensor 
         const finished = new Array<boolean>(b).fill(false);
         for (let step = 0; step < o.maxNewTokens; step++) {
           const next = torch.scope(() => {
-            // With the cache: the prompt in chunks (bounded memory), then one token per step.
+            // With the cache: the prompt in chunks (bounded memory), then one token per step, replayed.
+            if (cache && step === 1 && capture) {
+              const fixed = { batch: b, attentionMask: mask?.narrow(1, 0, cache.length), capture: capture === true };
+              decoder = FixedDecoder.open(model, cache, fixed);
+            }
             const last =
               cache && step === 0
                 ? prefill(model, { inputIds: tokens, attentionMask: mask, cache })
-                : model
-                    .forward({
-                      inputIds: cache ? tokens.narrow(1, tokens.size(1) - 1, 1) : tokens,
-                      attentionMask: mask,
-                      cache,
-                      logits: "last",
-                    })
-                    .logits.select(1, 0); // [b, v]
+                : decoder
+                  ? decoder.step(tokens.narrow(1, tokens.size(1) - 1, 1))
+                  : model
+                      .forward({
+                        inputIds: cache ? tokens.narrow(1, tokens.size(1) - 1, 1) : tokens,
+                        attentionMask: mask,
+                        cache,
+                        logits: "last",
+                      })
+                      .logits.select(1, 0); // [b, v]
             o.onStepLogits?.(last, step);
             let next = last.argmax(-1, true); // [b, 1]
             if (o.eosTokenId !== undefined) next = applyFinished(next, finished, o.padTokenId ?? o.eosTokenId);
@@ -66,6 +81,7 @@ export function generateGreedy(model: CausalLM, o: GreedyOptions): torch.Tensor 
       }),
     );
   } finally {
+    decoder?.close();
     cache?.dispose();
     model.train(wasTraining);
   }

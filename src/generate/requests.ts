@@ -1,6 +1,8 @@
 // What the engine is asked and what it answers: a request (prompt ids, sampling), its token events
 // and result, the engine's options and statistics, and the error of a full queue.
+import type { Rng } from "../data/rng.js";
 import type { SamplingParams } from "./sampling.js";
+import type { TextStream } from "./text-stream.js";
 
 export type FinishReason = "stop" | "length" | "eos" | "cancelled";
 
@@ -50,6 +52,11 @@ export interface EngineOptions {
   maxInputTokens?: number;
   /** Prompt + generation tokens of all running sequences together; admission waits below it (default: unlimited). */
   maxBatchTokens?: number;
+  /**
+   * Decode steps replayed from a captured tape (src/generate/captured.ts), re-recorded whenever the batch
+   * changes; false runs every step from JavaScript. Default: on, unless OASFT_CAPTURE=0.
+   */
+  capture?: boolean;
   /** Test seam: called at each engine stage ("prefill", "step") so a test can make it fail. */
   fault?: (stage: "prefill" | "step", rows: number) => void;
 }
@@ -62,4 +69,29 @@ export interface EngineStats {
   queued: number;
   /** Seconds from submit to the end of finished requests: a cumulative histogram (never decreases). */
   latency: { buckets: number[]; counts: number[]; sum: number; count: number };
+}
+
+/** A request in the engine: its state from admission to its answer. */
+export interface Row {
+  req: GenerationRequest;
+  history: number[];
+  generated: number[];
+  logprobs: number[];
+  stream: TextStream;
+  rng: Rng | undefined;
+  cancelled: boolean;
+  /** Set when the row should leave the batch. */
+  done?: FinishReason;
+  started: number;
+  resolve: (r: GenerationResult) => void;
+  reject: (e: Error) => void;
+}
+
+/** What sampling reads of a row. */
+export const sampled = (r: Row) => ({ params: r.req.params, history: r.history, rng: r.rng });
+
+export interface GenerationHandle {
+  result: Promise<GenerationResult>;
+  /** Frees the slot at the next token boundary; the result resolves with finishReason "cancelled". */
+  cancel(): void;
 }

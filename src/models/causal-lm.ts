@@ -162,6 +162,15 @@ export abstract class CausalLM<Shared = unknown, Cache extends KVCache = KVCache
   get finalLogitSoftcap(): number | null {
     return null;
   }
+  /**
+   * Whether a forward over a fixed-shape cache of `capacity` slots (KVCache.beginFixed: unwritten slots
+   * hidden by the mask, the cache's length read as capacity − s) computes what the growing cache does.
+   * Not where the length itself enters the math: a sliding window shorter than the capacity (applied by
+   * index) or dynamic NTK rotary past max_position_embeddings. Families with either say so.
+   */
+  fixedCacheExact(_capacity: number): boolean {
+    return true;
+  }
   /** The config.json to save (the original keys kept, HF's canonical names written). */
   abstract configJson(): Record<string, unknown>;
   /** A KV cache for this model's layout. */

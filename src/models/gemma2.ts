@@ -17,6 +17,7 @@ import {
   applyRotary,
   attention,
   windowedMasks,
+  windowsCover,
   type LayerMask,
   type LayerInit,
   type RotaryTables,
@@ -265,6 +266,10 @@ export class Gemma2ForCausalLM extends CausalLM<Gemma2Shared, HeadsKVCache> {
       ? undefined
       : this.child("lm_head", new Linear(c.hidden_size, c.vocab_size, { ...o, bias: false }));
     this.rotary = new RotaryEmbedding(c.head_dim, c.rope_theta, c.rope_scaling, c.max_position_embeddings);
+  }
+
+  override fixedCacheExact(capacity: number): boolean {
+    return windowsCover(this.gemmaConfig.windows, capacity) && !this.rotary.dependsOnLength(capacity);
   }
 
   get blocks(): readonly Gemma2DecoderLayer[] {

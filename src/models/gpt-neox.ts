@@ -214,6 +214,10 @@ export class GPTNeoXForCausalLM extends CausalLM<RotaryTables, HeadsKVCache> {
     );
   }
 
+  override fixedCacheExact(capacity: number): boolean {
+    return !this.rotary.dependsOnLength(capacity);
+  }
+
   get blocks(): readonly GPTNeoXLayer[] {
     return this.gpt_neox.layers.items;
   }

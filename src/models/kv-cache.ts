@@ -10,6 +10,8 @@ import * as torch from "../torch/index.js";
 export interface KVCache {
   /** Positions stored (the same for every layer between forwards). */
   readonly length: number;
+  /** Positions the buffers hold before they must grow (0 before the first forward). */
+  readonly capacity: number;
   /** Forgets positions from `length` on (a shared prompt prefix is reused this way). */
   truncate(length: number): void;
   /**
@@ -27,6 +29,16 @@ export interface KVCache {
    * on (a layered cache counts positions once for all layers).
    */
   advance(s: number): void;
+  /**
+   * Fixed-shape decoding (a captured step, src/generate/captured.ts): until endFixed, each forward writes
+   * its s new positions at the slots in `slot` (an [s] int64 tensor the caller sets before every step)
+   * and attends over all `capacity` slots, which the caller's attention mask shows or hides; `length`
+   * reads capacity − s meanwhile, so every step has the same shapes. The buffers must already hold the
+   * prompt (a prefill ran) and have room for what follows.
+   */
+  beginFixed(s: number): { slot: torch.Tensor; capacity: number };
+  /** Back to a growing cache that holds `length` positions (the slots written during the fixed steps). */
+  endFixed(length: number): void;
   dispose(): void;
 }
 
@@ -48,7 +60,21 @@ export abstract class LayeredKVCache implements KVCache {
   protected keys: torch.Tensor[] = [];
   protected values: torch.Tensor[] = [];
   /** Positions stored (the same for every layer between forwards). */
-  length = 0;
+  #length = 0;
+  /** Set between beginFixed and endFixed. */
+  #fixed: { slot: torch.Tensor; capacity: number; s: number } | undefined;
+
+  get capacity(): number {
+    return Math.min(...this.keys.map((k) => k.size(this.keyTime)), this.keys.length ? Infinity : 0);
+  }
+
+  get length(): number {
+    return this.#fixed ? this.#fixed.capacity - this.#fixed.s : this.#length;
+  }
+  protected set length(n: number) {
+    if (this.#fixed) throw new Error("the KV cache is in fixed-shape decoding (endFixed first)");
+    this.#length = n;
+  }
 
   /**
    * @param keyTime the time dimension of the key buffers
@@ -67,6 +93,11 @@ export abstract class LayeredKVCache implements KVCache {
 
   /** Appends one layer's new keys and values; returns the past + new views. */
   append(layer: number, k: torch.Tensor, v: torch.Tensor): { keys: torch.Tensor; values: torch.Tensor } {
+    if (this.#fixed) {
+      this.keys[layer]!.indexCopy_(this.keyTime, this.#fixed.slot, k);
+      this.values[layer]!.indexCopy_(this.valueTime, this.#fixed.slot, v);
+      return { keys: this.keys[layer]!, values: this.values[layer]! };
+    }
     const s = k.size(this.keyTime);
     const need = this.length + s;
     const current = this.keys[layer];
@@ -89,7 +120,37 @@ export abstract class LayeredKVCache implements KVCache {
 
   /** Called once per forward, after every layer appended its s new positions. */
   advance(s: number): void {
-    this.length += s;
+    if (!this.#fixed) this.length += s; // fixed steps: the caller counts (endFixed)
+  }
+
+  beginFixed(s: number): { slot: torch.Tensor; capacity: number } {
+    if (this.#fixed) throw new Error("beginFixed: the KV cache is already in fixed-shape decoding");
+    const capacity = this.keys[0]?.size(this.keyTime);
+    if (
+      capacity === undefined ||
+      this.keys.some((k) => k.size(this.keyTime) !== capacity || k.size(0) !== this.keys[0]!.size(0))
+    ) {
+      throw new Error("beginFixed: the cache holds no prompt yet (prefill first)");
+    }
+    if (this.#length + s > capacity)
+      throw new Error(`beginFixed: no room past ${this.#length} of ${capacity} positions`);
+    // Unwritten slots are read (masked) from now on: zeros, not whatever the allocator left (0 · NaN = NaN).
+    torch.scope(() => {
+      const rest = capacity - this.#length;
+      for (const k of this.keys) k.narrow(this.keyTime, this.#length, rest).zero_();
+      for (const v of this.values) v.narrow(this.valueTime, this.#length, rest).zero_();
+    });
+    const slot = torch.full([s], this.#length, { dtype: "int64", device: this.keys[0]!.device }).keep();
+    this.#fixed = { slot, capacity, s };
+    return { slot, capacity };
+  }
+
+  endFixed(length: number): void {
+    if (!this.#fixed) return;
+    if (length > this.#fixed.capacity) throw new Error(`endFixed: ${length} positions exceed ${this.#fixed.capacity}`);
+    this.#fixed.slot.dispose();
+    this.#fixed = undefined;
+    this.#length = length;
   }
 
   truncate(length: number): void {
@@ -177,7 +238,9 @@ export abstract class LayeredKVCache implements KVCache {
     for (const t of [...this.keys, ...this.values]) t.dispose();
     this.keys = [];
     this.values = [];
-    this.length = 0;
+    this.#fixed?.slot.dispose();
+    this.#fixed = undefined;
+    this.#length = 0;
   }
 }
 

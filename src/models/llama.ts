@@ -18,6 +18,7 @@ import {
   applyRotary,
   attention,
   windowedMasks,
+  windowsCover,
   type LayerMask,
   type LayerInit,
   type RotaryTables,
@@ -224,6 +225,10 @@ export class LlamaForCausalLM extends CausalLM<LlamaShared, HeadsKVCache> {
       ? undefined
       : this.child("lm_head", new Linear(c.hidden_size, c.vocab_size, { ...o, bias: false }));
     this.rotary = new RotaryEmbedding(c.head_dim, c.rope_theta, c.rope_scaling, c.max_position_embeddings);
+  }
+
+  override fixedCacheExact(capacity: number): boolean {
+    return windowsCover(this.variant.windows, capacity) && !this.rotary.dependsOnLength(capacity);
   }
 
   get blocks(): readonly LlamaDecoderLayer[] {

@@ -139,6 +139,11 @@ export function withSlidingWindow(
   return hidden ? hidden.logicalOr(outside) : outside;
 }
 
+/** Whether no window of `windows` (null = full attention) hides anything within `length` positions. */
+export function windowsCover(windows: ReadonlyArray<number | null>, length: number): boolean {
+  return windows.every((w) => w === null || w >= length);
+}
+
 /** One layer's mask: what attention() takes as `hidden` and `causal`. */
 export interface LayerMask {
   hidden: torch.Tensor | undefined;

@@ -20,6 +20,7 @@ export {
   setAttentionImpl,
   useSdpa,
   windowedMasks,
+  windowsCover,
   withSlidingWindow,
   type LayerMask,
   type AttentionImpl,

@@ -29,6 +29,14 @@ export class RotaryEmbedding {
   ) {}
 
   /**
+   * Whether tables made for a `seqLen`-long forward can differ from a shorter one's: dynamic NTK scaling
+   * raises the base past max_position_embeddings, so positions then rotate by the sequence's length.
+   */
+  dependsOnLength(seqLen: number): boolean {
+    return this.scaling?.type === "dynamic" && seqLen > this.maxPositions;
+  }
+
+  /**
    * 1 / base^(2j/r), j < r/2, in float32 as HF. Dynamic NTK scaling raises the base once the
    * sequence (`seqLen`, the cache included) is longer than max_position_embeddings.
    */

@@ -11,6 +11,10 @@ declare const handleBrand: unique symbol;
 /** An opaque native tensor handle (a Napi::External owning one at::Tensor). */
 export type Handle = { readonly [handleBrand]: true };
 
+declare const tapeBrand: unique symbol;
+/** An opaque native tape handle (a recorded step, native/tape.h). */
+export type TapeHandle = { readonly [tapeBrand]: true };
+
 type H = Handle;
 type Operand = H | number | boolean;
 
@@ -83,6 +87,7 @@ export interface NativeBinding {
   clampMax_(t: H, max: number): void;
   maskedFill_(t: H, mask: H, value: number | boolean): void;
   indexCopy_(t: H, dim: number, index: H, source: H): void;
+  indexFill_(t: H, dim: number, index: H, value: number | boolean): void;
   // elementwise
   add(a: H, b: Operand, alpha?: number): H;
   sub(a: H, b: Operand, alpha?: number): H;
@@ -201,6 +206,14 @@ export interface NativeBinding {
   cudaMemory?(device: number): [number, number, number];
   cudaResetPeakMemory?(device: number): void;
   cudaEmptyCache?(): void;
+  // captured steps (native/tape.h; src/torch/tape.ts)
+  tapeBegin(): void;
+  tapeEnd(outputs: H[]): TapeHandle | string;
+  tapeAbort(): void;
+  tapeReplay(tape: TapeHandle): H[];
+  tapeInfo(tape: TapeHandle): [number, number, number];
+  tapeProfile(tape: TapeHandle, enable: boolean): Array<[string, number]>;
+  tapeDispose(tape: TapeHandle): void;
   // collectives (native/dist.h): present only when the addon was built with them (distAvailable)
   distAvailable(): boolean;
   distInit?(

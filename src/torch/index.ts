@@ -13,5 +13,6 @@ export {
   type SafetensorsHeader,
 } from "./safetensors.js";
 export { features, loadedBlas, native, type Handle } from "./binding.js";
+export { Tape, type Recorded } from "./tape.js";
 export { resolveDevice, deviceType, parseComputeDType, DeviceError } from "./device.js";
 export { defaultThreads } from "./threads.js";

@@ -240,6 +240,11 @@ export class Tensor {
     native.indexCopy_(this.handle, dim, index.handle, source.handle);
     return this;
   }
+  /** Sets the entries at `index` along `dim` to `value` (torch's index_fill_). */
+  indexFill_(dim: number, index: Tensor, value: number | boolean): this {
+    native.indexFill_(this.handle, dim, index.handle, value);
+    return this;
+  }
 
   // ----- shapes and indexing ------------------------------------------------------------------
   reshape(shape: number[]): Tensor {
