@@ -9,6 +9,7 @@ import type { CausalLM, KVCache } from "../models/index.js";
 import { Rng } from "../data/rng.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
 import { captureByDefault, FixedDecoder } from "./captured.js";
+import { DecodeThreads } from "./decode-threads.js";
 import { prefillYielding } from "./prefill.js";
 import { checkSampling, pickNextTokens } from "./sampling.js";
 import { TextStream } from "./text-stream.js";
@@ -16,6 +17,7 @@ import { TextStream } from "./text-stream.js";
 export { TextStream } from "./text-stream.js";
 import {
   LATENCY_BUCKETS,
+  observeLatency,
   QueueFullError,
   type EngineOptions,
   type EngineStats,
@@ -37,6 +39,8 @@ export class Engine {
   private cache: KVCache | undefined;
   /** The running batch's captured decode step; closed whenever the batch changes, reopened after. */
   private decoder: FixedDecoder | undefined;
+  /** Decode steps' thread count under foreign load (CPU only). */
+  private readonly threads: DecodeThreads | undefined;
   private mask: number[][] = [];
   private running = false;
   readonly stats: EngineStats = {
@@ -60,6 +64,7 @@ export class Engine {
   ) {
     this.maxBatch = o.maxBatch ?? 16;
     this.maxQueue = o.maxQueue ?? 64;
+    this.threads = DecodeThreads.forDevice(model.device);
     model.eval();
   }
 
@@ -170,6 +175,7 @@ export class Engine {
       this.failRunning(err as Error);
       for (const r of this.queue.splice(0)) this.fail(r, err as Error);
     } finally {
+      this.threads?.release();
       this.running = false;
       this.stats.running = this.rows.length;
       this.stats.queued = this.queue.length;
@@ -294,7 +300,8 @@ export class Engine {
         );
         this.decoder ??= this.openDecoder();
         this.mask = this.mask.map((m) => [...m, 1]);
-        const logits = this.decoder ? this.decoder.step(feed) : this.eagerStep(feed); // [b, V]
+        const decode = () => (this.decoder ? this.decoder.step(feed) : this.eagerStep(feed)); // [b, V]
+        const logits = this.threads ? this.threads.step(decode) : decode();
         if (this.decoder && this.decoder.room < 1) this.closeDecoder(); // full: the next step grows the cache
         return pickNextTokens(logits, this.rows.map(sampled));
       }),
@@ -378,12 +385,7 @@ export class Engine {
       if (Number.isFinite(at)) text = text.slice(0, at);
     }
     const seconds = (performance.now() - row.started) / 1000;
-    const h = this.stats.latency;
-    h.buckets.forEach((b, i) => {
-      if (seconds <= b) h.counts[i]!++;
-    });
-    h.sum += seconds;
-    h.count++;
+    observeLatency(this.stats.latency, seconds);
     row.resolve({
       text,
       tokens: row.generated,

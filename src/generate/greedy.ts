@@ -5,6 +5,7 @@ import * as torch from "../torch/index.js";
 import type { CausalLM } from "../models/index.js";
 import { prefill } from "./prefill.js";
 import { captureByDefault, FixedDecoder } from "./captured.js";
+import { DecodeThreads } from "./decode-threads.js";
 
 export interface GreedyOptions {
   /** [b, P] int64 prompts, left-padded when their lengths differ. */
@@ -36,6 +37,7 @@ export function generateGreedy(model: CausalLM, o: GreedyOptions): torch.Tensor 
     o.useCache === false ? undefined : model.newCache({ batch: b, capacity: o.inputIds.size(1) + o.maxNewTokens });
   const capture = o.capture ?? captureByDefault;
   let decoder: FixedDecoder | undefined;
+  const threads = cache && DecodeThreads.forDevice(model.device);
   try {
     return torch.noGrad(() =>
       torch.scope(() => {
@@ -50,19 +52,23 @@ export function generateGreedy(model: CausalLM, o: GreedyOptions): torch.Tensor 
               const fixed = { batch: b, attentionMask: mask?.narrow(1, 0, cache.length), capture: capture === true };
               decoder = FixedDecoder.open(model, cache, fixed);
             }
+            const decode = () =>
+              decoder
+                ? decoder.step(tokens.narrow(1, tokens.size(1) - 1, 1))
+                : model
+                    .forward({
+                      inputIds: cache ? tokens.narrow(1, tokens.size(1) - 1, 1) : tokens,
+                      attentionMask: mask,
+                      cache,
+                      logits: "last",
+                    })
+                    .logits.select(1, 0); // [b, v]
             const last =
               cache && step === 0
                 ? prefill(model, { inputIds: tokens, attentionMask: mask, cache })
-                : decoder
-                  ? decoder.step(tokens.narrow(1, tokens.size(1) - 1, 1))
-                  : model
-                      .forward({
-                        inputIds: cache ? tokens.narrow(1, tokens.size(1) - 1, 1) : tokens,
-                        attentionMask: mask,
-                        cache,
-                        logits: "last",
-                      })
-                      .logits.select(1, 0); // [b, v]
+                : threads
+                  ? threads.step(decode)
+                  : decode();
             o.onStepLogits?.(last, step);
             let next = last.argmax(-1, true); // [b, 1]
             if (o.eosTokenId !== undefined) next = applyFinished(next, finished, o.padTokenId ?? o.eosTokenId);
@@ -82,6 +88,7 @@ export function generateGreedy(model: CausalLM, o: GreedyOptions): torch.Tensor 
     );
   } finally {
     decoder?.close();
+    threads?.release();
     cache?.dispose();
     model.train(wasTraining);
   }

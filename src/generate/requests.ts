@@ -34,6 +34,15 @@ export interface GenerationRequest {
 /** Upper bounds (seconds) of the latency histogram's buckets. */
 export const LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
+/** Counts one request's latency into the histogram (cumulative buckets, as Prometheus's). */
+export function observeLatency(h: EngineStats["latency"], seconds: number): void {
+  h.buckets.forEach((b, i) => {
+    if (seconds <= b) h.counts[i]!++;
+  });
+  h.sum += seconds;
+  h.count++;
+}
+
 export class QueueFullError extends Error {
   constructor(size: number) {
     super(`the queue is full (${size} requests waiting); retry later`);
