@@ -121,7 +121,7 @@ test("a sliding window shorter than the cache keeps the eager, growing decode (s
   }
 });
 
-test("the engine's captured steps (re-recorded as rows join, finish and the cache grows) answer as eager steps", async () => {
+test("the engine's captured steps (re-recorded as rows join, leave and the cache grows) equal eager ones", async () => {
   const dir = initTinyModel(join(mkdtempSync(join(tmpdir(), "oasft-captured-")), "m"), GOLDEN_MODELS[1]);
   const tokenizer = ChatTokenizer.load(dir);
   const model = loadCausalLM(dir);
