@@ -15,4 +15,4 @@ export {
 export { features, loadedBlas, native, type Handle } from "./binding.js";
 export { Tape, type Recorded } from "./tape.js";
 export { resolveDevice, deviceType, parseComputeDType, DeviceError } from "./device.js";
-export { defaultThreads } from "./threads.js";
+export { defaultThreads, foreignRunnable, usableCpus } from "./threads.js";

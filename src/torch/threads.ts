@@ -3,7 +3,7 @@
 // (one thread trained 3.6x faster than two on a loaded 2-core machine). The order of precedence:
 //   1. OMP_NUM_THREADS (what PyTorch users set, and what launchers set per rank);
 //   2. the CPUs this process may run on (affinity), capped by the cgroup's CPU quota.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 
 /** The cgroup v2 (cpu.max) or v1 (cfs_quota/period) CPU limit, rounded up; undefined when unlimited. */
@@ -39,4 +39,35 @@ export function defaultThreads(env: NodeJS.ProcessEnv = process.env): { threads:
   const quota = cgroupCpuLimit();
   if (quota !== undefined && quota < cpus) return { threads: quota, source: "cgroup CPU quota" };
   return { threads: cpus, source: "available CPUs" };
+}
+
+/** The CPUs this process may use: its affinity mask, capped by the cgroup's CPU quota. */
+export function usableCpus(): number {
+  return Math.min(availableParallelism(), cgroupCpuLimit() ?? Infinity);
+}
+
+/**
+ * Threads of other processes that are runnable right now: /proc/stat's procs_running less this process's
+ * own runnable threads (its spinning OpenMP workers among them); undefined where /proc is not there. One
+ * instant's count, so callers confirm what it suggests.
+ */
+export function foreignRunnable(proc = "/proc"): number | undefined {
+  try {
+    const stat = readFileSync(`${proc}/stat`, "utf8");
+    const running = Number(/^procs_running (\d+)$/m.exec(stat)?.[1]);
+    if (!Number.isFinite(running)) return undefined;
+    let own = 0;
+    for (const task of readdirSync(`${proc}/self/task`)) {
+      try {
+        // The state follows the command name's closing parenthesis (the name may hold spaces).
+        const line = readFileSync(`${proc}/self/task/${task}/stat`, "utf8");
+        if (line[line.lastIndexOf(")") + 2] === "R") own++;
+      } catch {
+        // A thread that ended between the listing and the read is not running.
+      }
+    }
+    return Math.max(0, running - own);
+  } catch {
+    return undefined;
+  }
 }
