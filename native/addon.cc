@@ -43,6 +43,7 @@
 #include "compat.h"
 #include "dist.h"
 #include "fast.h"
+#include "small-gemm.h"
 #include "tape.h"
 
 namespace {
@@ -797,16 +798,29 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   rec(env, exports, "unbind", [](Args& a) { return a.outList(at::unbind(a.t(0), a.i64(1))); });
 
   // ----- linear algebra and layers -----------------------------------------------------------------
-  rec(env, exports, "matmul", [](Args& a) { return a.out(at::matmul(a.t(0), a.t(1))); });
-  rec(env, exports, "bmm", [](Args& a) { return a.out(at::bmm(a.t(0), a.t(1))); });
-  rec(env, exports, "baddbmm", [](Args& a) {
-    return a.out(at::baddbmm(a.t(0), a.t(1), a.t(2), a.scalar(3), a.scalar(4)));
+  // One query row per batch entry (attention in a decode step) takes native/small-gemm.h's rowMatmul.
+  rec(env, exports, "matmul", [](Args& a) {
+    namespace sg = oasft::smallgemm;
+    return a.out(sg::rowMatmulApplies(a.t(0), a.t(1)) ? sg::rowMatmul(a.t(0), a.t(1)) : at::matmul(a.t(0), a.t(1)));
   });
-  // A single input row (batch-1 decoding) goes through matrix-vector BLAS: OpenBLAS's GEMM with m = 1
-  // is ~5x slower than its GEMV on these CPUs. Same math; test/torch/tensor.test.ts compares the two paths.
+  rec(env, exports, "bmm", [](Args& a) {
+    namespace sg = oasft::smallgemm;
+    return a.out(sg::rowMatmulApplies(a.t(0), a.t(1)) ? sg::rowMatmul(a.t(0), a.t(1)) : at::bmm(a.t(0), a.t(1)));
+  });
+  rec(env, exports, "baddbmm", [](Args& a) {
+    const at::Tensor &c = a.t(0), &x = a.t(1), &m = a.t(2);
+    const bool fast = oasft::smallgemm::rowMatmulApplies(x, m) && x.dim() == 3 && c.device().is_cpu() &&
+                      c.scalar_type() == at::kFloat && !(at::GradMode::is_enabled() && c.requires_grad());
+    if (fast) return a.out(oasft::smallgemm::rowMatmul(x, m, &c, a.scalar(3).toDouble(), a.scalar(4).toDouble()));
+    return a.out(at::baddbmm(c, x, m, a.scalar(3), a.scalar(4)));
+  });
+  // A few rows without gradients (a decode step for a small batch) take native/small-gemm.h; a single input
+  // row (batch-1 decoding) goes through matrix-vector BLAS: OpenBLAS's GEMM with m = 1 is ~5x slower than
+  // its GEMV on these CPUs. Same math; test/torch/tensor.test.ts compares each path with GEMM.
   rec(env, exports, "linear", [](Args& a) {
     const at::Tensor &x = a.t(0), &w = a.t(1);
     c10::optional<at::Tensor> bias = a.optT(2);
+    if (oasft::smallgemm::applies(x, w, bias)) return a.out(oasft::smallgemm::linear(x, w, bias));  // 2-32 rows
     if (x.device().is_cpu() && x.dim() >= 1 && w.dim() == 2 && x.numel() == x.size(-1) && x.size(-1) == w.size(1)) {
       at::Tensor row = x.reshape({x.size(-1)});
       at::Tensor y = bias ? at::addmv(*bias, w, row) : at::mv(w, row);
@@ -868,6 +882,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     out.Set("sdpa", a.boolean(OASFT_HAS_SDPA));
     out.Set("fusedAdamw", a.boolean(OASFT_HAS_FUSED_ADAMW));
     out.Set("cudaAllocatorStats", a.boolean(OASFT_HAS_CUDA_ALLOC));
+    out.Set("smallGemm", Napi::String::New(a.env(), oasft::smallgemm::name()));
     return out;
   });
 #if OASFT_HAS_SDPA

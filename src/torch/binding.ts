@@ -188,8 +188,9 @@ export interface NativeBinding {
     weightDecay: number,
     step: number,
   ): void;
-  // fast paths (native/fast.h): present only where the linked libtorch has them (features())
-  features(): { sdpa: boolean; fusedAdamw: boolean; cudaAllocatorStats: boolean };
+  // fast paths (native/fast.h): present only where the linked libtorch has them (features()); smallGemm
+  // names the few-row linear kernel in use (native/small-gemm.h: "avx512", "avx2", or "" for BLAS only)
+  features(): { sdpa: boolean; fusedAdamw: boolean; cudaAllocatorStats: boolean; smallGemm: string };
   sdpa?(q: H, k: H, v: H, mask: H | undefined, dropout: number, isCausal: boolean, scale: number): H;
   fusedAdamw_?(
     params: H[],

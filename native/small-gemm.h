@@ -1,0 +1,321 @@
+// y = x·wᵀ + b for a few rows of x: the shape of a decode step for a small batch (2-32 sequences).
+// OpenBLAS's SGEMM packs both operands into panels tuned for large m and, on the CPUs measured here
+// (AMD EPYC, 2 threads), multiplies an 8-row x by a 512x512 weight at ~40 GFLOP/s, no faster than 8
+// single rows through GEMV. Here each thread owns a range of weight rows and streams them once: a 4x4
+// register block (4 rows of x against 4 rows of w, 16 vector accumulators) does 16 FMAs per 8 loads, so
+// the weights are read from memory once per step and the arithmetic runs near the FMA units' rate
+// (~200 GFLOP/s with AVX-512, ~85 with AVX2 on the same machine; bench numbers in README).
+//
+// Exact in what it promises: every output is one dot product over k in a fixed order, computed by one
+// thread, so results do not depend on the thread count. They differ from BLAS's order in the last bits;
+// at::linear is the reference (test/torch/small-gemm.test.ts compares the two on ragged shapes).
+// Chosen at run time by the CPU's features; CPUs with neither AVX2+FMA nor AVX-512F keep at::linear.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "compat.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define OASFT_HAS_SMALL_GEMM 1
+#else
+#define OASFT_HAS_SMALL_GEMM 0
+#endif
+
+namespace oasft::smallgemm {
+
+// The most rows of x this path takes; above it BLAS's blocking for large m wins or ties.
+constexpr int64_t kMaxRows = 32;
+
+#if OASFT_HAS_SMALL_GEMM
+
+// Vectors pass between these functions only inside one target-flattened caller (range512, range256).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 on _mm256_undefined_pd in an intrinsic
+
+#define OASFT_AVX512 __attribute__((target("avx512f"))) inline
+#define OASFT_AVX2 __attribute__((target("avx2,fma"))) inline
+
+// One vector width's operations; the kernel below is written once over them.
+struct Avx512 {
+  using V = __m512;
+  static constexpr int64_t kLanes = 16;
+  OASFT_AVX512 static V zero() { return _mm512_setzero_ps(); }
+  OASFT_AVX512 static V load(const float* p) { return _mm512_loadu_ps(p); }
+  OASFT_AVX512 static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  OASFT_AVX512 static V set1(float f) { return _mm512_set1_ps(f); }
+  OASFT_AVX512 static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  OASFT_AVX512 static float sum(V v) {  // halves, then as Avx2 (_mm512_reduce_add_ps warns on GCC 12)
+    __m256 lo = _mm512_castps512_ps256(v), hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    __m256 h = _mm256_add_ps(lo, hi);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+};
+
+struct Avx2 {
+  using V = __m256;
+  static constexpr int64_t kLanes = 8;
+  OASFT_AVX2 static V zero() { return _mm256_setzero_ps(); }
+  OASFT_AVX2 static V load(const float* p) { return _mm256_loadu_ps(p); }
+  OASFT_AVX2 static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  OASFT_AVX2 static V set1(float f) { return _mm256_set1_ps(f); }
+  OASFT_AVX2 static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  OASFT_AVX2 static float sum(V v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+};
+
+// One call's operands: x [m, k], w [n, k], bias [n] or null, y [m, n], all contiguous.
+struct Gemm {
+  const float *x, *w, *bias;
+  float* y;
+  int64_t m, k, n;
+};
+
+// R rows of x from row r against C rows of w from row j. The tail of k past the last full vector is added
+// in scalar order after the vector sum. `next` (the following block's weight rows, or null) is prefetched
+// as this block streams: decode steps read each weight once from memory, and without it the loads' misses
+// stall the FMAs (1.45x on a 92 MB model's step, measured).
+template <class S, int R, int C>
+inline void block(const Gemm& g, int64_t r, int64_t j, const float* next) {
+  const int64_t k = g.k;
+  const float *x = g.x + r * k, *wj = g.w + j * k;
+  typename S::V acc[R][C];
+  for (int a = 0; a < R; a++)
+    for (int c = 0; c < C; c++) acc[a][c] = S::zero();
+  int64_t t = 0;
+  for (; t + S::kLanes <= k; t += S::kLanes) {
+    typename S::V wv[C];
+    for (int c = 0; c < C; c++) wv[c] = S::load(wj + c * k + t);
+    if (next)
+      for (int c = 0; c < C; c++) _mm_prefetch(reinterpret_cast<const char*>(next + c * k + t), _MM_HINT_T0);
+    for (int a = 0; a < R; a++) {
+      typename S::V xv = S::load(x + a * k + t);
+      for (int c = 0; c < C; c++) acc[a][c] = S::fma(xv, wv[c], acc[a][c]);
+    }
+  }
+  for (int a = 0; a < R; a++)
+    for (int c = 0; c < C; c++) {
+      float sum = S::sum(acc[a][c]);
+      for (int64_t u = t; u < k; u++) sum += x[a * k + u] * wj[c * k + u];
+      g.y[(r + a) * g.n + j + c] = g.bias ? sum + g.bias[j + c] : sum;
+    }
+}
+
+// Weight rows [j, j + C) for every row of x: 4, then 2, then 1 rows of x at a time. The first pass reads
+// the weights from memory (and prefetches the next block's); later passes find them in L1.
+template <class S, int C>
+inline void columns(const Gemm& g, int64_t j, int64_t j1) {
+  const float* next = j + 2 * C <= j1 ? g.w + (j + C) * g.k : nullptr;
+  int64_t r = 0;
+  for (; r + 4 <= g.m; r += 4, next = nullptr) block<S, 4, C>(g, r, j, next);
+  for (; r + 2 <= g.m; r += 2, next = nullptr) block<S, 2, C>(g, r, j, next);
+  for (; r < g.m; r++, next = nullptr) block<S, 1, C>(g, r, j, next);
+}
+
+template <class S>
+inline void range(const Gemm& g, int64_t j0, int64_t j1) {
+  int64_t j = j0;
+  for (; j + 4 <= j1; j += 4) columns<S, 4>(g, j, j1);
+  for (; j < j1; j++) columns<S, 1>(g, j, j1);
+}
+
+// One query row against a matrix, per batch entry: out[n] = Σ_k x[k]·M[k, n] for attention in a decode
+// step (scores = q·Kᵀ, context = p·V), where BLAS's batched GEMM spends microseconds per tiny product.
+// M is read in place through its strides: rows contiguous (M[k, :], e.g. V or BLOOM's pre-transposed keys)
+// or columns contiguous (M[:, n], a transposed view of keys stored [S, d]).
+struct RowMat {
+  const float* x;  // [K]
+  const float* m;
+  int64_t rowStride, colStride;  // of M: between k and between n (one of them is 1)
+  float* out;                    // [N]
+  int64_t K, N;
+};
+
+template <class S>
+inline void rowsContiguous(const RowMat& p) {  // vectorized over n, one broadcast x[k] per row of M
+  constexpr int64_t L = S::kLanes;
+  int64_t n = 0;
+  for (; n + 2 * L <= p.N; n += 2 * L) {
+    typename S::V a0 = S::zero(), a1 = S::zero();
+    for (int64_t k = 0; k < p.K; k++) {
+      typename S::V xv = S::set1(p.x[k]);
+      a0 = S::fma(xv, S::load(p.m + k * p.rowStride + n), a0);
+      a1 = S::fma(xv, S::load(p.m + k * p.rowStride + n + L), a1);
+    }
+    S::store(p.out + n, a0);
+    S::store(p.out + n + L, a1);
+  }
+  for (; n < p.N; n++) {
+    float sum = 0;
+    for (int64_t k = 0; k < p.K; k++) sum += p.x[k] * p.m[k * p.rowStride + n];
+    p.out[n] = sum;
+  }
+}
+
+template <class S>
+inline void columnsContiguous(const RowMat& p) {  // one dot product over k per column, 4 columns at a time
+  constexpr int64_t L = S::kLanes;
+  int64_t n = 0;
+  for (; n + 4 <= p.N; n += 4) {
+    typename S::V acc[4] = {S::zero(), S::zero(), S::zero(), S::zero()};
+    int64_t k = 0;
+    for (; k + L <= p.K; k += L) {
+      typename S::V xv = S::load(p.x + k);
+      for (int c = 0; c < 4; c++) acc[c] = S::fma(xv, S::load(p.m + (n + c) * p.colStride + k), acc[c]);
+    }
+    for (int c = 0; c < 4; c++) {
+      float sum = S::sum(acc[c]);
+      for (int64_t u = k; u < p.K; u++) sum += p.x[u] * p.m[(n + c) * p.colStride + u];
+      p.out[n + c] = sum;
+    }
+  }
+  for (; n < p.N; n++) {
+    float sum = 0;
+    for (int64_t k = 0; k < p.K; k++) sum += p.x[k] * p.m[n * p.colStride + k];
+    p.out[n] = sum;
+  }
+}
+
+template <class S>
+inline void rowMat(const RowMat& p) {
+  if (p.colStride == 1) rowsContiguous<S>(p);
+  else columnsContiguous<S>(p);
+}
+
+// The kernels for one ISA each: `flatten` inlines the templates above into code built for that ISA.
+__attribute__((target("avx512f"), flatten)) inline void range512(const Gemm& g, int64_t j0, int64_t j1) {
+  range<Avx512>(g, j0, j1);
+}
+
+__attribute__((target("avx2,fma"), flatten)) inline void range256(const Gemm& g, int64_t j0, int64_t j1) {
+  range<Avx2>(g, j0, j1);
+}
+
+__attribute__((target("avx512f"), flatten)) inline void rowMat512(const RowMat& p) { rowMat<Avx512>(p); }
+__attribute__((target("avx2,fma"), flatten)) inline void rowMat256(const RowMat& p) { rowMat<Avx2>(p); }
+
+enum class Isa { none, avx2, avx512 };
+
+inline Isa isa() {
+  static const Isa found = [] {
+    if (const char* off = std::getenv("OASFT_SMALL_GEMM"); off && std::string(off) == "0") return Isa::none;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return Isa::avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
+    return Isa::none;
+  }();
+  return found;
+}
+
+// The name of the kernel in use, for `oasft info`: "avx512", "avx2" or "" (BLAS only).
+inline const char* name() { return isa() == Isa::avx512 ? "avx512" : isa() == Isa::avx2 ? "avx2" : ""; }
+
+// Whether linear(x, w, bias) takes this path: float32 CPU tensors, 2..kMaxRows rows, nothing to differentiate.
+inline bool applies(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias) {
+  if (isa() == Isa::none || !x.device().is_cpu() || !w.device().is_cpu() || x.dim() < 1 || w.dim() != 2) return false;
+  if (x.scalar_type() != at::kFloat || w.scalar_type() != at::kFloat || x.size(-1) != w.size(1)) return false;
+  if (x.size(-1) == 0 || w.size(0) == 0) return false;
+  const int64_t m = x.numel() / x.size(-1);
+  if (m < 2 || m > kMaxRows) return false;
+  const bool biasOk = !bias || (bias->device().is_cpu() && bias->scalar_type() == at::kFloat && bias->dim() == 1 &&
+                                bias->size(0) == w.size(0));
+  const bool grad = at::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad() || (bias && bias->requires_grad()));
+  return biasOk && !grad && !autocastEnabled(/*cuda=*/false);
+}
+
+inline at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias) {
+  const int64_t k = x.size(-1), n = w.size(0), m = x.numel() / k;
+  at::Tensor xc = x.contiguous(), wc = w.contiguous();
+  at::Tensor bc = bias ? bias->contiguous() : at::Tensor();
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = n;
+  at::Tensor y = at::empty(shape, x.options());
+  const Gemm g{xc.data_ptr<float>(), wc.data_ptr<float>(), bias ? bc.data_ptr<float>() : nullptr,
+               y.data_ptr<float>(), m, k, n};
+  const bool wide = isa() == Isa::avx512;
+  // Split by blocks of 4 weight rows; a grain of ~64k multiply-adds keeps tiny layers on one thread.
+  const int64_t blocks = (n + 3) / 4, grain = std::max<int64_t>(1, 65536 / (4 * k * m));
+  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    const int64_t j0 = b0 * 4, j1 = std::min(n, b1 * 4);
+    if (wide) range512(g, j0, j1);
+    else range256(g, j0, j1);
+  });
+  return y;
+}
+
+// Whether x·m (x [..., 1, K], m [..., K, N], the same leading sizes, no broadcasting) takes rowMatmul:
+// float32 CPU tensors, nothing to differentiate, m readable in place (a unit stride on one of its last dims).
+inline bool rowMatmulApplies(const at::Tensor& x, const at::Tensor& m) {
+  if (isa() == Isa::none || x.dim() < 3 || x.dim() != m.dim() || !x.device().is_cpu() || !m.device().is_cpu()) return false;
+  if (x.scalar_type() != at::kFloat || m.scalar_type() != at::kFloat) return false;
+  if (x.size(-2) != 1 || x.size(-1) != m.size(-2) || x.numel() == 0 || m.numel() == 0) return false;
+  for (int64_t i = 0; i < x.dim() - 2; i++)
+    if (x.size(i) != m.size(i)) return false;
+  if (m.stride(-1) != 1 && m.stride(-2) != 1) return false;
+  const bool grad = at::GradMode::is_enabled() && (x.requires_grad() || m.requires_grad());
+  return !grad && !autocastEnabled(/*cuda=*/false);
+}
+
+// beta·c + alpha·(x·m) as baddbmm, or x·m (c null); c broadcasts to the output [..., 1, N] and is not read
+// when beta is 0 (libtorch's rule: a NaN there does not propagate).
+inline at::Tensor rowMatmul(const at::Tensor& x, const at::Tensor& m, const at::Tensor* c = nullptr, double beta = 0,
+                            double alpha = 1) {
+  const int64_t lead = x.dim() - 2, K = m.size(-2), N = m.size(-1);
+  std::vector<int64_t> shape(m.sizes().begin(), m.sizes().end());
+  shape[lead] = 1;
+  at::Tensor xc = x.contiguous(), out = at::empty(shape, x.options());
+  at::Tensor cc = c && beta != 0 ? c->expand(shape).contiguous() : at::Tensor();
+  const float *xp = xc.data_ptr<float>(), *mp = m.data_ptr<float>(), *cp = cc.defined() ? cc.data_ptr<float>() : nullptr;
+  float* op = out.data_ptr<float>();
+  const int64_t batches = xc.numel() / K, grain = std::max<int64_t>(1, 32768 / (K * N));
+  const bool wide = isa() == Isa::avx512;
+  at::parallel_for(0, batches, grain, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; b++) {
+      int64_t offset = 0;  // b's entry of m through its leading sizes and strides (m may be a view)
+      for (int64_t i = lead - 1, rest = b; i >= 0; rest /= m.size(i), i--) offset += (rest % m.size(i)) * m.stride(i);
+      const RowMat p{xp + b * K, mp + offset, m.stride(-2), m.stride(-1), op + b * N, K, N};
+      if (wide) rowMat512(p);
+      else rowMat256(p);
+      if (cp || alpha != 1)
+        for (int64_t n = 0; n < N; n++)
+          p.out[n] = cp ? static_cast<float>(beta * cp[b * N + n] + alpha * p.out[n]) : static_cast<float>(alpha * p.out[n]);
+    }
+  });
+  return out;
+}
+
+#undef OASFT_AVX512
+#undef OASFT_AVX2
+#pragma GCC diagnostic pop
+
+#else
+
+inline const char* name() { return ""; }
+inline bool applies(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&) { return false; }
+inline at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias) {
+  return at::linear(x, w, bias);
+}
+inline bool rowMatmulApplies(const at::Tensor&, const at::Tensor&) { return false; }
+inline at::Tensor rowMatmul(const at::Tensor& x, const at::Tensor& m, const at::Tensor* = nullptr, double = 0,
+                            double = 1) {
+  return at::matmul(x, m);
+}
+
+#endif
+
+}  // namespace oasft::smallgemm
