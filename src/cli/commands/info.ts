@@ -52,6 +52,7 @@ export const command: Command = {
       libtorch_path: libtorchPath(),
       blas: blas.kind,
       blas_path: blas.path,
+      few_row_kernels: torch.features.smallGemm || "none (BLAS only)",
       threads: torch.getNumThreads(),
       threads_from: values.threads !== undefined ? "--threads" : torch.defaultThreads().source,
       malloc: torch.native.mallocMode(),
