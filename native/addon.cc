@@ -809,14 +809,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   });
   rec(env, exports, "baddbmm", [](Args& a) {
     const at::Tensor &c = a.t(0), &x = a.t(1), &m = a.t(2);
-    const bool fast = oasft::smallgemm::rowMatmulApplies(x, m) && x.dim() == 3 && c.device().is_cpu() &&
-                      c.scalar_type() == at::kFloat && !(at::GradMode::is_enabled() && c.requires_grad());
-    if (fast) return a.out(oasft::smallgemm::rowMatmul(x, m, &c, a.scalar(3).toDouble(), a.scalar(4).toDouble()));
+    if (oasft::smallgemm::rowMatmulApplies(x, m, &c))
+      return a.out(oasft::smallgemm::rowMatmul(x, m, &c, a.scalar(3).toDouble(), a.scalar(4).toDouble()));
     return a.out(at::baddbmm(c, x, m, a.scalar(3), a.scalar(4)));
   });
   // A few rows without gradients (a decode step for a small batch) take native/small-gemm.h; a single input
   // row (batch-1 decoding) goes through matrix-vector BLAS: OpenBLAS's GEMM with m = 1 is ~5x slower than
-  // its GEMV on these CPUs. Same math; test/torch/tensor.test.ts compares each path with GEMM.
+  // its GEMV on these CPUs. Same math: test/torch/tensor.test.ts and small-gemm.test.ts compare them with GEMM.
   rec(env, exports, "linear", [](Args& a) {
     const at::Tensor &x = a.t(0), &w = a.t(1);
     c10::optional<at::Tensor> bias = a.optT(2);

@@ -44,6 +44,14 @@ constexpr int64_t kMaxRows = 32;
 #define OASFT_AVX512 __attribute__((target("avx512f"))) inline
 #define OASFT_AVX2 __attribute__((target("avx2,fma"))) inline
 
+// The sum of 8 lanes, for both widths below (AVX-512F and AVX2 each imply AVX).
+__attribute__((target("avx"))) inline float sum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
 // One vector width's operations; the kernel below is written once over them.
 struct Avx512 {
   using V = __m512;
@@ -53,13 +61,9 @@ struct Avx512 {
   OASFT_AVX512 static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   OASFT_AVX512 static V set1(float f) { return _mm512_set1_ps(f); }
   OASFT_AVX512 static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
-  OASFT_AVX512 static float sum(V v) {  // halves, then as Avx2 (_mm512_reduce_add_ps warns on GCC 12)
-    __m256 lo = _mm512_castps512_ps256(v), hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-    __m256 h = _mm256_add_ps(lo, hi);
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+  OASFT_AVX512 static float sum(V v) {  // by halves (_mm512_reduce_add_ps warns on GCC 12)
+    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    return sum8(_mm256_add_ps(_mm512_castps512_ps256(v), hi));
   }
 };
 
@@ -71,12 +75,7 @@ struct Avx2 {
   OASFT_AVX2 static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   OASFT_AVX2 static V set1(float f) { return _mm256_set1_ps(f); }
   OASFT_AVX2 static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
-  OASFT_AVX2 static float sum(V v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-  }
+  OASFT_AVX2 static float sum(V v) { return sum8(v); }
 };
 
 // One call's operands: x [m, k], w [n, k], bias [n] or null, y [m, n], all contiguous.
@@ -225,17 +224,17 @@ inline Isa isa() {
 // The name of the kernel in use, for `oasft info`: "avx512", "avx2" or "" (BLAS only).
 inline const char* name() { return isa() == Isa::avx512 ? "avx512" : isa() == Isa::avx2 ? "avx2" : ""; }
 
+// A float32 CPU tensor nothing differentiates: what both paths take (they have no backward).
+inline bool inferenceOperand(const at::Tensor& t) {
+  return t.device().is_cpu() && t.scalar_type() == at::kFloat && !(at::GradMode::is_enabled() && t.requires_grad());
+}
+
 // Whether linear(x, w, bias) takes this path: float32 CPU tensors, 2..kMaxRows rows, nothing to differentiate.
 inline bool applies(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias) {
-  if (isa() == Isa::none || !x.device().is_cpu() || !w.device().is_cpu() || x.dim() < 1 || w.dim() != 2) return false;
-  if (x.scalar_type() != at::kFloat || w.scalar_type() != at::kFloat || x.size(-1) != w.size(1)) return false;
-  if (x.size(-1) == 0 || w.size(0) == 0) return false;
+  if (isa() == Isa::none || autocastEnabled(/*cuda=*/false) || !inferenceOperand(x) || !inferenceOperand(w)) return false;
+  if (x.dim() < 1 || w.dim() != 2 || x.size(-1) != w.size(1) || x.size(-1) == 0 || w.size(0) == 0) return false;
   const int64_t m = x.numel() / x.size(-1);
-  if (m < 2 || m > kMaxRows) return false;
-  const bool biasOk = !bias || (bias->device().is_cpu() && bias->scalar_type() == at::kFloat && bias->dim() == 1 &&
-                                bias->size(0) == w.size(0));
-  const bool grad = at::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad() || (bias && bias->requires_grad()));
-  return biasOk && !grad && !autocastEnabled(/*cuda=*/false);
+  return m >= 2 && m <= kMaxRows && (!bias || (inferenceOperand(*bias) && bias->dim() == 1 && bias->size(0) == w.size(0)));
 }
 
 inline at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias) {
@@ -260,15 +259,14 @@ inline at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const c10::op
 
 // Whether x·m (x [..., 1, K], m [..., K, N], the same leading sizes, no broadcasting) takes rowMatmul:
 // float32 CPU tensors, nothing to differentiate, m readable in place (a unit stride on one of its last dims).
-inline bool rowMatmulApplies(const at::Tensor& x, const at::Tensor& m) {
-  if (isa() == Isa::none || x.dim() < 3 || x.dim() != m.dim() || !x.device().is_cpu() || !m.device().is_cpu()) return false;
-  if (x.scalar_type() != at::kFloat || m.scalar_type() != at::kFloat) return false;
+// With c, as baddbmm's input: 3-D operands, and c float32 on the CPU too.
+inline bool rowMatmulApplies(const at::Tensor& x, const at::Tensor& m, const at::Tensor* c = nullptr) {
+  if (isa() == Isa::none || autocastEnabled(/*cuda=*/false) || !inferenceOperand(x) || !inferenceOperand(m)) return false;
+  if (x.dim() < 3 || x.dim() != m.dim() || (c && (x.dim() != 3 || !inferenceOperand(*c)))) return false;
   if (x.size(-2) != 1 || x.size(-1) != m.size(-2) || x.numel() == 0 || m.numel() == 0) return false;
   for (int64_t i = 0; i < x.dim() - 2; i++)
     if (x.size(i) != m.size(i)) return false;
-  if (m.stride(-1) != 1 && m.stride(-2) != 1) return false;
-  const bool grad = at::GradMode::is_enabled() && (x.requires_grad() || m.requires_grad());
-  return !grad && !autocastEnabled(/*cuda=*/false);
+  return m.stride(-1) == 1 || m.stride(-2) == 1;
 }
 
 // beta·c + alpha·(x·m) as baddbmm, or x·m (c null); c broadcasts to the output [..., 1, N] and is not read
@@ -310,7 +308,7 @@ inline bool applies(const at::Tensor&, const at::Tensor&, const c10::optional<at
 inline at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias) {
   return at::linear(x, w, bias);
 }
-inline bool rowMatmulApplies(const at::Tensor&, const at::Tensor&) { return false; }
+inline bool rowMatmulApplies(const at::Tensor&, const at::Tensor&, const at::Tensor* = nullptr) { return false; }
 inline at::Tensor rowMatmul(const at::Tensor& x, const at::Tensor& m, const at::Tensor* = nullptr, double = 0,
                             double = 1) {
   return at::matmul(x, m);

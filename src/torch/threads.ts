@@ -35,10 +35,8 @@ export function defaultThreads(env: NodeJS.ProcessEnv = process.env): { threads:
     const n = Number(omp.split(",")[0]);
     if (Number.isInteger(n) && n >= 1) return { threads: n, source: "OMP_NUM_THREADS" };
   }
-  const cpus = availableParallelism();
-  const quota = cgroupCpuLimit();
-  if (quota !== undefined && quota < cpus) return { threads: quota, source: "cgroup CPU quota" };
-  return { threads: cpus, source: "available CPUs" };
+  const cpus = usableCpus();
+  return { threads: cpus, source: cpus < availableParallelism() ? "cgroup CPU quota" : "available CPUs" };
 }
 
 /** The CPUs this process may use: its affinity mask, capped by the cgroup's CPU quota. */
