@@ -696,6 +696,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   rec(env, exports, "clampMax_", [](Args& a) { a.t(0).clamp_max_(a.scalar(1)); return a.undef(); });
   rec(env, exports, "maskedFill_", [](Args& a) { a.t(0).masked_fill_(a.t(1), a.scalar(2)); return a.undef(); });
   rec(env, exports, "indexCopy_", [](Args& a) { a.t(0).index_copy_(a.i64(1), a.t(2), a.t(3)); return a.undef(); });
+  rec(env, exports, "scatter_", [](Args& a) {
+    if (a.isTensor(3)) a.t(0).scatter_(a.i64(1), a.t(2), a.t(3));
+    else a.t(0).scatter_(a.i64(1), a.t(2), a.scalar(3));
+    return a.undef();
+  });
   rec(env, exports, "indexFill_", [](Args& a) { a.t(0).index_fill_(a.i64(1), a.t(2), a.scalar(3)); return a.undef(); });
 
   // ----- elementwise -------------------------------------------------------------------------------

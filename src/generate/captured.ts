@@ -34,26 +34,31 @@ export class FixedDecoder {
   get tape(): torch.Tape | undefined {
     return this.#tape;
   }
-  #filled: number;
+  /** Per row: the column its next token is written at; undefined for a free row (it idles at column 0). */
+  #columns: Array<number | undefined>;
   private readonly ids: torch.Tensor;
   private readonly mask: torch.Tensor;
   private readonly slot: torch.Tensor;
-  private readonly capacity: number;
+  /** The slot as [b, 1]: the recorded step marks each row's column in the mask through it. */
+  private readonly slotColumn: torch.Tensor;
+  readonly capacity: number;
 
   private constructor(
     private readonly model: CausalLM,
     private readonly cache: KVCache,
-    b: number,
+    readonly batch: number,
     private readonly capture: boolean,
     mask: torch.Tensor | undefined,
   ) {
-    this.#filled = cache.length;
-    ({ slot: this.slot, capacity: this.capacity } = cache.beginFixed(1));
+    const filled = cache.length;
+    this.#columns = new Array<number>(batch).fill(filled);
+    ({ slot: this.slot, capacity: this.capacity } = cache.beginFixed());
     const device = model.device;
-    this.ids = torch.zeros([b, 1], { dtype: "int64", device }).keep();
-    this.mask = torch.zeros([b, this.capacity], { dtype: "int64", device }).keep();
+    this.slotColumn = this.slot.view([batch, 1]).keep();
+    this.ids = torch.zeros([batch, 1], { dtype: "int64", device }).keep();
+    this.mask = torch.zeros([batch, this.capacity], { dtype: "int64", device }).keep();
     torch.scope(() => {
-      const past = this.mask.narrow(1, 0, this.#filled);
+      const past = this.mask.narrow(1, 0, filled);
       if (mask) past.copy_(mask);
       else past.fill_(1);
     });
@@ -74,32 +79,29 @@ export class FixedDecoder {
     return new FixedDecoder(model, cache, o.batch, o.capture ?? captureByDefault, mask);
   }
 
-  /**
-   * A decoder for rows whose cache mask is `mask` (per row, 1 = real token, 0 = padding, one entry per
-   * cached position), when the cache has room for two more steps at least (one to record, one to replay).
-   */
-  static forRows(model: CausalLM, cache: KVCache, mask: number[][]): FixedDecoder | undefined {
-    if (cache.capacity - cache.length < 2) return undefined;
-    const padded = mask.some((m) => m.includes(0));
-    return torch.scope(() => {
-      const attentionMask = padded ? torch.tensor(mask, { dtype: "int64", device: model.device }) : undefined;
-      return FixedDecoder.open(model, cache, { batch: mask.length, attentionMask });
-    });
-  }
-
-  /** Slots left before the cache is full. */
+  /** Columns left before the fullest busy row reaches the end of the cache. */
   get room(): number {
-    return this.capacity - this.#filled;
+    return this.capacity - this.used;
+  }
+
+  /** The columns the busiest row holds (0 when every row is free). */
+  get used(): number {
+    return Math.max(0, ...this.#columns.map((c) => c ?? 0));
+  }
+
+  /** Per row, the column its next token goes to (undefined: a free row). */
+  get columns(): ReadonlyArray<number | undefined> {
+    return this.#columns;
   }
 
   /**
-   * Appends one token per row (`next` [b, 1] int64) and returns the logits of the new position [b, v]
-   * (in the current scope).
+   * Appends one token per row (`next` [b, 1] int64; anything for free rows) and returns the logits of the
+   * new positions [b, v] (in the current scope; free rows' logits mean nothing).
    */
   step(next: torch.Tensor): torch.Tensor {
     if (this.room < 1) throw new Error("FixedDecoder: the cache is full (close and decode eagerly)");
     this.ids.copy_(next);
-    this.slot.fill_(this.#filled);
+    this.writeSlot();
     let logits: torch.Tensor;
     if (this.#tape) {
       logits = this.#tape.replay()[0]!;
@@ -112,15 +114,22 @@ export class FixedDecoder {
     } else {
       logits = this.forward();
     }
-    this.#filled++;
+    this.#columns = this.#columns.map((c) => (c === undefined ? c : c + 1));
     return logits;
   }
 
-  /** The step as the model computes it: mark the slot real, positions from the mask, one forward. */
+  /** The columns into the slot tensor: one fill when every row stands at the same column. */
+  private writeSlot(): void {
+    const columns = this.#columns.map((c) => c ?? 0);
+    if (columns.every((c) => c === columns[0])) this.slot.fill_(columns[0]!);
+    else torch.scope(() => this.slot.copy_(torch.tensor(columns, { dtype: "int64", device: this.slot.device })));
+  }
+
+  /** The step as the model computes it: mark each row's column real, positions from the mask, one forward. */
   private forward(): torch.Tensor {
     return torch.scope(() => {
-      this.mask.indexFill_(1, this.slot, 1);
-      // The new token's position is the count of real tokens before it (HF's cumsum − 1); it goes in the
+      this.mask.scatter_(1, this.slotColumn, 1);
+      // A new token's position is the count of real tokens before it (HF's cumsum − 1); it goes in the
       // last column, where a model reads the new tokens' positions. Other columns are the keys' positions.
       const positions = torch.cat(
         [positionsFromMask(this.mask).narrow(1, 0, this.capacity - 1), this.mask.sum([1], true).sub(1)],
@@ -137,11 +146,50 @@ export class FixedDecoder {
     });
   }
 
-  /** Ends fixed-shape decoding: the cache grows again from the positions written; frees the tape. */
+  /**
+   * Puts the prefilled rows of `own` (same model; `masks` per row, 1 = real, one entry per position it
+   * holds) into the free rows `rows`, in place: the recorded step replays on, now with them.
+   */
+  place(rows: number[], own: KVCache, masks: number[][]): void {
+    if (rows.some((r) => this.#columns[r] !== undefined)) throw new Error(`FixedDecoder.place: rows ${rows} are busy`);
+    if (own.length >= this.capacity) throw new Error(`FixedDecoder.place: ${own.length} positions leave no room`);
+    this.cache.placeRows(own, rows);
+    this.restore(rows, masks);
+  }
+
+  /**
+   * Rows `rows` hold, in the cache already, the positions their `masks` describe (1 = real): each row's
+   * next token goes at column masks[i].length.
+   */
+  restore(rows: number[], masks: number[][]): void {
+    if (!rows.length) return;
+    torch.scope(() => {
+      const device = this.mask.device;
+      const idx = torch.tensor(rows, { dtype: "int64", device });
+      const wide = masks.map((m) => [...m, ...new Array<number>(this.capacity - m.length).fill(0)]);
+      this.mask.indexCopy_(0, idx, torch.tensor(wide, { dtype: "int64", device }));
+    });
+    rows.forEach((r, i) => (this.#columns[r] = masks[i]!.length));
+  }
+
+  /** Row `row`'s mask up to its next column (1 = real). */
+  rowMask(row: number): number[] {
+    const column = this.#columns[row] ?? 0;
+    return torch.scope(() => this.mask.select(0, row).narrow(0, 0, column).toNumbers());
+  }
+
+  /** Frees rows `rows`: they see nothing of their past from now on and idle at column 0 until placed again. */
+  free(rows: number[]): void {
+    if (!rows.length) return;
+    torch.scope(() => this.mask.indexFill_(0, torch.tensor(rows, { dtype: "int64", device: this.mask.device }), 0));
+    for (const r of rows) this.#columns[r] = undefined;
+  }
+
+  /** Ends fixed-shape decoding: the cache grows again from the columns written; frees the tape. */
   close(): void {
     this.#tape?.dispose();
     this.#tape = undefined;
-    this.cache.endFixed(this.#filled);
-    for (const t of [this.ids, this.mask]) t.dispose();
+    this.cache.endFixed(this.used);
+    for (const t of [this.ids, this.mask, this.slotColumn]) t.dispose();
   }
 }

@@ -8,7 +8,8 @@ import * as torch from "../torch/index.js";
 import type { CausalLM, KVCache } from "../models/index.js";
 import { Rng } from "../data/rng.js";
 import type { ChatTokenizer } from "../tokenizer/index.js";
-import { captureByDefault, FixedDecoder } from "./captured.js";
+import { startBatch, type DecodeBatch } from "./batch.js";
+import { captureByDefault } from "./captured.js";
 import { DecodeThreads } from "./decode-threads.js";
 import { prefillYielding } from "./prefill.js";
 import { checkSampling, pickNextTokens } from "./sampling.js";
@@ -36,12 +37,10 @@ export class Engine {
   private readonly maxQueue: number;
   private readonly queue: Row[] = [];
   private rows: Row[] = [];
-  private cache: KVCache | undefined;
-  /** The running batch's captured decode step; closed whenever the batch changes, reopened after. */
-  private decoder: FixedDecoder | undefined;
+  /** The running rows' cache and decode step (src/generate/batch.ts), in the order of `rows`. */
+  private batch: DecodeBatch | undefined;
   /** Decode steps' thread count under foreign load (CPU only). */
   private readonly threads: DecodeThreads | undefined;
-  private mask: number[][] = [];
   private running = false;
   readonly stats: EngineStats = {
     requests: 0,
@@ -184,12 +183,10 @@ export class Engine {
 
   /** Fails every running row with `err` (their shared cache is dropped). */
   private failRunning(err: Error): void {
-    this.closeDecoder();
     const rows = this.rows;
     this.rows = [];
-    this.mask = [];
-    this.cache?.dispose();
-    this.cache = undefined;
+    this.batch?.dispose();
+    this.batch = undefined;
     for (const r of rows) this.fail(r, err);
     this.stats.running = 0;
   }
@@ -242,16 +239,11 @@ export class Engine {
       for (const r of joining) this.fail(r, err as Error);
       return;
     }
-    // Join the batch: the new cache rows go below the running ones, right-aligned.
-    this.closeDecoder();
-    if (!this.cache) {
-      this.cache = own;
-      this.mask = masks;
-    } else {
-      const { padSelf, padOther } = this.cache.concatRows(own);
-      own.dispose();
-      this.mask = this.mask.map((m) => [...new Array<number>(padSelf).fill(0), ...m]);
-      for (const m of masks) this.mask.push([...new Array<number>(padOther).fill(0), ...m]);
+    // Join the batch: the new rows go after the running ones.
+    if (this.batch) this.batch.join(own, masks);
+    else {
+      const capture = this.o.capture ?? captureByDefault;
+      this.batch = startBatch(this.model, own, masks, { maxBatch: this.maxBatch, capture });
     }
     this.rows.push(...joining);
     this.stats.running = this.rows.length;
@@ -292,46 +284,17 @@ export class Engine {
   private async step(): Promise<void> {
     const b = this.rows.length;
     this.o.fault?.("step", b);
+    const batch = this.batch!;
+    const tokens = this.rows.map((r) => r.history.at(-1)!);
     const picks = torch.noGrad(() =>
       torch.scope(() => {
-        const feed = torch.tensor(
-          this.rows.map((r) => [r.history.at(-1)!]),
-          { dtype: "int64", device: this.model.device },
-        );
-        this.decoder ??= this.openDecoder();
-        this.mask = this.mask.map((m) => [...m, 1]);
-        const decode = () => (this.decoder ? this.decoder.step(feed) : this.eagerStep(feed)); // [b, V]
+        const decode = () => batch.step(tokens); // [b, V]
         const logits = this.threads ? this.threads.step(decode) : decode();
-        if (this.decoder && this.decoder.room < 1) this.closeDecoder(); // full: the next step grows the cache
         return pickNextTokens(logits, this.rows.map(sampled));
       }),
     );
     for (let i = 0; i < b; i++) await this.accept(this.rows[i]!, picks[i]!);
     this.retire();
-  }
-
-  /** One token per row through the growing cache, op by op (the cache grows here when full). */
-  private eagerStep(feed: torch.Tensor): torch.Tensor {
-    const padded = this.mask.some((m) => m.includes(0));
-    const mask = padded ? torch.tensor(this.mask, { dtype: "int64", device: this.model.device }) : undefined;
-    return this.model
-      .forward({ inputIds: feed, attentionMask: mask, cache: this.cache, logits: "last" })
-      .logits.select(1, 0);
-  }
-
-  /**
-   * A captured decode step for the running batch (src/generate/captured.ts): recorded at its first step,
-   * replayed until the batch changes or the cache is full; undefined where it does not apply.
-   */
-  private openDecoder(): FixedDecoder | undefined {
-    return this.cache && (this.o.capture ?? captureByDefault)
-      ? FixedDecoder.forRows(this.model, this.cache, this.mask)
-      : undefined;
-  }
-
-  private closeDecoder(): void {
-    this.decoder?.close();
-    this.decoder = undefined;
   }
 
   /** Records a row's new token and streams its text; marks the row done when it should stop. */
@@ -361,17 +324,11 @@ export class Engine {
       else keep.push(i);
     });
     if (keep.length === this.rows.length) return;
-    this.closeDecoder();
     this.rows = keep.map((i) => this.rows[i]!);
-    const mask = keep.map((i) => this.mask[i]!);
+    this.batch!.keep(keep);
     if (!keep.length) {
-      this.cache?.dispose();
-      this.cache = undefined;
-      this.mask = [];
-    } else {
-      const trim = Math.min(...mask.map((m) => m.indexOf(1)));
-      this.cache!.selectRows(keep, trim);
-      this.mask = mask.map((m) => m.slice(trim));
+      this.batch!.dispose();
+      this.batch = undefined;
     }
     this.stats.running = this.rows.length;
   }

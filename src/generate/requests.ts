@@ -62,10 +62,11 @@ export interface EngineOptions {
   /** Prompt + generation tokens of all running sequences together; admission waits below it (default: unlimited). */
   maxBatchTokens?: number;
   /**
-   * Decode steps replayed from a captured tape (src/generate/captured.ts), re-recorded whenever the batch
-   * changes; false runs every step from JavaScript. Default: on, unless OASFT_CAPTURE=0.
+   * Decode steps replayed from a captured tape, one per batch-size bucket (src/generate/batch.ts); false
+   * runs every step from JavaScript over a growing cache; "eager-fixed" runs the captured path's fixed-shape
+   * steps from JavaScript (the reference the replays equal). Default: on, unless OASFT_CAPTURE=0.
    */
-  capture?: boolean;
+  capture?: boolean | "eager-fixed";
   /** Test seam: called at each engine stage ("prefill", "step") so a test can make it fail. */
   fault?: (stage: "prefill" | "step", rows: number) => void;
 }

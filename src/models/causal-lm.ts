@@ -10,7 +10,7 @@ import { Linear, Module, Norm } from "../nn/index.js";
 import type { GgufLayout } from "./gguf-layout.js";
 import type { KVCache, NewCacheOptions } from "./kv-cache.js";
 
-export type { KVCache, NewCacheOptions } from "./kv-cache.js";
+export type { KVCache, NewCacheOptions, RowMove } from "./kv-cache.js";
 import { causalLmLoss, chunkedLmLoss, hiddenKeys, positionsFromMask, softcapped } from "../nn/lm.js";
 
 export { causalLmLoss, chunkedLmLoss, hiddenKeys, positionsFromMask, softcapped } from "../nn/lm.js";

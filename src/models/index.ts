@@ -17,6 +17,7 @@ export {
   type CausalLMInput,
   type CausalLMOutput,
   type KVCache,
+  type RowMove,
   type ModelConfig,
   type ModelOptions,
   type NewCacheOptions,

@@ -30,16 +30,35 @@ export interface KVCache {
    */
   advance(s: number): void;
   /**
-   * Fixed-shape decoding (a captured step, src/generate/captured.ts): until endFixed, each forward writes
-   * its s new positions at the slots in `slot` (an [s] int64 tensor the caller sets before every step)
-   * and attends over all `capacity` slots, which the caller's attention mask shows or hides; `length`
-   * reads capacity − s meanwhile, so every step has the same shapes. The buffers must already hold the
-   * prompt (a prefill ran) and have room for what follows.
+   * Fixed-shape decoding (a captured step, src/generate/captured.ts): until endFixed, each forward brings
+   * one new position per batch row and writes it at that row's column in `slot` (a [b] int64 tensor the
+   * caller sets before every step; rows may stand at different columns), and attends over all `capacity`
+   * columns, which the caller's attention mask shows or hides; `length` reads capacity − 1 meanwhile, so
+   * every step has the same shapes. The buffers must already hold the prompt (a prefill ran).
    */
-  beginFixed(s: number): { slot: torch.Tensor; capacity: number };
-  /** Back to a growing cache that holds `length` positions (the slots written during the fixed steps). */
+  beginFixed(): { slot: torch.Tensor; capacity: number };
+  /** Back to a growing cache that holds `length` positions (the columns written during the fixed steps). */
   endFixed(length: number): void;
+  /**
+   * Copies every batch row of `other` (same model) into rows `rows` of this cache, at columns
+   * [0, other.length), and zeroes the rest of those rows. In place, so a recorded step stays valid: during
+   * fixed decoding, this is how a request joins a running batch.
+   */
+  placeRows(other: KVCache, rows: number[]): void;
+  /**
+   * New zeroed buffers of `rows.length` batch rows and `capacity` columns: new row i holds old row
+   * rows[i].from's columns [0, rows[i].length) at [rows[i].at ?? 0, …); the cache then holds `length`
+   * positions. Not during fixed decoding (a recorded step would read the old buffers).
+   */
+  relayout(rows: RowMove[], capacity: number, length: number): void;
   dispose(): void;
+}
+
+/** One batch row's move in KVCache.relayout. */
+export interface RowMove {
+  from: number;
+  length: number;
+  at?: number;
 }
 
 export interface NewCacheOptions {
@@ -61,15 +80,15 @@ export abstract class LayeredKVCache implements KVCache {
   protected values: torch.Tensor[] = [];
   /** Positions stored (the same for every layer between forwards). */
   #length = 0;
-  /** Set between beginFixed and endFixed. */
-  #fixed: { slot: torch.Tensor; capacity: number; s: number } | undefined;
+  /** Set between beginFixed and endFixed: the slot and, per buffer kind, its scatter index (a view of it). */
+  #fixed: { slot: torch.Tensor; capacity: number; keyIndex: torch.Tensor; valueIndex: torch.Tensor } | undefined;
 
   get capacity(): number {
     return Math.min(...this.keys.map((k) => k.size(this.keyTime)), this.keys.length ? Infinity : 0);
   }
 
   get length(): number {
-    return this.#fixed ? this.#fixed.capacity - this.#fixed.s : this.#length;
+    return this.#fixed ? this.#fixed.capacity - 1 : this.#length;
   }
   protected set length(n: number) {
     if (this.#fixed) throw new Error("the KV cache is in fixed-shape decoding (endFixed first)");
@@ -94,9 +113,11 @@ export abstract class LayeredKVCache implements KVCache {
   /** Appends one layer's new keys and values; returns the past + new views. */
   append(layer: number, k: torch.Tensor, v: torch.Tensor): { keys: torch.Tensor; values: torch.Tensor } {
     if (this.#fixed) {
-      this.keys[layer]!.indexCopy_(this.keyTime, this.#fixed.slot, k);
-      this.values[layer]!.indexCopy_(this.valueTime, this.#fixed.slot, v);
-      return { keys: this.keys[layer]!, values: this.values[layer]! };
+      const { keyIndex, valueIndex } = this.#fixed;
+      const [key, value] = [this.keys[layer]!, this.values[layer]!];
+      this.byRow(key).scatter_(this.keyTime + 1, keyIndex, k.reshape(keyIndex.shape));
+      this.byRow(value).scatter_(this.valueTime + 1, valueIndex, v.reshape(valueIndex.shape));
+      return { keys: key, values: value };
     }
     const s = k.size(this.keyTime);
     const need = this.length + s;
@@ -123,7 +144,7 @@ export abstract class LayeredKVCache implements KVCache {
     if (!this.#fixed) this.length += s; // fixed steps: the caller counts (endFixed)
   }
 
-  beginFixed(s: number): { slot: torch.Tensor; capacity: number } {
+  beginFixed(): { slot: torch.Tensor; capacity: number } {
     if (this.#fixed) throw new Error("beginFixed: the KV cache is already in fixed-shape decoding");
     const capacity = this.keys[0]?.size(this.keyTime);
     if (
@@ -132,7 +153,7 @@ export abstract class LayeredKVCache implements KVCache {
     ) {
       throw new Error("beginFixed: the cache holds no prompt yet (prefill first)");
     }
-    if (this.#length + s > capacity)
+    if (this.#length + 1 > capacity)
       throw new Error(`beginFixed: no room past ${this.#length} of ${capacity} positions`);
     // Unwritten slots are read (masked) from now on: zeros, not whatever the allocator left (0 · NaN = NaN).
     torch.scope(() => {
@@ -140,17 +161,83 @@ export abstract class LayeredKVCache implements KVCache {
       for (const k of this.keys) k.narrow(this.keyTime, this.#length, rest).zero_();
       for (const v of this.values) v.narrow(this.valueTime, this.#length, rest).zero_();
     });
-    const slot = torch.full([s], this.#length, { dtype: "int64", device: this.keys[0]!.device }).keep();
-    this.#fixed = { slot, capacity, s };
+    const b = this.keys[0]!.size(0) / this.rowEntries([0]).length;
+    const slot = torch.full([b], this.#length, { dtype: "int64", device: this.keys[0]!.device }).keep();
+    // The scatter indices are views of the slot: what the caller writes there, every step's scatter reads.
+    const index = (buffer: torch.Tensor, time: number) => {
+      const shape = [b, buffer.size(0) / b, ...buffer.shape.slice(1)];
+      shape[time + 1] = 1;
+      return slot
+        .view([b, ...shape.slice(1).map(() => 1)])
+        .expand(shape)
+        .keep();
+    };
+    this.#fixed = {
+      slot,
+      capacity,
+      keyIndex: index(this.keys[0]!, this.keyTime),
+      valueIndex: index(this.values[0]!, this.valueTime),
+    };
     return { slot, capacity };
+  }
+
+  /** A buffer seen as [b, entries per row, ...] (a view): fixed steps scatter each row at its own column. */
+  private byRow(buffer: torch.Tensor): torch.Tensor {
+    const b = this.#fixed!.slot.size(0);
+    return buffer.view([b, buffer.size(0) / b, ...buffer.shape.slice(1)]);
   }
 
   endFixed(length: number): void {
     if (!this.#fixed) return;
     if (length > this.#fixed.capacity) throw new Error(`endFixed: ${length} positions exceed ${this.#fixed.capacity}`);
-    this.#fixed.slot.dispose();
+    for (const t of [this.#fixed.slot, this.#fixed.keyIndex, this.#fixed.valueIndex]) t.dispose();
     this.#fixed = undefined;
     this.#length = length;
+  }
+
+  placeRows(otherCache: KVCache, rows: number[]): void {
+    const other = this.checkSameLayout(otherCache, "placeRows");
+    const n = other.length;
+    if (n > this.capacity) throw new Error(`placeRows: ${n} positions exceed the capacity ${this.capacity}`);
+    const entries = this.rowEntries(rows);
+    if (other.keys[0]!.size(0) !== entries.length) {
+      throw new Error(`placeRows: the other cache holds ${other.keys[0]!.size(0)} entries, not ${rows.length} rows'`);
+    }
+    torch.scope(() => {
+      const idx = torch.tensor(entries, { dtype: "int64", device: this.keys[0]!.device });
+      const place = (mine: torch.Tensor, theirs: torch.Tensor, time: number) => {
+        mine.indexFill_(0, idx, 0);
+        mine.narrow(time, 0, n).indexCopy_(0, idx, theirs.narrow(time, 0, n));
+      };
+      for (let l = 0; l < this.keys.length; l++) {
+        place(this.keys[l]!, other.keys[l]!, this.keyTime);
+        place(this.values[l]!, other.values[l]!, this.valueTime);
+      }
+    });
+  }
+
+  relayout(rows: RowMove[], capacity: number, length: number): void {
+    if (this.#fixed) throw new Error("relayout: the KV cache is in fixed-shape decoding (endFixed first)");
+    // A row's entries are contiguous along dim 0 in every layout here (rowEntries).
+    const per = this.rowEntries([0]).length;
+    const move = (old: torch.Tensor, time: number) => {
+      const shape = old.shape;
+      shape[0] = rows.length * per;
+      shape[time] = capacity;
+      const out = torch.zeros(shape, { dtype: old.dtype, device: old.device }).keep();
+      rows.forEach((r, i) => {
+        if (!r.length) return;
+        const to = out.narrow(0, i * per, per).narrow(time, r.at ?? 0, r.length);
+        to.copy_(old.narrow(0, r.from * per, per).narrow(time, 0, r.length));
+      });
+      old.dispose();
+      return out;
+    };
+    torch.scope(() => {
+      this.keys = this.keys.map((k) => move(k, this.keyTime));
+      this.values = this.values.map((v) => move(v, this.valueTime));
+    });
+    this.length = length;
   }
 
   truncate(length: number): void {
@@ -193,11 +280,15 @@ export abstract class LayeredKVCache implements KVCache {
     this.length -= trimLeft;
   }
 
-  concatRows(otherCache: KVCache): { padSelf: number; padOther: number } {
-    if (!(otherCache instanceof LayeredKVCache) || !this.sameLayout(otherCache)) {
-      throw new Error("concatRows: the other cache must come from the same model");
+  private checkSameLayout(other: KVCache, op: string): LayeredKVCache {
+    if (!(other instanceof LayeredKVCache) || !this.sameLayout(other)) {
+      throw new Error(`${op}: the other cache must come from the same model`);
     }
-    const other = otherCache;
+    return other;
+  }
+
+  concatRows(otherCache: KVCache): { padSelf: number; padOther: number } {
+    const other = this.checkSameLayout(otherCache, "concatRows");
     const length = Math.max(this.length, other.length);
     const padSelf = length - this.length;
     const padOther = length - other.length;
@@ -238,8 +329,7 @@ export abstract class LayeredKVCache implements KVCache {
     for (const t of [...this.keys, ...this.values]) t.dispose();
     this.keys = [];
     this.values = [];
-    this.#fixed?.slot.dispose();
-    this.#fixed = undefined;
+    this.endFixed(0);
     this.#length = 0;
   }
 }

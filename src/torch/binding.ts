@@ -88,6 +88,7 @@ export interface NativeBinding {
   maskedFill_(t: H, mask: H, value: number | boolean): void;
   indexCopy_(t: H, dim: number, index: H, source: H): void;
   indexFill_(t: H, dim: number, index: H, value: number | boolean): void;
+  scatter_(t: H, dim: number, index: H, source: H | number): void;
   // elementwise
   add(a: H, b: Operand, alpha?: number): H;
   sub(a: H, b: Operand, alpha?: number): H;

@@ -246,6 +246,15 @@ export class Tensor {
     return this;
   }
 
+  /**
+   * Writes `source` (a tensor shaped like `index`, or one number) at the positions `index` names along
+   * `dim` (torch's scatter_): self[i][index[i][j]] = source[i][j] for dim 1.
+   */
+  scatter_(dim: number, index: Tensor, source: Tensor | number): this {
+    native.scatter_(this.handle, dim, index.handle, typeof source === "number" ? source : source.handle);
+    return this;
+  }
+
   // ----- shapes and indexing ------------------------------------------------------------------
   reshape(shape: number[]): Tensor {
     return new Tensor(native.reshape(this.handle, shape));

@@ -1,0 +1,106 @@
+// The engine's running batch (src/generate/batch.ts) on every family: requests join and leave a
+// fixed-shape batch whose one recorded step replays on (re-recorded only when the bucket or the capacity
+// changes), and what it decodes equals, bit for bit, the same fixed-shape steps run op by op, and, up to
+// float rounding, the growing cache's eager steps. A sliding window shorter than the batch's columns
+// hands the rows over to the growing cache mid-run, unchanged.
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import * as torch from "../../src/torch/index.js";
+import { loadCausalLM, type CausalLM } from "../../src/models/index.js";
+import { Engine, type GenerationResult } from "../../src/generate/engine.js";
+import { ChatTokenizer } from "../../src/tokenizer/index.js";
+import { GOLDEN_MODELS, initTinyModel, SHARED } from "../helpers.js";
+
+const MODELS: Array<[string, string]> = [
+  ["bloom", "golden/tiny_v256_h64_l2_nh4"],
+  ["gpt_neox", "golden-neox/tiny_v320_h64_l2_nh4_rp025_parallel"],
+  ["llama (GQA)", "golden-llama-gqa/tiny_v320_h96_l2_nh6_kv2_i256"],
+  ["llama 3 rope scaling", "golden-llama3/tiny_v128_h48_l2_nh4_kv2_i96_tied_l3f32_orig64"],
+  ["qwen2", "golden-qwen2/tiny_v128_h48_l2_nh4_kv2_i80_tied"],
+  ["qwen3", "golden-qwen3/tiny_v128_h48_l2_nh4_kv2_hd16_i80_tied"],
+  // Windows of 8 and 6 columns: the batch starts fixed and hands over to the growing cache when a row
+  // would pass the window.
+  ["mistral (window 8)", "golden-mistral/small_v128_h48_l3_nh6_kv3_i80_sw8_theta1e6"],
+  ["gemma2 (window 6)", "golden-gemma2/small_v128_h48_l2_nh4_kv2_hd16_qpas16_sw6_cap50_30"],
+];
+
+const tokenizer = ChatTokenizer.load(
+  initTinyModel(join(mkdtempSync(join(tmpdir(), "oasft-batch-")), "m"), GOLDEN_MODELS[0]),
+);
+
+/** Counts the addon's tape recordings and replays while `fn` runs. */
+async function counting<T>(fn: () => Promise<T>): Promise<{ value: T; records: number; replays: number }> {
+  const native = torch.native as { tapeBegin: (...a: never[]) => unknown; tapeReplay: (...a: never[]) => unknown };
+  const { tapeBegin, tapeReplay } = native;
+  const n = { records: 0, replays: 0 };
+  native.tapeBegin = (...a: never[]) => (n.records++, tapeBegin(...a));
+  native.tapeReplay = (...a: never[]) => (n.replays++, tapeReplay(...a));
+  try {
+    return { value: await fn(), ...n };
+  } finally {
+    Object.assign(native, { tapeBegin, tapeReplay });
+  }
+}
+
+/** Requests of the given prompt lengths and budgets (greedy; prompts of ids below `vocab`). */
+function requests(vocab: number, prompts: number[], budgets: number[]) {
+  return prompts.map((n, i) => ({
+    promptIds: Array.from({ length: n }, (_, k) => 3 + ((k * 7 + i * 13) % (vocab - 3))),
+    params: { maxNewTokens: budgets[i]! },
+  }));
+}
+
+async function run(model: CausalLM, capture: boolean | "eager-fixed", reqs: ReturnType<typeof requests>, maxBatch = 2) {
+  let steps = 0;
+  const fault = (phase: string) => void (phase === "step" && steps++);
+  const engine = new Engine(model, tokenizer, { maxBatch, capture, fault });
+  const counted = await counting(() => Promise.all(engine.submitAll(reqs).map((h) => h.result)));
+  return { ...counted, steps };
+}
+
+function assertClose(a: GenerationResult[], b: GenerationResult[], tol: number, what: string): void {
+  assert.deepEqual(
+    a.map((r) => r.tokens),
+    b.map((r) => r.tokens),
+    what,
+  );
+  a.forEach((r, i) =>
+    r.logprobs.forEach((lp, t) => {
+      const d = Math.abs(lp - b[i]!.logprobs[t]!);
+      assert.ok(tol ? d < tol : d === 0, `${what}: request ${i}, token ${t}: ${lp} vs ${b[i]!.logprobs[t]}`);
+    }),
+  );
+}
+
+for (const [family, folder] of MODELS) {
+  test(`${family}: engine steps replayed equal eager fixed-shape ones bit for bit as rows join and leave`, async () => {
+    const model = loadCausalLM(join(SHARED, folder));
+    // Five requests through two rows: rows join mid-run (into freed rows) and leave at different steps.
+    const reqs = requests(model.config.vocabSize, [2, 3, 1, 3, 2], [2, 8, 3, 1, 3]);
+    const replayed = await run(model, true, reqs);
+    const eagerFixed = await run(model, "eager-fixed", reqs);
+    const growing = await run(model, false, reqs);
+    assert.equal(eagerFixed.records + eagerFixed.replays + growing.records + growing.replays, 0);
+    assert.ok(replayed.replays > 0, "some steps replay");
+    assertClose(replayed.value, eagerFixed.value, 0, "replayed vs eager fixed");
+    assertClose(replayed.value, growing.value, 1e-4, "fixed vs growing");
+    model.dispose();
+  });
+}
+
+test("one recorded step per bucket: joins and leaves replay on; growth and a shrink re-record", async () => {
+  const model = loadCausalLM(join(SHARED, "golden/tiny_v256_h64_l2_nh4"));
+  // Four rows for six requests: eleven joins and leaves. One layout (bucket 4 × 64 columns) holds them
+  // until the last request passes column 64 (the columns double: a second recording), then the batch
+  // shrinks to bucket 2 when one row is left (a third). Re-recording at every change would be 12.
+  const reqs = requests(256, [5, 9, 3, 12, 7, 4], [40, 12, 25, 6, 30, 90]);
+  const replayed = await run(model, true, reqs, 4);
+  const growing = await run(model, false, reqs, 4);
+  assert.equal(replayed.records, 3);
+  assert.equal(replayed.replays, replayed.steps - 3, "every other step replays");
+  assertClose(replayed.value, growing.value, 1e-4, "fixed vs growing");
+  model.dispose();
+});
