@@ -19,6 +19,8 @@ import { FixedDecoder } from "./captured.js";
 export interface DecodeBatch {
   /** Rows held, in the engine's order. */
   readonly size: number;
+  /** Whether, once empty, the batch takes new rows without a new layout (else the caller disposes it). */
+  readonly reusable: boolean;
   /**
    * Appends the prefilled rows of `own` (same model; per row its mask, 1 = real, one entry per position
    * `own` holds) after the current rows. The batch owns `own` from then on.
@@ -126,6 +128,10 @@ export class SlotBatch implements DecodeBatch {
     return this.#growing ? this.#growing.size : this.#rows.length;
   }
 
+  get reusable(): boolean {
+    return !this.#growing;
+  }
+
   /** The rows' state (from, mask) in engine order, read off the decoder, which is then closed. */
   private closeDecoder(): RowState[] {
     const state = this.#rows.map((from) => ({ from, mask: this.decoder.rowMask(from) }));
@@ -219,6 +225,8 @@ export class GrowingBatch implements DecodeBatch {
   get size(): number {
     return this.mask.length;
   }
+
+  readonly reusable = false;
 
   join(own: KVCache, masks: number[][]): void {
     const { padSelf, padOther } = this.cache.concatRows(own);

@@ -326,7 +326,8 @@ export class Engine {
     if (keep.length === this.rows.length) return;
     this.rows = keep.map((i) => this.rows[i]!);
     this.batch!.keep(keep);
-    if (!keep.length) {
+    // An idle SlotBatch stays: the next request joins its layout, and its recorded step, as is.
+    if (!keep.length && !this.batch!.reusable) {
       this.batch!.dispose();
       this.batch = undefined;
     }
