@@ -6,7 +6,8 @@
 //
 // --steady: each of the N clients sends 4 requests one after another, of 16 to 96 new tokens (a fixed
 // spread), so requests join and leave the running batch all the time (continuous batching's steady state,
-// where a decode step recorded per batch-size bucket pays off over one recorded per batch).
+// where a decode step recorded per batch-size bucket pays off over one recorded per batch). Each level
+// reports the median of --repeats runs.
 //
 //   node bench/serve.mjs [--streams 1,4,8,16] [--new-tokens 64] [--steady] [--model-config ...bloom-23m.json]
 import { execFileSync, spawn } from "node:child_process";
@@ -24,6 +25,7 @@ const { values } = parseArgs({
     streams: { type: "string", default: "1,4,8,16" },
     "new-tokens": { type: "string", default: "64" },
     steady: { type: "boolean", default: false },
+    repeats: { type: "string", default: "3" },
     "model-config": { type: "string", default: join(shared, "bench/configs/bloom-23m.json") },
   },
 });
@@ -74,12 +76,15 @@ const rows = [];
 let single;
 for (const n of values.streams.split(",").map(Number)) {
   await Promise.all(Array.from({ length: n }, (_, i) => stream(i))); // warm-up at this concurrency
-  const t0 = performance.now();
-  const counts = await Promise.all(
-    Array.from({ length: n }, (_, i) => (values.steady ? client(i + 100) : stream(i + 100))),
-  );
-  const secs = (performance.now() - t0) / 1000;
-  const rate = counts.reduce((a, b) => a + b, 0) / secs;
+  const rates = [];
+  for (let r = 0; r < Number(values.repeats); r++) {
+    const t0 = performance.now();
+    const counts = await Promise.all(
+      Array.from({ length: n }, (_, i) => (values.steady ? client(100 * (r + 1) + i) : stream(100 * (r + 1) + i))),
+    );
+    rates.push(counts.reduce((a, b) => a + b, 0) / ((performance.now() - t0) / 1000));
+  }
+  const rate = rates.sort((a, b) => a - b)[rates.length >> 1]; // the median run
   single ??= rate;
   rows.push(`| ${n} | ${rate.toFixed(0)} | ${(rate / n).toFixed(0)} | **${(rate / single).toFixed(2)}x** |`);
 }

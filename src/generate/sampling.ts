@@ -75,8 +75,15 @@ function sample(scores: torch.Tensor, p: SamplingParams, rng: Rng): number {
   const probsT = scores.div(t).softmax(-1);
   const k = p.topK && p.topK > 0 ? Math.min(p.topK, probsT.size(0)) : probsT.size(0);
   const { values, indices } = probsT.topk(k, -1);
-  let probs = values.toNumbers();
-  let ids = indices.toNumbers();
+  return finishDraw(values.toNumbers(), indices.toNumbers(), p, rng);
+}
+
+/**
+ * The draw from a row's top-k probabilities (`probs`, most likely first, and their `ids`), in float64
+ * JavaScript: renormalised, cut to top_p, then to typical_p, and the first token whose cumulative
+ * probability passes the row's next uniform number.
+ */
+function finishDraw(probs: number[], ids: number[], p: SamplingParams, rng: Rng): number {
   const renorm = () => {
     const z = probs.reduce((a, b) => a + b, 0);
     probs = probs.map((x) => x / z);
@@ -120,29 +127,125 @@ function sample(scores: torch.Tensor, p: SamplingParams, rng: Rng): number {
  */
 export const CHAT_REPETITION_PENALTY = 1.2;
 
+type PickRow = { params: SamplingParams; history: number[]; rng: Rng | undefined };
+
+/** typical_p needs a per-row sort by surprise: those rows are picked one by one (nextToken). */
+const batchable = (p: SamplingParams) => p.typicalP === undefined || p.typicalP >= 1;
+
 /**
- * Next tokens for a batch of rows from logits [b, V]: plain greedy rows in one argmax and one
- * log-softmax gather for the whole batch; rows with sampling or a repetition penalty one by one.
+ * Next tokens for a batch of rows from logits [b, V], each row with its own parameters, in a handful of
+ * batched ops whatever the mix: the repetition penalty as a gather/scatter over the rows' seen ids, greedy
+ * rows by one argmax, sampled rows by one softmax, top-k, top-p and draw (the uniform numbers come from the
+ * rows' own generators, one per token, as nextToken draws them). Rows with typical_p go one by one.
+ * Returns per row the id and its log-probability under the model (before any processing).
  */
-export function pickNextTokens(
-  logits: torch.Tensor,
-  rows: Array<{ params: SamplingParams; history: number[]; rng: Rng | undefined }>,
-): Array<{ id: number; logprob: number }> {
-  const plain = (r: (typeof rows)[number]) => isGreedy(r.params) && (r.params.repetitionPenalty ?? 1) === 1;
+export function pickNextTokens(logits: torch.Tensor, rows: PickRow[]): Array<{ id: number; logprob: number }> {
   const out: Array<{ id: number; logprob: number }> = new Array(rows.length);
-  if (rows.some(plain)) {
-    torch.scope(() => {
-      const lp = logits.to("float32").logSoftmax(-1);
-      const best = lp.argmax(-1, true); // [b, 1]
-      const ids = best.toNumbers();
-      const lps = lp.gather(1, best).toNumbers();
-      rows.forEach((r, i) => {
-        if (plain(r)) out[i] = { id: ids[i]!, logprob: lps[i]! };
-      });
-    });
-  }
+  const batched: number[] = [];
   rows.forEach((r, i) => {
-    if (!plain(r)) out[i] = nextToken(logits.select(0, i), r.history, r.params, r.rng);
+    if (batchable(r.params)) batched.push(i);
+    else out[i] = nextToken(logits.select(0, i), r.history, r.params, r.rng);
+  });
+  if (!batched.length) return out;
+  torch.scope(() => {
+    const all = batched.length === rows.length;
+    const idx = all ? undefined : torch.tensor(batched, { dtype: "int64", device: logits.device });
+    const x = (idx ? logits.indexSelect(0, idx) : logits).to("float32");
+    const picked = pickBatched(
+      x,
+      batched.map((i) => rows[i]!),
+    );
+    batched.forEach((i, j) => (out[i] = picked[j]!));
   });
   return out;
+}
+
+/** pickNextTokens for rows without typical_p: `x` [n, V] float32. */
+function pickBatched(x: torch.Tensor, rows: PickRow[]): Array<{ id: number; logprob: number }> {
+  const device = x.device;
+  const lp = x.logSoftmax(-1);
+  const scores = penalised(x, rows);
+  const greedy = rows.map((r) => isGreedy(r.params) || !r.rng);
+  let ids: torch.Tensor; // [n, 1]
+  if (greedy.every(Boolean)) ids = scores.argmax(-1, true);
+  else if (!greedy.some(Boolean)) ids = draw(scores, rows);
+  else {
+    const rowsOf = (want: boolean) => greedy.flatMap((g, i) => (g === want ? [i] : []));
+    const [g, s] = [rowsOf(true), rowsOf(false)];
+    const at = (list: number[]) => torch.tensor(list, { dtype: "int64", device });
+    ids = torch.zeros([rows.length, 1], { dtype: "int64", device });
+    ids.indexCopy_(0, at(g), scores.indexSelect(0, at(g)).argmax(-1, true));
+    ids.indexCopy_(
+      0,
+      at(s),
+      draw(
+        scores.indexSelect(0, at(s)),
+        s.map((i) => rows[i]!),
+      ),
+    );
+  }
+  const picked = ids.toNumbers();
+  const logprobs = lp.gather(1, ids).toNumbers();
+  return picked.map((id, i) => ({ id, logprob: logprobs[i]! }));
+}
+
+/**
+ * HF's repetition penalty on every row that asks for one (a row's seen ids: its prompt and its reply so far):
+ * negative scores times the penalty, positive ones divided by it. Other rows' factor is 1 (exactly no change).
+ */
+function penalised(x: torch.Tensor, rows: PickRow[]): torch.Tensor {
+  const factor = rows.map((r) => (r.history.length ? (r.params.repetitionPenalty ?? 1) : 1));
+  if (factor.every((f) => f === 1)) return x;
+  const seen = rows.map((r, i) => (factor[i] === 1 ? [0] : [...new Set(r.history)]));
+  const width = Math.max(...seen.map((s) => s.length));
+  // Rows are padded with their own first id: a repeated index writes the same value again.
+  const padded = seen.map((s) => [...s, ...new Array<number>(width - s.length).fill(s[0]!)]);
+  const device = x.device;
+  const idx = torch.tensor(padded, { dtype: "int64", device });
+  const f = torch.tensor(factor, { dtype: "float32", device, shape: [rows.length, 1] });
+  const old = x.gather(1, idx);
+  return x.clone().scatter_(1, idx, torch.where(old.lt(0), old.mul(f), old.div(f)));
+}
+
+/** Up to this many top-k probabilities (rows × k), draws finish in JavaScript rather than in batched ops. */
+const JS_DRAW_MAX = 8192;
+
+/**
+ * Sampled rows' draws ([m, 1] ids) from `scores` [m, V]: softmax at each row's temperature, its top-k, its
+ * top-p (the fewest most likely tokens whose mass reaches p), renormalised, and the first token whose
+ * cumulative probability passes the row's uniform number: nextToken's rule, batched.
+ */
+function draw(scores: torch.Tensor, rows: PickRow[]): torch.Tensor {
+  const device = scores.device;
+  const m = rows.length;
+  const column = (v: number[], dtype: "float32" | "int64" = "float32") =>
+    torch.tensor(v, { dtype, device, shape: [m, 1] });
+  const probs = scores.div(column(rows.map((r) => r.params.temperature ?? 1))).softmax(-1);
+  const V = probs.size(1);
+  const ks = rows.map(({ params: p }) => (p.topK && p.topK > 0 ? Math.min(p.topK, V) : V));
+  const K = Math.max(...ks);
+  const top = probs.topk(K, -1); // sorted, most likely first
+  if (m * K <= JS_DRAW_MAX) {
+    // Few enough: each row's draw in JavaScript, as nextToken makes it (fewer ops than the batched tail).
+    const [values, indices] = [top.values.toNumbers(), top.indices.toNumbers()];
+    const ids = rows.map((r, i) =>
+      finishDraw(values.slice(i * K, i * K + ks[i]!), indices.slice(i * K, i * K + ks[i]!), r.params, r.rng!),
+    );
+    return column(ids, "int64");
+  }
+  let values = top.values;
+  const ranks = torch.arange(0, K, 1, { device });
+  if (ks.some((k) => k < K)) values = values.maskedFill(ranks.ge(column(ks, "int64")), 0);
+  values = values.div(values.sum([1], true));
+  if (rows.some((r) => r.params.topP !== undefined && r.params.topP < 1)) {
+    // A token stays while the mass before it is below p (so the first always stays); p = 2 keeps all.
+    const p = column(rows.map((r) => (r.params.topP !== undefined && r.params.topP < 1 ? r.params.topP : 2)));
+    values = values.maskedFill(values.cumsum(1).sub(values).ge(p), 0);
+    values = values.div(values.sum([1], true));
+  }
+  const u = column(rows.map((r) => r.rng!.next()));
+  const passed = values.cumsum(1).le(u).sum([1], true); // tokens whose cumulative mass is ≤ u
+  // Rounding can leave the last cumulative sum a hair below u: then the last token that kept any mass.
+  const last = values.gt(0).sum([1], true).sub(1);
+  return top.indices.gather(1, passed.minimum(last));
 }

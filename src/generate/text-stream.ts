@@ -11,6 +11,8 @@ export class TextStream {
   /** Text of ids[0, readOffset): complete characters only. */
   private settled = "";
   private emitted = 0;
+  /** The text's length at the last stop-string search. */
+  private searched = 0;
   text = "";
   constructor(
     private readonly tok: ChatTokenizer,
@@ -45,12 +47,15 @@ export class TextStream {
 
   private emit(): { delta: string; stopAt?: number } {
     const text = this.text;
-    // The earliest stop string in the text wins (lm-eval's and OpenAI's rule), not the first listed.
+    // The earliest stop string in the text wins (lm-eval's and OpenAI's rule), not the first listed. The
+    // text only grows and held no stop string before, so a match ends in what is new: the search starts
+    // there (less the stop's length), not at 0 for every token of a long reply.
     let at = -1;
     for (const s of this.stops) {
-      const i = s ? text.indexOf(s) : -1;
+      const i = s ? text.indexOf(s, Math.max(0, this.searched - s.length + 1)) : -1;
       if (i >= 0 && (at < 0 || i < at)) at = i;
     }
+    this.searched = text.length;
     if (at >= 0) {
       const delta = text.slice(this.emitted, at);
       this.emitted = at;
