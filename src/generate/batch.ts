@@ -23,9 +23,10 @@ export interface DecodeBatch {
   readonly reusable: boolean;
   /**
    * Appends the prefilled rows of `own` (same model; per row its mask, 1 = real, one entry per position
-   * `own` holds) after the current rows. The batch owns `own` from then on.
+   * `own` holds, and its budget: the most tokens it may still feed) after the current rows. The batch owns
+   * `own` from then on.
    */
-  join(own: KVCache, masks: number[][]): void;
+  join(own: KVCache, masks: number[][], budgets: number[]): void;
   /** Keeps rows `keep` (indices in the current order), in that order. */
   keep(keep: number[]): void;
   /** One token per row (`tokens` [size]): the logits of the new positions [size, V], in the current scope. */
@@ -41,8 +42,14 @@ export interface BatchOptions {
 }
 
 /** A batch for the first rows to run: a SlotBatch where it applies, else a GrowingBatch. */
-export function startBatch(model: CausalLM, own: KVCache, masks: number[][], o: BatchOptions): DecodeBatch {
-  return (o.capture !== false && SlotBatch.start(model, own, masks, o)) || new GrowingBatch(model, own, masks);
+export function startBatch(
+  model: CausalLM,
+  own: KVCache,
+  masks: number[][],
+  budgets: number[],
+  o: BatchOptions,
+): DecodeBatch {
+  return (o.capture !== false && SlotBatch.start(model, own, masks, budgets, o)) || new GrowingBatch(model, own, masks);
 }
 
 /** The smallest power of two that holds `n` rows, at most `max` (a lone larger `n` gets itself). */
@@ -51,11 +58,12 @@ function bucket(n: number, max: number): number {
 }
 
 /**
- * Columns for `need` positions: a power of two (at least 64), or, where the model's fixed-shape math is not
- * exact that far (a sliding window), the most columns below it that are; undefined when even `need` is not.
+ * Columns for at least `need` positions: the power of two that holds `want` (at least 64) but no more than
+ * the rows can ever fill (`limit`, from their budgets), or, where the model's fixed-shape math is not exact
+ * that far (a sliding window), the most columns below it that are; undefined when even `need` is not.
  */
-function capacityFor(model: CausalLM, need: number): number | undefined {
-  let hi = Math.max(64, 2 ** Math.ceil(Math.log2(need)));
+function capacityFor(model: CausalLM, need: number, limit = Infinity, want = need): number | undefined {
+  let hi = Math.max(need, Math.min(limit, Math.max(64, 2 ** Math.ceil(Math.log2(want)))));
   if (model.fixedCacheExact(hi)) return hi;
   if (!model.fixedCacheExact(need)) return undefined;
   let lo = need; // exact; hi is not (exactness only fails past a bound: a window, a rotary length)
@@ -76,6 +84,8 @@ interface RowState {
 export class SlotBatch implements DecodeBatch {
   /** Engine order → decoder row. */
   #rows: number[] = [];
+  /** Engine order → the most columns the row can reach (its columns at joining + its budget). */
+  #limits: number[] = [];
   /** Set once the rows outgrew the exact capacities: every call goes there. */
   #growing: GrowingBatch | undefined;
   /** Times the step was laid out anew (and so recorded anew): benchmarks report it. */
@@ -88,13 +98,21 @@ export class SlotBatch implements DecodeBatch {
     private readonly o: BatchOptions,
   ) {}
 
-  static start(model: CausalLM, own: KVCache, masks: number[][], o: BatchOptions): SlotBatch | undefined {
-    const capacity = capacityFor(model, own.length + 1);
+  static start(
+    model: CausalLM,
+    own: KVCache,
+    masks: number[][],
+    budgets: number[],
+    o: BatchOptions,
+  ): SlotBatch | undefined {
+    const limits = budgets.map((b) => own.length + b);
+    const capacity = capacityFor(model, own.length + 1, Math.max(...limits));
     if (capacity === undefined) return undefined;
     const state = masks.map((mask, from) => ({ from, mask }));
     const decoder = SlotBatch.layout(model, own, bucket(masks.length, o.maxBatch), capacity, state, o);
     const batch = new SlotBatch(model, own, decoder, o);
     batch.#rows = masks.map((_, i) => i);
+    batch.#limits = limits;
     return batch;
   }
 
@@ -159,21 +177,24 @@ export class SlotBatch implements DecodeBatch {
     this.#rows = state.map((_, i) => i);
   }
 
-  join(own: KVCache, masks: number[][]): void {
+  join(own: KVCache, masks: number[][], budgets: number[]): void {
     if (!this.#growing) {
       const rows = this.size + masks.length;
       const need = Math.max(this.decoder.used, own.length) + 1;
+      const limit = Math.max(...this.#limits, ...budgets.map((b) => own.length + b));
       if (rows > this.decoder.batch || need > this.decoder.capacity) {
         const batch = rows > this.decoder.batch ? bucket(rows, this.o.maxBatch) : this.decoder.batch;
-        this.relayout(batch, need > this.decoder.capacity ? capacityFor(this.model, need) : this.decoder.capacity);
+        const capacity = need > this.decoder.capacity ? capacityFor(this.model, need, limit) : this.decoder.capacity;
+        this.relayout(batch, capacity);
       }
     }
-    if (this.#growing) return this.#growing.join(own, masks);
+    if (this.#growing) return this.#growing.join(own, masks, budgets);
     const busy = new Set(this.#rows);
     const free = [...Array(this.decoder.batch).keys()].filter((r) => !busy.has(r)).slice(0, masks.length);
     this.decoder.place(free, own, masks);
-    own.dispose();
     this.#rows.push(...free);
+    this.#limits.push(...budgets.map((b) => own.length + b));
+    own.dispose();
   }
 
   keep(keep: number[]): void {
@@ -181,6 +202,7 @@ export class SlotBatch implements DecodeBatch {
     const kept = new Set(keep.map((i) => this.#rows[i]!));
     this.decoder.free(this.#rows.filter((r) => !kept.has(r)));
     this.#rows = keep.map((i) => this.#rows[i]!);
+    this.#limits = keep.map((i) => this.#limits[i]!);
     if (!this.#rows.length) return;
     const { batch, capacity, used } = this.decoder;
     const fewRows = this.#rows.length <= batch / 4;
@@ -188,14 +210,16 @@ export class SlotBatch implements DecodeBatch {
     if (fewRows || fewColumns) {
       this.relayout(
         fewRows ? bucket(2 * this.#rows.length, this.o.maxBatch) : batch,
-        fewColumns ? capacityFor(this.model, Math.max(2 * used, used + 1)) : capacity,
+        fewColumns ? capacityFor(this.model, Math.max(2 * used, used + 1), Math.max(...this.#limits)) : capacity,
       );
     }
   }
 
   step(tokens: number[]): torch.Tensor {
     if (!this.#growing && this.decoder.room < 1) {
-      this.relayout(this.decoder.batch, capacityFor(this.model, this.decoder.used + 1));
+      // The columns double (a budget permitting), so a long reply records its step O(log length) times.
+      const { used, capacity } = this.decoder;
+      this.relayout(this.decoder.batch, capacityFor(this.model, used + 1, Math.max(...this.#limits), 2 * capacity));
     }
     if (this.#growing) return this.#growing.step(tokens);
     const device = this.model.device;
@@ -228,7 +252,7 @@ export class GrowingBatch implements DecodeBatch {
 
   readonly reusable = false;
 
-  join(own: KVCache, masks: number[][]): void {
+  join(own: KVCache, masks: number[][], _budgets: number[]): void {
     const { padSelf, padOther } = this.cache.concatRows(own);
     own.dispose();
     this.mask = this.mask.map((m) => [...new Array<number>(padSelf).fill(0), ...m]);

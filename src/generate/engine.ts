@@ -240,10 +240,12 @@ export class Engine {
       return;
     }
     // Join the batch: the new rows go after the running ones.
-    if (this.batch) this.batch.join(own, masks);
+    // A row feeds each token it generates but the last (the first comes from the prefill).
+    const budgets = joining.map((r) => r.req.params.maxNewTokens - 1);
+    if (this.batch) this.batch.join(own, masks, budgets);
     else {
       const capture = this.o.capture ?? captureByDefault;
-      this.batch = startBatch(this.model, own, masks, { maxBatch: this.maxBatch, capture });
+      this.batch = startBatch(this.model, own, masks, budgets, { maxBatch: this.maxBatch, capture });
     }
     this.rows.push(...joining);
     this.stats.running = this.rows.length;

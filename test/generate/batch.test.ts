@@ -93,9 +93,10 @@ for (const [family, folder] of MODELS) {
 
 test("one recorded step per bucket: joins and leaves replay on; growth and a shrink re-record", async () => {
   const model = loadCausalLM(join(SHARED, "golden/tiny_v256_h64_l2_nh4"));
-  // Four rows for six requests: eleven joins and leaves. One layout (bucket 4 × 64 columns) holds them
-  // until the last request passes column 64 (the columns double: a second recording), then the batch
-  // shrinks to bucket 2 when one row is left (a third). Re-recording at every change would be 12.
+  // Four rows for six requests: eleven joins and leaves. One layout holds them: bucket 4 by 51 columns, the
+  // most the first four rows can fill (prompt width 12 + 39 tokens fed), a later joiner's 7 + 29 within it.
+  // It is recorded again when one row is left (bucket 2: a second recording) and when that row, with 4 + 89
+  // to go, passes column 51 (the columns grow to its 93: a third). Re-recording at every change would be 12.
   const reqs = requests(256, [5, 9, 3, 12, 7, 4], [40, 12, 25, 6, 30, 90]);
   const replayed = await run(model, true, reqs, 4);
   const growing = await run(model, false, reqs, 4);
