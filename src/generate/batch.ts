@@ -14,7 +14,7 @@
 // capacities its model computes exactly hands its rows over to one.
 import * as torch from "../torch/index.js";
 import type { CausalLM, KVCache, RowMove } from "../models/index.js";
-import { FixedDecoder } from "./captured.js";
+import { FixedDecoder, type StepOutput } from "./captured.js";
 
 export interface DecodeBatch {
   /** Rows held, in the engine's order. */
@@ -29,8 +29,11 @@ export interface DecodeBatch {
   join(own: KVCache, masks: number[][], budgets: number[]): void;
   /** Keeps rows `keep` (indices in the current order), in that order. */
   keep(keep: number[]): void;
-  /** One token per row (`tokens` [size]): the logits of the new positions [size, V], in the current scope. */
-  step(tokens: number[]): torch.Tensor;
+  /**
+   * One token per row (`tokens` [size]): the logits of the new positions [size, V] and, where the step
+   * makes them, the greedy picks [size, 2] (StepOutput), in the current scope.
+   */
+  step(tokens: number[]): StepOutput;
   dispose(): void;
 }
 
@@ -132,7 +135,7 @@ export class SlotBatch implements DecodeBatch {
     const moves: RowMove[] = state.map((s) => ({ from: s.from, length: s.mask.length }));
     while (moves.length < batch) moves.push({ from: 0, length: 0 });
     cache.relayout(moves, capacity, used);
-    const decoder = FixedDecoder.open(model, cache, { batch, capture: o.capture === true });
+    const decoder = FixedDecoder.open(model, cache, { batch, capture: o.capture === true, picks: true });
     if (!decoder) throw new Error(`SlotBatch: no fixed-shape decoder for ${capacity} columns`);
     decoder.free(moves.map((_, i) => i));
     decoder.restore(
@@ -215,7 +218,7 @@ export class SlotBatch implements DecodeBatch {
     }
   }
 
-  step(tokens: number[]): torch.Tensor {
+  step(tokens: number[]): StepOutput {
     if (!this.#growing && this.decoder.room < 1) {
       // The columns double (a budget permitting), so a long reply records its step O(log length) times.
       const { used, capacity } = this.decoder;
@@ -225,9 +228,10 @@ export class SlotBatch implements DecodeBatch {
     const device = this.model.device;
     const ids = new Array<number>(this.decoder.batch).fill(0);
     this.#rows.forEach((r, i) => (ids[r] = tokens[i]!));
-    const logits = this.decoder.step(torch.tensor(ids, { dtype: "int64", device, shape: [ids.length, 1] }));
-    const identity = this.#rows.length === ids.length && this.#rows.every((r, i) => r === i);
-    return identity ? logits : logits.indexSelect(0, torch.tensor(this.#rows, { dtype: "int64", device }));
+    const out = this.decoder.step(torch.tensor(ids, { dtype: "int64", device, shape: [ids.length, 1] }));
+    if (this.#rows.length === ids.length && this.#rows.every((r, i) => r === i)) return out;
+    const order = torch.tensor(this.#rows, { dtype: "int64", device });
+    return { logits: out.logits.indexSelect(0, order), greedy: out.greedy?.indexSelect(0, order) };
   }
 
   dispose(): void {
@@ -267,15 +271,14 @@ export class GrowingBatch implements DecodeBatch {
     this.mask = mask.map((m) => m.slice(trim));
   }
 
-  step(tokens: number[]): torch.Tensor {
+  step(tokens: number[]): StepOutput {
     const device = this.model.device;
     const feed = torch.tensor(tokens, { dtype: "int64", device, shape: [tokens.length, 1] });
     this.mask = this.mask.map((m) => [...m, 1]);
     const padded = this.mask.some((m) => m.includes(0));
     const mask = padded ? torch.tensor(this.mask, { dtype: "int64", device }) : undefined;
-    return this.model
-      .forward({ inputIds: feed, attentionMask: mask, cache: this.cache, logits: "last" })
-      .logits.select(1, 0);
+    const out = this.model.forward({ inputIds: feed, attentionMask: mask, cache: this.cache, logits: "last" });
+    return { logits: out.logits.select(1, 0) };
   }
 
   dispose(): void {

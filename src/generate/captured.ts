@@ -22,6 +22,14 @@ export interface FixedDecoderOptions {
   attentionMask?: torch.Tensor;
   /** false: every step runs eagerly on the fixed cache (the reference the replay must equal). */
   capture?: boolean;
+  /** Whether the step also makes the greedy picks (StepOutput.greedy). */
+  picks?: boolean;
+}
+
+/** A decode step's outputs: the logits [b, V] and, when asked for, the greedy picks [b, 2] float64 (id, logprob). */
+export interface StepOutput {
+  logits: torch.Tensor;
+  greedy?: torch.Tensor;
 }
 
 export class FixedDecoder {
@@ -49,6 +57,7 @@ export class FixedDecoder {
     readonly batch: number,
     private readonly capture: boolean,
     mask: torch.Tensor | undefined,
+    private readonly picks: boolean,
   ) {
     const filled = cache.length;
     this.#columns = new Array<number>(batch).fill(filled);
@@ -76,7 +85,7 @@ export class FixedDecoder {
     if (mask && (mask.ndim !== 2 || mask.size(0) !== o.batch || mask.size(1) !== cache.length)) {
       throw new Error(`FixedDecoder: attentionMask must be [${o.batch}, ${cache.length}], got [${mask.shape}]`);
     }
-    return new FixedDecoder(model, cache, o.batch, o.capture ?? captureByDefault, mask);
+    return new FixedDecoder(model, cache, o.batch, o.capture ?? captureByDefault, mask, o.picks ?? false);
   }
 
   /** Columns left before the fullest busy row reaches the end of the cache. */
@@ -96,26 +105,28 @@ export class FixedDecoder {
 
   /**
    * Appends one token per row (`next` [b, 1] int64; anything for free rows) and returns the logits of the
-   * new positions [b, v] (in the current scope; free rows' logits mean nothing).
+   * new positions [b, v] and, with `picks`, each row's greedy pick [b, 2] float64 (the argmax and its
+   * log-probability, computed in the recorded step: a greedy row costs no op of its own), in the current
+   * scope; free rows' outputs mean nothing.
    */
-  step(next: torch.Tensor): torch.Tensor {
+  step(next: torch.Tensor): StepOutput {
     if (this.room < 1) throw new Error("FixedDecoder: the cache is full (close and decode eagerly)");
     this.ids.copy_(next);
     this.writeSlot();
-    let logits: torch.Tensor;
+    let outputs: torch.Tensor[];
     if (this.#tape) {
-      logits = this.#tape.replay()[0]!;
+      outputs = this.#tape.replay();
       this.replayed++;
     } else if (this.capture && this.reason === undefined) {
-      const r = torch.Tape.record(() => [this.forward()]);
+      const r = torch.Tape.record(() => this.forward());
       if ("tape" in r) this.#tape = r.tape;
       else this.reason = r.reason;
-      logits = r.outputs[0]!;
+      outputs = r.outputs;
     } else {
-      logits = this.forward();
+      outputs = this.forward();
     }
     this.#columns = this.#columns.map((c) => (c === undefined ? c : c + 1));
-    return logits;
+    return { logits: outputs[0]!, greedy: outputs[1] };
   }
 
   /** The columns into the slot tensor: one fill when every row stands at the same column. */
@@ -125,8 +136,12 @@ export class FixedDecoder {
     else torch.scope(() => this.slot.copy_(torch.tensor(columns, { dtype: "int64", device: this.slot.device })));
   }
 
-  /** The step as the model computes it: mark each row's column real, positions from the mask, one forward. */
-  private forward(): torch.Tensor {
+  /**
+   * The step as the model computes it: mark each row's column real, positions from the mask, one forward;
+   * then, with `picks`, the greedy picks (pickNextTokens' rule: argmax of the float32 logits, its
+   * log-softmax entry).
+   */
+  private forward(): torch.Tensor[] {
     return torch.scope(() => {
       this.mask.scatter_(1, this.slotColumn, 1);
       // A new token's position is the count of real tokens before it (HF's cumsum − 1); it goes in the
@@ -142,7 +157,12 @@ export class FixedDecoder {
         cache: this.cache,
         logits: "last",
       });
-      return out.logits.select(1, 0);
+      const logits = out.logits.select(1, 0);
+      if (!this.picks) return [logits];
+      const x = logits.to("float32");
+      const best = x.argmax(-1, true);
+      const greedy = torch.cat([best.to("float64"), x.logSoftmax(-1).gather(1, best).to("float64")], 1);
+      return [logits, greedy];
     });
   }
 

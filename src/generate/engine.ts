@@ -290,9 +290,9 @@ export class Engine {
     const tokens = this.rows.map((r) => r.history.at(-1)!);
     const picks = torch.noGrad(() =>
       torch.scope(() => {
-        const decode = () => batch.step(tokens); // [b, V]
-        const logits = this.threads ? this.threads.step(decode) : decode();
-        return pickNextTokens(logits, this.rows.map(sampled));
+        const decode = () => batch.step(tokens);
+        const { logits, greedy } = this.threads ? this.threads.step(decode) : decode();
+        return pickNextTokens(logits, this.rows.map(sampled), greedy);
       }),
     );
     for (let i = 0; i < b; i++) await this.accept(this.rows[i]!, picks[i]!);

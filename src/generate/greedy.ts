@@ -54,7 +54,7 @@ export function generateGreedy(model: CausalLM, o: GreedyOptions): torch.Tensor 
             }
             const decode = () =>
               decoder
-                ? decoder.step(tokens.narrow(1, tokens.size(1) - 1, 1))
+                ? decoder.step(tokens.narrow(1, tokens.size(1) - 1, 1)).logits
                 : model
                     .forward({
                       inputIds: cache ? tokens.narrow(1, tokens.size(1) - 1, 1) : tokens,

@@ -137,13 +137,22 @@ const batchable = (p: SamplingParams) => p.typicalP === undefined || p.typicalP 
  * batched ops whatever the mix: the repetition penalty as a gather/scatter over the rows' seen ids, greedy
  * rows by one argmax, sampled rows by one softmax, top-k, top-p and draw (the uniform numbers come from the
  * rows' own generators, one per token, as nextToken draws them). Rows with typical_p go one by one.
- * Returns per row the id and its log-probability under the model (before any processing).
+ * `greedy` [b, 2] (per row its argmax id and log-probability), where the decode step made it, serves the
+ * plain greedy rows with no op of theirs. Returns per row the id and its log-probability under the model
+ * (before any processing).
  */
-export function pickNextTokens(logits: torch.Tensor, rows: PickRow[]): Array<{ id: number; logprob: number }> {
+export function pickNextTokens(
+  logits: torch.Tensor,
+  rows: PickRow[],
+  greedy?: torch.Tensor,
+): Array<{ id: number; logprob: number }> {
   const out: Array<{ id: number; logprob: number }> = new Array(rows.length);
+  const plain = ({ params: p, rng }: PickRow) => (isGreedy(p) || !rng) && (p.repetitionPenalty ?? 1) === 1;
+  const made = greedy && rows.some(plain) ? greedy.toNumbers() : undefined;
   const batched: number[] = [];
   rows.forEach((r, i) => {
-    if (batchable(r.params)) batched.push(i);
+    if (made && plain(r)) out[i] = { id: made[2 * i]!, logprob: made[2 * i + 1]! };
+    else if (batchable(r.params)) batched.push(i);
     else out[i] = nextToken(logits.select(0, i), r.history, r.params, r.rng);
   });
   if (!batched.length) return out;
