@@ -43,6 +43,7 @@
 #include "compat.h"
 #include "dist.h"
 #include "fast.h"
+#include "graph.h"
 #include "small-gemm.h"
 #include "tape.h"
 
@@ -415,6 +416,31 @@ std::vector<at::Tensor> replay(oasft::tape::Tape& tape) {
   return out;
 }
 
+// A replay as one CUDA graph launch where it applies (native/graph.h), else op by op. A GPU tape's first
+// replay runs op by op (the allocator settles), its second is captured; a failed capture is not retried.
+std::vector<at::Tensor> replayTape(oasft::tape::Tape& tape) {
+#if OASFT_HAS_CUDA_GRAPH
+  if (tape.cudaDevice >= 0 && !tape.profiling && oasft::graph::enabled()) {
+    if (tape.graph) {
+      auto& g = *static_cast<oasft::graph::Graph*>(tape.graph.get());
+      oasft::graph::replay(g);
+      return g.outputs;
+    }
+    if (++tape.replays >= 2 && tape.graphError.empty()) {
+      try {
+        auto g = oasft::graph::capture([&] { return replay(tape); }, static_cast<c10::DeviceIndex>(tape.cudaDevice));
+        tape.graph = g;
+        return g->outputs;
+      } catch (const std::exception& e) {
+        tape.graphError = e.what();
+        if (tape.graphError.empty()) tape.graphError = "capture failed";
+      }
+    }
+  }
+#endif
+  return replay(tape);
+}
+
 constexpr napi_type_tag kTapeTag = {0x6f61736674746170ULL, 0x652d68616e646c65ULL};
 
 oasft::tape::Tape& tapeOf(const Args& a, size_t i) {
@@ -436,6 +462,7 @@ Napi::Value finishRecording(Args& a, std::unique_ptr<Recording> r) {
   r->slotOf.clear();
   auto* tape = new oasft::tape::Tape(std::move(r->tape));
   oasft::tape::planFrees(*tape);
+  if (!outputs.empty() && outputs[0].is_cuda()) tape->cudaDevice = outputs[0].get_device();
   auto handle = Napi::External<oasft::tape::Tape>::New(a.env(), tape, [](Napi::BasicEnv, oasft::tape::Tape* t) { delete t; });
   handle.TypeTag(&kTapeTag);
   return handle;
@@ -886,6 +913,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     out.Set("sdpa", a.boolean(OASFT_HAS_SDPA));
     out.Set("fusedAdamw", a.boolean(OASFT_HAS_FUSED_ADAMW));
     out.Set("cudaAllocatorStats", a.boolean(OASFT_HAS_CUDA_ALLOC));
+    out.Set("cudaGraph", a.boolean(OASFT_HAS_CUDA_GRAPH));
     out.Set("smallGemm", Napi::String::New(a.env(), oasft::smallgemm::name()));
     return out;
   });
@@ -935,15 +963,17 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   def(env, exports, "tapeReplay", [](Args& a) {
     oasft::tape::Tape& tape = tapeOf(a, 0);
     if (tape.steps.empty() && tape.outputs.empty()) throw std::runtime_error("this tape was disposed");
-    return a.outList(replay(tape));
+    return a.outList(replayTape(tape));
   });
-  // tapeInfo(tape) → [ops, slots, constant tensors held]
+  // tapeInfo(tape) → [ops, slots, constant tensors held, CUDA graph: "graph" (replays as one), "" (none), or
+  // why capture failed]
   def(env, exports, "tapeInfo", [](Args& a) {
     oasft::tape::Tape& tape = tapeOf(a, 0);
-    auto arr = Napi::Array::New(a.env(), 3);
+    auto arr = Napi::Array::New(a.env(), 4);
     arr.Set(0u, a.num(static_cast<double>(tape.steps.size())));
     arr.Set(1u, a.num(tape.slots));
     arr.Set(2u, a.num(static_cast<double>(tape.constants)));
+    arr.Set(3u, Napi::String::New(a.env(), tape.graph ? "graph" : tape.graphError));
     return arr;
   });
   // tapeProfile(tape, enable) → [[op name, seconds summed over replays since profiling began], ...] per

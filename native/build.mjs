@@ -75,10 +75,20 @@ console.error(`oasft: libtorch from ${lib.source} (${lib.libDir}), BLAS: ${blas.
 // npm passes its configuration (nodedir, which makes the build work offline) to node-gyp through
 // npm_config_* variables; npm also puts its bundled node-gyp on PATH for lifecycle scripts.
 let gyp = spawnSync("node-gyp", ["rebuild", "--jobs", "max"], { stdio: "inherit", shell: false });
-// The fast paths of native/fast.h follow libtorch's newer C++ APIs, which move between releases. If a
-// libtorch 2.x rejects them, the addon is built again without them (the composite paths then run) and
-// says so, rather than leaving the user with no addon.
-if (!gyp.error && gyp.status !== 0 && torchVersion(lib)[0] >= 2 && process.env.OASFT_NO_FAST !== "1") {
+// The fast paths of native/fast.h and native/graph.h follow libtorch's newer C++ APIs, which move between
+// releases. If a libtorch 2.x rejects them, the addon is built again without CUDA graphs (the newest of
+// them), then without any (the composite paths then run), and says so, rather than leaving the user with
+// no addon.
+const retryable = () => !gyp.error && gyp.status !== 0 && torchVersion(lib)[0] >= 2;
+if (retryable() && lib.hasCuda && !process.env.OASFT_NO_GRAPH && process.env.OASFT_NO_FAST !== "1") {
+  console.error("oasft: CUDA graphs (native/graph.h) did not build against this libtorch; building without them");
+  gyp = spawnSync("node-gyp", ["rebuild", "--jobs", "max"], {
+    stdio: "inherit",
+    shell: false,
+    env: { ...process.env, OASFT_NO_GRAPH: "1" },
+  });
+}
+if (retryable() && process.env.OASFT_NO_FAST !== "1") {
   console.error(
     "oasft: the fast paths (native/fast.h) or NCCL did not build against this libtorch; building without them",
   );

@@ -190,6 +190,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     // OASFT_WITH_NCCL: a CUDA libtorch with NCCL's header found (native/dist.h then builds ProcessGroupNCCL).
     // OASFT_WITH_CUDA_HEADERS: CUDA's runtime headers found (native/fast.h then reads the allocator's statistics).
     // OASFT_NO_FAST: native/build.mjs retried without native/fast.h's paths (and NCCL) after they failed to build.
+    // OASFT_NO_GRAPH: its first retry, without native/graph.h's CUDA graphs only.
     case "defines": {
       // The retry builds the core only: no fast paths and no NCCL (the other code that follows 2.x's C++ APIs).
       const retry = process.env.OASFT_NO_FAST === "1";
@@ -197,6 +198,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       const defines = [nccl ? "OASFT_WITH_NCCL" : "OASFT_WITHOUT_NCCL"];
       if (lib.cudaHeaders && !retry) defines.push("OASFT_WITH_CUDA_HEADERS");
       if (retry) defines.push("OASFT_NO_FAST");
+      if (process.env.OASFT_NO_GRAPH === "1") defines.push("OASFT_NO_GRAPH");
       console.log(defines.join("\n"));
       break;
     }

@@ -61,6 +61,12 @@ struct Tape {
   int64_t constants = 0;  // distinct tensors held by reference
   bool profiling = false;
   std::vector<double> seconds;  // per step, summed over replays while profiling
+  // GPU tapes (native/graph.h): the device, the replays so far, the captured graph (type-erased: this
+  // header needs no CUDA), or why capture failed.
+  int cudaDevice = -1;
+  int64_t replays = 0;
+  std::shared_ptr<void> graph;
+  std::string graphError;
 };
 
 // The recording in progress (one at a time, on the JavaScript thread).

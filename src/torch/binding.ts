@@ -190,8 +190,15 @@ export interface NativeBinding {
     step: number,
   ): void;
   // fast paths (native/fast.h): present only where the linked libtorch has them (features()); smallGemm
-  // names the few-row linear kernel in use (native/small-gemm.h: "avx512", "avx2", or "" for BLAS only)
-  features(): { sdpa: boolean; fusedAdamw: boolean; cudaAllocatorStats: boolean; smallGemm: string };
+  // names the few-row linear kernel in use (native/small-gemm.h: "avx512", "avx2", or "" for BLAS only);
+  // cudaGraph: GPU tapes replay as CUDA graphs (native/graph.h)
+  features(): {
+    sdpa: boolean;
+    fusedAdamw: boolean;
+    cudaAllocatorStats: boolean;
+    cudaGraph: boolean;
+    smallGemm: string;
+  };
   sdpa?(q: H, k: H, v: H, mask: H | undefined, dropout: number, isCausal: boolean, scale: number): H;
   fusedAdamw_?(
     params: H[],
@@ -213,7 +220,7 @@ export interface NativeBinding {
   tapeEnd(outputs: H[]): TapeHandle | string;
   tapeAbort(): void;
   tapeReplay(tape: TapeHandle): H[];
-  tapeInfo(tape: TapeHandle): [number, number, number];
+  tapeInfo(tape: TapeHandle): [number, number, number, string];
   tapeProfile(tape: TapeHandle, enable: boolean): Array<[string, number]>;
   tapeDispose(tape: TapeHandle): void;
   // collectives (native/dist.h): present only when the addon was built with them (distAvailable)

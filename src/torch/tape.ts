@@ -42,10 +42,14 @@ export class Tape {
     return native.tapeReplay(this.handle).map((h) => new Tensor(h));
   }
 
-  /** Recorded ops, tensor slots, and tensors held by reference (weights, caches, input buffers). */
-  get info(): { ops: number; slots: number; constants: number } {
-    const [ops, slots, constants] = native.tapeInfo(this.handle);
-    return { ops, slots, constants };
+  /**
+   * Recorded ops, tensor slots, tensors held by reference (weights, caches, input buffers), and on a GPU
+   * the CUDA graph: "graph" (replays launch one graph; native/graph.h), "" (none yet, or not on a GPU), or
+   * why its capture failed (replays then go op by op).
+   */
+  get info(): { ops: number; slots: number; constants: number; graph: string } {
+    const [ops, slots, constants, graph] = native.tapeInfo(this.handle);
+    return { ops, slots, constants, graph };
   }
 
   /**

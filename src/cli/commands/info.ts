@@ -40,6 +40,17 @@ export function measureGemm(n: number, dtype: torch.DType, device = "cpu"): numb
   });
 }
 
+/** The GPU fast paths the addon was built with (native/fast.h, native/graph.h), or "none". */
+function gpuFastPaths(): string {
+  const f = torch.features;
+  const on: Array<[string, boolean]> = [
+    ["sdpa", f.sdpa],
+    ["fused_adamw", f.fusedAdamw],
+    ["cuda_graphs", f.cudaGraph],
+  ];
+  return on.flatMap(([name, built]) => (built ? [name] : [])).join(",") || "none";
+}
+
 export const command: Command = {
   async run(argv) {
     const { values } = parseFlags(argv, { json: { type: "boolean" }, threads: { type: "string" } }, USAGE);
@@ -59,6 +70,7 @@ export const command: Command = {
       cpu_cores: cpus().length,
       cuda_available: torch.cudaIsAvailable(),
       cuda_devices: torch.cudaDeviceCount(),
+      gpu_fast_paths: gpuFastPaths(),
       gemm_fp32_gflops: Math.round(measureGemm(1024, "float32")),
       gemm_bf16_gflops: Math.round(measureGemm(1024, "bfloat16")),
     };
