@@ -185,8 +185,10 @@ export class SlotBatch implements DecodeBatch {
       const rows = this.size + masks.length;
       const need = Math.max(this.decoder.used, own.length) + 1;
       const limit = Math.max(...this.#limits, ...budgets.map((b) => own.length + b));
-      if (rows > this.decoder.batch || need > this.decoder.capacity) {
-        const batch = rows > this.decoder.batch ? bucket(rows, this.o.maxBatch) : this.decoder.batch;
+      // An idle batch takes the bucket its new rows need, so a lone request after a busy spell runs alone.
+      const idle = this.size === 0 && bucket(rows, this.o.maxBatch) < this.decoder.batch;
+      if (idle || rows > this.decoder.batch || need > this.decoder.capacity) {
+        const batch = idle || rows > this.decoder.batch ? bucket(rows, this.o.maxBatch) : this.decoder.batch;
         const capacity = need > this.decoder.capacity ? capacityFor(this.model, need, limit) : this.decoder.capacity;
         this.relayout(batch, capacity);
       }

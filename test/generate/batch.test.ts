@@ -105,3 +105,17 @@ test("one recorded step per bucket: joins and leaves replay on; growth and a shr
   assertClose(replayed.value, growing.value, 1e-4, "fixed vs growing");
   model.dispose();
 });
+
+test("an idle batch keeps its recorded step for the next request, in the bucket that request needs", async () => {
+  const model = loadCausalLM(join(SHARED, "golden/tiny_v256_h64_l2_nh4"));
+  const engine = new Engine(model, tokenizer, { maxBatch: 4 });
+  const submit = (reqs: ReturnType<typeof requests>) =>
+    counting(() => Promise.all(engine.submitAll(reqs).map((h) => h.result)));
+  await submit(requests(256, [5, 6, 7, 8], [6, 6, 6, 6])); // bucket 4, drained to 2 as rows leave
+  const alone = requests(256, [5], [6]);
+  assert.equal((await submit(alone)).records, 1, "a lone request: the bucket of 1, recorded once");
+  const again = await submit(alone);
+  assert.equal(again.records, 0, "the next one joins that layout as is");
+  assert.equal(again.replays, 5, "all its steps replay (6 tokens: the first from the prefill, then 5 steps)");
+  model.dispose();
+});
