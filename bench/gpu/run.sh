@@ -41,9 +41,11 @@ phase_train1024() {
   ours 150 train --model-config "$CFG" --seq-len 1024 --batch-size 4 --bf16 --steps 6 --warmup 3
   peer 200 "$CFG" 1024 4 bf16
 }
+# Decoding with CUDA graphs (native/graph.h; the default where built), then bf16 again with plain replays.
 phase_decode() {
   ours 90 generate --model-config "$CFG" --dtype bf16 --prompt-len 32 --new-tokens 128 --steps 3 --warmup 1
   ours 90 generate --model-config "$CFG" --dtype fp32 --prompt-len 32 --new-tokens 128 --steps 3 --warmup 1
+  OASFT_CUDA_GRAPH=0 ours 90 generate --model-config "$CFG" --dtype bf16 --prompt-len 32 --new-tokens 128 --steps 3 --warmup 1
 }
 phase_train2048() {
   ours 150 train --model-config "$CFG" --seq-len 2048 --batch-size 4 --bf16 --grad-ckpt --steps 6 --warmup 3
@@ -52,7 +54,7 @@ phase_train2048() {
 phase_long5120() { ours 120 train --model-config "$CFG" --seq-len 5120 --batch-size 1 --bf16 --grad-ckpt --steps 4 --warmup 2; }
 phase_card() { timeout $((DEADLINE - SECONDS + START)) bash bench/gpu/card-recipe.sh "$R/card" 2>&1 | tail -12; }
 
-declare -A ESTIMATE=([env]=15 [tier]=90 [train1024]=60 [decode]=30 [train2048]=70 [long5120]=25 [card]=120)
+declare -A ESTIMATE=([env]=15 [tier]=90 [train1024]=60 [decode]=45 [train2048]=70 [long5120]=25 [card]=120)
 log "phases: $PHASES (deadline ${DEADLINE}s)"
 for p in $PHASES; do
   fits "${ESTIMATE[$p]:-60}" "$p" || continue

@@ -34,8 +34,9 @@ for (const o of ours.filter((r) => r.task === "train")) {
 const peerGen = peers.find((r) => r.task === "generate");
 for (const o of ours.filter((r) => r.task === "generate")) {
   const vs = o.dtype === "float32" && peerGen ? `**${f(o.tokens_per_s / peerGen.tokens_per_s, 2)}x**` : "–";
+  const what = `greedy decode b1, ${o.dtype} weights${o.decode_step ? ` (${o.decode_step})` : ""}`;
   console.log(
-    `| greedy decode b1, ${o.dtype} weights | ${f(o.tokens_per_s)} | ${f(peerGen?.tokens_per_s)} (fp32) | ${vs} | | ` +
+    `| ${what} | ${f(o.tokens_per_s)} | ${f(peerGen?.tokens_per_s)} (fp32) | ${vs} | | ` +
       `${f(o.peak_mem_gb, 1)} | | |`,
   );
 }

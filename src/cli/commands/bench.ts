@@ -3,7 +3,7 @@
 // after warm-up), printed as one JSON line. bench/compare.mjs runs both side by side.
 import * as torch from "../../torch/index.js";
 import { applyLora, createCausalLM, readJsonFile } from "../../models/index.js";
-import { generateGreedy } from "../../generate/index.js";
+import { captureByDefault, generateGreedy } from "../../generate/index.js";
 import { useSdpa } from "../../nn/index.js";
 import { AdamW } from "../../train/index.js";
 import { intFlag, parseFlags, required, UsageError } from "../args.js";
@@ -131,6 +131,13 @@ export interface BenchGenerateOptions {
   dtype: torch.DType;
 }
 
+/** How decode steps ran: a CUDA graph launch, a replayed tape, or op by op (OASFT_CAPTURE=0). */
+function decodeStep(device: string): "cuda graph" | "replayed tape" | "eager" {
+  if (!captureByDefault) return "eager";
+  const graphs = torch.features.cudaGraph && process.env.OASFT_CUDA_GRAPH !== "0";
+  return device.startsWith("cuda") && graphs ? "cuda graph" : "replayed tape";
+}
+
 export function benchGenerate(cfg: Record<string, unknown>, o: BenchGenerateOptions) {
   const model = createCausalLM(cfg, { device: o.device, dtype: o.dtype }).eval();
   const prompt = torch.randint(0, model.config.vocabSize, [o.batchSize, o.promptLen], { device: o.device }).keep();
@@ -150,6 +157,7 @@ export function benchGenerate(cfg: Record<string, unknown>, o: BenchGenerateOpti
     device: o.device,
     dtype: o.dtype,
     batch_size: o.batchSize,
+    decode_step: decodeStep(o.device),
     tokens_per_s: (o.batchSize * o.newTokens) / med,
     run_s: med,
     peak_rss_mb: peakRssMb(),
