@@ -92,3 +92,19 @@ export function assertGradsAndAdamw(
     }
   });
 }
+
+/** Counts the addon's tape recordings and replays while `fn` runs (captured decoding's tests). */
+export async function countingTapes<T>(
+  fn: () => T | Promise<T>,
+): Promise<{ value: T; records: number; replays: number }> {
+  const native = torch.native as { tapeBegin: (...a: never[]) => unknown; tapeReplay: (...a: never[]) => unknown };
+  const { tapeBegin, tapeReplay } = native;
+  const n = { records: 0, replays: 0 };
+  native.tapeBegin = (...a: never[]) => (n.records++, tapeBegin(...a));
+  native.tapeReplay = (...a: never[]) => (n.replays++, tapeReplay(...a));
+  try {
+    return { value: await fn(), ...n };
+  } finally {
+    Object.assign(native, { tapeBegin, tapeReplay });
+  }
+}

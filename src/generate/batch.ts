@@ -91,8 +91,6 @@ export class SlotBatch implements DecodeBatch {
   #limits: number[] = [];
   /** Set once the rows outgrew the exact capacities: every call goes there. */
   #growing: GrowingBatch | undefined;
-  /** Times the step was laid out anew (and so recorded anew): benchmarks report it. */
-  layouts = 0;
 
   private constructor(
     private readonly model: CausalLM,
@@ -166,7 +164,6 @@ export class SlotBatch implements DecodeBatch {
    */
   private relayout(batch: number, capacity: number | undefined): void {
     const state = this.closeDecoder();
-    this.layouts++;
     if (capacity === undefined) {
       // Right-aligned, as the growing cache keeps its rows.
       const used = Math.max(0, ...state.map((s) => s.mask.length));

@@ -98,11 +98,6 @@ export class FixedDecoder {
     return Math.max(0, ...this.#columns.map((c) => c ?? 0));
   }
 
-  /** Per row, the column its next token goes to (undefined: a free row). */
-  get columns(): ReadonlyArray<number | undefined> {
-    return this.#columns;
-  }
-
   /**
    * Appends one token per row (`next` [b, 1] int64; anything for free rows) and returns the logits of the
    * new positions [b, v] and, with `picks`, each row's greedy pick [b, 2] float64 (the argmax and its

@@ -42,6 +42,14 @@ export function checkSampling(p: SamplingParams): void {
 export const isGreedy = (p: SamplingParams) =>
   !p.doSample || (p.temperature !== undefined && p.temperature < 1e-5) || p.topP === 0;
 
+type PickRow = { params: SamplingParams; history: number[]; rng: Rng | undefined };
+
+/** A row picked by argmax: greedy parameters, or no generator to sample with. */
+const greedyRow = (r: PickRow) => isGreedy(r.params) || !r.rng;
+
+/** The tokens a row's top-k keeps of a `V`-token vocabulary (all of them without top_k). */
+const topKOf = (p: SamplingParams, V: number) => (p.topK && p.topK > 0 ? Math.min(p.topK, V) : V);
+
 /**
  * The next token for one sequence. `logits` is its last-position row [V] (float); `history` holds
  * the prompt and generated ids (for the repetition penalty). Returns the id and its log-probability
@@ -54,18 +62,13 @@ export function nextToken(
   rng: Rng | undefined,
 ): { id: number; logprob: number } {
   return torch.scope(() => {
-    let scores = logits.to("float32");
-    const logprobs = scores.logSoftmax(-1);
-    if (p.repetitionPenalty !== undefined && p.repetitionPenalty !== 1 && history.length) {
-      const ids = torch.tensor([...new Set(history)], { dtype: "int64", device: scores.device });
-      const seen = scores.gather(0, ids);
-      // HF: a positive score is divided by the penalty, a negative one multiplied.
-      const penalised = torch.where(seen.lt(0), seen.mul(p.repetitionPenalty), seen.div(p.repetitionPenalty));
-      scores = scores.clone().indexCopy_(0, ids, penalised);
-    }
+    const row = { params: p, history, rng };
+    const x = logits.to("float32");
+    const logprobs = x.logSoftmax(-1);
+    const scores = penalised(x.unsqueeze(0), [row]).squeeze(0);
     let id: number;
-    if (isGreedy(p) || !rng) id = scores.argmax(-1).item();
-    else id = sample(scores, p, rng);
+    if (greedyRow(row)) id = scores.argmax(-1).item();
+    else id = sample(scores, p, rng!);
     return { id, logprob: logprobs.select(0, id).item() };
   });
 }
@@ -73,8 +76,7 @@ export function nextToken(
 function sample(scores: torch.Tensor, p: SamplingParams, rng: Rng): number {
   const t = p.temperature ?? 1;
   const probsT = scores.div(t).softmax(-1);
-  const k = p.topK && p.topK > 0 ? Math.min(p.topK, probsT.size(0)) : probsT.size(0);
-  const { values, indices } = probsT.topk(k, -1);
+  const { values, indices } = probsT.topk(topKOf(p, probsT.size(0)), -1);
   return finishDraw(values.toNumbers(), indices.toNumbers(), p, rng);
 }
 
@@ -127,8 +129,6 @@ function finishDraw(probs: number[], ids: number[], p: SamplingParams, rng: Rng)
  */
 export const CHAT_REPETITION_PENALTY = 1.2;
 
-type PickRow = { params: SamplingParams; history: number[]; rng: Rng | undefined };
-
 /** typical_p needs a per-row sort by surprise: those rows are picked one by one (nextToken). */
 const batchable = (p: SamplingParams) => p.typicalP === undefined || p.typicalP >= 1;
 
@@ -147,7 +147,7 @@ export function pickNextTokens(
   greedy?: torch.Tensor,
 ): Array<{ id: number; logprob: number }> {
   const out: Array<{ id: number; logprob: number }> = new Array(rows.length);
-  const plain = ({ params: p, rng }: PickRow) => (isGreedy(p) || !rng) && (p.repetitionPenalty ?? 1) === 1;
+  const plain = (r: PickRow) => greedyRow(r) && (r.params.repetitionPenalty ?? 1) === 1;
   const made = greedy && rows.some(plain) ? greedy.toNumbers() : undefined;
   const batched: number[] = [];
   rows.forEach((r, i) => {
@@ -174,7 +174,7 @@ function pickBatched(x: torch.Tensor, rows: PickRow[]): Array<{ id: number; logp
   const device = x.device;
   const lp = x.logSoftmax(-1);
   const scores = penalised(x, rows);
-  const greedy = rows.map((r) => isGreedy(r.params) || !r.rng);
+  const greedy = rows.map(greedyRow);
   let ids: torch.Tensor; // [n, 1]
   if (greedy.every(Boolean)) ids = scores.argmax(-1, true);
   else if (!greedy.some(Boolean)) ids = draw(scores, rows);
@@ -199,8 +199,9 @@ function pickBatched(x: torch.Tensor, rows: PickRow[]): Array<{ id: number; logp
 }
 
 /**
- * HF's repetition penalty on every row that asks for one (a row's seen ids: its prompt and its reply so far):
- * negative scores times the penalty, positive ones divided by it. Other rows' factor is 1 (exactly no change).
+ * HF's repetition penalty on every row of `x` [n, V] that asks for one (a row's seen ids: its prompt and its
+ * reply so far): negative scores times the penalty, positive ones divided by it. Other rows' factor is 1
+ * (exactly no change); `x` itself is returned when no row has a penalty.
  */
 function penalised(x: torch.Tensor, rows: PickRow[]): torch.Tensor {
   const factor = rows.map((r) => (r.history.length ? (r.params.repetitionPenalty ?? 1) : 1));
@@ -231,7 +232,7 @@ function draw(scores: torch.Tensor, rows: PickRow[]): torch.Tensor {
     torch.tensor(v, { dtype, device, shape: [m, 1] });
   const probs = scores.div(column(rows.map((r) => r.params.temperature ?? 1))).softmax(-1);
   const V = probs.size(1);
-  const ks = rows.map(({ params: p }) => (p.topK && p.topK > 0 ? Math.min(p.topK, V) : V));
+  const ks = rows.map((r) => topKOf(r.params, V));
   const K = Math.max(...ks);
   const top = probs.topk(K, -1); // sorted, most likely first
   if (m * K <= JS_DRAW_MAX) {

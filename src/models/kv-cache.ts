@@ -68,6 +68,11 @@ export interface NewCacheOptions {
   capacity?: number;
 }
 
+/** A buffer's shape with dim 0 split into [b rows, entries per row]. */
+function byRowShape(buffer: torch.Tensor, b: number): number[] {
+  return [b, buffer.size(0) / b, ...buffer.shape.slice(1)];
+}
+
 /** An uninitialised buffer shaped like `like`, with its time dimension `capacity` long. */
 function resized(like: torch.Tensor, timeDim: number, capacity: number): torch.Tensor {
   const shape = like.shape;
@@ -165,7 +170,7 @@ export abstract class LayeredKVCache implements KVCache {
     const slot = torch.full([b], this.#length, { dtype: "int64", device: this.keys[0]!.device }).keep();
     // The scatter indices are views of the slot: what the caller writes there, every step's scatter reads.
     const index = (buffer: torch.Tensor, time: number) => {
-      const shape = [b, buffer.size(0) / b, ...buffer.shape.slice(1)];
+      const shape = byRowShape(buffer, b);
       shape[time + 1] = 1;
       return slot
         .view([b, ...shape.slice(1).map(() => 1)])
@@ -183,8 +188,7 @@ export abstract class LayeredKVCache implements KVCache {
 
   /** A buffer seen as [b, entries per row, ...] (a view): fixed steps scatter each row at its own column. */
   private byRow(buffer: torch.Tensor): torch.Tensor {
-    const b = this.#fixed!.slot.size(0);
-    return buffer.view([b, buffer.size(0) / b, ...buffer.shape.slice(1)]);
+    return buffer.view(byRowShape(buffer, this.#fixed!.slot.size(0)));
   }
 
   endFixed(length: number): void {
@@ -201,7 +205,10 @@ export abstract class LayeredKVCache implements KVCache {
     if (n > this.capacity) throw new Error(`placeRows: ${n} positions exceed the capacity ${this.capacity}`);
     const entries = this.rowEntries(rows);
     if (other.keys[0]!.size(0) !== entries.length) {
-      throw new Error(`placeRows: the other cache holds ${other.keys[0]!.size(0)} entries, not ${rows.length} rows'`);
+      const held = other.keys[0]!.size(0);
+      throw new Error(
+        `placeRows: the other cache holds ${held} entries; rows ${rows.join(", ")} take ${entries.length}`,
+      );
     }
     torch.scope(() => {
       const idx = torch.tensor(entries, { dtype: "int64", device: this.keys[0]!.device });

@@ -8,11 +8,10 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import * as torch from "../../src/torch/index.js";
 import { loadCausalLM, type CausalLM } from "../../src/models/index.js";
 import { Engine, type GenerationResult } from "../../src/generate/engine.js";
 import { ChatTokenizer } from "../../src/tokenizer/index.js";
-import { GOLDEN_MODELS, initTinyModel, SHARED } from "../helpers.js";
+import { countingTapes, GOLDEN_MODELS, initTinyModel, SHARED } from "../helpers.js";
 
 const MODELS: Array<[string, string]> = [
   ["bloom", "golden/tiny_v256_h64_l2_nh4"],
@@ -31,20 +30,6 @@ const tokenizer = ChatTokenizer.load(
   initTinyModel(join(mkdtempSync(join(tmpdir(), "oasft-batch-")), "m"), GOLDEN_MODELS[0]),
 );
 
-/** Counts the addon's tape recordings and replays while `fn` runs. */
-async function counting<T>(fn: () => Promise<T>): Promise<{ value: T; records: number; replays: number }> {
-  const native = torch.native as { tapeBegin: (...a: never[]) => unknown; tapeReplay: (...a: never[]) => unknown };
-  const { tapeBegin, tapeReplay } = native;
-  const n = { records: 0, replays: 0 };
-  native.tapeBegin = (...a: never[]) => (n.records++, tapeBegin(...a));
-  native.tapeReplay = (...a: never[]) => (n.replays++, tapeReplay(...a));
-  try {
-    return { value: await fn(), ...n };
-  } finally {
-    Object.assign(native, { tapeBegin, tapeReplay });
-  }
-}
-
 /** Requests of the given prompt lengths and budgets (greedy; prompts of ids below `vocab`). */
 function requests(vocab: number, prompts: number[], budgets: number[]) {
   return prompts.map((n, i) => ({
@@ -57,7 +42,7 @@ async function run(model: CausalLM, capture: boolean | "eager-fixed", reqs: Retu
   let steps = 0;
   const fault = (phase: string) => void (phase === "step" && steps++);
   const engine = new Engine(model, tokenizer, { maxBatch, capture, fault });
-  const counted = await counting(() => Promise.all(engine.submitAll(reqs).map((h) => h.result)));
+  const counted = await countingTapes(() => Promise.all(engine.submitAll(reqs).map((h) => h.result)));
   return { ...counted, steps };
 }
 
@@ -110,7 +95,7 @@ test("an idle batch keeps its recorded step for the next request, in the bucket 
   const model = loadCausalLM(join(SHARED, "golden/tiny_v256_h64_l2_nh4"));
   const engine = new Engine(model, tokenizer, { maxBatch: 4 });
   const submit = (reqs: ReturnType<typeof requests>) =>
-    counting(() => Promise.all(engine.submitAll(reqs).map((h) => h.result)));
+    countingTapes(() => Promise.all(engine.submitAll(reqs).map((h) => h.result)));
   await submit(requests(256, [5, 6, 7, 8], [6, 6, 6, 6])); // bucket 4, drained to 2 as rows leave
   const alone = requests(256, [5], [6]);
   assert.equal((await submit(alone)).records, 1, "a lone request: the bucket of 1, recorded once");

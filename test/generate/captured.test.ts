@@ -8,7 +8,7 @@ import { test } from "node:test";
 import * as torch from "../../src/torch/index.js";
 import { loadCausalLM, type CausalLM } from "../../src/models/index.js";
 import { generateGreedy } from "../../src/generate/greedy.js";
-import { SHARED } from "../helpers.js";
+import { countingTapes, SHARED } from "../helpers.js";
 
 // [family, folder, new tokens]: prompt 3 + new tokens = the cache's slots, within every window here.
 const MODELS: Array<[string, string, number?]> = [
@@ -23,24 +23,11 @@ const MODELS: Array<[string, string, number?]> = [
   ["gemma2 (window 6 ≥ the cache)", "golden-gemma2/small_v128_h48_l2_nh4_kv2_hd16_qpas16_sw6_cap50_30", 3],
 ];
 
-/** Counts the addon's tape replays while `fn` runs. */
-function countingReplays<T>(fn: () => T): { value: T; replays: number } {
-  const native = torch.native as { tapeReplay: (...a: never[]) => unknown };
-  const original = native.tapeReplay;
-  let replays = 0;
-  native.tapeReplay = (...a: never[]) => (replays++, original(...a));
-  try {
-    return { value: fn(), replays };
-  } finally {
-    native.tapeReplay = original;
-  }
-}
-
 type Mode = boolean | "eager-fixed";
 
-function decode(model: CausalLM, ids: torch.Tensor, mask: torch.Tensor | undefined, capture: Mode, n: number) {
+async function decode(model: CausalLM, ids: torch.Tensor, mask: torch.Tensor | undefined, capture: Mode, n: number) {
   const logits: Float32Array[] = [];
-  const { value: tokens, replays } = countingReplays(() =>
+  const { value: tokens, replays } = await countingTapes(() =>
     torch.scope(() =>
       generateGreedy(model, {
         inputIds: ids,
@@ -61,7 +48,7 @@ function maxDiff(a: Float32Array[], b: Float32Array[]): number {
 }
 
 for (const [family, folder, N = 4] of MODELS) {
-  test(`${family}: replayed decode steps equal eager fixed-shape steps bit for bit, with and without padding`, () => {
+  test(`${family}: replayed decode steps equal eager fixed-shape ones bit for bit, padded or not`, async () => {
     const model = loadCausalLM(join(SHARED, folder)).eval();
     const V = model.config.vocabSize;
     torch.manualSeed(7);
@@ -72,9 +59,9 @@ for (const [family, folder, N = 4] of MODELS) {
       [single, undefined],
       [batch, mask],
     ] as const) {
-      const replayed = decode(model, ids, m, true, N);
-      const eager = decode(model, ids, m, "eager-fixed", N);
-      const growing = decode(model, ids, m, false, N);
+      const replayed = await decode(model, ids, m, true, N);
+      const eager = await decode(model, ids, m, "eager-fixed", N);
+      const growing = await decode(model, ids, m, false, N);
       assert.equal(replayed.replays, N - 2, "step 0 is the prefill, step 1 records, the rest replay");
       assert.equal(eager.replays, 0);
       assert.deepEqual(replayed.tokens, eager.tokens);
@@ -89,7 +76,7 @@ for (const [family, folder, N = 4] of MODELS) {
   });
 }
 
-test("a sliding window shorter than the cache keeps the eager, growing decode (same tokens, no tape)", () => {
+test("a sliding window shorter than the cache keeps the eager, growing decode (same tokens, no tape)", async () => {
   for (const folder of [
     "golden-mistral/tiny_v128_h48_l2_nh4_kv2_i64_sw5",
     "golden-gemma2/tiny_v128_h32_l3_nh2_kv1_hd16_qpas24_sw4_cap0.5_2",
@@ -97,8 +84,8 @@ test("a sliding window shorter than the cache keeps the eager, growing decode (s
     const model = loadCausalLM(join(SHARED, folder)).eval();
     torch.manualSeed(3);
     const ids = torch.randint(0, model.config.vocabSize, [1, 4]).keep();
-    const captured = decode(model, ids, undefined, true, 6);
-    const growing = decode(model, ids, undefined, false, 6);
+    const captured = await decode(model, ids, undefined, true, 6);
+    const growing = await decode(model, ids, undefined, false, 6);
     assert.equal(captured.replays, 0, folder);
     assert.deepEqual(captured.tokens, growing.tokens);
     captured.logits.forEach((l, i) => assert.deepEqual(l, growing.logits[i]));

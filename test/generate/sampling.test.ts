@@ -1,6 +1,7 @@
 // The engine's token picking (pickNextTokens): rows with different parameters picked together in batched
 // ops. Checked against hand-computed draws on a five-token distribution, and against nextToken, the
-// one-row picker written in JavaScript arithmetic, on random logits.
+// one-row picker whose draws are JavaScript arithmetic, on random logits (the repetition penalty is the
+// same code in both: the hand-computed test checks it).
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import * as torch from "../../src/torch/index.js";
