@@ -14,20 +14,39 @@ const TOKEN_TYPE = { normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 
 /** The Split regex of BLOOM's tokenizer.json (llama.cpp's LLAMA_VOCAB_PRE_TYPE_BLOOM). */
 const BLOOM_SPLIT = " ?[^(\\s|[.,!?…。，、।۔،])]+";
 
-type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+/** The parts of a tokenizer.json this export reads (what the `tokenizers` library writes). */
+interface PreTokenizer {
+  type?: string;
+  pretokenizers?: PreTokenizer[];
+  use_regex?: boolean;
+  pattern?: { Regex?: string };
+}
+interface TokenizerJson {
+  model?: {
+    type?: string;
+    vocab?: Record<string, number>;
+    merges?: Array<string | [string, string]>;
+    byte_fallback?: boolean;
+  };
+  added_tokens?: Added;
+  pre_tokenizer?: PreTokenizer | null;
+  post_processor?: unknown;
+}
+/** tokenizer_config.json and config.json: read key by key, each checked for its type where used. */
+type JsonObject = Record<string, unknown>;
 
-function readJson(path: string): Json | undefined {
+function readJson<T>(path: string): T | undefined {
   if (!existsSync(path)) return undefined;
   try {
-    return JSON.parse(readFileSync(path, "utf8")) as Json;
+    return JSON.parse(readFileSync(path, "utf8")) as T;
   } catch (err) {
     throw new Error(`${path}: not valid JSON (${(err as Error).message})`, { cause: err });
   }
 }
 
 /** llama.cpp's pre-tokenizer name for a tokenizer.json pre_tokenizer, or an error naming what it is. */
-function preTokenizerName(pre: Json | null | undefined, file: string): string {
-  const parts: Json[] = pre?.type === "Sequence" ? pre.pretokenizers : pre ? [pre] : [];
+function preTokenizerName(pre: PreTokenizer | null | undefined, file: string): string {
+  const parts: PreTokenizer[] = pre?.type === "Sequence" ? (pre.pretokenizers ?? []) : pre ? [pre] : [];
   const byteLevel = parts.find((p) => p.type === "ByteLevel");
   const splits = parts.filter((p) => p.type === "Split");
   if (parts.length === 1 && byteLevel && byteLevel.use_regex !== false) return "gpt-2";
@@ -47,20 +66,19 @@ type Added = Array<{ id: number; content: string; special: boolean }>;
  */
 export function ggufTokenizer(dir: string, vocabSize: number): Array<[string, GgufValue]> {
   const file = join(dir, "tokenizer.json");
-  const tok = readJson(file);
+  const tok = readJson<TokenizerJson>(file);
   if (!tok) throw new Error(`${dir}: no tokenizer.json (GGUF needs the tokenizer in the model folder)`);
-  const model = tok.model as Json;
+  const model = tok.model;
   if (model?.type !== "BPE") {
     const supported = "GGUF export supports BPE tokenizers (byte-level, or with byte fallback)";
     throw new Error(`${file}: a ${model?.type} tokenizer; ${supported}`);
   }
-  const added = (tok.added_tokens ?? []) as Added;
-  const vocab = model.vocab as Record<string, number>;
+  if (typeof model.vocab !== "object" || model.vocab === null) throw new Error(`${file}: model.vocab is missing`);
+  const added = tok.added_tokens ?? [];
+  const vocab = model.vocab;
   const spm = model.byte_fallback === true;
   const { tokens, types } = tokenTable(file, vocab, added, vocabSize, spm);
-  const merges = ((model.merges ?? []) as Array<string | [string, string]>).map((m) =>
-    Array.isArray(m) ? m.join(" ") : m,
-  );
+  const merges = (model.merges ?? []).map((m) => (Array.isArray(m) ? m.join(" ") : m));
   const keys: Array<[string, GgufValue]> = [];
   if (spm) {
     // SentencePiece's merge order is its scores: a token made by merge r scores −r (earlier merges win).
@@ -108,13 +126,14 @@ function tokenTable(file: string, vocab: Record<string, number>, added: Added, v
 }
 
 /** The special token ids, whether BOS/EOS are added, the chat template and its end-of-turn token. */
-function specialTokenKeys(dir: string, tok: Json, vocab: Record<string, number>, added: Added) {
-  const tcfg = readJson(join(dir, "tokenizer_config.json")) ?? {};
-  const config = readJson(join(dir, "config.json")) ?? {};
+function specialTokenKeys(dir: string, tok: TokenizerJson, vocab: Record<string, number>, added: Added) {
+  const tcfg = readJson<JsonObject>(join(dir, "tokenizer_config.json")) ?? {};
+  const config = readJson<JsonObject>(join(dir, "config.json")) ?? {};
   const keys: Array<[string, GgufValue]> = [];
   const idOf = (kind: string): number | undefined => {
     const entry = tcfg[`${kind}_token`];
-    const content = typeof entry === "string" ? entry : typeof entry?.content === "string" ? entry.content : undefined;
+    const inner = typeof entry === "object" && entry !== null ? (entry as { content?: unknown }).content : undefined;
+    const content = typeof entry === "string" ? entry : typeof inner === "string" ? inner : undefined;
     const fromTokenizer =
       content === undefined ? undefined : (added.find((a) => a.content === content)?.id ?? vocab[content]);
     const fromConfig = config[`${kind}_token_id`];

@@ -9,7 +9,7 @@ import type { Settings } from "../sft/config.js";
 import { BUILTIN_CONFIG_DIR } from "../sft/config.js";
 import type { LossScalerOptions } from "./loss-scaler.js";
 import type { ScheduleKind } from "./schedule.js";
-import type { Json } from "../util/config-error.js";
+import { ConfigError, type Json } from "../util/config-error.js";
 
 export type Precision = "fp32" | "bf16" | "fp16";
 
@@ -47,15 +47,15 @@ function dsPath(p: string): string {
   // OA's configs name "configs/zero3_config_sft.json" relative to model_training/; ours ship in configs/.
   const builtin = join(BUILTIN_CONFIG_DIR, p.replace(/^configs\//, ""));
   if (existsSync(builtin)) return builtin;
-  throw new Error(`deepspeed_config: ${p} not found (looked in the working folder and ${BUILTIN_CONFIG_DIR})`);
+  throw new ConfigError(`deepspeed_config: ${p} not found (looked in the working folder and ${BUILTIN_CONFIG_DIR})`);
 }
 
 /** A DeepSpeed value: "auto" → the trainer's; a number (or numeric string) → itself. */
-function auto(v: unknown, fallback: number, where: string): number {
+function auto(v: unknown, fallback: number, file: string, key: string): number {
   if (v === undefined || v === "auto") return fallback;
-  const n = typeof v === "string" ? Number(v) : v;
+  const n = typeof v === "string" && v.trim() !== "" ? Number(v) : v;
   if (typeof n !== "number" || !Number.isFinite(n))
-    throw new Error(`${where}: expected a number or "auto", got ${JSON.stringify(v)}`);
+    throw new ConfigError(file, key, `expected a number or "auto", got ${JSON.stringify(v)}`);
   return n;
 }
 
@@ -109,18 +109,18 @@ function applyDeepSpeed(s: TrainSettings, file: string, zeroFromJson: boolean): 
   try {
     ds = JSON.parse(readFileSync(file, "utf8")) as Json;
   } catch (err) {
-    throw new Error(`${file}: not valid JSON (${(err as Error).message})`, { cause: err });
+    throw new ConfigError(`${file}: not valid JSON (${(err as Error).message})`);
   }
   const fp16 = enabled(ds.fp16, s.precision === "fp16");
   const bf16 = enabled(ds.bf16, s.precision === "bf16");
-  if (fp16 && bf16) throw new Error(`${file}: fp16 and bf16 are both enabled`);
+  if (fp16 && bf16) throw new ConfigError(file, "fp16, bf16", "both are enabled");
   s.precision = fp16 ? "fp16" : bf16 ? "bf16" : s.precision;
   const f = (ds.fp16 ?? {}) as Json;
   s.lossScaling = {
-    initialScalePower: auto(f.initial_scale_power, 16, `${file} › fp16.initial_scale_power`),
-    window: auto(f.loss_scale_window, 1000, `${file} › fp16.loss_scale_window`),
-    hysteresis: auto(f.hysteresis, 2, `${file} › fp16.hysteresis`),
-    minScale: auto(f.min_loss_scale, 1, `${file} › fp16.min_loss_scale`),
+    initialScalePower: auto(f.initial_scale_power, 16, file, "fp16.initial_scale_power"),
+    window: auto(f.loss_scale_window, 1000, file, "fp16.loss_scale_window"),
+    hysteresis: auto(f.hysteresis, 2, file, "fp16.hysteresis"),
+    minScale: auto(f.min_loss_scale, 1, file, "fp16.min_loss_scale"),
   };
   if (f.loss_scale !== undefined && f.loss_scale !== 0 && f.loss_scale !== "auto") {
     const power = s.lossScaling.initialScalePower;
@@ -134,7 +134,7 @@ function applyDeepSpeed(s: TrainSettings, file: string, zeroFromJson: boolean): 
   if (zero.stage !== undefined && zeroFromJson) {
     const stage = zero.stage;
     if (stage !== 0 && stage !== 1 && stage !== 2 && stage !== 3)
-      throw new Error(`${file} › zero_optimization.stage: expected 0, 1, 2 or 3, got ${JSON.stringify(stage)}`);
+      throw new ConfigError(file, "zero_optimization.stage", `expected 0, 1, 2 or 3, got ${JSON.stringify(stage)}`);
     s.zeroStage = stage;
   }
   for (const key of ["offload_optimizer", "offload_param"]) {
@@ -151,17 +151,24 @@ function applyDeepSpeed(s: TrainSettings, file: string, zeroFromJson: boolean): 
 function applyOptimizer(s: TrainSettings, ds: Json, file: string): void {
   const opt = (ds.optimizer ?? {}) as Json;
   if (opt.type !== undefined && String(opt.type).toLowerCase() !== "adamw")
-    throw new Error(`${file}: optimizer.type ${JSON.stringify(opt.type)} is not supported (AdamW only)`);
+    throw new ConfigError(file, "optimizer.type", `${JSON.stringify(opt.type)} is not supported (AdamW only)`);
   const p = (opt.params ?? {}) as Json;
-  s.lr = auto(p.lr, s.lr, `${file} › optimizer.params.lr`);
-  if (Array.isArray(p.betas)) s.betas = [Number(p.betas[0]), Number(p.betas[1])];
-  s.eps = auto(p.eps, s.eps, `${file} › optimizer.params.eps`);
-  s.weightDecay = auto(p.weight_decay, s.weightDecay, `${file} › optimizer.params.weight_decay`);
-  s.maxGradNorm = auto(ds.gradient_clipping, s.maxGradNorm, `${file} › gradient_clipping`);
-  const accumulation = `${file} › gradient_accumulation_steps`;
-  s.gradAccumulation = auto(ds.gradient_accumulation_steps, s.gradAccumulation, accumulation);
-  const micro = `${file} › train_micro_batch_size_per_gpu`;
-  s.microBatchSize = auto(ds.train_micro_batch_size_per_gpu, s.microBatchSize, micro);
+  s.lr = auto(p.lr, s.lr, file, "optimizer.params.lr");
+  s.betas = betas(p.betas, s.betas, file);
+  s.eps = auto(p.eps, s.eps, file, "optimizer.params.eps");
+  s.weightDecay = auto(p.weight_decay, s.weightDecay, file, "optimizer.params.weight_decay");
+  s.maxGradNorm = auto(ds.gradient_clipping, s.maxGradNorm, file, "gradient_clipping");
+  s.gradAccumulation = auto(ds.gradient_accumulation_steps, s.gradAccumulation, file, "gradient_accumulation_steps");
+  s.microBatchSize = auto(ds.train_micro_batch_size_per_gpu, s.microBatchSize, file, "train_micro_batch_size_per_gpu");
+}
+
+/** optimizer.params.betas: "auto", or two numbers in [0, 1). */
+function betas(v: unknown, fallback: [number, number], file: string): [number, number] {
+  if (v === undefined || v === "auto") return fallback;
+  const ok = Array.isArray(v) && v.length === 2 && v.every((b) => typeof b === "number" && b >= 0 && b < 1);
+  if (!ok)
+    throw new ConfigError(file, "optimizer.params.betas", `expected two numbers in [0, 1), got ${JSON.stringify(v)}`);
+  return [v[0] as number, v[1] as number];
 }
 
 /** WarmupDecayLR (OA's) or WarmupLR. */
@@ -169,18 +176,18 @@ function applyScheduler(s: TrainSettings, sched: Json, file: string): void {
   if (sched.type === undefined) return;
   if (sched.type !== "WarmupDecayLR" && sched.type !== "WarmupLR") {
     const type = JSON.stringify(sched.type);
-    throw new Error(`${file}: scheduler.type ${type} is not supported (WarmupDecayLR, WarmupLR)`);
+    throw new ConfigError(file, "scheduler.type", `${type} is not supported (WarmupDecayLR, WarmupLR)`);
   }
   const sp = (sched.params ?? {}) as Json;
-  const at = (key: string) => `${file} › scheduler.params.${key}`;
-  s.lr = auto(sp.warmup_max_lr, s.lr, at("warmup_max_lr"));
+  const at = (key: string) => `scheduler.params.${key}`;
+  s.lr = auto(sp.warmup_max_lr, s.lr, file, at("warmup_max_lr"));
   s.schedule = {
     kind: sched.type === "WarmupLR" ? "constant" : "warmup_decay_lr",
-    warmupSteps: auto(sp.warmup_num_steps, s.schedule.warmupSteps, at("warmup_num_steps")),
+    warmupSteps: auto(sp.warmup_num_steps, s.schedule.warmupSteps, file, at("warmup_num_steps")),
     warmupType: sp.warmup_type === "linear" ? "linear" : "log",
-    minLr: auto(sp.warmup_min_lr, 0, at("warmup_min_lr")),
+    minLr: auto(sp.warmup_min_lr, 0, file, at("warmup_min_lr")),
     ...(sp.total_num_steps !== undefined && sp.total_num_steps !== "auto"
-      ? { totalSteps: auto(sp.total_num_steps, 0, at("total_num_steps")) }
+      ? { totalSteps: auto(sp.total_num_steps, 0, file, at("total_num_steps")) }
       : {}),
   };
   if (sched.type === "WarmupLR" && sp.warmup_type !== "linear")

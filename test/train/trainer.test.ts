@@ -106,6 +106,30 @@ describe("schedules and loss scaling", () => {
     },
   );
 
+  test("a DeepSpeed JSON's bad value: a ConfigError naming the file and the key", () => {
+    const dir = tmp();
+    const cases: Array<[object, RegExp]> = [
+      [{ optimizer: { type: "Adam", params: { lr: "auto" } } }, /› optimizer\.type: "Adam" is not supported/],
+      [{ optimizer: { params: { lr: "fast" } } }, /› optimizer\.params\.lr: expected a number or "auto", got "fast"/],
+      [{ optimizer: { params: { betas: [0.9] } } }, /› optimizer\.params\.betas: expected two numbers/],
+      [{ gradient_clipping: "" }, /› gradient_clipping: expected a number/],
+      [{ zero_optimization: { stage: 4 } }, /› zero_optimization\.stage: expected 0, 1, 2 or 3, got 4/],
+      [{ scheduler: { type: "OneCycle" } }, /› scheduler\.type: "OneCycle" is not supported/],
+      [{ scheduler: { type: "WarmupLR", params: { warmup_num_steps: [1] } } }, /scheduler\.params\.warmup_num_steps/],
+      [{ fp16: { enabled: true }, bf16: { enabled: true } }, /› fp16, bf16: both are enabled/],
+    ];
+    cases.forEach(([json, message], i) => {
+      const file = join(dir, `ds-${i}.json`);
+      writeFileSync(file, JSON.stringify(json));
+      const { config: cfg } = composeConfig(["defaults"], ["--deepspeed", "--deepspeed_config", file]);
+      assert.throws(
+        () => resolveTrainSettings(cfg, "cpu"),
+        (e: Error) => e.name === "ConfigError" && e.message.startsWith(file) && message.test(e.message),
+        JSON.stringify(json),
+      );
+    });
+  });
+
   test("weight decay skips biases and LayerNorm weights, as the HF Trainer", () => {
     const model = createCausalLM({ model_type: "bloom", vocab_size: 64, hidden_size: 16, n_layer: 2, n_head: 2 });
     const { names, groups } = paramGroups(model, 0.1);
