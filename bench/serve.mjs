@@ -9,7 +9,11 @@
 // where a decode step recorded per batch-size bucket pays off over one recorded per batch). Each level
 // reports the median of --repeats runs.
 //
+// --model DIR serves a saved folder instead (the GPU run's trained 3B: bench/gpu/card-recipe.sh);
+// --device and --dtype pass through to `oasft serve`.
+//
 //   node bench/serve.mjs [--streams 1,4,8,16] [--new-tokens 64] [--steady] [--model-config ...bloom-23m.json]
+//                        [--model DIR] [--device cuda] [--dtype bf16]
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -27,27 +31,21 @@ const { values } = parseArgs({
     steady: { type: "boolean", default: false },
     repeats: { type: "string", default: "3" },
     "model-config": { type: "string", default: join(shared, "bench/configs/bloom-23m.json") },
+    model: { type: "string" },
+    device: { type: "string" },
+    dtype: { type: "string" },
   },
 });
-const model = join(mkdtempSync(join(tmpdir(), "oasft-bench-serve-")), "model");
-execFileSync(
-  process.execPath,
-  [
-    cli,
-    "init",
-    "--config",
-    values["model-config"],
-    "--tokenizer",
-    join(shared, "data/tokenizers/oasst-tiny-bpe"),
-    "--out",
-    model,
-  ],
-  { stdio: "ignore" },
-);
+const model = values.model ?? join(mkdtempSync(join(tmpdir(), "oasft-bench-serve-")), "model");
+if (!values.model) {
+  const tokenizer = join(shared, "data/tokenizers/oasst-tiny-bpe");
+  const init = [cli, "init", "--config", values["model-config"], "--tokenizer", tokenizer, "--out", model];
+  execFileSync(process.execPath, init, { stdio: "ignore" });
+}
 const port = 18000 + Math.floor(Math.random() * 1000);
-const server = spawn(process.execPath, [cli, "serve", "--model", model, "--port", String(port), "--max-batch", "32"], {
-  stdio: ["ignore", "pipe", "inherit"],
-});
+const placement = ["device", "dtype"].flatMap((k) => (values[k] ? [`--${k}`, values[k]] : []));
+const serveArgs = [cli, "serve", "--model", model, "--port", String(port), "--max-batch", "32", ...placement];
+const server = spawn(process.execPath, serveArgs, { stdio: ["ignore", "pipe", "inherit"] });
 await new Promise((r) => server.stdout.once("data", r));
 const url = `http://127.0.0.1:${port}`;
 const newTokens = Number(values["new-tokens"]);

@@ -20,16 +20,27 @@ const skip = !torch.cudaIsAvailable()
     ? "the addon was built without CUDA graphs"
     : false;
 
-/** Runs `fn` with OASFT_CUDA_GRAPH set to `on` ("1" or "0"), then restores it. */
+/**
+ * Runs `fn` with OASFT_CUDA_GRAPH set to `on` ("1" or "0"), then restores it; for an async `fn`, once
+ * its promise settles (the addon reads the variable at each replay).
+ */
 function withGraphs<T>(on: boolean, fn: () => T): T {
   const before = process.env.OASFT_CUDA_GRAPH;
-  process.env.OASFT_CUDA_GRAPH = on ? "1" : "0";
-  try {
-    return fn();
-  } finally {
+  const restore = () => {
     if (before === undefined) delete process.env.OASFT_CUDA_GRAPH;
     else process.env.OASFT_CUDA_GRAPH = before;
+  };
+  process.env.OASFT_CUDA_GRAPH = on ? "1" : "0";
+  let out: T;
+  try {
+    out = fn();
+  } catch (err) {
+    restore();
+    throw err;
   }
+  if (out instanceof Promise) return out.finally(restore) as T;
+  restore();
+  return out;
 }
 
 /** `n` greedy steps through a FixedDecoder: each step's logits (on the host) and the tape's graph state. */
@@ -94,16 +105,12 @@ test(
       promptIds: Array.from({ length: n }, (_, k) => 10 + ((k * 7 + i * 13) % 200)),
       params: { maxNewTokens: [20, 6, 12, 3, 15][i]! },
     }));
-    const run = async (on: boolean) => {
-      process.env.OASFT_CUDA_GRAPH = on ? "1" : "0";
-      const engine = new Engine(model, tokenizer, { maxBatch: 2 });
-      return (await Promise.all(engine.submitAll(requests).map((h) => h.result))).map((r) => r.tokens);
-    };
-    try {
-      assert.deepEqual(await run(true), await run(false));
-    } finally {
-      delete process.env.OASFT_CUDA_GRAPH;
-    }
+    const run = (on: boolean) =>
+      withGraphs(on, async () => {
+        const engine = new Engine(model, tokenizer, { maxBatch: 2 });
+        return (await Promise.all(engine.submitAll(requests).map((h) => h.result))).map((r) => r.tokens);
+      });
+    assert.deepEqual(await run(true), await run(false));
     model.dispose();
   },
 );

@@ -5,6 +5,7 @@
 #           3B-shaped BLOOM (random init from ../shared/bench/configs/bloom-3b.json) and the shared samples;
 #   reload  oasft eval --tasks mmlu --limit 1 on the saved folder (sharded safetensors);
 #   serve   oasft serve answering one streamed chat completion;
+#   serve16 16 concurrent streams through the engine against one (bench/serve.mjs);
 #   export  oasft export gguf --type q8_0.
 # Each step's wall time and the GPU's peak memory in use (nvidia-smi, sampled every 200 ms) go to
 # $RESULTS/card-recipe.jsonl; logs beside it. On a machine without a GPU it runs the same steps on the
@@ -58,6 +59,9 @@ serve_once() {
   local rc=$?; kill $pid; wait $pid 2>/dev/null; return $rc
 }
 step serve serve_once
+# The engine under load: aggregate tok/s of 16 concurrent streams against one (target: >= 8x).
+step serve16 node bench/serve.mjs --model "$WORK/run" --device "$DEVICE" --dtype bf16 --streams 1,16 \
+  --new-tokens 64 --repeats 1 && cp "$RESULTS/serve16.log" "$RESULTS/serve-streams.md"
 
 step export $OASFT export gguf --model "$WORK/run" --out "$WORK/model-q8_0.gguf" --type q8_0 --device "$DEVICE" \
   && ls -la "$WORK/model-q8_0.gguf" >> "$RESULTS/saved-folder.txt"

@@ -54,7 +54,7 @@ phase_train2048() {
 phase_long5120() { ours 120 train --model-config "$CFG" --seq-len 5120 --batch-size 1 --bf16 --grad-ckpt --steps 4 --warmup 2; }
 phase_card() { timeout $((DEADLINE - SECONDS + START)) bash bench/gpu/card-recipe.sh "$R/card" 2>&1 | tail -12; }
 
-declare -A ESTIMATE=([env]=15 [tier]=90 [train1024]=60 [decode]=45 [train2048]=70 [long5120]=25 [card]=120)
+declare -A ESTIMATE=([env]=15 [tier]=90 [train1024]=60 [decode]=45 [train2048]=70 [long5120]=25 [card]=150)
 log "phases: $PHASES (deadline ${DEADLINE}s)"
 for p in $PHASES; do
   fits "${ESTIMATE[$p]:-60}" "$p" || continue
