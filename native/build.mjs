@@ -10,6 +10,13 @@ import { blasFor, findLibtorch, torchVersion } from "./libtorch.mjs";
 // libgloo-dev: the headers of the Gloo library that Debian's libtorch links, for c10d's ProcessGroupGloo.
 const APT_PACKAGES = ["libtorch-dev", "libopenblas0-openmp", "libgloo-dev"];
 
+// `npx oasft` inside the repository makes npm link the repository into its npx cache, which runs this
+// step again (npm_command "exec"): a full node-gyp rebuild, ~40 s on 2 cores, silent, before the first
+// command, of the addon `npm install` built. That run builds only where the addon is missing.
+if (process.env.npm_command === "exec" && existsSync(new URL("../build/Release/oasft_torch.node", import.meta.url))) {
+  process.exit(0);
+}
+
 function fail(lines) {
   console.error(["", "oasft: cannot build the libtorch addon.", ...lines.map((l) => "  " + l), ""].join("\n"));
   process.exit(1);

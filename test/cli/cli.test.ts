@@ -1,7 +1,7 @@
 // The oasft command as a user runs it: a separate process, real files, exit codes and messages.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -326,13 +326,23 @@ test(
   },
 );
 
-test("oasft --version, and npx oasft inside the repository", () => {
+test("oasft --version, and npx oasft inside the repository, rebuilding nothing", () => {
   const v = oasft("--version");
   assert.equal(v.code, 0);
   assert.match(v.out, /^oasft \d+\.\d+\.\d+ \(node \d+\.\d+\.\d+, libtorch \d+\.\d+/);
-  const npx = spawnSync("npx", ["--no-install", "oasft", "--version"], { encoding: "utf8", cwd: REPO });
+  // A fresh npm cache: npx then links the repository into it, as on a user's first `npx oasft`, which
+  // runs the install and prepare steps again (a node-gyp rebuild and tsc before this guard).
+  const built = ["build/Release/oasft_torch.node", "dist/src/cli/main.js"].map((f) => join(REPO, f));
+  const before = built.map((f) => statSync(f).mtimeMs);
+  const env = { ...process.env, npm_config_cache: mkdtempSync(join(tmpdir(), "oasft-npm-cache-")) };
+  const npx = spawnSync("npx", ["--no-install", "oasft", "--version"], { encoding: "utf8", cwd: REPO, env });
   assert.equal(npx.status, 0, npx.stderr);
   assert.equal(npx.stdout, v.out);
+  assert.deepEqual(
+    built.map((f) => statSync(f).mtimeMs),
+    before,
+    "the addon and dist/ are as npm install built them",
+  );
 });
 
 test(
