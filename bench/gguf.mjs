@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Batch-1 greedy decoding on the CPU: oasft (libtorch, fp32 weights) against llama.cpp (node-llama-cpp's
-// prebuilt binaries) running oasft's own GGUF export of the same model, in f32 and q8_0.
+// Batch-1 greedy decoding on the CPU: oasft (libtorch, fp32 and bf16 weights) against llama.cpp
+// (node-llama-cpp's prebuilt binaries) running oasft's own GGUF export of the same model, in f32 and q8_0.
 //
 //   node bench/gguf.mjs [--config ../shared/bench/configs/bloom-160m.json] [--repeats 3] [--prompt-len 32]
 //                       [--new-tokens 64]
@@ -54,6 +54,7 @@ try {
     cli("export", "gguf", "--model", dir, "--out", join(work, `${type}.gguf`), "--type", type);
 
   const model = loadCausalLM(dir).eval();
+  const model16 = loadCausalLM(dir, { dtype: "bfloat16" }).eval();
   torch.manualSeed(0);
   const prompt = torch.randint(0, model.config.vocabSize, [1, promptLen]).keep();
   const promptIds = prompt.toNumbers();
@@ -67,9 +68,9 @@ try {
     engines[type] = { lm, ctx, bias };
   }
 
-  const oasftRun = () => {
+  const oasftRun = (m) => {
     const t0 = performance.now();
-    generateGreedy(model, { inputIds: prompt, maxNewTokens: newTokens }).dispose();
+    generateGreedy(m, { inputIds: prompt, maxNewTokens: newTokens }).dispose();
     return (performance.now() - t0) / 1000;
   };
   const llamaRun = async ({ ctx, bias }) => {
@@ -83,11 +84,13 @@ try {
     return s;
   };
 
-  oasftRun();
+  oasftRun(model);
+  oasftRun(model16);
   for (const e of Object.values(engines)) await llamaRun(e); // warm-up
-  const times = { oasft: [], f32: [], q8_0: [] };
+  const times = { oasft: [], oasft16: [], f32: [], q8_0: [] };
   for (let i = 0; i < repeats; i++) {
-    times.oasft.push(oasftRun());
+    times.oasft.push(oasftRun(model));
+    times.oasft16.push(oasftRun(model16));
     times.f32.push(await llamaRun(engines.f32));
     times.q8_0.push(await llamaRun(engines.q8_0));
   }
@@ -101,12 +104,14 @@ try {
     config: values.config,
   };
   console.log(JSON.stringify({ ...base, impl: "oasft", weights: "fp32", tokens_per_s: rate(times.oasft) }));
+  console.log(JSON.stringify({ ...base, impl: "oasft", weights: "bf16", tokens_per_s: rate(times.oasft16) }));
   console.log(JSON.stringify({ ...base, impl: "llama.cpp", weights: "f32", tokens_per_s: rate(times.f32) }));
   console.log(JSON.stringify({ ...base, impl: "llama.cpp", weights: "q8_0", tokens_per_s: rate(times.q8_0) }));
   console.log(
     JSON.stringify({
       ratio_oasft_fp32_vs_llama_f32: rate(times.oasft) / rate(times.f32),
       ratio_oasft_fp32_vs_llama_q8_0: rate(times.oasft) / rate(times.q8_0),
+      ratio_oasft_bf16_vs_llama_q8_0: rate(times.oasft16) / rate(times.q8_0),
     }),
   );
   for (const { ctx, lm } of Object.values(engines)) {
@@ -115,6 +120,7 @@ try {
   }
   await llama.dispose();
   model.dispose();
+  model16.dispose();
   prompt.dispose();
 } finally {
   rmSync(work, { recursive: true, force: true });

@@ -1,6 +1,7 @@
-// The few-row linear kernel (native/small-gemm.h), which inference takes for 2-32 rows without gradients,
-// against libtorch's GEMM (matmul with the transposed weight, a different op) on ragged shapes: k and n
-// off the vector width and the 4-row blocks, 3-D inputs, strided inputs, with and without bias.
+// The few-row linear kernel (native/small-gemm.h), which inference takes for 2-32 rows without gradients
+// (1-8 rows of bf16 weights), against libtorch's GEMM (matmul with the transposed weight, a different op)
+// on ragged shapes: k and n off the vector width and the 4-row blocks, 3-D inputs, strided inputs, with and
+// without bias.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import * as torch from "../../src/torch/index.js";
@@ -35,6 +36,38 @@ test("few-row linear equals GEMM on ragged shapes, with and without bias", () =>
           const bound = 1e-5 * Math.sqrt(k) * 8; // fp32 sums of k products of unit normals, two orders
           assert.ok(maxAbsDiff(torch.linear(x, w), reference(x, w)) < bound, `m ${m} k ${k} n ${n}`);
           assert.ok(maxAbsDiff(torch.linear(x, w, b), reference(x, w, b)) < bound, `bias, m ${m} k ${k} n ${n}`);
+        }
+      }
+    }),
+  );
+});
+
+test("bf16 few-row linear: the fp32 GEMM of the same bf16 values, rounded once to bf16", () => {
+  torch.manualSeed(7);
+  torch.noGrad(() =>
+    torch.scope(() => {
+      for (const m of [1, 2, 5, 8, 9, 16]) {
+        for (const [k, n] of [
+          [1, 1],
+          [17, 7],
+          [33, 66],
+          [513, 300],
+        ] as const) {
+          const x = torch.randn([m, 1, k]).to("bfloat16");
+          const w = torch.randn([n, k]).to("bfloat16");
+          const b = torch.randn([n]).to("bfloat16");
+          // The values are bf16 either way; the reference multiplies them in fp32 through BLAS.
+          const want = reference(x.to("float32"), w.to("float32"), b.to("float32")).toNumbers();
+          const y = torch.linear(x, w, b);
+          assert.equal(y.dtype, "bfloat16");
+          assert.deepEqual(y.shape, [m, 1, n]);
+          const got = y.to("float32").toNumbers();
+          // One bf16 rounding (a relative 2^-8 at most) over fp32 sums that differ in order only.
+          const sumBound = 1e-5 * Math.sqrt(k) * 8;
+          got.forEach((v, i) => {
+            const bound = Math.abs(want[i]!) * 2 ** -8 + sumBound;
+            assert.ok(Math.abs(v - want[i]!) <= bound, `m ${m} k ${k} n ${n} [${i}]: ${v} vs ${want[i]}`);
+          });
         }
       }
     }),
