@@ -167,17 +167,18 @@ inline void range(const Gemm<W>& g, int64_t j0, int64_t j1) {
 // One query row against a matrix, per batch entry: out[n] = Σ_k x[k]·M[k, n] for attention in a decode
 // step (scores = q·Kᵀ, context = p·V), where BLAS's batched GEMM spends microseconds per tiny product.
 // M is read in place through its strides: rows contiguous (M[k, :], e.g. V or BLOOM's pre-transposed keys)
-// or columns contiguous (M[:, n], a transposed view of keys stored [S, d]).
+// or columns contiguous (M[:, n], a transposed view of keys stored [S, d]); fp32, or bf16 widened as above.
+template <class W>
 struct RowMat {
   const float* x;  // [K]
-  const float* m;
+  const W* m;
   int64_t rowStride, colStride;  // of M: between k and between n (one of them is 1)
   float* out;                    // [N]
   int64_t K, N;
 };
 
-template <class S>
-inline void rowsContiguous(const RowMat& p) {  // vectorized over n, one broadcast x[k] per row of M
+template <class S, class W>
+inline void rowsContiguous(const RowMat<W>& p) {  // vectorized over n, one broadcast x[k] per row of M
   constexpr int64_t L = S::kLanes;
   int64_t n = 0;
   for (; n + 2 * L <= p.N; n += 2 * L) {
@@ -192,13 +193,13 @@ inline void rowsContiguous(const RowMat& p) {  // vectorized over n, one broadca
   }
   for (; n < p.N; n++) {
     float sum = 0;
-    for (int64_t k = 0; k < p.K; k++) sum += p.x[k] * p.m[k * p.rowStride + n];
+    for (int64_t k = 0; k < p.K; k++) sum += p.x[k] * widen(p.m[k * p.rowStride + n]);
     p.out[n] = sum;
   }
 }
 
-template <class S>
-inline void columnsContiguous(const RowMat& p) {  // one dot product over k per column, 4 columns at a time
+template <class S, class W>
+inline void columnsContiguous(const RowMat<W>& p) {  // one dot product over k per column, 4 columns at a time
   constexpr int64_t L = S::kLanes;
   int64_t n = 0;
   for (; n + 4 <= p.N; n += 4) {
@@ -210,19 +211,19 @@ inline void columnsContiguous(const RowMat& p) {  // one dot product over k per 
     }
     for (int c = 0; c < 4; c++) {
       float sum = S::sum(acc[c]);
-      for (int64_t u = k; u < p.K; u++) sum += p.x[u] * p.m[(n + c) * p.colStride + u];
+      for (int64_t u = k; u < p.K; u++) sum += p.x[u] * widen(p.m[(n + c) * p.colStride + u]);
       p.out[n + c] = sum;
     }
   }
   for (; n < p.N; n++) {
     float sum = 0;
-    for (int64_t k = 0; k < p.K; k++) sum += p.x[k] * p.m[n * p.colStride + k];
+    for (int64_t k = 0; k < p.K; k++) sum += p.x[k] * widen(p.m[n * p.colStride + k]);
     p.out[n] = sum;
   }
 }
 
-template <class S>
-inline void rowMat(const RowMat& p) {
+template <class S, class W>
+inline void rowMat(const RowMat<W>& p) {
   if (p.colStride == 1) rowsContiguous<S>(p);
   else columnsContiguous<S>(p);
 }
@@ -238,8 +239,14 @@ __attribute__((target("avx2,fma"), flatten)) inline void range256(const Gemm<W>&
   range<Avx2>(g, j0, j1);
 }
 
-__attribute__((target("avx512f"), flatten)) inline void rowMat512(const RowMat& p) { rowMat<Avx512>(p); }
-__attribute__((target("avx2,fma"), flatten)) inline void rowMat256(const RowMat& p) { rowMat<Avx2>(p); }
+template <class W>
+__attribute__((target("avx512f"), flatten)) inline void rowMat512(const RowMat<W>& p) {
+  rowMat<Avx512>(p);
+}
+template <class W>
+__attribute__((target("avx2,fma"), flatten)) inline void rowMat256(const RowMat<W>& p) {
+  rowMat<Avx2>(p);
+}
 
 enum class Isa { none, avx2, avx512 };
 
@@ -307,11 +314,14 @@ inline at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const c10::op
 }
 
 // Whether x·m (x [..., 1, K], m [..., K, N], the same leading sizes, no broadcasting) takes rowMatmul:
-// float32 CPU tensors, nothing to differentiate, m readable in place (a unit stride on one of its last dims).
-// With c, as baddbmm's input: 3-D operands, and c float32 on the CPU too.
+// float32 or bf16 CPU tensors, nothing to differentiate, m readable in place (a unit stride on one of its last
+// dims). With c, as baddbmm's input: 3-D operands, and c of the same dtype on the CPU too.
 inline bool rowMatmulApplies(const at::Tensor& x, const at::Tensor& m, const at::Tensor* c = nullptr) {
-  if (isa() == Isa::none || autocastEnabled(/*cuda=*/false) || !inferenceOperand(x) || !inferenceOperand(m)) return false;
-  if (x.dim() < 3 || x.dim() != m.dim() || (c && (x.dim() != 3 || !inferenceOperand(*c)))) return false;
+  const at::ScalarType dtype = m.scalar_type();
+  if (isa() == Isa::none || autocastEnabled(/*cuda=*/false) || (dtype != at::kFloat && dtype != at::kBFloat16))
+    return false;
+  if (!inferenceOperand(x, dtype) || !inferenceOperand(m, dtype)) return false;
+  if (x.dim() < 3 || x.dim() != m.dim() || (c && (x.dim() != 3 || !inferenceOperand(*c, dtype)))) return false;
   if (x.size(-2) != 1 || x.size(-1) != m.size(-2) || x.numel() == 0 || m.numel() == 0) return false;
   for (int64_t i = 0; i < x.dim() - 2; i++)
     if (x.size(i) != m.size(i)) return false;
@@ -319,15 +329,17 @@ inline bool rowMatmulApplies(const at::Tensor& x, const at::Tensor& m, const at:
 }
 
 // beta·c + alpha·(x·m) as baddbmm, or x·m (c null); c broadcasts to the output [..., 1, N] and is not read
-// when beta is 0 (libtorch's rule: a NaN there does not propagate).
-inline at::Tensor rowMatmul(const at::Tensor& x, const at::Tensor& m, const at::Tensor* c = nullptr, double beta = 0,
-                            double alpha = 1) {
+// when beta is 0 (libtorch's rule: a NaN there does not propagate). For bf16, x and c in fp32, m read in
+// place, the output rounded to bf16 once.
+template <class W>
+inline at::Tensor rowMatmulOf(const at::Tensor& x, const at::Tensor& m, const W* mp, const at::Tensor* c, double beta,
+                              double alpha) {
   const int64_t lead = x.dim() - 2, K = m.size(-2), N = m.size(-1);
   std::vector<int64_t> shape(m.sizes().begin(), m.sizes().end());
   shape[lead] = 1;
-  at::Tensor xc = x.contiguous(), out = at::empty(shape, x.options());
-  at::Tensor cc = c && beta != 0 ? c->expand(shape).contiguous() : at::Tensor();
-  const float *xp = xc.data_ptr<float>(), *mp = m.data_ptr<float>(), *cp = cc.defined() ? cc.data_ptr<float>() : nullptr;
+  at::Tensor xc = x.to(at::kFloat).contiguous(), out = at::empty(shape, x.options().dtype(at::kFloat));
+  at::Tensor cc = c && beta != 0 ? c->expand(shape).to(at::kFloat).contiguous() : at::Tensor();
+  const float *xp = xc.data_ptr<float>(), *cp = cc.defined() ? cc.data_ptr<float>() : nullptr;
   float* op = out.data_ptr<float>();
   const int64_t batches = xc.numel() / K, grain = std::max<int64_t>(1, 32768 / (K * N));
   const bool wide = isa() == Isa::avx512;
@@ -335,7 +347,7 @@ inline at::Tensor rowMatmul(const at::Tensor& x, const at::Tensor& m, const at::
     for (int64_t b = b0; b < b1; b++) {
       int64_t offset = 0;  // b's entry of m through its leading sizes and strides (m may be a view)
       for (int64_t i = lead - 1, rest = b; i >= 0; rest /= m.size(i), i--) offset += (rest % m.size(i)) * m.stride(i);
-      const RowMat p{xp + b * K, mp + offset, m.stride(-2), m.stride(-1), op + b * N, K, N};
+      const RowMat<W> p{xp + b * K, mp + offset, m.stride(-2), m.stride(-1), op + b * N, K, N};
       if (wide) rowMat512(p);
       else rowMat256(p);
       if (cp || alpha != 1)
@@ -343,7 +355,14 @@ inline at::Tensor rowMatmul(const at::Tensor& x, const at::Tensor& m, const at::
           p.out[n] = cp ? static_cast<float>(beta * cp[b * N + n] + alpha * p.out[n]) : static_cast<float>(alpha * p.out[n]);
     }
   });
-  return out;
+  return out.to(x.scalar_type());
+}
+
+inline at::Tensor rowMatmul(const at::Tensor& x, const at::Tensor& m, const at::Tensor* c = nullptr, double beta = 0,
+                            double alpha = 1) {
+  if (m.scalar_type() == at::kBFloat16)
+    return rowMatmulOf(x, m, reinterpret_cast<const uint16_t*>(m.data_ptr<at::BFloat16>()), c, beta, alpha);
+  return rowMatmulOf(x, m, m.data_ptr<float>(), c, beta, alpha);
 }
 
 #undef OASFT_AVX512
