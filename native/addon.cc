@@ -853,7 +853,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   rec(env, exports, "linear", [](Args& a) {
     const at::Tensor &x = a.t(0), &w = a.t(1);
     c10::optional<at::Tensor> bias = a.optT(2);
-    if (oasft::smallgemm::applies(x, w, bias)) return a.out(oasft::smallgemm::linear(x, w, bias));  // 2-32 rows
+    if (oasft::smallgemm::applies(x, w, bias)) return a.out(oasft::smallgemm::linear(x, w, bias));  // a few rows
     const bool blasType = x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble;
     if (x.device().is_cpu() && blasType && x.dim() >= 1 && w.dim() == 2 && x.numel() == x.size(-1) &&
         x.size(-1) == w.size(1)) {

@@ -13,7 +13,7 @@
 //
 // bf16 weights (a model loaded with --dtype bf16) stream at 2 bytes per weight, widened to fp32 in registers
 // (a bf16 is the top half of an fp32: a shift), with x, the sums and the bias in fp32 and y rounded to bf16
-// once, as oneDNN's bf16 GEMM does. For 1-32 rows this replaces that GEMM, which on these CPUs multiplies
+// once, as oneDNN's bf16 GEMM does. For 1-8 rows this replaces that GEMM, which on these CPUs multiplies
 // one row at ~half the speed of streaming the fp32 weights (bench: bloom-160m batch-1 bf16 decoding).
 #pragma once
 
@@ -269,13 +269,16 @@ inline bool inferenceOperand(const at::Tensor& t, at::ScalarType dtype = at::kFl
   return t.device().is_cpu() && t.scalar_type() == dtype && !(at::GradMode::is_enabled() && t.requires_grad());
 }
 
+// Whether the kernels run here, for operands of this dtype (fp32 or bf16), outside autocast.
+inline bool kernelFor(at::ScalarType dtype) {
+  return isa() != Isa::none && !autocastEnabled(/*cuda=*/false) && (dtype == at::kFloat || dtype == at::kBFloat16);
+}
+
 // Whether linear(x, w, bias) takes this path, nothing to differentiate: float32 CPU tensors and 2..kMaxRows
 // rows (one row takes BLAS's GEMV, as fast), or bf16 ones and 1..kMaxBf16Rows rows.
 inline bool applies(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias) {
   const at::ScalarType dtype = w.scalar_type();
-  if (isa() == Isa::none || autocastEnabled(/*cuda=*/false) || (dtype != at::kFloat && dtype != at::kBFloat16))
-    return false;
-  if (!inferenceOperand(x, dtype) || !inferenceOperand(w, dtype)) return false;
+  if (!kernelFor(dtype) || !inferenceOperand(x, dtype) || !inferenceOperand(w, dtype)) return false;
   if (x.dim() < 1 || w.dim() != 2 || x.size(-1) != w.size(1) || x.size(-1) == 0 || w.size(0) == 0) return false;
   const int64_t m = x.numel() / x.size(-1);
   const bool rows = dtype == at::kFloat ? m >= 2 && m <= kMaxRows : m >= 1 && m <= kMaxBf16Rows;
@@ -294,23 +297,26 @@ inline void run(const Gemm<W>& g) {
   });
 }
 
-inline at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias) {
-  const int64_t k = x.size(-1), n = w.size(0), m = x.numel() / k;
-  const bool bf16 = w.scalar_type() == at::kBFloat16;
-  // x and the bias in fp32 (exact for bf16 values), the weights as they are.
-  at::Tensor xc = x.to(at::kFloat).contiguous(), wc = w.contiguous();
+// x and the bias in fp32 (exact for bf16 values), the weights wc (contiguous) read as they are at wp; y
+// computed in fp32 and returned in x's dtype (one rounding for bf16).
+template <class W>
+inline at::Tensor linearOf(const at::Tensor& x, const at::Tensor& wc, const W* wp,
+                           const c10::optional<at::Tensor>& bias) {
+  const int64_t k = x.size(-1), n = wc.size(0), m = x.numel() / k;
+  at::Tensor xc = x.to(at::kFloat).contiguous();
   at::Tensor bc = bias ? bias->to(at::kFloat).contiguous() : at::Tensor();
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = n;
   at::Tensor y = at::empty(shape, x.options().dtype(at::kFloat));
-  const float *xp = xc.data_ptr<float>(), *bp = bias ? bc.data_ptr<float>() : nullptr;
-  if (bf16) {
-    const auto* wp = reinterpret_cast<const uint16_t*>(wc.data_ptr<at::BFloat16>());
-    run(Gemm<uint16_t>{xp, wp, bp, y.data_ptr<float>(), m, k, n});
-    return y.to(at::kBFloat16);
-  }
-  run(Gemm<float>{xp, wc.data_ptr<float>(), bp, y.data_ptr<float>(), m, k, n});
-  return y;
+  run(Gemm<W>{xc.data_ptr<float>(), wp, bias ? bc.data_ptr<float>() : nullptr, y.data_ptr<float>(), m, k, n});
+  return y.to(x.scalar_type());
+}
+
+inline at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias) {
+  at::Tensor wc = w.contiguous();
+  if (wc.scalar_type() == at::kBFloat16)
+    return linearOf(x, wc, reinterpret_cast<const uint16_t*>(wc.data_ptr<at::BFloat16>()), bias);
+  return linearOf(x, wc, wc.data_ptr<float>(), bias);
 }
 
 // Whether x·m (x [..., 1, K], m [..., K, N], the same leading sizes, no broadcasting) takes rowMatmul:
@@ -318,9 +324,7 @@ inline at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const c10::op
 // dims). With c, as baddbmm's input: 3-D operands, and c of the same dtype on the CPU too.
 inline bool rowMatmulApplies(const at::Tensor& x, const at::Tensor& m, const at::Tensor* c = nullptr) {
   const at::ScalarType dtype = m.scalar_type();
-  if (isa() == Isa::none || autocastEnabled(/*cuda=*/false) || (dtype != at::kFloat && dtype != at::kBFloat16))
-    return false;
-  if (!inferenceOperand(x, dtype) || !inferenceOperand(m, dtype)) return false;
+  if (!kernelFor(dtype) || !inferenceOperand(x, dtype) || !inferenceOperand(m, dtype)) return false;
   if (x.dim() < 3 || x.dim() != m.dim() || (c && (x.dim() != 3 || !inferenceOperand(*c, dtype)))) return false;
   if (x.size(-2) != 1 || x.size(-1) != m.size(-2) || x.numel() == 0 || m.numel() == 0) return false;
   for (int64_t i = 0; i < x.dim() - 2; i++)

@@ -12,6 +12,20 @@ const reference = (x: torch.Tensor, w: torch.Tensor, b?: torch.Tensor) => {
   return b ? y.add(b) : y;
 };
 
+const f32 = (t: torch.Tensor) => t.to("float32");
+/** A bf16 result, elementwise within one bf16 rounding (2^-8 relative) of its fp32 reference, plus fp32 sums of k
+ * products taken in another order. */
+const nearBf16 = (got: torch.Tensor, want: torch.Tensor, k: number, what: string) => {
+  assert.equal(got.dtype, "bfloat16", what);
+  const w = want.toNumbers();
+  f32(got)
+    .toNumbers()
+    .forEach((v, i) => {
+      const bound = Math.abs(w[i]!) * 2 ** -8 + 1e-5 * Math.sqrt(k) * 8;
+      assert.ok(Math.abs(v - w[i]!) <= bound, `${what} [${i}]: ${v} vs ${w[i]}`);
+    });
+};
+
 test("the build names its few-row kernel; this CI's x86-64 CPUs have one", () => {
   assert.ok(["avx512", "avx2", ""].includes(torch.features.smallGemm));
   if (process.arch === "x64" && process.env.OASFT_SMALL_GEMM !== "0") assert.notEqual(torch.features.smallGemm, "");
@@ -57,17 +71,9 @@ test("bf16 few-row linear: the fp32 GEMM of the same bf16 values, rounded once t
           const w = torch.randn([n, k]).to("bfloat16");
           const b = torch.randn([n]).to("bfloat16");
           // The values are bf16 either way; the reference multiplies them in fp32 through BLAS.
-          const want = reference(x.to("float32"), w.to("float32"), b.to("float32")).toNumbers();
           const y = torch.linear(x, w, b);
-          assert.equal(y.dtype, "bfloat16");
           assert.deepEqual(y.shape, [m, 1, n]);
-          const got = y.to("float32").toNumbers();
-          // One bf16 rounding (a relative 2^-8 at most) over fp32 sums that differ in order only.
-          const sumBound = 1e-5 * Math.sqrt(k) * 8;
-          got.forEach((v, i) => {
-            const bound = Math.abs(want[i]!) * 2 ** -8 + sumBound;
-            assert.ok(Math.abs(v - want[i]!) <= bound, `m ${m} k ${k} n ${n} [${i}]: ${v} vs ${want[i]}`);
-          });
+          nearBf16(y, reference(f32(x), f32(w), f32(b)), k, `m ${m} k ${k} n ${n}`);
         }
       }
     }),
@@ -129,6 +135,14 @@ test("with gradients on, few-row linear stays differentiable (libtorch's path)",
   });
 });
 
+// [batch entries, K, N] for one query row against a matrix: single elements, off the vector width, a head.
+const ROW_SHAPES = [
+  [1, 1, 1],
+  [3, 5, 7],
+  [16, 64, 37],
+  [6, 33, 100],
+] as const;
+
 // The reference for one query row: the same row twice through BLAS (two rows never take the row path).
 const twoRows = (x: torch.Tensor, m: torch.Tensor) => torch.cat([x, x], -2).matmul(m).narrow(-2, 0, 1);
 
@@ -136,12 +150,7 @@ test("one-row matmul, bmm and baddbmm read keys and values in place: rows, colum
   torch.manualSeed(8);
   torch.noGrad(() =>
     torch.scope(() => {
-      for (const [B, K, N] of [
-        [1, 1, 1],
-        [3, 5, 7],
-        [16, 64, 37],
-        [6, 33, 100],
-      ] as const) {
+      for (const [B, K, N] of ROW_SHAPES) {
         const x = torch.randn([B, 1, K]);
         const rows = torch.randn([B, K, N + 9]).narrow(2, 0, N); // V, or BLOOM's keys [b·n_h, d, capacity]
         const cols = torch.randn([B, N, K]).transpose(1, 2); // keys stored [S, d], read transposed
@@ -175,23 +184,9 @@ test(
   { skip: noKernel },
   () => {
     torch.manualSeed(9);
-    const f32 = (t: torch.Tensor) => t.to("float32");
-    // Elementwise: within one bf16 rounding of the fp32 reference, plus fp32 sums in another order.
-    const near = (got: torch.Tensor, want: torch.Tensor, K: number, what: string) => {
-      assert.equal(got.dtype, "bfloat16", what);
-      const w = want.toNumbers();
-      f32(got)
-        .toNumbers()
-        .forEach((v, i) => assert.ok(Math.abs(v - w[i]!) <= Math.abs(w[i]!) * 2 ** -8 + 1e-5 * Math.sqrt(K) * 8, what));
-    };
     torch.noGrad(() =>
       torch.scope(() => {
-        for (const [B, K, N] of [
-          [1, 1, 1],
-          [3, 5, 7],
-          [16, 64, 37],
-          [6, 33, 100],
-        ] as const) {
+        for (const [B, K, N] of ROW_SHAPES) {
           const x = torch.randn([B, 1, K]).to("bfloat16");
           const rows = torch
             .randn([B, K, N + 9])
@@ -201,9 +196,9 @@ test(
           const c = torch.randn([B, 1, N]).to("bfloat16");
           for (const m of [rows, cols]) {
             const want = twoRows(f32(x), f32(m));
-            near(x.bmm(m), want, K, `bmm ${B} ${K} ${N}`);
-            near(x.matmul(m), want, K, `matmul ${B} ${K} ${N}`);
-            near(c.baddbmm(x, m, 0.5, 0.25), f32(c).mul(0.5).add(want.mul(0.25)), K, `baddbmm ${B} ${K} ${N}`);
+            nearBf16(x.bmm(m), want, K, `bmm ${B} ${K} ${N}`);
+            nearBf16(x.matmul(m), want, K, `matmul ${B} ${K} ${N}`);
+            nearBf16(c.baddbmm(x, m, 0.5, 0.25), f32(c).mul(0.5).add(want.mul(0.25)), K, `baddbmm ${B} ${K} ${N}`);
           }
         }
       }),
